@@ -1,0 +1,19 @@
+//! The Ferrocart domain kernel: the small vocabulary every domain shares.
+//!
+//! - [`Money`] and [`Currency`]: integer minor units with an ISO 4217 currency and checked
+//!   arithmetic. There is no floating point anywhere near a price.
+//! - Typed ids ([`ProductId`] and friends, made by [`typed_id!`]) and the catalog-wide [`Sku`].
+//! - [`Problem`]: an RFC 9457 problem details document. Every domain maps its errors to one of
+//!   these in a single place; the Lambda glue turns it into an `application/problem+json` response.
+//!
+//! Everything here parses instead of validating: a value of these types is valid by construction.
+
+pub mod id;
+pub mod money;
+pub mod problem;
+pub mod sku;
+
+pub use id::ProductId;
+pub use money::{Currency, Money, MoneyError};
+pub use problem::{FieldError, Problem, ProblemKind};
+pub use sku::{Sku, SkuError};

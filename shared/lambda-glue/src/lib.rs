@@ -1,0 +1,21 @@
+//! The glue between Lambda and a Ferrocart domain, shared by every function.
+//!
+//! - [`config`]: typed configuration read once at cold start; a missing variable is named.
+//! - [`logging`]: JSON logs on stdout for CloudWatch, carrying the Lambda request id and X-Ray
+//!   trace id from the runtime's invocation span.
+//! - [`http`]: reading JSON bodies (size, media type and shape checked, every failure a
+//!   problem+json naming the field), query and path parameters, and writing JSON and
+//!   problem+json responses.
+//! - [`auth`]: who is calling, from the claims API Gateway's JWT authorizer put in the request
+//!   context; functions never see or verify the token itself.
+//!
+//! A function's `main` wires these up; its handler translates a request into one domain call.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod logging;
+
+pub use auth::Caller;
+pub use config::ConfigError;
+pub use http::{ApiResult, Reply};

@@ -1,0 +1,26 @@
+//! JSON logs for CloudWatch.
+//!
+//! One JSON object per line on stdout. The Lambda runtime wraps each invocation in a span with
+//! `requestId` and `xrayTraceId`; `with_current_span` copies them onto every line, so a log
+//! search by request id finds everything one invocation did.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the JSON subscriber. The level comes from `AWS_LAMBDA_LOG_LEVEL` (which Lambda sets
+/// from the template's `LoggingConfig.ApplicationLogLevel`), else `RUST_LOG`, else `info`.
+pub fn init() {
+    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|level| EnvFilter::new(level.to_lowercase()))
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    // `try_init` so a test binary that calls this twice does not panic.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .flatten_event(true)
+        .with_target(false)
+        .try_init();
+}
