@@ -1,0 +1,32 @@
+//! # Ferrocart catalog
+//!
+//! Products, their variants and prices, behind API Gateway (`lambda_http`), in the catalog's own
+//! DynamoDB table.
+//!
+//! - [`product`]: the product model and its rules (parse, don't validate).
+//! - [`service`]: the use cases and the [`service::CatalogStore`] port.
+//! - [`dynamo`]: the DynamoDB adapter, the only module that knows the table's key layout.
+//! - [`api`]: the HTTP handler, dispatching on the route keys declared in template.yaml.
+//! - [`Config`]: what the function reads from its environment at cold start.
+//!
+//! Shoppers see only `active` products; admins (JWT group `admin`) create, update with
+//! optimistic concurrency (`If-Match`), and archive them. SKUs and slugs are unique across the
+//! catalog, enforced by conditional writes in the same transaction as the product.
+
+pub mod api;
+pub mod dynamo;
+pub mod product;
+pub mod service;
+
+/// The catalog function's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CATALOG_TABLE`: the catalog table's name (`!Ref CatalogTable` in template.yaml).
+    pub table: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
+        Ok(Self { table: lambda_glue::config::required("CATALOG_TABLE")? })
+    }
+}

@@ -1,1 +1,18 @@
-fn main() {}
+//! The catalog Lambda: wires configuration, logging and the DynamoDB store to the handler.
+
+use catalog::Config;
+use catalog::dynamo::DynamoCatalog;
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_glue::logging::init();
+    let config = Config::from_env()?;
+    let aws = adapters::aws::load_config().await;
+    let store = DynamoCatalog::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
+    let store = &store;
+    lambda_http::run(service_fn(move |request| async move {
+        Ok::<_, std::convert::Infallible>(catalog::api::handle(store, request).await)
+    }))
+    .await
+}
