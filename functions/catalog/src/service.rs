@@ -90,10 +90,13 @@ pub enum CatalogError {
 impl From<StoreError> for CatalogError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::SkuTaken(_) | StoreError::SlugTaken(_) => {
-                Self::Taken { pointer: "/".to_owned(), detail: error.to_string() }
+            StoreError::SkuTaken(_) | StoreError::SlugTaken(_) => Self::Taken {
+                pointer: "/".to_owned(),
+                detail: error.to_string(),
+            },
+            StoreError::Cursor(cursor) => {
+                Self::BadQuery(FieldError::new("query:cursor", cursor.to_string()))
             }
-            StoreError::Cursor(cursor) => Self::BadQuery(FieldError::new("query:cursor", cursor.to_string())),
             other => Self::Store(other),
         }
     }
@@ -117,11 +120,16 @@ fn explain(details: &crate::product::ProductDetails, error: StoreError) -> Catal
             .variants
             .iter()
             .position(|variant| &variant.sku == sku)
-            .map_or("/variants".to_owned(), |index| format!("/variants/{index}/sku")),
+            .map_or("/variants".to_owned(), |index| {
+                format!("/variants/{index}/sku")
+            }),
         StoreError::SlugTaken(_) => "/slug".to_owned(),
         _ => return error.into(),
     };
-    CatalogError::Taken { pointer, detail: error.to_string() }
+    CatalogError::Taken {
+        pointer,
+        detail: error.to_string(),
+    }
 }
 
 /// Creates a product at version 1.
@@ -131,8 +139,17 @@ pub async fn create(
     now: OffsetDateTime,
 ) -> Result<Product, CatalogError> {
     let details = input.parse().map_err(CatalogError::Invalid)?;
-    let product = Product { id: ProductId::new(), details, version: 1, created_at: now, updated_at: now };
-    store.create(&product).await.map_err(|e| explain(&product.details, e))?;
+    let product = Product {
+        id: ProductId::new(),
+        details,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    store
+        .create(&product)
+        .await
+        .map_err(|e| explain(&product.details, e))?;
     tracing::info!(product_id = %product.id, "product created");
     Ok(product)
 }
@@ -150,7 +167,14 @@ pub async fn update(
     }
     let details = input.parse().map_err(CatalogError::Invalid)?;
     let old = load(store, id).await?;
-    write_new_version(store, old, precondition, |product| product.details = details, now).await
+    write_new_version(
+        store,
+        old,
+        precondition,
+        |product| product.details = details,
+        now,
+    )
+    .await
 }
 
 /// Archives a product: it disappears from the shop but keeps its SKUs and history.
@@ -165,7 +189,14 @@ pub async fn archive(
     if old.details.status == Status::Archived {
         return Ok(old);
     }
-    write_new_version(store, old, precondition, |product| product.details.status = Status::Archived, now).await
+    write_new_version(
+        store,
+        old,
+        precondition,
+        |product| product.details.status = Status::Archived,
+        now,
+    )
+    .await
 }
 
 async fn write_new_version(
@@ -180,7 +211,10 @@ async fn write_new_version(
         Precondition::Any | Precondition::Absent => old.version,
     };
     if old.version != expected {
-        return Err(CatalogError::StaleVersion { expected, current: old.version });
+        return Err(CatalogError::StaleVersion {
+            expected,
+            current: old.version,
+        });
     }
     let mut new = old.clone();
     change(&mut new);
@@ -193,7 +227,10 @@ async fn write_new_version(
         }
         // Someone else wrote between our read and our write: report their version.
         Err(StoreError::VersionConflict) => {
-            let current = store.get(old.id).await?.map_or(old.version + 1, |p| p.version);
+            let current = store
+                .get(old.id)
+                .await?
+                .map_or(old.version + 1, |p| p.version);
             Err(CatalogError::StaleVersion { expected, current })
         }
         Err(other) => Err(explain(&new.details, other)),
@@ -201,7 +238,10 @@ async fn write_new_version(
 }
 
 async fn load(store: &impl CatalogStore, id: ProductId) -> Result<Product, CatalogError> {
-    store.get(id).await?.ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    store
+        .get(id)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(id.to_string()))
 }
 
 /// Any product, for admins.
@@ -212,7 +252,11 @@ pub async fn get_any(store: &impl CatalogStore, id: ProductId) -> Result<Product
 /// An active product, for shoppers; drafts and archived products are not found.
 pub async fn get_active(store: &impl CatalogStore, id: ProductId) -> Result<Product, CatalogError> {
     let product = load(store, id).await?;
-    if product.is_active() { Ok(product) } else { Err(CatalogError::NotFound(id.to_string())) }
+    if product.is_active() {
+        Ok(product)
+    } else {
+        Err(CatalogError::NotFound(id.to_string()))
+    }
 }
 
 pub async fn list(store: &impl CatalogStore, query: &ListQuery) -> Result<Page, CatalogError> {

@@ -67,7 +67,11 @@ impl std::fmt::Display for TransactionFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Cancelled { reasons } => write!(f, "transaction cancelled: {reasons:?}"),
-            Self::Other(error) => write!(f, "transaction failed: {}", aws_sdk_dynamodb::error::DisplayErrorContext(error)),
+            Self::Other(error) => write!(
+                f,
+                "transaction failed: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(error)
+            ),
         }
     }
 }
@@ -89,7 +93,11 @@ pub async fn batch_get(
             .set_keys(Some(std::mem::take(&mut pending)))
             .consistent_read(false)
             .build()?;
-        let output = client.batch_get_item().request_items(table, request).send().await?;
+        let output = client
+            .batch_get_item()
+            .request_items(table, request)
+            .send()
+            .await?;
         if let Some(mut responses) = output.responses {
             found.extend(responses.remove(table).unwrap_or_default());
         }

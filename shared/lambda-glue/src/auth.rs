@@ -31,12 +31,25 @@ impl Caller {
                 .map(|jwt| &jwt.claims),
             _ => None,
         };
-        let unauthenticated =
-            || Problem::new(ProblemKind::Unauthorized, "This route needs a bearer token.");
+        let unauthenticated = || {
+            Problem::new(
+                ProblemKind::Unauthorized,
+                "This route needs a bearer token.",
+            )
+        };
         let claims = claims.ok_or_else(unauthenticated)?;
-        let subject = claims.get("sub").filter(|s| !s.is_empty()).ok_or_else(unauthenticated)?;
-        let groups = claims.get("cognito:groups").map(|raw| parse_group_claim(raw)).unwrap_or_default();
-        Ok(Self { subject: subject.clone(), groups })
+        let subject = claims
+            .get("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(unauthenticated)?;
+        let groups = claims
+            .get("cognito:groups")
+            .map(|raw| parse_group_claim(raw))
+            .unwrap_or_default();
+        Ok(Self {
+            subject: subject.clone(),
+            groups,
+        })
     }
 
     pub fn is_admin(&self) -> bool {
@@ -98,7 +111,10 @@ mod tests {
     #[test]
     fn a_member_of_the_admin_group_passes_the_admin_check() {
         let request = request_with_claims(r#"{"sub":"root","cognito:groups":"[admin]"}"#);
-        assert_eq!(Caller::admin(&request).map(|c| c.subject), Ok("root".to_owned()));
+        assert_eq!(
+            Caller::admin(&request).map(|c| c.subject),
+            Ok("root".to_owned())
+        );
     }
 
     #[test]
@@ -110,6 +126,9 @@ mod tests {
     #[test]
     fn a_request_without_claims_is_unauthorized() {
         let request = request_with_claims("{}");
-        assert_eq!(Caller::from_request(&request).map_err(|p| p.status), Err(401));
+        assert_eq!(
+            Caller::from_request(&request).map_err(|p| p.status),
+            Err(401)
+        );
     }
 }

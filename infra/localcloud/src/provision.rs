@@ -1,0 +1,162 @@
+//! Creates the template's DynamoDB tables in the emulator, exactly as declared: keys, attribute
+//! types, GSIs with their projections, streams and TTL.
+
+use anyhow::{Context as _, anyhow};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use serde_json::Value as Json;
+
+use crate::template::TableSpec;
+
+/// What provisioning learned that the template could not say: the stream ARN of each table.
+#[derive(Debug, Clone)]
+pub struct ProvisionedTable {
+    pub logical_id: String,
+    pub name: String,
+    pub stream_arn: Option<String>,
+}
+
+/// Creates every table that does not exist yet; an existing table (a re-run against a
+/// long-lived LocalStack) is kept with its data.
+pub async fn tables(client: &Client, specs: &[TableSpec]) -> anyhow::Result<Vec<ProvisionedTable>> {
+    let mut provisioned = Vec::with_capacity(specs.len());
+    for spec in specs {
+        create_table(client, spec)
+            .await
+            .with_context(|| format!("creating table {} ({})", spec.logical_id, spec.name))?;
+        let described = client
+            .describe_table()
+            .table_name(&spec.name)
+            .send()
+            .await?;
+        provisioned.push(ProvisionedTable {
+            logical_id: spec.logical_id.clone(),
+            name: spec.name.clone(),
+            stream_arn: described.table.and_then(|t| t.latest_stream_arn),
+        });
+    }
+    Ok(provisioned)
+}
+
+fn text<'a>(value: &'a Json, key: &str) -> anyhow::Result<&'a str> {
+    value
+        .get(key)
+        .and_then(Json::as_str)
+        .ok_or_else(|| anyhow!("missing {key}"))
+}
+
+fn key_schema(list: Option<&Json>) -> anyhow::Result<Vec<KeySchemaElement>> {
+    list.and_then(Json::as_array)
+        .ok_or_else(|| anyhow!("missing KeySchema"))?
+        .iter()
+        .map(|element| {
+            Ok(KeySchemaElement::builder()
+                .attribute_name(text(element, "AttributeName")?)
+                .key_type(KeyType::from(text(element, "KeyType")?))
+                .build()?)
+        })
+        .collect()
+}
+
+async fn create_table(client: &Client, spec: &TableSpec) -> anyhow::Result<()> {
+    let properties = &spec.properties;
+    let definitions = properties
+        .get("AttributeDefinitions")
+        .and_then(Json::as_array)
+        .ok_or_else(|| anyhow!("missing AttributeDefinitions"))?
+        .iter()
+        .map(|definition| {
+            Ok(AttributeDefinition::builder()
+                .attribute_name(text(definition, "AttributeName")?)
+                .attribute_type(ScalarAttributeType::from(text(
+                    definition,
+                    "AttributeType",
+                )?))
+                .build()?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut request = client
+        .create_table()
+        .table_name(&spec.name)
+        .set_attribute_definitions(Some(definitions))
+        .set_key_schema(Some(key_schema(properties.get("KeySchema"))?))
+        .billing_mode(BillingMode::PayPerRequest);
+    for index in properties
+        .get("GlobalSecondaryIndexes")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let projection = index.get("Projection");
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::from(
+                projection
+                    .and_then(|p| p.get("ProjectionType"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("ALL"),
+            ))
+            .set_non_key_attributes(
+                projection
+                    .and_then(|p| p.get("NonKeyAttributes"))
+                    .and_then(Json::as_array)
+                    .map(|names| {
+                        names
+                            .iter()
+                            .filter_map(Json::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    }),
+            )
+            .build();
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(text(index, "IndexName")?)
+                .set_key_schema(Some(key_schema(index.get("KeySchema"))?))
+                .projection(projection)
+                .build()?,
+        );
+    }
+    if let Some(view) = properties
+        .pointer("/StreamSpecification/StreamViewType")
+        .and_then(Json::as_str)
+    {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(view))
+                .build()?,
+        );
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(aws_sdk_dynamodb::Error::from(error).into()),
+    }
+    if let Some(ttl) = properties.get("TimeToLiveSpecification") {
+        let enabled = ttl.get("Enabled").and_then(Json::as_bool).unwrap_or(false);
+        if enabled {
+            client
+                .update_time_to_live()
+                .table_name(&spec.name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(text(ttl, "AttributeName")?)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Runs each function's real binary against a Lambda Runtime API served here, as Lambda does.
+//!
+//! Every instance of a function is a process with its own Runtime API endpoint
+//! (`AWS_LAMBDA_RUNTIME_API`), so the local cloud knows which process holds which invocation:
+//! a process that crashes fails only its own invocation and is restarted, and an invocation past
+//! the function's `Timeout` kills its process, as Lambda does. Instances of one function share a
+//! queue of invocations, so N instances give a concurrency of N.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::template::FunctionSpec;
+
+/// How an invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The handler's response payload.
+    Response(Bytes),
+    /// The handler returned an error (the runtime posted to `/error`).
+    FunctionError(Bytes),
+    /// The process died while handling the invocation.
+    Crashed,
+    /// The invocation ran past the function's timeout; its process was killed.
+    TimedOut,
+}
+
+struct Invocation {
+    id: String,
+    payload: Bytes,
+    deadline_ms: u128,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Where a function's processes write their logs.
+#[derive(Debug, Clone)]
+pub enum Logs {
+    /// The local cloud's own stdout/stderr (for `make dev`).
+    Inherit,
+    /// Appended to this file (for tests, so output stays readable).
+    File(PathBuf),
+}
+
+/// What every function process needs besides its template environment.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    pub bin_dir: PathBuf,
+    pub aws_env: BTreeMap<String, String>,
+    pub instances: usize,
+    pub logs: Logs,
+}
+
+/// One instance: a process and its Runtime API.
+struct Instance {
+    in_flight: Mutex<Option<(String, oneshot::Sender<Outcome>)>>,
+    kill: Notify,
+}
+
+/// A running function.
+pub struct FunctionHost {
+    pub spec: FunctionSpec,
+    queue: mpsc::UnboundedSender<Invocation>,
+    instances: Vec<Arc<Instance>>,
+}
+
+impl std::fmt::Debug for FunctionHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionHost")
+            .field("function", &self.spec.logical_id)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>>,
+    instance: Arc<Instance>,
+    function_arn: String,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+impl FunctionHost {
+    /// Starts the function's instances and returns once their processes are spawned.
+    pub async fn start(
+        spec: FunctionSpec,
+        settings: &ProcessSettings,
+        function_arn: String,
+    ) -> anyhow::Result<Self> {
+        let binary = settings.bin_dir.join(&spec.binary);
+        if !binary.is_file() {
+            bail!(
+                "function {} needs the binary {} (build it with `cargo build --bins`)",
+                spec.logical_id,
+                binary.display()
+            );
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(receiver));
+        let mut instances = Vec::new();
+        for index in 0..settings.instances.max(1) {
+            let instance = Arc::new(Instance {
+                in_flight: Mutex::new(None),
+                kill: Notify::new(),
+            });
+            let state = ApiState {
+                queue: queue.clone(),
+                instance: instance.clone(),
+                function_arn: function_arn.clone(),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?;
+            let router = Router::new()
+                .route("/2018-06-01/runtime/invocation/next", get(next))
+                .route(
+                    "/2018-06-01/runtime/invocation/{id}/response",
+                    post(respond),
+                )
+                .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
+                .route("/2018-06-01/runtime/init/error", post(init_error))
+                .with_state(state);
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "runtime API stopped");
+                }
+            });
+            let mut env = settings.aws_env.clone();
+            env.extend(spec.environment.clone());
+            env.insert("AWS_LAMBDA_RUNTIME_API".into(), address.to_string());
+            env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.clone());
+            env.insert("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into());
+            env.insert(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                spec.memory_mb.to_string(),
+            );
+            env.insert(
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                format!("/aws/lambda/{}", spec.name),
+            );
+            env.insert(
+                "AWS_LAMBDA_LOG_STREAM_NAME".into(),
+                format!("local/{index}"),
+            );
+            if let Some(format) = &spec.log_format {
+                env.insert("AWS_LAMBDA_LOG_FORMAT".into(), format.to_uppercase());
+            }
+            if let Some(level) = &spec.log_level {
+                env.insert("AWS_LAMBDA_LOG_LEVEL".into(), level.to_uppercase());
+            }
+            tokio::spawn(supervise(
+                binary.clone(),
+                env,
+                settings.logs.clone(),
+                instance.clone(),
+                spec.logical_id.clone(),
+            ));
+            instances.push(instance);
+        }
+        Ok(Self {
+            spec,
+            queue: sender,
+            instances,
+        })
+    }
+
+    /// Invokes the function with `payload` and waits for the outcome, up to its timeout.
+    pub async fn invoke(&self, payload: Bytes) -> Outcome {
+        let id = ulid::Ulid::new().to_string().to_lowercase();
+        let timeout = Duration::from_secs(self.spec.timeout_secs.max(1));
+        let (reply, outcome) = oneshot::channel();
+        let invocation = Invocation {
+            id: id.clone(),
+            payload,
+            deadline_ms: now_ms() + timeout.as_millis(),
+            reply,
+        };
+        if self.queue.send(invocation).is_err() {
+            return Outcome::Crashed;
+        }
+        // Waiting in the queue counts against the timeout too, so a wedged function cannot hang
+        // callers forever.
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Crashed,
+            Err(_) => {
+                for instance in &self.instances {
+                    let holds_it = instance
+                        .in_flight
+                        .lock()
+                        .map(|held| held.as_ref().is_some_and(|(held, _)| held == &id));
+                    if holds_it.unwrap_or(false) {
+                        instance.kill.notify_one();
+                    }
+                }
+                Outcome::TimedOut
+            }
+        }
+    }
+}
+
+/// Keeps one instance's process running: restarts it when it exits or is killed.
+async fn supervise(
+    binary: PathBuf,
+    env: BTreeMap<String, String>,
+    logs: Logs,
+    instance: Arc<Instance>,
+    name: String,
+) {
+    let mut restarts = 0_u32;
+    loop {
+        let child = spawn(&binary, &env, &logs);
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::error!(function = %name, %error, "cannot start function process");
+                return;
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                tracing::warn!(function = %name, ?status, "function process exited; restarting");
+            }
+            () = instance.kill.notified() => {
+                tracing::warn!(function = %name, "function timed out; killing its process");
+                let _ = child.kill().await;
+            }
+        }
+        // Whatever it held is lost, as when a Lambda sandbox dies.
+        if let Ok(mut held) = instance.in_flight.lock() {
+            if let Some((_, reply)) = held.take() {
+                let _ = reply.send(Outcome::Crashed);
+            }
+        }
+        restarts += 1;
+        // Back off a crash loop: 50 ms, doubling, at most 2 s.
+        tokio::time::sleep(Duration::from_millis(50 << restarts.min(5))).await;
+    }
+}
+
+fn spawn(
+    binary: &Path,
+    env: &BTreeMap<String, String>,
+    logs: &Logs,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    match logs {
+        Logs::Inherit => {
+            command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+        Logs::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            command.stdout(file.try_clone()?).stderr(file);
+        }
+    }
+    command
+        .spawn()
+        .with_context(|| format!("spawning {}", binary.display()))
+}
+
+async fn next(State(state): State<ApiState>) -> Response {
+    let invocation = {
+        let mut queue = state.queue.lock().await;
+        queue.recv().await
+    };
+    let Some(invocation) = invocation else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put("lambda-runtime-aws-request-id", invocation.id.clone());
+    put(
+        "lambda-runtime-deadline-ms",
+        invocation.deadline_ms.to_string(),
+    );
+    put(
+        "lambda-runtime-invoked-function-arn",
+        state.function_arn.clone(),
+    );
+    put(
+        "lambda-runtime-trace-id",
+        format!(
+            "Root=1-{:08x}-{}",
+            now_ms() / 1000,
+            &invocation.id[..24.min(invocation.id.len())]
+        ),
+    );
+    put("content-type", "application/json".to_owned());
+    if let Ok(mut held) = state.instance.in_flight.lock() {
+        *held = Some((invocation.id, invocation.reply));
+    }
+    (StatusCode::OK, headers, invocation.payload).into_response()
+}
+
+fn complete(state: &ApiState, id: &str, outcome: Outcome) -> StatusCode {
+    let held = state.instance.in_flight.lock().ok().and_then(|mut held| {
+        if held.as_ref().is_some_and(|(held_id, _)| held_id == id) {
+            held.take()
+        } else {
+            None
+        }
+    });
+    match held {
+        Some((_, reply)) => {
+            let _ = reply.send(outcome);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn respond(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    complete(&state, &id, Outcome::Response(body))
+}
+
+async fn fail(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    complete(&state, &id, Outcome::FunctionError(body))
+}
+
+async fn init_error(body: Bytes) -> StatusCode {
+    tracing::error!(error = %String::from_utf8_lossy(&body), "function failed to initialise");
+    StatusCode::ACCEPTED
+}

@@ -1,0 +1,738 @@
+//! Reading template.yaml the way CloudFormation and SAM would, for the parts the local cloud
+//! emulates.
+//!
+//! Intrinsics are resolved lazily: only the properties the local cloud uses (table definitions,
+//! function environments, authorizer settings) are resolved, so an intrinsic in, say, an alarm
+//! never matters here. Supported: `Ref` (parameters, pseudo parameters, resources), `Fn::GetAtt`,
+//! `Fn::Sub` (both forms), `Fn::Join`, `Fn::Select`, in short (`!Ref`) and long form. Anything
+//! else fails with the name of the resource and property it appeared in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value as Json;
+use serde_norway::Value as Yaml;
+
+/// The account id the emulators use (moto's default).
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// A parsed template with its parameters' values.
+#[derive(Debug, Clone)]
+pub struct Template {
+    resources: BTreeMap<String, Yaml>,
+    globals_function: Option<Yaml>,
+    parameters: BTreeMap<String, String>,
+}
+
+/// Names and attributes of resources as they exist in the emulator, for `Ref` and `GetAtt`.
+#[derive(Debug, Clone, Default)]
+pub struct Physical {
+    pub refs: HashMap<String, String>,
+    pub attributes: HashMap<(String, String), String>,
+}
+
+/// Where the stack lives: the values of pseudo parameters.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub name: String,
+    pub region: String,
+}
+
+/// A DynamoDB table to provision.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// The resolved `Properties` of the `AWS::DynamoDB::Table`.
+    pub properties: Json,
+}
+
+/// A Lambda function to run.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// The binary cargo builds for it (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub timeout_secs: u64,
+    pub memory_mb: u64,
+    pub environment: BTreeMap<String, String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One `HttpApi` event of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Upper-case method, or `ANY`.
+    pub method: String,
+    pub path: String,
+    /// The authorizer guarding the route; `None` for `Authorizer: NONE`.
+    pub authorizer: Option<String>,
+}
+
+impl RouteSpec {
+    /// The API Gateway route key: `GET /products/{id}`.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// A JWT authorizer of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct JwtAuthorizerSpec {
+    pub name: String,
+    pub issuer: String,
+    pub audience: Vec<String>,
+    pub identity_source: String,
+}
+
+/// The HTTP API: its authorizers and the default one.
+#[derive(Debug, Clone)]
+pub struct HttpApiSpec {
+    pub logical_id: String,
+    pub default_authorizer: Option<String>,
+    pub authorizers: Vec<JwtAuthorizerSpec>,
+}
+
+/// Resource types the local cloud provisions or runs.
+const EMULATED: &[&str] = &[
+    "AWS::DynamoDB::Table",
+    "AWS::Serverless::Function",
+    "AWS::Serverless::HttpApi",
+];
+/// Resource types that have no local behaviour: identity is emulated by the local JWT
+/// authorizer, logs go to the terminal, alarms and IAM are enforced only in AWS.
+const ACCEPTED: &[&str] = &[
+    "AWS::Cognito::UserPool",
+    "AWS::Cognito::UserPoolClient",
+    "AWS::Cognito::UserPoolGroup",
+    "AWS::Logs::LogGroup",
+    "AWS::CloudWatch::Alarm",
+    "AWS::IAM::Role",
+    "AWS::IAM::Policy",
+];
+
+impl Template {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let root: Yaml = serde_norway::from_str(text)?;
+        let resources: BTreeMap<String, Yaml> = root
+            .get("Resources")
+            .cloned()
+            .map(serde_norway::from_value)
+            .transpose()?
+            .ok_or_else(|| anyhow!("the template has no Resources"))?;
+        let mut parameters = BTreeMap::new();
+        if let Some(Yaml::Mapping(declared)) = root.get("Parameters") {
+            for (name, declaration) in declared {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| anyhow!("a parameter name is not a string"))?;
+                if let Some(default) = declaration.get("Default") {
+                    parameters.insert(name.to_owned(), scalar_string(default).unwrap_or_default());
+                }
+            }
+        }
+        for (logical_id, resource) in &resources {
+            let kind = resource.get("Type").and_then(Yaml::as_str).unwrap_or("");
+            if !EMULATED.contains(&kind) && !ACCEPTED.contains(&kind) {
+                bail!(
+                    "resource {logical_id} has type {kind}, which the local cloud does not support yet"
+                );
+            }
+        }
+        let globals_function = root.get("Globals").and_then(|g| g.get("Function")).cloned();
+        Ok(Self {
+            resources,
+            globals_function,
+            parameters,
+        })
+    }
+
+    /// Overrides a parameter, as `sam deploy --parameter-overrides` would.
+    pub fn set_parameter(&mut self, name: &str, value: &str) {
+        self.parameters.insert(name.to_owned(), value.to_owned());
+    }
+
+    fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Yaml)> + 'a {
+        self.resources
+            .iter()
+            .filter(move |(_, resource)| resource.get("Type").and_then(Yaml::as_str) == Some(kind))
+    }
+
+    /// Physical ids of everything that exists before provisioning (names are chosen, not
+    /// assigned): `{stack}-{LogicalId}`, as CloudFormation's generated names begin.
+    pub fn physical_names(&self, stack: &Stack) -> Physical {
+        let mut physical = Physical::default();
+        for (logical_id, resource) in &self.resources {
+            let kind = resource.get("Type").and_then(Yaml::as_str).unwrap_or("");
+            let properties = resource.get("Properties");
+            let explicit = |key: &str| {
+                properties
+                    .and_then(|p| p.get(key))
+                    .and_then(Yaml::as_str)
+                    .map(str::to_owned)
+            };
+            let name = match kind {
+                "AWS::DynamoDB::Table" => {
+                    explicit("TableName").unwrap_or_else(|| format!("{}-{logical_id}", stack.name))
+                }
+                "AWS::Cognito::UserPool" => format!("{}_{}local", stack.region, stack.name),
+                "AWS::Cognito::UserPoolGroup" => {
+                    explicit("GroupName").unwrap_or_else(|| logical_id.clone())
+                }
+                "AWS::Serverless::HttpApi" => "local".to_owned(),
+                _ => format!("{}-{logical_id}", stack.name),
+            };
+            let arn = match kind {
+                "AWS::DynamoDB::Table" => Some(format!(
+                    "arn:aws:dynamodb:{}:{ACCOUNT_ID}:table/{name}",
+                    stack.region
+                )),
+                "AWS::Serverless::Function" => Some(format!(
+                    "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{name}",
+                    stack.region
+                )),
+                "AWS::Logs::LogGroup" => Some(format!(
+                    "arn:aws:logs:{}:{ACCOUNT_ID}:log-group:{name}",
+                    stack.region
+                )),
+                "AWS::Cognito::UserPool" => Some(format!(
+                    "arn:aws:cognito-idp:{}:{ACCOUNT_ID}:userpool/{name}",
+                    stack.region
+                )),
+                _ => None,
+            };
+            if let Some(arn) = arn {
+                physical
+                    .attributes
+                    .insert((logical_id.clone(), "Arn".to_owned()), arn);
+            }
+            physical.refs.insert(logical_id.clone(), name);
+        }
+        physical
+    }
+
+    fn resolver<'a>(&'a self, stack: &'a Stack, physical: &'a Physical) -> Resolver<'a> {
+        Resolver {
+            template: self,
+            stack,
+            physical,
+        }
+    }
+
+    pub fn tables(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<TableSpec>> {
+        let resolver = self.resolver(stack, physical);
+        self.of_type("AWS::DynamoDB::Table")
+            .map(|(logical_id, resource)| {
+                let properties =
+                    resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let name = physical.refs.get(logical_id).cloned().unwrap_or_default();
+                Ok(TableSpec {
+                    logical_id: logical_id.clone(),
+                    name,
+                    properties,
+                })
+            })
+            .collect()
+    }
+
+    pub fn functions(
+        &self,
+        stack: &Stack,
+        physical: &Physical,
+    ) -> anyhow::Result<Vec<FunctionSpec>> {
+        let resolver = self.resolver(stack, physical);
+        let globals = resolver.resolve_at(self.globals_function.as_ref(), "Globals", "Function")?;
+        self.of_type("AWS::Serverless::Function")
+            .map(|(logical_id, resource)| {
+                let own =
+                    resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let property = |key: &str| own.get(key).or_else(|| globals.get(key));
+                let mut environment = BTreeMap::new();
+                for source in [&globals, &own] {
+                    if let Some(Json::Object(variables)) = source.pointer("/Environment/Variables")
+                    {
+                        for (name, value) in variables {
+                            environment.insert(name.clone(), json_scalar(value));
+                        }
+                    }
+                }
+                let binary = resource
+                    .get("Metadata")
+                    .and_then(|m| m.get("BuildProperties"))
+                    .and_then(|b| b.get("Binary"))
+                    .and_then(Yaml::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        anyhow!("function {logical_id} has no Metadata.BuildProperties.Binary")
+                    })?;
+                let routes = routes_of(resource, logical_id)?;
+                Ok(FunctionSpec {
+                    logical_id: logical_id.clone(),
+                    name: physical.refs.get(logical_id).cloned().unwrap_or_default(),
+                    binary,
+                    timeout_secs: property("Timeout").and_then(Json::as_u64).unwrap_or(3),
+                    memory_mb: property("MemorySize").and_then(Json::as_u64).unwrap_or(128),
+                    environment,
+                    log_format: property("LoggingConfig")
+                        .and_then(|c| c.get("LogFormat"))
+                        .and_then(Json::as_str)
+                        .map(str::to_owned),
+                    log_level: property("LoggingConfig")
+                        .and_then(|c| c.get("ApplicationLogLevel"))
+                        .and_then(Json::as_str)
+                        .map(str::to_owned),
+                    routes,
+                })
+            })
+            .collect()
+    }
+
+    /// The HTTP API (the first `AWS::Serverless::HttpApi`), with its JWT authorizers.
+    pub fn http_api(
+        &self,
+        stack: &Stack,
+        physical: &Physical,
+    ) -> anyhow::Result<Option<HttpApiSpec>> {
+        let resolver = self.resolver(stack, physical);
+        let Some((logical_id, resource)) = self.of_type("AWS::Serverless::HttpApi").next() else {
+            return Ok(None);
+        };
+        let auth = resolver.resolve_at(
+            resource.get("Properties").and_then(|p| p.get("Auth")),
+            logical_id,
+            "Auth",
+        )?;
+        let mut authorizers = Vec::new();
+        if let Some(Json::Object(declared)) = auth.get("Authorizers") {
+            for (name, declaration) in declared {
+                let jwt = declaration.get("JwtConfiguration").ok_or_else(|| {
+                    anyhow!("authorizer {name} of {logical_id}: only JWT authorizers are emulated")
+                })?;
+                let issuer = jwt
+                    .get("issuer")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let audience = jwt
+                    .get("audience")
+                    .and_then(Json::as_array)
+                    .map(|list| list.iter().map(json_scalar).collect())
+                    .unwrap_or_default();
+                let identity_source = declaration
+                    .get("IdentitySource")
+                    .and_then(Json::as_str)
+                    .unwrap_or("$request.header.Authorization")
+                    .to_owned();
+                authorizers.push(JwtAuthorizerSpec {
+                    name: name.clone(),
+                    issuer,
+                    audience,
+                    identity_source,
+                });
+            }
+        }
+        let default_authorizer = auth
+            .get("DefaultAuthorizer")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        Ok(Some(HttpApiSpec {
+            logical_id: logical_id.clone(),
+            default_authorizer,
+            authorizers,
+        }))
+    }
+}
+
+fn routes_of(resource: &Yaml, logical_id: &str) -> anyhow::Result<Vec<RouteSpec>> {
+    let mut routes = Vec::new();
+    let Some(Yaml::Mapping(events)) = resource.get("Properties").and_then(|p| p.get("Events"))
+    else {
+        return Ok(routes);
+    };
+    for (name, event) in events {
+        if event.get("Type").and_then(Yaml::as_str) != Some("HttpApi") {
+            continue;
+        }
+        let properties = event.get("Properties");
+        let text = |key: &str| properties.and_then(|p| p.get(key)).and_then(Yaml::as_str);
+        let event_name = name.as_str().unwrap_or("?");
+        let path = text("Path").unwrap_or("$default").to_owned();
+        let method = text("Method").unwrap_or("ANY").to_uppercase();
+        let authorizer = match properties
+            .and_then(|p| p.get("Auth"))
+            .and_then(|a| a.get("Authorizer"))
+        {
+            None => Some(String::new()), // the API's default authorizer, if any
+            Some(value) => match value.as_str() {
+                Some("NONE") => None,
+                Some(named) => Some(named.to_owned()),
+                None => bail!(
+                    "{logical_id}.Events.{event_name}: Auth.Authorizer must be a name or NONE"
+                ),
+            },
+        };
+        routes.push(RouteSpec {
+            method,
+            path,
+            authorizer,
+        });
+    }
+    Ok(routes)
+}
+
+/// A YAML scalar as CloudFormation would pass it on: strings as they are, numbers and booleans
+/// in their text form.
+fn scalar_string(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn json_scalar(value: &Json) -> String {
+    match value {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+struct Resolver<'a> {
+    template: &'a Template,
+    stack: &'a Stack,
+    physical: &'a Physical,
+}
+
+impl Resolver<'_> {
+    fn resolve_at(
+        &self,
+        value: Option<&Yaml>,
+        resource: &str,
+        property: &str,
+    ) -> anyhow::Result<Json> {
+        match value {
+            None => Ok(Json::Null),
+            Some(value) => self
+                .resolve(value)
+                .with_context(|| format!("in {resource}.{property}")),
+        }
+    }
+
+    fn resolve(&self, value: &Yaml) -> anyhow::Result<Json> {
+        Ok(match value {
+            Yaml::Null => Json::Null,
+            Yaml::Bool(b) => Json::Bool(*b),
+            Yaml::Number(n) => serde_json::to_value(n)?,
+            Yaml::String(s) => Json::String(s.clone()),
+            Yaml::Sequence(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|i| self.resolve(i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Yaml::Tagged(tagged) => {
+                let tag = tagged.tag.to_string();
+                let name = tag.trim_start_matches('!');
+                let function = if name == "Ref" {
+                    "Ref".to_owned()
+                } else {
+                    format!("Fn::{name}")
+                };
+                self.intrinsic(&function, &tagged.value)?
+            }
+            Yaml::Mapping(map) => {
+                if map.len() == 1 {
+                    if let Some((Yaml::String(key), argument)) = map.iter().next() {
+                        if key == "Ref" || key.starts_with("Fn::") {
+                            return self.intrinsic(key, argument);
+                        }
+                    }
+                }
+                let mut object = serde_json::Map::new();
+                for (key, value) in map {
+                    let key = scalar_string(key)
+                        .ok_or_else(|| anyhow!("a mapping key is not a scalar"))?;
+                    object.insert(key, self.resolve(value)?);
+                }
+                Json::Object(object)
+            }
+        })
+    }
+
+    fn intrinsic(&self, function: &str, argument: &Yaml) -> anyhow::Result<Json> {
+        match function {
+            "Ref" => {
+                let name = argument
+                    .as_str()
+                    .ok_or_else(|| anyhow!("Ref needs a name"))?;
+                self.reference(name)
+            }
+            "Fn::GetAtt" => {
+                let (resource, attribute) = match argument {
+                    Yaml::String(dotted) => dotted
+                        .split_once('.')
+                        .map(|(r, a)| (r.to_owned(), a.to_owned()))
+                        .ok_or_else(|| anyhow!("GetAtt `{dotted}` needs Resource.Attribute"))?,
+                    Yaml::Sequence(parts) if parts.len() == 2 => (
+                        parts[0].as_str().unwrap_or_default().to_owned(),
+                        parts[1].as_str().unwrap_or_default().to_owned(),
+                    ),
+                    _ => bail!("GetAtt needs Resource.Attribute"),
+                };
+                self.attribute(&resource, &attribute).map(Json::String)
+            }
+            "Fn::Sub" => {
+                let (text, variables) = match argument {
+                    Yaml::String(text) => (text.clone(), serde_json::Map::new()),
+                    Yaml::Sequence(parts) if parts.len() == 2 => {
+                        let text = parts[0]
+                            .as_str()
+                            .ok_or_else(|| anyhow!("Sub needs a string"))?
+                            .to_owned();
+                        let Json::Object(variables) = self.resolve(&parts[1])? else {
+                            bail!("Sub's second argument must be a mapping");
+                        };
+                        (text, variables)
+                    }
+                    _ => bail!("Sub needs a string or [string, variables]"),
+                };
+                self.substitute(&text, &variables).map(Json::String)
+            }
+            "Fn::Join" => {
+                let Json::Array(parts) = self.resolve(argument)? else {
+                    bail!("Join needs [delimiter, list]")
+                };
+                let delimiter = parts.first().and_then(Json::as_str).unwrap_or_default();
+                let list = parts
+                    .get(1)
+                    .and_then(Json::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(Json::String(
+                    list.iter()
+                        .map(json_scalar)
+                        .collect::<Vec<_>>()
+                        .join(delimiter),
+                ))
+            }
+            "Fn::Select" => {
+                let Json::Array(parts) = self.resolve(argument)? else {
+                    bail!("Select needs [index, list]")
+                };
+                let index = parts
+                    .first()
+                    .map(json_scalar)
+                    .and_then(|i| i.parse::<usize>().ok());
+                let list = parts.get(1).and_then(Json::as_array);
+                match (index, list) {
+                    (Some(index), Some(list)) => list
+                        .get(index)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("Select index out of range")),
+                    _ => bail!("Select needs [index, list]"),
+                }
+            }
+            other => bail!("the local cloud does not support the intrinsic {other}"),
+        }
+    }
+
+    fn reference(&self, name: &str) -> anyhow::Result<Json> {
+        let pseudo = match name {
+            "AWS::Region" => Some(self.stack.region.clone()),
+            "AWS::AccountId" => Some(ACCOUNT_ID.to_owned()),
+            "AWS::StackName" => Some(self.stack.name.clone()),
+            "AWS::Partition" => Some("aws".to_owned()),
+            "AWS::URLSuffix" => Some("amazonaws.com".to_owned()),
+            _ => None,
+        };
+        if let Some(value) = pseudo {
+            return Ok(Json::String(value));
+        }
+        if let Some(value) = self.template.parameters.get(name) {
+            // CommaDelimitedList parameters are lists wherever they are referenced.
+            return Ok(Json::String(value.clone()));
+        }
+        self.physical
+            .refs
+            .get(name)
+            .map(|value| Json::String(value.clone()))
+            .ok_or_else(|| anyhow!("Ref to `{name}`, which is neither a parameter nor a resource"))
+    }
+
+    fn attribute(&self, resource: &str, attribute: &str) -> anyhow::Result<String> {
+        self.physical
+            .attributes
+            .get(&(resource.to_owned(), attribute.to_owned()))
+            .cloned()
+            .ok_or_else(|| {
+                anyhow!("GetAtt {resource}.{attribute} is not available in the local cloud")
+            })
+    }
+
+    fn substitute(
+        &self,
+        text: &str,
+        variables: &serde_json::Map<String, Json>,
+    ) -> anyhow::Result<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| anyhow!("unclosed ${{ in Sub `{text}`"))?;
+            let name = &after[..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(value) = variables.get(name) {
+                out.push_str(&json_scalar(value));
+            } else if let Some((resource, attribute)) =
+                name.split_once('.').filter(|_| !name.starts_with("AWS::"))
+            {
+                out.push_str(&self.attribute(resource, attribute)?);
+            } else {
+                out.push_str(&json_scalar(&self.reference(name)?));
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"
+Parameters:
+  Level: { Type: String, Default: INFO }
+Globals:
+  Function:
+    Timeout: 7
+    Environment: { Variables: { SHARED: yes } }
+Resources:
+  Pool: { Type: AWS::Cognito::UserPool }
+  Client: { Type: AWS::Cognito::UserPoolClient }
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      KeySchema: [{ AttributeName: pk, KeyType: HASH }]
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Jwt
+        Authorizers:
+          Jwt:
+            JwtConfiguration:
+              issuer: !Sub https://cognito-idp.${AWS::Region}.amazonaws.com/${Pool}
+              audience: [!Ref Client]
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: thing } }
+    Properties:
+      Environment:
+        Variables:
+          TABLE: !Ref Table
+          ARN: { "Fn::GetAtt": [Table, Arn] }
+          JOINED: !Join ["-", [!Ref Level, !Sub "${Table.Arn}/index"]]
+      Events:
+        Open: { Type: HttpApi, Properties: { ApiId: !Ref Api, Path: "/things/{id}", Method: get, Auth: { Authorizer: NONE } } }
+        Closed: { Type: HttpApi, Properties: { ApiId: !Ref Api, Path: /things, Method: POST } }
+"#;
+
+    fn stack() -> Stack {
+        Stack {
+            name: "shop".to_owned(),
+            region: "eu-west-1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn function_environments_resolve_refs_getatts_subs_and_joins() {
+        let template = Template::parse(TEMPLATE).unwrap();
+        let physical = template.physical_names(&stack());
+        let functions = template.functions(&stack(), &physical).unwrap();
+        let env = &functions[0].environment;
+        assert_eq!(env["TABLE"], "shop-Table");
+        assert_eq!(
+            env["ARN"],
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table"
+        );
+        assert_eq!(
+            env["JOINED"],
+            "INFO-arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table/index"
+        );
+        assert_eq!(env["SHARED"], "yes");
+        assert_eq!(functions[0].timeout_secs, 7);
+        assert_eq!(functions[0].binary, "thing");
+    }
+
+    #[test]
+    fn routes_keep_their_authorizer_choice() {
+        let template = Template::parse(TEMPLATE).unwrap();
+        let physical = template.physical_names(&stack());
+        let routes = &template.functions(&stack(), &physical).unwrap()[0].routes;
+        assert!(routes.contains(&RouteSpec {
+            method: "GET".into(),
+            path: "/things/{id}".into(),
+            authorizer: None
+        }));
+        assert!(routes.contains(&RouteSpec {
+            method: "POST".into(),
+            path: "/things".into(),
+            authorizer: Some(String::new())
+        }));
+    }
+
+    #[test]
+    fn the_jwt_authorizer_resolves_to_the_local_pool_and_client() {
+        let template = Template::parse(TEMPLATE).unwrap();
+        let physical = template.physical_names(&stack());
+        let api = template.http_api(&stack(), &physical).unwrap().unwrap();
+        assert_eq!(api.default_authorizer.as_deref(), Some("Jwt"));
+        assert_eq!(
+            api.authorizers[0].issuer,
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_shoplocal"
+        );
+        assert_eq!(api.authorizers[0].audience, vec!["shop-Client".to_owned()]);
+    }
+
+    #[test]
+    fn an_unsupported_intrinsic_names_the_resource() {
+        let text = TEMPLATE.replace("TABLE: !Ref Table", "TABLE: !If [IsProd, a, b]");
+        let template = Template::parse(&text).unwrap();
+        let physical = template.physical_names(&stack());
+        let error = format!("{:#}", template.functions(&stack(), &physical).unwrap_err());
+        assert!(error.contains("Fn.Properties"), "{error}");
+        assert!(error.contains("Fn::If"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_resource_type_is_refused_by_name() {
+        let text = TEMPLATE.replace(
+            "Type: AWS::Cognito::UserPoolClient",
+            "Type: AWS::Kinesis::Stream",
+        );
+        let error = Template::parse(&text).unwrap_err().to_string();
+        assert!(
+            error.contains("Client") && error.contains("AWS::Kinesis::Stream"),
+            "{error}"
+        );
+    }
+}
