@@ -108,9 +108,7 @@ fn problem(error: CatalogError) -> Problem {
         CatalogError::Invalid(errors) => Problem::invalid_fields(errors),
         CatalogError::BadQuery(field) => bad_query(field),
         CatalogError::NotFound(id) => Problem::new(ProblemKind::NotFound, format!("There is no product `{id}`.")),
-        CatalogError::Taken { pointer, detail } => {
-            Problem::new(ProblemKind::Conflict, detail.clone()).with_errors(vec![FieldError::new(pointer, detail)])
-        }
+        CatalogError::Taken { errors, detail } => Problem::new(ProblemKind::Conflict, detail).with_errors(errors),
         CatalogError::PreconditionRequired => Problem::new(
             ProblemKind::PreconditionRequired,
             "Send `If-Match` with the version you last read (the `ETag` of GET /admin/products/{id}).",

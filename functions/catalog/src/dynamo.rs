@@ -282,14 +282,33 @@ impl DynamoCatalog {
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 continue;
             }
-            let failed = failure.failed_conditions();
-            for index in &failed {
-                match tx.actions.get(*index) {
-                    Some(Action::Sku(sku)) => return Err(StoreError::SkuTaken(sku.clone())),
-                    Some(Action::Slug(slug)) => return Err(StoreError::SlugTaken(slug.clone())),
-                    Some(Action::Product) => return Err(StoreError::VersionConflict),
-                    _ => {}
-                }
+            // DynamoDB reports a reason per action, so every taken SKU can be named at once.
+            let failed: Vec<&Action> = failure
+                .failed_conditions()
+                .into_iter()
+                .filter_map(|index| tx.actions.get(index))
+                .collect();
+            if failed
+                .iter()
+                .any(|action| matches!(action, Action::Product))
+            {
+                return Err(StoreError::VersionConflict);
+            }
+            let taken: Vec<Sku> = failed
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Sku(sku) => Some(sku.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !taken.is_empty() {
+                return Err(StoreError::SkusTaken(taken));
+            }
+            if let Some(Action::Slug(slug)) = failed
+                .iter()
+                .find(|action| matches!(action, Action::Slug(_)))
+            {
+                return Err(StoreError::SlugTaken(slug.clone()));
             }
             return Err(unavailable(failure));
         }

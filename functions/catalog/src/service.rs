@@ -41,8 +41,8 @@ pub struct CategorySummary {
 /// What can go wrong in storage, in business terms.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("SKU {0} already belongs to another product")]
-    SkuTaken(Sku),
+    #[error("SKU {} already belongs to another product", sku_list(.0))]
+    SkusTaken(Vec<Sku>),
     #[error("slug {0} already belongs to another product")]
     SlugTaken(Slug),
     #[error("the product changed since it was read")]
@@ -78,7 +78,10 @@ pub enum CatalogError {
     #[error("no product {0}")]
     NotFound(String),
     #[error("{detail}")]
-    Taken { pointer: String, detail: String },
+    Taken {
+        errors: Vec<FieldError>,
+        detail: String,
+    },
     #[error("If-Match is required to update a product")]
     PreconditionRequired,
     #[error("version {expected} is stale; the product is at version {current}")]
@@ -90,8 +93,8 @@ pub enum CatalogError {
 impl From<StoreError> for CatalogError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::SkuTaken(_) | StoreError::SlugTaken(_) => Self::Taken {
-                pointer: "/".to_owned(),
+            StoreError::SkusTaken(_) | StoreError::SlugTaken(_) => Self::Taken {
+                errors: Vec::new(),
                 detail: error.to_string(),
             },
             StoreError::Cursor(cursor) => {
@@ -113,23 +116,40 @@ pub enum Precondition {
     Version(u64),
 }
 
-/// Points a uniqueness conflict at the field of `details` that caused it.
+/// Points a uniqueness conflict at the fields of `details` that caused it.
 fn explain(details: &crate::product::ProductDetails, error: StoreError) -> CatalogError {
-    let pointer = match &error {
-        StoreError::SkuTaken(sku) => details
+    let errors = match &error {
+        StoreError::SkusTaken(skus) => details
             .variants
             .iter()
-            .position(|variant| &variant.sku == sku)
-            .map_or("/variants".to_owned(), |index| {
-                format!("/variants/{index}/sku")
-            }),
-        StoreError::SlugTaken(_) => "/slug".to_owned(),
+            .enumerate()
+            .filter(|(_, variant)| skus.contains(&variant.sku))
+            .map(|(index, variant)| {
+                FieldError::new(
+                    format!("/variants/{index}/sku"),
+                    format!("SKU {} already belongs to another product", variant.sku),
+                )
+            })
+            .collect(),
+        StoreError::SlugTaken(slug) => {
+            vec![FieldError::new(
+                "/slug",
+                format!("slug {slug} already belongs to another product"),
+            )]
+        }
         _ => return error.into(),
     };
     CatalogError::Taken {
-        pointer,
+        errors,
         detail: error.to_string(),
     }
+}
+
+fn sku_list(skus: &[Sku]) -> String {
+    skus.iter()
+        .map(Sku::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Creates a product at version 1.

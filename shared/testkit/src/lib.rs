@@ -1,1 +1,174 @@
+//! # Ferrocart test kit
+//!
+//! [`shop`] starts, once per test binary, a real moto server and the local cloud from
+//! template.yaml (the real function binaries behind the emulated API Gateway), and hands every
+//! test the same running shop. Tests talk to it over HTTP exactly as a client would, and keep
+//! out of each other's way with unique names (see [`unique`]) instead of sharing fixtures.
+//!
+//! The shop lives on a runtime of its own in a background thread, so it outlives each test's
+//! runtime. When the test binary exits, moto sees its stdin close and stops, and the function
+//! processes lose their Runtime API and exit: nothing is left running.
+//!
+//! Function logs go to `$TMPDIR/ferrocart-e2e-<pid>.log` (printed at start) to keep test output
+//! readable.
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::Context as _;
+use localcloud::auth::SigningKey;
+use localcloud::runtime::Logs;
+use localcloud::{LocalCloud, Options};
+
+/// A running shop: its API URL, emulator endpoint, and tokens.
+#[derive(Debug)]
+pub struct Shop {
+    pub api_url: String,
+    pub endpoint: String,
+    pub region: String,
+    identity: localcloud::auth::LocalIdentity,
+    tables: Vec<(String, String)>,
+}
+
+impl Shop {
+    /// `path` on the API: `shop.url("/products")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url)
+    }
+
+    /// A bearer token for customer `subject`.
+    pub fn customer_token(&self, subject: &str) -> String {
+        self.identity.mint(subject, &[], 3600).unwrap_or_default()
+    }
+
+    /// A bearer token in the `admin` group.
+    pub fn admin_token(&self) -> String {
+        self.identity
+            .mint("test-admin", &["admin"], 3600)
+            .unwrap_or_default()
+    }
+
+    /// The physical name of a table by its logical id in template.yaml.
+    pub fn table(&self, logical_id: &str) -> Option<&str> {
+        self.tables
+            .iter()
+            .find(|(logical, _)| logical == logical_id)
+            .map(|(_, name)| name.as_str())
+    }
+
+    /// A DynamoDB client for the emulator, for tests that check what was stored.
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        localcloud::dynamodb_client(&self.endpoint, &self.region).await
+    }
+}
+
+/// The checkout's root directory.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The shop shared by the tests of this binary, started on first use.
+pub fn shop() -> &'static Shop {
+    static SHOP: OnceLock<Shop> = OnceLock::new();
+    SHOP.get_or_init(|| match start() {
+        Ok(shop) => shop,
+        // A test cannot run without its shop: fail loudly with the reason.
+        Err(error) => panic!("could not start the local cloud for tests: {error:#}"),
+    })
+}
+
+fn start() -> anyhow::Result<Shop> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("localcloud".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = sender.send(Err(anyhow::Error::from(error)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match launch().await {
+                    Ok((cloud, shop)) => {
+                        let _ = sender.send(Ok(shop));
+                        // Keep the cloud (and its runtime) alive until the process exits.
+                        std::future::pending::<()>().await;
+                        drop(cloud);
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                    }
+                }
+            });
+        })?;
+    receiver.recv().context("the local cloud thread died")?
+}
+
+async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
+    let root = root();
+    let mut options = Options::for_checkout(&root, SigningKey::random()?);
+    // Tests always get a fresh moto of their own unless told otherwise.
+    options.endpoint = std::env::var("FERROCART_TEST_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    options.stack = format!("e2e{}", std::process::id());
+    options.port = 0;
+    options.instances = 2;
+    let log = std::env::temp_dir().join(format!("ferrocart-e2e-{}.log", std::process::id()));
+    eprintln!("function logs: {}", log.display());
+    options.logs = Logs::File(log);
+    if let Ok(python) = std::env::var("FERROCART_PYTHON") {
+        options.python = PathBuf::from(python);
+    }
+    let cloud = LocalCloud::start(options).await?;
+    let identity = cloud
+        .identity
+        .clone()
+        .context("the template has no JWT authorizer")?;
+    let shop = Shop {
+        api_url: cloud.api_url.clone(),
+        endpoint: cloud.endpoint.clone(),
+        region: cloud.region.clone(),
+        identity,
+        tables: cloud
+            .tables
+            .iter()
+            .map(|t| (t.logical_id.clone(), t.name.clone()))
+            .collect(),
+    };
+    Ok((cloud, shop))
+}
+
+/// A name no other test (or earlier run) uses: `prefix` + lower-case letters only, so it is a
+/// valid slug, category and search word at once.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = u64::from(std::process::id()) * 1_000_003 + n * 7_919 + nanos();
+    let letters: String = (0..8)
+        .scan(seed, |state, _| {
+            *state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let index = u8::try_from((*state >> 33) % 26).unwrap_or(0);
+            Some(char::from(b'a' + index))
+        })
+        .collect();
+    format!("{prefix}{letters}")
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0)
+}
