@@ -58,7 +58,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for a checkout rooted at `root`: the template there, moto from `.venv/emulators`,
+    /// Defaults for a checkout rooted at `root`: the template there, moto from `.venv/emulators`
+    /// (or the interpreter `FERROCART_PYTHON` names),
     /// binaries from `$CARGO_TARGET_DIR/debug` or `target/debug`.
     pub fn for_checkout(root: &std::path::Path, signing_key: SigningKey) -> Self {
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -71,7 +72,9 @@ impl Options {
             endpoint: std::env::var("AWS_ENDPOINT_URL")
                 .ok()
                 .filter(|e| !e.is_empty()),
-            python: root.join(".venv/emulators/bin/python"),
+            python: std::env::var_os("FERROCART_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join(".venv/emulators/bin/python")),
             moto_script: root.join("infra/emulators/moto_server.py"),
             bin_dir: target.join("debug"),
             port: 3000,

@@ -242,10 +242,10 @@ async fn supervise(
             }
         }
         // Whatever it held is lost, as when a Lambda sandbox dies.
-        if let Ok(mut held) = instance.in_flight.lock() {
-            if let Some((_, reply)) = held.take() {
-                let _ = reply.send(Outcome::Crashed);
-            }
+        if let Ok(mut held) = instance.in_flight.lock()
+            && let Some((_, reply)) = held.take()
+        {
+            let _ = reply.send(Outcome::Crashed);
         }
         restarts += 1;
         // Back off a crash loop: 50 ms, doubling, at most 2 s.

@@ -452,12 +452,11 @@ impl Resolver<'_> {
                 self.intrinsic(&function, &tagged.value)?
             }
             Yaml::Mapping(map) => {
-                if map.len() == 1 {
-                    if let Some((Yaml::String(key), argument)) = map.iter().next() {
-                        if key == "Ref" || key.starts_with("Fn::") {
-                            return self.intrinsic(key, argument);
-                        }
-                    }
+                if map.len() == 1
+                    && let Some((Yaml::String(key), argument)) = map.iter().next()
+                    && (key == "Ref" || key.starts_with("Fn::"))
+                {
+                    return self.intrinsic(key, argument);
                 }
                 let mut object = serde_json::Map::new();
                 for (key, value) in map {

@@ -126,9 +126,6 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
     let log = std::env::temp_dir().join(format!("ferrocart-e2e-{}.log", std::process::id()));
     eprintln!("function logs: {}", log.display());
     options.logs = Logs::File(log);
-    if let Ok(python) = std::env::var("FERROCART_PYTHON") {
-        options.python = PathBuf::from(python);
-    }
     let cloud = LocalCloud::start(options).await?;
     let identity = cloud
         .identity
