@@ -206,8 +206,10 @@ pub async fn serve(
             tracing::error!(function = %function.spec.logical_id, error = %String::from_utf8_lossy(&error), "function error");
             message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
-        Outcome::Crashed => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-        Outcome::TimedOut => message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+        // Lambda reports a timeout as an invocation error, which API Gateway turns into a 500.
+        Outcome::Crashed | Outcome::TimedOut => {
+            message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
     }
 }
 

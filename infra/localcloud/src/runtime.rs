@@ -309,10 +309,11 @@ async fn next(State(state): State<ApiState>) -> Response {
     );
     put(
         "lambda-runtime-trace-id",
+        // X-Ray's format: Root=1-<8 hex digits of epoch seconds>-<24 hex digits>.
         format!(
-            "Root=1-{:08x}-{}",
+            "Root=1-{:08x}-{:024x}",
             now_ms() / 1000,
-            &invocation.id[..24.min(invocation.id.len())]
+            ulid::Ulid::new().random() & ((1 << 96) - 1)
         ),
     );
     put("content-type", "application/json".to_owned());
