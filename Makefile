@@ -25,7 +25,7 @@ export FERROCART_PYTHON := $(EMULATORS)/bin/python
 LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=lint \
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
-.PHONY: help dev test token seed venv build fmt-check clippy unit-and-e2e lint sam-build clean
+.PHONY: help dev test token seed venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean
 
 help:
 	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT)"
@@ -81,6 +81,10 @@ lint: $(TOOLS_STAMP)
 
 sam-build: $(TOOLS_STAMP)
 	$(LINT_ENV) sam build --template template.yaml
+
+# Regenerate events/schemas/*.json from the event types in shared/domain-events.
+schemas:
+	UPDATE_SCHEMAS=1 cargo test -q -p domain-events committed_json_schemas
 
 clean:
 	cargo clean

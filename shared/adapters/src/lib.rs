@@ -6,6 +6,8 @@
 //!   to be replayed against a different query.
 //! - [`dynamo`]: transaction outcome classification and batch reads with retry of unprocessed
 //!   keys.
+//! - [`outbox`]: the outbox record a domain writes in the same transaction as its state change,
+//!   which the relay publishes from the table's stream.
 //!
 //! Key formats are *not* here: each table's key layout lives in exactly one module of the
 //! domain that owns the table.
@@ -13,5 +15,6 @@
 pub mod aws;
 pub mod cursor;
 pub mod dynamo;
+pub mod outbox;
 
 pub use cursor::{Cursor, CursorError};

@@ -76,6 +76,27 @@ typed_id!(
     "product"
 );
 
+typed_id!(
+    /// Identifies an order; also the correlation id of every event of its saga.
+    OrderId,
+    "ord",
+    "order"
+);
+
+typed_id!(
+    /// Identifies a shopping cart.
+    CartId,
+    "cart",
+    "cart"
+);
+
+typed_id!(
+    /// Identifies one domain event; consumers deduplicate by it.
+    EventId,
+    "evt",
+    "event"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,11 @@
 pub mod id;
 pub mod money;
 pub mod problem;
+#[cfg(feature = "schema")]
+mod schema;
 pub mod sku;
 
-pub use id::ProductId;
+pub use id::{CartId, EventId, OrderId, ProductId};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use sku::{Sku, SkuError};

@@ -6,12 +6,14 @@
 //! - [`http`]: reading JSON bodies (size, media type and shape checked, every failure a
 //!   problem+json naming the field), query and path parameters, and writing JSON and
 //!   problem+json responses.
+//! - [`batch`]: partial batch responses for SQS and stream consumers.
 //! - [`auth`]: who is calling, from the claims API Gateway's JWT authorizer put in the request
 //!   context; functions never see or verify the token itself.
 //!
 //! A function's `main` wires these up; its handler translates a request into one domain call.
 
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -1,0 +1,41 @@
+//! Events checkout emits: the order's side of the saga.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use kernel::{Money, OrderId, Sku};
+
+/// An order was placed and awaits stock and payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlaced {
+    pub order_id: OrderId,
+    /// The customer (JWT `sub`).
+    pub customer: String,
+    pub email: String,
+    pub lines: Vec<OrderLine>,
+    /// What the payment must authorize.
+    pub total: Money,
+    /// A Stripe payment method id (`pm_…`); card data never reaches Ferrocart.
+    pub payment_method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    pub unit_price: Money,
+}
+
+/// Stock is reserved and payment authorized: the order will be fulfilled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderConfirmed {
+    pub order_id: OrderId,
+}
+
+/// The order was cancelled; every side effect must be undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCancelled {
+    pub order_id: OrderId,
+    /// `out_of_stock`, `payment_failed`, `customer_cancelled`, `timeout`, `reservation_expired`.
+    pub reason: String,
+}
