@@ -11,9 +11,7 @@ use lambda_glue::Caller;
 use lambda_glue::http::{self, ApiResult, Reply};
 
 use crate::product::{Category, Product, ProductInput, keywords};
-use crate::service::{
-    self, CatalogError, CatalogStore, DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Precondition,
-};
+use crate::service::{self, CatalogError, CatalogStore, DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Precondition};
 
 /// Largest product body we accept; a product at every limit is well under this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -27,21 +25,11 @@ async fn route(store: &impl CatalogStore, request: &Request) -> ApiResult {
     let now = OffsetDateTime::now_utc();
     match http::route_key(request) {
         "GET /products" => {
-            let page = service::list(store, &list_query(request)?)
-                .await
-                .map_err(problem)?;
-            Reply::json(
-                200,
-                &PageBody {
-                    items: &page.items,
-                    next_cursor: page.next_cursor.as_deref(),
-                },
-            )
+            let page = service::list(store, &list_query(request)?).await.map_err(problem)?;
+            Reply::json(200, &PageBody { items: &page.items, next_cursor: page.next_cursor.as_deref() })
         }
         "GET /products/{id}" => {
-            let product = service::get_active(store, product_id(request)?)
-                .await
-                .map_err(problem)?;
+            let product = service::get_active(store, product_id(request)?).await.map_err(problem)?;
             Reply::json(200, &product)
         }
         "GET /categories" => {
@@ -53,17 +41,11 @@ async fn route(store: &impl CatalogStore, request: &Request) -> ApiResult {
             let input: ProductInput = http::json_body(request, MAX_BODY_BYTES)?;
             let product = service::create(store, input, now).await.map_err(problem)?;
             let reply = with_etag(Reply::json(201, &product)?, &product)?;
-            Reply::with_header(
-                reply,
-                "location",
-                &format!("/admin/products/{}", product.id),
-            )
+            Reply::with_header(reply, "location", &format!("/admin/products/{}", product.id))
         }
         "GET /admin/products/{id}" => {
             Caller::admin(request)?;
-            let product = service::get_any(store, product_id(request)?)
-                .await
-                .map_err(problem)?;
+            let product = service::get_any(store, product_id(request)?).await.map_err(problem)?;
             with_etag(Reply::json(200, &product)?, &product)
         }
         "PUT /admin/products/{id}" => {
@@ -71,23 +53,16 @@ async fn route(store: &impl CatalogStore, request: &Request) -> ApiResult {
             let id = product_id(request)?;
             let precondition = if_match(request)?;
             let input: ProductInput = http::json_body(request, MAX_BODY_BYTES)?;
-            let product = service::update(store, id, precondition, input, now)
-                .await
-                .map_err(problem)?;
+            let product = service::update(store, id, precondition, input, now).await.map_err(problem)?;
             with_etag(Reply::json(200, &product)?, &product)
         }
         "DELETE /admin/products/{id}" => {
             Caller::admin(request)?;
             let id = product_id(request)?;
-            let product = service::archive(store, id, if_match(request)?, now)
-                .await
-                .map_err(problem)?;
+            let product = service::archive(store, id, if_match(request)?, now).await.map_err(problem)?;
             with_etag(Reply::json(200, &product)?, &product)
         }
-        other => Err(Problem::new(
-            ProblemKind::NotFound,
-            format!("The catalog has no route `{other}`."),
-        )),
+        other => Err(Problem::new(ProblemKind::NotFound, format!("The catalog has no route `{other}`."))),
     }
 }
 
@@ -123,11 +98,7 @@ fn problem(error: CatalogError) -> Problem {
 }
 
 fn bad_query(field: FieldError) -> Problem {
-    Problem::new(
-        ProblemKind::MalformedRequest,
-        format!("{}: {}", field.pointer, field.detail),
-    )
-    .with_errors(vec![field])
+    Problem::new(ProblemKind::MalformedRequest, format!("{}: {}", field.pointer, field.detail)).with_errors(vec![field])
 }
 
 fn with_etag(reply: Response<Body>, product: &Product) -> ApiResult {
@@ -137,8 +108,7 @@ fn with_etag(reply: Response<Body>, product: &Product) -> ApiResult {
 /// A product id from the path; an id that cannot exist is simply not found.
 fn product_id(request: &Request) -> Result<ProductId, Problem> {
     let raw = http::path_param(request, "id")?;
-    raw.parse()
-        .map_err(|_| problem(CatalogError::NotFound(raw.to_owned())))
+    raw.parse().map_err(|_| problem(CatalogError::NotFound(raw.to_owned())))
 }
 
 /// Parses `If-Match`: `"3"`, `W/"3"`, `3` or `*`. Anything else can never match: 412.
@@ -162,33 +132,14 @@ fn if_match(request: &Request) -> Result<Precondition, Problem> {
 fn list_query(request: &Request) -> Result<ListQuery, Problem> {
     let limit = match http::query_param(request, "limit") {
         None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                bad_query(FieldError::new(
-                    "query:limit",
-                    format!("`{raw}` is not a whole number from 1 to {MAX_LIMIT}"),
-                ))
-            })?,
+        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            bad_query(FieldError::new("query:limit", format!("`{raw}` is not a whole number from 1 to {MAX_LIMIT}")))
+        })?,
     };
     let category = http::query_param(request, "category")
-        .map(|raw| {
-            Category::parse(raw)
-                .map_err(|detail| bad_query(FieldError::new("query:category", detail)))
-        })
+        .map(|raw| Category::parse(raw).map_err(|detail| bad_query(FieldError::new("query:category", detail))))
         .transpose()?;
-    let words = http::query_param(request, "q")
-        .map(|q| keywords([q]).into_iter().collect())
-        .unwrap_or_default();
-    let cursor = http::query_param(request, "cursor")
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned);
-    Ok(ListQuery {
-        category,
-        words,
-        limit,
-        cursor,
-    })
+    let words = http::query_param(request, "q").map(|q| keywords([q]).into_iter().collect()).unwrap_or_default();
+    let cursor = http::query_param(request, "cursor").filter(|c| !c.is_empty()).map(str::to_owned);
+    Ok(ListQuery { category, words, limit, cursor })
 }

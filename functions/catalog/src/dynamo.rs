@@ -64,10 +64,7 @@ fn category_pk(category: &str) -> String {
 }
 
 fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([
-        (PK.to_owned(), AttributeValue::S(pk)),
-        (SK.to_owned(), AttributeValue::S(sk.to_owned())),
-    ])
+    HashMap::from([(PK.to_owned(), AttributeValue::S(pk)), (SK.to_owned(), AttributeValue::S(sk.to_owned()))])
 }
 
 /// A product as stored: the document plus its keys.
@@ -158,10 +155,7 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreEr
 
 impl DynamoCatalog {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     /// A put, optionally only where no item has this key yet.
@@ -170,9 +164,7 @@ impl DynamoCatalog {
         if only_if_new {
             put = put.condition_expression("attribute_not_exists(pk)");
         }
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(unavailable)?)
-            .build())
+        Ok(TransactWriteItem::builder().put(put.build().map_err(unavailable)?).build())
     }
 
     /// A put that only succeeds while the stored product is at the version we read.
@@ -196,24 +188,13 @@ impl DynamoCatalog {
         id: &ProductId,
         action: Action,
     ) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(ClaimRecord {
-            pk,
-            sk,
-            product_id: id,
-        })
-        .map_err(unavailable)?;
+        let item = serde_dynamo::to_item(ClaimRecord { pk, sk, product_id: id }).map_err(unavailable)?;
         tx.items.push(self.put(item, true)?);
         tx.actions.push(action);
         Ok(())
     }
 
-    fn release(
-        &self,
-        tx: &mut Transaction,
-        pk: String,
-        sk: &str,
-        id: ProductId,
-    ) -> Result<(), StoreError> {
+    fn release(&self, tx: &mut Transaction, pk: String, sk: &str, id: ProductId) -> Result<(), StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
@@ -221,8 +202,7 @@ impl DynamoCatalog {
             .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
             .build()
             .map_err(unavailable)?;
-        tx.items
-            .push(TransactWriteItem::builder().delete(delete).build());
+        tx.items.push(TransactWriteItem::builder().delete(delete).build());
         tx.actions.push(Action::Index);
         Ok(())
     }
@@ -238,19 +218,13 @@ impl DynamoCatalog {
                 category: product.details.category.to_string(),
                 words: padded.clone(),
             };
-            tx.items
-                .push(self.put(serde_dynamo::to_item(record).map_err(unavailable)?, false)?);
+            tx.items.push(self.put(serde_dynamo::to_item(record).map_err(unavailable)?, false)?);
             tx.actions.push(Action::Index);
         }
         Ok(())
     }
 
-    fn count_category(
-        &self,
-        tx: &mut Transaction,
-        category: &str,
-        delta: i64,
-    ) -> Result<(), StoreError> {
+    fn count_category(&self, tx: &mut Transaction, category: &str, delta: i64) -> Result<(), StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(CATEGORIES_PARTITION.to_owned(), category)))
@@ -258,8 +232,7 @@ impl DynamoCatalog {
             .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
             .build()
             .map_err(unavailable)?;
-        tx.items
-            .push(TransactWriteItem::builder().update(update).build());
+        tx.items.push(TransactWriteItem::builder().update(update).build());
         tx.actions.push(Action::Index);
         Ok(())
     }
@@ -268,12 +241,7 @@ impl DynamoCatalog {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(tx.items.clone()))
-                .send()
-                .await;
+            let result = self.client.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
             let failure = match result {
                 Ok(_) => return Ok(()),
                 Err(error) => TransactionFailure::from(error),
@@ -283,15 +251,9 @@ impl DynamoCatalog {
                 continue;
             }
             // DynamoDB reports a reason per action, so every taken SKU can be named at once.
-            let failed: Vec<&Action> = failure
-                .failed_conditions()
-                .into_iter()
-                .filter_map(|index| tx.actions.get(index))
-                .collect();
-            if failed
-                .iter()
-                .any(|action| matches!(action, Action::Product))
-            {
+            let failed: Vec<&Action> =
+                failure.failed_conditions().into_iter().filter_map(|index| tx.actions.get(index)).collect();
+            if failed.iter().any(|action| matches!(action, Action::Product)) {
                 return Err(StoreError::VersionConflict);
             }
             let taken: Vec<Sku> = failed
@@ -304,10 +266,7 @@ impl DynamoCatalog {
             if !taken.is_empty() {
                 return Err(StoreError::SkusTaken(taken));
             }
-            if let Some(Action::Slug(slug)) = failed
-                .iter()
-                .find(|action| matches!(action, Action::Slug(_)))
-            {
+            if let Some(Action::Slug(slug)) = failed.iter().find(|action| matches!(action, Action::Slug(_))) {
                 return Err(StoreError::SlugTaken(slug.clone()));
             }
             return Err(unavailable(failure));
@@ -339,9 +298,7 @@ impl DynamoCatalog {
             items.extend(output.items.unwrap_or_default());
             if items.len() > limit {
                 items.truncate(limit);
-                let next = items
-                    .last()
-                    .and_then(|last| Cursor::after(scope, last, key_names));
+                let next = items.last().and_then(|last| Cursor::after(scope, last, key_names));
                 return Ok((items, next.map(|c| c.encode())));
             }
             match output.last_evaluated_key {
@@ -350,32 +307,16 @@ impl DynamoCatalog {
             }
         }
         // The filter let few items through; hand back what we have and where we stopped.
-        let next = start
-            .as_ref()
-            .and_then(|last| Cursor::after(scope, last, key_names));
+        let next = start.as_ref().and_then(|last| Cursor::after(scope, last, key_names));
         Ok((items, next.map(|c| c.encode())))
     }
 
     async fn list_by_index(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let (index, partition, scope, keys) = match &query.category {
-            Some(category) => (
-                BY_CATEGORY,
-                category_pk(category.as_str()),
-                format!("category={category}"),
-                &GSI1_KEYS,
-            ),
-            None => (
-                ACTIVE,
-                ACTIVE_PARTITION.to_owned(),
-                "active".to_owned(),
-                &GSI2_KEYS,
-            ),
+            Some(category) => (BY_CATEGORY, category_pk(category.as_str()), format!("category={category}"), &GSI1_KEYS),
+            None => (ACTIVE, ACTIVE_PARTITION.to_owned(), "active".to_owned(), &GSI2_KEYS),
         };
-        let pk_name = if index == BY_CATEGORY {
-            "gsi1pk"
-        } else {
-            "gsi2pk"
-        };
+        let pk_name = if index == BY_CATEGORY { "gsi1pk" } else { "gsi2pk" };
         let build = || {
             self.client
                 .query()
@@ -386,14 +327,9 @@ impl DynamoCatalog {
                 .expression_attribute_values(":pk", AttributeValue::S(partition.clone()))
                 .limit(page_size(query.limit))
         };
-        let (items, next_cursor) = self
-            .collect(build, &scope, keys, query.limit, query.cursor.as_deref())
-            .await?;
+        let (items, next_cursor) = self.collect(build, &scope, keys, query.limit, query.cursor.as_deref()).await?;
         let records: Vec<ProductRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
-        Ok(Page {
-            items: records.into_iter().map(|r| r.product).collect(),
-            next_cursor,
-        })
+        Ok(Page { items: records.into_iter().map(|r| r.product).collect(), next_cursor })
     }
 
     async fn list_by_keywords(&self, query: &ListQuery) -> Result<Page, StoreError> {
@@ -401,21 +337,14 @@ impl DynamoCatalog {
         let mut words = query.words.clone();
         words.sort_by_key(|word| std::cmp::Reverse(word.len()));
         let Some((lead, rest)) = words.split_first() else {
-            return Ok(Page {
-                items: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(Page { items: Vec::new(), next_cursor: None });
         };
         let mut sorted: Vec<&String> = query.words.iter().collect();
         sorted.sort();
         let category = query.category.as_ref().map(|c| c.to_string());
-        let scope = format!(
-            "words={sorted:?};category={}",
-            category.as_deref().unwrap_or("")
-        );
+        let scope = format!("words={sorted:?};category={}", category.as_deref().unwrap_or(""));
         let mut filters = Vec::new();
-        let mut values: Item =
-            HashMap::from([(":pk".to_owned(), AttributeValue::S(keyword_pk(lead)))]);
+        let mut values: Item = HashMap::from([(":pk".to_owned(), AttributeValue::S(keyword_pk(lead)))]);
         for (index, word) in rest.iter().enumerate() {
             filters.push(format!("contains(words, :w{index})"));
             values.insert(format!(":w{index}"), AttributeValue::S(format!(" {word} ")));
@@ -432,41 +361,21 @@ impl DynamoCatalog {
                 .key_condition_expression("pk = :pk")
                 .set_expression_attribute_values(Some(values.clone()))
                 .limit(page_size(query.limit));
-            if filters.is_empty() {
-                builder
-            } else {
-                builder.filter_expression(filters.join(" AND "))
-            }
+            if filters.is_empty() { builder } else { builder.filter_expression(filters.join(" AND ")) }
         };
-        let (items, next_cursor) = self
-            .collect(
-                build,
-                &scope,
-                &TABLE_KEYS,
-                query.limit,
-                query.cursor.as_deref(),
-            )
-            .await?;
+        let (items, next_cursor) =
+            self.collect(build, &scope, &TABLE_KEYS, query.limit, query.cursor.as_deref()).await?;
         let entries: Vec<KeywordRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
-        let keys = entries
-            .iter()
-            .map(|entry| key(product_pk(entry.product_id), "PRODUCT"))
+        let keys = entries.iter().map(|entry| key(product_pk(entry.product_id), "PRODUCT")).collect();
+        let found = batch_get(&self.client, &self.table, keys).await.map_err(unavailable)?;
+        let mut products: HashMap<ProductId, Product> = serde_dynamo::from_items::<_, ProductRecord>(found)
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|record| (record.product.id, record.product))
             .collect();
-        let found = batch_get(&self.client, &self.table, keys)
-            .await
-            .map_err(unavailable)?;
-        let mut products: HashMap<ProductId, Product> =
-            serde_dynamo::from_items::<_, ProductRecord>(found)
-                .map_err(unavailable)?
-                .into_iter()
-                .map(|record| (record.product.id, record.product))
-                .collect();
         // BatchGetItem returns items in any order; keep the index order, and only active ones.
-        let items = entries
-            .iter()
-            .filter_map(|entry| products.remove(&entry.product_id))
-            .filter(Product::is_active)
-            .collect();
+        let items =
+            entries.iter().filter_map(|entry| products.remove(&entry.product_id)).filter(Product::is_active).collect();
         Ok(Page { items, next_cursor })
     }
 }
@@ -483,22 +392,10 @@ impl CatalogStore for DynamoCatalog {
         tx.items.push(self.put(item, true)?);
         tx.actions.push(Action::Product);
         for sku in product.skus() {
-            self.claim(
-                &mut tx,
-                sku_pk(sku),
-                "SKU",
-                &product.id,
-                Action::Sku(sku.clone()),
-            )?;
+            self.claim(&mut tx, sku_pk(sku), "SKU", &product.id, Action::Sku(sku.clone()))?;
         }
         let slug = &product.details.slug;
-        self.claim(
-            &mut tx,
-            slug_pk(slug),
-            "SLUG",
-            &product.id,
-            Action::Slug(slug.clone()),
-        )?;
+        self.claim(&mut tx, slug_pk(slug), "SLUG", &product.id, Action::Slug(slug.clone()))?;
         if product.is_active() {
             self.index_keywords(&mut tx, product)?;
             self.count_category(&mut tx, product.details.category.as_str(), 1)?;
@@ -509,10 +406,7 @@ impl CatalogStore for DynamoCatalog {
     async fn replace(&self, old: &Product, new: &Product) -> Result<(), StoreError> {
         let mut tx = Transaction::default();
         let item = serde_dynamo::to_item(ProductRecord::new(new)).map_err(unavailable)?;
-        let values = HashMap::from([(
-            ":expected".to_owned(),
-            AttributeValue::N(old.version.to_string()),
-        )]);
+        let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(old.version.to_string()))]);
         tx.items.push(self.put_versioned(item, values)?);
         tx.actions.push(Action::Product);
 
@@ -521,32 +415,16 @@ impl CatalogStore for DynamoCatalog {
             self.release(&mut tx, sku_pk(sku), "SKU", old.id)?;
         }
         for sku in new_skus.difference(&old_skus) {
-            self.claim(
-                &mut tx,
-                sku_pk(sku),
-                "SKU",
-                &new.id,
-                Action::Sku((*sku).clone()),
-            )?;
+            self.claim(&mut tx, sku_pk(sku), "SKU", &new.id, Action::Sku((*sku).clone()))?;
         }
         let (old_slug, new_slug) = (&old.details.slug, &new.details.slug);
         if old_slug != new_slug {
             self.release(&mut tx, slug_pk(old_slug), "SLUG", old.id)?;
-            self.claim(
-                &mut tx,
-                slug_pk(new_slug),
-                "SLUG",
-                &new.id,
-                Action::Slug(new_slug.clone()),
-            )?;
+            self.claim(&mut tx, slug_pk(new_slug), "SLUG", &new.id, Action::Slug(new_slug.clone()))?;
         }
 
         let words_of = |p: &Product| {
-            if p.is_active() {
-                p.keywords()
-            } else {
-                BTreeSet::new()
-            }
+            if p.is_active() { p.keywords() } else { BTreeSet::new() }
         };
         let (old_words, new_words) = (words_of(old), words_of(new));
         for word in old_words.difference(&new_words) {
@@ -555,8 +433,7 @@ impl CatalogStore for DynamoCatalog {
                 .set_key(Some(key(keyword_pk(word), &listing_sk(old.id))))
                 .build()
                 .map_err(unavailable)?;
-            tx.items
-                .push(TransactWriteItem::builder().delete(delete).build());
+            tx.items.push(TransactWriteItem::builder().delete(delete).build());
             tx.actions.push(Action::Index);
         }
         if new.is_active() {
@@ -596,11 +473,7 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        if query.words.is_empty() {
-            self.list_by_index(query).await
-        } else {
-            self.list_by_keywords(query).await
-        }
+        if query.words.is_empty() { self.list_by_index(query).await } else { self.list_by_keywords(query).await }
     }
 
     async fn categories(&self) -> Result<Vec<CategorySummary>, StoreError> {
@@ -612,10 +485,7 @@ impl CatalogStore for DynamoCatalog {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(CATEGORIES_PARTITION.to_owned()),
-                )
+                .expression_attribute_values(":pk", AttributeValue::S(CATEGORIES_PARTITION.to_owned()))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -626,10 +496,7 @@ impl CatalogStore for DynamoCatalog {
                 records
                     .into_iter()
                     .filter(|record| record.product_count > 0)
-                    .map(|record| CategorySummary {
-                        slug: record.sk,
-                        product_count: record.product_count,
-                    }),
+                    .map(|record| CategorySummary { slug: record.sk, product_count: record.product_count }),
             );
             start = output.last_evaluated_key;
             if start.is_none() {

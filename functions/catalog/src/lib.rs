@@ -27,8 +27,6 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
-        Ok(Self {
-            table: lambda_glue::config::required("CATALOG_TABLE")?,
-        })
+        Ok(Self { table: lambda_glue::config::required("CATALOG_TABLE")? })
     }
 }

@@ -146,20 +146,12 @@ impl Product {
     }
 
     pub fn skus(&self) -> BTreeSet<&Sku> {
-        self.details
-            .variants
-            .iter()
-            .map(|variant| &variant.sku)
-            .collect()
+        self.details.variants.iter().map(|variant| &variant.sku).collect()
     }
 
     /// The words this product is found by, when it is active (see [`keywords`]).
     pub fn keywords(&self) -> BTreeSet<String> {
-        let option_values = self
-            .details
-            .options
-            .iter()
-            .flat_map(|option| option.values.iter().map(String::as_str));
+        let option_values = self.details.options.iter().flat_map(|option| option.values.iter().map(String::as_str));
         keywords(
             std::iter::once(self.details.title.as_str())
                 .chain(std::iter::once(self.details.category.as_str()))
@@ -248,14 +240,8 @@ impl Errors {
         }
     }
 
-    fn take<T, E: ToString>(
-        &mut self,
-        result: Result<T, E>,
-        pointer: impl Into<String>,
-    ) -> Option<T> {
-        result
-            .map_err(|error| self.add(pointer, error.to_string()))
-            .ok()
+    fn take<T, E: ToString>(&mut self, result: Result<T, E>, pointer: impl Into<String>) -> Option<T> {
+        result.map_err(|error| self.add(pointer, error.to_string())).ok()
     }
 }
 
@@ -297,10 +283,7 @@ impl ProductInput {
                 options: self
                     .options
                     .into_iter()
-                    .map(|option| ProductOption {
-                        name: option.name,
-                        values: option.values,
-                    })
+                    .map(|option| ProductOption { name: option.name, values: option.values })
                     .collect(),
                 variants,
             }),
@@ -310,21 +293,13 @@ impl ProductInput {
 }
 
 fn check_images(images: &[String], errors: &mut Errors) {
-    errors.check(
-        images.len() <= MAX_IMAGES,
-        "/images",
-        format!("at most {MAX_IMAGES} images"),
-    );
+    errors.check(images.len() <= MAX_IMAGES, "/images", format!("at most {MAX_IMAGES} images"));
     for (index, image) in images.iter().enumerate() {
         let pointer = format!("/images/{index}");
         let is_web_url = url::Url::parse(image)
             .map(|url| matches!(url.scheme(), "https" | "http") && url.host().is_some())
             .unwrap_or(false);
-        errors.check(
-            is_web_url,
-            pointer.clone(),
-            "must be an absolute http(s) URL",
-        );
+        errors.check(is_web_url, pointer.clone(), "must be an absolute http(s) URL");
         errors.check(
             image.len() <= ProductInput::MAX_URL,
             pointer,
@@ -338,19 +313,12 @@ fn check_text(text: &str, pointer: String, errors: &mut Errors) {
     errors.check(
         length > 0 && length <= ProductInput::MAX_TEXT && text.trim() == text,
         pointer,
-        format!(
-            "must be 1 to {} characters without surrounding spaces",
-            ProductInput::MAX_TEXT
-        ),
+        format!("must be 1 to {} characters without surrounding spaces", ProductInput::MAX_TEXT),
     );
 }
 
 fn check_options(options: &[OptionInput], errors: &mut Errors) {
-    errors.check(
-        options.len() <= MAX_OPTIONS,
-        "/options",
-        format!("at most {MAX_OPTIONS} options"),
-    );
+    errors.check(options.len() <= MAX_OPTIONS, "/options", format!("at most {MAX_OPTIONS} options"));
     let mut names = BTreeSet::new();
     for (index, option) in options.iter().enumerate() {
         check_text(&option.name, format!("/options/{index}/name"), errors);
@@ -368,20 +336,12 @@ fn check_options(options: &[OptionInput], errors: &mut Errors) {
         for (value_index, value) in option.values.iter().enumerate() {
             let pointer = format!("/options/{index}/values/{value_index}");
             check_text(value, pointer.clone(), errors);
-            errors.check(
-                values.insert(value.as_str()),
-                pointer,
-                format!("`{value}` is listed twice"),
-            );
+            errors.check(values.insert(value.as_str()), pointer, format!("`{value}` is listed twice"));
         }
     }
 }
 
-fn parse_variants(
-    inputs: &[VariantInput],
-    options: &[OptionInput],
-    errors: &mut Errors,
-) -> Vec<Variant> {
+fn parse_variants(inputs: &[VariantInput], options: &[OptionInput], errors: &mut Errors) -> Vec<Variant> {
     errors.check(
         !inputs.is_empty() && inputs.len() <= MAX_VARIANTS,
         "/variants",
@@ -395,25 +355,15 @@ fn parse_variants(
         let at = |field: &str| format!("/variants/{index}/{field}");
         let sku = errors.take(Sku::parse(&input.sku), at("sku"));
         if let Some(sku) = &sku {
-            errors.check(
-                skus.insert(sku.clone()),
-                at("sku"),
-                format!("SKU {sku} appears twice in this product"),
-            );
+            errors.check(skus.insert(sku.clone()), at("sku"), format!("SKU {sku} appears twice in this product"));
         }
 
         for option in options {
             match input.options.get(&option.name) {
-                None => errors.add(
-                    at("options"),
-                    format!("needs a value for option `{}`", option.name),
-                ),
+                None => errors.add(at("options"), format!("needs a value for option `{}`", option.name)),
                 Some(value) if !option.values.contains(value) => errors.add(
                     format!("{}/{}", at("options"), option.name),
-                    format!(
-                        "`{value}` is not one of the values of option `{}`",
-                        option.name
-                    ),
+                    format!("`{value}` is not one of the values of option `{}`", option.name),
                 ),
                 Some(_) => {}
             }
@@ -425,14 +375,9 @@ fn parse_variants(
                 format!("the product has no option `{name}`"),
             );
         }
-        errors.check(
-            combinations.insert(&input.options),
-            at("options"),
-            "another variant has the same option values",
-        );
+        errors.check(combinations.insert(&input.options), at("options"), "another variant has the same option values");
 
-        let variant_currency =
-            errors.take(Currency::parse(&input.price.currency), at("price/currency"));
+        let variant_currency = errors.take(Currency::parse(&input.price.currency), at("price/currency"));
         if let (Some(first), Some(this)) = (currency, variant_currency) {
             errors.check(
                 first == this,
@@ -441,16 +386,11 @@ fn parse_variants(
             );
         }
         currency = currency.or(variant_currency);
-        let price = variant_currency.and_then(|this| {
-            errors.take(Money::price(input.price.amount, this), at("price/amount"))
-        });
+        let price =
+            variant_currency.and_then(|this| errors.take(Money::price(input.price.amount, this), at("price/amount")));
 
         if let (Some(sku), Some(price)) = (sku, price) {
-            variants.push(Variant {
-                sku,
-                options: input.options.clone(),
-                price,
-            });
+            variants.push(Variant { sku, options: input.options.clone(), price });
         }
     }
     variants
@@ -462,8 +402,7 @@ mod tests {
     use serde_json::json;
 
     fn input(value: serde_json::Value) -> ProductInput {
-        serde_json::from_value(value)
-            .unwrap_or_else(|e| panic!("test input does not deserialize: {e}"))
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("test input does not deserialize: {e}"))
     }
 
     fn tee() -> serde_json::Value {
@@ -536,10 +475,7 @@ mod tests {
         let mut body = tee();
         body["variants"][0]["options"] = json!({"size": "XL"});
         body["variants"][1]["options"] = json!({"size": "M", "colour": "red"});
-        assert_eq!(
-            pointers(body),
-            vec!["/variants/0/options/size", "/variants/1/options/colour"]
-        );
+        assert_eq!(pointers(body), vec!["/variants/0/options/size", "/variants/1/options/colour"]);
     }
 
     #[test]
@@ -549,28 +485,20 @@ mod tests {
         body["title"] = json!("   ");
         body["images"] = json!(["ftp://x/y.png"]);
         body["variants"] = json!([]);
-        assert_eq!(
-            pointers(body),
-            vec!["/slug", "/title", "/images/0", "/variants"]
-        );
+        assert_eq!(pointers(body), vec!["/slug", "/title", "/images/0", "/variants"]);
     }
 
     #[test]
     fn keywords_fold_case_punctuation_and_plurals() {
         let words = keywords(["Heavy-Weight Shirts, 100% Cotton!", "dress a"]);
-        let expected: BTreeSet<String> = ["heavy", "weight", "shirt", "100", "cotton", "dress"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let expected: BTreeSet<String> =
+            ["heavy", "weight", "shirt", "100", "cotton", "dress"].into_iter().map(String::from).collect();
         assert_eq!(words, expected);
     }
 
     #[test]
     fn keywords_stop_at_the_limit() {
-        let many = (0..50)
-            .map(|n| format!("word{n}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let many = (0..50).map(|n| format!("word{n}")).collect::<Vec<_>>().join(" ");
         assert_eq!(keywords([many.as_str()]).len(), MAX_KEYWORDS);
     }
 }

@@ -78,10 +78,7 @@ pub enum CatalogError {
     #[error("no product {0}")]
     NotFound(String),
     #[error("{detail}")]
-    Taken {
-        errors: Vec<FieldError>,
-        detail: String,
-    },
+    Taken { errors: Vec<FieldError>, detail: String },
     #[error("If-Match is required to update a product")]
     PreconditionRequired,
     #[error("version {expected} is stale; the product is at version {current}")]
@@ -93,13 +90,10 @@ pub enum CatalogError {
 impl From<StoreError> for CatalogError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::SkusTaken(_) | StoreError::SlugTaken(_) => Self::Taken {
-                errors: Vec::new(),
-                detail: error.to_string(),
-            },
-            StoreError::Cursor(cursor) => {
-                Self::BadQuery(FieldError::new("query:cursor", cursor.to_string()))
+            StoreError::SkusTaken(_) | StoreError::SlugTaken(_) => {
+                Self::Taken { errors: Vec::new(), detail: error.to_string() }
             }
+            StoreError::Cursor(cursor) => Self::BadQuery(FieldError::new("query:cursor", cursor.to_string())),
             other => Self::Store(other),
         }
     }
@@ -132,24 +126,15 @@ fn explain(details: &crate::product::ProductDetails, error: StoreError) -> Catal
             })
             .collect(),
         StoreError::SlugTaken(slug) => {
-            vec![FieldError::new(
-                "/slug",
-                format!("slug {slug} already belongs to another product"),
-            )]
+            vec![FieldError::new("/slug", format!("slug {slug} already belongs to another product"))]
         }
         _ => return error.into(),
     };
-    CatalogError::Taken {
-        errors,
-        detail: error.to_string(),
-    }
+    CatalogError::Taken { errors, detail: error.to_string() }
 }
 
 fn sku_list(skus: &[Sku]) -> String {
-    skus.iter()
-        .map(Sku::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    skus.iter().map(Sku::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Creates a product at version 1.
@@ -159,17 +144,8 @@ pub async fn create(
     now: OffsetDateTime,
 ) -> Result<Product, CatalogError> {
     let details = input.parse().map_err(CatalogError::Invalid)?;
-    let product = Product {
-        id: ProductId::new(),
-        details,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    store
-        .create(&product)
-        .await
-        .map_err(|e| explain(&product.details, e))?;
+    let product = Product { id: ProductId::new(), details, version: 1, created_at: now, updated_at: now };
+    store.create(&product).await.map_err(|e| explain(&product.details, e))?;
     tracing::info!(product_id = %product.id, "product created");
     Ok(product)
 }
@@ -187,14 +163,7 @@ pub async fn update(
     }
     let details = input.parse().map_err(CatalogError::Invalid)?;
     let old = load(store, id).await?;
-    write_new_version(
-        store,
-        old,
-        precondition,
-        |product| product.details = details,
-        now,
-    )
-    .await
+    write_new_version(store, old, precondition, |product| product.details = details, now).await
 }
 
 /// Archives a product: it disappears from the shop but keeps its SKUs and history.
@@ -209,14 +178,7 @@ pub async fn archive(
     if old.details.status == Status::Archived {
         return Ok(old);
     }
-    write_new_version(
-        store,
-        old,
-        precondition,
-        |product| product.details.status = Status::Archived,
-        now,
-    )
-    .await
+    write_new_version(store, old, precondition, |product| product.details.status = Status::Archived, now).await
 }
 
 async fn write_new_version(
@@ -231,10 +193,7 @@ async fn write_new_version(
         Precondition::Any | Precondition::Absent => old.version,
     };
     if old.version != expected {
-        return Err(CatalogError::StaleVersion {
-            expected,
-            current: old.version,
-        });
+        return Err(CatalogError::StaleVersion { expected, current: old.version });
     }
     let mut new = old.clone();
     change(&mut new);
@@ -247,10 +206,7 @@ async fn write_new_version(
         }
         // Someone else wrote between our read and our write: report their version.
         Err(StoreError::VersionConflict) => {
-            let current = store
-                .get(old.id)
-                .await?
-                .map_or(old.version + 1, |p| p.version);
+            let current = store.get(old.id).await?.map_or(old.version + 1, |p| p.version);
             Err(CatalogError::StaleVersion { expected, current })
         }
         Err(other) => Err(explain(&new.details, other)),
@@ -258,10 +214,7 @@ async fn write_new_version(
 }
 
 async fn load(store: &impl CatalogStore, id: ProductId) -> Result<Product, CatalogError> {
-    store
-        .get(id)
-        .await?
-        .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    store.get(id).await?.ok_or_else(|| CatalogError::NotFound(id.to_string()))
 }
 
 /// Any product, for admins.
@@ -272,11 +225,7 @@ pub async fn get_any(store: &impl CatalogStore, id: ProductId) -> Result<Product
 /// An active product, for shoppers; drafts and archived products are not found.
 pub async fn get_active(store: &impl CatalogStore, id: ProductId) -> Result<Product, CatalogError> {
     let product = load(store, id).await?;
-    if product.is_active() {
-        Ok(product)
-    } else {
-        Err(CatalogError::NotFound(id.to_string()))
-    }
+    if product.is_active() { Ok(product) } else { Err(CatalogError::NotFound(id.to_string())) }
 }
 
 pub async fn list(store: &impl CatalogStore, query: &ListQuery) -> Result<Page, CatalogError> {

@@ -28,9 +28,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
-        Ok(Self {
-            bus: lambda_glue::config::required("EVENT_BUS_NAME")?,
-        })
+        Ok(Self { bus: lambda_glue::config::required("EVENT_BUS_NAME")? })
     }
 }
 
@@ -61,10 +59,7 @@ pub async fn relay(client: &Client, config: &Config, event: StreamEvent) -> Batc
         let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
         match outbox_record(record) {
             None => {}
-            Some(Ok(record)) => pending.push(Pending {
-                sequence_number,
-                record,
-            }),
+            Some(Ok(record)) => pending.push(Pending { sequence_number, record }),
             Some(Err(error)) => {
                 // A malformed outbox item is a bug in a producer; retrying cannot fix it, but
                 // skipping it would lose an event. Stop here so it is retried and alarmed on.

@@ -10,10 +10,8 @@ async fn main() -> Result<(), Error> {
     let aws = adapters::aws::load_config().await;
     let client = aws_sdk_eventbridge::Client::new(&aws);
     let (client, config) = (&client, &config);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<aws_lambda_events::dynamodb::Event>| async move {
-            Ok::<_, Error>(relay::relay(client, config, event.payload).await)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<aws_lambda_events::dynamodb::Event>| async move {
+        Ok::<_, Error>(relay::relay(client, config, event.payload).await)
+    }))
     .await
 }

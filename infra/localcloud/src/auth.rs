@@ -39,12 +39,7 @@ impl SigningKey {
                 .step_by(2)
                 .map(|i| u8::from_str_radix(hex.trim().get(i..i + 2).unwrap_or("zz"), 16))
                 .collect::<Result<Vec<_>, _>>()
-                .with_context(|| {
-                    format!(
-                        "{} is not a hex key; delete it to make a new one",
-                        path.display()
-                    )
-                })?;
+                .with_context(|| format!("{} is not a hex key; delete it to make a new one", path.display()))?;
             return Ok(Self(bytes));
         }
         let key = Self::random()?;
@@ -76,11 +71,7 @@ pub enum Rejection {
 
 impl LocalIdentity {
     pub fn new(key: SigningKey, authorizer: &JwtAuthorizerSpec) -> Self {
-        Self {
-            key,
-            issuer: authorizer.issuer.clone(),
-            audience: authorizer.audience.clone(),
-        }
+        Self { key, issuer: authorizer.issuer.clone(), audience: authorizer.audience.clone() }
     }
 
     /// A Cognito-style ID token for `subject`, in `groups`, valid for `ttl_secs`.
@@ -99,25 +90,14 @@ impl LocalIdentity {
         if !groups.is_empty() {
             claims["cognito:groups"] = json!(groups);
         }
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(&self.key.0),
-        )?)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key.0))?)
     }
 
     /// Verifies a token from the `Authorization` header (with or without `Bearer `) and returns
     /// its claims flattened the way API Gateway passes them to the function.
     pub fn verify(&self, header: Option<&str>) -> Result<HashMap<String, String>, Rejection> {
-        let raw = header
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .ok_or(Rejection::Missing)?;
-        let token = raw
-            .strip_prefix("Bearer ")
-            .or_else(|| raw.strip_prefix("bearer "))
-            .unwrap_or(raw)
-            .trim();
+        let raw = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(Rejection::Missing)?;
+        let token = raw.strip_prefix("Bearer ").or_else(|| raw.strip_prefix("bearer ")).unwrap_or(raw).trim();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&self.audience);
@@ -128,11 +108,7 @@ impl LocalIdentity {
             &DecodingKey::from_secret(&self.key.0),
             &validation,
         )?;
-        Ok(data
-            .claims
-            .into_iter()
-            .map(|(name, value)| (name, flatten_claim(&value)))
-            .collect())
+        Ok(data.claims.into_iter().map(|(name, value)| (name, flatten_claim(&value))).collect())
     }
 }
 

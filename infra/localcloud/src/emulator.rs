@@ -35,12 +35,7 @@ impl Moto {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting moto with {} (run `make venv` to install it)",
-                    python.display()
-                )
-            })?;
+            .with_context(|| format!("starting moto with {} (run `make venv` to install it)", python.display()))?;
         let stdout = child.stdout.take().context("moto has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
@@ -59,9 +54,6 @@ impl Moto {
         }
         // Keep draining stdout so moto never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _child: child,
-        })
+        Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child })
     }
 }

@@ -44,31 +44,20 @@ impl Route {
             .trim_start_matches('/')
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(
-                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => match name.strip_suffix('+') {
-                        Some(greedy) => Segment::Greedy(greedy.to_owned()),
-                        None => Segment::Param(name.to_owned()),
-                    },
-                    None => Segment::Literal(segment.to_owned()),
+            .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => match name.strip_suffix('+') {
+                    Some(greedy) => Segment::Greedy(greedy.to_owned()),
+                    None => Segment::Param(name.to_owned()),
                 },
-            )
+                None => Segment::Literal(segment.to_owned()),
+            })
             .collect();
-        Self {
-            spec,
-            function,
-            authorizer,
-            segments,
-        }
+        Self { spec, function, authorizer, segments }
     }
 
     /// Path parameters when `path` matches this route.
     fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
-        let parts: Vec<&str> = path
-            .trim_start_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         let mut params = HashMap::new();
         for (index, segment) in self.segments.iter().enumerate() {
             match segment {
@@ -93,16 +82,8 @@ impl Route {
     /// API Gateway prefers the most specific route: more literal segments, then fewer greedy
     /// ones, then an exact method over `ANY`.
     fn specificity(&self) -> (usize, usize, bool) {
-        let literals = self
-            .segments
-            .iter()
-            .filter(|s| matches!(s, Segment::Literal(_)))
-            .count();
-        let non_greedy = self
-            .segments
-            .iter()
-            .filter(|s| !matches!(s, Segment::Greedy(_)))
-            .count();
+        let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
+        let non_greedy = self.segments.iter().filter(|s| !matches!(s, Segment::Greedy(_))).count();
         (literals, non_greedy, self.spec.method != "ANY")
     }
 }
@@ -126,22 +107,27 @@ fn percent_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A schedule that can be fired on demand.
+#[derive(Debug)]
+pub struct Schedule {
+    pub function: Arc<FunctionHost>,
+    pub event: String,
+    pub rule_arn: String,
+    pub region: String,
+}
+
 /// Everything the gateway needs to serve requests.
 #[derive(Debug)]
 pub struct Gateway {
     pub routes: Vec<Route>,
-    pub functions: Vec<FunctionHost>,
+    pub functions: Vec<Arc<FunctionHost>>,
+    pub schedules: Vec<Schedule>,
     pub identities: Vec<LocalIdentity>,
     pub api_id: String,
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        json!({ "message": text }).to_string(),
-    )
-        .into_response()
+    (status, [("content-type", "application/json")], json!({ "message": text }).to_string()).into_response()
 }
 
 /// The fallback handler serving every request on the API port.
@@ -154,6 +140,9 @@ pub async fn serve(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
+        return control_route(&gateway, &method, control, uri.query()).await;
+    }
     let mut candidates: Vec<(&Route, HashMap<String, String>)> = gateway
         .routes
         .iter()
@@ -168,35 +157,19 @@ pub async fn serve(
     let mut claims = None;
     if let Some(index) = route.authorizer {
         let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-        match gateway
-            .identities
-            .get(index)
-            .map(|identity| identity.verify(header))
-        {
+        match gateway.identities.get(index).map(|identity| identity.verify(header)) {
             Some(Ok(verified)) => claims = Some(verified),
             Some(Err(rejection)) => {
                 tracing::info!(route = %route.spec.key(), %rejection, "authorizer rejected the request");
                 let mut reply = message(StatusCode::UNAUTHORIZED, "Unauthorized");
-                reply
-                    .headers_mut()
-                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                reply.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
                 return reply;
             }
             None => return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         }
     }
 
-    let event = event(
-        &gateway.api_id,
-        route,
-        params,
-        claims,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        peer,
-    );
+    let event = event(&gateway.api_id, route, params, claims, &method, &uri, &headers, &body, peer);
     let Some(function) = gateway.functions.get(route.function) else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
@@ -207,9 +180,41 @@ pub async fn serve(
             message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
         // Lambda reports a timeout as an invocation error, which API Gateway turns into a 500.
-        Outcome::Crashed | Outcome::TimedOut => {
-            message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }
+        Outcome::Crashed | Outcome::TimedOut => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    }
+}
+
+/// Routes under this prefix control the local cloud itself; API Gateway has nothing here.
+pub const CONTROL_PREFIX: &str = "/_localcloud/";
+
+/// `POST /_localcloud/schedules/{Function}/{Event}[?time=RFC3339]` fires a schedule now, with
+/// the scheduled event's `time` set to `time` (default: now), and answers with the function's
+/// response. This is how tests make a sweeper see the future.
+async fn control_route(gateway: &Gateway, method: &Method, path: &str, query: Option<&str>) -> Response {
+    let parts: Vec<&str> = path.split('/').collect();
+    let ["schedules", function, event] = parts.as_slice() else {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if method != Method::POST {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let Some(schedule) =
+        gateway.schedules.iter().find(|s| s.function.spec.logical_id == *function && s.event == *event)
+    else {
+        return message(StatusCode::NOT_FOUND, "No such schedule");
+    };
+    let time = query
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("time=")))
+        .map(|raw| OffsetDateTime::parse(&percent_decode(raw), &time::format_description::well_known::Rfc3339));
+    let time = match time {
+        None => OffsetDateTime::now_utc(),
+        Some(Ok(time)) => time,
+        Some(Err(_)) => return message(StatusCode::BAD_REQUEST, "time must be RFC 3339"),
+    };
+    let event = crate::triggers::scheduled_event(&schedule.rule_arn, &schedule.region, time);
+    match schedule.function.invoke(event).await {
+        Outcome::Response(payload) => (StatusCode::OK, [("content-type", "application/json")], payload).into_response(),
+        other => message(StatusCode::INTERNAL_SERVER_ERROR, &format!("{other:?}")),
     }
 }
 
@@ -232,28 +237,17 @@ fn event(
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if name == "cookie" {
-            cookies.extend(
-                value
-                    .split(';')
-                    .map(|c| c.trim().to_owned())
-                    .filter(|c| !c.is_empty()),
-            );
+            cookies.extend(value.split(';').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()));
             continue;
         }
-        header_map
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| *v = format!("{v},{value}"))
-            .or_insert(value);
+        header_map.entry(name.as_str().to_owned()).and_modify(|v| *v = format!("{v},{value}")).or_insert(value);
     }
     let raw_query = uri.query().unwrap_or("");
     let mut query: BTreeMap<String, String> = BTreeMap::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let (name, value) = (form_decode(name), form_decode(value));
-        query
-            .entry(name)
-            .and_modify(|v| *v = format!("{v},{value}"))
-            .or_insert(value);
+        query.entry(name).and_modify(|v| *v = format!("{v},{value}")).or_insert(value);
     }
     let text_body = std::str::from_utf8(body).ok();
     let is_base64 = !body.is_empty() && text_body.is_none();
@@ -261,10 +255,7 @@ fn event(
     let request_id = ulid::Ulid::new().to_string();
     let route_key = route.spec.key();
     let user_agent = header_map.get("user-agent").cloned().unwrap_or_default();
-    let host = header_map
-        .get("host")
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let host = header_map.get("host").cloned().unwrap_or_else(|| "127.0.0.1".to_owned());
     let mut context = json!({
         "accountId": crate::template::ACCOUNT_ID,
         "apiId": api_id,
@@ -326,16 +317,9 @@ fn translate(payload: &[u8]) -> Response {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     let Some(status) = value.get("statusCode").and_then(Json::as_u64) else {
-        return (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            value.to_string(),
-        )
-            .into_response();
+        return (StatusCode::OK, [("content-type", "application/json")], value.to_string()).into_response();
     };
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok());
+    let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok());
     let Some(status) = status else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
@@ -355,10 +339,7 @@ fn translate(payload: &[u8]) -> Response {
     *response.status_mut() = status;
     let headers = response.headers_mut();
     let mut add = |name: &str, value: &str, append: bool| {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             if append {
                 headers.append(name, value);
             } else {
@@ -378,12 +359,7 @@ fn translate(payload: &[u8]) -> Response {
             }
         }
     }
-    for cookie in value
-        .get("cookies")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for cookie in value.get("cookies").and_then(Json::as_array).into_iter().flatten() {
         add("set-cookie", cookie.as_str().unwrap_or_default(), true);
     }
     response
@@ -394,49 +370,26 @@ mod tests {
     use super::*;
 
     fn route(method: &str, path: &str) -> Route {
-        Route::new(
-            RouteSpec {
-                method: method.into(),
-                path: path.into(),
-                authorizer: None,
-            },
-            0,
-            None,
-        )
+        Route::new(RouteSpec { method: method.into(), path: path.into(), authorizer: None }, 0, None)
     }
 
     #[test]
     fn path_parameters_are_extracted_and_decoded() {
-        let params = route("GET", "/products/{id}")
-            .matches("/products/prod%5F1")
-            .unwrap();
+        let params = route("GET", "/products/{id}").matches("/products/prod%5F1").unwrap();
         assert_eq!(params["id"], "prod_1");
-        assert!(
-            route("GET", "/products/{id}")
-                .matches("/products")
-                .is_none()
-        );
-        assert!(
-            route("GET", "/products/{id}")
-                .matches("/products/a/b")
-                .is_none()
-        );
+        assert!(route("GET", "/products/{id}").matches("/products").is_none());
+        assert!(route("GET", "/products/{id}").matches("/products/a/b").is_none());
     }
 
     #[test]
     fn greedy_parameters_take_the_rest_of_the_path() {
-        let params = route("ANY", "/files/{path+}")
-            .matches("/files/a/b/c")
-            .unwrap();
+        let params = route("ANY", "/files/{path+}").matches("/files/a/b/c").unwrap();
         assert_eq!(params["path"], "a/b/c");
     }
 
     #[test]
     fn literal_segments_beat_parameters() {
-        assert!(
-            route("GET", "/products/featured").specificity()
-                > route("GET", "/products/{id}").specificity()
-        );
+        assert!(route("GET", "/products/featured").specificity() > route("GET", "/products/{id}").specificity());
         assert!(route("GET", "/x/{id}").specificity() > route("ANY", "/x/{id}").specificity());
     }
 
@@ -452,9 +405,6 @@ mod tests {
     #[test]
     fn a_bare_json_response_is_a_200() {
         assert_eq!(translate(br#"{"ok":true}"#).status(), StatusCode::OK);
-        assert_eq!(
-            translate(b"not json").status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        assert_eq!(translate(b"not json").status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -10,6 +10,9 @@
 //!    against a Lambda Runtime API served here, with the environment the template gives it.
 //! 5. [`gateway`] serves every `HttpApi` route on one port, with API Gateway's route matching,
 //!    payload format 2.0 events and the JWT authorizer emulated by [`auth`].
+//! 6. [`provision`] also creates the SQS queues (with redrive to their DLQs), the EventBridge
+//!    buses and rules, and [`triggers`] runs the functions' event source mappings (SQS, DynamoDB
+//!    streams) and schedules with Lambda's batching and partial-failure semantics.
 //!
 //! [`seed`] loads a demo catalog through the admin API. The `localcloud` binary exposes all of
 //! this as `dev`, `token` and `seed` subcommands; tests start it in-process with
@@ -22,6 +25,7 @@ pub mod provision;
 pub mod runtime;
 pub mod seed;
 pub mod template;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,7 +38,8 @@ use crate::emulator::Moto;
 use crate::gateway::{Gateway, Route};
 use crate::provision::ProvisionedTable;
 use crate::runtime::{FunctionHost, Logs, ProcessSettings};
-use crate::template::{Stack, Template};
+use crate::template::{Stack, Template, TriggerSpec};
+use crate::triggers::Chaos;
 
 /// How to start the local cloud.
 #[derive(Debug, Clone)]
@@ -55,6 +60,10 @@ pub struct Options {
     /// Processes per function (Lambda's concurrency).
     pub instances: usize,
     pub logs: Logs,
+    /// Faster retries and duplicate deliveries, for tests.
+    pub chaos: Chaos,
+    /// Template parameter overrides (`sam deploy --parameter-overrides`).
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl Options {
@@ -62,16 +71,12 @@ impl Options {
     /// (or the interpreter `FERROCART_PYTHON` names),
     /// binaries from `$CARGO_TARGET_DIR/debug` or `target/debug`.
     pub fn for_checkout(root: &std::path::Path, signing_key: SigningKey) -> Self {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         Self {
             template: root.join("template.yaml"),
             stack: std::env::var("LOCALCLOUD_STACK").unwrap_or_else(|_| "ferrocart".to_owned()),
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned()),
-            endpoint: std::env::var("AWS_ENDPOINT_URL")
-                .ok()
-                .filter(|e| !e.is_empty()),
+            endpoint: std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()),
             python: std::env::var_os("FERROCART_PYTHON")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join(".venv/emulators/bin/python")),
@@ -81,6 +86,8 @@ impl Options {
             signing_key,
             instances: 1,
             logs: Logs::Inherit,
+            chaos: Chaos::default(),
+            parameters: BTreeMap::new(),
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct LocalCloud {
     pub region: String,
     pub identity: Option<LocalIdentity>,
     pub tables: Vec<ProvisionedTable>,
+    /// Physical names (`Ref`) and attributes (`GetAtt`) of every resource, by logical id.
+    pub physical: template::Physical,
     server: tokio::task::JoinHandle<()>,
     _moto: Option<Moto>,
 }
@@ -105,19 +114,10 @@ impl Drop for LocalCloud {
 
 /// The identity (issuer, audience, key) of the template's JWT authorizer, without starting
 /// anything: what `localcloud token` needs.
-pub fn identity(
-    template: &Template,
-    stack: &Stack,
-    key: SigningKey,
-) -> anyhow::Result<LocalIdentity> {
+pub fn identity(template: &Template, stack: &Stack, key: SigningKey) -> anyhow::Result<LocalIdentity> {
     let physical = template.physical_names(stack);
-    let api = template
-        .http_api(stack, &physical)?
-        .ok_or_else(|| anyhow!("the template has no HttpApi"))?;
-    let authorizer = api
-        .authorizers
-        .first()
-        .ok_or_else(|| anyhow!("the HttpApi has no JWT authorizer"))?;
+    let api = template.http_api(stack, &physical)?.ok_or_else(|| anyhow!("the template has no HttpApi"))?;
+    let authorizer = api.authorizers.first().ok_or_else(|| anyhow!("the HttpApi has no JWT authorizer"))?;
     Ok(LocalIdentity::new(key, authorizer))
 }
 
@@ -128,19 +128,13 @@ fn aws_env(endpoint: &str, region: &str) -> BTreeMap<String, String> {
         ("AWS_ENDPOINT_URL".to_owned(), endpoint.to_owned()),
         ("AWS_REGION".to_owned(), region.to_owned()),
         ("AWS_DEFAULT_REGION".to_owned(), region.to_owned()),
-        (
-            "AWS_ACCESS_KEY_ID".to_owned(),
-            credential("AWS_ACCESS_KEY_ID"),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_owned(),
-            credential("AWS_SECRET_ACCESS_KEY"),
-        ),
+        ("AWS_ACCESS_KEY_ID".to_owned(), credential("AWS_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), credential("AWS_SECRET_ACCESS_KEY")),
     ])
 }
 
-/// A DynamoDB client for the emulator at `endpoint`.
-pub async fn dynamodb_client(endpoint: &str, region: &str) -> aws_sdk_dynamodb::Client {
+/// SDK configuration for the emulator at `endpoint`.
+pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     let env = aws_env(endpoint, region);
     let credentials = aws_sdk_dynamodb::config::Credentials::new(
         env["AWS_ACCESS_KEY_ID"].clone(),
@@ -149,22 +143,25 @@ pub async fn dynamodb_client(endpoint: &str, region: &str) -> aws_sdk_dynamodb::
         None,
         "localcloud",
     );
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(credentials)
         .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&config)
+        .await
+}
+
+/// A DynamoDB client for the emulator at `endpoint`.
+pub async fn dynamodb_client(endpoint: &str, region: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config(endpoint, region).await)
 }
 
 impl LocalCloud {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        let template = Template::load(&options.template)?;
-        let stack = Stack {
-            name: options.stack.clone(),
-            region: options.region.clone(),
-        };
+        let mut template = Template::load(&options.template)?;
+        for (name, value) in &options.parameters {
+            template.set_parameter(name, value);
+        }
 
         let (moto, endpoint) = match &options.endpoint {
             Some(endpoint) => (None, endpoint.clone()),
@@ -174,18 +171,22 @@ impl LocalCloud {
                 (Some(moto), endpoint)
             }
         };
+        let stack = Stack { name: options.stack.clone(), region: options.region.clone(), endpoint: endpoint.clone() };
+        let aws = sdk_config(&endpoint, &options.region).await;
 
         let mut physical = template.physical_names(&stack);
-        let dynamodb = dynamodb_client(&endpoint, &options.region).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let tables = provision::tables(&dynamodb, &template.tables(&stack, &physical)?).await?;
         for table in &tables {
             if let Some(arn) = &table.stream_arn {
-                physical.attributes.insert(
-                    (table.logical_id.clone(), "StreamArn".to_owned()),
-                    arn.clone(),
-                );
+                physical.attributes.insert((table.logical_id.clone(), "StreamArn".to_owned()), arn.clone());
             }
         }
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let queues = template.queues(&stack, &physical)?;
+        provision::queues(&sqs, &queues).await?;
+        let eventbridge = aws_sdk_eventbridge::Client::new(&aws);
+        provision::eventbridge(&eventbridge, &template.buses(&physical), &template.rules(&stack, &physical)?).await?;
 
         let api = template.http_api(&stack, &physical)?;
         let identities: Vec<LocalIdentity> = api
@@ -193,70 +194,126 @@ impl LocalCloud {
             .flat_map(|api| api.authorizers.iter())
             .map(|authorizer| LocalIdentity::new(options.signing_key.clone(), authorizer))
             .collect();
-        let authorizer_index = |name: &str| {
-            api.as_ref()
-                .and_then(|api| api.authorizers.iter().position(|a| a.name == name))
-        };
+        let authorizer_index =
+            |name: &str| api.as_ref().and_then(|api| api.authorizers.iter().position(|a| a.name == name));
 
+        // Bind the API port first: functions learn it as their Lambda endpoint.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{} (set PORT to use another port)", options.port))?;
+        let address = listener.local_addr()?;
+
+        let mut aws_environment = aws_env(&endpoint, &options.region);
+        aws_environment.insert("AWS_ENDPOINT_URL_LAMBDA".to_owned(), format!("http://{address}"));
         let settings = ProcessSettings {
             bin_dir: options.bin_dir.clone(),
-            aws_env: aws_env(&endpoint, &options.region),
+            aws_env: aws_environment,
             instances: options.instances,
             logs: options.logs.clone(),
         };
+        let queue_url = |arn: &str| {
+            queues.iter().find_map(|queue| {
+                let own_arn = physical.attributes.get(&(queue.logical_id.clone(), "Arn".to_owned()))?;
+                (own_arn == arn).then(|| physical.refs.get(&queue.logical_id).cloned()).flatten()
+            })
+        };
+        let streams = aws_sdk_dynamodbstreams::Client::new(&aws);
         let mut functions = Vec::new();
         let mut routes = Vec::new();
+        let mut schedules = Vec::new();
         for spec in template.functions(&stack, &physical)? {
             let index = functions.len();
             for route in &spec.routes {
                 let authorizer = match route.authorizer.as_deref() {
                     None => None,
-                    Some("") => api
-                        .as_ref()
-                        .and_then(|a| a.default_authorizer.as_deref())
-                        .and_then(authorizer_index),
+                    Some("") => api.as_ref().and_then(|a| a.default_authorizer.as_deref()).and_then(authorizer_index),
                     Some(name) => Some(authorizer_index(name).ok_or_else(|| {
-                        anyhow!(
-                            "{} route {} uses unknown authorizer {name}",
-                            spec.logical_id,
-                            route.key()
-                        )
+                        anyhow!("{} route {} uses unknown authorizer {name}", spec.logical_id, route.key())
                     })?),
                 };
                 routes.push(Route::new(route.clone(), index, authorizer));
             }
-            let arn = physical
-                .attributes
-                .get(&(spec.logical_id.clone(), "Arn".to_owned()))
-                .cloned()
-                .unwrap_or_default();
-            functions.push(FunctionHost::start(spec, &settings, arn).await?);
+            let arn =
+                physical.attributes.get(&(spec.logical_id.clone(), "Arn".to_owned())).cloned().unwrap_or_default();
+            let triggers = spec.triggers.clone();
+            let host = Arc::new(FunctionHost::start(spec, &settings, arn).await?);
+            for trigger in triggers {
+                match trigger {
+                    TriggerSpec::Sqs { event, queue_arn, batch_size, report_failures } => {
+                        let url = queue_url(&queue_arn).ok_or_else(|| {
+                            anyhow!(
+                                "{}.Events.{event}: no queue in the template has ARN {queue_arn}",
+                                host.spec.logical_id
+                            )
+                        })?;
+                        tokio::spawn(triggers::poll_queue(
+                            host.clone(),
+                            sqs.clone(),
+                            url,
+                            queue_arn,
+                            options.region.clone(),
+                            batch_size,
+                            report_failures,
+                            options.chaos.clone(),
+                        ));
+                    }
+                    TriggerSpec::Stream {
+                        stream_arn, batch_size, report_failures, from_start, max_retries, ..
+                    } => {
+                        tokio::spawn(triggers::poll_stream(
+                            host.clone(),
+                            streams.clone(),
+                            stream_arn,
+                            options.region.clone(),
+                            batch_size,
+                            report_failures,
+                            from_start,
+                            max_retries,
+                        ));
+                    }
+                    TriggerSpec::Schedule { event, expression, enabled } => {
+                        let rule_arn = format!(
+                            "arn:aws:events:{}:{}:rule/{}-{}-{event}",
+                            options.region,
+                            template::ACCOUNT_ID,
+                            options.stack,
+                            host.spec.logical_id
+                        );
+                        match triggers::rate(&expression) {
+                            Some(period) if enabled => {
+                                tokio::spawn(triggers::run_schedule(
+                                    host.clone(),
+                                    rule_arn.clone(),
+                                    options.region.clone(),
+                                    period,
+                                ));
+                            }
+                            _ => {
+                                tracing::info!(function = %host.spec.logical_id, %expression, "schedule runs on demand only")
+                            }
+                        }
+                        schedules.push(gateway::Schedule {
+                            function: host.clone(),
+                            event,
+                            rule_arn,
+                            region: options.region.clone(),
+                        });
+                    }
+                }
+            }
+            functions.push(host);
         }
 
         let gateway = Arc::new(Gateway {
             routes,
             functions,
+            schedules,
             identities: identities.clone(),
-            api_id: physical
-                .refs
-                .get(api.as_ref().map_or("", |a| a.logical_id.as_str()))
-                .cloned()
-                .unwrap_or_default(),
+            api_id: physical.refs.get(api.as_ref().map_or("", |a| a.logical_id.as_str())).cloned().unwrap_or_default(),
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .with_context(|| {
-                format!(
-                    "binding 127.0.0.1:{} (set PORT to use another port)",
-                    options.port
-                )
-            })?;
-        let address = listener.local_addr()?;
         let router = axum::Router::new()
             .fallback(gateway::serve)
-            .layer(axum::extract::DefaultBodyLimit::max(
-                gateway::MAX_PAYLOAD_BYTES,
-            ))
+            .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_PAYLOAD_BYTES))
             .with_state(gateway);
         let server = tokio::spawn(async move {
             let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -271,6 +328,7 @@ impl LocalCloud {
             region: options.region,
             identity: identities.into_iter().next(),
             tables,
+            physical,
             server,
             _moto: moto,
         })
@@ -278,18 +336,12 @@ impl LocalCloud {
 
     /// A bearer token for `subject`, in the `admin` group when `admin`.
     pub fn token(&self, subject: &str, admin: bool) -> anyhow::Result<String> {
-        let identity = self
-            .identity
-            .as_ref()
-            .ok_or_else(|| anyhow!("the template has no JWT authorizer"))?;
+        let identity = self.identity.as_ref().ok_or_else(|| anyhow!("the template has no JWT authorizer"))?;
         identity.mint(subject, if admin { &["admin"] } else { &[] }, 3600)
     }
 
     /// The physical name of a table by its logical id.
     pub fn table(&self, logical_id: &str) -> Option<&str> {
-        self.tables
-            .iter()
-            .find(|t| t.logical_id == logical_id)
-            .map(|t| t.name.as_str())
+        self.tables.iter().find(|t| t.logical_id == logical_id).map(|t| t.name.as_str())
     }
 }

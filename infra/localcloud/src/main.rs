@@ -61,34 +61,26 @@ fn signing_key(root: &std::path::Path) -> anyhow::Result<SigningKey> {
 fn identity(root: &std::path::Path) -> anyhow::Result<localcloud::auth::LocalIdentity> {
     let template = Template::load(&root.join("template.yaml"))?;
     let options = Options::for_checkout(root, signing_key(root)?);
-    let stack = Stack {
-        name: options.stack,
-        region: options.region,
-    };
+    let stack = Stack { name: options.stack, region: options.region, endpoint: String::new() };
     localcloud::identity(&template, &stack, options.signing_key)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let root = std::fs::canonicalize(&cli.root)
-        .with_context(|| format!("no directory {}", cli.root.display()))?;
+    let root = std::fs::canonicalize(&cli.root).with_context(|| format!("no directory {}", cli.root.display()))?;
     match cli.command {
         Command::Dev { port, concurrency } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("LOCALCLOUD_LOG")
-                        .unwrap_or_else(|_| "info".into()),
+                    tracing_subscriber::EnvFilter::try_from_env("LOCALCLOUD_LOG").unwrap_or_else(|_| "info".into()),
                 )
                 .with_target(false)
                 .init();
             let mut options = Options::for_checkout(&root, signing_key(&root)?);
             options.port = port;
             options.instances = concurrency;
-            let emulator = options
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| "moto (started here)".to_owned());
+            let emulator = options.endpoint.clone().unwrap_or_else(|| "moto (started here)".to_owned());
             let cloud = LocalCloud::start(options).await?;
             println!();
             println!("  Ferrocart is running on {}", cloud.api_url);
@@ -107,13 +99,8 @@ async fn main() -> anyhow::Result<()> {
             println!("\n  Stopping.");
             drop(cloud);
         }
-        Command::Token {
-            subject,
-            admin,
-            ttl,
-        } => {
-            let token =
-                identity(&root)?.mint(&subject, if admin { &["admin"] } else { &[] }, ttl)?;
+        Command::Token { subject, admin, ttl } => {
+            let token = identity(&root)?.mint(&subject, if admin { &["admin"] } else { &[] }, ttl)?;
             println!("{token}");
         }
         Command::Seed { api } => {

@@ -1,16 +1,16 @@
-//! Creates the template's DynamoDB tables in the emulator, exactly as declared: keys, attribute
-//! types, GSIs with their projections, streams and TTL.
+//! Creates what the template declares in the emulator: DynamoDB tables exactly as declared (keys,
+//! attribute types, GSIs with their projections, streams, TTL), SQS queues with their redrive
+//! policies, EventBridge buses, and rules with their targets.
 
 use anyhow::{Context as _, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use serde_json::Value as Json;
 
-use crate::template::TableSpec;
+use crate::template::{BusSpec, QueueSpec, RuleSpec, TableSpec};
 
 /// What provisioning learned that the template could not say: the stream ARN of each table.
 #[derive(Debug, Clone)]
@@ -28,11 +28,7 @@ pub async fn tables(client: &Client, specs: &[TableSpec]) -> anyhow::Result<Vec<
         create_table(client, spec)
             .await
             .with_context(|| format!("creating table {} ({})", spec.logical_id, spec.name))?;
-        let described = client
-            .describe_table()
-            .table_name(&spec.name)
-            .send()
-            .await?;
+        let described = client.describe_table().table_name(&spec.name).send().await?;
         provisioned.push(ProvisionedTable {
             logical_id: spec.logical_id.clone(),
             name: spec.name.clone(),
@@ -43,10 +39,7 @@ pub async fn tables(client: &Client, specs: &[TableSpec]) -> anyhow::Result<Vec<
 }
 
 fn text<'a>(value: &'a Json, key: &str) -> anyhow::Result<&'a str> {
-    value
-        .get(key)
-        .and_then(Json::as_str)
-        .ok_or_else(|| anyhow!("missing {key}"))
+    value.get(key).and_then(Json::as_str).ok_or_else(|| anyhow!("missing {key}"))
 }
 
 fn key_schema(list: Option<&Json>) -> anyhow::Result<Vec<KeySchemaElement>> {
@@ -72,10 +65,7 @@ async fn create_table(client: &Client, spec: &TableSpec) -> anyhow::Result<()> {
         .map(|definition| {
             Ok(AttributeDefinition::builder()
                 .attribute_name(text(definition, "AttributeName")?)
-                .attribute_type(ScalarAttributeType::from(text(
-                    definition,
-                    "AttributeType",
-                )?))
+                .attribute_type(ScalarAttributeType::from(text(definition, "AttributeType")?))
                 .build()?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -85,31 +75,17 @@ async fn create_table(client: &Client, spec: &TableSpec) -> anyhow::Result<()> {
         .set_attribute_definitions(Some(definitions))
         .set_key_schema(Some(key_schema(properties.get("KeySchema"))?))
         .billing_mode(BillingMode::PayPerRequest);
-    for index in properties
-        .get("GlobalSecondaryIndexes")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for index in properties.get("GlobalSecondaryIndexes").and_then(Json::as_array).into_iter().flatten() {
         let projection = index.get("Projection");
         let projection = Projection::builder()
             .projection_type(ProjectionType::from(
-                projection
-                    .and_then(|p| p.get("ProjectionType"))
-                    .and_then(Json::as_str)
-                    .unwrap_or("ALL"),
+                projection.and_then(|p| p.get("ProjectionType")).and_then(Json::as_str).unwrap_or("ALL"),
             ))
             .set_non_key_attributes(
                 projection
                     .and_then(|p| p.get("NonKeyAttributes"))
                     .and_then(Json::as_array)
-                    .map(|names| {
-                        names
-                            .iter()
-                            .filter_map(Json::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    }),
+                    .map(|names| names.iter().filter_map(Json::as_str).map(str::to_owned).collect()),
             )
             .build();
         request = request.global_secondary_indexes(
@@ -120,24 +96,14 @@ async fn create_table(client: &Client, spec: &TableSpec) -> anyhow::Result<()> {
                 .build()?,
         );
     }
-    if let Some(view) = properties
-        .pointer("/StreamSpecification/StreamViewType")
-        .and_then(Json::as_str)
-    {
+    if let Some(view) = properties.pointer("/StreamSpecification/StreamViewType").and_then(Json::as_str) {
         request = request.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::from(view))
-                .build()?,
+            StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::from(view)).build()?,
         );
     }
     match request.send().await {
         Ok(_) => {}
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
             return Ok(());
         }
         Err(error) => return Err(aws_sdk_dynamodb::Error::from(error).into()),
@@ -156,6 +122,110 @@ async fn create_table(client: &Client, spec: &TableSpec) -> anyhow::Result<()> {
                 )
                 .send()
                 .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the template's queues, then points each at its dead-letter queue (so a queue and its
+/// DLQ can be declared in any order).
+pub async fn queues(client: &aws_sdk_sqs::Client, specs: &[QueueSpec]) -> anyhow::Result<()> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    // CloudFormation property → SQS attribute, for the attributes that change behaviour locally.
+    const ATTRIBUTES: &[(&str, &str)] = &[
+        ("VisibilityTimeout", "VisibilityTimeout"),
+        ("MessageRetentionPeriod", "MessageRetentionPeriod"),
+        ("DelaySeconds", "DelaySeconds"),
+        ("ReceiveMessageWaitTimeSeconds", "ReceiveMessageWaitTimeSeconds"),
+        ("FifoQueue", "FifoQueue"),
+        ("ContentBasedDeduplication", "ContentBasedDeduplication"),
+    ];
+    let mut urls = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut request = client.create_queue().queue_name(&spec.name);
+        for (property, attribute) in ATTRIBUTES {
+            if let Some(value) = spec.properties.get(*property) {
+                let value = match value {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                request = request.attributes(QueueAttributeName::from(*attribute), value);
+            }
+        }
+        let created = request.send().await.with_context(|| format!("creating queue {}", spec.logical_id))?;
+        urls.push(created.queue_url.unwrap_or_default());
+    }
+    for (spec, url) in specs.iter().zip(&urls) {
+        if let Some(policy) = spec.properties.get("RedrivePolicy") {
+            client
+                .set_queue_attributes()
+                .queue_url(url)
+                .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+                .send()
+                .await
+                .with_context(|| format!("setting the redrive policy of {}", spec.logical_id))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the buses, then the rules on them with their targets.
+pub async fn eventbridge(
+    client: &aws_sdk_eventbridge::Client,
+    buses: &[BusSpec],
+    rules: &[RuleSpec],
+) -> anyhow::Result<()> {
+    use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Target};
+    for bus in buses {
+        match client.create_event_bus().name(&bus.name).send().await {
+            Ok(_) => {}
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+            Err(error) => {
+                return Err(aws_sdk_eventbridge::Error::from(error))
+                    .with_context(|| format!("creating bus {}", bus.logical_id));
+            }
+        }
+    }
+    for rule in rules {
+        let properties = &rule.properties;
+        let mut request = client.put_rule().name(&rule.name).event_bus_name(&rule.bus);
+        if let Some(pattern) = properties.get("EventPattern") {
+            request = request.event_pattern(pattern.to_string());
+        }
+        if let Some(schedule) = properties.get("ScheduleExpression").and_then(Json::as_str) {
+            request = request.schedule_expression(schedule);
+        }
+        let disabled = properties.get("State").and_then(Json::as_str) == Some("DISABLED");
+        request = request.state(if disabled { RuleState::Disabled } else { RuleState::Enabled });
+        request.send().await.with_context(|| format!("creating rule {}", rule.logical_id))?;
+        let mut targets = Vec::new();
+        for target in properties.get("Targets").and_then(Json::as_array).into_iter().flatten() {
+            let mut builder = Target::builder().id(text(target, "Id")?).arn(text(target, "Arn")?);
+            if let Some(input) = target.get("Input").and_then(Json::as_str) {
+                builder = builder.input(input);
+            }
+            if let Some(transformer) = target.get("InputTransformer") {
+                let paths = transformer.get("InputPathsMap").and_then(Json::as_object).map(|map| {
+                    map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
+                });
+                builder = builder.input_transformer(
+                    InputTransformer::builder()
+                        .set_input_paths_map(paths)
+                        .input_template(text(transformer, "InputTemplate")?)
+                        .build()?,
+                );
+            }
+            targets.push(builder.build()?);
+        }
+        if !targets.is_empty() {
+            client
+                .put_targets()
+                .rule(&rule.name)
+                .event_bus_name(&rule.bus)
+                .set_targets(Some(targets))
+                .send()
+                .await
+                .with_context(|| format!("adding the targets of rule {}", rule.logical_id))?;
         }
     }
     Ok(())

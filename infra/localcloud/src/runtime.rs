@@ -76,9 +76,7 @@ pub struct FunctionHost {
 
 impl std::fmt::Debug for FunctionHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionHost")
-            .field("function", &self.spec.logical_id)
-            .finish()
+        f.debug_struct("FunctionHost").field("function", &self.spec.logical_id).finish()
     }
 }
 
@@ -90,19 +88,12 @@ struct ApiState {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
 
 impl FunctionHost {
     /// Starts the function's instances and returns once their processes are spawned.
-    pub async fn start(
-        spec: FunctionSpec,
-        settings: &ProcessSettings,
-        function_arn: String,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(spec: FunctionSpec, settings: &ProcessSettings, function_arn: String) -> anyhow::Result<Self> {
         let binary = settings.bin_dir.join(&spec.binary);
         if !binary.is_file() {
             bail!(
@@ -115,23 +106,14 @@ impl FunctionHost {
         let queue = Arc::new(tokio::sync::Mutex::new(receiver));
         let mut instances = Vec::new();
         for index in 0..settings.instances.max(1) {
-            let instance = Arc::new(Instance {
-                in_flight: Mutex::new(None),
-                kill: Notify::new(),
-            });
-            let state = ApiState {
-                queue: queue.clone(),
-                instance: instance.clone(),
-                function_arn: function_arn.clone(),
-            };
+            let instance = Arc::new(Instance { in_flight: Mutex::new(None), kill: Notify::new() });
+            let state =
+                ApiState { queue: queue.clone(), instance: instance.clone(), function_arn: function_arn.clone() };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
             let router = Router::new()
                 .route("/2018-06-01/runtime/invocation/next", get(next))
-                .route(
-                    "/2018-06-01/runtime/invocation/{id}/response",
-                    post(respond),
-                )
+                .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
                 .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
                 .route("/2018-06-01/runtime/init/error", post(init_error))
                 .with_state(state);
@@ -145,18 +127,9 @@ impl FunctionHost {
             env.insert("AWS_LAMBDA_RUNTIME_API".into(), address.to_string());
             env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.clone());
             env.insert("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into());
-            env.insert(
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
-                spec.memory_mb.to_string(),
-            );
-            env.insert(
-                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
-                format!("/aws/lambda/{}", spec.name),
-            );
-            env.insert(
-                "AWS_LAMBDA_LOG_STREAM_NAME".into(),
-                format!("local/{index}"),
-            );
+            env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), spec.memory_mb.to_string());
+            env.insert("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{}", spec.name));
+            env.insert("AWS_LAMBDA_LOG_STREAM_NAME".into(), format!("local/{index}"));
             if let Some(format) = &spec.log_format {
                 env.insert("AWS_LAMBDA_LOG_FORMAT".into(), format.to_uppercase());
             }
@@ -172,11 +145,7 @@ impl FunctionHost {
             ));
             instances.push(instance);
         }
-        Ok(Self {
-            spec,
-            queue: sender,
-            instances,
-        })
+        Ok(Self { spec, queue: sender, instances })
     }
 
     /// Invokes the function with `payload` and waits for the outcome, up to its timeout.
@@ -184,12 +153,7 @@ impl FunctionHost {
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let timeout = Duration::from_secs(self.spec.timeout_secs.max(1));
         let (reply, outcome) = oneshot::channel();
-        let invocation = Invocation {
-            id: id.clone(),
-            payload,
-            deadline_ms: now_ms() + timeout.as_millis(),
-            reply,
-        };
+        let invocation = Invocation { id: id.clone(), payload, deadline_ms: now_ms() + timeout.as_millis(), reply };
         if self.queue.send(invocation).is_err() {
             return Outcome::Crashed;
         }
@@ -200,10 +164,8 @@ impl FunctionHost {
             Ok(Err(_)) => Outcome::Crashed,
             Err(_) => {
                 for instance in &self.instances {
-                    let holds_it = instance
-                        .in_flight
-                        .lock()
-                        .map(|held| held.as_ref().is_some_and(|(held, _)| held == &id));
+                    let holds_it =
+                        instance.in_flight.lock().map(|held| held.as_ref().is_some_and(|(held, _)| held == &id));
                     if holds_it.unwrap_or(false) {
                         instance.kill.notify_one();
                     }
@@ -215,13 +177,7 @@ impl FunctionHost {
 }
 
 /// Keeps one instance's process running: restarts it when it exits or is killed.
-async fn supervise(
-    binary: PathBuf,
-    env: BTreeMap<String, String>,
-    logs: Logs,
-    instance: Arc<Instance>,
-    name: String,
-) {
+async fn supervise(binary: PathBuf, env: BTreeMap<String, String>, logs: Logs, instance: Arc<Instance>, name: String) {
     let mut restarts = 0_u32;
     loop {
         let child = spawn(&binary, &env, &logs);
@@ -253,17 +209,9 @@ async fn supervise(
     }
 }
 
-fn spawn(
-    binary: &Path,
-    env: &BTreeMap<String, String>,
-    logs: &Logs,
-) -> anyhow::Result<tokio::process::Child> {
+fn spawn(binary: &Path, env: &BTreeMap<String, String>, logs: &Logs) -> anyhow::Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(binary);
-    command
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    command.env_clear().envs(env).stdin(Stdio::null()).kill_on_drop(true);
     if let Ok(path) = std::env::var("PATH") {
         command.env("PATH", path);
     }
@@ -272,16 +220,11 @@ fn spawn(
             command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         }
         Logs::File(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
             command.stdout(file.try_clone()?).stderr(file);
         }
     }
-    command
-        .spawn()
-        .with_context(|| format!("spawning {}", binary.display()))
+    command.spawn().with_context(|| format!("spawning {}", binary.display()))
 }
 
 async fn next(State(state): State<ApiState>) -> Response {
@@ -299,22 +242,12 @@ async fn next(State(state): State<ApiState>) -> Response {
         }
     };
     put("lambda-runtime-aws-request-id", invocation.id.clone());
-    put(
-        "lambda-runtime-deadline-ms",
-        invocation.deadline_ms.to_string(),
-    );
-    put(
-        "lambda-runtime-invoked-function-arn",
-        state.function_arn.clone(),
-    );
+    put("lambda-runtime-deadline-ms", invocation.deadline_ms.to_string());
+    put("lambda-runtime-invoked-function-arn", state.function_arn.clone());
     put(
         "lambda-runtime-trace-id",
         // X-Ray's format: Root=1-<8 hex digits of epoch seconds>-<24 hex digits>.
-        format!(
-            "Root=1-{:08x}-{:024x}",
-            now_ms() / 1000,
-            ulid::Ulid::new().random() & ((1 << 96) - 1)
-        ),
+        format!("Root=1-{:08x}-{:024x}", now_ms() / 1000, ulid::Ulid::new().random() & ((1 << 96) - 1)),
     );
     put("content-type", "application/json".to_owned());
     if let Ok(mut held) = state.instance.in_flight.lock() {
@@ -324,13 +257,10 @@ async fn next(State(state): State<ApiState>) -> Response {
 }
 
 fn complete(state: &ApiState, id: &str, outcome: Outcome) -> StatusCode {
-    let held = state.instance.in_flight.lock().ok().and_then(|mut held| {
-        if held.as_ref().is_some_and(|(held_id, _)| held_id == id) {
-            held.take()
-        } else {
-            None
-        }
-    });
+    let held =
+        state.instance.in_flight.lock().ok().and_then(|mut held| {
+            if held.as_ref().is_some_and(|(held_id, _)| held_id == id) { held.take() } else { None }
+        });
     match held {
         Some((_, reply)) => {
             let _ = reply.send(outcome);
@@ -340,19 +270,11 @@ fn complete(state: &ApiState, id: &str, outcome: Outcome) -> StatusCode {
     }
 }
 
-async fn respond(
-    State(state): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
-    body: Bytes,
-) -> StatusCode {
+async fn respond(State(state): State<ApiState>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
     complete(&state, &id, Outcome::Response(body))
 }
 
-async fn fail(
-    State(state): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
-    body: Bytes,
-) -> StatusCode {
+async fn fail(State(state): State<ApiState>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
     complete(&state, &id, Outcome::FunctionError(body))
 }
 

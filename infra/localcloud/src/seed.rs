@@ -43,22 +43,8 @@ const FAMILIES: &[Family] = &[
         sizes: &[],
         colours: &["white", "black", "blue"],
     },
-    Family {
-        category: "posters",
-        noun: "Poster",
-        code: "POST",
-        base_price: 2500,
-        sizes: &["A3", "A2"],
-        colours: &[],
-    },
-    Family {
-        category: "stickers",
-        noun: "Sticker Pack",
-        code: "STKR",
-        base_price: 600,
-        sizes: &[],
-        colours: &[],
-    },
+    Family { category: "posters", noun: "Poster", code: "POST", base_price: 2500, sizes: &["A3", "A2"], colours: &[] },
+    Family { category: "stickers", noun: "Sticker Pack", code: "STKR", base_price: 600, sizes: &[], colours: &[] },
     Family {
         category: "socks",
         noun: "Socks",
@@ -69,18 +55,8 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
-const ADJECTIVES: &[&str] = &[
-    "Rusty",
-    "Ferrous",
-    "Borrowed",
-    "Async",
-    "Lifetime",
-    "Crab",
-    "Zero-Cost",
-    "Fearless",
-    "Unsafe-Free",
-    "Oxidized",
-];
+const ADJECTIVES: &[&str] =
+    &["Rusty", "Ferrous", "Borrowed", "Async", "Lifetime", "Crab", "Zero-Cost", "Fearless", "Unsafe-Free", "Oxidized"];
 
 /// The demo products as admin API request bodies.
 pub fn products() -> Vec<Json> {
@@ -96,16 +72,10 @@ pub fn products() -> Vec<Json> {
             if !family.colours.is_empty() {
                 options.push(json!({ "name": "colour", "values": family.colours }));
             }
-            let sizes: Vec<Option<&str>> = if family.sizes.is_empty() {
-                vec![None]
-            } else {
-                family.sizes.iter().map(|s| Some(*s)).collect()
-            };
-            let colours: Vec<Option<&str>> = if family.colours.is_empty() {
-                vec![None]
-            } else {
-                family.colours.iter().map(|c| Some(*c)).collect()
-            };
+            let sizes: Vec<Option<&str>> =
+                if family.sizes.is_empty() { vec![None] } else { family.sizes.iter().map(|s| Some(*s)).collect() };
+            let colours: Vec<Option<&str>> =
+                if family.colours.is_empty() { vec![None] } else { family.colours.iter().map(|c| Some(*c)).collect() };
             let mut variants = Vec::new();
             for (size_index, size) in sizes.iter().enumerate() {
                 for colour in &colours {
@@ -123,7 +93,9 @@ pub fn products() -> Vec<Json> {
                     let amount = family.base_price
                         + 100 * i64::try_from(n).unwrap_or(0)
                         + 200 * i64::try_from(size_index).unwrap_or(0);
-                    variants.push(json!({ "sku": sku, "options": chosen, "price": { "amount": amount, "currency": "USD" } }));
+                    variants.push(
+                        json!({ "sku": sku, "options": chosen, "price": { "amount": amount, "currency": "USD" } }),
+                    );
                 }
             }
             products.push(json!({
@@ -165,17 +137,11 @@ pub async fn run(api_url: &str, token: &str) -> anyhow::Result<()> {
         }
         let done = index + 1;
         let bar = "#".repeat(done * 30 / total) + &" ".repeat(30 - done * 30 / total);
-        eprint!(
-            "\r  seeding [{bar}] {done:>3}/{total} {:<28}",
-            product["title"].as_str().unwrap_or("")
-        );
+        eprint!("\r  seeding [{bar}] {done:>3}/{total} {:<28}", product["title"].as_str().unwrap_or(""));
         let _ = std::io::stderr().flush();
     }
     eprintln!();
-    println!(
-        "Seeded {total} products in {} categories: {created} created, {present} already present.",
-        FAMILIES.len()
-    );
+    println!("Seeded {total} products in {} categories: {created} created, {present} already present.", FAMILIES.len());
     Ok(())
 }
 
@@ -187,8 +153,7 @@ mod tests {
     fn the_demo_catalog_has_sixty_products_with_unique_slugs_and_skus() {
         let products = products();
         assert_eq!(products.len(), 60);
-        let slugs: std::collections::BTreeSet<_> =
-            products.iter().map(|p| p["slug"].to_string()).collect();
+        let slugs: std::collections::BTreeSet<_> = products.iter().map(|p| p["slug"].to_string()).collect();
         assert_eq!(slugs.len(), 60);
         let skus: Vec<String> = products
             .iter()
@@ -197,10 +162,6 @@ mod tests {
             .collect();
         let unique: std::collections::BTreeSet<_> = skus.iter().collect();
         assert_eq!(unique.len(), skus.len());
-        assert!(products.iter().all(|p| {
-            p["variants"]
-                .as_array()
-                .is_some_and(|v| (1..=25).contains(&v.len()))
-        }));
+        assert!(products.iter().all(|p| { p["variants"].as_array().is_some_and(|v| (1..=25).contains(&v.len())) }));
     }
 }

@@ -37,6 +37,8 @@ pub struct Physical {
 pub struct Stack {
     pub name: String,
     pub region: String,
+    /// The emulator's URL: SQS queue URLs (a queue's `Ref`) are built on it.
+    pub endpoint: String,
 }
 
 /// A DynamoDB table to provision.
@@ -61,6 +63,51 @@ pub struct FunctionSpec {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub routes: Vec<RouteSpec>,
+    pub triggers: Vec<TriggerSpec>,
+}
+
+/// An SQS queue to provision.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub properties: Json,
+}
+
+/// An EventBridge bus to provision.
+#[derive(Debug, Clone)]
+pub struct BusSpec {
+    pub logical_id: String,
+    pub name: String,
+}
+
+/// An EventBridge rule with its targets.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// The bus name (`default` when the rule names none).
+    pub bus: String,
+    pub properties: Json,
+}
+
+/// How events reach a function other than through the HTTP API (SAM `Events`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerSpec {
+    /// `Type: SQS`: an event source mapping polling a queue.
+    Sqs { event: String, queue_arn: String, batch_size: usize, report_failures: bool },
+    /// `Type: DynamoDB`: an event source mapping reading a table's stream.
+    Stream {
+        event: String,
+        stream_arn: String,
+        batch_size: usize,
+        report_failures: bool,
+        from_start: bool,
+        /// `MaximumRetryAttempts`; -1 retries until the record expires.
+        max_retries: i64,
+    },
+    /// `Type: Schedule` / `ScheduleV2`: a timer.
+    Schedule { event: String, expression: String, enabled: bool },
 }
 
 /// One `HttpApi` event of a function.
@@ -98,11 +145,7 @@ pub struct HttpApiSpec {
 }
 
 /// Resource types the local cloud provisions or runs.
-const EMULATED: &[&str] = &[
-    "AWS::DynamoDB::Table",
-    "AWS::Serverless::Function",
-    "AWS::Serverless::HttpApi",
-];
+const EMULATED: &[&str] = &["AWS::DynamoDB::Table", "AWS::Serverless::Function", "AWS::Serverless::HttpApi"];
 /// Resource types that have no local behaviour: identity is emulated by the local JWT
 /// authorizer, logs go to the terminal, alarms and IAM are enforced only in AWS.
 const ACCEPTED: &[&str] = &[
@@ -113,12 +156,13 @@ const ACCEPTED: &[&str] = &[
     "AWS::CloudWatch::Alarm",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
+    "AWS::SQS::QueuePolicy",
+    "AWS::Lambda::Permission",
 ];
 
 impl Template {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -133,9 +177,7 @@ impl Template {
         let mut parameters = BTreeMap::new();
         if let Some(Yaml::Mapping(declared)) = root.get("Parameters") {
             for (name, declaration) in declared {
-                let name = name
-                    .as_str()
-                    .ok_or_else(|| anyhow!("a parameter name is not a string"))?;
+                let name = name.as_str().ok_or_else(|| anyhow!("a parameter name is not a string"))?;
                 if let Some(default) = declaration.get("Default") {
                     parameters.insert(name.to_owned(), scalar_string(default).unwrap_or_default());
                 }
@@ -144,17 +186,11 @@ impl Template {
         for (logical_id, resource) in &resources {
             let kind = resource.get("Type").and_then(Yaml::as_str).unwrap_or("");
             if !EMULATED.contains(&kind) && !ACCEPTED.contains(&kind) {
-                bail!(
-                    "resource {logical_id} has type {kind}, which the local cloud does not support yet"
-                );
+                bail!("resource {logical_id} has type {kind}, which the local cloud does not support yet");
             }
         }
         let globals_function = root.get("Globals").and_then(|g| g.get("Function")).cloned();
-        Ok(Self {
-            resources,
-            globals_function,
-            parameters,
-        })
+        Ok(Self { resources, globals_function, parameters })
     }
 
     /// Overrides a parameter, as `sam deploy --parameter-overrides` would.
@@ -163,9 +199,7 @@ impl Template {
     }
 
     fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Yaml)> + 'a {
-        self.resources
-            .iter()
-            .filter(move |(_, resource)| resource.get("Type").and_then(Yaml::as_str) == Some(kind))
+        self.resources.iter().filter(move |(_, resource)| resource.get("Type").and_then(Yaml::as_str) == Some(kind))
     }
 
     /// Physical ids of everything that exists before provisioning (names are chosen, not
@@ -175,92 +209,127 @@ impl Template {
         for (logical_id, resource) in &self.resources {
             let kind = resource.get("Type").and_then(Yaml::as_str).unwrap_or("");
             let properties = resource.get("Properties");
-            let explicit = |key: &str| {
-                properties
-                    .and_then(|p| p.get(key))
-                    .and_then(Yaml::as_str)
-                    .map(str::to_owned)
-            };
+            let explicit = |key: &str| properties.and_then(|p| p.get(key)).and_then(Yaml::as_str).map(str::to_owned);
             let name = match kind {
                 "AWS::DynamoDB::Table" => {
                     explicit("TableName").unwrap_or_else(|| format!("{}-{logical_id}", stack.name))
                 }
                 "AWS::Cognito::UserPool" => format!("{}_{}local", stack.region, stack.name),
-                "AWS::Cognito::UserPoolGroup" => {
-                    explicit("GroupName").unwrap_or_else(|| logical_id.clone())
-                }
+                "AWS::Cognito::UserPoolGroup" => explicit("GroupName").unwrap_or_else(|| logical_id.clone()),
                 "AWS::Serverless::HttpApi" => "local".to_owned(),
+                "AWS::SQS::Queue" => explicit("QueueName").unwrap_or_else(|| {
+                    let fifo = properties.and_then(|p| p.get("FifoQueue")).and_then(Yaml::as_bool) == Some(true);
+                    format!("{}-{logical_id}{}", stack.name, if fifo { ".fifo" } else { "" })
+                }),
+                "AWS::Events::EventBus" => explicit("Name").unwrap_or_else(|| format!("{}-{logical_id}", stack.name)),
+                "AWS::Events::Rule" => explicit("Name").unwrap_or_else(|| format!("{}-{logical_id}", stack.name)),
                 _ => format!("{}-{logical_id}", stack.name),
             };
             let arn = match kind {
-                "AWS::DynamoDB::Table" => Some(format!(
-                    "arn:aws:dynamodb:{}:{ACCOUNT_ID}:table/{name}",
-                    stack.region
-                )),
-                "AWS::Serverless::Function" => Some(format!(
-                    "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{name}",
-                    stack.region
-                )),
-                "AWS::Logs::LogGroup" => Some(format!(
-                    "arn:aws:logs:{}:{ACCOUNT_ID}:log-group:{name}",
-                    stack.region
-                )),
-                "AWS::Cognito::UserPool" => Some(format!(
-                    "arn:aws:cognito-idp:{}:{ACCOUNT_ID}:userpool/{name}",
-                    stack.region
-                )),
+                "AWS::DynamoDB::Table" => Some(format!("arn:aws:dynamodb:{}:{ACCOUNT_ID}:table/{name}", stack.region)),
+                "AWS::Serverless::Function" => {
+                    Some(format!("arn:aws:lambda:{}:{ACCOUNT_ID}:function:{name}", stack.region))
+                }
+                "AWS::Logs::LogGroup" => Some(format!("arn:aws:logs:{}:{ACCOUNT_ID}:log-group:{name}", stack.region)),
+                "AWS::Cognito::UserPool" => {
+                    Some(format!("arn:aws:cognito-idp:{}:{ACCOUNT_ID}:userpool/{name}", stack.region))
+                }
+                "AWS::SQS::Queue" => Some(format!("arn:aws:sqs:{}:{ACCOUNT_ID}:{name}", stack.region)),
+                "AWS::Events::EventBus" => {
+                    Some(format!("arn:aws:events:{}:{ACCOUNT_ID}:event-bus/{name}", stack.region))
+                }
+                "AWS::Events::Rule" => Some(format!("arn:aws:events:{}:{ACCOUNT_ID}:rule/{name}", stack.region)),
                 _ => None,
             };
             if let Some(arn) = arn {
-                physical
-                    .attributes
-                    .insert((logical_id.clone(), "Arn".to_owned()), arn);
+                physical.attributes.insert((logical_id.clone(), "Arn".to_owned()), arn);
             }
-            physical.refs.insert(logical_id.clone(), name);
+            let reference = match kind {
+                // A queue's Ref is its URL; moto builds URLs on the host the request went to.
+                "AWS::SQS::Queue" => {
+                    physical.attributes.insert((logical_id.clone(), "QueueName".to_owned()), name.clone());
+                    let url = format!("{}/{ACCOUNT_ID}/{name}", stack.endpoint.trim_end_matches('/'));
+                    physical.attributes.insert((logical_id.clone(), "QueueUrl".to_owned()), url.clone());
+                    url
+                }
+                "AWS::Events::EventBus" => {
+                    physical.attributes.insert((logical_id.clone(), "Name".to_owned()), name.clone());
+                    name
+                }
+                _ => name,
+            };
+            physical.refs.insert(logical_id.clone(), reference);
         }
         physical
     }
 
     fn resolver<'a>(&'a self, stack: &'a Stack, physical: &'a Physical) -> Resolver<'a> {
-        Resolver {
-            template: self,
-            stack,
-            physical,
-        }
+        Resolver { template: self, stack, physical }
     }
 
     pub fn tables(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<TableSpec>> {
         let resolver = self.resolver(stack, physical);
         self.of_type("AWS::DynamoDB::Table")
             .map(|(logical_id, resource)| {
-                let properties =
-                    resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let properties = resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
                 let name = physical.refs.get(logical_id).cloned().unwrap_or_default();
-                Ok(TableSpec {
+                Ok(TableSpec { logical_id: logical_id.clone(), name, properties })
+            })
+            .collect()
+    }
+
+    pub fn queues(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<QueueSpec>> {
+        let resolver = self.resolver(stack, physical);
+        self.of_type("AWS::SQS::Queue")
+            .map(|(logical_id, resource)| {
+                let properties = resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let name =
+                    physical.attributes.get(&(logical_id.clone(), "QueueName".to_owned())).cloned().unwrap_or_default();
+                Ok(QueueSpec { logical_id: logical_id.clone(), name, properties })
+            })
+            .collect()
+    }
+
+    pub fn buses(&self, physical: &Physical) -> Vec<BusSpec> {
+        self.of_type("AWS::Events::EventBus")
+            .map(|(logical_id, _)| BusSpec {
+                logical_id: logical_id.clone(),
+                name: physical.refs.get(logical_id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub fn rules(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<RuleSpec>> {
+        let resolver = self.resolver(stack, physical);
+        self.of_type("AWS::Events::Rule")
+            .map(|(logical_id, resource)| {
+                let properties = resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                // EventBusName may be a name or an ARN; the API takes either, we keep the name.
+                let bus = properties
+                    .get("EventBusName")
+                    .and_then(Json::as_str)
+                    .map(|bus| bus.rsplit('/').next().unwrap_or(bus).to_owned())
+                    .unwrap_or_else(|| "default".to_owned());
+                Ok(RuleSpec {
                     logical_id: logical_id.clone(),
-                    name,
+                    name: physical.refs.get(logical_id).cloned().unwrap_or_default(),
+                    bus,
                     properties,
                 })
             })
             .collect()
     }
 
-    pub fn functions(
-        &self,
-        stack: &Stack,
-        physical: &Physical,
-    ) -> anyhow::Result<Vec<FunctionSpec>> {
+    pub fn functions(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<FunctionSpec>> {
         let resolver = self.resolver(stack, physical);
         let globals = resolver.resolve_at(self.globals_function.as_ref(), "Globals", "Function")?;
         self.of_type("AWS::Serverless::Function")
             .map(|(logical_id, resource)| {
-                let own =
-                    resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let own = resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
                 let property = |key: &str| own.get(key).or_else(|| globals.get(key));
                 let mut environment = BTreeMap::new();
                 for source in [&globals, &own] {
-                    if let Some(Json::Object(variables)) = source.pointer("/Environment/Variables")
-                    {
+                    if let Some(Json::Object(variables)) = source.pointer("/Environment/Variables") {
                         for (name, value) in variables {
                             environment.insert(name.clone(), json_scalar(value));
                         }
@@ -272,10 +341,14 @@ impl Template {
                     .and_then(|b| b.get("Binary"))
                     .and_then(Yaml::as_str)
                     .map(str::to_owned)
-                    .ok_or_else(|| {
-                        anyhow!("function {logical_id} has no Metadata.BuildProperties.Binary")
-                    })?;
+                    .ok_or_else(|| anyhow!("function {logical_id} has no Metadata.BuildProperties.Binary"))?;
                 let routes = routes_of(resource, logical_id)?;
+                let events = resolver.resolve_at(
+                    resource.get("Properties").and_then(|p| p.get("Events")),
+                    logical_id,
+                    "Events",
+                )?;
+                let triggers = triggers_of(&events, logical_id)?;
                 Ok(FunctionSpec {
                     logical_id: logical_id.clone(),
                     name: physical.refs.get(logical_id).cloned().unwrap_or_default(),
@@ -292,37 +365,26 @@ impl Template {
                         .and_then(Json::as_str)
                         .map(str::to_owned),
                     routes,
+                    triggers,
                 })
             })
             .collect()
     }
 
     /// The HTTP API (the first `AWS::Serverless::HttpApi`), with its JWT authorizers.
-    pub fn http_api(
-        &self,
-        stack: &Stack,
-        physical: &Physical,
-    ) -> anyhow::Result<Option<HttpApiSpec>> {
+    pub fn http_api(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Option<HttpApiSpec>> {
         let resolver = self.resolver(stack, physical);
         let Some((logical_id, resource)) = self.of_type("AWS::Serverless::HttpApi").next() else {
             return Ok(None);
         };
-        let auth = resolver.resolve_at(
-            resource.get("Properties").and_then(|p| p.get("Auth")),
-            logical_id,
-            "Auth",
-        )?;
+        let auth = resolver.resolve_at(resource.get("Properties").and_then(|p| p.get("Auth")), logical_id, "Auth")?;
         let mut authorizers = Vec::new();
         if let Some(Json::Object(declared)) = auth.get("Authorizers") {
             for (name, declaration) in declared {
-                let jwt = declaration.get("JwtConfiguration").ok_or_else(|| {
-                    anyhow!("authorizer {name} of {logical_id}: only JWT authorizers are emulated")
-                })?;
-                let issuer = jwt
-                    .get("issuer")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                let jwt = declaration
+                    .get("JwtConfiguration")
+                    .ok_or_else(|| anyhow!("authorizer {name} of {logical_id}: only JWT authorizers are emulated"))?;
+                let issuer = jwt.get("issuer").and_then(Json::as_str).unwrap_or_default().to_owned();
                 let audience = jwt
                     .get("audience")
                     .and_then(Json::as_array)
@@ -333,30 +395,17 @@ impl Template {
                     .and_then(Json::as_str)
                     .unwrap_or("$request.header.Authorization")
                     .to_owned();
-                authorizers.push(JwtAuthorizerSpec {
-                    name: name.clone(),
-                    issuer,
-                    audience,
-                    identity_source,
-                });
+                authorizers.push(JwtAuthorizerSpec { name: name.clone(), issuer, audience, identity_source });
             }
         }
-        let default_authorizer = auth
-            .get("DefaultAuthorizer")
-            .and_then(Json::as_str)
-            .map(str::to_owned);
-        Ok(Some(HttpApiSpec {
-            logical_id: logical_id.clone(),
-            default_authorizer,
-            authorizers,
-        }))
+        let default_authorizer = auth.get("DefaultAuthorizer").and_then(Json::as_str).map(str::to_owned);
+        Ok(Some(HttpApiSpec { logical_id: logical_id.clone(), default_authorizer, authorizers }))
     }
 }
 
 fn routes_of(resource: &Yaml, logical_id: &str) -> anyhow::Result<Vec<RouteSpec>> {
     let mut routes = Vec::new();
-    let Some(Yaml::Mapping(events)) = resource.get("Properties").and_then(|p| p.get("Events"))
-    else {
+    let Some(Yaml::Mapping(events)) = resource.get("Properties").and_then(|p| p.get("Events")) else {
         return Ok(routes);
     };
     for (name, event) in events {
@@ -368,26 +417,61 @@ fn routes_of(resource: &Yaml, logical_id: &str) -> anyhow::Result<Vec<RouteSpec>
         let event_name = name.as_str().unwrap_or("?");
         let path = text("Path").unwrap_or("$default").to_owned();
         let method = text("Method").unwrap_or("ANY").to_uppercase();
-        let authorizer = match properties
-            .and_then(|p| p.get("Auth"))
-            .and_then(|a| a.get("Authorizer"))
-        {
+        let authorizer = match properties.and_then(|p| p.get("Auth")).and_then(|a| a.get("Authorizer")) {
             None => Some(String::new()), // the API's default authorizer, if any
             Some(value) => match value.as_str() {
                 Some("NONE") => None,
                 Some(named) => Some(named.to_owned()),
-                None => bail!(
-                    "{logical_id}.Events.{event_name}: Auth.Authorizer must be a name or NONE"
-                ),
+                None => bail!("{logical_id}.Events.{event_name}: Auth.Authorizer must be a name or NONE"),
             },
         };
-        routes.push(RouteSpec {
-            method,
-            path,
-            authorizer,
-        });
+        routes.push(RouteSpec { method, path, authorizer });
     }
     Ok(routes)
+}
+
+fn triggers_of(events: &Json, logical_id: &str) -> anyhow::Result<Vec<TriggerSpec>> {
+    let mut triggers = Vec::new();
+    let Some(events) = events.as_object() else {
+        return Ok(triggers);
+    };
+    for (name, event) in events {
+        let properties = event.get("Properties").cloned().unwrap_or(Json::Null);
+        let text = |key: &str| properties.get(key).and_then(Json::as_str).map(str::to_owned);
+        let number = |key: &str| properties.get(key).and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+        let report_failures = properties
+            .get("FunctionResponseTypes")
+            .and_then(Json::as_array)
+            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+        let location = || format!("{logical_id}.Events.{name}");
+        match event.get("Type").and_then(Json::as_str) {
+            Some("SQS") => triggers.push(TriggerSpec::Sqs {
+                event: name.clone(),
+                queue_arn: text("Queue").ok_or_else(|| anyhow!("{}: SQS event needs Queue", location()))?,
+                batch_size: usize::try_from(number("BatchSize").unwrap_or(10)).unwrap_or(10).clamp(1, 10),
+                report_failures,
+            }),
+            Some("DynamoDB") => triggers.push(TriggerSpec::Stream {
+                event: name.clone(),
+                stream_arn: text("Stream").ok_or_else(|| anyhow!("{}: DynamoDB event needs Stream", location()))?,
+                batch_size: usize::try_from(number("BatchSize").unwrap_or(100)).unwrap_or(100).clamp(1, 1000),
+                report_failures,
+                from_start: text("StartingPosition").as_deref() != Some("LATEST"),
+                max_retries: number("MaximumRetryAttempts").unwrap_or(-1),
+            }),
+            Some("Schedule" | "ScheduleV2") => triggers.push(TriggerSpec::Schedule {
+                event: name.clone(),
+                expression: text("Schedule")
+                    .or_else(|| text("ScheduleExpression"))
+                    .ok_or_else(|| anyhow!("{}: a schedule needs an expression", location()))?,
+                enabled: properties.get("Enabled").and_then(Json::as_bool).unwrap_or(true)
+                    && text("State").as_deref() != Some("DISABLED"),
+            }),
+            Some("HttpApi") => {}
+            other => bail!("{}: event type {other:?} is not supported by the local cloud", location()),
+        }
+    }
+    Ok(triggers)
 }
 
 /// A YAML scalar as CloudFormation would pass it on: strings as they are, numbers and booleans
@@ -415,17 +499,10 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn resolve_at(
-        &self,
-        value: Option<&Yaml>,
-        resource: &str,
-        property: &str,
-    ) -> anyhow::Result<Json> {
+    fn resolve_at(&self, value: Option<&Yaml>, resource: &str, property: &str) -> anyhow::Result<Json> {
         match value {
             None => Ok(Json::Null),
-            Some(value) => self
-                .resolve(value)
-                .with_context(|| format!("in {resource}.{property}")),
+            Some(value) => self.resolve(value).with_context(|| format!("in {resource}.{property}")),
         }
     }
 
@@ -435,20 +512,11 @@ impl Resolver<'_> {
             Yaml::Bool(b) => Json::Bool(*b),
             Yaml::Number(n) => serde_json::to_value(n)?,
             Yaml::String(s) => Json::String(s.clone()),
-            Yaml::Sequence(items) => Json::Array(
-                items
-                    .iter()
-                    .map(|i| self.resolve(i))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Yaml::Sequence(items) => Json::Array(items.iter().map(|i| self.resolve(i)).collect::<Result<_, _>>()?),
             Yaml::Tagged(tagged) => {
                 let tag = tagged.tag.to_string();
                 let name = tag.trim_start_matches('!');
-                let function = if name == "Ref" {
-                    "Ref".to_owned()
-                } else {
-                    format!("Fn::{name}")
-                };
+                let function = if name == "Ref" { "Ref".to_owned() } else { format!("Fn::{name}") };
                 self.intrinsic(&function, &tagged.value)?
             }
             Yaml::Mapping(map) => {
@@ -460,8 +528,7 @@ impl Resolver<'_> {
                 }
                 let mut object = serde_json::Map::new();
                 for (key, value) in map {
-                    let key = scalar_string(key)
-                        .ok_or_else(|| anyhow!("a mapping key is not a scalar"))?;
+                    let key = scalar_string(key).ok_or_else(|| anyhow!("a mapping key is not a scalar"))?;
                     object.insert(key, self.resolve(value)?);
                 }
                 Json::Object(object)
@@ -472,9 +539,7 @@ impl Resolver<'_> {
     fn intrinsic(&self, function: &str, argument: &Yaml) -> anyhow::Result<Json> {
         match function {
             "Ref" => {
-                let name = argument
-                    .as_str()
-                    .ok_or_else(|| anyhow!("Ref needs a name"))?;
+                let name = argument.as_str().ok_or_else(|| anyhow!("Ref needs a name"))?;
                 self.reference(name)
             }
             "Fn::GetAtt" => {
@@ -495,10 +560,7 @@ impl Resolver<'_> {
                 let (text, variables) = match argument {
                     Yaml::String(text) => (text.clone(), serde_json::Map::new()),
                     Yaml::Sequence(parts) if parts.len() == 2 => {
-                        let text = parts[0]
-                            .as_str()
-                            .ok_or_else(|| anyhow!("Sub needs a string"))?
-                            .to_owned();
+                        let text = parts[0].as_str().ok_or_else(|| anyhow!("Sub needs a string"))?.to_owned();
                         let Json::Object(variables) = self.resolve(&parts[1])? else {
                             bail!("Sub's second argument must be a mapping");
                         };
@@ -509,36 +571,19 @@ impl Resolver<'_> {
                 self.substitute(&text, &variables).map(Json::String)
             }
             "Fn::Join" => {
-                let Json::Array(parts) = self.resolve(argument)? else {
-                    bail!("Join needs [delimiter, list]")
-                };
+                let Json::Array(parts) = self.resolve(argument)? else { bail!("Join needs [delimiter, list]") };
                 let delimiter = parts.first().and_then(Json::as_str).unwrap_or_default();
-                let list = parts
-                    .get(1)
-                    .and_then(Json::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                Ok(Json::String(
-                    list.iter()
-                        .map(json_scalar)
-                        .collect::<Vec<_>>()
-                        .join(delimiter),
-                ))
+                let list = parts.get(1).and_then(Json::as_array).cloned().unwrap_or_default();
+                Ok(Json::String(list.iter().map(json_scalar).collect::<Vec<_>>().join(delimiter)))
             }
             "Fn::Select" => {
-                let Json::Array(parts) = self.resolve(argument)? else {
-                    bail!("Select needs [index, list]")
-                };
-                let index = parts
-                    .first()
-                    .map(json_scalar)
-                    .and_then(|i| i.parse::<usize>().ok());
+                let Json::Array(parts) = self.resolve(argument)? else { bail!("Select needs [index, list]") };
+                let index = parts.first().map(json_scalar).and_then(|i| i.parse::<usize>().ok());
                 let list = parts.get(1).and_then(Json::as_array);
                 match (index, list) {
-                    (Some(index), Some(list)) => list
-                        .get(index)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("Select index out of range")),
+                    (Some(index), Some(list)) => {
+                        list.get(index).cloned().ok_or_else(|| anyhow!("Select index out of range"))
+                    }
                     _ => bail!("Select needs [index, list]"),
                 }
             }
@@ -574,24 +619,16 @@ impl Resolver<'_> {
             .attributes
             .get(&(resource.to_owned(), attribute.to_owned()))
             .cloned()
-            .ok_or_else(|| {
-                anyhow!("GetAtt {resource}.{attribute} is not available in the local cloud")
-            })
+            .ok_or_else(|| anyhow!("GetAtt {resource}.{attribute} is not available in the local cloud"))
     }
 
-    fn substitute(
-        &self,
-        text: &str,
-        variables: &serde_json::Map<String, Json>,
-    ) -> anyhow::Result<String> {
+    fn substitute(&self, text: &str, variables: &serde_json::Map<String, Json>) -> anyhow::Result<String> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| anyhow!("unclosed ${{ in Sub `{text}`"))?;
+            let end = after.find('}').ok_or_else(|| anyhow!("unclosed ${{ in Sub `{text}`"))?;
             let name = &after[..end];
             if let Some(literal) = name.strip_prefix('!') {
                 out.push_str("${");
@@ -599,9 +636,7 @@ impl Resolver<'_> {
                 out.push('}');
             } else if let Some(value) = variables.get(name) {
                 out.push_str(&json_scalar(value));
-            } else if let Some((resource, attribute)) =
-                name.split_once('.').filter(|_| !name.starts_with("AWS::"))
-            {
+            } else if let Some((resource, attribute)) = name.split_once('.').filter(|_| !name.starts_with("AWS::")) {
                 out.push_str(&self.attribute(resource, attribute)?);
             } else {
                 out.push_str(&json_scalar(&self.reference(name)?));
@@ -656,10 +691,7 @@ Resources:
 "#;
 
     fn stack() -> Stack {
-        Stack {
-            name: "shop".to_owned(),
-            region: "eu-west-1".to_owned(),
-        }
+        Stack { name: "shop".to_owned(), region: "eu-west-1".to_owned() }
     }
 
     #[test]
@@ -669,14 +701,8 @@ Resources:
         let functions = template.functions(&stack(), &physical).unwrap();
         let env = &functions[0].environment;
         assert_eq!(env["TABLE"], "shop-Table");
-        assert_eq!(
-            env["ARN"],
-            "arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table"
-        );
-        assert_eq!(
-            env["JOINED"],
-            "INFO-arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table/index"
-        );
+        assert_eq!(env["ARN"], "arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table");
+        assert_eq!(env["JOINED"], "INFO-arn:aws:dynamodb:eu-west-1:123456789012:table/shop-Table/index");
         assert_eq!(env["SHARED"], "yes");
         assert_eq!(functions[0].timeout_secs, 7);
         assert_eq!(functions[0].binary, "thing");
@@ -687,11 +713,7 @@ Resources:
         let template = Template::parse(TEMPLATE).unwrap();
         let physical = template.physical_names(&stack());
         let routes = &template.functions(&stack(), &physical).unwrap()[0].routes;
-        assert!(routes.contains(&RouteSpec {
-            method: "GET".into(),
-            path: "/things/{id}".into(),
-            authorizer: None
-        }));
+        assert!(routes.contains(&RouteSpec { method: "GET".into(), path: "/things/{id}".into(), authorizer: None }));
         assert!(routes.contains(&RouteSpec {
             method: "POST".into(),
             path: "/things".into(),
@@ -705,10 +727,7 @@ Resources:
         let physical = template.physical_names(&stack());
         let api = template.http_api(&stack(), &physical).unwrap().unwrap();
         assert_eq!(api.default_authorizer.as_deref(), Some("Jwt"));
-        assert_eq!(
-            api.authorizers[0].issuer,
-            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_shoplocal"
-        );
+        assert_eq!(api.authorizers[0].issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_shoplocal");
         assert_eq!(api.authorizers[0].audience, vec!["shop-Client".to_owned()]);
     }
 
@@ -724,14 +743,8 @@ Resources:
 
     #[test]
     fn an_unknown_resource_type_is_refused_by_name() {
-        let text = TEMPLATE.replace(
-            "Type: AWS::Cognito::UserPoolClient",
-            "Type: AWS::Kinesis::Stream",
-        );
+        let text = TEMPLATE.replace("Type: AWS::Cognito::UserPoolClient", "Type: AWS::Kinesis::Stream");
         let error = Template::parse(&text).unwrap_err().to_string();
-        assert!(
-            error.contains("Client") && error.contains("AWS::Kinesis::Stream"),
-            "{error}"
-        );
+        assert!(error.contains("Client") && error.contains("AWS::Kinesis::Stream"), "{error}");
     }
 }

@@ -46,10 +46,7 @@ impl Cursor {
             let value = item.get(*name)?.as_s().ok()?;
             key.insert((*name).to_owned(), value.clone());
         }
-        Some(Self {
-            scope: scope.into(),
-            key,
-        })
+        Some(Self { scope: scope.into(), key })
     }
 
     pub fn encode(&self) -> String {
@@ -62,12 +59,10 @@ impl Cursor {
         if raw.len() > Self::MAX_ENCODED_LEN {
             return Err(CursorError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(raw)
-            .map_err(|_| CursorError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| CursorError::Malformed)?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)?;
-        let names_match = cursor.key.len() == key_names.len()
-            && key_names.iter().all(|name| cursor.key.contains_key(*name));
+        let names_match =
+            cursor.key.len() == key_names.len() && key_names.iter().all(|name| cursor.key.contains_key(*name));
         if !names_match {
             return Err(CursorError::Malformed);
         }
@@ -79,10 +74,7 @@ impl Cursor {
 
     /// The `ExclusiveStartKey` to resume the query.
     pub fn start_key(&self) -> std::collections::HashMap<String, AttributeValue> {
-        self.key
-            .iter()
-            .map(|(name, value)| (name.clone(), AttributeValue::S(value.clone())))
-            .collect()
+        self.key.iter().map(|(name, value)| (name.clone(), AttributeValue::S(value.clone()))).collect()
     }
 }
 
@@ -107,36 +99,20 @@ mod tests {
     }
 
     fn decoded_key_len(encoded: &str) -> usize {
-        Cursor::decode(encoded, "category=mugs", &["pk", "sk"])
-            .map(|c| c.start_key().len())
-            .unwrap_or(0)
+        Cursor::decode(encoded, "category=mugs", &["pk", "sk"]).map(|c| c.start_key().len()).unwrap_or(0)
     }
 
     #[test]
     fn a_cursor_for_another_query_is_refused() {
-        let encoded = Cursor::after("category=mugs", &item(), &["pk", "sk"])
-            .map(|c| c.encode())
-            .unwrap_or_default();
-        assert_eq!(
-            Cursor::decode(&encoded, "category=hats", &["pk", "sk"]),
-            Err(CursorError::WrongQuery)
-        );
+        let encoded = Cursor::after("category=mugs", &item(), &["pk", "sk"]).map(|c| c.encode()).unwrap_or_default();
+        assert_eq!(Cursor::decode(&encoded, "category=hats", &["pk", "sk"]), Err(CursorError::WrongQuery));
     }
 
     #[test]
     fn garbage_and_tampered_cursors_are_refused() {
-        assert_eq!(
-            Cursor::decode("not base64!", "s", &["pk"]),
-            Err(CursorError::Malformed)
-        );
+        assert_eq!(Cursor::decode("not base64!", "s", &["pk"]), Err(CursorError::Malformed));
         let tampered = URL_SAFE_NO_PAD.encode(br#"{"s":"s","k":{"pk":"A","evil":"B"}}"#);
-        assert_eq!(
-            Cursor::decode(&tampered, "s", &["pk"]),
-            Err(CursorError::Malformed)
-        );
-        assert_eq!(
-            Cursor::decode(&"A".repeat(5000), "s", &["pk"]),
-            Err(CursorError::Malformed)
-        );
+        assert_eq!(Cursor::decode(&tampered, "s", &["pk"]), Err(CursorError::Malformed));
+        assert_eq!(Cursor::decode(&"A".repeat(5000), "s", &["pk"]), Err(CursorError::Malformed));
     }
 }

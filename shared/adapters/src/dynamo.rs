@@ -49,9 +49,7 @@ impl TransactionFailure {
 
 impl From<SdkError<TransactWriteItemsError>> for TransactionFailure {
     fn from(error: SdkError<TransactWriteItemsError>) -> Self {
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-            error.as_service_error()
-        {
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
             let reasons = cancelled
                 .cancellation_reasons()
                 .iter()
@@ -67,11 +65,9 @@ impl std::fmt::Display for TransactionFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Cancelled { reasons } => write!(f, "transaction cancelled: {reasons:?}"),
-            Self::Other(error) => write!(
-                f,
-                "transaction failed: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(error)
-            ),
+            Self::Other(error) => {
+                write!(f, "transaction failed: {}", aws_sdk_dynamodb::error::DisplayErrorContext(error))
+            }
         }
     }
 }
@@ -80,24 +76,14 @@ impl std::error::Error for TransactionFailure {}
 
 /// Reads up to 100 items by key (BatchGetItem's limit), retrying unprocessed keys with backoff,
 /// and returns them in no particular order.
-pub async fn batch_get(
-    client: &Client,
-    table: &str,
-    keys: Vec<Item>,
-) -> Result<Vec<Item>, aws_sdk_dynamodb::Error> {
+pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, aws_sdk_dynamodb::Error> {
     let mut found = Vec::with_capacity(keys.len());
     let mut pending = keys;
     let mut attempt = 0_u32;
     while !pending.is_empty() {
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(std::mem::take(&mut pending)))
-            .consistent_read(false)
-            .build()?;
-        let output = client
-            .batch_get_item()
-            .request_items(table, request)
-            .send()
-            .await?;
+        let request =
+            KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut pending))).consistent_read(false).build()?;
+        let output = client.batch_get_item().request_items(table, request).send().await?;
         if let Some(mut responses) = output.responses {
             found.extend(responses.remove(table).unwrap_or_default());
         }

@@ -68,11 +68,7 @@ pub struct Metadata {
 impl Metadata {
     /// Metadata for a new event, now.
     pub fn new(correlation_id: impl Into<String>) -> Self {
-        Self {
-            event_id: EventId::new(),
-            correlation_id: correlation_id.into(),
-            occurred_at: OffsetDateTime::now_utc(),
-        }
+        Self { event_id: EventId::new(), correlation_id: correlation_id.into(), occurred_at: OffsetDateTime::now_utc() }
     }
 }
 
@@ -91,18 +87,11 @@ pub enum EventError {
     #[error("unknown detail-type `{0}`")]
     UnknownType(String),
     #[error("detail-type {detail_type} came from `{source_name}`, not {expected}")]
-    WrongSource {
-        detail_type: String,
-        source_name: String,
-        expected: &'static str,
-    },
+    WrongSource { detail_type: String, source_name: String, expected: &'static str },
     #[error("{detail_type} version {version} is newer than this consumer understands ({VERSION})")]
     TooNew { detail_type: String, version: u32 },
     #[error("malformed {what}: {error}")]
-    Malformed {
-        what: String,
-        error: serde_json::Error,
-    },
+    Malformed { what: String, error: serde_json::Error },
 }
 
 /// An event with its metadata.
@@ -190,21 +179,13 @@ impl Envelope {
 
     /// The `detail` JSON to publish.
     pub fn detail(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(Detail {
-            version: VERSION,
-            metadata: self.metadata.clone(),
-            data: self.event.data()?,
-        })
+        serde_json::to_value(Detail { version: VERSION, metadata: self.metadata.clone(), data: self.event.data()? })
     }
 
     /// Reads an event from its EventBridge `detail-type`, `source` and `detail`.
-    pub fn from_parts(
-        detail_type: &str,
-        source: &str,
-        detail: serde_json::Value,
-    ) -> Result<Self, EventError> {
-        let expected = Event::expected_source(detail_type)
-            .ok_or_else(|| EventError::UnknownType(detail_type.to_owned()))?;
+    pub fn from_parts(detail_type: &str, source: &str, detail: serde_json::Value) -> Result<Self, EventError> {
+        let expected =
+            Event::expected_source(detail_type).ok_or_else(|| EventError::UnknownType(detail_type.to_owned()))?;
         if expected.as_str() != source {
             return Err(EventError::WrongSource {
                 detail_type: detail_type.to_owned(),
@@ -212,21 +193,12 @@ impl Envelope {
                 expected: expected.as_str(),
             });
         }
-        let detail: Detail<serde_json::Value> =
-            serde_json::from_value(detail).map_err(|error| EventError::Malformed {
-                what: format!("{detail_type} detail"),
-                error,
-            })?;
+        let detail: Detail<serde_json::Value> = serde_json::from_value(detail)
+            .map_err(|error| EventError::Malformed { what: format!("{detail_type} detail"), error })?;
         if detail.version > VERSION {
-            return Err(EventError::TooNew {
-                detail_type: detail_type.to_owned(),
-                version: detail.version,
-            });
+            return Err(EventError::TooNew { detail_type: detail_type.to_owned(), version: detail.version });
         }
-        Ok(Self {
-            metadata: detail.metadata,
-            event: Event::parse(detail_type, detail.data)?,
-        })
+        Ok(Self { metadata: detail.metadata, event: Event::parse(detail_type, detail.data)? })
     }
 
     /// Reads an event from the EventBridge envelope an SQS message body carries.
@@ -238,10 +210,8 @@ impl Envelope {
             source: String,
             detail: serde_json::Value,
         }
-        let wire: Wire = serde_json::from_str(body).map_err(|error| EventError::Malformed {
-            what: "EventBridge envelope".to_owned(),
-            error,
-        })?;
+        let wire: Wire = serde_json::from_str(body)
+            .map_err(|error| EventError::Malformed { what: "EventBridge envelope".to_owned(), error })?;
         Self::from_parts(&wire.detail_type, &wire.source, wire.detail)
     }
 }
@@ -255,10 +225,7 @@ mod tests {
         let order_id = OrderId::new();
         Envelope::new(
             Metadata::new(order_id.to_string()),
-            Event::OrderCancelled(checkout::OrderCancelled {
-                order_id,
-                reason: "customer_cancelled".to_owned(),
-            }),
+            Event::OrderCancelled(checkout::OrderCancelled { order_id, reason: "customer_cancelled".to_owned() }),
         )
     }
 
@@ -289,11 +256,7 @@ mod tests {
             Err(EventError::WrongSource { .. })
         ));
         assert!(matches!(
-            Envelope::from_parts(
-                "OrderTeleported",
-                "ferrocart.checkout",
-                serde_json::json!({})
-            ),
+            Envelope::from_parts("OrderTeleported", "ferrocart.checkout", serde_json::json!({})),
             Err(EventError::UnknownType(_))
         ));
     }
@@ -308,18 +271,12 @@ mod tests {
             let path = dir.join(format!("{detail_type}.json"));
             if update {
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, serde_json::to_string_pretty(&schema).unwrap() + "\n")
-                    .unwrap();
+                std::fs::write(&path, serde_json::to_string_pretty(&schema).unwrap() + "\n").unwrap();
             }
             let committed = std::fs::read_to_string(&path)
                 .unwrap_or_else(|_| panic!("{} is missing: run `make schemas`", path.display()));
             let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
-            assert_eq!(
-                committed,
-                generated,
-                "{} is stale: run `make schemas`",
-                path.display()
-            );
+            assert_eq!(committed, generated, "{} is stale: run `make schemas`", path.display());
         }
     }
 }

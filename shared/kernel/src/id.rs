@@ -4,9 +4,7 @@
 
 /// The error for a string that is not an id of the expected kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "`{value}` is not a valid {kind} id (expected `{prefix}_` followed by a 26-character ULID)"
-)]
+#[error("`{value}` is not a valid {kind} id (expected `{prefix}_` followed by a 26-character ULID)")]
 pub struct IdError {
     pub kind: &'static str,
     pub prefix: &'static str,
@@ -111,17 +109,9 @@ mod tests {
 
     #[test]
     fn an_id_with_the_wrong_prefix_or_body_is_refused() {
-        assert!(
-            "order_01J9ZQ7Y3N5W0000000000000"
-                .parse::<ProductId>()
-                .is_err()
-        );
+        assert!("order_01J9ZQ7Y3N5W0000000000000".parse::<ProductId>().is_err());
         assert!("prod_not-a-ulid".parse::<ProductId>().is_err());
-        assert!(
-            "prod01J9ZQ7Y3N5W00000000000000"
-                .parse::<ProductId>()
-                .is_err()
-        );
+        assert!("prod01J9ZQ7Y3N5W00000000000000".parse::<ProductId>().is_err());
     }
 
     #[test]

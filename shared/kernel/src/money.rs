@@ -181,14 +181,8 @@ const CURRENCIES: &[(&str, u8)] = &[
 pub struct UnknownCurrency(pub String);
 
 impl Currency {
-    pub const USD: Currency = Currency {
-        code: "USD",
-        exponent: 2,
-    };
-    pub const EUR: Currency = Currency {
-        code: "EUR",
-        exponent: 2,
-    };
+    pub const USD: Currency = Currency { code: "USD", exponent: 2 };
+    pub const EUR: Currency = Currency { code: "EUR", exponent: 2 };
 
     /// Looks a code up in the ISO 4217 table; codes are case-sensitive, as in ISO 4217.
     pub fn parse(code: &str) -> Result<Self, UnknownCurrency> {
@@ -273,10 +267,7 @@ impl Money {
     }
 
     pub fn zero(currency: Currency) -> Self {
-        Self {
-            amount: 0,
-            currency,
-        }
+        Self { amount: 0, currency }
     }
 
     pub fn amount(&self) -> i64 {
@@ -289,25 +280,16 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Self::from_wide(
-            i128::from(self.amount) + i128::from(other.amount),
-            self.currency,
-        )
+        Self::from_wide(i128::from(self.amount) + i128::from(other.amount), self.currency)
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Self::from_wide(
-            i128::from(self.amount) - i128::from(other.amount),
-            self.currency,
-        )
+        Self::from_wide(i128::from(self.amount) - i128::from(other.amount), self.currency)
     }
 
     pub fn checked_mul(self, quantity: u32) -> Result<Money, MoneyError> {
-        Self::from_wide(
-            i128::from(self.amount) * i128::from(quantity),
-            self.currency,
-        )
+        Self::from_wide(i128::from(self.amount) * i128::from(quantity), self.currency)
     }
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
@@ -389,10 +371,7 @@ mod tests {
     #[test]
     fn mixing_currencies_is_an_error_not_a_conversion() {
         let eur = Money::new(100, Currency::EUR).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            usd(100).checked_add(eur),
-            Err(MoneyError::CurrencyMismatch(Currency::USD, Currency::EUR))
-        );
+        assert_eq!(usd(100).checked_add(eur), Err(MoneyError::CurrencyMismatch(Currency::USD, Currency::EUR)));
     }
 
     #[test]
@@ -405,22 +384,16 @@ mod tests {
 
     #[test]
     fn prices_cannot_be_negative() {
-        assert_eq!(
-            Money::price(-1, Currency::USD),
-            Err(MoneyError::Negative(-1))
-        );
+        assert_eq!(Money::price(-1, Currency::USD), Err(MoneyError::Negative(-1)));
         assert!(Money::price(0, Currency::USD).is_ok());
     }
 
     #[test]
     fn money_reads_and_writes_the_api_json_shape() {
-        let parsed: Money = serde_json::from_str(r#"{"amount":1999,"currency":"USD"}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let parsed: Money =
+            serde_json::from_str(r#"{"amount":1999,"currency":"USD"}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed, usd(1999));
-        assert_eq!(
-            serde_json::to_value(parsed).ok(),
-            Some(serde_json::json!({"amount": 1999, "currency": "USD"}))
-        );
+        assert_eq!(serde_json::to_value(parsed).ok(), Some(serde_json::json!({"amount": 1999, "currency": "USD"})));
         assert!(serde_json::from_str::<Money>(r#"{"amount":19.99,"currency":"USD"}"#).is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":1,"currency":"ABC"}"#).is_err());
     }

@@ -86,10 +86,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            pointer: pointer.into(),
-            detail: detail.into(),
-        }
+        Self { pointer: pointer.into(), detail: detail.into() }
     }
 }
 
@@ -123,10 +120,7 @@ impl Problem {
             [only] => format!("{}: {}", only.pointer, only.detail),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self {
-            errors,
-            ..Self::new(ProblemKind::ValidationFailed, detail)
-        }
+        Self { errors, ..Self::new(ProblemKind::ValidationFailed, detail) }
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
@@ -136,10 +130,7 @@ impl Problem {
 
     /// The opaque 500: says nothing about the cause, which goes to the log instead.
     pub fn internal() -> Self {
-        Self::new(
-            ProblemKind::Internal,
-            "Something went wrong on our side; it has been logged.",
-        )
+        Self::new(ProblemKind::Internal, "Something went wrong on our side; it has been logged.")
     }
 }
 

@@ -21,11 +21,8 @@ impl Sku {
 
     pub fn parse(raw: &str) -> Result<Self, SkuError> {
         let mut chars = raw.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-        let rest_ok = chars
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
         if first_ok && rest_ok && raw.len() <= Self::MAX_LEN {
             Ok(Self(raw.to_owned()))
         } else {

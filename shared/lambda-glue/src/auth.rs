@@ -24,32 +24,16 @@ impl Caller {
     /// The caller of an authenticated route; 401 when the request carries no claims.
     pub fn from_request(request: &Request) -> Result<Self, Problem> {
         let claims = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(context)) => context
-                .authorizer
-                .as_ref()
-                .and_then(|authorizer| authorizer.jwt.as_ref())
-                .map(|jwt| &jwt.claims),
+            Some(RequestContext::ApiGatewayV2(context)) => {
+                context.authorizer.as_ref().and_then(|authorizer| authorizer.jwt.as_ref()).map(|jwt| &jwt.claims)
+            }
             _ => None,
         };
-        let unauthenticated = || {
-            Problem::new(
-                ProblemKind::Unauthorized,
-                "This route needs a bearer token.",
-            )
-        };
+        let unauthenticated = || Problem::new(ProblemKind::Unauthorized, "This route needs a bearer token.");
         let claims = claims.ok_or_else(unauthenticated)?;
-        let subject = claims
-            .get("sub")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(unauthenticated)?;
-        let groups = claims
-            .get("cognito:groups")
-            .map(|raw| parse_group_claim(raw))
-            .unwrap_or_default();
-        Ok(Self {
-            subject: subject.clone(),
-            groups,
-        })
+        let subject = claims.get("sub").filter(|s| !s.is_empty()).ok_or_else(unauthenticated)?;
+        let groups = claims.get("cognito:groups").map(|raw| parse_group_claim(raw)).unwrap_or_default();
+        Ok(Self { subject: subject.clone(), groups })
     }
 
     pub fn is_admin(&self) -> bool {
@@ -111,10 +95,7 @@ mod tests {
     #[test]
     fn a_member_of_the_admin_group_passes_the_admin_check() {
         let request = request_with_claims(r#"{"sub":"root","cognito:groups":"[admin]"}"#);
-        assert_eq!(
-            Caller::admin(&request).map(|c| c.subject),
-            Ok("root".to_owned())
-        );
+        assert_eq!(Caller::admin(&request).map(|c| c.subject), Ok("root".to_owned()));
     }
 
     #[test]
@@ -126,9 +107,6 @@ mod tests {
     #[test]
     fn a_request_without_claims_is_unauthorized() {
         let request = request_with_claims("{}");
-        assert_eq!(
-            Caller::from_request(&request).map_err(|p| p.status),
-            Err(401)
-        );
+        assert_eq!(Caller::from_request(&request).map_err(|p| p.status), Err(401));
     }
 }

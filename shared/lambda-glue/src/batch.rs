@@ -22,9 +22,7 @@ pub struct ItemFailure {
 
 impl BatchResponse {
     pub fn fail(&mut self, identifier: impl Into<String>) {
-        self.batch_item_failures.push(ItemFailure {
-            item_identifier: identifier.into(),
-        });
+        self.batch_item_failures.push(ItemFailure { item_identifier: identifier.into() });
     }
 
     pub fn is_empty(&self) -> bool {

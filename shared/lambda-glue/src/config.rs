@@ -6,11 +6,7 @@ pub enum ConfigError {
     #[error("environment variable {name} is not set (template.yaml gives it to the function)")]
     Missing { name: &'static str },
     #[error("environment variable {name} has an invalid value `{value}`: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { name: &'static str, value: String, reason: String },
 }
 
 /// The value of a variable that must be set and not empty.
@@ -29,14 +25,7 @@ where
 {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => {
-            value
-                .trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    name,
-                    value,
-                    reason: e.to_string(),
-                })
+            value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, value, reason: e.to_string() })
         }
         _ => Ok(default),
     }
@@ -48,9 +37,7 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_named_in_the_error() {
-        let error = required("FERROCART_TEST_SURELY_UNSET")
-            .err()
-            .map(|e| e.to_string());
+        let error = required("FERROCART_TEST_SURELY_UNSET").err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
             Some(
@@ -61,9 +48,6 @@ mod tests {
 
     #[test]
     fn an_unset_optional_variable_takes_its_default() {
-        assert_eq!(
-            parsed_or("FERROCART_TEST_SURELY_UNSET", 7_u32).ok(),
-            Some(7)
-        );
+        assert_eq!(parsed_or("FERROCART_TEST_SURELY_UNSET", 7_u32).ok(), Some(7));
     }
 }

@@ -30,8 +30,7 @@ impl Reply {
     /// An RFC 9457 `application/problem+json` response.
     pub fn problem(problem: &Problem) -> Response<Body> {
         let text = serde_json::to_string(problem).unwrap_or_else(|_| {
-            r#"{"type":"/problems/internal-error","title":"Internal error","status":500}"#
-                .to_owned()
+            r#"{"type":"/problems/internal-error","title":"Internal error","status":500}"#.to_owned()
         });
         response(problem.status, "application/problem+json", Body::Text(text))
     }
@@ -45,9 +44,7 @@ impl Reply {
     /// Adds a header whose value the handler built (an id, a version); refuses invalid bytes.
     pub fn with_header(mut reply: Response<Body>, name: &'static str, value: &str) -> ApiResult {
         let value = HeaderValue::from_str(value).map_err(|e| internal(&e))?;
-        reply
-            .headers_mut()
-            .insert(HeaderName::from_static(name), value);
+        reply.headers_mut().insert(HeaderName::from_static(name), value);
         Ok(reply)
     }
 }
@@ -55,9 +52,7 @@ impl Reply {
 fn response(status: u16, content_type: &'static str, body: Body) -> Response<Body> {
     let mut reply = Response::new(body);
     *reply.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     reply
 }
 
@@ -98,28 +93,18 @@ pub fn path_param<'a>(request: &'a Request, name: &str) -> Result<&'a str, Probl
 
 /// A query parameter, if present (the first value when repeated).
 pub fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request
-        .query_string_parameters_ref()
-        .and_then(|params| params.first(name))
+    request.query_string_parameters_ref().and_then(|params| params.first(name))
 }
 
 /// A request header as text, if present and valid UTF-8.
 pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
+    request.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
 /// Parses the JSON body into `T`, mapping every failure to the right problem.
 pub fn json_body<T: DeserializeOwned>(request: &Request, max_bytes: usize) -> Result<T, Problem> {
     if let Some(content_type) = header(request, "content-type") {
-        let media_type = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if media_type != "application/json" && !media_type.ends_with("+json") {
             return Err(Problem::new(
                 ProblemKind::UnsupportedMediaType,
@@ -136,10 +121,7 @@ pub fn json_body<T: DeserializeOwned>(request: &Request, max_bytes: usize) -> Re
     if bytes.len() > max_bytes {
         return Err(Problem::new(
             ProblemKind::PayloadTooLarge,
-            format!(
-                "The body is {} bytes; the limit is {max_bytes}.",
-                bytes.len()
-            ),
+            format!("The body is {} bytes; the limit is {max_bytes}.", bytes.len()),
         ));
     }
     parse_json(bytes)
@@ -148,10 +130,7 @@ pub fn json_body<T: DeserializeOwned>(request: &Request, max_bytes: usize) -> Re
 /// Deserializes JSON, reporting where it went wrong.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::new(
-            ProblemKind::MalformedRequest,
-            "The request needs a JSON body.",
-        ));
+        return Err(Problem::new(ProblemKind::MalformedRequest, "The request needs a JSON body."));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -161,10 +140,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
                 let mut pointer = json_pointer(error.path());
                 let message = strip_position(&inner.to_string());
                 // serde reports a missing field at its parent object; point at the field itself.
-                if let Some(field) = message
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.strip_suffix('`'))
-                {
+                if let Some(field) = message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
                     pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
                 }
                 Problem::invalid_fields(vec![FieldError::new(pointer, message)])
@@ -177,10 +153,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 }
 
 fn malformed(error: &serde_json::Error) -> Problem {
-    Problem::new(
-        ProblemKind::MalformedRequest,
-        format!("The body is not valid JSON: {error}."),
-    )
+    Problem::new(ProblemKind::MalformedRequest, format!("The body is not valid JSON: {error}."))
 }
 
 /// `variants[0].price` → `/variants/0/price` (RFC 6901, with `~` and `/` escaped).
@@ -197,11 +170,7 @@ fn json_pointer(path: &serde_path_to_error::Path) -> String {
             Segment::Unknown => pointer.push('?'),
         }
     }
-    if pointer.is_empty() {
-        "/".to_owned()
-    } else {
-        pointer
-    }
+    if pointer.is_empty() { "/".to_owned() } else { pointer }
 }
 
 /// serde_json appends " at line 1 column 42"; the pointer already says where.

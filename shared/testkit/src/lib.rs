@@ -43,17 +43,12 @@ impl Shop {
 
     /// A bearer token in the `admin` group.
     pub fn admin_token(&self) -> String {
-        self.identity
-            .mint("test-admin", &["admin"], 3600)
-            .unwrap_or_default()
+        self.identity.mint("test-admin", &["admin"], 3600).unwrap_or_default()
     }
 
     /// The physical name of a table by its logical id in template.yaml.
     pub fn table(&self, logical_id: &str) -> Option<&str> {
-        self.tables
-            .iter()
-            .find(|(logical, _)| logical == logical_id)
-            .map(|(_, name)| name.as_str())
+        self.tables.iter().find(|(logical, _)| logical == logical_id).map(|(_, name)| name.as_str())
     }
 
     /// A DynamoDB client for the emulator, for tests that check what was stored.
@@ -64,10 +59,7 @@ impl Shop {
 
 /// The checkout's root directory.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// The shop shared by the tests of this binary, started on first use.
@@ -82,34 +74,28 @@ pub fn shop() -> &'static Shop {
 
 fn start() -> anyhow::Result<Shop> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("localcloud".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
+    std::thread::Builder::new().name("localcloud".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = sender.send(Err(anyhow::Error::from(error)));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match launch().await {
+                Ok((cloud, shop)) => {
+                    let _ = sender.send(Ok(shop));
+                    // Keep the cloud (and its runtime) alive until the process exits.
+                    std::future::pending::<()>().await;
+                    drop(cloud);
+                }
                 Err(error) => {
-                    let _ = sender.send(Err(anyhow::Error::from(error)));
-                    return;
+                    let _ = sender.send(Err(error));
                 }
-            };
-            runtime.block_on(async move {
-                match launch().await {
-                    Ok((cloud, shop)) => {
-                        let _ = sender.send(Ok(shop));
-                        // Keep the cloud (and its runtime) alive until the process exits.
-                        std::future::pending::<()>().await;
-                        drop(cloud);
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Err(error));
-                    }
-                }
-            });
-        })?;
+            }
+        });
+    })?;
     receiver.recv().context("the local cloud thread died")?
 }
 
@@ -117,9 +103,7 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
     let root = root();
     let mut options = Options::for_checkout(&root, SigningKey::random()?);
     // Tests always get a fresh moto of their own unless told otherwise.
-    options.endpoint = std::env::var("FERROCART_TEST_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
+    options.endpoint = std::env::var("FERROCART_TEST_ENDPOINT").ok().filter(|e| !e.is_empty());
     options.stack = format!("e2e{}", std::process::id());
     options.port = 0;
     options.instances = 2;
@@ -127,20 +111,13 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
     eprintln!("function logs: {}", log.display());
     options.logs = Logs::File(log);
     let cloud = LocalCloud::start(options).await?;
-    let identity = cloud
-        .identity
-        .clone()
-        .context("the template has no JWT authorizer")?;
+    let identity = cloud.identity.clone().context("the template has no JWT authorizer")?;
     let shop = Shop {
         api_url: cloud.api_url.clone(),
         endpoint: cloud.endpoint.clone(),
         region: cloud.region.clone(),
         identity,
-        tables: cloud
-            .tables
-            .iter()
-            .map(|t| (t.logical_id.clone(), t.name.clone()))
-            .collect(),
+        tables: cloud.tables.iter().map(|t| (t.logical_id.clone(), t.name.clone())).collect(),
     };
     Ok((cloud, shop))
 }
@@ -153,9 +130,7 @@ pub fn unique(prefix: &str) -> String {
     let seed = u64::from(std::process::id()) * 1_000_003 + n * 7_919 + nanos();
     let letters: String = (0..8)
         .scan(seed, |state, _| {
-            *state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let index = u8::try_from((*state >> 33) % 26).unwrap_or(0);
             Some(char::from(b'a' + index))
         })
@@ -164,8 +139,5 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()))
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| u64::from(d.subsec_nanos())).unwrap_or(0)
 }

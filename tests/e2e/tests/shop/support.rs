@@ -18,31 +18,11 @@ impl Reply {
 
     /// Asserts an RFC 9457 problem with `status`, returning its body.
     pub fn expect_problem(&self, status: u16) -> &Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
         assert_eq!(self.body["status"], status, "body: {}", self.body);
-        assert!(
-            self.body["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("/problems/")),
-            "body: {}",
-            self.body
-        );
-        assert!(
-            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "body: {}",
-            self.body
-        );
+        assert!(self.body["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "body: {}", self.body);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "body: {}", self.body);
         &self.body
     }
 
@@ -50,12 +30,7 @@ impl Reply {
     pub fn pointers(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|errors| errors.iter().filter_map(|e| e["pointer"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     }
 }
@@ -70,16 +45,12 @@ pub fn call(method: Method, path: &str) -> Call {
     // A client per call: a pooled connection belongs to the runtime that opened it, and every
     // #[tokio::test] has a runtime of its own.
     let client = Client::new();
-    Call {
-        request: client.request(method, shop.url(path)),
-    }
+    Call { request: client.request(method, shop.url(path)) }
 }
 
 impl Call {
     pub fn token(self, token: &str) -> Self {
-        Self {
-            request: self.request.bearer_auth(token),
-        }
+        Self { request: self.request.bearer_auth(token) }
     }
 
     pub fn admin(self) -> Self {
@@ -87,21 +58,15 @@ impl Call {
     }
 
     pub fn header(self, name: &str, value: &str) -> Self {
-        Self {
-            request: self.request.header(name, value),
-        }
+        Self { request: self.request.header(name, value) }
     }
 
     pub fn json(self, body: &Value) -> Self {
-        Self {
-            request: self.request.json(body),
-        }
+        Self { request: self.request.json(body) }
     }
 
     pub fn raw(self, content_type: &str, body: impl Into<reqwest::Body>) -> Self {
-        Self {
-            request: self.request.header("content-type", content_type).body(body),
-        }
+        Self { request: self.request.header("content-type", content_type).body(body) }
     }
 
     pub async fn send(self) -> Reply {
@@ -109,15 +74,8 @@ impl Call {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("a readable body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, headers, body }
     }
 }
