@@ -691,7 +691,7 @@ Resources:
 "#;
 
     fn stack() -> Stack {
-        Stack { name: "shop".to_owned(), region: "eu-west-1".to_owned() }
+        Stack { name: "shop".to_owned(), region: "eu-west-1".to_owned(), endpoint: "http://127.0.0.1:5000".to_owned() }
     }
 
     #[test]
