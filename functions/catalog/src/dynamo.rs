@@ -9,8 +9,9 @@
 //! | category counter  | `CATEGORIES`      | `{category}` | active products per category            |
 //!
 //! Every write is one `TransactWriteItems`: the product, its claims (conditional puts, so
-//! uniqueness is enforced by DynamoDB and never by a read-then-write), its keyword entries and
-//! the category counters change together or not at all. Listings query the two sparse GSIs or
+//! uniqueness is enforced by DynamoDB and never by a read-then-write), its keyword entries, the
+//! category counters and its `ProductChanged` event in the outbox ([`adapters::outbox`]) change
+//! together or not at all. Listings query the two sparse GSIs or
 //! the keyword entries, never Scan. Ids are ULIDs, so sorting by `P#{id}` descending lists the
 //! newest products first.
 
@@ -22,8 +23,9 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use adapters::Cursor;
 use adapters::dynamo::{Item, TransactionFailure, batch_get};
+use adapters::{Cursor, outbox};
+use domain_events::Envelope;
 use kernel::{ProductId, Sku};
 
 use crate::product::{Product, Slug};
@@ -237,6 +239,13 @@ impl DynamoCatalog {
         Ok(())
     }
 
+    /// Adds the event to the transaction's outbox write.
+    fn publish(&self, tx: &mut Transaction, event: &Envelope) -> Result<(), StoreError> {
+        tx.items.push(outbox::put(&self.table, event).map_err(unavailable)?);
+        tx.actions.push(Action::Index);
+        Ok(())
+    }
+
     async fn commit(&self, tx: Transaction) -> Result<(), StoreError> {
         let mut attempt = 0;
         loop {
@@ -386,7 +395,7 @@ fn page_size(limit: usize) -> i32 {
 }
 
 impl CatalogStore for DynamoCatalog {
-    async fn create(&self, product: &Product) -> Result<(), StoreError> {
+    async fn create(&self, product: &Product, event: &Envelope) -> Result<(), StoreError> {
         let mut tx = Transaction::default();
         let item = serde_dynamo::to_item(ProductRecord::new(product)).map_err(unavailable)?;
         tx.items.push(self.put(item, true)?);
@@ -400,10 +409,11 @@ impl CatalogStore for DynamoCatalog {
             self.index_keywords(&mut tx, product)?;
             self.count_category(&mut tx, product.details.category.as_str(), 1)?;
         }
+        self.publish(&mut tx, event)?;
         self.commit(tx).await
     }
 
-    async fn replace(&self, old: &Product, new: &Product) -> Result<(), StoreError> {
+    async fn replace(&self, old: &Product, new: &Product, event: &Envelope) -> Result<(), StoreError> {
         let mut tx = Transaction::default();
         let item = serde_dynamo::to_item(ProductRecord::new(new)).map_err(unavailable)?;
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(old.version.to_string()))]);
@@ -450,6 +460,7 @@ impl CatalogStore for DynamoCatalog {
                 self.count_category(&mut tx, category, 1)?;
             }
         }
+        self.publish(&mut tx, event)?;
         self.commit(tx).await
     }
 

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use kernel::{Currency, FieldError, Money, ProductId, Sku};
 
 /// Limits that keep one product inside a single DynamoDB transaction (100 actions): a full
-/// replace writes the product, up to 2×25 SKU claims, 2 slug claims, 2×20 keyword entries and
-/// 2 category counters = 95 actions.
+/// replace writes the product, up to 2×25 SKU claims, 2 slug claims, 2×20 keyword entries,
+/// 2 category counters and 1 outbox event = 96 actions.
 pub const MAX_VARIANTS: usize = 25;
 pub const MAX_KEYWORDS: usize = 20;
 pub const MAX_IMAGES: usize = 10;

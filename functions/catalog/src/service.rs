@@ -6,6 +6,8 @@
 use time::OffsetDateTime;
 
 use adapters::CursorError;
+use domain_events::catalog::{ProductChanged, VariantSnapshot};
+use domain_events::{Envelope, Event, Metadata};
 use kernel::{FieldError, ProductId, Sku};
 
 use crate::product::{Category, Product, ProductInput, Slug, Status};
@@ -57,10 +59,10 @@ pub enum StoreError {
 /// uniqueness and the listing indexes.
 #[allow(async_fn_in_trait)]
 pub trait CatalogStore {
-    /// Stores a new product; fails if its SKUs or slug are taken.
-    async fn create(&self, product: &Product) -> Result<(), StoreError>;
-    /// Replaces `old` by `new`, only if the stored version is still `old.version`.
-    async fn replace(&self, old: &Product, new: &Product) -> Result<(), StoreError>;
+    /// Stores a new product and its event; fails if its SKUs or slug are taken.
+    async fn create(&self, product: &Product, event: &Envelope) -> Result<(), StoreError>;
+    /// Replaces `old` by `new` with its event, only if the stored version is still `old.version`.
+    async fn replace(&self, old: &Product, new: &Product, event: &Envelope) -> Result<(), StoreError>;
     async fn get(&self, id: ProductId) -> Result<Option<Product>, StoreError>;
     /// Active products, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
@@ -137,6 +139,35 @@ fn sku_list(skus: &[Sku]) -> String {
     skus.iter().map(Sku::to_string).collect::<Vec<_>>().join(", ")
 }
 
+/// The event announcing `product`'s new state to read models (the cart's prices).
+fn product_changed(previous: Option<&Product>, product: &Product) -> Envelope {
+    let removed_skus = previous
+        .map(|old| old.skus().difference(&product.skus()).map(|sku| (*sku).clone()).collect())
+        .unwrap_or_default();
+    let status = match product.details.status {
+        Status::Draft => "draft",
+        Status::Active => "active",
+        Status::Archived => "archived",
+    };
+    Envelope::new(
+        Metadata::new(product.id.to_string()),
+        Event::ProductChanged(ProductChanged {
+            product_id: product.id,
+            version: product.version,
+            status: status.to_owned(),
+            title: product.details.title.clone(),
+            category: product.details.category.to_string(),
+            variants: product
+                .details
+                .variants
+                .iter()
+                .map(|variant| VariantSnapshot { sku: variant.sku.clone(), price: variant.price })
+                .collect(),
+            removed_skus,
+        }),
+    )
+}
+
 /// Creates a product at version 1.
 pub async fn create(
     store: &impl CatalogStore,
@@ -145,7 +176,7 @@ pub async fn create(
 ) -> Result<Product, CatalogError> {
     let details = input.parse().map_err(CatalogError::Invalid)?;
     let product = Product { id: ProductId::new(), details, version: 1, created_at: now, updated_at: now };
-    store.create(&product).await.map_err(|e| explain(&product.details, e))?;
+    store.create(&product, &product_changed(None, &product)).await.map_err(|e| explain(&product.details, e))?;
     tracing::info!(product_id = %product.id, "product created");
     Ok(product)
 }
@@ -199,7 +230,7 @@ async fn write_new_version(
     change(&mut new);
     new.version = old.version + 1;
     new.updated_at = now;
-    match store.replace(&old, &new).await {
+    match store.replace(&old, &new, &product_changed(Some(&old), &new)).await {
         Ok(()) => {
             tracing::info!(product_id = %new.id, version = new.version, "product updated");
             Ok(new)

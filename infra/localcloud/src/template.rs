@@ -145,7 +145,14 @@ pub struct HttpApiSpec {
 }
 
 /// Resource types the local cloud provisions or runs.
-const EMULATED: &[&str] = &["AWS::DynamoDB::Table", "AWS::Serverless::Function", "AWS::Serverless::HttpApi"];
+const EMULATED: &[&str] = &[
+    "AWS::DynamoDB::Table",
+    "AWS::Serverless::Function",
+    "AWS::Serverless::HttpApi",
+    "AWS::SQS::Queue",
+    "AWS::Events::EventBus",
+    "AWS::Events::Rule",
+];
 /// Resource types that have no local behaviour: identity is emulated by the local JWT
 /// authorizer, logs go to the terminal, alarms and IAM are enforced only in AWS.
 const ACCEPTED: &[&str] = &[
@@ -209,7 +216,22 @@ impl Template {
         for (logical_id, resource) in &self.resources {
             let kind = resource.get("Type").and_then(Yaml::as_str).unwrap_or("");
             let properties = resource.get("Properties");
-            let explicit = |key: &str| properties.and_then(|p| p.get(key)).and_then(Yaml::as_str).map(str::to_owned);
+            // An explicit name may be a plain string or a `!Sub` of pseudo parameters.
+            let explicit = |key: &str| {
+                let value = properties.and_then(|p| p.get(key))?;
+                match value {
+                    Yaml::String(name) => Some(name.clone()),
+                    Yaml::Tagged(tagged) if tagged.tag == "Sub" => {
+                        let text = tagged.value.as_str()?;
+                        Some(
+                            text.replace("${AWS::StackName}", &stack.name)
+                                .replace("${AWS::Region}", &stack.region)
+                                .replace("${AWS::AccountId}", ACCOUNT_ID),
+                        )
+                    }
+                    _ => None,
+                }
+            };
             let name = match kind {
                 "AWS::DynamoDB::Table" => {
                     explicit("TableName").unwrap_or_else(|| format!("{}-{logical_id}", stack.name))

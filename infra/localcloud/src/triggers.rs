@@ -173,6 +173,7 @@ pub async fn poll_queue(
 }
 
 /// Reads every shard of a table's stream for one function until the process ends.
+#[allow(clippy::too_many_arguments)]
 pub async fn poll_stream(
     function: Arc<FunctionHost>,
     streams: aws_sdk_dynamodbstreams::Client,
@@ -250,6 +251,7 @@ impl ShardReader {
         // Poll fast while records flow, back off to 500 ms when idle: moto costs ~9 ms a call.
         let mut idle = Duration::from_millis(50);
         let mut attempts: i64 = 0;
+        let mut last_sequence: Option<String> = None;
         while let Some(current) = iterator.clone() {
             let output = match self
                 .streams
@@ -269,17 +271,26 @@ impl ShardReader {
             let records = output.records.unwrap_or_default();
             let next = output.next_shard_iterator;
             if records.is_empty() {
-                iterator = next;
                 tokio::time::sleep(idle).await;
                 idle = (idle * 2).min(Duration::from_millis(500));
+                // moto gap: a cancelled TransactWriteItems puts back a deep copy of the table,
+                // stream shard included, orphaning every open iterator. Asking for a fresh
+                // iterator after the last record we handled always reads the live shard.
+                iterator = match &last_sequence {
+                    Some(sequence) => self.iterator(ShardIteratorType::AfterSequenceNumber, Some(sequence)).await,
+                    None if from_start => self.iterator(ShardIteratorType::TrimHorizon, None).await,
+                    None => next,
+                };
                 continue;
             }
             idle = Duration::from_millis(50);
+            tracing::debug!(function = %self.function.spec.logical_id, records = records.len(), "stream batch");
             let sequences: Vec<String> =
                 records.iter().filter_map(|r| r.dynamodb.as_ref()?.sequence_number.clone()).collect();
             let known: HashSet<String> = sequences.iter().cloned().collect();
             let event = json!({ "Records": records.iter().map(|r| stream_record(r, &self.stream_arn, &self.region)).collect::<Vec<_>>() });
             let outcome = self.function.invoke(Bytes::from(event.to_string())).await;
+            tracing::debug!(function = %self.function.spec.logical_id, ?outcome, "stream batch handled");
             let retry_from = match batch_outcome(&outcome, self.report_failures, &known) {
                 BatchOutcome::AllSucceeded => None,
                 // Lambda resumes from the lowest reported sequence number.
@@ -289,11 +300,13 @@ impl ShardReader {
             match retry_from {
                 None => {
                     attempts = 0;
+                    last_sequence = sequences.last().cloned();
                     iterator = next;
                 }
                 Some(sequence) if self.max_retries >= 0 && attempts >= self.max_retries => {
                     tracing::error!(function = %self.function.spec.logical_id, sequence, "stream batch failed too often; skipping it");
                     attempts = 0;
+                    last_sequence = sequences.last().cloned();
                     iterator = next;
                 }
                 Some(sequence) => {

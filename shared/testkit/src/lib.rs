@@ -28,6 +28,7 @@ pub struct Shop {
     pub region: String,
     identity: localcloud::auth::LocalIdentity,
     tables: Vec<(String, String)>,
+    physical: localcloud::template::Physical,
 }
 
 impl Shop {
@@ -54,6 +55,32 @@ impl Shop {
     /// A DynamoDB client for the emulator, for tests that check what was stored.
     pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         localcloud::dynamodb_client(&self.endpoint, &self.region).await
+    }
+
+    /// SDK configuration for the emulator, for tests that use other AWS clients.
+    pub async fn aws(&self) -> aws_config::SdkConfig {
+        localcloud::sdk_config(&self.endpoint, &self.region).await
+    }
+
+    /// The physical name (`Ref`) of a template resource: a bus name, a queue URL, a table name.
+    pub fn resource(&self, logical_id: &str) -> Option<&str> {
+        self.physical.refs.get(logical_id).map(String::as_str)
+    }
+
+    /// Fires a function's schedule now, as if at `time` (RFC 3339), and returns its response.
+    pub async fn fire_schedule(
+        &self,
+        function: &str,
+        event: &str,
+        time: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut url = self.url(&format!("/_localcloud/schedules/{function}/{event}"));
+        if let Some(time) = time {
+            url.push_str(&format!("?time={}", time.replace('+', "%2B")));
+        }
+        let response = reqwest::Client::new().post(url).send().await?;
+        anyhow::ensure!(response.status().is_success(), "schedule failed: {}", response.text().await?);
+        Ok(response.json().await?)
     }
 }
 
@@ -108,7 +135,16 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
     options.port = 0;
     options.instances = 2;
     let log = std::env::temp_dir().join(format!("ferrocart-e2e-{}.log", std::process::id()));
-    eprintln!("function logs: {}", log.display());
+    eprintln!("function and local cloud logs: {}", log.display());
+    if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("LOCALCLOUD_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .try_init();
+    }
     options.logs = Logs::File(log);
     let cloud = LocalCloud::start(options).await?;
     let identity = cloud.identity.clone().context("the template has no JWT authorizer")?;
@@ -118,6 +154,7 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
         region: cloud.region.clone(),
         identity,
         tables: cloud.tables.iter().map(|t| (t.logical_id.clone(), t.name.clone())).collect(),
+        physical: cloud.physical.clone(),
     };
     Ok((cloud, shop))
 }

@@ -79,3 +79,72 @@ impl Call {
         Reply { status, headers, body }
     }
 }
+
+/// A queue subscribed to the shop's event bus, to watch what the domains publish.
+pub struct Tap {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl Tap {
+    /// Subscribes a fresh queue to events matching `pattern` (an EventBridge event pattern).
+    pub async fn new(pattern: Value) -> Tap {
+        let shop = testkit::shop();
+        let aws = shop.aws().await;
+        let (sqs, events) = (aws_sdk_sqs::Client::new(&aws), aws_sdk_eventbridge::Client::new(&aws));
+        let name = testkit::unique("tap");
+        let url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+        let bus = shop.resource("EventBus").expect("the template declares EventBus");
+        events.put_rule().name(&name).event_bus_name(bus).event_pattern(pattern.to_string()).send().await.unwrap();
+        let arn = format!("arn:aws:sqs:{}:123456789012:{name}", shop.region);
+        let target = aws_sdk_eventbridge::types::Target::builder().id("tap").arn(arn).build().unwrap();
+        events.put_targets().rule(&name).event_bus_name(bus).targets(target).send().await.unwrap();
+        Tap { sqs, url }
+    }
+
+    /// Collects events (EventBridge envelopes) until `done` says so or 15 s pass.
+    pub async fn collect_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while !done(&seen) && tokio::time::Instant::now() < deadline {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for message in output.messages.unwrap_or_default() {
+                seen.push(serde_json::from_str(message.body.as_deref().unwrap_or("null")).unwrap());
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(message.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        seen
+    }
+}
+
+/// Polls `check` until it returns `Some` or `seconds` pass.
+pub async fn eventually<T, F, Fut>(seconds: u64, check: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
