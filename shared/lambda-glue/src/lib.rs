@@ -7,6 +7,8 @@
 //!   problem+json naming the field), query and path parameters, and writing JSON and
 //!   problem+json responses.
 //! - [`batch`]: partial batch responses for SQS and stream consumers.
+//! - [`consumer`]: the loop every event consumer runs: SQS batch in, one handler call per
+//!   EventBridge event, partial batch response out; and schedule ticks.
 //! - [`auth`]: who is calling, from the claims API Gateway's JWT authorizer put in the request
 //!   context; functions never see or verify the token itself.
 //!
@@ -15,6 +17,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod consumer;
 pub mod http;
 pub mod logging;
 

@@ -6,4 +6,5 @@
 
 mod catalog;
 mod events;
+mod inventory;
 mod support;

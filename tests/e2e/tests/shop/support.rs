@@ -148,3 +148,25 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Publishes `event` to the shop's bus as its producing domain would.
+pub async fn publish(event: domain_events::Event, correlation_id: &str) -> domain_events::Envelope {
+    let shop = testkit::shop();
+    let events = aws_sdk_eventbridge::Client::new(&shop.aws().await);
+    let envelope = domain_events::Envelope::new(domain_events::Metadata::new(correlation_id), event);
+    publish_envelope(&events, &envelope).await;
+    envelope
+}
+
+/// Publishes an exact envelope (same event id), as a duplicate delivery would.
+pub async fn publish_envelope(events: &aws_sdk_eventbridge::Client, envelope: &domain_events::Envelope) {
+    let shop = testkit::shop();
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(shop.resource("EventBus").unwrap())
+        .source(envelope.event.source().as_str())
+        .detail_type(envelope.event.detail_type())
+        .detail(envelope.detail().unwrap().to_string())
+        .build();
+    let output = events.put_events().entries(entry).send().await.unwrap();
+    assert_eq!(output.failed_entry_count, 0, "PutEvents refused the event");
+}

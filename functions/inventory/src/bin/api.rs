@@ -1,0 +1,18 @@
+//! The inventory API Lambda.
+
+use inventory::Config;
+use inventory::dynamo::DynamoInventory;
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_glue::logging::init();
+    let config = Config::from_env()?;
+    let aws = adapters::aws::load_config().await;
+    let store = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
+    let store = &store;
+    lambda_http::run(service_fn(move |request| async move {
+        Ok::<_, std::convert::Infallible>(inventory::api::handle(store, request).await)
+    }))
+    .await
+}

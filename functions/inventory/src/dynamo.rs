@@ -1,0 +1,396 @@
+//! The inventory table: the one place that knows its key layout.
+//!
+//! | item        | pk               | sk               | notes                                            |
+//! |-------------|------------------|------------------|--------------------------------------------------|
+//! | stock       | `STOCK#{sku}`    | `WH#{warehouse}` | `on_hand`, `reserved`, `available`               |
+//! | reservation | `RES#{order_id}` | `RES`            | status, allocated lines; in GSI `Expiring` while held |
+//! | outbox      | `OUTBOX#{event}` | `OUTBOX`         | see [`adapters::outbox`]                          |
+//!
+//! `available` is stored, not computed, because a DynamoDB condition cannot do arithmetic: a
+//! reservation decrements it under `available >= :quantity`, so stock never goes below zero
+//! however many orders race for the last unit. The reservation item is written in the same
+//! transaction under `attribute_not_exists`, which makes a redelivered `OrderPlaced` a no-op.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use adapters::dynamo::{Item, TransactionFailure};
+use adapters::outbox;
+use domain_events::Envelope;
+use kernel::{OrderId, Sku};
+
+use crate::service::{InventoryStore, Reservation, ReservationStatus, StoreError, Write};
+use crate::stock::{AllocatedLine, StockLevel, Warehouse};
+
+const EXPIRING_INDEX: &str = "Expiring";
+const HELD_PARTITION: &str = "HELD";
+
+fn stock_key(sku: &Sku, warehouse: &Warehouse) -> Item {
+    key(format!("STOCK#{sku}"), format!("WH#{warehouse}"))
+}
+
+fn reservation_key(order_id: OrderId) -> Item {
+    key(format!("RES#{order_id}"), "RES".to_owned())
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk))])
+}
+
+fn number(value: u32) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StockRecord {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    level: StockLevel,
+    updated_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReservationRecord {
+    pk: String,
+    sk: String,
+    order_id: OrderId,
+    status: ReservationStatus,
+    lines: Vec<AllocatedLine>,
+    /// Epoch seconds when the hold lapses (not `expires_at`: that is the table's TTL attribute).
+    held_until: i64,
+    /// `Expiring` index keys, present only while the reservation is held.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi1pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi1sk: Option<String>,
+}
+
+/// The DynamoDB implementation of [`InventoryStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoInventory {
+    client: Client,
+    table: String,
+}
+
+impl DynamoInventory {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn update(
+        &self,
+        key: Item,
+        expression: &str,
+        values: Item,
+        condition: Option<&str>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(values));
+        if let Some(condition) = condition {
+            update = update.condition_expression(condition);
+        }
+        if expression.contains("#status") || condition.is_some_and(|c| c.contains("#status")) {
+            update = update.expression_attribute_names("#status", "status");
+        }
+        Ok(TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build())
+    }
+
+    fn put_reservation(&self, record: ReservationRecord) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Runs a transaction whose action `decision` (the reservation write) decides duplicates:
+    /// if its condition failed the reservation was already decided; any other failed
+    /// condition or conflict means stock moved under us.
+    async fn decide(&self, items: Vec<TransactWriteItem>, decision: usize) -> Result<Write, StoreError> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Write::Done),
+            Err(error) => {
+                let failure = TransactionFailure::from(error);
+                let failed = failure.failed_conditions();
+                if failed.contains(&decision) {
+                    Ok(Write::AlreadyDecided)
+                } else if !failed.is_empty() || failure.is_conflict() {
+                    Ok(Write::StockChanged)
+                } else {
+                    Err(unavailable(failure))
+                }
+            }
+        }
+    }
+
+    fn outbox(&self, event: &Envelope) -> Result<TransactWriteItem, StoreError> {
+        outbox::put(&self.table, event).map_err(unavailable)
+    }
+}
+
+impl InventoryStore for DynamoInventory {
+    async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
+        let mut levels = Vec::new();
+        for sku in skus {
+            let mut start = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", AttributeValue::S(format!("STOCK#{sku}")))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
+                let records: Vec<StockRecord> =
+                    serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
+                levels.extend(records.into_iter().map(|r| r.level));
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(levels)
+    }
+
+    async fn set_on_hand(&self, sku: &Sku, warehouse: &Warehouse, on_hand: u32) -> Result<(), StoreError> {
+        // Read `reserved`, then write on the condition it has not moved (orders reserve and
+        // release concurrently); retry on a race.
+        for _ in 0..5 {
+            let current = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(stock_key(sku, warehouse)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?
+                .item
+                .map(serde_dynamo::from_item::<_, StockRecord>)
+                .transpose()
+                .map_err(unavailable)?;
+            let reserved = current.as_ref().map_or(0, |r| r.level.reserved);
+            if on_hand < reserved {
+                return Err(StoreError::BelowReserved { reserved });
+            }
+            let record = StockRecord {
+                pk: format!("STOCK#{sku}"),
+                sk: format!("WH#{warehouse}"),
+                level: StockLevel {
+                    sku: sku.clone(),
+                    warehouse: warehouse.clone(),
+                    on_hand,
+                    reserved,
+                    available: on_hand - reserved,
+                },
+                updated_at: OffsetDateTime::now_utc().unix_timestamp(),
+            };
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?));
+            put = match current {
+                Some(_) => put
+                    .condition_expression("reserved = :reserved")
+                    .expression_attribute_values(":reserved", number(reserved)),
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            match put.send().await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(error) => return Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+            }
+        }
+        Err(unavailable(std::io::Error::other("stock kept changing while setting on_hand")))
+    }
+
+    async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(reservation_key(order_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?
+            .item;
+        let Some(item) = item else { return Ok(None) };
+        let record: ReservationRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
+        Ok(Some(Reservation { order_id: record.order_id, status: record.status, lines: record.lines }))
+    }
+
+    async fn reserve(
+        &self,
+        order_id: OrderId,
+        lines: &[AllocatedLine],
+        until: OffsetDateTime,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        let mut items = Vec::new();
+        for line in lines {
+            for allocation in &line.allocations {
+                items.push(self.update(
+                    stock_key(&line.sku, &allocation.warehouse),
+                    "SET available = available - :q, reserved = reserved + :q",
+                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                    Some("available >= :q"),
+                )?);
+            }
+        }
+        let held_until = until.unix_timestamp();
+        let decision = items.len();
+        items.push(self.put_reservation(ReservationRecord {
+            pk: format!("RES#{order_id}"),
+            sk: "RES".to_owned(),
+            order_id,
+            status: ReservationStatus::Reserved,
+            lines: lines.to_vec(),
+            held_until,
+            gsi1pk: Some(HELD_PARTITION.to_owned()),
+            gsi1sk: Some(format!("{held_until:012}#{order_id}")),
+        })?);
+        items.push(self.outbox(event)?);
+        // TransactWriteItems takes at most 100 actions.
+        if items.len() > 100 {
+            return Err(unavailable(std::io::Error::other(format!("{order_id} needs {} writes", items.len()))));
+        }
+        self.decide(items, decision).await
+    }
+
+    async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError> {
+        let items = vec![
+            self.put_reservation(ReservationRecord {
+                pk: format!("RES#{order_id}"),
+                sk: "RES".to_owned(),
+                order_id,
+                status: ReservationStatus::Rejected,
+                lines: Vec::new(),
+                held_until: 0,
+                gsi1pk: None,
+                gsi1sk: None,
+            })?,
+            self.outbox(event)?,
+        ];
+        self.decide(items, 0).await
+    }
+
+    async fn release(
+        &self,
+        reservation: Option<&Reservation>,
+        order_id: OrderId,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        let Some(reservation) = reservation else {
+            // Cancelled before it was placed (events can overtake each other): leave a
+            // tombstone so the late OrderPlaced finds the order decided. Nothing to announce.
+            let tombstone = self.put_reservation(ReservationRecord {
+                pk: format!("RES#{order_id}"),
+                sk: "RES".to_owned(),
+                order_id,
+                status: ReservationStatus::Released,
+                lines: Vec::new(),
+                held_until: 0,
+                gsi1pk: None,
+                gsi1sk: None,
+            })?;
+            return match self.decide(vec![tombstone], 0).await? {
+                // Placed meanwhile: read it again and release it properly.
+                Write::AlreadyDecided => Ok(Write::StockChanged),
+                other => Ok(other),
+            };
+        };
+        if reservation.status != ReservationStatus::Reserved {
+            return Ok(Write::AlreadyDecided);
+        }
+        let mut items = Vec::new();
+        for line in &reservation.lines {
+            for allocation in &line.allocations {
+                items.push(self.update(
+                    stock_key(&line.sku, &allocation.warehouse),
+                    "SET available = available + :q, reserved = reserved - :q",
+                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                    Some("reserved >= :q"),
+                )?);
+            }
+        }
+        let decision = items.len();
+        items.push(self.update(
+            reservation_key(order_id),
+            "SET #status = :released REMOVE gsi1pk, gsi1sk",
+            HashMap::from([
+                (":released".to_owned(), AttributeValue::S("released".to_owned())),
+                (":reserved".to_owned(), AttributeValue::S("reserved".to_owned())),
+            ]),
+            Some("#status = :reserved"),
+        )?);
+        items.push(self.outbox(event)?);
+        self.decide(items, decision).await
+    }
+
+    async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError> {
+        let mut items = Vec::new();
+        for line in &reservation.lines {
+            for allocation in &line.allocations {
+                items.push(self.update(
+                    stock_key(&line.sku, &allocation.warehouse),
+                    "SET on_hand = on_hand - :q, reserved = reserved - :q",
+                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                    Some("reserved >= :q"),
+                )?);
+            }
+        }
+        let decision = items.len();
+        items.push(self.update(
+            reservation_key(reservation.order_id),
+            "SET #status = :committed REMOVE gsi1pk, gsi1sk",
+            HashMap::from([
+                (":committed".to_owned(), AttributeValue::S("committed".to_owned())),
+                (":reserved".to_owned(), AttributeValue::S("reserved".to_owned())),
+            ]),
+            Some("#status = :reserved"),
+        )?);
+        items.push(self.outbox(event)?);
+        self.decide(items, decision).await
+    }
+
+    async fn expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+        // Index keys sort as `{held_until:012}#{order_id}`; `~` sorts after every id character.
+        let bound = format!("{:012}#~", now.unix_timestamp());
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(EXPIRING_INDEX)
+            .key_condition_expression("gsi1pk = :held AND gsi1sk < :bound")
+            .expression_attribute_values(":held", AttributeValue::S(HELD_PARTITION.to_owned()))
+            .expression_attribute_values(":bound", AttributeValue::S(bound))
+            .limit(i32::try_from(limit).unwrap_or(25))
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
+        let records: Vec<ReservationRecord> =
+            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
+        Ok(records.into_iter().map(|r| r.order_id).collect())
+    }
+}

@@ -1,0 +1,34 @@
+//! The inventory's event consumer: order events from its SQS queue, and the expiry sweep.
+
+use time::{Duration, OffsetDateTime};
+
+use domain_events::{Envelope, Event};
+use lambda_glue::batch::BatchResponse;
+use lambda_glue::consumer::{self, HandlerError, Trigger};
+
+use crate::service::{self, InventoryStore};
+
+/// Handles one invocation of the consumer function.
+pub async fn handle(
+    store: &impl InventoryStore,
+    trigger: Trigger,
+    hold: Duration,
+) -> Result<BatchResponse, HandlerError> {
+    match trigger {
+        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope, hold)).await),
+        Trigger::Schedule { time } => {
+            let released = service::sweep(store, time).await?;
+            tracing::info!(released, "expired reservations released");
+            Ok(BatchResponse::default())
+        }
+    }
+}
+
+async fn on_event(store: &impl InventoryStore, envelope: Envelope, hold: Duration) -> Result<(), HandlerError> {
+    match envelope.event {
+        Event::OrderPlaced(order) => service::on_order_placed(store, &order, OffsetDateTime::now_utc(), hold).await,
+        Event::OrderConfirmed(confirmed) => service::commit(store, confirmed.order_id).await,
+        Event::OrderCancelled(cancelled) => service::release(store, cancelled.order_id, "cancelled").await,
+        other => Err(HandlerError::Permanent(format!("inventory does not subscribe to {}", other.detail_type()))),
+    }
+}

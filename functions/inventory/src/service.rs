@@ -1,0 +1,301 @@
+//! Inventory use cases and the storage port.
+
+use time::{Duration, OffsetDateTime};
+
+use domain_events::checkout::OrderPlaced;
+use domain_events::inventory::{self as contract, StockCommitted, StockRejected, StockReleased, StockReserved};
+use domain_events::{Envelope, Event, Metadata};
+use kernel::{OrderId, Sku};
+use lambda_glue::consumer::HandlerError;
+
+use crate::stock::{AllocatedLine, MAX_ON_HAND, Request, StockLevel, Warehouse, allocate};
+
+/// How often a reservation is re-tried when concurrent orders keep taking the stock it read.
+const MAX_RESERVE_ATTEMPTS: u32 = 8;
+/// Largest number of SKUs one availability query may ask for.
+pub const MAX_AVAILABILITY_SKUS: usize = 50;
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// The change and its event were written.
+    Done,
+    /// The reservation was already decided (a duplicate or late delivery): nothing was written.
+    AlreadyDecided,
+    /// Stock changed between our read and our write: read again and retry.
+    StockChanged,
+}
+
+/// A reservation's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationStatus {
+    Reserved,
+    Committed,
+    Released,
+    Rejected,
+}
+
+/// The stock promised to one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: OrderId,
+    pub status: ReservationStatus,
+    pub lines: Vec<AllocatedLine>,
+}
+
+/// Storage failures, in business terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{reserved} units are reserved; on_hand cannot go below that")]
+    BelowReserved { reserved: u32 },
+    #[error("inventory storage failed")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The storage port.
+#[allow(async_fn_in_trait)]
+pub trait InventoryStore {
+    /// Stock of these SKUs in every warehouse, read consistently.
+    async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError>;
+    /// Sets `on_hand`, keeping `reserved` and recomputing `available`.
+    async fn set_on_hand(&self, sku: &Sku, warehouse: &Warehouse, on_hand: u32) -> Result<(), StoreError>;
+    async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError>;
+    /// Takes the allocated units from `available` (each only if still there) and records the
+    /// reservation with its event, atomically.
+    async fn reserve(
+        &self,
+        order_id: OrderId,
+        lines: &[AllocatedLine],
+        until: OffsetDateTime,
+        event: &Envelope,
+    ) -> Result<Write, StoreError>;
+    /// Records that the order could not be reserved, with its event.
+    async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError>;
+    /// Gives a reserved reservation's units back (or, for an unknown order, records that it is
+    /// released so a late `OrderPlaced` reserves nothing).
+    async fn release(
+        &self,
+        reservation: Option<&Reservation>,
+        order_id: OrderId,
+        event: &Envelope,
+    ) -> Result<Write, StoreError>;
+    /// Turns a reserved reservation into a sale: the units leave `on_hand`.
+    async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError>;
+    /// Orders whose reservation lapsed before `now`, oldest first, at most `limit`.
+    async fn expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError>;
+}
+
+/// Why an admin or shopper request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{}: {}", .0.pointer, .0.detail)]
+    Invalid(kernel::FieldError),
+    #[error(transparent)]
+    BelowReserved(StoreError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for InventoryError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::BelowReserved { .. } => Self::BelowReserved(error),
+            other => Self::Store(other),
+        }
+    }
+}
+
+fn transient(error: StoreError) -> HandlerError {
+    HandlerError::transient(error)
+}
+
+/// The stock of one SKU, per warehouse and in total.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkuStock {
+    pub sku: Sku,
+    pub on_hand: u32,
+    pub reserved: u32,
+    pub available: u32,
+    pub warehouses: Vec<StockLevel>,
+}
+
+impl SkuStock {
+    fn of(sku: Sku, mut warehouses: Vec<StockLevel>) -> Self {
+        warehouses.sort_by(|a, b| a.warehouse.cmp(&b.warehouse));
+        Self {
+            on_hand: warehouses.iter().map(|w| w.on_hand).sum(),
+            reserved: warehouses.iter().map(|w| w.reserved).sum(),
+            available: warehouses.iter().map(|w| w.available).sum(),
+            sku,
+            warehouses,
+        }
+    }
+}
+
+pub async fn stock(store: &impl InventoryStore, sku: Sku) -> Result<SkuStock, InventoryError> {
+    let levels = store.levels(std::slice::from_ref(&sku)).await?;
+    Ok(SkuStock::of(sku, levels))
+}
+
+pub async fn set_stock(
+    store: &impl InventoryStore,
+    sku: Sku,
+    warehouse: Warehouse,
+    on_hand: u32,
+) -> Result<SkuStock, InventoryError> {
+    if on_hand > MAX_ON_HAND {
+        return Err(InventoryError::Invalid(kernel::FieldError::new(
+            "/on_hand",
+            format!("must be at most {MAX_ON_HAND}"),
+        )));
+    }
+    store.set_on_hand(&sku, &warehouse, on_hand).await?;
+    tracing::info!(%sku, %warehouse, on_hand, "stock set");
+    stock(store, sku).await
+}
+
+/// Available units per SKU, in the order asked, each SKU once.
+pub async fn availability(store: &impl InventoryStore, skus: Vec<Sku>) -> Result<Vec<(Sku, u32)>, InventoryError> {
+    let mut unique = Vec::new();
+    for sku in skus {
+        if !unique.contains(&sku) {
+            unique.push(sku);
+        }
+    }
+    let levels = store.levels(&unique).await?;
+    Ok(unique
+        .into_iter()
+        .map(|sku| {
+            let available = levels.iter().filter(|l| l.sku == sku).map(|l| l.available).sum();
+            (sku, available)
+        })
+        .collect())
+}
+
+fn event(order_id: OrderId, event: Event) -> Envelope {
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+/// `OrderPlaced`: reserve every line or none.
+pub async fn on_order_placed(
+    store: &impl InventoryStore,
+    order: &OrderPlaced,
+    now: OffsetDateTime,
+    hold: Duration,
+) -> Result<(), HandlerError> {
+    let requests: Vec<Request> =
+        order.lines.iter().map(|line| Request { sku: line.sku.clone(), quantity: line.quantity }).collect();
+    let skus: Vec<Sku> = requests.iter().map(|r| r.sku.clone()).collect();
+    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
+        let levels = store.levels(&skus).await.map_err(transient)?;
+        let written = match allocate(&requests, &levels) {
+            Ok(lines) => {
+                let until = now + hold;
+                let reserved = Event::StockReserved(StockReserved {
+                    order_id: order.order_id,
+                    lines: lines.iter().map(contract_line).collect(),
+                    expires_at: until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                });
+                store.reserve(order.order_id, &lines, until, &event(order.order_id, reserved)).await
+            }
+            Err(shortages) => {
+                let rejected = Event::StockRejected(StockRejected {
+                    order_id: order.order_id,
+                    shortages: shortages
+                        .into_iter()
+                        .map(|s| contract::Shortage { sku: s.sku, requested: s.requested, available: s.available })
+                        .collect(),
+                });
+                store.reject(order.order_id, &event(order.order_id, rejected)).await
+            }
+        };
+        match written.map_err(transient)? {
+            Write::Done => {
+                tracing::info!(order_id = %order.order_id, attempt, "reservation decided");
+                return Ok(());
+            }
+            Write::AlreadyDecided => {
+                tracing::info!(order_id = %order.order_id, "reservation already decided; duplicate delivery");
+                return Ok(());
+            }
+            Write::StockChanged => {
+                // Another order took stock we counted on: back off a little, with jitter, and recount.
+                let jitter = u64::from(order.order_id.ulid().random() as u8 % 20);
+                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+            }
+        }
+    }
+    Err(HandlerError::Transient(format!("stock kept changing while reserving {}", order.order_id).into()))
+}
+
+fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
+    contract::ReservedLine {
+        sku: line.sku.clone(),
+        quantity: line.quantity,
+        allocations: line
+            .allocations
+            .iter()
+            .map(|a| contract::Allocation { warehouse: a.warehouse.to_string(), quantity: a.quantity })
+            .collect(),
+    }
+}
+
+/// `OrderCancelled` or expiry: give the units back.
+pub async fn release(store: &impl InventoryStore, order_id: OrderId, reason: &str) -> Result<(), HandlerError> {
+    for _ in 0..MAX_RESERVE_ATTEMPTS {
+        let reservation = store.reservation(order_id).await.map_err(transient)?;
+        let released = event(order_id, Event::StockReleased(StockReleased { order_id, reason: reason.to_owned() }));
+        match store.release(reservation.as_ref(), order_id, &released).await.map_err(transient)? {
+            Write::Done => {
+                tracing::info!(%order_id, reason, "reservation released");
+                return Ok(());
+            }
+            Write::AlreadyDecided => return Ok(()),
+            Write::StockChanged => continue,
+        }
+    }
+    Err(HandlerError::Transient(format!("could not release {order_id}").into()))
+}
+
+/// `OrderConfirmed`: the reserved units are sold.
+pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
+    for _ in 0..MAX_RESERVE_ATTEMPTS {
+        let Some(reservation) = store.reservation(order_id).await.map_err(transient)? else {
+            return Err(HandlerError::Permanent(format!("{order_id} was confirmed but never reserved")));
+        };
+        if reservation.status != ReservationStatus::Reserved {
+            if reservation.status != ReservationStatus::Committed {
+                // Confirmation arrived after the hold lapsed: checkout cancels such orders on
+                // `StockReleased { reason: expired }`, so this only logs.
+                tracing::error!(%order_id, status = ?reservation.status, "confirmation for a reservation that is not held");
+            }
+            return Ok(());
+        }
+        let committed = event(order_id, Event::StockCommitted(StockCommitted { order_id }));
+        match store.commit(&reservation, &committed).await.map_err(transient)? {
+            Write::Done => {
+                tracing::info!(%order_id, "reservation committed");
+                return Ok(());
+            }
+            Write::AlreadyDecided => return Ok(()),
+            Write::StockChanged => continue,
+        }
+    }
+    Err(HandlerError::Transient(format!("could not commit {order_id}").into()))
+}
+
+/// The schedule tick: release every reservation that lapsed before `now`.
+pub async fn sweep(store: &impl InventoryStore, now: OffsetDateTime) -> Result<usize, HandlerError> {
+    let mut released = 0;
+    loop {
+        let expired = store.expired(now, 25).await.map_err(transient)?;
+        if expired.is_empty() {
+            return Ok(released);
+        }
+        for order_id in &expired {
+            release(store, *order_id, "expired").await?;
+            released += 1;
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The shape of every Ferrocart event consumer: an SQS batch of EventBridge events, handled one
+//! message at a time, with a partial batch response.
+//!
+//! A message that cannot be read, or whose handler fails, is reported in `batchItemFailures`:
+//! SQS makes it visible again after the visibility timeout and, after `maxReceiveCount` (5)
+//! receives, moves it to the consumer's dead-letter queue, where an alarm fires. Every other
+//! message of the batch is done. Handlers must be idempotent: SQS delivers at least once.
+
+use std::future::Future;
+
+use aws_lambda_events::sqs::SqsEvent;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use domain_events::Envelope;
+
+use crate::batch::BatchResponse;
+
+/// Why a handler did not finish an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A dependency failed (throttling, a timeout, a conflict that outlasted our retries):
+    /// trying again later should work.
+    #[error("transient failure: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The event can never be handled as it is (a bug or a contract break): it will end in the
+    /// dead-letter queue for a human.
+    #[error("cannot handle the event: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    pub fn transient(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Transient(Box::new(error))
+    }
+}
+
+/// What invoked a consumer function.
+#[derive(Debug)]
+pub enum Trigger {
+    /// A batch from the function's SQS queue.
+    Queue(SqsEvent),
+    /// A schedule tick (EventBridge `Scheduled Event`), with the time it was scheduled for.
+    Schedule { time: OffsetDateTime },
+}
+
+impl Trigger {
+    /// Reads the invocation payload: an SQS event has `Records`, a schedule has
+    /// `detail-type: Scheduled Event`.
+    pub fn parse(payload: Value) -> Result<Self, String> {
+        if payload.get("Records").is_some() {
+            return serde_json::from_value(payload).map(Self::Queue).map_err(|e| format!("bad SQS event: {e}"));
+        }
+        if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+            let time = payload
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            return Ok(Self::Schedule { time });
+        }
+        Err("neither an SQS batch nor a scheduled event".to_owned())
+    }
+}
+
+/// Handles every message of an SQS batch with `handle`, reporting the ones that failed.
+pub async fn consume<F, Fut>(batch: SqsEvent, handle: F) -> BatchResponse
+where
+    F: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let mut response = BatchResponse::default();
+    for message in batch.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or_default();
+        let envelope = match Envelope::from_eventbridge(body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::error!(message_id = %id, %error, "unreadable message");
+                response.fail(id);
+                continue;
+            }
+        };
+        let span = tracing::info_span!(
+            "event",
+            event_id = %envelope.metadata.event_id,
+            correlation_id = %envelope.metadata.correlation_id,
+            detail_type = envelope.event.detail_type(),
+        );
+        let _entered = span.enter();
+        match handle(envelope).await {
+            Ok(()) => {}
+            Err(HandlerError::Transient(error)) => {
+                tracing::warn!(message_id = %id, error = %error, "event failed; it will be retried");
+                response.fail(id);
+            }
+            Err(HandlerError::Permanent(reason)) => {
+                tracing::error!(message_id = %id, %reason, "event cannot be handled; it will reach the DLQ");
+                response.fail(id);
+            }
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain_events::checkout::OrderCancelled;
+    use domain_events::{Event, Metadata};
+    use kernel::OrderId;
+
+    fn message(id: &str, body: &str) -> Value {
+        serde_json::json!({ "messageId": id, "receiptHandle": "r", "body": body, "attributes": {},
+            "messageAttributes": {}, "eventSource": "aws:sqs" })
+    }
+
+    fn cancelled_body() -> String {
+        let order_id = OrderId::new();
+        let envelope = Envelope::new(
+            Metadata::new(order_id.to_string()),
+            Event::OrderCancelled(OrderCancelled { order_id, reason: "timeout".into() }),
+        );
+        serde_json::json!({ "detail-type": "OrderCancelled", "source": "ferrocart.checkout",
+            "detail": envelope.detail().unwrap() })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn one_bad_message_never_fails_its_batch() {
+        let batch = serde_json::json!({ "Records": [
+            message("good-1", &cancelled_body()),
+            message("poison", "{not json"),
+            message("good-2", &cancelled_body()),
+        ]});
+        let Trigger::Queue(batch) = Trigger::parse(batch).unwrap() else { panic!("not a queue batch") };
+        let handled = std::sync::atomic::AtomicUsize::new(0);
+
+        let response = consume(batch, |_| async {
+            handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+
+        assert_eq!(handled.into_inner(), 2);
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, vec!["poison"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_handler_reports_only_its_message() {
+        let batch =
+            serde_json::json!({ "Records": [message("a", &cancelled_body()), message("b", &cancelled_body())] });
+        let Trigger::Queue(batch) = Trigger::parse(batch).unwrap() else { panic!("not a queue batch") };
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+
+        let response = consume(batch, |_| async {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Err(HandlerError::Permanent("first one breaks".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert_eq!(response.batch_item_failures[0].item_identifier, "a");
+    }
+
+    #[test]
+    fn a_scheduled_event_carries_its_time() {
+        let payload = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
+            "time": "2026-11-22T10:00:00Z", "detail": {} });
+        let Trigger::Schedule { time } = Trigger::parse(payload).unwrap() else { panic!("not a schedule") };
+        assert_eq!(time.unix_timestamp(), 1_795_341_600);
+    }
+}
