@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod inventory;
 pub mod payment;
+pub mod queries;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,21 @@
+//! The cart's event consumer: `ProductChanged` keeps the prices read model current.
+
+use domain_events::{Envelope, Event};
+use lambda_glue::batch::BatchResponse;
+use lambda_glue::consumer::{self, HandlerError, Trigger};
+
+use crate::service::{self, CartStore};
+
+pub async fn handle(store: &impl CartStore, trigger: Trigger) -> Result<BatchResponse, HandlerError> {
+    match trigger {
+        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope)).await),
+        Trigger::Schedule { .. } => Err(HandlerError::Permanent("the cart has no schedule".to_owned())),
+    }
+}
+
+async fn on_event(store: &impl CartStore, envelope: Envelope) -> Result<(), HandlerError> {
+    match envelope.event {
+        Event::ProductChanged(change) => service::on_product_changed(store, &change).await,
+        other => Err(HandlerError::Permanent(format!("the cart does not subscribe to {}", other.detail_type()))),
+    }
+}

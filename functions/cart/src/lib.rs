@@ -1,0 +1,38 @@
+//! # Ferrocart cart
+//!
+//! Customers' carts. A cart holds SKUs and quantities; titles and prices come from the cart's
+//! own read model of the catalog, kept current by `ProductChanged` events, so the cart never
+//! reads the catalog's table.
+//!
+//! - [`service`]: use cases, pricing and the [`service::CartStore`] port.
+//! - [`dynamo`]: the DynamoDB adapter.
+//! - [`api`]: `POST /carts`, `GET /carts/{id}`, `PUT`/`DELETE /carts/{id}/items/{sku}` (binary `cart`).
+//! - [`events`]: the read-model consumer (binary `cart-events`).
+//! - [`query`]: `GetCart`, invoked directly by checkout to price a cart at placement
+//!   (binary `cart-query`).
+
+pub mod api;
+pub mod dynamo;
+pub mod events;
+pub mod query;
+pub mod service;
+
+/// The cart functions' configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CART_TABLE`.
+    pub table: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
+        Ok(Self { table: lambda_glue::config::required("CART_TABLE")? })
+    }
+}
+
+/// The store every cart binary uses, built once at cold start.
+pub async fn store() -> Result<dynamo::DynamoCarts, lambda_glue::ConfigError> {
+    let config = Config::from_env()?;
+    let aws = adapters::aws::load_config().await;
+    Ok(dynamo::DynamoCarts::new(aws_sdk_dynamodb::Client::new(&aws), config.table))
+}
