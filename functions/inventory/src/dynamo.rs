@@ -320,17 +320,25 @@ impl InventoryStore for DynamoInventory {
                 other => Ok(other),
             };
         };
-        if reservation.status != ReservationStatus::Reserved {
-            return Ok(Write::AlreadyDecided);
-        }
+        // Held units go back to `available`; sold ones (an order cancelled after confirmation,
+        // before shipment) go back on the shelf.
+        let (stock_change, stock_condition, from) = match reservation.status {
+            ReservationStatus::Reserved => {
+                ("SET available = available + :q, reserved = reserved - :q", Some("reserved >= :q"), "reserved")
+            }
+            ReservationStatus::Committed => {
+                ("SET available = available + :q, on_hand = on_hand + :q", None, "committed")
+            }
+            ReservationStatus::Released | ReservationStatus::Rejected => return Ok(Write::AlreadyDecided),
+        };
         let mut items = Vec::new();
         for line in &reservation.lines {
             for allocation in &line.allocations {
                 items.push(self.update(
                     stock_key(&line.sku, &allocation.warehouse),
-                    "SET available = available + :q, reserved = reserved - :q",
+                    stock_change,
                     HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                    Some("reserved >= :q"),
+                    stock_condition,
                 )?);
             }
         }
@@ -340,9 +348,9 @@ impl InventoryStore for DynamoInventory {
             "SET #status = :released REMOVE gsi1pk, gsi1sk",
             HashMap::from([
                 (":released".to_owned(), AttributeValue::S("released".to_owned())),
-                (":reserved".to_owned(), AttributeValue::S("reserved".to_owned())),
+                (":from".to_owned(), AttributeValue::S(from.to_owned())),
             ]),
-            Some("#status = :reserved"),
+            Some("#status = :from"),
         )?);
         items.push(self.outbox(event)?);
         self.decide(items, decision).await

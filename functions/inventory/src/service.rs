@@ -72,8 +72,9 @@ pub trait InventoryStore {
     ) -> Result<Write, StoreError>;
     /// Records that the order could not be reserved, with its event.
     async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError>;
-    /// Gives a reserved reservation's units back (or, for an unknown order, records that it is
-    /// released so a late `OrderPlaced` reserves nothing).
+    /// Gives a reservation's units back: held units to `available`, committed (sold, not yet
+    /// shipped) units to `on_hand`. For an unknown order, records that it is released so a late
+    /// `OrderPlaced` reserves nothing.
     async fn release(
         &self,
         reservation: Option<&Reservation>,

@@ -143,6 +143,9 @@ pub async fn serve(
     if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
         return control_route(&gateway, &method, control, uri.query()).await;
     }
+    if let Some(function) = path.strip_prefix(LAMBDA_INVOKE_PREFIX).and_then(|rest| rest.strip_suffix("/invocations")) {
+        return invoke_route(&gateway, &percent_decode(function), body).await;
+    }
     let mut candidates: Vec<(&Route, HashMap<String, String>)> = gateway
         .routes
         .iter()
@@ -181,6 +184,39 @@ pub async fn serve(
         }
         // Lambda reports a timeout as an invocation error, which API Gateway turns into a 500.
         Outcome::Crashed | Outcome::TimedOut => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    }
+}
+
+/// The Lambda `Invoke` API (`POST /2015-03-31/functions/{name}/invocations`), served on the same
+/// port: functions reach it through `AWS_ENDPOINT_URL_LAMBDA`, so one function invoking another
+/// works as in AWS.
+pub const LAMBDA_INVOKE_PREFIX: &str = "/2015-03-31/functions/";
+
+async fn invoke_route(gateway: &Gateway, name: &str, payload: Bytes) -> Response {
+    // Lambda accepts a function's name, its ARN, or its ARN with a qualifier.
+    let wanted = name.split(':').nth(6).unwrap_or(name);
+    let Some(function) = gateway.functions.iter().find(|f| f.spec.name == wanted || f.spec.logical_id == wanted) else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("x-amzn-errortype", "ResourceNotFoundException")],
+            json!({ "Type": "User", "message": format!("Function not found: {name}") }).to_string(),
+        )
+            .into_response();
+    };
+    match function.invoke(payload).await {
+        Outcome::Response(payload) => {
+            (StatusCode::OK, [("x-amz-executed-version", "$LATEST")], payload).into_response()
+        }
+        Outcome::FunctionError(error) => {
+            (StatusCode::OK, [("x-amz-function-error", "Unhandled"), ("x-amz-executed-version", "$LATEST")], error)
+                .into_response()
+        }
+        Outcome::Crashed | Outcome::TimedOut => (
+            StatusCode::OK,
+            [("x-amz-function-error", "Unhandled"), ("x-amz-executed-version", "$LATEST")],
+            json!({ "errorType": "Runtime.ExitError", "errorMessage": "the function did not complete" }).to_string(),
+        )
+            .into_response(),
     }
 }
 

@@ -56,6 +56,14 @@ fn response(status: u16, content_type: &'static str, body: Body) -> Response<Bod
     reply
 }
 
+/// The text of a response body built by [`Reply`] (empty for binary or no body).
+pub fn body_text(response: &Response<Body>) -> &str {
+    match response.body() {
+        Body::Text(text) => text,
+        _ => "",
+    }
+}
+
 /// Turns a handler result into the response Lambda returns.
 pub fn finish(result: ApiResult) -> Response<Body> {
     result.unwrap_or_else(|problem| Reply::problem(&problem))

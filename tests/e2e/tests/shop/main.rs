@@ -6,6 +6,7 @@
 
 mod cart;
 mod catalog;
+mod checkout;
 mod events;
 mod inventory;
 mod support;

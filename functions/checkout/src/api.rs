@@ -1,0 +1,168 @@
+//! The checkout and orders HTTP API.
+
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use kernel::{FieldError, OrderId, Problem, ProblemKind};
+use lambda_glue::Caller;
+use lambda_glue::http::{self, ApiResult, Reply};
+
+use crate::order::{CheckoutInput, Order, Status};
+use crate::pricing::ShippingMethod;
+use crate::service::{self, CartReader, CheckoutError, OrderStore, PageError, Settings};
+
+/// A checkout body is a few hundred bytes; 16 KiB leaves room for long addresses.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+/// What the API needs.
+#[derive(Debug)]
+pub struct Context<S, C> {
+    pub store: S,
+    pub carts: C,
+    pub settings: Settings,
+}
+
+/// Handles one API Gateway request.
+pub async fn handle<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: Request) -> Response<Body> {
+    http::finish(route(context, &request).await)
+}
+
+#[derive(Serialize)]
+struct OrdersPage<'a> {
+    items: &'a [Order],
+    next_cursor: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MethodsBody<'a> {
+    items: &'a [ShippingMethod],
+}
+
+async fn route<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: &Request) -> ApiResult {
+    let now = OffsetDateTime::now_utc();
+    let store = &context.store;
+    match http::route_key(request) {
+        "GET /shipping-methods" => Reply::json(200, &MethodsBody { items: &context.settings.pricing.shipping_methods }),
+        "POST /checkout" => {
+            let caller = Caller::from_request(request)?;
+            let key = idempotency_key(request)?;
+            let input: CheckoutInput = http::json_body(request, MAX_BODY_BYTES)?;
+            // The canonical form of the body (keys sorted) is what a retry must repeat.
+            let canonical: serde_json::Value = http::json_body(request, MAX_BODY_BYTES)?;
+            let placing =
+                service::PlaceRequest { customer: &caller.subject, key, canonical_body: &canonical.to_string(), input };
+            let reply =
+                service::place_order(store, &context.carts, &context.settings, placing, now).await.map_err(problem)?;
+            let response = raw_json(reply.status, reply.body)?;
+            let response =
+                if reply.replayed { Reply::with_header(response, "idempotent-replayed", "true")? } else { response };
+            let id = serde_json::from_str::<serde_json::Value>(http::body_text(&response)).ok();
+            match id.as_ref().and_then(|v| v["order_id"].as_str()) {
+                Some(id) => Reply::with_header(response, "location", &format!("/orders/{id}")),
+                None => Ok(response),
+            }
+        }
+        "GET /orders/{id}" => {
+            let caller = Caller::from_request(request)?;
+            let order = service::order_for(store, order_id(request)?, &caller.subject, caller.is_admin())
+                .await
+                .map_err(problem)?;
+            Reply::json(200, &order)
+        }
+        "GET /orders" => {
+            let caller = Caller::from_request(request)?;
+            let (limit, cursor) = paging(request)?;
+            let page = store.by_customer(&caller.subject, limit, cursor).await.map_err(page_problem)?;
+            Reply::json(200, &OrdersPage { items: &page.orders, next_cursor: page.next_cursor.as_deref() })
+        }
+        "POST /orders/{id}/cancel" => {
+            let caller = Caller::from_request(request)?;
+            let order = service::cancel(store, order_id(request)?, &caller.subject, caller.is_admin(), now)
+                .await
+                .map_err(problem)?;
+            Reply::json(200, &order)
+        }
+        "GET /admin/orders" => {
+            Caller::admin(request)?;
+            let raw = http::query_param(request, "status").unwrap_or("");
+            let status = Status::parse(raw).ok_or_else(|| {
+                bad_query(
+                    "query:status",
+                    format!("`{raw}` is not one of pending, reserved, authorized, confirmed, cancelled"),
+                )
+            })?;
+            let (limit, cursor) = paging(request)?;
+            let page = store.by_status(status, limit, cursor).await.map_err(page_problem)?;
+            Reply::json(200, &OrdersPage { items: &page.orders, next_cursor: page.next_cursor.as_deref() })
+        }
+        other => Err(Problem::new(ProblemKind::NotFound, format!("Checkout has no route `{other}`."))),
+    }
+}
+
+fn raw_json(status: u16, body: String) -> ApiResult {
+    let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| http::internal(&e))?;
+    Reply::json(status, &value)
+}
+
+/// The single mapping from checkout errors to HTTP problems.
+fn problem(error: CheckoutError) -> Problem {
+    match error {
+        CheckoutError::Invalid(errors) => Problem::invalid_fields(errors),
+        CheckoutError::KeyReused => Problem::new(
+            ProblemKind::ValidationFailed,
+            "This Idempotency-Key was already used with a different request body; use a new key for a new request.",
+        )
+        .with_errors(vec![FieldError::new("header:Idempotency-Key", "already used with a different body")]),
+        CheckoutError::NotFound(id) => Problem::new(ProblemKind::NotFound, format!("You have no order `{id}`.")),
+        CheckoutError::NotCancellable(refused) => Problem::new(ProblemKind::Conflict, refused.to_string()),
+        CheckoutError::Busy => {
+            Problem::new(ProblemKind::Conflict, "The order is being changed by another request; try again.")
+        }
+        CheckoutError::Store(error) => http::internal(&error),
+        CheckoutError::Cart(error) => http::internal(&error),
+    }
+}
+
+fn page_problem(error: PageError) -> Problem {
+    match error {
+        PageError::Cursor(error) => bad_query("query:cursor", error.to_string()),
+        PageError::Store(error) => http::internal(&error),
+    }
+}
+
+fn bad_query(pointer: &str, detail: String) -> Problem {
+    Problem::new(ProblemKind::MalformedRequest, format!("{pointer}: {detail}"))
+        .with_errors(vec![FieldError::new(pointer, detail)])
+}
+
+/// `Idempotency-Key`: required, 1 to 255 visible ASCII characters (Stripe's rule).
+fn idempotency_key(request: &Request) -> Result<&str, Problem> {
+    let key = http::header(request, "idempotency-key").map(str::trim).unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Problem::new(
+            ProblemKind::MalformedRequest,
+            "Send an Idempotency-Key header (1 to 255 visible ASCII characters, e.g. a UUID) so retries place one order.",
+        )
+        .with_errors(vec![FieldError::new("header:Idempotency-Key", "is required")]));
+    }
+    Ok(key)
+}
+
+fn order_id(request: &Request) -> Result<OrderId, Problem> {
+    let raw = http::path_param(request, "id")?;
+    raw.parse().map_err(|_| problem(CheckoutError::NotFound(raw.to_owned())))
+}
+
+fn paging(request: &Request) -> Result<(usize, Option<&str>), Problem> {
+    let limit =
+        match http::query_param(request, "limit") {
+            None => DEFAULT_LIMIT,
+            Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                bad_query("query:limit", format!("`{raw}` is not a whole number from 1 to {MAX_LIMIT}"))
+            })?,
+        };
+    Ok((limit, http::query_param(request, "cursor").filter(|c| !c.is_empty())))
+}

@@ -1,0 +1,25 @@
+//! The checkout API Lambda.
+
+use checkout::Config;
+use checkout::api::Context;
+use checkout::cart_client::LambdaCarts;
+use checkout::dynamo::DynamoOrders;
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_glue::logging::init();
+    let config = Config::from_env()?;
+    let cart_query = lambda_glue::config::required("CART_QUERY_FUNCTION")?;
+    let aws = adapters::aws::load_config().await;
+    let context = Context {
+        store: DynamoOrders::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
+        carts: LambdaCarts::new(aws_sdk_lambda::Client::new(&aws), cart_query),
+        settings: config.settings,
+    };
+    let context = &context;
+    lambda_http::run(service_fn(move |request| async move {
+        Ok::<_, std::convert::Infallible>(checkout::api::handle(context, request).await)
+    }))
+    .await
+}

@@ -1,0 +1,288 @@
+//! The checkout table: the one place that knows its key layout.
+//!
+//! | item        | pk                          | sk       | notes                                   |
+//! |-------------|-----------------------------|----------|-----------------------------------------|
+//! | order       | `ORDER#{id}`                | `ORDER`  | the order document and its version      |
+//! | idempotency | `IDEM#{customer}#{key}`     | `IDEM`   | the request and the reply to replay; TTL 24 h |
+//! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon    |
+//! | outbox      | `OUTBOX#{event}`            | `OUTBOX` | see [`adapters::outbox`]                |
+//!
+//! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
+//! (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`), present only
+//! while the order waits for the saga, for the timeout sweep. Ids are ULIDs: newest first is
+//! descending key order.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use adapters::Cursor;
+use adapters::dynamo::{Item, TransactionFailure};
+use adapters::outbox;
+use domain_events::Envelope;
+use kernel::OrderId;
+
+use crate::order::{Order, Status};
+use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
+
+/// Saved replies are kept a day, as Stripe keeps idempotency keys.
+const REPLY_RETENTION_SECS: i64 = 24 * 3600;
+
+fn order_key(id: OrderId) -> Item {
+    key(format!("ORDER#{id}"), "ORDER")
+}
+
+fn reply_key(customer: &str, idempotency_key: &str) -> Item {
+    key(format!("IDEM#{customer}#{idempotency_key}"), "IDEM")
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk.to_owned()))])
+}
+
+fn failed(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError(Box::new(error))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderRecord {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi2pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi2sk: Option<String>,
+    gsi3pk: String,
+    gsi3sk: String,
+    #[serde(flatten)]
+    order: Order,
+}
+
+impl OrderRecord {
+    fn new(order: &Order) -> Self {
+        let id = order.order_id.to_string();
+        let open = order.status.is_open();
+        Self {
+            pk: format!("ORDER#{id}"),
+            sk: "ORDER".to_owned(),
+            gsi1pk: format!("CUSTOMER#{}", order.customer),
+            gsi1sk: id.clone(),
+            gsi2pk: open.then(|| "OPEN".to_owned()),
+            gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
+            gsi3pk: format!("STATUS#{}", order.status.as_str()),
+            gsi3sk: id,
+            order: order.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReplyRecord {
+    pk: String,
+    sk: String,
+    request: String,
+    status: u16,
+    body: String,
+    order_id: OrderId,
+    expires_at: i64,
+}
+
+/// The DynamoDB implementation of [`OrderStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoOrders {
+    client: Client,
+    table: String,
+}
+
+impl DynamoOrders {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn put(&self, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(failed)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn page(
+        &self,
+        index: &str,
+        partition: (&str, String),
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, PageError> {
+        let (pk_name, pk_value) = partition;
+        let sk_name = pk_name.replace("pk", "sk");
+        let key_names = ["pk", "sk", pk_name, sk_name.as_str()];
+        let scope = format!("{index}:{pk_value}");
+        let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names)).transpose()?.map(|c| c.start_key());
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", AttributeValue::S(pk_value))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?;
+        let next_cursor = output
+            .last_evaluated_key
+            .as_ref()
+            .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
+            .map(|c| c.encode());
+        let records: Vec<OrderRecord> = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(failed)?;
+        Ok(Page { orders: records.into_iter().map(|r| r.order).collect(), next_cursor })
+    }
+}
+
+impl OrderStore for DynamoOrders {
+    async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(reply_key(customer, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?
+            .item;
+        let Some(item) = item else { return Ok(None) };
+        let record: ReplyRecord = serde_dynamo::from_item(item).map_err(failed)?;
+        Ok(Some(SavedReply { request: record.request, status: record.status, body: record.body }))
+    }
+
+    async fn place(&self, placement: &Placement) -> Result<Placed, StoreError> {
+        let order = &placement.order;
+        let reply = ReplyRecord {
+            pk: format!("IDEM#{}#{}", order.customer, placement.idempotency_key),
+            sk: "IDEM".to_owned(),
+            request: placement.reply.request.clone(),
+            status: placement.reply.status,
+            body: placement.reply.body.clone(),
+            order_id: order.order_id,
+            expires_at: order.created_at.unix_timestamp() + REPLY_RETENTION_SECS,
+        };
+        let mut items = vec![
+            self.put(serde_dynamo::to_item(reply).map_err(failed)?, "attribute_not_exists(pk)", None)?,
+            self.put(
+                serde_dynamo::to_item(OrderRecord::new(order)).map_err(failed)?,
+                "attribute_not_exists(pk)",
+                None,
+            )?,
+            outbox::put(&self.table, &placement.event).map_err(failed)?,
+        ];
+        if let Some((code, max)) = &placement.coupon_limit {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("COUPON#{code}"), "COUPON")))
+                .update_expression("ADD redeemed :one")
+                .condition_expression("attribute_not_exists(redeemed) OR redeemed < :max")
+                .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+                .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
+                .build()
+                .map_err(failed)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Placed::Done),
+            Err(error) => {
+                let failure = TransactionFailure::from(error);
+                let conditions = failure.failed_conditions();
+                if conditions.contains(&0) {
+                    Ok(Placed::DuplicateKey)
+                } else if conditions.contains(&3) {
+                    Ok(Placed::CouponExhausted)
+                } else if failure.is_conflict() {
+                    Ok(Placed::Conflict)
+                } else {
+                    Err(failed(failure))
+                }
+            }
+        }
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(order_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?
+            .item;
+        item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(|r| r.order)).transpose().map_err(failed)
+    }
+
+    async fn save(&self, order: &Order, expected: u64, events: &[Envelope]) -> Result<Saved, StoreError> {
+        let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
+        let mut items = vec![self.put(
+            serde_dynamo::to_item(OrderRecord::new(order)).map_err(failed)?,
+            "version = :expected",
+            Some(values),
+        )?];
+        for event in events {
+            items.push(outbox::put(&self.table, event).map_err(failed)?);
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Saved::Done),
+            Err(error) => {
+                let failure = TransactionFailure::from(error);
+                if failure.failed_conditions().contains(&0) || failure.is_conflict() {
+                    Ok(Saved::Stale)
+                } else {
+                    Err(failed(failure))
+                }
+            }
+        }
+    }
+
+    async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
+        self.page("ByCustomer", ("gsi1pk", format!("CUSTOMER#{customer}")), limit, cursor).await
+    }
+
+    async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
+        self.page("ByStatus", ("gsi3pk", format!("STATUS#{}", status.as_str())), limit, cursor).await
+    }
+
+    async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+        let bound = format!("{:012}#~", now.unix_timestamp());
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("Open")
+            .key_condition_expression("gsi2pk = :open AND gsi2sk < :bound")
+            .expression_attribute_values(":open", AttributeValue::S("OPEN".to_owned()))
+            .expression_attribute_values(":bound", AttributeValue::S(bound))
+            .limit(i32::try_from(limit).unwrap_or(25))
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?;
+        // The `Open` index projects keys only: the order id is in the table key.
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok())
+            .collect())
+    }
+}

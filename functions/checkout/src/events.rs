@@ -1,0 +1,40 @@
+//! The checkout saga consumer: stock and payment events move orders; a schedule times them out.
+
+use time::OffsetDateTime;
+
+use domain_events::{Envelope, Event};
+use lambda_glue::batch::BatchResponse;
+use lambda_glue::consumer::{self, HandlerError, Trigger};
+
+use crate::order::SagaStep;
+use crate::service::{self, OrderStore};
+
+pub async fn handle(store: &impl OrderStore, trigger: Trigger) -> Result<BatchResponse, HandlerError> {
+    match trigger {
+        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope)).await),
+        Trigger::Schedule { time } => {
+            let cancelled = service::sweep(store, time).await?;
+            tracing::info!(cancelled, "timed-out orders cancelled");
+            Ok(BatchResponse::default())
+        }
+    }
+}
+
+async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), HandlerError> {
+    let now = OffsetDateTime::now_utc();
+    let (order_id, step) = match envelope.event {
+        Event::StockReserved(e) => (e.order_id, SagaStep::StockReserved),
+        Event::StockRejected(e) => (e.order_id, SagaStep::StockRejected),
+        Event::StockReleased(e) if e.reason == "expired" => (e.order_id, SagaStep::ReservationExpired),
+        // A release we asked for (the order is cancelled already): nothing to do.
+        Event::StockReleased(_) => return Ok(()),
+        Event::PaymentAuthorized(e) => {
+            (e.order_id, SagaStep::PaymentAuthorized { payment_intent_id: e.payment_intent_id })
+        }
+        Event::PaymentFailed(e) => (e.order_id, SagaStep::PaymentFailed { reason: e.reason }),
+        other => {
+            return Err(HandlerError::Permanent(format!("checkout does not subscribe to {}", other.detail_type())));
+        }
+    };
+    service::on_saga_step(store, order_id, step, now).await
+}

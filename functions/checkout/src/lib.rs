@@ -1,0 +1,43 @@
+//! # Ferrocart checkout and orders
+//!
+//! - [`order`]: the checkout request, the order and its state machine.
+//! - [`pricing`]: totals by configuration (shipping, tax, promotions).
+//! - [`service`]: placement (idempotent per `Idempotency-Key`), order queries and cancellation,
+//!   and the saga steps, over the [`service::OrderStore`] and [`service::CartReader`] ports.
+//! - [`dynamo`]: the DynamoDB adapter; [`cart_client`]: the cart's `GetCart` query over Lambda.
+//! - [`api`]: `POST /checkout`, `GET /orders[/{id}]`, `POST /orders/{id}/cancel`,
+//!   `GET /admin/orders`, `GET /shipping-methods` (binary `checkout`).
+//! - [`events`]: the saga consumer and timeout sweep (binary `checkout-events`).
+
+pub mod api;
+pub mod cart_client;
+pub mod dynamo;
+pub mod events;
+pub mod order;
+pub mod pricing;
+pub mod service;
+
+use lambda_glue::ConfigError;
+
+/// The checkout functions' configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CHECKOUT_TABLE`.
+    pub table: String,
+    pub settings: service::Settings,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let pricing_json = std::env::var("PRICING_CONFIG").ok().filter(|v| !v.trim().is_empty());
+        let pricing =
+            pricing::PricingConfig::parse(pricing_json.as_deref().unwrap_or(pricing::PricingConfig::DEFAULT)).map_err(
+                |e| ConfigError::Invalid { name: "PRICING_CONFIG", value: "(json)".to_owned(), reason: e.to_string() },
+            )?;
+        let timeout: i64 = lambda_glue::config::parsed_or("ORDER_TIMEOUT_SECONDS", 600)?;
+        Ok(Self {
+            table: lambda_glue::config::required("CHECKOUT_TABLE")?,
+            settings: service::Settings { pricing, timeout: time::Duration::seconds(timeout) },
+        })
+    }
+}

@@ -1,0 +1,283 @@
+//! Totals by configuration: shipping methods with flat rates per currency (free over a
+//! threshold), tax rates by country in basis points, and promotions (a percentage off a
+//! category, or a fixed amount off above a threshold; with or without a coupon code, optionally
+//! limited in redemptions). The shop changes these in `PRICING_CONFIG`, not in code; the
+//! default is `pricing.default.json`.
+//!
+//! All arithmetic is in integer minor units; percentages and tax round half up, once per order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use domain_events::queries::PricedLine;
+use kernel::{Currency, Money, MoneyError};
+
+/// The shop's pricing configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PricingConfig {
+    pub shipping_methods: Vec<ShippingMethod>,
+    /// ISO 3166-1 alpha-2 country → VAT/sales tax in basis points (1900 = 19%). Absent: no tax.
+    #[serde(default)]
+    pub tax_rates_bps: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub promotions: Vec<Promotion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingMethod {
+    pub id: String,
+    pub name: String,
+    /// Currency code → flat rate in minor units.
+    pub rates: BTreeMap<String, i64>,
+    /// Currency code → merchandise total (after discounts) from which shipping is free.
+    #[serde(default)]
+    pub free_over: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Promotion {
+    /// `None`: applies automatically. `Some`: only with this coupon code.
+    pub code: Option<String>,
+    pub description: String,
+    #[serde(flatten)]
+    pub rule: Rule,
+    /// Coupon codes only: how many orders may use it in all.
+    #[serde(default)]
+    pub max_redemptions: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rule {
+    PercentOffCategory { category: String, percent: u32 },
+    AmountOffOver { currency: String, threshold: i64, amount_off: i64 },
+}
+
+/// A configuration the function refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pricing configuration: {0}")]
+pub struct ConfigProblem(pub String);
+
+impl PricingConfig {
+    pub const DEFAULT: &'static str = include_str!("pricing.default.json");
+
+    pub fn parse(json: &str) -> Result<Self, ConfigProblem> {
+        let config: Self = serde_json::from_str(json).map_err(|e| ConfigProblem(e.to_string()))?;
+        for method in &config.shipping_methods {
+            for (currency, amount) in method.rates.iter().chain(&method.free_over) {
+                Currency::parse(currency).map_err(|e| ConfigProblem(format!("{}: {e}", method.id)))?;
+                if *amount < 0 {
+                    return Err(ConfigProblem(format!("{}: negative amount", method.id)));
+                }
+            }
+        }
+        if config.tax_rates_bps.values().any(|bps| *bps > 10_000) {
+            return Err(ConfigProblem("a tax rate is above 100%".to_owned()));
+        }
+        for promotion in &config.promotions {
+            match &promotion.rule {
+                Rule::PercentOffCategory { percent, .. } if *percent > 100 => {
+                    return Err(ConfigProblem(format!("{}: more than 100% off", promotion.description)));
+                }
+                Rule::AmountOffOver { currency, .. } => {
+                    Currency::parse(currency).map_err(|e| ConfigProblem(e.to_string()))?;
+                }
+                Rule::PercentOffCategory { .. } => {}
+            }
+        }
+        Ok(config)
+    }
+
+    /// The coupon promotion with `code` (codes compare case-insensitively).
+    pub fn coupon(&self, code: &str) -> Option<&Promotion> {
+        self.promotions.iter().find(|p| p.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(code)))
+    }
+}
+
+/// An order's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub subtotal: Money,
+    pub discount: Money,
+    pub shipping: Money,
+    pub tax: Money,
+    pub total: Money,
+    /// Descriptions of the promotions applied.
+    pub promotions: Vec<String>,
+}
+
+/// Why totals could not be computed for a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PricingError {
+    #[error("there is no shipping method `{0}`")]
+    UnknownShippingMethod(String),
+    #[error("shipping method `{method}` is not available for orders in {currency}")]
+    ShippingUnavailable { method: String, currency: Currency },
+    #[error("there is no promo code `{0}`")]
+    UnknownPromoCode(String),
+    #[error("the cart is empty")]
+    Empty,
+    #[error("SKU {0} is no longer sold")]
+    NotSold(String),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+/// `amount × numerator / denominator`, rounded half up, in i128 so nothing overflows.
+fn share(amount: Money, numerator: u32, denominator: u32) -> Result<Money, MoneyError> {
+    let scaled =
+        (i128::from(amount.amount()) * i128::from(numerator) + i128::from(denominator / 2)) / i128::from(denominator);
+    let scaled = i64::try_from(scaled).map_err(|_| MoneyError::OutOfRange(scaled))?;
+    Money::new(scaled, amount.currency())
+}
+
+/// Computes the totals of `lines` shipped with `method` to `country`, with an optional coupon.
+pub fn totals(
+    config: &PricingConfig,
+    lines: &[PricedLine],
+    method: &str,
+    country: &str,
+    coupon: Option<&str>,
+) -> Result<Totals, PricingError> {
+    let first = lines.first().ok_or(PricingError::Empty)?;
+    let currency =
+        first.offer.as_ref().ok_or_else(|| PricingError::NotSold(first.sku.to_string()))?.unit_price.currency();
+    let mut subtotal = Money::zero(currency);
+    let mut by_category: BTreeMap<&str, Money> = BTreeMap::new();
+    for line in lines {
+        let offer = line.offer.as_ref().ok_or_else(|| PricingError::NotSold(line.sku.to_string()))?;
+        let amount = offer.unit_price.checked_mul(line.quantity)?;
+        subtotal = subtotal.checked_add(amount)?;
+        let category = by_category.entry(offer.category.as_str()).or_insert(Money::zero(currency));
+        *category = category.checked_add(amount)?;
+    }
+
+    let shipping_method = config
+        .shipping_methods
+        .iter()
+        .find(|m| m.id == method)
+        .ok_or_else(|| PricingError::UnknownShippingMethod(method.to_owned()))?;
+
+    let mut applied: Vec<&Promotion> = config.promotions.iter().filter(|p| p.code.is_none()).collect();
+    if let Some(code) = coupon {
+        applied.push(config.coupon(code).ok_or_else(|| PricingError::UnknownPromoCode(code.to_owned()))?);
+    }
+    let mut discount = Money::zero(currency);
+    let mut descriptions = Vec::new();
+    for promotion in applied {
+        let off = match &promotion.rule {
+            Rule::PercentOffCategory { category, percent } => match by_category.get(category.as_str()) {
+                Some(amount) => share(*amount, *percent, 100)?,
+                None => continue,
+            },
+            Rule::AmountOffOver { currency: code, threshold, amount_off } => {
+                if code != currency.code() || subtotal.amount() < *threshold {
+                    continue;
+                }
+                Money::new(*amount_off, currency)?
+            }
+        };
+        discount = discount.checked_add(off)?;
+        descriptions.push(promotion.description.clone());
+    }
+    // A discount never makes merchandise cost less than nothing.
+    if discount.amount() > subtotal.amount() {
+        discount = subtotal;
+    }
+    let merchandise = subtotal.checked_sub(discount)?;
+
+    let rate = shipping_method
+        .rates
+        .get(currency.code())
+        .ok_or(PricingError::ShippingUnavailable { method: method.to_owned(), currency })?;
+    let free = shipping_method.free_over.get(currency.code()).is_some_and(|free| merchandise.amount() >= *free);
+    let shipping = if free { Money::zero(currency) } else { Money::new(*rate, currency)? };
+
+    let taxable = merchandise.checked_add(shipping)?;
+    let tax = share(taxable, config.tax_rates_bps.get(country).copied().unwrap_or(0), 10_000)?;
+    let total = taxable.checked_add(tax)?;
+    Ok(Totals { subtotal, discount, shipping, tax, total, promotions: descriptions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain_events::queries::Offer;
+    use kernel::{ProductId, Sku};
+
+    fn config() -> PricingConfig {
+        PricingConfig::parse(PricingConfig::DEFAULT).unwrap()
+    }
+
+    fn line(sku: &str, category: &str, amount: i64, quantity: u32) -> PricedLine {
+        PricedLine {
+            sku: Sku::parse(sku).unwrap(),
+            quantity,
+            offer: Some(Offer {
+                product_id: ProductId::new(),
+                title: sku.into(),
+                category: category.into(),
+                unit_price: Money::new(amount, Currency::USD).unwrap(),
+            }),
+        }
+    }
+
+    fn usd(amount: i64) -> Money {
+        Money::new(amount, Currency::USD).unwrap()
+    }
+
+    #[test]
+    fn the_default_configuration_is_valid_and_offers_standard_and_express() {
+        let ids: Vec<_> = config().shipping_methods.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids, vec!["standard", "express"]);
+    }
+
+    #[test]
+    fn totals_add_shipping_and_tax_by_country() {
+        let totals = totals(&config(), &[line("A", "mugs", 1000, 2)], "express", "DE", None).unwrap();
+        assert_eq!(totals.subtotal, usd(2000));
+        assert_eq!(totals.shipping, usd(1500));
+        // 19% of 35.00 = 6.65
+        assert_eq!(totals.tax, usd(665));
+        assert_eq!(totals.total, usd(4165));
+    }
+
+    #[test]
+    fn standard_shipping_is_free_over_the_threshold() {
+        let totals = totals(&config(), &[line("A", "mugs", 6000, 1)], "standard", "US", None).unwrap();
+        assert_eq!(totals.shipping, usd(0));
+        assert_eq!(totals.total, usd(6000));
+    }
+
+    #[test]
+    fn a_category_coupon_takes_its_percentage_off_that_category_only() {
+        let lines = [line("T", "t-shirts", 1999, 1), line("M", "mugs", 1000, 1)];
+        let totals = totals(&config(), &lines, "express", "US", Some("welcome10")).unwrap();
+        // 10% of 19.99 = 2.00 (half up)
+        assert_eq!(totals.discount, usd(200));
+        assert_eq!(totals.promotions, vec!["10% off t-shirts".to_owned()]);
+    }
+
+    #[test]
+    fn automatic_promotions_apply_without_a_code_over_their_threshold() {
+        let totals = totals(&config(), &[line("A", "mugs", 25000, 1)], "express", "US", None).unwrap();
+        assert_eq!(totals.discount, usd(1000));
+    }
+
+    #[test]
+    fn unknown_methods_codes_and_unsold_lines_are_errors() {
+        let lines = [line("A", "mugs", 1000, 1)];
+        assert_eq!(
+            totals(&config(), &lines, "drone", "US", None),
+            Err(PricingError::UnknownShippingMethod("drone".into()))
+        );
+        assert_eq!(
+            totals(&config(), &lines, "express", "US", Some("NOPE")),
+            Err(PricingError::UnknownPromoCode("NOPE".into()))
+        );
+        let unsold = [PricedLine { sku: Sku::parse("GONE").unwrap(), quantity: 1, offer: None }];
+        assert_eq!(totals(&config(), &unsold, "express", "US", None), Err(PricingError::NotSold("GONE".into())));
+        assert_eq!(totals(&config(), &[], "express", "US", None), Err(PricingError::Empty));
+    }
+}
