@@ -228,6 +228,9 @@ pub const CONTROL_PREFIX: &str = "/_localcloud/";
 /// response. This is how tests make a sweeper see the future.
 async fn control_route(gateway: &Gateway, method: &Method, path: &str, query: Option<&str>) -> Response {
     let parts: Vec<&str> = path.split('/').collect();
+    if let ["functions", function, action] = parts.as_slice() {
+        return function_control(gateway, method, function, action);
+    }
     let ["schedules", function, event] = parts.as_slice() else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -252,6 +255,26 @@ async fn control_route(gateway: &Gateway, method: &Method, path: &str, query: Op
         Outcome::Response(payload) => (StatusCode::OK, [("content-type", "application/json")], payload).into_response(),
         other => message(StatusCode::INTERNAL_SERVER_ERROR, &format!("{other:?}")),
     }
+}
+
+/// `POST /_localcloud/functions/{Function}/{pause|resume|crash-after-next}`.
+fn function_control(gateway: &Gateway, method: &Method, function: &str, action: &str) -> Response {
+    use std::sync::atomic::Ordering;
+    if method != Method::POST {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let Some(host) = gateway.functions.iter().find(|f| f.spec.logical_id == function) else {
+        return message(StatusCode::NOT_FOUND, "No such function");
+    };
+    match action {
+        "pause" => host.paused.store(true, Ordering::SeqCst),
+        "resume" => host.paused.store(false, Ordering::SeqCst),
+        "crash-after-next" => {
+            host.crash_after_handling.fetch_add(1, Ordering::SeqCst);
+        }
+        _ => return message(StatusCode::NOT_FOUND, "Unknown action"),
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Builds the payload format 2.0 event API Gateway sends to a Lambda integration.

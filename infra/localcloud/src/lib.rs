@@ -14,6 +14,10 @@
 //!    buses and rules, and [`triggers`] runs the functions' event source mappings (SQS, DynamoDB
 //!    streams) and schedules with Lambda's batching and partial-failure semantics.
 //!
+//! [`stripe`] starts the Stripe emulator (localstripe behind `infra/emulators/stripe_server.py`)
+//! and gives every function `STRIPE_API_BASE`; in AWS that variable is unset and the functions
+//! talk to Stripe.
+//!
 //! [`seed`] loads a demo catalog through the admin API. The `localcloud` binary exposes all of
 //! this as `dev`, `token` and `seed` subcommands; tests start it in-process with
 //! [`LocalCloud::start`].
@@ -24,6 +28,7 @@ pub mod gateway;
 pub mod provision;
 pub mod runtime;
 pub mod seed;
+pub mod stripe;
 pub mod template;
 pub mod triggers;
 
@@ -52,6 +57,8 @@ pub struct Options {
     /// Python of the emulators venv and the moto launcher script.
     pub python: PathBuf,
     pub moto_script: PathBuf,
+    /// The Stripe emulator launcher; `None` runs without one.
+    pub stripe_script: Option<PathBuf>,
     /// Where the function binaries are (`target/debug`).
     pub bin_dir: PathBuf,
     /// API port; 0 picks a free one.
@@ -81,6 +88,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join(".venv/emulators/bin/python")),
             moto_script: root.join("infra/emulators/moto_server.py"),
+            stripe_script: Some(root.join("infra/emulators/stripe_server.py")),
             bin_dir: target.join("debug"),
             port: 3000,
             signing_key,
@@ -102,8 +110,11 @@ pub struct LocalCloud {
     pub tables: Vec<ProvisionedTable>,
     /// Physical names (`Ref`) and attributes (`GetAtt`) of every resource, by logical id.
     pub physical: template::Physical,
+    /// The Stripe emulator's URL, when one runs.
+    pub stripe_url: Option<String>,
     server: tokio::task::JoinHandle<()>,
     _moto: Option<Moto>,
+    _stripe: Option<stripe::StripeEmulator>,
 }
 
 impl Drop for LocalCloud {
@@ -185,6 +196,10 @@ impl LocalCloud {
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let queues = template.queues(&stack, &physical)?;
         provision::queues(&sqs, &queues).await?;
+        let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+        for (logical_id, arn) in provision::secrets(&secretsmanager, &template.secrets(&stack, &physical)?).await? {
+            physical.refs.insert(logical_id, arn);
+        }
         let eventbridge = aws_sdk_eventbridge::Client::new(&aws);
         provision::eventbridge(&eventbridge, &template.buses(&physical), &template.rules(&stack, &physical)?).await?;
 
@@ -205,6 +220,13 @@ impl LocalCloud {
 
         let mut aws_environment = aws_env(&endpoint, &options.region);
         aws_environment.insert("AWS_ENDPOINT_URL_LAMBDA".to_owned(), format!("http://{address}"));
+        let stripe = match &options.stripe_script {
+            Some(script) => Some(stripe::StripeEmulator::start(&options.python, script).await?),
+            None => None,
+        };
+        if let Some(stripe) = &stripe {
+            aws_environment.insert("STRIPE_API_BASE".to_owned(), stripe.url.clone());
+        }
         let settings = ProcessSettings {
             bin_dir: options.bin_dir.clone(),
             aws_env: aws_environment,
@@ -329,8 +351,10 @@ impl LocalCloud {
             identity: identities.into_iter().next(),
             tables,
             physical,
+            stripe_url: stripe.as_ref().map(|s| s.url.clone()),
             server,
             _moto: moto,
+            _stripe: stripe,
         })
     }
 

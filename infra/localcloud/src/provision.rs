@@ -1,6 +1,6 @@
 //! Creates what the template declares in the emulator: DynamoDB tables exactly as declared (keys,
 //! attribute types, GSIs with their projections, streams, TTL), SQS queues with their redrive
-//! policies, EventBridge buses, and rules with their targets.
+//! policies, EventBridge buses, rules with their targets, and Secrets Manager secrets.
 
 use anyhow::{Context as _, anyhow};
 use aws_sdk_dynamodb::Client;
@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value as Json;
 
-use crate::template::{BusSpec, QueueSpec, RuleSpec, TableSpec};
+use crate::template::{BusSpec, QueueSpec, RuleSpec, SecretSpec, TableSpec};
 
 /// What provisioning learned that the template could not say: the stream ARN of each table.
 #[derive(Debug, Clone)]
@@ -229,4 +229,29 @@ pub async fn eventbridge(
         }
     }
     Ok(())
+}
+
+/// Creates the template's secrets with their `SecretString`, returning each one's ARN (a
+/// secret's `Ref`), so functions read them through Secrets Manager as they do in AWS.
+pub async fn secrets(
+    client: &aws_sdk_secretsmanager::Client,
+    specs: &[SecretSpec],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut arns = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let value = spec.properties.get("SecretString").and_then(Json::as_str).unwrap_or_default();
+        let created = client.create_secret().name(&spec.name).secret_string(value).send().await;
+        let arn = match created {
+            Ok(output) => output.arn,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                client.describe_secret().secret_id(&spec.name).send().await?.arn
+            }
+            Err(error) => {
+                return Err(aws_sdk_secretsmanager::Error::from(error))
+                    .with_context(|| format!("creating secret {}", spec.logical_id));
+            }
+        };
+        arns.push((spec.logical_id.clone(), arn.unwrap_or_default()));
+    }
+    Ok(arns)
 }

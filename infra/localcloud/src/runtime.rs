@@ -39,9 +39,16 @@ pub enum Outcome {
 struct Invocation {
     id: String,
     payload: Bytes,
-    deadline_ms: u128,
+    timeout: Duration,
+    /// Told when an instance picks the invocation up: the function's timeout starts then.
+    started: oneshot::Sender<()>,
     reply: oneshot::Sender<Outcome>,
 }
+
+/// How long an invocation may wait for a free instance. Lambda would start more instances
+/// instead; locally the instance count is fixed, so waiting stands in for scaling, bounded by
+/// API Gateway's 30 s integration limit.
+const QUEUE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where a function's processes write their logs.
 #[derive(Debug, Clone)]
@@ -72,6 +79,13 @@ pub struct FunctionHost {
     pub spec: FunctionSpec,
     queue: mpsc::UnboundedSender<Invocation>,
     instances: Vec<Arc<Instance>>,
+    /// While set, the function's event source mappings stop polling (as when a mapping is
+    /// disabled in AWS); direct invocations still run.
+    pub paused: std::sync::atomic::AtomicBool,
+    /// Invocations still to "crash" after the handler finished: the process is killed before
+    /// the response is delivered, so the caller sees a failure although the side effects
+    /// happened. This is how tests prove that a redelivered message has no second effect.
+    pub crash_after_handling: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for FunctionHost {
@@ -145,7 +159,22 @@ impl FunctionHost {
             ));
             instances.push(instance);
         }
-        Ok(Self { spec, queue: sender, instances })
+        Ok(Self {
+            spec,
+            queue: sender,
+            instances,
+            paused: std::sync::atomic::AtomicBool::new(false),
+            crash_after_handling: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    fn take_crash(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.crash_after_handling.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Invokes the function with `payload` and waits for the outcome, up to its timeout.
@@ -153,13 +182,23 @@ impl FunctionHost {
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let timeout = Duration::from_secs(self.spec.timeout_secs.max(1));
         let (reply, outcome) = oneshot::channel();
-        let invocation = Invocation { id: id.clone(), payload, deadline_ms: now_ms() + timeout.as_millis(), reply };
+        let (started, picked_up) = oneshot::channel();
+        let invocation = Invocation { id: id.clone(), payload, timeout, started, reply };
         if self.queue.send(invocation).is_err() {
             return Outcome::Crashed;
         }
-        // Waiting in the queue counts against the timeout too, so a wedged function cannot hang
-        // callers forever.
+        if !matches!(tokio::time::timeout(QUEUE_LIMIT, picked_up).await, Ok(Ok(()))) {
+            tracing::warn!(function = %self.spec.logical_id, "no instance was free within 30 s");
+            return Outcome::TimedOut;
+        }
         match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(outcome)) if self.take_crash() => {
+                tracing::warn!(function = %self.spec.logical_id, ?outcome, "crashing after the handler finished (chaos)");
+                for instance in &self.instances {
+                    instance.kill.notify_one();
+                }
+                Outcome::Crashed
+            }
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Outcome::Crashed,
             Err(_) => {
@@ -242,7 +281,8 @@ async fn next(State(state): State<ApiState>) -> Response {
         }
     };
     put("lambda-runtime-aws-request-id", invocation.id.clone());
-    put("lambda-runtime-deadline-ms", invocation.deadline_ms.to_string());
+    put("lambda-runtime-deadline-ms", (now_ms() + invocation.timeout.as_millis()).to_string());
+    let _ = invocation.started.send(());
     put("lambda-runtime-invoked-function-arn", state.function_arn.clone());
     put(
         "lambda-runtime-trace-id",

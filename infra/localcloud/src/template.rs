@@ -74,6 +74,14 @@ pub struct QueueSpec {
     pub properties: Json,
 }
 
+/// A Secrets Manager secret to provision.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub properties: Json,
+}
+
 /// An EventBridge bus to provision.
 #[derive(Debug, Clone)]
 pub struct BusSpec {
@@ -152,6 +160,7 @@ const EMULATED: &[&str] = &[
     "AWS::SQS::Queue",
     "AWS::Events::EventBus",
     "AWS::Events::Rule",
+    "AWS::SecretsManager::Secret",
 ];
 /// Resource types that have no local behaviour: identity is emulated by the local JWT
 /// authorizer, logs go to the terminal, alarms and IAM are enforced only in AWS.
@@ -308,6 +317,21 @@ impl Template {
                 let name =
                     physical.attributes.get(&(logical_id.clone(), "QueueName".to_owned())).cloned().unwrap_or_default();
                 Ok(QueueSpec { logical_id: logical_id.clone(), name, properties })
+            })
+            .collect()
+    }
+
+    pub fn secrets(&self, stack: &Stack, physical: &Physical) -> anyhow::Result<Vec<SecretSpec>> {
+        let resolver = self.resolver(stack, physical);
+        self.of_type("AWS::SecretsManager::Secret")
+            .map(|(logical_id, resource)| {
+                let properties = resolver.resolve_at(resource.get("Properties"), logical_id, "Properties")?;
+                let name = properties
+                    .get("Name")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{}-{logical_id}", stack.name));
+                Ok(SecretSpec { logical_id: logical_id.clone(), name, properties })
             })
             .collect()
     }

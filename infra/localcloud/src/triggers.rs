@@ -11,7 +11,8 @@
 //!   `MaximumRetryAttempts` (-1: until it succeeds).
 //! - **Schedules** ([`run_schedule`]): `rate(...)` expressions tick on a timer; any schedule can
 //!   also be fired on demand through the gateway's `/_localcloud/` control routes, which is how
-//!   tests make time pass.
+//!   tests make time pass. The same routes pause a function's mappings and make it crash after
+//!   handling a batch (see [`Chaos`] and [`crate::runtime::FunctionHost`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -84,6 +85,10 @@ pub async fn poll_queue(
 ) {
     use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
     loop {
+        if function.is_paused() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let received = sqs
             .receive_message()
             .queue_url(&queue_url)
@@ -253,6 +258,10 @@ impl ShardReader {
         let mut attempts: i64 = 0;
         let mut last_sequence: Option<String> = None;
         while let Some(current) = iterator.clone() {
+            if self.function.is_paused() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let output = match self
                 .streams
                 .get_records()

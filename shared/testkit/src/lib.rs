@@ -26,6 +26,8 @@ pub struct Shop {
     pub api_url: String,
     pub endpoint: String,
     pub region: String,
+    /// The Stripe emulator's URL.
+    pub stripe_url: Option<String>,
     identity: localcloud::auth::LocalIdentity,
     tables: Vec<(String, String)>,
     physical: localcloud::template::Physical,
@@ -67,6 +69,15 @@ impl Shop {
         self.physical.refs.get(logical_id).map(String::as_str)
     }
 
+    /// Sends a control action to the local cloud: `pause`, `resume` or `crash-after-next` for a
+    /// function (by logical id).
+    pub async fn control(&self, function: &str, action: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_localcloud/functions/{function}/{action}"));
+        let response = reqwest::Client::new().post(url).send().await?;
+        anyhow::ensure!(response.status().is_success(), "control failed: {}", response.status());
+        Ok(())
+    }
+
     /// Fires a function's schedule now, as if at `time` (RFC 3339), and returns its response.
     pub async fn fire_schedule(
         &self,
@@ -89,17 +100,31 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }
 
-/// The shop shared by the tests of this binary, started on first use.
+/// How a test binary wants its stack: template parameter overrides and chaos knobs.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub parameters: Vec<(&'static str, String)>,
+    pub chaos: localcloud::triggers::Chaos,
+}
+
+static SHOP: OnceLock<Shop> = OnceLock::new();
+
+/// The shop shared by the tests of this binary, started on first use with default settings.
 pub fn shop() -> &'static Shop {
-    static SHOP: OnceLock<Shop> = OnceLock::new();
-    SHOP.get_or_init(|| match start() {
+    shop_with(Settings::default)
+}
+
+/// The shop shared by the tests of this binary, started on first use with `settings()`. Every
+/// test of a binary must ask with the same settings: the first call wins.
+pub fn shop_with(settings: fn() -> Settings) -> &'static Shop {
+    SHOP.get_or_init(|| match start(settings()) {
         Ok(shop) => shop,
         // A test cannot run without its shop: fail loudly with the reason.
         Err(error) => panic!("could not start the local cloud for tests: {error:#}"),
     })
 }
 
-fn start() -> anyhow::Result<Shop> {
+fn start(settings: Settings) -> anyhow::Result<Shop> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("localcloud".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -110,7 +135,7 @@ fn start() -> anyhow::Result<Shop> {
             }
         };
         runtime.block_on(async move {
-            match launch().await {
+            match launch(settings).await {
                 Ok((cloud, shop)) => {
                     let _ = sender.send(Ok(shop));
                     // Keep the cloud (and its runtime) alive until the process exits.
@@ -126,7 +151,7 @@ fn start() -> anyhow::Result<Shop> {
     receiver.recv().context("the local cloud thread died")?
 }
 
-async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
+async fn launch(settings: Settings) -> anyhow::Result<(LocalCloud, Shop)> {
     let root = root();
     let mut options = Options::for_checkout(&root, SigningKey::random()?);
     // Tests always get a fresh moto of their own unless told otherwise.
@@ -134,6 +159,8 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
     options.stack = format!("e2e{}", std::process::id());
     options.port = 0;
     options.instances = 2;
+    options.chaos = settings.chaos;
+    options.parameters = settings.parameters.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
     let log = std::env::temp_dir().join(format!("ferrocart-e2e-{}.log", std::process::id()));
     eprintln!("function and local cloud logs: {}", log.display());
     if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
@@ -152,6 +179,7 @@ async fn launch() -> anyhow::Result<(LocalCloud, Shop)> {
         api_url: cloud.api_url.clone(),
         endpoint: cloud.endpoint.clone(),
         region: cloud.region.clone(),
+        stripe_url: cloud.stripe_url.clone(),
         identity,
         tables: cloud.tables.iter().map(|t| (t.logical_id.clone(), t.name.clone())).collect(),
         physical: cloud.physical.clone(),

@@ -3,43 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Reply, call, eventually};
-
-/// Creates an active product with one variant and returns (product id, sku).
-pub async fn product_on_sale(amount: i64, currency: &str) -> (String, String) {
-    let sku = testkit::unique("crt").to_uppercase();
-    let body = json!({
-        "slug": testkit::unique("p"), "title": format!("Cart Thing {sku}"), "category": "cart-things", "status": "active",
-        "variants": [{ "sku": sku, "price": { "amount": amount, "currency": currency } }]
-    });
-    let reply = call(Method::POST, "/admin/products").admin().json(&body).send().await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    (reply.body["id"].as_str().unwrap().to_owned(), sku)
-}
-
-pub async fn new_cart(token: &str) -> String {
-    let reply = call(Method::POST, "/carts").token(token).send().await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn put_item(token: &str, cart: &str, sku: &str, quantity: Value) -> Reply {
-    call(Method::PUT, &format!("/carts/{cart}/items/{sku}"))
-        .token(token)
-        .json(&json!({ "quantity": quantity }))
-        .send()
-        .await
-}
-
-/// Adds a SKU as soon as the cart's read model knows it (catalog events are asynchronous).
-pub async fn add_when_on_sale(token: &str, cart: &str, sku: &str, quantity: u32) -> Value {
-    let added = eventually(15, || async {
-        let reply = put_item(token, cart, sku, json!(quantity)).await;
-        (reply.status == 200).then_some(reply.body)
-    })
-    .await;
-    added.unwrap_or_else(|| panic!("{sku} never became available to the cart"))
-}
+use e2e::flows::{add_when_on_sale, new_cart, product_on_sale, put_item};
+use e2e::support::{call, eventually};
 
 #[tokio::test]
 async fn a_cart_shows_current_titles_prices_and_totals() {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Reply, call};
+use e2e::support::{Reply, call};
 
 /// A valid product body in `category` whose title contains `word`, with SKUs from `sku`.
 fn product(slug: &str, category: &str, title: &str, sku: &str) -> Value {

@@ -3,65 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cart::{add_when_on_sale, new_cart, product_on_sale};
-use crate::support::{Reply, call, eventually};
-
-pub async fn stock(sku: &str, on_hand: u32) {
-    let reply = call(Method::PUT, &format!("/admin/inventory/{sku}"))
-        .admin()
-        .json(&json!({ "warehouse": "main", "on_hand": on_hand }))
-        .send()
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-}
-
-pub async fn available(sku: &str) -> u64 {
-    call(Method::GET, &format!("/availability?skus={sku}")).send().await.body["items"][0]["available"].as_u64().unwrap()
-}
-
-/// A customer with a cart holding `quantity` of a fresh SKU that has `on_hand` in stock.
-pub struct Shopper {
-    pub token: String,
-    pub cart: String,
-    pub sku: String,
-}
-
-pub async fn shopper_with_cart(on_hand: u32, quantity: u32) -> Shopper {
-    let token = testkit::shop().customer_token(&testkit::unique("buyer"));
-    let (_, sku) = product_on_sale(1999, "USD").await;
-    stock(&sku, on_hand).await;
-    let cart = new_cart(&token).await;
-    add_when_on_sale(&token, &cart, &sku, quantity).await;
-    Shopper { token, cart, sku }
-}
-
-pub fn checkout_body(cart: &str, payment_method: &str) -> Value {
-    json!({
-        "cart_id": cart,
-        "email": "buyer@example.com",
-        "shipping_address": { "name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London",
-                              "postal_code": "N1 9GU", "country": "GB" },
-        "shipping_method": "express",
-        "payment_method": payment_method
-    })
-}
-
-pub async fn place(token: &str, key: &str, body: &Value) -> Reply {
-    call(Method::POST, "/checkout").token(token).header("idempotency-key", key).json(body).send().await
-}
-
-/// Polls the order until `done` accepts it.
-pub async fn order_when(token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let seen = std::sync::Mutex::new(Value::Null);
-    let reached = eventually(20, || async {
-        let order = call(Method::GET, &format!("/orders/{id}")).token(token).send().await.body;
-        *seen.lock().unwrap() = order.clone();
-        done(&order).then_some(order)
-    })
-    .await;
-    reached
-        .unwrap_or_else(|| panic!("order {id} never reached the expected state; last seen: {:#}", seen.lock().unwrap()))
-}
+use e2e::flows::{available, checkout_body, new_cart, order_when, place, shopper_with_cart};
+use e2e::support::{call, eventually};
 
 #[tokio::test]
 async fn shipping_methods_are_public_and_come_from_configuration() {
@@ -212,4 +155,122 @@ async fn orders_are_private_to_their_customer_and_visible_to_admins() {
     assert_eq!(listed.status, 200, "{}", listed.body);
     call(Method::GET, "/admin/orders?status=lost").admin().send().await.expect_problem(400);
     call(Method::GET, "/admin/orders?status=pending").token(&other).send().await.expect_problem(403);
+}
+
+async fn checkout_and_wait(
+    shopper: &e2e::flows::Shopper,
+    payment_method: &str,
+    settled: impl Fn(&Value) -> bool,
+) -> Value {
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, payment_method)).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    order_when(&shopper.token, placed.body["order_id"].as_str().unwrap(), settled).await
+}
+
+#[tokio::test]
+async fn a_paid_order_is_confirmed_with_its_stock_committed_and_its_card_authorized() {
+    let shopper = shopper_with_cart(5, 2).await;
+
+    let order = checkout_and_wait(&shopper, "pm_card_visa", |o| o["status"] == "confirmed").await;
+
+    let path: Vec<&str> = order["history"].as_array().unwrap().iter().filter_map(|t| t["status"].as_str()).collect();
+    assert_eq!(path, vec!["pending", "reserved", "authorized", "confirmed"]);
+    let intents = e2e::support::payment_intents(order["order_id"].as_str().unwrap()).await;
+    assert_eq!(intents.len(), 1, "one PaymentIntent: {intents:#?}");
+    assert_eq!(intents[0]["status"], "requires_capture", "authorized, not captured");
+    assert_eq!(intents[0]["amount"], order["totals"]["total"]["amount"]);
+    assert_eq!(order["payment_intent_id"], intents[0]["id"]);
+    let committed = eventually(10, || async {
+        let stock = call(Method::GET, &format!("/admin/inventory/{}", shopper.sku)).admin().send().await.body;
+        (stock["on_hand"] == 3 && stock["reserved"] == 0).then_some(stock)
+    })
+    .await;
+    assert!(committed.is_some(), "the sale left on_hand");
+    assert_eq!(available(&shopper.sku).await, 3);
+}
+
+#[tokio::test]
+async fn a_declined_card_cancels_the_order_and_releases_its_stock() {
+    let shopper = shopper_with_cart(5, 2).await;
+
+    let order = checkout_and_wait(&shopper, "pm_card_chargeDeclined", |o| o["status"] == "cancelled").await;
+
+    assert_eq!(order["cancel_reason"], "payment_failed");
+    assert_eq!(order["payment_failure"], "card_declined");
+    let released = eventually(10, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
+    assert!(released.is_some(), "the reserved units came back");
+}
+
+#[tokio::test]
+async fn a_card_that_needs_3d_secure_cancels_the_order() {
+    let shopper = shopper_with_cart(5, 1).await;
+
+    let order = checkout_and_wait(&shopper, "pm_card_authenticationRequired", |o| o["status"] == "cancelled").await;
+
+    assert_eq!(order["cancel_reason"], "payment_failed");
+    assert_eq!(order["payment_failure"], "authentication_required");
+}
+
+#[tokio::test]
+async fn a_customer_cancel_after_confirmation_restocks_and_voids_the_authorization() {
+    let shopper = shopper_with_cart(5, 2).await;
+    let order = checkout_and_wait(&shopper, "pm_card_visa", |o| o["status"] == "confirmed").await;
+    let id = order["order_id"].as_str().unwrap();
+
+    let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(cancelled.body["cancel_reason"], "customer_cancelled");
+    let again = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+    assert_eq!(again.body["version"], cancelled.body["version"], "cancelling twice changes nothing");
+    let restocked = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
+    assert!(restocked.is_some(), "the units are back on the shelf");
+    let voided = eventually(15, || async {
+        let intents = e2e::support::payment_intents(id).await;
+        (intents.len() == 1 && intents[0]["status"] == "canceled").then_some(())
+    })
+    .await;
+    assert!(voided.is_some(), "the authorization was voided: {:#?}", e2e::support::payment_intents(id).await);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_checkouts_for_ten_units_confirm_exactly_ten() {
+    let (_, sku) = e2e::flows::product_on_sale(500, "USD").await;
+    e2e::flows::stock(&sku, 10).await;
+    let mut shoppers = Vec::new();
+    for _ in 0..50 {
+        let token = testkit::shop().customer_token(&testkit::unique("rush"));
+        let cart = new_cart(&token).await;
+        e2e::flows::add_when_on_sale(&token, &cart, &sku, 1).await;
+        shoppers.push((token, cart));
+    }
+
+    let placing: Vec<_> = shoppers
+        .into_iter()
+        .map(|(token, cart)| {
+            tokio::spawn(async move {
+                let placed = place(&token, &testkit::unique("key"), &checkout_body(&cart, "pm_card_visa")).await;
+                assert_eq!(placed.status, 202, "{}", placed.body);
+                (token, placed.body["order_id"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for handle in placing {
+        orders.push(handle.await.unwrap());
+    }
+    let mut finals = Vec::new();
+    for (token, id) in &orders {
+        let order = order_when(token, id, |o| o["status"] == "confirmed" || o["status"] == "cancelled").await;
+        finals.push(order["status"].as_str().unwrap().to_owned());
+    }
+
+    assert_eq!(finals.iter().filter(|s| *s == "confirmed").count(), 10, "{finals:?}");
+    assert_eq!(finals.iter().filter(|s| *s == "cancelled").count(), 40);
+    let stock = call(Method::GET, &format!("/admin/inventory/{sku}")).admin().send().await.body;
+    assert_eq!(
+        (stock["on_hand"].as_u64(), stock["reserved"].as_u64(), stock["available"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
 }

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{Tap, call};
+use e2e::support::{Tap, call};
 
 #[tokio::test]
 async fn every_product_change_reaches_the_bus_through_the_outbox_with_its_metadata() {

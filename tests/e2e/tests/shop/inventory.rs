@@ -7,7 +7,7 @@ use domain_events::Event;
 use domain_events::checkout::{OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced};
 use kernel::{Currency, Money, OrderId, Sku};
 
-use crate::support::{Tap, call, eventually, publish};
+use e2e::support::{Tap, call, eventually, publish};
 
 fn sku() -> String {
     testkit::unique("inv").to_uppercase()
@@ -158,7 +158,7 @@ async fn duplicate_order_events_reserve_once_and_a_cancellation_releases_once() 
     let events = aws_sdk_eventbridge::Client::new(&testkit::shop().aws().await);
 
     let placed = publish(Event::OrderPlaced(order.clone()), &order.order_id.to_string()).await;
-    crate::support::publish_envelope(&events, &placed).await; // the same event again
+    e2e::support::publish_envelope(&events, &placed).await; // the same event again
     publish(Event::OrderPlaced(order.clone()), &order.order_id.to_string()).await; // a re-sent order
     inventory_event(&tap, order.order_id, "StockReserved").await;
     inventory_queue_drained().await;

@@ -9,4 +9,3 @@ mod catalog;
 mod checkout;
 mod events;
 mod inventory;
-mod support;

@@ -36,6 +36,7 @@ impl Reply {
 }
 
 /// A request builder with the shop's base URL.
+#[derive(Debug)]
 pub struct Call {
     request: reqwest::RequestBuilder,
 }
@@ -81,6 +82,7 @@ impl Call {
 }
 
 /// A queue subscribed to the shop's event bus, to watch what the domains publish.
+#[derive(Debug)]
 pub struct Tap {
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -169,4 +171,23 @@ pub async fn publish_envelope(events: &aws_sdk_eventbridge::Client, envelope: &d
         .build();
     let output = events.put_events().entries(entry).send().await.unwrap();
     assert_eq!(output.failed_entry_count, 0, "PutEvents refused the event");
+}
+
+/// The PaymentIntents the Stripe emulator holds for an order (by `metadata.order_id`).
+pub async fn payment_intents(order_id: &str) -> Vec<Value> {
+    let shop = testkit::shop();
+    let stripe = shop.stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
+    let list: Value = Client::new()
+        .get(format!("{stripe}/v1/payment_intents?limit=100"))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"]
+        .as_array()
+        .map(|all| all.iter().filter(|pi| pi["metadata"]["order_id"] == order_id).cloned().collect())
+        .unwrap_or_default()
 }

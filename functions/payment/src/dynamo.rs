@@ -1,0 +1,362 @@
+//! The payment table: the one place that knows its key layout.
+//!
+//! | item    | pk               | sk       | notes                                      |
+//! |---------|------------------|----------|--------------------------------------------|
+//! | payment | `PAY#{order_id}` | `PAY`    | the facts, the stage, the PaymentIntent id |
+//! | outbox  | `OUTBOX#{event}` | `OUTBOX` | see [`adapters::outbox`]                   |
+//!
+//! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
+//! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
+//! (`authorizing`, `authorized`, `failed`, `voided`; absent until claimed); `authorizing_since`
+//! (epoch seconds of the claim); `payment_intent_id`; `failure_reason` and `decline_code`. None is
+//! called `expires_at`: that is the table's TTL attribute, for outbox items only.
+//!
+//! Recording a fact is an UpdateItem that only SETs, so the facts commute; it returns the whole
+//! item (`ALL_NEW`) so the caller sees whether the other fact is in. Every stage change is
+//! conditional on the stage it leaves, and a failed condition returns the item as it was
+//! (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), so no decision rests on a separate read.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use adapters::dynamo::{Item, TransactionFailure};
+use adapters::outbox;
+use domain_events::Envelope;
+use kernel::{Money, OrderId};
+
+use crate::service::{
+    Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, StoreError, Write,
+};
+
+const AUTHORIZING: &str = "authorizing";
+const AUTHORIZED: &str = "authorized";
+const FAILED: &str = "failed";
+const VOIDED: &str = "voided";
+
+/// `status` and `total` are DynamoDB reserved words: expressions name them through these.
+const NAMES: [(&str, &str); 2] = [("#status", "status"), ("#total", "total")];
+
+fn key(order_id: OrderId) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(format!("PAY#{order_id}"))),
+        ("sk".to_owned(), AttributeValue::S("PAY".to_owned())),
+    ])
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn epoch(at: OffsetDateTime) -> AttributeValue {
+    AttributeValue::N(at.unix_timestamp().to_string())
+}
+
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Authorizing,
+    Authorized,
+    Failed,
+    Voided,
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentRecord {
+    order_id: OrderId,
+    total: Option<Money>,
+    payment_method: Option<String>,
+    #[serde(default)]
+    stock_reserved: bool,
+    #[serde(default)]
+    cancelled: bool,
+    status: Option<Status>,
+    authorizing_since: Option<i64>,
+    payment_intent_id: Option<String>,
+}
+
+impl PaymentRecord {
+    fn into_payment(self) -> Result<Payment, StoreError> {
+        let order_id = self.order_id;
+        let corrupt = |detail: String| StoreError::Corrupt { order_id, detail };
+        let intent = self
+            .payment_intent_id
+            .as_deref()
+            .map(PaymentIntentId::parse)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let recorded_intent = || intent.clone().ok_or_else(|| corrupt("no payment_intent_id".to_owned()));
+        let stage = match self.status {
+            None => Stage::Pending,
+            Some(Status::Authorizing) => {
+                let since = self.authorizing_since.ok_or_else(|| corrupt("no authorizing_since".to_owned()))?;
+                let since = OffsetDateTime::from_unix_timestamp(since).map_err(|e| corrupt(e.to_string()))?;
+                Stage::Authorizing { since, intent: intent.clone() }
+            }
+            Some(Status::Authorized) => Stage::Authorized { intent: recorded_intent()? },
+            Some(Status::Failed) => Stage::Failed,
+            Some(Status::Voided) => Stage::Voided { intent: recorded_intent()? },
+        };
+        let order = match (self.total, self.payment_method) {
+            (Some(total), Some(payment_method)) => Some(OrderPayment { total, payment_method }),
+            (None, None) => None,
+            _ => return Err(corrupt("only half of the order's payment is recorded".to_owned())),
+        };
+        Ok(Payment { order_id, order, stock_reserved: self.stock_reserved, cancelled: self.cancelled, stage })
+    }
+}
+
+fn payment(item: Item) -> Result<Payment, StoreError> {
+    serde_dynamo::from_item::<_, PaymentRecord>(item).map_err(unavailable)?.into_payment()
+}
+
+/// The DynamoDB implementation of [`PaymentStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoPayments {
+    client: Client,
+    table: String,
+}
+
+impl DynamoPayments {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// An UpdateItem on the payment. Without a condition it always succeeds (`Won`); with one,
+    /// `Lost` carries the item as it was.
+    async fn update(
+        &self,
+        order_id: OrderId,
+        expression: &str,
+        condition: Option<&str>,
+        values: Item,
+    ) -> Result<Claim, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(order_id)))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, attribute) in NAMES {
+            // DynamoDB rejects names that the expressions do not use.
+            if expression.contains(name) || condition.is_some_and(|c| c.contains(name)) {
+                request = request.expression_attribute_names(name, attribute);
+            }
+        }
+        if let Some(condition) = condition {
+            request = request.condition_expression(condition);
+        }
+        match request.send().await {
+            Ok(output) => {
+                let item = output.attributes.ok_or_else(|| StoreError::Corrupt {
+                    order_id,
+                    detail: "UpdateItem returned no attributes".to_owned(),
+                })?;
+                Ok(Claim::Won(payment(item)?))
+            }
+            Err(error) => match error.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    let item = failed.item.ok_or_else(|| StoreError::Corrupt {
+                        order_id,
+                        detail: "a conditional update found no payment".to_owned(),
+                    })?;
+                    Ok(Claim::Lost(payment(item)?))
+                }
+                other => Err(unavailable(aws_sdk_dynamodb::Error::from(other))),
+            },
+        }
+    }
+
+    /// An update that has no condition, so cannot lose.
+    async fn record(&self, order_id: OrderId, expression: &str, values: Item) -> Result<Payment, StoreError> {
+        match self.update(order_id, expression, None, values).await? {
+            Claim::Won(payment) | Claim::Lost(payment) => Ok(payment),
+        }
+    }
+
+    /// The payment's stage change (action 0) and its outbox event (action 1), atomically.
+    async fn transact(
+        &self,
+        order_id: OrderId,
+        expression: &str,
+        condition: &str,
+        values: Item,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(order_id)))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values));
+        for (name, attribute) in NAMES {
+            if expression.contains(name) || condition.contains(name) {
+                update = update.expression_attribute_names(name, attribute);
+            }
+        }
+        let items = vec![
+            TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build(),
+            outbox::put(&self.table, event).map_err(unavailable)?,
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Write::Done),
+            Err(error) => {
+                let failure = TransactionFailure::from(error);
+                if failure.failed_conditions().contains(&0) {
+                    Ok(Write::AlreadyDecided)
+                } else {
+                    Err(unavailable(failure))
+                }
+            }
+        }
+    }
+}
+
+impl PaymentStore for DynamoPayments {
+    async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {
+        let total = serde_dynamo::to_attribute_value(order.total).map_err(unavailable)?;
+        self.record(
+            order_id,
+            "SET order_id = :order_id, #total = if_not_exists(#total, :total), \
+             payment_method = if_not_exists(payment_method, :payment_method)",
+            HashMap::from([
+                (":order_id".to_owned(), s(order_id.to_string())),
+                (":total".to_owned(), total),
+                (":payment_method".to_owned(), s(&order.payment_method)),
+            ]),
+        )
+        .await
+    }
+
+    async fn record_stock_reserved(&self, order_id: OrderId) -> Result<Payment, StoreError> {
+        self.record(
+            order_id,
+            "SET order_id = :order_id, stock_reserved = :true",
+            HashMap::from([
+                (":order_id".to_owned(), s(order_id.to_string())),
+                (":true".to_owned(), AttributeValue::Bool(true)),
+            ]),
+        )
+        .await
+    }
+
+    async fn record_cancelled(&self, order_id: OrderId) -> Result<Payment, StoreError> {
+        self.record(
+            order_id,
+            "SET order_id = :order_id, cancelled = :true",
+            HashMap::from([
+                (":order_id".to_owned(), s(order_id.to_string())),
+                (":true".to_owned(), AttributeValue::Bool(true)),
+            ]),
+        )
+        .await
+    }
+
+    async fn claim(&self, order_id: OrderId, now: OffsetDateTime) -> Result<Claim, StoreError> {
+        self.update(
+            order_id,
+            "SET #status = :authorizing, authorizing_since = :now",
+            Some(
+                "attribute_not_exists(#status) AND attribute_not_exists(cancelled) \
+                 AND stock_reserved = :true AND attribute_exists(#total)",
+            ),
+            HashMap::from([
+                (":authorizing".to_owned(), s(AUTHORIZING)),
+                (":now".to_owned(), epoch(now)),
+                (":true".to_owned(), AttributeValue::Bool(true)),
+            ]),
+        )
+        .await
+    }
+
+    async fn reclaim(
+        &self,
+        order_id: OrderId,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        self.update(
+            order_id,
+            "SET authorizing_since = :now",
+            Some("#status = :authorizing AND authorizing_since = :since AND attribute_not_exists(payment_intent_id)"),
+            HashMap::from([
+                (":authorizing".to_owned(), s(AUTHORIZING)),
+                (":since".to_owned(), epoch(since)),
+                (":now".to_owned(), epoch(now)),
+            ]),
+        )
+        .await
+    }
+
+    async fn record_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError> {
+        self.update(
+            order_id,
+            "SET payment_intent_id = :intent",
+            Some("#status = :authorizing AND attribute_not_exists(payment_intent_id)"),
+            HashMap::from([(":authorizing".to_owned(), s(AUTHORIZING)), (":intent".to_owned(), s(intent.as_str()))]),
+        )
+        .await
+    }
+
+    async fn settle(&self, order_id: OrderId, settlement: &Settlement, event: &Envelope) -> Result<Write, StoreError> {
+        let mut values = HashMap::from([(":authorizing".to_owned(), s(AUTHORIZING))]);
+        let (expression, intent) = match settlement {
+            Settlement::Authorized { intent } => {
+                values.insert(":authorized".to_owned(), s(AUTHORIZED));
+                ("SET #status = :authorized", Some(intent))
+            }
+            Settlement::Failed { intent, reason, decline_code } => {
+                values.insert(":failed".to_owned(), s(FAILED));
+                values.insert(":reason".to_owned(), s(reason));
+                match decline_code {
+                    Some(code) => {
+                        values.insert(":decline_code".to_owned(), s(code));
+                        (
+                            "SET #status = :failed, failure_reason = :reason, decline_code = :decline_code",
+                            intent.as_ref(),
+                        )
+                    }
+                    None => ("SET #status = :failed, failure_reason = :reason", intent.as_ref()),
+                }
+            }
+        };
+        // Only the recorded PaymentIntent settles the payment (or, for a create Stripe refused,
+        // only a payment that recorded none).
+        let condition = match intent {
+            Some(intent) => {
+                values.insert(":intent".to_owned(), s(intent.as_str()));
+                "#status = :authorizing AND payment_intent_id = :intent"
+            }
+            None => "#status = :authorizing AND attribute_not_exists(payment_intent_id)",
+        };
+        self.transact(order_id, expression, condition, values, event).await
+    }
+
+    async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError> {
+        self.transact(
+            order_id,
+            "SET #status = :voided",
+            "#status = :authorized AND payment_intent_id = :intent",
+            HashMap::from([
+                (":voided".to_owned(), s(VOIDED)),
+                (":authorized".to_owned(), s(AUTHORIZED)),
+                (":intent".to_owned(), s(intent.as_str())),
+            ]),
+            event,
+        )
+        .await
+    }
+}

@@ -1,0 +1,174 @@
+//! The Stripe adapter: [`PaymentGateway`] on async-stripe.
+//!
+//! Every write carries an idempotency key derived from the order and the step
+//! (`ferrocart:{order_id}:pi-create`, `…:pi-confirm`, `…:pi-cancel`). Stripe keeps keys for 24 h:
+//! a retried call within that time gets the first call's answer instead of a second
+//! PaymentIntent or confirmation. Correctness does not rest on it (see [`crate::service`]); it is
+//! the second line of defence. Each call makes one attempt (`RequestStrategy::Idempotent`); SQS
+//! redelivery is the retry.
+//!
+//! Errors are sorted for the service: a 402 `card_error` is a decline, a 4xx with an error code is
+//! a refusal, `payment_intent_unexpected_state` and 409 are conflicts, network failures, timeouts,
+//! 429 and 5xx make Stripe unavailable, and the rest (401/403, idempotency errors, unreadable
+//! answers) mean our side is misconfigured. Logs carry order and PaymentIntent ids; never the
+//! secret key, never card details from error bodies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::stripe::{
+    ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+};
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, CancelPaymentIntentCancellationReason, ConfirmPaymentIntent, CreatePaymentIntent,
+    RetrievePaymentIntent,
+};
+use stripe_core::{
+    PaymentIntent, PaymentIntentAllowedPaymentMethodTypes, PaymentIntentCaptureMethod, PaymentIntentStatus,
+};
+use stripe_types::Currency;
+
+use kernel::OrderId;
+
+use crate::StripeSecret;
+use crate::service::{Decline, GatewayError, Intent, IntentStatus, OrderPayment, PaymentGateway, PaymentIntentId};
+
+/// Per attempt. Three calls (retrieve, confirm, and a write) must fit in the function's 30 s.
+const TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The Stripe implementation of [`PaymentGateway`].
+#[derive(Clone)]
+pub struct StripeGateway {
+    client: Client,
+    api_base: Option<String>,
+}
+
+impl std::fmt::Debug for StripeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client's own Debug hides the key, but ClientBuilder's would not: print nothing of it.
+        f.debug_struct("StripeGateway").field("api_base", &self.api_base).finish_non_exhaustive()
+    }
+}
+
+impl StripeGateway {
+    /// A client for `api_base` (Stripe itself when `None`).
+    pub fn new(secret: &StripeSecret, api_base: Option<&str>) -> Result<Self, GatewayError> {
+        let mut builder = ClientBuilder::new(secret.expose()).timeout(TIMEOUT);
+        if let Some(url) = api_base {
+            builder = builder.url(url);
+        }
+        let client = builder.build().map_err(|error| match error {
+            // A key with characters a header cannot carry: say so without repeating it.
+            StripeError::ClientError(_) => {
+                GatewayError::Misconfigured("the Stripe secret key is not a valid header".into())
+            }
+            other => GatewayError::Misconfigured(other.to_string()),
+        })?;
+        Ok(Self { client, api_base: api_base.map(str::to_owned) })
+    }
+}
+
+fn idempotent(order_id: OrderId, step: &str) -> Result<RequestStrategy, GatewayError> {
+    IdempotencyKey::new(format!("ferrocart:{order_id}:{step}"))
+        .map(RequestStrategy::Idempotent)
+        .map_err(|error| GatewayError::Misconfigured(error.to_string()))
+}
+
+impl PaymentGateway for StripeGateway {
+    async fn create_intent(&self, order_id: OrderId, order: &OrderPayment) -> Result<Intent, GatewayError> {
+        // Stripe wants lower-case ISO codes; a code async-stripe does not list becomes
+        // `Currency::Unknown` and Stripe itself refuses it if it must.
+        let Ok(currency) = order.total.currency().code().to_ascii_lowercase().parse::<Currency>();
+        CreatePaymentIntent::new(order.total.amount(), currency)
+            .payment_method(&order.payment_method)
+            .capture_method(PaymentIntentCaptureMethod::Manual)
+            // Cards only: no redirect-based method, so confirming needs no return_url.
+            .allowed_payment_method_types(vec![PaymentIntentAllowedPaymentMethodTypes::Card])
+            .metadata(HashMap::from([("order_id".to_owned(), order_id.to_string())]))
+            .customize()
+            .request_strategy(idempotent(order_id, "pi-create")?)
+            .send(&self.client)
+            .await
+            .map_err(classify)
+            .and_then(intent)
+    }
+
+    async fn retrieve_intent(&self, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        RetrievePaymentIntent::new(id.as_str()).send(&self.client).await.map_err(classify).and_then(intent)
+    }
+
+    async fn confirm_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        ConfirmPaymentIntent::new(id.as_str())
+            .customize()
+            .request_strategy(idempotent(order_id, "pi-confirm")?)
+            .send(&self.client)
+            .await
+            .map_err(classify)
+            .and_then(intent)
+    }
+
+    async fn cancel_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        CancelPaymentIntent::new(id.as_str())
+            .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+            .customize()
+            .request_strategy(idempotent(order_id, "pi-cancel")?)
+            .send(&self.client)
+            .await
+            .map_err(classify)
+            .and_then(intent)
+    }
+}
+
+fn intent(pi: PaymentIntent) -> Result<Intent, GatewayError> {
+    let id = PaymentIntentId::parse(pi.id.as_str()).map_err(|e| GatewayError::Misconfigured(e.to_string()))?;
+    let status = match pi.status {
+        PaymentIntentStatus::RequiresConfirmation => IntentStatus::RequiresConfirmation,
+        PaymentIntentStatus::RequiresCapture => IntentStatus::RequiresCapture,
+        PaymentIntentStatus::RequiresAction => IntentStatus::RequiresAction,
+        PaymentIntentStatus::RequiresPaymentMethod => {
+            IntentStatus::RequiresPaymentMethod(pi.last_payment_error.as_deref().map(decline))
+        }
+        PaymentIntentStatus::Processing => IntentStatus::Processing,
+        PaymentIntentStatus::Canceled => IntentStatus::Canceled,
+        PaymentIntentStatus::Succeeded => IntentStatus::Succeeded,
+        other => IntentStatus::Other(other.as_str().to_owned()),
+    };
+    Ok(Intent { id, status })
+}
+
+fn decline(error: &ApiErrors) -> Decline {
+    Decline {
+        code: error.code.as_ref().map_or("card_declined", |code| code.as_str()).to_owned(),
+        decline_code: error.decline_code.clone(),
+    }
+}
+
+fn classify(error: StripeError) -> GatewayError {
+    match error {
+        StripeError::Stripe(error, status) => classify_api(&error, status),
+        StripeError::ClientError(message) => GatewayError::Unavailable(message),
+        StripeError::Timeout => GatewayError::Unavailable(format!("no answer within {TIMEOUT:?}")),
+        StripeError::JSONDeserialize(message) => GatewayError::Misconfigured(format!("unreadable answer: {message}")),
+        StripeError::ConfigError(message) => GatewayError::Misconfigured(message),
+    }
+}
+
+fn classify_api(error: &ApiErrors, status: u16) -> GatewayError {
+    let code = error.code.as_ref().map(|code| code.as_str().to_owned());
+    // Stripe's message, never the whole error: it embeds the PaymentIntent and payment method.
+    let message = error.message.clone().unwrap_or_default();
+    let described = || format!("HTTP {status} {} {}: {message}", error.type_.as_str(), code.as_deref().unwrap_or("-"));
+    match status {
+        402 if error.type_ == ApiErrorsType::CardError => GatewayError::Declined(decline(error)),
+        429 | 500.. => GatewayError::Unavailable(described()),
+        409 => GatewayError::Conflict(described()),
+        401 | 403 => GatewayError::Misconfigured(described()),
+        _ if error.type_ == ApiErrorsType::IdempotencyError => GatewayError::Misconfigured(described()),
+        _ if code.as_deref() == Some("payment_intent_unexpected_state") => GatewayError::Conflict(described()),
+        400..=499 => match code {
+            Some(code) => GatewayError::Refused { code, param: error.param.clone(), message },
+            None => GatewayError::Misconfigured(described()),
+        },
+        _ => GatewayError::Misconfigured(described()),
+    }
+}

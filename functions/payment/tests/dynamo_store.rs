@@ -1,0 +1,260 @@
+//! The DynamoDB adapter against moto (`infra/emulators/moto_server.py`): the conditions, reserved
+//! words and returned items that the in-process fake in `service.rs` takes on trust.
+//!
+//! One moto serves the whole test binary; each test has a table of its own. Needs the emulators
+//! venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
+
+// Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use domain_events::payment::PaymentAuthorized;
+use domain_events::{Envelope, Event, Metadata};
+use kernel::{Currency, Money, OrderId};
+use payment::dynamo::DynamoPayments;
+use payment::service::{Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, Write};
+
+const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+/// moto, started once; it exits when this process does (its stdin closes).
+struct Moto {
+    endpoint: String,
+    _process: Child,
+}
+
+fn moto() -> &'static str {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    &MOTO
+        .get_or_init(|| {
+            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let python = std::env::var_os("FERROCART_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join(".venv/emulators/bin/python"));
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut process = Command::new(&python)
+                .arg(repo.join("infra/emulators/moto_server.py"))
+                .arg("127.0.0.1")
+                .arg(port.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {} (run `make venv`): {e}", python.display()));
+            let mut line = String::new();
+            BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "READY", "moto did not start");
+            Moto { endpoint: format!("http://127.0.0.1:{port}"), _process: process }
+        })
+        .endpoint
+}
+
+struct Table {
+    client: Client,
+    name: String,
+    store: DynamoPayments,
+}
+
+async fn table() -> Table {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(moto())
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    let client = Client::from_conf(config);
+    let name = format!("payment-{}", OrderId::new().ulid());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+    };
+    let key =
+        |name: &str, key_type| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap();
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .unwrap();
+    Table { store: DynamoPayments::new(client.clone(), &name), client, name }
+}
+
+impl Table {
+    async fn outbox(&self) -> Vec<String> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.name)
+            .filter_expression("begins_with(pk, :outbox)")
+            .expression_attribute_values(":outbox", AttributeValue::S("OUTBOX#".into()))
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        items.iter().map(|item| item["detail_type"].as_s().unwrap().clone()).collect()
+    }
+}
+
+fn order() -> OrderPayment {
+    OrderPayment { total: Money::new(2500, Currency::EUR).unwrap(), payment_method: "pm_card_visa".into() }
+}
+
+fn won(claim: Claim) -> Payment {
+    match claim {
+        Claim::Won(payment) => payment,
+        Claim::Lost(payment) => panic!("condition failed on {payment:?}"),
+    }
+}
+
+fn lost(claim: Claim) -> Payment {
+    match claim {
+        Claim::Lost(payment) => payment,
+        Claim::Won(payment) => panic!("condition held on {payment:?}"),
+    }
+}
+
+fn authorized_event(order_id: OrderId, intent: &PaymentIntentId) -> Envelope {
+    let event = Event::PaymentAuthorized(PaymentAuthorized {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        amount: order().total,
+    });
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+#[tokio::test]
+async fn facts_commute_and_exactly_one_claim_wins() {
+    let table = table().await;
+    let order_id = OrderId::new();
+
+    let after_stock = table.store.record_stock_reserved(order_id).await.unwrap();
+    let after_order = table.store.record_order(order_id, &order()).await.unwrap();
+    let mut other = order();
+    other.payment_method = "pm_other".into();
+    let after_duplicate = table.store.record_order(order_id, &other).await.unwrap();
+    let claimed = won(table.store.claim(order_id, T0).await.unwrap());
+    let second = lost(table.store.claim(order_id, T0).await.unwrap());
+
+    assert!(after_stock.stock_reserved && after_stock.order.is_none());
+    assert!(after_order.stock_reserved);
+    assert_eq!(after_order.order, Some(order()));
+    assert_eq!(after_duplicate.order, Some(order()), "the first recorded order stays");
+    assert_eq!(claimed.stage, Stage::Authorizing { since: T0, intent: None });
+    assert_eq!(second.stage, claimed.stage);
+}
+
+#[tokio::test]
+async fn a_cancelled_or_incomplete_payment_cannot_be_claimed() {
+    let table = table().await;
+    let (cancelled, incomplete) = (OrderId::new(), OrderId::new());
+    table.store.record_order(cancelled, &order()).await.unwrap();
+    table.store.record_cancelled(cancelled).await.unwrap();
+    table.store.record_stock_reserved(cancelled).await.unwrap();
+    table.store.record_order(incomplete, &order()).await.unwrap();
+
+    let refused = lost(table.store.claim(cancelled, T0).await.unwrap());
+    let waiting = lost(table.store.claim(incomplete, T0).await.unwrap());
+
+    assert!(refused.cancelled);
+    assert_eq!(refused.stage, Stage::Pending);
+    assert!(!waiting.stock_reserved);
+}
+
+#[tokio::test]
+async fn a_stalled_claim_is_taken_over_once() {
+    let table = table().await;
+    let order_id = OrderId::new();
+    table.store.record_order(order_id, &order()).await.unwrap();
+    table.store.record_stock_reserved(order_id).await.unwrap();
+    won(table.store.claim(order_id, T0).await.unwrap());
+    let later = T0 + time::Duration::seconds(61);
+
+    let taken = won(table.store.reclaim(order_id, T0, later).await.unwrap());
+    let too_late = lost(table.store.reclaim(order_id, T0, later).await.unwrap());
+
+    assert_eq!(taken.stage, Stage::Authorizing { since: later, intent: None });
+    assert_eq!(too_late.stage, taken.stage);
+}
+
+#[tokio::test]
+async fn an_intent_is_recorded_once_and_settles_with_its_event_once() {
+    let table = table().await;
+    let order_id = OrderId::new();
+    let (ours, theirs) = (PaymentIntentId::parse("pi_ours1").unwrap(), PaymentIntentId::parse("pi_theirs1").unwrap());
+    table.store.record_order(order_id, &order()).await.unwrap();
+    table.store.record_stock_reserved(order_id).await.unwrap();
+    won(table.store.claim(order_id, T0).await.unwrap());
+
+    let recorded = won(table.store.record_intent(order_id, &ours).await.unwrap());
+    let refused = lost(table.store.record_intent(order_id, &theirs).await.unwrap());
+    let wrong_intent = table
+        .store
+        .settle(order_id, &Settlement::Authorized { intent: theirs.clone() }, &authorized_event(order_id, &theirs))
+        .await
+        .unwrap();
+    let settled = table
+        .store
+        .settle(order_id, &Settlement::Authorized { intent: ours.clone() }, &authorized_event(order_id, &ours))
+        .await
+        .unwrap();
+    let failed_late =
+        Settlement::Failed { intent: Some(ours.clone()), reason: "card_declined".into(), decline_code: None };
+    let again = table.store.settle(order_id, &failed_late, &authorized_event(order_id, &ours)).await.unwrap();
+    let after = table.store.record_stock_reserved(order_id).await.unwrap();
+
+    assert_eq!(recorded.stage, Stage::Authorizing { since: T0, intent: Some(ours.clone()) });
+    assert_eq!(refused.stage, recorded.stage);
+    assert_eq!(wrong_intent, Write::AlreadyDecided);
+    assert_eq!(settled, Write::Done);
+    assert_eq!(again, Write::AlreadyDecided);
+    assert_eq!(after.stage, Stage::Authorized { intent: ours });
+    assert_eq!(table.outbox().await, vec!["PaymentAuthorized"]);
+}
+
+#[tokio::test]
+async fn a_failure_before_any_intent_and_a_void_are_conditional_too() {
+    let table = table().await;
+    let (refused, voided) = (OrderId::new(), OrderId::new());
+    let intent = PaymentIntentId::parse("pi_void1").unwrap();
+    for order_id in [refused, voided] {
+        table.store.record_order(order_id, &order()).await.unwrap();
+        table.store.record_stock_reserved(order_id).await.unwrap();
+        won(table.store.claim(order_id, T0).await.unwrap());
+    }
+    let failure =
+        Settlement::Failed { intent: None, reason: "amount_too_small".into(), decline_code: Some("x".into()) };
+    let failed = table.store.settle(refused, &failure, &authorized_event(refused, &intent)).await.unwrap();
+    won(table.store.record_intent(voided, &intent).await.unwrap());
+    let void_too_early = table.store.void(voided, &intent, &authorized_event(voided, &intent)).await.unwrap();
+    table
+        .store
+        .settle(voided, &Settlement::Authorized { intent: intent.clone() }, &authorized_event(voided, &intent))
+        .await
+        .unwrap();
+
+    let void = table.store.void(voided, &intent, &authorized_event(voided, &intent)).await.unwrap();
+    let void_again = table.store.void(voided, &intent, &authorized_event(voided, &intent)).await.unwrap();
+
+    assert_eq!(failed, Write::Done);
+    assert_eq!(table.store.record_cancelled(refused).await.unwrap().stage, Stage::Failed);
+    assert_eq!(void_too_early, Write::AlreadyDecided);
+    assert_eq!((void, void_again), (Write::Done, Write::AlreadyDecided));
+    assert_eq!(table.store.record_cancelled(voided).await.unwrap().stage, Stage::Voided { intent });
+    assert_eq!(table.outbox().await.len(), 3);
+}

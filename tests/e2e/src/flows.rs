@@ -1,0 +1,101 @@
+//! Shopper journeys the end-to-end tests build on: a product on sale, a cart, a checkout.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Reply, call, eventually};
+
+/// Creates an active product with one variant and returns (product id, sku).
+pub async fn product_on_sale(amount: i64, currency: &str) -> (String, String) {
+    let sku = testkit::unique("crt").to_uppercase();
+    let body = json!({
+        "slug": testkit::unique("p"), "title": format!("Cart Thing {sku}"), "category": "cart-things", "status": "active",
+        "variants": [{ "sku": sku, "price": { "amount": amount, "currency": currency } }]
+    });
+    let reply = call(Method::POST, "/admin/products").admin().json(&body).send().await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    (reply.body["id"].as_str().unwrap().to_owned(), sku)
+}
+
+pub async fn new_cart(token: &str) -> String {
+    let reply = call(Method::POST, "/carts").token(token).send().await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Sets a cart line.
+pub async fn put_item(token: &str, cart: &str, sku: &str, quantity: Value) -> Reply {
+    call(Method::PUT, &format!("/carts/{cart}/items/{sku}"))
+        .token(token)
+        .json(&json!({ "quantity": quantity }))
+        .send()
+        .await
+}
+
+/// Adds a SKU as soon as the cart's read model knows it (catalog events are asynchronous).
+pub async fn add_when_on_sale(token: &str, cart: &str, sku: &str, quantity: u32) -> Value {
+    let added = eventually(15, || async {
+        let reply = put_item(token, cart, sku, json!(quantity)).await;
+        (reply.status == 200).then_some(reply.body)
+    })
+    .await;
+    added.unwrap_or_else(|| panic!("{sku} never became available to the cart"))
+}
+
+pub async fn stock(sku: &str, on_hand: u32) {
+    let reply = call(Method::PUT, &format!("/admin/inventory/{sku}"))
+        .admin()
+        .json(&json!({ "warehouse": "main", "on_hand": on_hand }))
+        .send()
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+pub async fn available(sku: &str) -> u64 {
+    call(Method::GET, &format!("/availability?skus={sku}")).send().await.body["items"][0]["available"].as_u64().unwrap()
+}
+
+/// A customer with a cart holding `quantity` of a fresh SKU that has `on_hand` in stock.
+#[derive(Debug)]
+pub struct Shopper {
+    pub token: String,
+    pub cart: String,
+    pub sku: String,
+}
+
+pub async fn shopper_with_cart(on_hand: u32, quantity: u32) -> Shopper {
+    let token = testkit::shop().customer_token(&testkit::unique("buyer"));
+    let (_, sku) = product_on_sale(1999, "USD").await;
+    stock(&sku, on_hand).await;
+    let cart = new_cart(&token).await;
+    add_when_on_sale(&token, &cart, &sku, quantity).await;
+    Shopper { token, cart, sku }
+}
+
+pub fn checkout_body(cart: &str, payment_method: &str) -> Value {
+    json!({
+        "cart_id": cart,
+        "email": "buyer@example.com",
+        "shipping_address": { "name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London",
+                              "postal_code": "N1 9GU", "country": "GB" },
+        "shipping_method": "express",
+        "payment_method": payment_method
+    })
+}
+
+pub async fn place(token: &str, key: &str, body: &Value) -> Reply {
+    call(Method::POST, "/checkout").token(token).header("idempotency-key", key).json(body).send().await
+}
+
+/// Polls the order until `done` accepts it.
+pub async fn order_when(token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let seen = std::sync::Mutex::new(Value::Null);
+    let reached = eventually(20, || async {
+        let order = call(Method::GET, &format!("/orders/{id}")).token(token).send().await.body;
+        *seen.lock().unwrap() = order.clone();
+        done(&order).then_some(order)
+    })
+    .await;
+    reached
+        .unwrap_or_else(|| panic!("order {id} never reached the expected state; last seen: {:#}", seen.lock().unwrap()))
+}

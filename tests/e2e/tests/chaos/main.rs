@@ -1,0 +1,172 @@
+//! The saga under stress: every SQS message delivered twice, consumers that crash after doing
+//! their work, poison messages, a stalled payment service, and time travel for timeouts and
+//! reservation expiry. A stack of its own, so its chaos and its clock never touch `tests/shop`.
+
+// Test helpers may fail loudly: a panic is how a test reports.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::RwLock;
+
+use domain_events::Event;
+use domain_events::checkout::{OrderLine, OrderPlaced};
+use e2e::flows::{available, checkout_body, order_when, place, shopper_with_cart};
+use e2e::support::{Tap, call, eventually, payment_intents, publish};
+use kernel::{Currency, Money, OrderId, Sku};
+
+/// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
+fn settings() -> testkit::Settings {
+    testkit::Settings {
+        chaos: localcloud::triggers::Chaos { failed_visibility_secs: Some(1), duplicate_delivery: true },
+        ..Default::default()
+    }
+}
+
+fn shop() -> &'static testkit::Shop {
+    testkit::shop_with(settings)
+}
+
+/// Tests that pause a consumer or move the clock take this exclusively; the others share it.
+static CLOCK: RwLock<()> = RwLock::const_new(());
+
+fn later(minutes: i64) -> String {
+    (OffsetDateTime::now_utc() + time::Duration::minutes(minutes))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn confirmed_order(shopper: &e2e::flows::Shopper, payment_method: &str, settled: &str) -> Value {
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, payment_method)).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    order_when(&shopper.token, placed.body["order_id"].as_str().unwrap(), |o| o["status"] == settled).await
+}
+
+#[tokio::test]
+async fn with_every_message_delivered_twice_an_order_reserves_and_authorizes_once() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 2).await;
+
+    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+
+    let intents = payment_intents(order["order_id"].as_str().unwrap()).await;
+    assert_eq!(intents.len(), 1, "one authorization: {intents:#?}");
+    let path: Vec<&str> = order["history"].as_array().unwrap().iter().filter_map(|t| t["status"].as_str()).collect();
+    assert_eq!(path, vec!["pending", "reserved", "authorized", "confirmed"], "each step once");
+    let stock = eventually(10, || async {
+        let stock = call(Method::GET, &format!("/admin/inventory/{}", shopper.sku)).admin().send().await.body;
+        (stock["reserved"] == 0).then_some(stock)
+    })
+    .await
+    .unwrap();
+    assert_eq!((stock["on_hand"].as_u64(), stock["available"].as_u64()), (Some(3), Some(3)), "committed once");
+}
+
+#[tokio::test]
+async fn a_consumer_that_crashes_after_its_work_is_retried_without_a_second_effect() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    shop().control("InventoryEventsFunction", "crash-after-next").await.unwrap();
+    shop().control("PaymentEventsFunction", "crash-after-next").await.unwrap();
+
+    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+
+    assert_eq!(payment_intents(order["order_id"].as_str().unwrap()).await.len(), 1);
+    let stock = eventually(10, || async {
+        let stock = call(Method::GET, &format!("/admin/inventory/{}", shopper.sku)).admin().send().await.body;
+        (stock["reserved"] == 0).then_some(stock)
+    })
+    .await
+    .unwrap();
+    assert_eq!(stock["on_hand"], 4, "one unit sold, once");
+}
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_queue_while_real_events_flow() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let aws = shop().aws().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue = shop().resource("CheckoutQueue").unwrap();
+    let dead_letters = shop().resource("CheckoutDeadLetterQueue").unwrap().to_owned();
+    let marker = testkit::unique("poison");
+    sqs.send_message()
+        .queue_url(queue)
+        .message_body(format!("{{\"not\": \"an event\", \"marker\": \"{marker}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    let shopper = shopper_with_cart(5, 1).await;
+
+    confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+
+    let dead = eventually(30, || {
+        let (sqs, url, marker) = (sqs.clone(), dead_letters.clone(), marker.clone());
+        async move {
+            let output = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await.ok()?;
+            output.messages.unwrap_or_default().into_iter().find(|m| m.body.as_deref().unwrap_or("").contains(&marker))
+        }
+    })
+    .await;
+    assert!(dead.is_some(), "the poison message reached the DLQ after maxReceiveCount receives");
+}
+
+#[tokio::test]
+async fn an_order_stuck_before_confirmation_times_out_and_every_effect_is_undone() {
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    shop().control("PaymentEventsFunction", "pause").await.unwrap();
+
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_when(&shopper.token, &id, |o| o["status"] == "reserved").await;
+    assert_eq!(available(&shopper.sku).await, 3);
+    shop().fire_schedule("CheckoutEventsFunction", "Timeouts", Some(&later(11))).await.unwrap();
+    let order = order_when(&shopper.token, &id, |o| o["status"] == "cancelled").await;
+    shop().control("PaymentEventsFunction", "resume").await.unwrap();
+
+    assert_eq!(order["cancel_reason"], "timeout");
+    let released = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
+    assert!(released.is_some(), "stock released");
+    // Payment, back online, learns of the cancellation: nothing stays authorized.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let held: Vec<Value> =
+        payment_intents(&id).await.into_iter().filter(|pi| pi["status"] == "requires_capture").collect();
+    assert!(held.is_empty(), "no authorization is left holding the card: {held:#?}");
+}
+
+#[tokio::test]
+async fn a_reservation_never_confirmed_expires_and_its_stock_returns() {
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let tap = Tap::new(json!({ "source": ["ferrocart.inventory"], "detail-type": ["StockReleased"] })).await;
+    let sku = testkit::unique("exp").to_uppercase();
+    e2e::flows::stock(&sku, 4).await;
+    let price = Money::new(100, Currency::USD).unwrap();
+    let order = OrderPlaced {
+        order_id: OrderId::new(),
+        customer: "nobody".into(),
+        email: "nobody@example.com".into(),
+        lines: vec![OrderLine { sku: Sku::parse(&sku).unwrap(), quantity: 3, unit_price: price }],
+        total: price,
+        // A card that needs 3-D Secure: payment never authorizes, so nothing confirms the hold.
+        payment_method: "pm_card_authenticationRequired".into(),
+    };
+    publish(Event::OrderPlaced(order.clone()), &order.order_id.to_string()).await;
+    let held = eventually(15, || async { (available(&sku).await == 1).then_some(()) }).await;
+    assert!(held.is_some(), "three units held");
+
+    shop().fire_schedule("InventoryEventsFunction", "ExpirySweep", Some(&later(16))).await.unwrap();
+
+    let events = tap
+        .collect_until(|seen| seen.iter().any(|e| e["detail"]["data"]["order_id"] == json!(order.order_id.to_string())))
+        .await;
+    let released =
+        events.iter().find(|e| e["detail"]["data"]["order_id"] == json!(order.order_id.to_string())).unwrap();
+    assert_eq!(released["detail"]["data"]["reason"], "expired");
+    assert_eq!(available(&sku).await, 4);
+}
