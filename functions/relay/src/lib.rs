@@ -127,3 +127,27 @@ async fn publish(client: &Client, config: &Config, chunk: &[Pending]) -> Option<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events/dynamodb/outbox-insert.json` is a stream record the relay publishes.
+    #[test]
+    fn the_outbox_stream_sample_holds_a_publishable_event() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/dynamodb/outbox-insert.json");
+        let event: StreamEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let record = outbox_record(&event.records[0]).expect("an outbox insert").unwrap();
+        assert_eq!((record.source.as_str(), record.detail_type.as_str()), ("ferrocart.checkout", "OrderPlaced"));
+        let detail: serde_json::Value = serde_json::from_str(&record.detail).unwrap();
+        domain_events::Envelope::from_parts(&record.detail_type, &record.source, detail).unwrap();
+    }
+
+    #[test]
+    fn items_that_are_not_outbox_inserts_are_skipped() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/dynamodb/outbox-insert.json");
+        let mut event: StreamEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        event.records[0].event_name = "MODIFY".to_owned();
+        assert!(outbox_record(&event.records[0]).is_none());
+    }
+}

@@ -175,3 +175,68 @@ mod tests {
         assert_eq!(time.unix_timestamp(), 1_795_341_600);
     }
 }
+
+/// The sample payloads in `events/` are what `cargo lambda invoke --data-file` sends: each must
+/// read as the functions read real ones.
+#[cfg(test)]
+mod samples {
+    use super::*;
+
+    fn samples(folder: &str) -> Vec<(String, Value)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(folder);
+        let mut found: Vec<(String, Value)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap();
+                (path.display().to_string(), serde_json::from_str(&text).unwrap())
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(!found.is_empty(), "no samples in {}", dir.display());
+        found
+    }
+
+    #[test]
+    fn every_sqs_sample_is_a_batch_of_readable_domain_events() {
+        for (path, payload) in samples("sqs") {
+            let Ok(Trigger::Queue(batch)) = Trigger::parse(payload) else { panic!("{path} is not an SQS batch") };
+            for record in batch.records {
+                let body = record.body.unwrap_or_default();
+                Envelope::from_eventbridge(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_eventbridge_sample_is_a_readable_domain_event() {
+        for (path, payload) in samples("eventbridge") {
+            Envelope::from_eventbridge(&payload.to_string()).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_schedule_sample_is_a_schedule_tick() {
+        for (path, payload) in samples("schedule") {
+            assert!(matches!(Trigger::parse(payload), Ok(Trigger::Schedule { .. })), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_get_cart_sample_is_a_cart_query() {
+        for (path, payload) in samples("lambda") {
+            serde_json::from_value::<domain_events::queries::GetCart>(payload)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
+
+    #[test]
+    fn every_api_gateway_sample_is_an_http_api_request() {
+        for (path, payload) in samples("apigw") {
+            let request =
+                lambda_http::request::from_str(&payload.to_string()).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(!crate::http::route_key(&request).is_empty(), "{path} has no routeKey");
+        }
+    }
+}
