@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, batch_get};
+use adapters::dynamo::{Item, batch_get, get_consistent};
 use domain_events::catalog::ProductChanged;
 use domain_events::queries::Offer;
 use kernel::{CartId, Money, ProductId, Sku};
@@ -108,16 +108,7 @@ impl CartStore for DynamoCarts {
     }
 
     async fn get(&self, id: CartId, owner: &str) -> Result<Option<Cart>, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(cart_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?
-            .item;
+        let item = get_consistent(&self.client, &self.table, cart_key(id)).await.map_err(unavailable)?;
         let Some(item) = item else { return Ok(None) };
         let record: CartRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
         if record.owner != owner {

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use adapters::dynamo::{Item, TransactionFailure, batch_get};
+use adapters::dynamo::{Item, TransactionFailure, batch_get, get_consistent};
 use adapters::{Cursor, outbox};
 use domain_events::Envelope;
 use kernel::{ProductId, Sku};
@@ -465,22 +465,11 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn get(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(product_pk(id), "PRODUCT")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
-        match output.item {
-            Some(item) => {
-                let record: ProductRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
-                Ok(Some(record.product))
-            }
-            None => Ok(None),
-        }
+        let item =
+            get_consistent(&self.client, &self.table, key(product_pk(id), "PRODUCT")).await.map_err(unavailable)?;
+        item.map(|item| serde_dynamo::from_item::<_, ProductRecord>(item).map(|record| record.product))
+            .transpose()
+            .map_err(unavailable)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::Cursor;
-use adapters::dynamo::{Item, TransactionFailure};
+use adapters::dynamo::{Item, TransactionFailure, get_consistent};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::OrderId;
@@ -153,16 +153,7 @@ impl DynamoOrders {
 
 impl OrderStore for DynamoOrders {
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(reply_key(customer, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?
-            .item;
+        let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await.map_err(failed)?;
         let Some(item) = item else { return Ok(None) };
         let record: ReplyRecord = serde_dynamo::from_item(item).map_err(failed)?;
         Ok(Some(SavedReply { request: record.request, status: record.status, body: record.body }))
@@ -219,16 +210,7 @@ impl OrderStore for DynamoOrders {
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(order_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?
-            .item;
+        let item = get_consistent(&self.client, &self.table, order_key(id)).await.map_err(failed)?;
         item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(|r| r.order)).transpose().map_err(failed)
     }
 

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, TransactionFailure};
+use adapters::dynamo::{Item, TransactionFailure, get_consistent};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::{OrderId, Sku};
@@ -175,16 +175,9 @@ impl InventoryStore for DynamoInventory {
         // Read `reserved`, then write on the condition it has not moved (orders reserve and
         // release concurrently); retry on a race.
         for _ in 0..5 {
-            let current = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(stock_key(sku, warehouse)))
-                .consistent_read(true)
-                .send()
+            let current = get_consistent(&self.client, &self.table, stock_key(sku, warehouse))
                 .await
-                .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?
-                .item
+                .map_err(unavailable)?
                 .map(serde_dynamo::from_item::<_, StockRecord>)
                 .transpose()
                 .map_err(unavailable)?;
@@ -225,16 +218,7 @@ impl InventoryStore for DynamoInventory {
     }
 
     async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(reservation_key(order_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?
-            .item;
+        let item = get_consistent(&self.client, &self.table, reservation_key(order_id)).await.map_err(unavailable)?;
         let Some(item) = item else { return Ok(None) };
         let record: ReservationRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
         Ok(Some(Reservation { order_id: record.order_id, status: record.status, lines: record.lines }))

@@ -14,9 +14,9 @@
 //!    buses and rules, and [`triggers`] runs the functions' event source mappings (SQS, DynamoDB
 //!    streams) and schedules with Lambda's batching and partial-failure semantics.
 //!
-//! [`stripe`] starts the Stripe emulator (localstripe behind `infra/emulators/stripe_server.py`)
-//! and gives every function `STRIPE_API_BASE`; in AWS that variable is unset and the functions
-//! talk to Stripe.
+//! [`emulator`] also starts the Stripe emulator (localstripe behind
+//! `infra/emulators/stripe_server.py`, which makes it answer like Stripe's test mode) and the
+//! functions get `STRIPE_API_BASE`; in AWS that variable is unset and they talk to Stripe.
 //!
 //! [`seed`] loads a demo catalog through the admin API. The `localcloud` binary exposes all of
 //! this as `dev`, `token` and `seed` subcommands; tests start it in-process with
@@ -28,7 +28,6 @@ pub mod gateway;
 pub mod provision;
 pub mod runtime;
 pub mod seed;
-pub mod stripe;
 pub mod template;
 pub mod triggers;
 
@@ -39,7 +38,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 
 use crate::auth::{LocalIdentity, SigningKey};
-use crate::emulator::Moto;
+use crate::emulator::Emulator;
 use crate::gateway::{Gateway, Route};
 use crate::provision::ProvisionedTable;
 use crate::runtime::{FunctionHost, Logs, ProcessSettings};
@@ -113,8 +112,8 @@ pub struct LocalCloud {
     /// The Stripe emulator's URL, when one runs.
     pub stripe_url: Option<String>,
     server: tokio::task::JoinHandle<()>,
-    _moto: Option<Moto>,
-    _stripe: Option<stripe::StripeEmulator>,
+    _moto: Option<Emulator>,
+    _stripe: Option<Emulator>,
 }
 
 impl Drop for LocalCloud {
@@ -177,8 +176,8 @@ impl LocalCloud {
         let (moto, endpoint) = match &options.endpoint {
             Some(endpoint) => (None, endpoint.clone()),
             None => {
-                let moto = Moto::start(&options.python, &options.moto_script).await?;
-                let endpoint = moto.endpoint.clone();
+                let moto = Emulator::start("moto", &options.python, &options.moto_script).await?;
+                let endpoint = moto.url.clone();
                 (Some(moto), endpoint)
             }
         };
@@ -221,7 +220,7 @@ impl LocalCloud {
         let mut aws_environment = aws_env(&endpoint, &options.region);
         aws_environment.insert("AWS_ENDPOINT_URL_LAMBDA".to_owned(), format!("http://{address}"));
         let stripe = match &options.stripe_script {
-            Some(script) => Some(stripe::StripeEmulator::start(&options.python, script).await?),
+            Some(script) => Some(Emulator::start("the Stripe emulator", &options.python, script).await?),
             None => None,
         };
         if let Some(stripe) = &stripe {

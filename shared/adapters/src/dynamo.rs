@@ -100,3 +100,9 @@ pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<
     }
     Ok(found)
 }
+
+/// Reads one item by key with a strongly consistent read (the state a conditional write will
+/// be checked against).
+pub async fn get_consistent(client: &Client, table: &str, key: Item) -> Result<Option<Item>, aws_sdk_dynamodb::Error> {
+    Ok(client.get_item().table_name(table).set_key(Some(key)).consistent_read(true).send().await?.item)
+}
