@@ -88,6 +88,7 @@ async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock_and_charges_noth
     let order = order_when(&shopper.token, id, |o| o["status"] == "cancelled").await;
     assert_eq!(order["cancel_reason"], "out_of_stock");
     assert_eq!(order["payment_intent_id"], Value::Null, "no payment was attempted");
+    assert!(e2e::support::payment_intents(id).await.is_empty(), "Stripe never saw the order");
     assert_eq!(available(&shopper.sku).await, 1);
 }
 
