@@ -16,7 +16,8 @@ PORT ?= 3000
 EMULATORS := $(VENV)/emulators
 TOOLS := $(VENV)/tools
 # Stamps carry a hash of the pinned requirements, so a changed pin reinstalls and an unchanged
-# one (a cached venv in CI) does not.
+# one (a cached venv in CI) does not. The requirement files are deliberately not prerequisites:
+# a fresh clone gives them a new mtime, and the hash already says whether they changed.
 EMULATORS_STAMP := $(EMULATORS)/.installed-$(shell sha256sum infra/requirements-emulators.txt | cut -c1-16)
 TOOLS_STAMP := $(TOOLS)/.installed-$(shell sha256sum infra/requirements-tools.txt | cut -c1-16)
 
@@ -34,16 +35,16 @@ help:
 	@echo "make test                   format, clippy, unit + end-to-end tests, template lint"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
 
-$(EMULATORS_STAMP): infra/requirements-emulators.txt
+$(EMULATORS_STAMP):
 	@echo "Installing the emulators into $(EMULATORS) (first run only)..."
 	@python3 -m venv $(EMULATORS)
-	@$(EMULATORS)/bin/pip install -q --disable-pip-version-check -r $<
+	@$(EMULATORS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-emulators.txt
 	@rm -f $(EMULATORS)/.installed-* && touch $@
 
-$(TOOLS_STAMP): infra/requirements-tools.txt
+$(TOOLS_STAMP):
 	@echo "Installing cfn-lint, SAM CLI and cargo-lambda into $(TOOLS) (first run only)..."
 	@python3 -m venv $(TOOLS)
-	@$(TOOLS)/bin/pip install -q --disable-pip-version-check -r $<
+	@$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-tools.txt
 	@rm -f $(TOOLS)/.installed-* && touch $@
 
 venv: $(EMULATORS_STAMP) $(TOOLS_STAMP)
