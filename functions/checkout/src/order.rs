@@ -279,8 +279,12 @@ impl Order {
                 self.cancel("payment_failed", at)
             }
             (Pending | Reserved | Authorized, SagaStep::TimedOut) => self.cancel("timeout", at),
-            (Pending | Reserved | Authorized, SagaStep::ReservationExpired) => self.cancel("reservation_expired", at),
-            (Confirmed, SagaStep::TimedOut | SagaStep::ReservationExpired) => return Ok(None),
+            // Inventory only lets a hold lapse while it is still a hold: if it lapsed, the stock is
+            // gone even when our confirmation raced it, so the order cannot be fulfilled.
+            (Pending | Reserved | Authorized | Confirmed, SagaStep::ReservationExpired) => {
+                self.cancel("reservation_expired", at)
+            }
+            (Confirmed, SagaStep::TimedOut) => return Ok(None),
             (Pending | Reserved | Authorized | Confirmed, SagaStep::CustomerCancelled) => {
                 self.cancel("customer_cancelled", at)
             }
@@ -398,6 +402,16 @@ mod tests {
         assert!(order.apply(&SagaStep::PaymentFailed { reason: "x".into() }, OffsetDateTime::UNIX_EPOCH).is_err());
         assert!(order.apply(&SagaStep::StockRejected, OffsetDateTime::UNIX_EPOCH).is_err());
         assert_eq!(order, before);
+    }
+
+    #[test]
+    fn a_hold_that_lapsed_before_the_confirmation_was_committed_cancels_even_a_confirmed_order() {
+        let mut order = order();
+        order.apply(&authorized(), OffsetDateTime::UNIX_EPOCH).unwrap();
+        let events = order.apply(&SagaStep::ReservationExpired, OffsetDateTime::UNIX_EPOCH).unwrap().unwrap();
+        assert_eq!((order.status, order.cancel_reason.as_deref()), (Status::Cancelled, Some("reservation_expired")));
+        assert!(matches!(events.as_slice(), [Event::OrderCancelled(_)]), "payment voids on OrderCancelled");
+        assert_eq!(order.apply(&SagaStep::TimedOut, OffsetDateTime::UNIX_EPOCH), Ok(None));
     }
 
     #[test]

@@ -267,8 +267,8 @@ pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<()
         };
         if reservation.status != ReservationStatus::Reserved {
             if reservation.status != ReservationStatus::Committed {
-                // Confirmation arrived after the hold lapsed: checkout cancels such orders on
-                // `StockReleased { reason: expired }`, so this only logs.
+                // Confirmation arrived after the hold lapsed: checkout cancels such an order, even
+                // a confirmed one, on `StockReleased { reason: expired }`, and payment voids it.
                 tracing::error!(%order_id, status = ?reservation.status, "confirmation for a reservation that is not held");
             }
             return Ok(());

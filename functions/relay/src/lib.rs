@@ -7,7 +7,7 @@
 //! Failure handling keeps "a written order never loses its event": at the first record that
 //! cannot be published, the relay stops and reports that record's sequence number, so Lambda
 //! retries from there (nothing after it was sent). EventBridge may then see a record twice;
-//! consumers deduplicate by event id.
+//! consumers are idempotent (see `docs/events.md`).
 
 use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_sdk_eventbridge::Client;

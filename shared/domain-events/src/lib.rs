@@ -12,7 +12,7 @@
 //!   "occurred_at": "2026-11-22T10:00:00Z", "data": { … } }
 //! ```
 //!
-//! `event_id` is what consumers deduplicate by; `correlation_id` ties every event of one saga
+//! `event_id` identifies the occurrence (the outbox item is keyed by it); `correlation_id` ties every event of one saga
 //! (the order id) or one aggregate (the product id) together for tracing. A consumer refuses a
 //! `version` newer than it understands instead of misreading it.
 //!

@@ -89,7 +89,7 @@ typed_id!(
 );
 
 typed_id!(
-    /// Identifies one domain event; consumers deduplicate by it.
+    /// Identifies one domain event (in logs and traces; the outbox item is keyed by it).
     EventId,
     "evt",
     "event"

@@ -14,7 +14,9 @@ async fn main() -> Result<(), Error> {
     let store = &store;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let trigger = Trigger::parse(event.payload)?;
-        Ok::<_, Error>(checkout::events::handle(store, trigger).await?)
+        // Boxed: the saga handler's future is deep, and inlining it into `main`'s future makes its
+        // layout exceed the compiler's query depth.
+        Ok::<_, Error>(Box::pin(checkout::events::handle(store, trigger)).await?)
     }))
     .await
 }
