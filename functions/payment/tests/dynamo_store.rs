@@ -7,10 +7,7 @@
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
@@ -28,36 +25,20 @@ use payment::service::{Claim, OrderPayment, Payment, PaymentIntentId, PaymentSto
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
-/// moto, started once; it exits when this process does (its stdin closes).
-struct Moto {
-    endpoint: String,
-    _process: Child,
-}
-
-fn moto() -> &'static str {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    &MOTO
-        .get_or_init(|| {
+/// moto, started once for the binary; it exits when this process does (its stdin closes).
+async fn moto() -> &'static str {
+    static MOTO: tokio::sync::OnceCell<localcloud::emulator::Emulator> = tokio::sync::OnceCell::const_new();
+    let moto = MOTO
+        .get_or_init(|| async {
             let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
             let python = std::env::var_os("FERROCART_PYTHON")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo.join(".venv/emulators/bin/python"));
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut process = Command::new(&python)
-                .arg(repo.join("infra/emulators/moto_server.py"))
-                .arg("127.0.0.1")
-                .arg(port.to_string())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {} (run `make venv`): {e}", python.display()));
-            let mut line = String::new();
-            BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            assert_eq!(line.trim(), "READY", "moto did not start");
-            Moto { endpoint: format!("http://127.0.0.1:{port}"), _process: process }
+            let script = repo.join("infra/emulators/moto_server.py");
+            localcloud::emulator::Emulator::start("moto", &python, &script).await.unwrap()
         })
-        .endpoint
+        .await;
+    &moto.url
 }
 
 struct Table {
@@ -70,7 +51,7 @@ async fn table() -> Table {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(moto())
+        .endpoint_url(moto().await)
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .build();
     let client = Client::from_conf(config);

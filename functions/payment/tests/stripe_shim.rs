@@ -9,43 +9,32 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use kernel::{Currency, Money, OrderId};
 use payment::StripeSecret;
 use payment::service::{Decline, GatewayError, IntentStatus, OrderPayment, PaymentGateway};
 use payment::stripe::StripeGateway;
 
-/// A running emulator; dropping it kills the process (and closing its stdin would stop it).
+/// A running emulator with a gateway pointed at it; dropping it stops the emulator.
 struct Emulator {
     gateway: StripeGateway,
-    _process: Child,
+    _process: localcloud::emulator::Emulator,
+}
+
+/// The interpreter of the emulators venv (`make venv`), or the one `FERROCART_PYTHON` names.
+fn python() -> PathBuf {
+    std::env::var_os("FERROCART_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/emulators/bin/python"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 async fn emulator() -> Emulator {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var_os("FERROCART_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join(".venv/emulators/bin/python"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut process = Command::new(&python)
-        .arg(repo.join("infra/emulators/stripe_server.py"))
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} (run `make venv`): {e}", python.display()));
-    let mut stdout = BufReader::new(process.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(20), stdout.next_line()).await;
-    assert!(matches!(&ready, Ok(Ok(Some(line))) if line == "READY"), "the Stripe emulator did not start: {ready:?}");
+    let script = repo().join("infra/emulators/stripe_server.py");
+    let process = localcloud::emulator::Emulator::start("the Stripe emulator", &python(), &script).await.unwrap();
     let secret = StripeSecret::new("sk_test_ferrocart").unwrap();
-    let gateway = StripeGateway::new(&secret, Some(&format!("http://127.0.0.1:{port}/"))).unwrap();
+    let gateway = StripeGateway::new(&secret, Some(&format!("{}/", process.url))).unwrap();
     Emulator { gateway, _process: process }
 }
 
