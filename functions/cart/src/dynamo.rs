@@ -191,6 +191,36 @@ impl CartStore for DynamoCarts {
             .collect())
     }
 
+    async fn empty_if_unchanged(
+        &self,
+        id: CartId,
+        owner: &str,
+        version: u64,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(cart_key(id)))
+            .update_expression("SET #lines = :empty, version = version + :one, updated_at = :now")
+            .condition_expression("#owner = :owner AND version = :version")
+            .expression_attribute_names("#lines", "lines")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":empty", AttributeValue::M(HashMap::new()))
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
+            .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
+            .expression_attribute_values(":version", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+        }
+    }
+
     async fn apply(&self, change: &ProductChanged) -> Result<(), StoreError> {
         let active = change.status == "active";
         let version = AttributeValue::N(change.version.to_string());

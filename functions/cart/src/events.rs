@@ -1,4 +1,5 @@
-//! The cart's event consumer: `ProductChanged` keeps the prices read model current.
+//! The cart's event consumer: `ProductChanged` keeps the prices read model current, and
+//! `OrderPlaced` empties the cart that was checked out.
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
@@ -16,6 +17,7 @@ pub async fn handle(store: &impl CartStore, trigger: Trigger) -> Result<BatchRes
 async fn on_event(store: &impl CartStore, envelope: Envelope) -> Result<(), HandlerError> {
     match envelope.event {
         Event::ProductChanged(change) => service::on_product_changed(store, &change).await,
+        Event::OrderPlaced(order) => service::on_order_placed(store, &order, time::OffsetDateTime::now_utc()).await,
         other => Err(HandlerError::Permanent(format!("the cart does not subscribe to {}", other.detail_type()))),
     }
 }

@@ -7,7 +7,8 @@
 //! - [`service`]: use cases, pricing and the [`service::CartStore`] port.
 //! - [`dynamo`]: the DynamoDB adapter.
 //! - [`api`]: `POST /carts`, `GET /carts/{id}`, `PUT`/`DELETE /carts/{id}/items/{sku}` (binary `cart`).
-//! - [`events`]: the read-model consumer (binary `cart-events`).
+//! - [`events`]: the consumer (binary `cart-events`): `ProductChanged` keeps the read model
+//!   current; `OrderPlaced` empties the cart the order came from, unless it changed since.
 //! - [`query`]: `GetCart`, invoked directly by checkout to price a cart at placement
 //!   (binary `cart-query`).
 

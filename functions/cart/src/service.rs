@@ -10,6 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use domain_events::catalog::ProductChanged;
+use domain_events::checkout::OrderPlaced;
 use domain_events::queries::{Offer, PricedCart, PricedLine};
 use kernel::{CartId, Currency, FieldError, Money, Sku};
 use lambda_glue::consumer::HandlerError;
@@ -68,6 +69,15 @@ pub trait CartStore {
     async fn offers(&self, skus: &[Sku]) -> Result<Vec<SkuOffer>, StoreError>;
     /// Applies a `ProductChanged`, ignoring it where a newer version of the product was applied.
     async fn apply(&self, change: &ProductChanged) -> Result<(), StoreError>;
+    /// Empties `owner`'s cart if it is still at `version` (the version that was ordered).
+    /// `Ok(false)`: it changed since (or was emptied already), so it is left alone.
+    async fn empty_if_unchanged(
+        &self,
+        id: CartId,
+        owner: &str,
+        version: u64,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Why a cart request failed.
@@ -222,6 +232,23 @@ pub async fn set_quantity(
         other => other.into(),
     })?;
     show(store, id, owner).await
+}
+
+/// The consumer side: an order was placed from a cart. Empty it, unless the customer changed it
+/// after checking out (then what is in it is a new intention) or it was emptied already (a
+/// duplicate delivery).
+pub async fn on_order_placed(
+    store: &impl CartStore,
+    order: &OrderPlaced,
+    now: OffsetDateTime,
+) -> Result<(), HandlerError> {
+    let Some(cart) = &order.cart else { return Ok(()) };
+    let emptied = store
+        .empty_if_unchanged(cart.cart_id, &order.customer, cart.version, now)
+        .await
+        .map_err(HandlerError::transient)?;
+    tracing::info!(cart_id = %cart.cart_id, order_id = %order.order_id, emptied, "cart checked out");
+    Ok(())
 }
 
 /// The consumer side: keep the read model in step with the catalog.

@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use domain_events::checkout::{OrderLine as EventLine, OrderPlaced};
+use domain_events::checkout::{CartSnapshot, OrderLine as EventLine, OrderPlaced};
 use domain_events::queries::PricedCart;
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{CartId, FieldError, OrderId};
@@ -234,6 +234,7 @@ pub async fn place_order(
                 .collect(),
             total: order.totals.total,
             payment_method: order.payment_method.clone(),
+            cart: Some(CartSnapshot { cart_id: cart.cart_id, version: cart.version }),
         }),
     );
     let body = serde_json::to_string(&order).map_err(|e| CheckoutError::Store(StoreError(Box::new(e))))?;

@@ -66,6 +66,7 @@ mod tests {
             lines: Vec::new(),
             total: Money::new(4200, Currency::EUR).unwrap(),
             payment_method: "pm_card_visa".into(),
+            cart: None,
         });
         let reserved = Event::StockReserved(StockReserved {
             order_id,

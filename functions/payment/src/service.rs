@@ -831,6 +831,7 @@ pub(crate) mod tests {
             lines: Vec::new(),
             total: Money::new(2500, Currency::USD).unwrap(),
             payment_method: payment_method.into(),
+            cart: None,
         }
     }
 

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kernel::{Money, OrderId, Sku};
+use kernel::{CartId, Money, OrderId, Sku};
 
 /// An order was placed and awaits stock and payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -17,6 +17,16 @@ pub struct OrderPlaced {
     pub total: Money,
     /// A Stripe payment method id (`pm_…`); card data never reaches Ferrocart.
     pub payment_method: String,
+    /// The cart the order was placed from, as it was priced; the cart empties it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cart: Option<CartSnapshot>,
+}
+
+/// Which cart, at which version, became the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CartSnapshot {
+    pub cart_id: CartId,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

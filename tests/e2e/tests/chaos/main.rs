@@ -155,6 +155,7 @@ async fn a_reservation_never_confirmed_expires_and_its_stock_returns() {
         total: price,
         // A card that needs 3-D Secure: payment never authorizes, so nothing confirms the hold.
         payment_method: "pm_card_authenticationRequired".into(),
+        cart: None,
     };
     publish(Event::OrderPlaced(order.clone()), &order.order_id.to_string()).await;
     let held = eventually(15, || async { (available(&sku).await == 1).then_some(()) }).await;

@@ -188,6 +188,12 @@ async fn a_paid_order_is_confirmed_with_its_stock_committed_and_its_card_authori
     .await;
     assert!(committed.is_some(), "the sale left on_hand");
     assert_eq!(available(&shopper.sku).await, 3);
+    let emptied = eventually(10, || async {
+        let cart = call(Method::GET, &format!("/carts/{}", shopper.cart)).token(&shopper.token).send().await.body;
+        (cart["lines"] == json!([])).then_some(cart)
+    })
+    .await;
+    assert!(emptied.is_some(), "the checked-out cart is emptied");
 }
 
 #[tokio::test]

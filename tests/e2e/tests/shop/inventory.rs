@@ -45,6 +45,7 @@ fn order(lines: &[(&str, u32)]) -> OrderPlaced {
             .collect(),
         total: price,
         payment_method: "pm_card_visa".into(),
+        cart: None,
     }
 }
 
