@@ -46,6 +46,20 @@ fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(error:
     error.code() == Some("ConditionalCheckFailedException")
 }
 
+/// The outcome of a read-model write: a failed condition means a newer version of the product
+/// was applied already, so this copy is stale and skipped.
+fn unless_stale<T, E>(result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>) -> Result<(), StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_dynamodb::Error: From<aws_sdk_dynamodb::error::SdkError<E>>,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if error.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+        Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct CartRecord {
     pk: String,
@@ -249,12 +263,7 @@ impl CartStore for DynamoCarts {
                 .expression_attribute_values(":version", version.clone())
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                // A newer version of this product was applied already: this copy is stale.
-                Err(error) if error.as_service_error().is_some_and(is_condition_failure) => {}
-                Err(error) => return Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
-            }
+            unless_stale(result)?;
         }
         for sku in &change.removed_skus {
             let result = self
@@ -269,11 +278,7 @@ impl CartStore for DynamoCarts {
                 .expression_attribute_values(":version", version.clone())
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                Err(error) if error.as_service_error().is_some_and(is_condition_failure) => {}
-                Err(error) => return Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
-            }
+            unless_stale(result)?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use adapters::dynamo::{Item, TransactionFailure, batch_get, get_consistent};
+use adapters::dynamo::{Item, TransactionFailure, batch_get, get_consistent, query_partition};
 use adapters::{Cursor, outbox};
 use domain_events::Envelope;
 use kernel::{ProductId, Sku};
@@ -477,31 +477,13 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn categories(&self) -> Result<Vec<CategorySummary>, StoreError> {
-        let mut summaries = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(CATEGORIES_PARTITION.to_owned()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
-            let records: Vec<CategoryRecord> =
-                serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
-            summaries.extend(
-                records
-                    .into_iter()
-                    .filter(|record| record.product_count > 0)
-                    .map(|record| CategorySummary { slug: record.sk, product_count: record.product_count }),
-            );
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(summaries);
-            }
-        }
+        let items =
+            query_partition(&self.client, &self.table, CATEGORIES_PARTITION, false).await.map_err(unavailable)?;
+        let records: Vec<CategoryRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+        Ok(records
+            .into_iter()
+            .filter(|record| record.product_count > 0)
+            .map(|record| CategorySummary { slug: record.sk, product_count: record.product_count })
+            .collect())
     }
 }

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, TransactionFailure, get_consistent};
+use adapters::dynamo::{Item, TransactionFailure, get_consistent, query_partition};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::{OrderId, Sku};
@@ -146,27 +146,10 @@ impl InventoryStore for DynamoInventory {
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
         let mut levels = Vec::new();
         for sku in skus {
-            let mut start = None;
-            loop {
-                let output = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", AttributeValue::S(format!("STOCK#{sku}")))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
-                let records: Vec<StockRecord> =
-                    serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
-                levels.extend(records.into_iter().map(|r| r.level));
-                start = output.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
-            }
+            let items =
+                query_partition(&self.client, &self.table, &format!("STOCK#{sku}"), true).await.map_err(unavailable)?;
+            let records: Vec<StockRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+            levels.extend(records.into_iter().map(|r| r.level));
         }
         Ok(levels)
     }

@@ -106,3 +106,31 @@ pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<
 pub async fn get_consistent(client: &Client, table: &str, key: Item) -> Result<Option<Item>, aws_sdk_dynamodb::Error> {
     Ok(client.get_item().table_name(table).set_key(Some(key)).consistent_read(true).send().await?.item)
 }
+
+/// Reads every item of one partition (`pk = :pk`), following `LastEvaluatedKey` to the end.
+/// For small partitions read whole: a SKU's warehouses, the category counters.
+pub async fn query_partition(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    consistent: bool,
+) -> Result<Vec<Item>, aws_sdk_dynamodb::Error> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let output = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .consistent_read(consistent)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        items.extend(output.items.unwrap_or_default());
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
