@@ -9,6 +9,7 @@
 use std::future::Future;
 
 use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -61,6 +62,24 @@ impl Trigger {
         }
         Err("neither an SQS batch nor a scheduled event".to_owned())
     }
+}
+
+/// Runs a consumer function: reads each invocation as a [`Trigger`] and answers with `handle`'s
+/// partial batch response. An invocation that is not a trigger, or a handler error, fails the
+/// whole invocation (Lambda retries the batch).
+pub async fn serve<F, Fut>(handle: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Trigger) -> Fut,
+    Fut: Future<Output = Result<BatchResponse, HandlerError>>,
+{
+    let handle = &handle;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let trigger = Trigger::parse(event.payload)?;
+        // Boxed: a saga handler's future is deep, and inlining it into the runtime's future
+        // makes its layout exceed rustc's query depth ("queries overflow the depth limit").
+        Ok::<_, lambda_runtime::Error>(Box::pin(handle(trigger)).await?)
+    }))
+    .await
 }
 
 /// Handles every message of an SQS batch with `handle`, reporting the ones that failed.
