@@ -3,13 +3,19 @@
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
 
 use crate::service::{self, CartStore};
 
-pub async fn handle(store: &impl CartStore, trigger: Trigger) -> Result<BatchResponse, HandlerError> {
+pub async fn handle(
+    store: &impl CartStore,
+    inbox: &impl Inbox,
+    trigger: Trigger,
+) -> Result<BatchResponse, HandlerError> {
     match trigger {
-        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope)).await),
+        Trigger::Queue { batch, deadline } => {
+            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, envelope)).await)
+        }
         Trigger::Schedule { .. } => Err(HandlerError::Permanent("the cart has no schedule".to_owned())),
     }
 }

@@ -4,14 +4,20 @@ use time::OffsetDateTime;
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
 
 use crate::order::SagaStep;
 use crate::service::{self, OrderStore};
 
-pub async fn handle(store: &impl OrderStore, trigger: Trigger) -> Result<BatchResponse, HandlerError> {
+pub async fn handle(
+    store: &impl OrderStore,
+    inbox: &impl Inbox,
+    trigger: Trigger,
+) -> Result<BatchResponse, HandlerError> {
     match trigger {
-        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope)).await),
+        Trigger::Queue { batch, deadline } => {
+            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, envelope)).await)
+        }
         Trigger::Schedule { time } => {
             let cancelled = service::sweep(store, time).await?;
             tracing::info!(cancelled, "timed-out orders cancelled");

@@ -4,18 +4,21 @@ use time::{Duration, OffsetDateTime};
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
 
 use crate::service::{self, InventoryStore};
 
 /// Handles one invocation of the consumer function.
 pub async fn handle(
     store: &impl InventoryStore,
+    inbox: &impl Inbox,
     trigger: Trigger,
     hold: Duration,
 ) -> Result<BatchResponse, HandlerError> {
     match trigger {
-        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, envelope, hold)).await),
+        Trigger::Queue { batch, deadline } => {
+            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, envelope, hold)).await)
+        }
         Trigger::Schedule { time } => {
             let released = service::sweep(store, time).await?;
             tracing::info!(released, "expired reservations released");

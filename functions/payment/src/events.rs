@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
 
 use crate::service::{self, PaymentGateway, PaymentStore};
 
@@ -12,10 +12,13 @@ use crate::service::{self, PaymentGateway, PaymentStore};
 pub async fn handle(
     store: &impl PaymentStore,
     gateway: &impl PaymentGateway,
+    inbox: &impl Inbox,
     trigger: Trigger,
 ) -> Result<BatchResponse, HandlerError> {
     match trigger {
-        Trigger::Queue(batch) => Ok(consumer::consume(batch, |envelope| on_event(store, gateway, envelope)).await),
+        Trigger::Queue { batch, deadline } => {
+            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, gateway, envelope)).await)
+        }
         Trigger::Schedule { .. } => Err(HandlerError::Permanent("payment has no schedule".to_owned())),
     }
 }
@@ -78,7 +81,9 @@ mod tests {
             message("placed", placed), message("reserved", reserved), message("confirmed", confirmed)
         ]});
 
-        let response = handle(&store, &stripe, Trigger::parse(batch).unwrap()).await.unwrap();
+        let deadline = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let inbox = lambda_glue::consumer::MemoryInbox::default();
+        let response = handle(&store, &stripe, &inbox, Trigger::parse(batch, deadline).unwrap()).await.unwrap();
 
         let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, vec!["confirmed"]);

@@ -6,6 +6,8 @@
 //!   to be replayed against a different query.
 //! - [`dynamo`]: transaction outcome classification and batch reads with retry of unprocessed
 //!   keys.
+//! - [`inbox`]: the record of events a domain's consumer has taken, keyed by event id (with
+//!   TTL), that makes duplicate deliveries no-ops.
 //! - [`outbox`]: the outbox record a domain writes in the same transaction as its state change,
 //!   which the relay publishes from the table's stream.
 //!
@@ -15,6 +17,7 @@
 pub mod aws;
 pub mod cursor;
 pub mod dynamo;
+pub mod inbox;
 pub mod outbox;
 
 pub use cursor::{Cursor, CursorError};

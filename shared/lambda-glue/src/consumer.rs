@@ -4,7 +4,15 @@
 //! A message that cannot be read, or whose handler fails, is reported in `batchItemFailures`:
 //! SQS makes it visible again after the visibility timeout and, after `maxReceiveCount` (5)
 //! receives, moves it to the consumer's dead-letter queue, where an alarm fires. Every other
-//! message of the batch is done. Handlers must be idempotent: SQS delivers at least once.
+//! message of the batch is done.
+//!
+//! SQS delivers at least once, so every event passes through the consumer's [`Inbox`] first: a
+//! conditional write keyed by the event id claims it (with a lease until the invocation's
+//! deadline), and the claim becomes `handled` when the handler succeeds. A second delivery of a
+//! handled event is acknowledged without running the handler; one that arrives while the first is
+//! still running is retried later. The handlers are idempotent on their own as well (every state
+//! change is a conditional write on the saga's state), so a crash between the handler's writes and
+//! the inbox's `handled` mark only means the handler runs again and changes nothing.
 
 use std::future::Future;
 
@@ -14,6 +22,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use domain_events::Envelope;
+use kernel::EventId;
 
 use crate::batch::BatchResponse;
 
@@ -39,18 +48,20 @@ impl HandlerError {
 /// What invoked a consumer function.
 #[derive(Debug)]
 pub enum Trigger {
-    /// A batch from the function's SQS queue.
-    Queue(SqsEvent),
+    /// A batch from the function's SQS queue, to be handled before `deadline` (the invocation's).
+    Queue { batch: SqsEvent, deadline: OffsetDateTime },
     /// A schedule tick (EventBridge `Scheduled Event`), with the time it was scheduled for.
     Schedule { time: OffsetDateTime },
 }
 
 impl Trigger {
     /// Reads the invocation payload: an SQS event has `Records`, a schedule has
-    /// `detail-type: Scheduled Event`.
-    pub fn parse(payload: Value) -> Result<Self, String> {
+    /// `detail-type: Scheduled Event`. `deadline` is when the invocation times out.
+    pub fn parse(payload: Value, deadline: OffsetDateTime) -> Result<Self, String> {
         if payload.get("Records").is_some() {
-            return serde_json::from_value(payload).map(Self::Queue).map_err(|e| format!("bad SQS event: {e}"));
+            return serde_json::from_value(payload)
+                .map(|batch| Self::Queue { batch, deadline })
+                .map_err(|e| format!("bad SQS event: {e}"));
         }
         if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
             let time = payload
@@ -74,7 +85,9 @@ where
 {
     let handle = &handle;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let trigger = Trigger::parse(event.payload)?;
+        let deadline = i128::from(event.context.deadline) * 1_000_000;
+        let deadline = OffsetDateTime::from_unix_timestamp_nanos(deadline)?;
+        let trigger = Trigger::parse(event.payload, deadline)?;
         // Boxed: a saga handler's future is deep, and inlining it into the runtime's future
         // makes its layout exceed rustc's query depth ("queries overflow the depth limit").
         Ok::<_, lambda_runtime::Error>(Box::pin(handle(trigger)).await?)
@@ -82,8 +95,32 @@ where
     .await
 }
 
-/// Handles every message of an SQS batch with `handle`, reporting the ones that failed.
-pub async fn consume<F, Fut>(batch: SqsEvent, handle: F) -> BatchResponse
+/// Whether an event may be handled now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First delivery (or the earlier handler's lease lapsed): handle it.
+    Claimed,
+    /// Handled already: acknowledge without handling again.
+    Handled,
+    /// Another invocation is handling it right now: try again later.
+    InProgress,
+}
+
+/// The record of which events a consumer has handled, keyed by event id. Implemented on each
+/// domain's own table (`adapters::inbox`); in memory by [`MemoryInbox`] for unit tests.
+#[allow(async_fn_in_trait)]
+pub trait Inbox {
+    /// Claims `event` for this invocation until `lease_until`, unless it is handled or claimed.
+    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError>;
+    /// Marks a claimed event handled.
+    async fn handled(&self, event: EventId) -> Result<(), HandlerError>;
+    /// Gives up a claim after the handler failed, so the retry may claim it at once.
+    async fn release(&self, event: EventId) -> Result<(), HandlerError>;
+}
+
+/// Handles every message of an SQS batch with `handle`, once per event id, reporting the
+/// messages that failed (or must wait for another invocation that is handling their event).
+pub async fn consume<F, Fut>(batch: SqsEvent, deadline: OffsetDateTime, inbox: &impl Inbox, handle: F) -> BatchResponse
 where
     F: Fn(Envelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
@@ -100,26 +137,91 @@ where
                 continue;
             }
         };
+        let event_id = envelope.metadata.event_id;
         let span = tracing::info_span!(
             "event",
-            event_id = %envelope.metadata.event_id,
+            event_id = %event_id,
             correlation_id = %envelope.metadata.correlation_id,
             detail_type = envelope.event.detail_type(),
         );
         let _entered = span.enter();
-        match handle(envelope).await {
-            Ok(()) => {}
-            Err(HandlerError::Transient(error)) => {
-                tracing::warn!(message_id = %id, error = %error, "event failed; it will be retried");
-                response.fail(id);
+        match inbox.claim(event_id, deadline).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Handled) => {
+                tracing::info!(message_id = %id, "duplicate delivery of a handled event; acknowledged");
+                continue;
             }
-            Err(HandlerError::Permanent(reason)) => {
-                tracing::error!(message_id = %id, %reason, "event cannot be handled; it will reach the DLQ");
+            Ok(Claim::InProgress) => {
+                tracing::info!(message_id = %id, "event is being handled by another invocation; retry later");
+                response.fail(id);
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(message_id = %id, %error, "could not claim the event; it will be retried");
+                response.fail(id);
+                continue;
+            }
+        }
+        match handle(envelope).await {
+            Ok(()) => {
+                if let Err(error) = inbox.handled(event_id).await {
+                    // The work is done; a redelivery after the lease re-runs an idempotent handler.
+                    tracing::warn!(message_id = %id, %error, "handled, but the inbox could not record it");
+                }
+            }
+            Err(error) => {
+                match &error {
+                    HandlerError::Transient(cause) => {
+                        tracing::warn!(message_id = %id, error = %cause, "event failed; it will be retried");
+                    }
+                    HandlerError::Permanent(reason) => {
+                        tracing::error!(message_id = %id, %reason, "event cannot be handled; it will reach the DLQ");
+                    }
+                }
+                if let Err(error) = inbox.release(event_id).await {
+                    tracing::warn!(message_id = %id, %error, "could not release the claim; it lapses at the deadline");
+                }
                 response.fail(id);
             }
         }
     }
     response
+}
+
+/// An [`Inbox`] in memory, for unit tests of consumers.
+#[derive(Debug, Default)]
+pub struct MemoryInbox {
+    events: std::sync::Mutex<std::collections::HashMap<EventId, Option<OffsetDateTime>>>,
+}
+
+impl MemoryInbox {
+    fn events(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EventId, Option<OffsetDateTime>>> {
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inbox for MemoryInbox {
+    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError> {
+        let mut events = self.events();
+        match events.get(&event) {
+            Some(None) => Ok(Claim::Handled),
+            Some(Some(lease)) if *lease > OffsetDateTime::now_utc() => Ok(Claim::InProgress),
+            _ => {
+                events.insert(event, Some(lease_until));
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn handled(&self, event: EventId) -> Result<(), HandlerError> {
+        self.events().insert(event, None);
+        Ok(())
+    }
+
+    async fn release(&self, event: EventId) -> Result<(), HandlerError> {
+        self.events().remove(&event);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +230,19 @@ mod tests {
     use domain_events::checkout::OrderCancelled;
     use domain_events::{Event, Metadata};
     use kernel::OrderId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn soon() -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::minutes(1)
+    }
+
+    fn queue(records: &[Value]) -> SqsEvent {
+        let Trigger::Queue { batch, .. } = Trigger::parse(serde_json::json!({ "Records": records }), soon()).unwrap()
+        else {
+            panic!("not a queue batch")
+        };
+        batch
+    }
 
     fn message(id: &str, body: &str) -> Value {
         serde_json::json!({ "messageId": id, "receiptHandle": "r", "body": body, "attributes": {},
@@ -147,16 +262,15 @@ mod tests {
 
     #[tokio::test]
     async fn one_bad_message_never_fails_its_batch() {
-        let batch = serde_json::json!({ "Records": [
+        let batch = queue(&[
             message("good-1", &cancelled_body()),
             message("poison", "{not json"),
             message("good-2", &cancelled_body()),
-        ]});
-        let Trigger::Queue(batch) = Trigger::parse(batch).unwrap() else { panic!("not a queue batch") };
-        let handled = std::sync::atomic::AtomicUsize::new(0);
+        ]);
+        let handled = AtomicUsize::new(0);
 
-        let response = consume(batch, |_| async {
-            handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let response = consume(batch, soon(), &MemoryInbox::default(), |_| async {
+            handled.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
         .await;
@@ -168,13 +282,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_handler_reports_only_its_message() {
-        let batch =
-            serde_json::json!({ "Records": [message("a", &cancelled_body()), message("b", &cancelled_body())] });
-        let Trigger::Queue(batch) = Trigger::parse(batch).unwrap() else { panic!("not a queue batch") };
-        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let batch = queue(&[message("a", &cancelled_body()), message("b", &cancelled_body())]);
+        let calls = AtomicUsize::new(0);
 
-        let response = consume(batch, |_| async {
-            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        let response = consume(batch, soon(), &MemoryInbox::default(), |_| async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 Err(HandlerError::Permanent("first one breaks".into()))
             } else {
                 Ok(())
@@ -186,11 +298,60 @@ mod tests {
         assert_eq!(response.batch_item_failures[0].item_identifier, "a");
     }
 
+    #[tokio::test]
+    async fn an_event_delivered_again_after_it_was_handled_is_acknowledged_without_handling() {
+        let body = cancelled_body();
+        let (inbox, calls) = (MemoryInbox::default(), AtomicUsize::new(0));
+        let count = |_| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+
+        let first = consume(queue(&[message("m1", &body), message("m2", &body)]), soon(), &inbox, count).await;
+        let later = consume(queue(&[message("m3", &body)]), soon(), &inbox, count).await;
+
+        assert_eq!(calls.into_inner(), 1);
+        assert!(first.batch_item_failures.is_empty() && later.batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_event_is_handled_again_on_its_retry() {
+        let body = cancelled_body();
+        let (inbox, calls) = (MemoryInbox::default(), AtomicUsize::new(0));
+        let fail_first = |_| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(HandlerError::Permanent("not yet".into())),
+                _ => Ok(()),
+            }
+        };
+
+        let first = consume(queue(&[message("m1", &body)]), soon(), &inbox, fail_first).await;
+        let retry = consume(queue(&[message("m1", &body)]), soon(), &inbox, fail_first).await;
+
+        assert_eq!(first.batch_item_failures.len(), 1);
+        assert!(retry.batch_item_failures.is_empty());
+        assert_eq!(calls.into_inner(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_event_another_invocation_is_handling_waits_for_a_retry() {
+        let body = cancelled_body();
+        let event_id = Envelope::from_eventbridge(&body).unwrap().metadata.event_id;
+        let inbox = MemoryInbox::default();
+        assert_eq!(inbox.claim(event_id, soon()).await.unwrap(), Claim::Claimed);
+
+        let response =
+            consume(queue(&[message("m1", &body)]), soon(), &inbox, |_| async { panic!("handled twice at once") })
+                .await;
+
+        assert_eq!(response.batch_item_failures[0].item_identifier, "m1");
+    }
+
     #[test]
     fn a_scheduled_event_carries_its_time() {
         let payload = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
             "time": "2026-11-22T10:00:00Z", "detail": {} });
-        let Trigger::Schedule { time } = Trigger::parse(payload).unwrap() else { panic!("not a schedule") };
+        let Trigger::Schedule { time } = Trigger::parse(payload, soon()).unwrap() else { panic!("not a schedule") };
         assert_eq!(time.unix_timestamp(), 1_795_341_600);
     }
 }
@@ -220,7 +381,10 @@ mod samples {
     #[test]
     fn every_sqs_sample_is_a_batch_of_readable_domain_events() {
         for (path, payload) in samples("sqs") {
-            let Ok(Trigger::Queue(batch)) = Trigger::parse(payload) else { panic!("{path} is not an SQS batch") };
+            let deadline = OffsetDateTime::now_utc();
+            let Ok(Trigger::Queue { batch, .. }) = Trigger::parse(payload, deadline) else {
+                panic!("{path} is not an SQS batch")
+            };
             for record in batch.records {
                 let body = record.body.unwrap_or_default();
                 Envelope::from_eventbridge(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -238,7 +402,8 @@ mod samples {
     #[test]
     fn the_schedule_sample_is_a_schedule_tick() {
         for (path, payload) in samples("schedule") {
-            assert!(matches!(Trigger::parse(payload), Ok(Trigger::Schedule { .. })), "{path}");
+            let deadline = OffsetDateTime::now_utc();
+            assert!(matches!(Trigger::parse(payload, deadline), Ok(Trigger::Schedule { .. })), "{path}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The checkout saga consumer Lambda (SQS queue + timeout schedule).
 
+use adapters::inbox::DynamoInbox;
 use checkout::Config;
 use checkout::dynamo::DynamoOrders;
 
@@ -7,7 +8,8 @@ use checkout::dynamo::DynamoOrders;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;
-    let aws = adapters::aws::load_config().await;
-    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
-    lambda_glue::consumer::serve(|trigger| checkout::events::handle(&store, trigger)).await
+    let dynamodb = aws_sdk_dynamodb::Client::new(&adapters::aws::load_config().await);
+    let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
+    let store = DynamoOrders::new(dynamodb, config.table);
+    lambda_glue::consumer::serve(|trigger| checkout::events::handle(&store, &inbox, trigger)).await
 }

@@ -1,5 +1,6 @@
 //! The inventory event consumer Lambda (SQS queue + expiry schedule).
 
+use adapters::inbox::DynamoInbox;
 use inventory::Config;
 use inventory::dynamo::DynamoInventory;
 
@@ -7,7 +8,8 @@ use inventory::dynamo::DynamoInventory;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;
-    let aws = adapters::aws::load_config().await;
-    let store = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
-    lambda_glue::consumer::serve(|trigger| inventory::events::handle(&store, trigger, config.hold)).await
+    let dynamodb = aws_sdk_dynamodb::Client::new(&adapters::aws::load_config().await);
+    let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
+    let store = DynamoInventory::new(dynamodb, config.table);
+    lambda_glue::consumer::serve(|trigger| inventory::events::handle(&store, &inbox, trigger, config.hold)).await
 }

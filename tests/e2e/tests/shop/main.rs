@@ -8,4 +8,5 @@ mod cart;
 mod catalog;
 mod checkout;
 mod events;
+mod inbox;
 mod inventory;

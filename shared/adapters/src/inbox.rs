@@ -1,0 +1,121 @@
+//! The consumer inbox on a domain's own table: one item per event the domain's consumer took.
+//!
+//! Item: `pk = INBOX#<event id>`, `sk = INBOX`, `status` (`in_progress` | `handled`),
+//! `lease_until` (epoch seconds, while in progress) and `expires_at` (TTL). A claim is one
+//! conditional `PutItem` — "no item, or an in-progress item whose lease has lapsed" — so two
+//! deliveries of the same event can never both run the handler at once, and a delivery after the
+//! event was handled is recognised from the item the failed condition returns. Items expire after
+//! [`RETENTION_SECS`] (the dead-letter queues keep messages 14 days, and a message redriven from
+//! one must still be recognised). The relay ignores these items: its stream filter takes only
+//! outbox items.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use time::OffsetDateTime;
+
+use kernel::EventId;
+use lambda_glue::consumer::{Claim, HandlerError, Inbox};
+
+use crate::dynamo::Item;
+use crate::outbox::TTL_ATTRIBUTE;
+
+/// Partition key prefix of inbox items.
+pub const KEY_PREFIX: &str = "INBOX#";
+/// How long the inbox remembers an event: the dead-letter queues' retention.
+pub const RETENTION_SECS: i64 = 14 * 24 * 3600;
+
+const IN_PROGRESS: &str = "in_progress";
+const HANDLED: &str = "handled";
+
+/// The inbox of the consumer that owns `table`.
+#[derive(Debug, Clone)]
+pub struct DynamoInbox {
+    client: Client,
+    table: String,
+}
+
+impl DynamoInbox {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn key(event: EventId) -> Item {
+        Item::from([
+            ("pk".to_owned(), AttributeValue::S(format!("{KEY_PREFIX}{event}"))),
+            ("sk".to_owned(), AttributeValue::S("INBOX".to_owned())),
+        ])
+    }
+}
+
+fn number(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn string(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+impl Inbox for DynamoInbox {
+    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut item = Self::key(event);
+        item.insert("status".to_owned(), string(IN_PROGRESS));
+        item.insert("lease_until".to_owned(), number(lease_until.unix_timestamp()));
+        item.insert(TTL_ATTRIBUTE.to_owned(), number(now + RETENTION_SECS));
+        let claimed = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR (#status = :in_progress AND lease_until < :now)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", string(IN_PROGRESS))
+            .expression_attribute_values(":now", number(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let error = match claimed {
+            Ok(_) => return Ok(Claim::Claimed),
+            Err(error) => error,
+        };
+        if let Some(PutItemError::ConditionalCheckFailedException(existing)) = error.as_service_error() {
+            let status = existing.item().and_then(|item| item.get("status")).and_then(|s| s.as_s().ok());
+            return Ok(if status.is_some_and(|s| s == HANDLED) { Claim::Handled } else { Claim::InProgress });
+        }
+        Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error)))
+    }
+
+    async fn handled(&self, event: EventId) -> Result<(), HandlerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(event)))
+            .update_expression("SET #status = :handled REMOVE lease_until")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":handled", string(HANDLED))
+            .send()
+            .await
+            .map_err(|error| HandlerError::transient(aws_sdk_dynamodb::Error::from(error)))?;
+        Ok(())
+    }
+
+    async fn release(&self, event: EventId) -> Result<(), HandlerError> {
+        // Only an in-progress claim: never forget an event that was handled.
+        let released = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(event)))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", string(IN_PROGRESS))
+            .send()
+            .await;
+        match released {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) => Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error))),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The consumer inbox (`adapters::inbox`) on a domain table in moto: the conditional claim that
+//! lets one delivery of an event run its handler and recognises every later one.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::{Duration, OffsetDateTime};
+
+use adapters::inbox::{DynamoInbox, RETENTION_SECS};
+use kernel::EventId;
+use lambda_glue::consumer::{Claim, Inbox};
+
+async fn inventory_inbox() -> (DynamoInbox, aws_sdk_dynamodb::Client, String) {
+    let shop = testkit::shop();
+    let table = shop.table("InventoryTable").unwrap().to_owned();
+    let client = shop.dynamodb().await;
+    (DynamoInbox::new(client.clone(), &table), client, table)
+}
+
+fn in_a_minute() -> OffsetDateTime {
+    OffsetDateTime::now_utc() + Duration::minutes(1)
+}
+
+#[tokio::test]
+async fn an_event_is_claimed_once_and_recognised_as_handled_on_every_later_delivery() {
+    let (inbox, client, table) = inventory_inbox().await;
+    let event = EventId::new();
+
+    assert_eq!(inbox.claim(event, in_a_minute()).await.unwrap(), Claim::Claimed);
+    assert_eq!(inbox.claim(event, in_a_minute()).await.unwrap(), Claim::InProgress, "a concurrent delivery waits");
+    inbox.handled(event).await.unwrap();
+    inbox.release(event).await.unwrap();
+    assert_eq!(inbox.claim(event, in_a_minute()).await.unwrap(), Claim::Handled, "release never forgets a handled one");
+
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("INBOX#{event}")))
+        .key("sk", AttributeValue::S("INBOX".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    let kept = expires_at - OffsetDateTime::now_utc().unix_timestamp();
+    assert!((RETENTION_SECS - 60..=RETENTION_SECS).contains(&kept), "kept {kept} s");
+}
+
+#[tokio::test]
+async fn a_failed_or_abandoned_claim_can_be_taken_again() {
+    let (inbox, _, _) = inventory_inbox().await;
+    let (failed, crashed) = (EventId::new(), EventId::new());
+
+    assert_eq!(inbox.claim(failed, in_a_minute()).await.unwrap(), Claim::Claimed);
+    inbox.release(failed).await.unwrap();
+    assert_eq!(inbox.claim(failed, in_a_minute()).await.unwrap(), Claim::Claimed, "released after a failure");
+
+    let lapsed = OffsetDateTime::now_utc() - Duration::seconds(5);
+    assert_eq!(inbox.claim(crashed, lapsed).await.unwrap(), Claim::Claimed);
+    assert_eq!(inbox.claim(crashed, in_a_minute()).await.unwrap(), Claim::Claimed, "its invocation's deadline passed");
+}
