@@ -7,8 +7,9 @@
 //!   problem+json naming the field), query and path parameters, and writing JSON and
 //!   problem+json responses.
 //! - [`batch`]: partial batch responses for SQS and stream consumers.
-//! - [`consumer`]: the loop every event consumer runs: SQS batch in, one handler call per
-//!   EventBridge event, partial batch response out; and schedule ticks.
+//! - [`consumer`]: the loop every event consumer runs: SQS batch in, each EventBridge event
+//!   claimed in the consumer's inbox and handled once, partial batch response out; and schedule
+//!   ticks.
 //! - [`auth`]: who is calling, from the claims API Gateway's JWT authorizer put in the request
 //!   context; functions never see or verify the token itself.
 //!
