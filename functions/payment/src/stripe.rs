@@ -7,6 +7,12 @@
 //! the second line of defence. Each call makes one attempt (`RequestStrategy::Idempotent`); SQS
 //! redelivery is the retry.
 //!
+//! Amounts go to Stripe in *Stripe's* minor units, which differ from ISO 4217's for a few
+//! currencies ([`stripe_amount`]): ISK is two-decimal at Stripe (whole krónur × 100), MGA is
+//! zero-decimal (whole ariary only), and the three-decimal dinars must end in 0. A total Stripe
+//! cannot take is refused before any call (`amount_not_chargeable`), so the order is cancelled
+//! with that reason rather than charged a rounded amount.
+//!
 //! Errors are sorted for the service: a 402 `card_error` is a decline, a 4xx with an error code is
 //! a refusal, `payment_intent_unexpected_state` and 409 are conflicts, network failures, timeouts,
 //! 429 and 5xx make Stripe unavailable, and the rest (401/403, idempotency errors, unreadable
@@ -28,7 +34,7 @@ use stripe_core::{
 };
 use stripe_types::Currency;
 
-use kernel::OrderId;
+use kernel::{Money, OrderId};
 
 use crate::StripeSecret;
 use crate::service::{Decline, GatewayError, Intent, IntentStatus, OrderPayment, PaymentGateway, PaymentIntentId};
@@ -79,7 +85,7 @@ impl PaymentGateway for StripeGateway {
         // Stripe wants lower-case ISO codes; a code async-stripe does not list becomes
         // `Currency::Unknown` and Stripe itself refuses it if it must.
         let Ok(currency) = order.total.currency().code().to_ascii_lowercase().parse::<Currency>();
-        CreatePaymentIntent::new(order.total.amount(), currency)
+        CreatePaymentIntent::new(stripe_amount(order.total)?, currency)
             .payment_method(&order.payment_method)
             .capture_method(PaymentIntentCaptureMethod::Manual)
             // Cards only: no redirect-based method, so confirming needs no return_url.
@@ -117,6 +123,47 @@ impl PaymentGateway for StripeGateway {
             .map_err(classify)
             .and_then(intent)
     }
+}
+
+/// Currencies Stripe takes without a minor unit (stripe.com/docs/currencies, zero-decimal).
+const STRIPE_ZERO_DECIMAL: &[&str] =
+    &["BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"];
+/// Currencies Stripe takes with three decimals, the last of which must be 0.
+const STRIPE_THREE_DECIMAL: &[&str] = &["BHD", "JOD", "KWD", "OMR", "TND"];
+
+/// `total` in Stripe's minor units for its currency, or a refusal when Stripe cannot charge it
+/// exactly.
+pub fn stripe_amount(total: Money) -> Result<i64, GatewayError> {
+    let code = total.currency().code();
+    let stripe_exponent: u32 = if STRIPE_ZERO_DECIMAL.contains(&code) {
+        0
+    } else if STRIPE_THREE_DECIMAL.contains(&code) {
+        3
+    } else {
+        2
+    };
+    let iso_exponent = u32::from(total.currency().exponent());
+    let not_chargeable = |why: &str| GatewayError::Refused {
+        code: "amount_not_chargeable".to_owned(),
+        param: Some("amount".to_owned()),
+        message: format!("{} {code} {why}", total.amount()),
+    };
+    let amount = if stripe_exponent >= iso_exponent {
+        10_i64
+            .checked_pow(stripe_exponent - iso_exponent)
+            .and_then(|factor| total.amount().checked_mul(factor))
+            .ok_or_else(|| not_chargeable("is too large"))?
+    } else {
+        let divisor = 10_i64.pow(iso_exponent - stripe_exponent);
+        if total.amount() % divisor != 0 {
+            return Err(not_chargeable("has a fraction Stripe cannot charge"));
+        }
+        total.amount() / divisor
+    };
+    if stripe_exponent == 3 && amount % 10 != 0 {
+        return Err(not_chargeable("must end in 0 for Stripe"));
+    }
+    Ok(amount)
 }
 
 fn intent(pi: PaymentIntent) -> Result<Intent, GatewayError> {
@@ -170,5 +217,45 @@ fn classify_api(error: &ApiErrors, status: u16) -> GatewayError {
             None => GatewayError::Misconfigured(described()),
         },
         _ => GatewayError::Misconfigured(described()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernel::Currency;
+
+    use super::*;
+
+    fn amount(minor: i64, code: &str) -> Result<i64, GatewayError> {
+        stripe_amount(Money::new(minor, Currency::parse(code).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn most_currencies_go_to_stripe_in_their_iso_minor_units() {
+        assert_eq!(amount(1999, "USD").unwrap(), 1999);
+        assert_eq!(amount(500, "JPY").unwrap(), 500);
+        assert_eq!(amount(12_345, "HUF").unwrap(), 12_345);
+        assert_eq!(amount(7_000, "UGX").unwrap(), 7_000);
+    }
+
+    #[test]
+    fn icelandic_kronur_are_two_decimal_at_stripe() {
+        assert_eq!(amount(4_990, "ISK").unwrap(), 499_000);
+    }
+
+    #[test]
+    fn ariary_must_be_whole_for_stripe() {
+        assert_eq!(amount(150_000, "MGA").unwrap(), 1_500);
+        assert!(
+            matches!(amount(150_050, "MGA"), Err(GatewayError::Refused { code, .. }) if code == "amount_not_chargeable")
+        );
+    }
+
+    #[test]
+    fn three_decimal_dinars_must_end_in_zero() {
+        assert_eq!(amount(5_120, "KWD").unwrap(), 5_120);
+        assert!(
+            matches!(amount(5_124, "KWD"), Err(GatewayError::Refused { code, .. }) if code == "amount_not_chargeable")
+        );
     }
 }
