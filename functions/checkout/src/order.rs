@@ -7,6 +7,9 @@
 //!          customer cancel (any state before shipment)
 //! ```
 //!
+//! An order with nothing to pay (total zero, after a 100 % promotion) goes from `reserved`
+//! straight to `confirmed`: payment never authorizes it.
+//!
 //! Events may arrive late, twice, or out of order. [`Order::apply`] accepts a step that an
 //! event implies even if the step before it has not been seen (a `PaymentAuthorized` proves the
 //! stock was reserved), ignores what it has already applied, and refuses what cannot happen.
@@ -254,6 +257,11 @@ impl Order {
         use Status::*;
         let refused = |order: &Order| Refused { from: order.status.as_str(), step: format!("{step:?}") };
         let events = match (self.status, step) {
+            (Pending, SagaStep::StockReserved) if self.totals.total.amount() == 0 => {
+                self.enter(Reserved, at);
+                self.enter(Confirmed, at);
+                vec![Event::OrderConfirmed(OrderConfirmed { order_id: self.order_id })]
+            }
             (Pending, SagaStep::StockReserved) => {
                 self.enter(Reserved, at);
                 Vec::new()
@@ -305,7 +313,12 @@ mod tests {
     use kernel::Currency;
 
     fn order() -> Order {
+        order_totalling(2500)
+    }
+
+    fn order_totalling(total: i64) -> Order {
         let zero = Money::zero(Currency::USD);
+        let total = Money::new(total, Currency::USD).unwrap();
         Order {
             order_id: OrderId::new(),
             customer: "alice".into(),
@@ -314,14 +327,7 @@ mod tests {
             cancel_reason: None,
             payment_failure: None,
             lines: Vec::new(),
-            totals: Totals {
-                subtotal: zero,
-                discount: zero,
-                shipping: zero,
-                tax: zero,
-                total: zero,
-                promotions: vec![],
-            },
+            totals: Totals { subtotal: zero, discount: zero, shipping: zero, tax: zero, total, promotions: vec![] },
             shipping_address: Address {
                 name: "A".into(),
                 line1: "1 Way".into(),
@@ -357,6 +363,16 @@ mod tests {
         let path: Vec<_> = order.history.iter().map(|t| t.status).collect();
         assert_eq!(path, vec![Status::Reserved, Status::Authorized, Status::Confirmed]);
         assert_eq!(order.version, 3);
+    }
+
+    #[test]
+    fn an_order_with_nothing_to_pay_is_confirmed_once_its_stock_is_reserved() {
+        let mut free = order_totalling(0);
+        let events = free.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH).unwrap().unwrap();
+        assert!(matches!(events.as_slice(), [Event::OrderConfirmed(_)]));
+        let path: Vec<_> = free.history.iter().map(|t| t.status).collect();
+        assert_eq!(path, vec![Status::Reserved, Status::Confirmed], "never authorized: nothing to pay");
+        assert_eq!(free.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH), Ok(None));
     }
 
     #[test]

@@ -34,6 +34,12 @@
 //! anything else is Stripe's error code, such as `amount_too_small`). Stripe being unreachable,
 //! throttling us or failing (5xx) is not a failure of the payment: the message is retried.
 //!
+//! ## Orders with nothing to pay
+//!
+//! An order whose total is zero (a 100 % promotion) is never sent to Stripe, which has a minimum
+//! amount: payment records its facts and stops. Checkout confirms such an order on
+//! `StockReserved` without waiting for a payment.
+//!
 //! ## Cancellation
 //!
 //! `OrderCancelled` flags the payment, which stops any later claim. An authorized payment is
@@ -128,7 +134,9 @@ pub struct Payment {
 impl Payment {
     /// The order to authorize, when both facts are in and nothing stops it.
     fn ready(&self) -> Option<&OrderPayment> {
-        self.order.as_ref().filter(|_| self.stock_reserved && !self.cancelled && self.stage == Stage::Pending)
+        self.order.as_ref().filter(|order| {
+            self.stock_reserved && !self.cancelled && self.stage == Stage::Pending && order.total.amount() > 0
+        })
     }
 }
 
@@ -316,6 +324,10 @@ async fn advance(
         None => payment,
     };
     match &payment.stage {
+        Stage::Pending if payment.order.as_ref().is_some_and(|order| order.total.amount() == 0) => {
+            tracing::info!(%order_id, "the order's total is zero: nothing to authorize");
+            Ok(())
+        }
         Stage::Pending => {
             tracing::info!(%order_id, placed = payment.order.is_some(), stock_reserved = payment.stock_reserved,
                 cancelled = payment.cancelled, "payment waits for its facts");
@@ -492,6 +504,10 @@ pub async fn on_order_cancelled(
 ) -> Result<(), HandlerError> {
     let payment = store.record_cancelled(order_id).await.map_err(from_store)?;
     match &payment.stage {
+        Stage::Pending if payment.order.as_ref().is_some_and(|order| order.total.amount() == 0) => {
+            tracing::info!(%order_id, "the order's total is zero: nothing to authorize");
+            Ok(())
+        }
         Stage::Pending => {
             tracing::info!(%order_id, "order cancelled before its payment started; it never will");
             Ok(())
@@ -874,6 +890,19 @@ pub(crate) mod tests {
         assert_eq!(stripe.status(&intent), IntentStatus::RequiresCapture);
         assert_eq!(store.payment(order_id).stage, Stage::Authorized { intent: intent.clone() });
         assert_eq!(store.events(), vec![authorized(order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn an_order_with_nothing_to_pay_never_reaches_stripe() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        let free = OrderPlaced { total: Money::zero(Currency::USD), ..placed(order_id, VISA) };
+
+        on_order_placed(&store, &stripe, &free, T0).await.unwrap();
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+
+        assert_eq!(stripe.intent_count(), 0);
+        assert_eq!(store.events(), vec![], "no authorization, failure or void to announce");
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ pub struct FunctionSpec {
     pub log_level: Option<String>,
     pub routes: Vec<RouteSpec>,
     pub triggers: Vec<TriggerSpec>,
+    /// The resolved SAM `Policies` (the local cloud does not enforce IAM; tests read them).
+    pub policies: Json,
 }
 
 /// An SQS queue to provision.
@@ -412,6 +414,7 @@ impl Template {
                         .map(str::to_owned),
                     routes,
                     triggers,
+                    policies: own.get("Policies").cloned().unwrap_or(Json::Null),
                 })
             })
             .collect()
@@ -785,6 +788,51 @@ Resources:
         let error = format!("{:#}", template.functions(&stack(), &physical).unwrap_err());
         assert!(error.contains("Fn.Properties"), "{error}");
         assert!(error.contains("Fn::If"), "{error}");
+    }
+
+    /// IAM is not enforced locally, so a missing permission would first fail in AWS. The consumer
+    /// inbox (`adapters::inbox`) claims with PutItem, marks handled with UpdateItem and releases
+    /// with DeleteItem on the consumer's own table.
+    #[test]
+    fn every_queue_consumer_may_write_its_inbox_on_its_own_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        let mut physical = template.physical_names(&stack());
+        for (table, _) in template.of_type("AWS::DynamoDB::Table") {
+            // Known once the table exists; any value does here.
+            physical.attributes.insert((table.clone(), "StreamArn".to_owned()), format!("{table}/stream"));
+        }
+        let functions = template.functions(&stack(), &physical).unwrap();
+        let consumers: Vec<_> =
+            functions.iter().filter(|f| f.triggers.iter().any(|t| matches!(t, TriggerSpec::Sqs { .. }))).collect();
+        assert!(consumers.len() >= 4, "cart, checkout, payment and inventory consume queues");
+        for function in consumers {
+            let table = function
+                .environment
+                .iter()
+                .find(|(name, _)| name.ends_with("_TABLE"))
+                .map(|(_, table)| format!("arn:aws:dynamodb:eu-west-1:123456789012:table/{table}"))
+                .unwrap_or_else(|| panic!("{} names no table", function.logical_id));
+            let mut granted = Vec::new();
+            for statement in function.policies.as_array().into_iter().flatten().filter_map(|p| p.get("Statement")) {
+                for statement in statement.as_array().into_iter().flatten() {
+                    let resources = match &statement["Resource"] {
+                        Json::Array(list) => list.clone(),
+                        one => vec![one.clone()],
+                    };
+                    if statement["Effect"] == "Allow" && resources.iter().any(|r| r == &Json::String(table.clone())) {
+                        let actions = match &statement["Action"] {
+                            Json::Array(list) => list.clone(),
+                            one => vec![one.clone()],
+                        };
+                        granted.extend(actions.iter().filter_map(Json::as_str).map(str::to_owned));
+                    }
+                }
+            }
+            for needed in ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
+                assert!(granted.iter().any(|a| a == needed), "{} lacks {needed} on {table}", function.logical_id);
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The saga under stress: every SQS message delivered twice, consumers that crash after doing
-//! their work, poison messages, a stalled payment service, and time travel for timeouts and
-//! reservation expiry. A stack of its own, so its chaos and its clock never touch `tests/shop`.
+//! their work, poison messages, a stalled payment service, time travel for timeouts and
+//! reservation expiry, and an order with nothing to pay. A stack of its own, so its chaos, its
+//! clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -17,10 +18,20 @@ use e2e::support::{Tap, call, eventually, payment_intents, publish};
 use kernel::{Currency, Money, OrderId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
+/// Pricing is the default plus a 100 % coupon and free pickup, so an order can total zero.
 fn settings() -> testkit::Settings {
+    let path = testkit::root().join("functions/checkout/src/pricing.default.json");
+    let mut pricing: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    pricing["promotions"].as_array_mut().unwrap().push(json!({
+        "code": "ONTHEHOUSE", "description": "Everything free", "kind": "percent_off_category",
+        "category": "cart-things", "percent": 100, "max_redemptions": 1000
+    }));
+    pricing["shipping_methods"].as_array_mut().unwrap().push(json!({
+        "id": "pickup", "name": "Pick up in store", "rates": { "USD": 0 }
+    }));
     testkit::Settings {
         chaos: localcloud::triggers::Chaos { failed_visibility_secs: Some(1), duplicate_delivery: true },
-        ..Default::default()
+        parameters: vec![("PricingConfig", pricing.to_string())],
     }
 }
 
@@ -170,4 +181,29 @@ async fn a_reservation_never_confirmed_expires_and_its_stock_returns() {
         events.iter().find(|e| e["detail"]["data"]["order_id"] == json!(order.order_id.to_string())).unwrap();
     assert_eq!(released["detail"]["data"]["reason"], "expired");
     assert_eq!(available(&sku).await, 4);
+}
+
+#[tokio::test]
+async fn an_order_with_nothing_to_pay_is_confirmed_without_stripe_and_cancels_without_a_void() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    let mut body = checkout_body(&shopper.cart, "pm_card_visa");
+    body["shipping_method"] = json!("pickup");
+    body["promo_code"] = json!("ONTHEHOUSE");
+
+    let placed = place(&shopper.token, &testkit::unique("key"), &body).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    assert_eq!(placed.body["totals"]["total"]["amount"], 0, "{}", placed.body);
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    let order = order_when(&shopper.token, &id, |o| o["status"] == "confirmed" || o["status"] == "cancelled").await;
+
+    assert_eq!(order["status"], "confirmed", "{order:#}");
+    let path: Vec<&str> = order["history"].as_array().unwrap().iter().filter_map(|t| t["status"].as_str()).collect();
+    assert_eq!(path, vec!["pending", "reserved", "confirmed"], "no authorization step");
+    let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    let restocked = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
+    assert!(restocked.is_some(), "both units back on the shelf");
+    assert!(payment_intents(&id).await.is_empty(), "Stripe never saw the order");
 }
