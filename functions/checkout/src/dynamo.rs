@@ -4,7 +4,7 @@
 //! |-------------|-----------------------------|----------|-----------------------------------------|
 //! | order       | `ORDER#{id}`                | `ORDER`  | the order document and its version      |
 //! | idempotency | `IDEM#{customer}#{key}`     | `IDEM`   | the request and the reply to replay; TTL 24 h |
-//! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon    |
+//! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon: +1 on placement, −1 on cancellation |
 //! | outbox      | `OUTBOX#{event}`            | `OUTBOX` | see [`adapters::outbox`]                |
 //!
 //! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
@@ -59,6 +59,9 @@ struct OrderRecord {
     gsi2sk: Option<String>,
     gsi3pk: String,
     gsi3sk: String,
+    /// [`Order::coupon_redemption`], which the API does not show.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    coupon_redemption: Option<String>,
     #[serde(flatten)]
     order: Order,
 }
@@ -76,8 +79,13 @@ impl OrderRecord {
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
             gsi3pk: format!("STATUS#{}", order.status.as_str()),
             gsi3sk: id,
+            coupon_redemption: order.coupon_redemption.clone(),
             order: order.clone(),
         }
+    }
+
+    fn into_order(self) -> Order {
+        Order { coupon_redemption: self.coupon_redemption, ..self.order }
     }
 }
 
@@ -147,7 +155,7 @@ impl DynamoOrders {
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
             .map(|c| c.encode());
         let records: Vec<OrderRecord> = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(failed)?;
-        Ok(Page { orders: records.into_iter().map(|r| r.order).collect(), next_cursor })
+        Ok(Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor })
     }
 }
 
@@ -211,10 +219,18 @@ impl OrderStore for DynamoOrders {
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
         let item = get_consistent(&self.client, &self.table, order_key(id)).await.map_err(failed)?;
-        item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(|r| r.order)).transpose().map_err(failed)
+        item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(OrderRecord::into_order))
+            .transpose()
+            .map_err(failed)
     }
 
-    async fn save(&self, order: &Order, expected: u64, events: &[Envelope]) -> Result<Saved, StoreError> {
+    async fn save(
+        &self,
+        order: &Order,
+        expected: u64,
+        events: &[Envelope],
+        returned_coupon: Option<&str>,
+    ) -> Result<Saved, StoreError> {
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
         let mut items = vec![self.put(
             serde_dynamo::to_item(OrderRecord::new(order)).map_err(failed)?,
@@ -223,6 +239,17 @@ impl OrderStore for DynamoOrders {
         )?];
         for event in events {
             items.push(outbox::put(&self.table, event).map_err(failed)?);
+        }
+        if let Some(code) = returned_coupon {
+            // No condition: the count was raised when this order was placed, so it is at least 1.
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("COUPON#{code}"), "COUPON")))
+                .update_expression("ADD redeemed :minus_one")
+                .expression_attribute_values(":minus_one", AttributeValue::N("-1".to_owned()))
+                .build()
+                .map_err(failed)?;
+            items.push(TransactWriteItem::builder().update(update).build());
         }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(Saved::Done),

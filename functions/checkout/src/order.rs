@@ -208,6 +208,10 @@ pub struct Order {
     pub promo_code: Option<String>,
     pub payment_method: String,
     pub payment_intent_id: Option<String>,
+    /// The limited coupon (upper case) whose redemption count this order took, given back if the
+    /// order is cancelled. Kept in storage, not shown in the API.
+    #[serde(skip)]
+    pub coupon_redemption: Option<String>,
     pub history: Vec<Transition>,
     pub version: u64,
     #[serde(with = "time::serde::rfc3339")]
@@ -341,6 +345,7 @@ mod tests {
             promo_code: None,
             payment_method: "pm_card_visa".into(),
             payment_intent_id: None,
+            coupon_redemption: None,
             history: vec![],
             version: 1,
             created_at: OffsetDateTime::UNIX_EPOCH,

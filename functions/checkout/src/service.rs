@@ -78,8 +78,15 @@ pub trait OrderStore {
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError>;
     async fn place(&self, placement: &Placement) -> Result<Placed, StoreError>;
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
-    /// Writes `order` and its events if the stored version is still `expected`.
-    async fn save(&self, order: &Order, expected: u64, events: &[Envelope]) -> Result<Saved, StoreError>;
+    /// Writes `order` and its events if the stored version is still `expected`; with
+    /// `returned_coupon`, gives that coupon's redemption back in the same transaction.
+    async fn save(
+        &self,
+        order: &Order,
+        expected: u64,
+        events: &[Envelope],
+        returned_coupon: Option<&str>,
+    ) -> Result<Saved, StoreError>;
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     /// Open orders whose deadline passed before `now`.
@@ -200,6 +207,10 @@ pub async fn place_order(
             })
         })
         .collect();
+    let coupon_limit = request.promo_code.as_deref().and_then(|code| {
+        let coupon = settings.pricing.coupon(code)?;
+        Some((coupon.code.clone()?.to_uppercase(), coupon.max_redemptions?))
+    });
     let order_id = OrderId::new();
     let order = Order {
         order_id,
@@ -215,6 +226,7 @@ pub async fn place_order(
         promo_code: request.promo_code.clone(),
         payment_method: request.payment_method.clone(),
         payment_intent_id: None,
+        coupon_redemption: coupon_limit.as_ref().map(|(code, _)| code.clone()),
         history: vec![Transition { status: Status::Pending, at: now }],
         version: 1,
         created_at: now,
@@ -238,10 +250,6 @@ pub async fn place_order(
         }),
     );
     let body = serde_json::to_string(&order).map_err(|e| CheckoutError::Store(StoreError(Box::new(e))))?;
-    let coupon_limit = request.promo_code.as_deref().and_then(|code| {
-        let coupon = settings.pricing.coupon(code)?;
-        Some((coupon.code.clone()?.to_uppercase(), coupon.max_redemptions?))
-    });
     let placement = Placement {
         order,
         event,
@@ -295,14 +303,19 @@ async fn advance(
 ) -> Result<Order, CheckoutError> {
     let mut order = order;
     for _ in 0..MAX_ATTEMPTS {
-        let expected = order.version;
+        let (expected, was_cancelled) = (order.version, order.status == Status::Cancelled);
         let events = match order.apply(step, now).map_err(CheckoutError::NotCancellable)? {
             None => return Ok(order),
             Some(events) => events,
         };
         let envelopes: Vec<Envelope> =
             events.into_iter().map(|event| Envelope::new(Metadata::new(order.order_id.to_string()), event)).collect();
-        match store.save(&order, expected, &envelopes).await? {
+        // The transition into `cancelled` happens once (the save is conditional on the version),
+        // so the coupon goes back once.
+        let returned_coupon = (order.status == Status::Cancelled && !was_cancelled)
+            .then_some(order.coupon_redemption.as_deref())
+            .flatten();
+        match store.save(&order, expected, &envelopes, returned_coupon).await? {
             Saved::Done => {
                 tracing::info!(order_id = %order.order_id, status = order.status.as_str(), "order advanced");
                 return Ok(order);

@@ -18,13 +18,18 @@ use e2e::support::{Tap, call, eventually, payment_intents, publish};
 use kernel::{Currency, Money, OrderId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
-/// Pricing is the default plus a 100 % coupon and free pickup, so an order can total zero.
+/// Pricing is the default plus a 100 % coupon and free pickup, so an order can total zero, and a
+/// coupon only one order at a time may use.
 fn settings() -> testkit::Settings {
     let path = testkit::root().join("functions/checkout/src/pricing.default.json");
     let mut pricing: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     pricing["promotions"].as_array_mut().unwrap().push(json!({
         "code": "ONTHEHOUSE", "description": "Everything free", "kind": "percent_off_category",
         "category": "cart-things", "percent": 100, "max_redemptions": 1000
+    }));
+    pricing["promotions"].as_array_mut().unwrap().push(json!({
+        "code": "ONCEONLY", "description": "5% off, once", "kind": "percent_off_category",
+        "category": "cart-things", "percent": 5, "max_redemptions": 1
     }));
     pricing["shipping_methods"].as_array_mut().unwrap().push(json!({
         "id": "pickup", "name": "Pick up in store", "rates": { "USD": 0 }
@@ -206,4 +211,29 @@ async fn an_order_with_nothing_to_pay_is_confirmed_without_stripe_and_cancels_wi
     let restocked = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
     assert!(restocked.is_some(), "both units back on the shelf");
     assert!(payment_intents(&id).await.is_empty(), "Stripe never saw the order");
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_its_limited_coupon_back() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let (first, second) = (shopper_with_cart(5, 1).await, shopper_with_cart(5, 1).await);
+    let with_coupon = |shopper: &e2e::flows::Shopper| {
+        let mut body = checkout_body(&shopper.cart, "pm_card_visa");
+        body["promo_code"] = json!("onceonly");
+        body
+    };
+
+    let placed = place(&first.token, &testkit::unique("key"), &with_coupon(&first)).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    let refused = place(&second.token, &testkit::unique("key"), &with_coupon(&second)).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["pointer"], "/promo_code", "{}", refused.body);
+    let id = placed.body["order_id"].as_str().unwrap();
+    let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&first.token).send().await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    let again = place(&second.token, &testkit::unique("key"), &with_coupon(&second)).await;
+
+    assert_eq!(again.status, 202, "the redemption came back with the cancellation: {}", again.body);
+    assert_eq!(again.body["promo_code"], "onceonly");
 }
