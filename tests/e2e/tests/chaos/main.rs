@@ -6,6 +6,7 @@
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -148,8 +149,26 @@ async fn an_order_stuck_before_confirmation_times_out_and_every_effect_is_undone
     assert_eq!(order["cancel_reason"], "timeout");
     let released = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
     assert!(released.is_some(), "stock released");
-    // Payment, back online, learns of the cancellation: nothing stays authorized.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Payment, back online, learns of the cancellation and settles: nothing stays authorized.
+    let dynamodb = shop().dynamodb().await;
+    let table = shop().table("PaymentTable").unwrap().to_owned();
+    let settled = eventually(15, || async {
+        let item = dynamodb
+            .get_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S(format!("PAY#{id}")))
+            .key("sk", AttributeValue::S("PAY".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?
+            .item?;
+        let cancelled = item.get("cancelled").and_then(|c| c.as_bool().ok()).copied() == Some(true);
+        let status = item.get("status").and_then(|s| s.as_s().ok()).map(String::as_str);
+        (cancelled && !matches!(status, Some("authorizing" | "authorized"))).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "payment learnt of the cancellation");
     let held: Vec<Value> =
         payment_intents(&id).await.into_iter().filter(|pi| pi["status"] == "requires_capture").collect();
     assert!(held.is_empty(), "no authorization is left holding the card: {held:#?}");
