@@ -8,6 +8,11 @@
 //! [`RETENTION_SECS`] (the dead-letter queues keep messages 14 days, and a message redriven from
 //! one must still be recognised). The relay ignores these items: its stream filter takes only
 //! outbox items.
+//!
+//! The lease ends at the invocation's deadline, so a claim outlives its invocation only when that
+//! invocation crashed. This relies on the queue's visibility timeout being at least the
+//! function's timeout (Lambda refuses an SQS event source otherwise; ours is 180 s for 30 s): by
+//! the time SQS delivers the message again, a crashed claim has lapsed.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
