@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use kernel::EventId;
 use lambda_glue::consumer::{Claim, HandlerError, Inbox};
 
-use crate::dynamo::Item;
+use crate::dynamo::{Item, get_consistent};
 use crate::outbox::TTL_ATTRIBUTE;
 
 /// Partition key prefix of inbox items.
@@ -84,11 +84,22 @@ impl Inbox for DynamoInbox {
             Ok(_) => return Ok(Claim::Claimed),
             Err(error) => error,
         };
-        if let Some(PutItemError::ConditionalCheckFailedException(existing)) = error.as_service_error() {
-            let status = existing.item().and_then(|item| item.get("status")).and_then(|s| s.as_s().ok());
-            return Ok(if status.is_some_and(|s| s == HANDLED) { Claim::Handled } else { Claim::InProgress });
-        }
-        Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error)))
+        let Some(PutItemError::ConditionalCheckFailedException(failed)) = error.as_service_error() else {
+            return Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error)));
+        };
+        // The failed condition returns the item that failed it; read it if an endpoint does not.
+        let existing = match failed.item() {
+            Some(item) => Some(item.clone()),
+            None => {
+                get_consistent(&self.client, &self.table, Self::key(event)).await.map_err(HandlerError::transient)?
+            }
+        };
+        Ok(match existing.as_ref().and_then(|item| item.get("status")).and_then(|s| s.as_s().ok()) {
+            Some(status) if status == HANDLED => Claim::Handled,
+            // Claimed by a live invocation, or released between our write and our read: the
+            // retry will tell.
+            _ => Claim::InProgress,
+        })
     }
 
     async fn handled(&self, event: EventId) -> Result<(), HandlerError> {
@@ -97,6 +108,8 @@ impl Inbox for DynamoInbox {
             .table_name(&self.table)
             .set_key(Some(Self::key(event)))
             .update_expression("SET #status = :handled REMOVE lease_until")
+            // Never create an item without its TTL: a claim that vanished stays vanished.
+            .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":handled", string(HANDLED))
             .send()
@@ -105,16 +118,18 @@ impl Inbox for DynamoInbox {
         Ok(())
     }
 
-    async fn release(&self, event: EventId) -> Result<(), HandlerError> {
-        // Only an in-progress claim: never forget an event that was handled.
+    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError> {
+        // Only this invocation's claim, still in progress: never forget an event that was
+        // handled, nor a claim another invocation took after ours lapsed.
         let released = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(event)))
-            .condition_expression("#status = :in_progress")
+            .condition_expression("#status = :in_progress AND lease_until = :mine")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", string(IN_PROGRESS))
+            .expression_attribute_values(":mine", number(lease_until.unix_timestamp()))
             .send()
             .await;
         match released {

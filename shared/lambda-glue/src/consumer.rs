@@ -20,6 +20,7 @@ use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use domain_events::Envelope;
 use kernel::EventId;
@@ -114,8 +115,9 @@ pub trait Inbox {
     async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError>;
     /// Marks a claimed event handled.
     async fn handled(&self, event: EventId) -> Result<(), HandlerError>;
-    /// Gives up a claim after the handler failed, so the retry may claim it at once.
-    async fn release(&self, event: EventId) -> Result<(), HandlerError>;
+    /// Gives up this invocation's claim (the one leased until `lease_until`) after the handler
+    /// failed, so the retry may claim the event at once.
+    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError>;
 }
 
 /// Handles every message of an SQS batch with `handle`, once per event id, reporting the
@@ -137,69 +139,80 @@ where
                 continue;
             }
         };
-        let event_id = envelope.metadata.event_id;
         let span = tracing::info_span!(
             "event",
-            event_id = %event_id,
+            message_id = %id,
+            event_id = %envelope.metadata.event_id,
             correlation_id = %envelope.metadata.correlation_id,
             detail_type = envelope.event.detail_type(),
         );
-        let _entered = span.enter();
-        match inbox.claim(event_id, deadline).await {
-            Ok(Claim::Claimed) => {}
-            Ok(Claim::Handled) => {
-                tracing::info!(message_id = %id, "duplicate delivery of a handled event; acknowledged");
-                continue;
-            }
-            Ok(Claim::InProgress) => {
-                tracing::info!(message_id = %id, "event is being handled by another invocation; retry later");
-                response.fail(id);
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(message_id = %id, %error, "could not claim the event; it will be retried");
-                response.fail(id);
-                continue;
-            }
-        }
-        match handle(envelope).await {
-            Ok(()) => {
-                if let Err(error) = inbox.handled(event_id).await {
-                    // The work is done; a redelivery after the lease re-runs an idempotent handler.
-                    tracing::warn!(message_id = %id, %error, "handled, but the inbox could not record it");
-                }
-            }
-            Err(error) => {
-                match &error {
-                    HandlerError::Transient(cause) => {
-                        tracing::warn!(message_id = %id, error = %cause, "event failed; it will be retried");
-                    }
-                    HandlerError::Permanent(reason) => {
-                        tracing::error!(message_id = %id, %reason, "event cannot be handled; it will reach the DLQ");
-                    }
-                }
-                if let Err(error) = inbox.release(event_id).await {
-                    tracing::warn!(message_id = %id, %error, "could not release the claim; it lapses at the deadline");
-                }
-                response.fail(id);
-            }
+        if !once(envelope, deadline, inbox, &handle).instrument(span).await {
+            response.fail(id);
         }
     }
     response
 }
 
-/// An [`Inbox`] in memory, for unit tests of consumers.
+/// Claims one event, handles it and records the outcome. False: the message must come again.
+async fn once<F, Fut>(envelope: Envelope, deadline: OffsetDateTime, inbox: &impl Inbox, handle: &F) -> bool
+where
+    F: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let event_id = envelope.metadata.event_id;
+    match inbox.claim(event_id, deadline).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Handled) => {
+            tracing::info!("duplicate delivery of a handled event; acknowledged");
+            return true;
+        }
+        Ok(Claim::InProgress) => {
+            tracing::info!("event is being handled by another invocation; retry later");
+            return false;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not claim the event; it will be retried");
+            return false;
+        }
+    }
+    match handle(envelope).await {
+        Ok(()) => {
+            if let Err(error) = inbox.handled(event_id).await {
+                // The work is done; a redelivery after the lease re-runs an idempotent handler.
+                tracing::warn!(%error, "handled, but the inbox could not record it");
+            }
+            true
+        }
+        Err(error) => {
+            match &error {
+                HandlerError::Transient(cause) => tracing::warn!(error = %cause, "event failed; it will be retried"),
+                HandlerError::Permanent(reason) => {
+                    tracing::error!(%reason, "event cannot be handled; it will reach the DLQ");
+                }
+            }
+            if let Err(error) = inbox.release(event_id, deadline).await {
+                tracing::warn!(%error, "could not release the claim; it lapses at the deadline");
+            }
+            false
+        }
+    }
+}
+
+/// An [`Inbox`] in memory, for unit tests of consumers (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Default)]
 pub struct MemoryInbox {
     events: std::sync::Mutex<std::collections::HashMap<EventId, Option<OffsetDateTime>>>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl MemoryInbox {
     fn events(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EventId, Option<OffsetDateTime>>> {
         self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Inbox for MemoryInbox {
     async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError> {
         let mut events = self.events();
@@ -218,8 +231,11 @@ impl Inbox for MemoryInbox {
         Ok(())
     }
 
-    async fn release(&self, event: EventId) -> Result<(), HandlerError> {
-        self.events().remove(&event);
+    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError> {
+        let mut events = self.events();
+        if events.get(&event) == Some(&Some(lease_until)) {
+            events.remove(&event);
+        }
         Ok(())
     }
 }
