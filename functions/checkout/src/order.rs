@@ -331,7 +331,15 @@ mod tests {
             cancel_reason: None,
             payment_failure: None,
             lines: Vec::new(),
-            totals: Totals { subtotal: zero, discount: zero, shipping: zero, tax: zero, total, promotions: vec![] },
+            totals: Totals {
+                subtotal: zero,
+                discount: zero,
+                shipping: zero,
+                tax: zero,
+                rounding: None,
+                total,
+                promotions: vec![],
+            },
             shipping_address: Address {
                 name: "A".into(),
                 line1: "1 Way".into(),

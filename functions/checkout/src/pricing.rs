@@ -5,6 +5,9 @@
 //! default is `pricing.default.json`.
 //!
 //! All arithmetic is in integer minor units; percentages and tax round half up, once per order.
+//! Where card payments cannot take every minor unit (Stripe wants the three-decimal dinars to end
+//! in 0, and whole ariary), `total_rounding` rounds the total, half up, to a multiple of an
+//! increment and shows the difference as `rounding` — the cash rounding shops use.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +25,9 @@ pub struct PricingConfig {
     pub tax_rates_bps: BTreeMap<String, u32>,
     #[serde(default)]
     pub promotions: Vec<Promotion>,
+    /// Currency code → the increment (in minor units) totals are rounded to, half up.
+    #[serde(default)]
+    pub total_rounding: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +78,14 @@ impl PricingConfig {
                 }
             }
         }
+        for (currency, increment) in &config.total_rounding {
+            Currency::parse(currency).map_err(|e| ConfigProblem(format!("total_rounding: {e}")))?;
+            if !(1..=1_000_000).contains(increment) {
+                return Err(ConfigProblem(format!(
+                    "total_rounding: {currency} must round to 1 to 1000000 minor units"
+                )));
+            }
+        }
         if config.tax_rates_bps.values().any(|bps| *bps > 10_000) {
             return Err(ConfigProblem("a tax rate is above 100%".to_owned()));
         }
@@ -102,6 +116,10 @@ pub struct Totals {
     pub discount: Money,
     pub shipping: Money,
     pub tax: Money,
+    /// Added to reach a total the currency can be charged in (negative when rounded down);
+    /// absent when nothing was rounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<Money>,
     pub total: Money,
     /// Descriptions of the promotions applied.
     pub promotions: Vec<String>,
@@ -196,8 +214,20 @@ pub fn totals(
 
     let taxable = merchandise.checked_add(shipping)?;
     let tax = share(taxable, config.tax_rates_bps.get(country).copied().unwrap_or(0), 10_000)?;
-    let total = taxable.checked_add(tax)?;
-    Ok(Totals { subtotal, discount, shipping, tax, total, promotions: descriptions })
+    let exact = taxable.checked_add(tax)?;
+    let rounding = match config.total_rounding.get(currency.code()) {
+        Some(&increment) if increment > 1 => {
+            let rest = exact.amount().rem_euclid(increment);
+            let adjustment = if rest * 2 >= increment { increment - rest } else { -rest };
+            (adjustment != 0).then(|| Money::new(adjustment, currency)).transpose()?
+        }
+        _ => None,
+    };
+    let total = match rounding {
+        Some(adjustment) => exact.checked_add(adjustment)?,
+        None => exact,
+    };
+    Ok(Totals { subtotal, discount, shipping, tax, rounding, total, promotions: descriptions })
 }
 
 #[cfg(test)]
@@ -263,6 +293,40 @@ mod tests {
     fn automatic_promotions_apply_without_a_code_over_their_threshold() {
         let totals = totals(&config(), &[line("A", "mugs", 25000, 1)], "express", "US", None).unwrap();
         assert_eq!(totals.discount, usd(1000));
+    }
+
+    fn kwd(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("KWD").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn dinar_totals_are_rounded_to_the_ten_fils_a_card_can_be_charged() {
+        let mut config = config();
+        config.shipping_methods[1].rates.insert("KWD".into(), 2_000);
+        config.tax_rates_bps.insert("KW".into(), 1_000);
+        let dinar_line = |amount| PricedLine {
+            offer: line("A", "mugs", 0, 1).offer.map(|offer| Offer { unit_price: kwd(amount), ..offer }),
+            ..line("A", "mugs", 0, 1)
+        };
+
+        // 5.000 + 2.000 shipping, 10% tax = 0.700: 7.700, already chargeable.
+        let even = totals(&config, &[dinar_line(5_000)], "express", "KW", None).unwrap();
+        // 5.123 + 2.000, tax 0.712 (half up): 7.835 → 7.840.
+        let up = totals(&config, &[dinar_line(5_123)], "express", "KW", None).unwrap();
+        // 5.111 + 2.000, tax 0.711: 7.822 → 7.820.
+        let down = totals(&config, &[dinar_line(5_111)], "express", "KW", None).unwrap();
+
+        assert_eq!((even.rounding, even.total), (None, kwd(7_700)));
+        assert_eq!((up.rounding, up.total), (Some(kwd(5)), kwd(7_840)));
+        assert_eq!((down.rounding, down.total), (Some(kwd(-2)), kwd(7_820)));
+    }
+
+    #[test]
+    fn a_rounding_increment_must_be_positive_and_for_a_real_currency() {
+        for bad in [r#"{"XYZ": 10}"#, r#"{"KWD": 0}"#, r#"{"KWD": -10}"#] {
+            let json = format!(r#"{{"shipping_methods": [], "total_rounding": {bad}}}"#);
+            assert!(PricingConfig::parse(&json).is_err(), "{bad}");
+        }
     }
 
     #[test]
