@@ -4,6 +4,7 @@
 //! |-------------|--------------|---------|------------------------------------------------------|
 //! | cart        | `CART#{id}`  | `CART`  | owner, `lines` map SKU → quantity, version           |
 //! | offer       | `SKU#{sku}`  | `OFFER` | read model of the catalog: title, price, active      |
+//! | inbox       | `INBOX#{event}` | `INBOX` | events the consumer took; see [`adapters::inbox`] |
 //!
 //! Carts expire by TTL (`expires_at`) 30 days after their last change; each change pushes the
 //! date back. Offers are written under `product_version < :version`, so a late or duplicated

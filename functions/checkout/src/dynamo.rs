@@ -6,6 +6,7 @@
 //! | idempotency | `IDEM#{customer}#{key}`     | `IDEM`   | the request and the reply to replay; TTL 24 h |
 //! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon: +1 on placement, −1 on cancellation |
 //! | outbox      | `OUTBOX#{event}`            | `OUTBOX` | see [`adapters::outbox`]                |
+//! | inbox       | `INBOX#{event}`             | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
 //!
 //! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
 //! (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`), present only

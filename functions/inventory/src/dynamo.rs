@@ -5,6 +5,7 @@
 //! | stock       | `STOCK#{sku}`    | `WH#{warehouse}` | `on_hand`, `reserved`, `available`               |
 //! | reservation | `RES#{order_id}` | `RES`            | status, allocated lines; in GSI `Expiring` while held |
 //! | outbox      | `OUTBOX#{event}` | `OUTBOX`         | see [`adapters::outbox`]                          |
+//! | inbox       | `INBOX#{event}`  | `INBOX`          | events the consumer took; see [`adapters::inbox`] |
 //!
 //! `available` is stored, not computed, because a DynamoDB condition cannot do arithmetic: a
 //! reservation decrements it under `available >= :quantity`, so stock never goes below zero

@@ -4,12 +4,13 @@
 //! |---------|------------------|----------|--------------------------------------------|
 //! | payment | `PAY#{order_id}` | `PAY`    | the facts, the stage, the PaymentIntent id |
 //! | outbox  | `OUTBOX#{event}` | `OUTBOX` | see [`adapters::outbox`]                   |
+//! | inbox   | `INBOX#{event}`  | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
 //!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
 //! (`authorizing`, `authorized`, `failed`, `voided`; absent until claimed); `authorizing_since`
 //! (epoch seconds of the claim); `payment_intent_id`; `failure_reason` and `decline_code`. None is
-//! called `expires_at`: that is the table's TTL attribute, for outbox items only.
+//! called `expires_at`: that is the table's TTL attribute, for outbox and inbox items only.
 //!
 //! Recording a fact is an UpdateItem that only SETs, so the facts commute; it returns the whole
 //! item (`ALL_NEW`) so the caller sees whether the other fact is in. Every stage change is

@@ -150,22 +150,10 @@ async fn an_order_stuck_before_confirmation_times_out_and_every_effect_is_undone
     let released = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
     assert!(released.is_some(), "stock released");
     // Payment, back online, learns of the cancellation and settles: nothing stays authorized.
-    let dynamodb = shop().dynamodb().await;
-    let table = shop().table("PaymentTable").unwrap().to_owned();
     let settled = eventually(15, || async {
-        let item = dynamodb
-            .get_item()
-            .table_name(&table)
-            .key("pk", AttributeValue::S(format!("PAY#{id}")))
-            .key("sk", AttributeValue::S("PAY".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .ok()?
-            .item?;
-        let cancelled = item.get("cancelled").and_then(|c| c.as_bool().ok()).copied() == Some(true);
-        let status = item.get("status").and_then(|s| s.as_s().ok()).map(String::as_str);
-        (cancelled && !matches!(status, Some("authorizing" | "authorized"))).then_some(())
+        let payment = payment_record(&id).await?;
+        let status = payment.get("status").and_then(|s| s.as_s().ok()).map(String::as_str);
+        (flag(&payment, "cancelled") && !matches!(status, Some("authorizing" | "authorized"))).then_some(())
     })
     .await;
     assert!(settled.is_some(), "payment learnt of the cancellation");
@@ -229,7 +217,35 @@ async fn an_order_with_nothing_to_pay_is_confirmed_without_stripe_and_cancels_wi
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     let restocked = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
     assert!(restocked.is_some(), "both units back on the shelf");
+    let payment = eventually(15, || async {
+        let payment = payment_record(&id).await?;
+        (flag(&payment, "stock_reserved") && payment.contains_key("total")).then_some(payment)
+    })
+    .await
+    .expect("payment learnt of the order and its reservation");
+    assert!(!payment.contains_key("status"), "never claimed for authorization: {payment:?}");
+    assert!(!payment.contains_key("payment_intent_id"), "no PaymentIntent: {payment:?}");
     assert!(payment_intents(&id).await.is_empty(), "Stripe never saw the order");
+}
+
+/// The payment service's record of an order (payment's table, read as a test may).
+async fn payment_record(order_id: &str) -> Option<std::collections::HashMap<String, AttributeValue>> {
+    shop()
+        .dynamodb()
+        .await
+        .get_item()
+        .table_name(shop().table("PaymentTable").unwrap())
+        .key("pk", AttributeValue::S(format!("PAY#{order_id}")))
+        .key("sk", AttributeValue::S("PAY".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()?
+        .item
+}
+
+fn flag(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> bool {
+    item.get(name).and_then(|value| value.as_bool().ok()).copied() == Some(true)
 }
 
 #[tokio::test]
