@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::auth::LocalIdentity;
 use crate::runtime::{FunctionHost, Outcome};
-use crate::template::RouteSpec;
+use crate::template::{CorsSpec, RouteSpec};
 
 /// API Gateway HTTP APIs accept payloads up to 10 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -124,6 +124,8 @@ pub struct Gateway {
     pub schedules: Vec<Schedule>,
     pub identities: Vec<LocalIdentity>,
     pub api_id: String,
+    /// The API's `CorsConfiguration`, applied to API routes (not to the control and Invoke routes).
+    pub cors: Option<CorsSpec>,
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
@@ -146,6 +148,27 @@ pub async fn serve(
     if let Some(function) = path.strip_prefix(LAMBDA_INVOKE_PREFIX).and_then(|rest| rest.strip_suffix("/invocations")) {
         return invoke_route(&gateway, &percent_decode(function), body).await;
     }
+    let Some(cors) = &gateway.cors else {
+        return api_route(&gateway, peer, &method, &uri, &headers, &body).await;
+    };
+    if let Some(preflight) = cors.preflight(&method, &headers) {
+        return preflight;
+    }
+    let mut response = api_route(&gateway, peer, &method, &uri, &headers, &body).await;
+    cors.decorate(&mut response, headers.get("origin").and_then(|v| v.to_str().ok()));
+    response
+}
+
+/// An HTTP API route: match, authorize, invoke, translate.
+async fn api_route(
+    gateway: &Gateway,
+    peer: std::net::SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let path = uri.path();
     let mut candidates: Vec<(&Route, HashMap<String, String>)> = gateway
         .routes
         .iter()
@@ -172,7 +195,7 @@ pub async fn serve(
         }
     }
 
-    let event = event(&gateway.api_id, route, params, claims, &method, &uri, &headers, &body, peer);
+    let event = event(&gateway.api_id, route, params, claims, method, uri, headers, body, peer);
     let Some(function) = gateway.functions.get(route.function) else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };

@@ -9,7 +9,8 @@
 //! 4. [`runtime`] starts every function's real binary (the one `cargo lambda build` ships)
 //!    against a Lambda Runtime API served here, with the environment the template gives it.
 //! 5. [`gateway`] serves every `HttpApi` route on one port, with API Gateway's route matching,
-//!    payload format 2.0 events and the JWT authorizer emulated by [`auth`].
+//!    payload format 2.0 events, the JWT authorizer emulated by [`auth`] and the API's
+//!    `CorsConfiguration` applied by [`cors`] (preflights answered, headers added).
 //! 6. [`provision`] also creates the SQS queues (with redrive to their DLQs), the EventBridge
 //!    buses and rules, and [`triggers`] runs the functions' event source mappings (SQS, DynamoDB
 //!    streams) and schedules with Lambda's batching and partial-failure semantics.
@@ -23,6 +24,7 @@
 //! [`LocalCloud::start`].
 
 pub mod auth;
+pub mod cors;
 pub mod emulator;
 pub mod gateway;
 pub mod provision;
@@ -331,6 +333,7 @@ impl LocalCloud {
             schedules,
             identities: identities.clone(),
             api_id: physical.refs.get(api.as_ref().map_or("", |a| a.logical_id.as_str())).cloned().unwrap_or_default(),
+            cors: api.as_ref().and_then(|a| a.cors.clone()),
         });
         let router = axum::Router::new()
             .fallback(gateway::serve)

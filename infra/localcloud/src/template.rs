@@ -146,12 +146,55 @@ pub struct JwtAuthorizerSpec {
     pub identity_source: String,
 }
 
-/// The HTTP API: its authorizers and the default one.
+/// The HTTP API: its authorizers and the default one, and its CORS configuration.
 #[derive(Debug, Clone)]
 pub struct HttpApiSpec {
     pub logical_id: String,
     pub default_authorizer: Option<String>,
     pub authorizers: Vec<JwtAuthorizerSpec>,
+    pub cors: Option<CorsSpec>,
+}
+
+/// An HTTP API's `CorsConfiguration`. Header names are lower case; `*` allows any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsSpec {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<u64>,
+    pub allow_credentials: bool,
+}
+
+impl CorsSpec {
+    fn parse(config: &Json) -> Option<Self> {
+        // A list, or the comma-delimited text a CommaDelimitedList parameter may resolve to.
+        let list = |key: &str| -> Vec<String> {
+            match config.get(key) {
+                Some(Json::Array(items)) => items.iter().map(json_scalar).collect(),
+                Some(Json::String(text)) => text.split(',').map(|item| item.trim().to_owned()).collect(),
+                _ => Vec::new(),
+            }
+        };
+        match config {
+            // `CorsConfiguration: true`: any origin, method and header.
+            Json::Bool(true) => Some(Self {
+                allow_origins: vec!["*".into()],
+                allow_methods: vec!["*".into()],
+                allow_headers: vec!["*".into()],
+                ..Self::default()
+            }),
+            Json::Object(_) => Some(Self {
+                allow_origins: list("AllowOrigins"),
+                allow_methods: list("AllowMethods").into_iter().map(|m| m.to_uppercase()).collect(),
+                allow_headers: list("AllowHeaders").into_iter().map(|h| h.to_lowercase()).collect(),
+                expose_headers: list("ExposeHeaders").into_iter().map(|h| h.to_lowercase()).collect(),
+                max_age: config.get("MaxAge").and_then(Json::as_u64),
+                allow_credentials: config.get("AllowCredentials").and_then(Json::as_bool).unwrap_or(false),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Resource types the local cloud provisions or runs.
@@ -448,7 +491,17 @@ impl Template {
             }
         }
         let default_authorizer = auth.get("DefaultAuthorizer").and_then(Json::as_str).map(str::to_owned);
-        Ok(Some(HttpApiSpec { logical_id: logical_id.clone(), default_authorizer, authorizers }))
+        let cors = resolver.resolve_at(
+            resource.get("Properties").and_then(|p| p.get("CorsConfiguration")),
+            logical_id,
+            "Cors",
+        )?;
+        Ok(Some(HttpApiSpec {
+            logical_id: logical_id.clone(),
+            default_authorizer,
+            authorizers,
+            cors: CorsSpec::parse(&cors),
+        }))
     }
 }
 
@@ -778,6 +831,27 @@ Resources:
         assert_eq!(api.default_authorizer.as_deref(), Some("Jwt"));
         assert_eq!(api.authorizers[0].issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_shoplocal");
         assert_eq!(api.authorizers[0].audience, vec!["shop-Client".to_owned()]);
+        assert_eq!(api.cors, None, "no CorsConfiguration");
+    }
+
+    #[test]
+    fn the_cors_configuration_resolves_a_comma_delimited_list_parameter() {
+        let text = TEMPLATE.replace(
+            "      Auth:\n        DefaultAuthorizer: Jwt",
+            "      CorsConfiguration:\n        AllowOrigins: !Ref Origins\n        AllowMethods: [get, post]\n        \
+             ExposeHeaders: [ETag]\n        MaxAge: 600\n      Auth:\n        DefaultAuthorizer: Jwt",
+        );
+        let text = text.replace(
+            "Parameters:\n",
+            "Parameters:\n  Origins: { Type: CommaDelimitedList, Default: \"https://a.example,https://b.example\" }\n",
+        );
+        let template = Template::parse(&text).unwrap();
+        let physical = template.physical_names(&stack());
+        let cors = template.http_api(&stack(), &physical).unwrap().unwrap().cors.unwrap();
+        assert_eq!(cors.allow_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(cors.allow_methods, vec!["GET", "POST"]);
+        assert_eq!(cors.expose_headers, vec!["etag"]);
+        assert_eq!(cors.max_age, Some(600));
     }
 
     #[test]

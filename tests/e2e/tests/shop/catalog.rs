@@ -370,3 +370,26 @@ async fn no_body_shape_produces_a_server_error() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_storefront_on_another_origin_may_call_the_api_as_cors_allows() {
+    let origin = "https://storefront.example";
+
+    let preflight = call(Method::OPTIONS, "/admin/products")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await;
+    let listed = call(Method::GET, "/products?limit=1").header("origin", origin).send().await;
+
+    assert_eq!(preflight.status, 204, "answered by the gateway, before any authorizer");
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    let methods = preflight.header("access-control-allow-methods").unwrap_or_default();
+    assert!(methods.split(',').any(|m| m == "POST"), "{methods}");
+    let headers = preflight.header("access-control-allow-headers").unwrap_or_default();
+    assert!(headers.contains("authorization") && headers.contains("idempotency-key"), "{headers}");
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.header("access-control-allow-origin"), Some("*"));
+    assert!(listed.header("access-control-expose-headers").unwrap_or_default().contains("etag"));
+}
