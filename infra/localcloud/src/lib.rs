@@ -13,7 +13,8 @@
 //!    `CorsConfiguration` applied by [`cors`] (preflights answered, headers added).
 //! 6. [`provision`] also creates the SQS queues (with redrive to their DLQs), the EventBridge
 //!    buses and rules, and [`triggers`] runs the functions' event source mappings (SQS, DynamoDB
-//!    streams) and schedules with Lambda's batching and partial-failure semantics.
+//!    streams) and schedules with Lambda's batching, partial-failure and [`filter`]ing
+//!    semantics.
 //!
 //! [`emulator`] also starts the Stripe emulator (localstripe behind
 //! `infra/emulators/stripe_server.py`, which makes it answer like Stripe's test mode) and the
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod cors;
 pub mod emulator;
+pub mod filter;
 pub mod gateway;
 pub mod provision;
 pub mod runtime;
@@ -262,7 +264,7 @@ impl LocalCloud {
             let host = Arc::new(FunctionHost::start(spec, &settings, arn).await?);
             for trigger in triggers {
                 match trigger {
-                    TriggerSpec::Sqs { event, queue_arn, batch_size, report_failures } => {
+                    TriggerSpec::Sqs { event, queue_arn, batch_size, report_failures, filters } => {
                         let url = queue_url(&queue_arn).ok_or_else(|| {
                             anyhow!(
                                 "{}.Events.{event}: no queue in the template has ARN {queue_arn}",
@@ -277,11 +279,18 @@ impl LocalCloud {
                             options.region.clone(),
                             batch_size,
                             report_failures,
+                            filters,
                             options.chaos.clone(),
                         ));
                     }
                     TriggerSpec::Stream {
-                        stream_arn, batch_size, report_failures, from_start, max_retries, ..
+                        stream_arn,
+                        batch_size,
+                        report_failures,
+                        from_start,
+                        max_retries,
+                        filters,
+                        ..
                     } => {
                         tokio::spawn(triggers::poll_stream(
                             host.clone(),
@@ -292,6 +301,7 @@ impl LocalCloud {
                             report_failures,
                             from_start,
                             max_retries,
+                            filters,
                         ));
                     }
                     TriggerSpec::Schedule { event, expression, enabled } => {

@@ -14,6 +14,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 
+use crate::filter::Filters;
+
 /// The account id the emulators use (moto's default).
 pub const ACCOUNT_ID: &str = "123456789012";
 
@@ -105,7 +107,7 @@ pub struct RuleSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TriggerSpec {
     /// `Type: SQS`: an event source mapping polling a queue.
-    Sqs { event: String, queue_arn: String, batch_size: usize, report_failures: bool },
+    Sqs { event: String, queue_arn: String, batch_size: usize, report_failures: bool, filters: Filters },
     /// `Type: DynamoDB`: an event source mapping reading a table's stream.
     Stream {
         event: String,
@@ -115,6 +117,7 @@ pub enum TriggerSpec {
         from_start: bool,
         /// `MaximumRetryAttempts`; -1 retries until the record expires.
         max_retries: i64,
+        filters: Filters,
     },
     /// `Type: Schedule` / `ScheduleV2`: a timer.
     Schedule { event: String, expression: String, enabled: bool },
@@ -552,6 +555,7 @@ fn triggers_of(events: &Json, logical_id: &str) -> anyhow::Result<Vec<TriggerSpe
                 queue_arn: text("Queue").ok_or_else(|| anyhow!("{}: SQS event needs Queue", location()))?,
                 batch_size: usize::try_from(number("BatchSize").unwrap_or(10)).unwrap_or(10).clamp(1, 10),
                 report_failures,
+                filters: Filters::parse(properties.get("FilterCriteria"), &location())?,
             }),
             Some("DynamoDB") => triggers.push(TriggerSpec::Stream {
                 event: name.clone(),
@@ -560,6 +564,7 @@ fn triggers_of(events: &Json, logical_id: &str) -> anyhow::Result<Vec<TriggerSpe
                 report_failures,
                 from_start: text("StartingPosition").as_deref() != Some("LATEST"),
                 max_retries: number("MaximumRetryAttempts").unwrap_or(-1),
+                filters: Filters::parse(properties.get("FilterCriteria"), &location())?,
             }),
             Some("Schedule" | "ScheduleV2") => triggers.push(TriggerSpec::Schedule {
                 event: name.clone(),

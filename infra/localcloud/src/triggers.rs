@@ -9,6 +9,8 @@
 //! - **DynamoDB streams** ([`poll_stream`]): reads each shard in order; a reported failure
 //!   resumes from that sequence number, an error retries the batch, up to
 //!   `MaximumRetryAttempts` (-1: until it succeeds).
+//! - Both apply the mapping's `FilterCriteria` ([`crate::filter`]) before invoking: filtered-out
+//!   messages are deleted, filtered-out stream records skipped.
 //! - **Schedules** ([`run_schedule`]): `rate(...)` expressions tick on a timer; any schedule can
 //!   also be fired on demand through the gateway's `/_localcloud/` control routes, which is how
 //!   tests make time pass. The same routes pause a function's mappings and make it crash after
@@ -24,6 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value as Json, json};
 use time::OffsetDateTime;
 
+use crate::filter::Filters;
 use crate::runtime::{FunctionHost, Outcome};
 
 /// Knobs that make local runs faster or nastier than AWS, never more lenient.
@@ -81,6 +84,7 @@ pub async fn poll_queue(
     region: String,
     batch_size: usize,
     report_failures: bool,
+    filters: Filters,
     chaos: Chaos,
 ) {
     use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -109,7 +113,7 @@ pub async fn poll_queue(
         if messages.is_empty() {
             continue;
         }
-        let records: Vec<Json> = messages
+        let all_records: Vec<Json> = messages
             .iter()
             .map(|message| {
                 let attributes: BTreeMap<String, String> = message
@@ -131,9 +135,18 @@ pub async fn poll_queue(
                 })
             })
             .collect();
-        let known: HashSet<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
+        // Lambda deletes the messages no filter admits without invoking the function.
+        let records: Vec<Json> = all_records.into_iter().filter(|record| filters.admits(record)).collect();
+        let known: HashSet<String> =
+            records.iter().filter_map(|r| r["messageId"].as_str().map(str::to_owned)).collect();
         let payload = Bytes::from(json!({ "Records": records }).to_string());
-        let deliveries = if chaos.duplicate_delivery { 2 } else { 1 };
+        let deliveries = if records.is_empty() {
+            0
+        } else if chaos.duplicate_delivery {
+            2
+        } else {
+            1
+        };
         let mut failed: HashSet<String> = HashSet::new();
         for _ in 0..deliveries {
             match batch_outcome(&function.invoke(payload.clone()).await, report_failures, &known) {
@@ -188,6 +201,7 @@ pub async fn poll_stream(
     report_failures: bool,
     from_start: bool,
     max_retries: i64,
+    filters: Filters,
 ) {
     let shards = loop {
         match streams.describe_stream().stream_arn(&stream_arn).send().await {
@@ -209,6 +223,7 @@ pub async fn poll_stream(
             batch_size,
             report_failures,
             max_retries,
+            filters: filters.clone(),
         };
         tokio::spawn(reader.run(from_start));
     }
@@ -223,6 +238,7 @@ struct ShardReader {
     batch_size: usize,
     report_failures: bool,
     max_retries: i64,
+    filters: Filters,
 }
 
 impl ShardReader {
@@ -294,10 +310,23 @@ impl ShardReader {
             }
             idle = Duration::from_millis(50);
             tracing::debug!(function = %self.function.spec.logical_id, records = records.len(), "stream batch");
-            let sequences: Vec<String> =
-                records.iter().filter_map(|r| r.dynamodb.as_ref()?.sequence_number.clone()).collect();
+            let last_read = records.iter().filter_map(|r| r.dynamodb.as_ref()?.sequence_number.clone()).next_back();
+            // Records no filter admits are skipped, as Lambda skips them.
+            let admitted: Vec<(String, Json)> = records
+                .iter()
+                .filter_map(|r| Some((r.dynamodb.as_ref()?.sequence_number.clone()?, r)))
+                .map(|(sequence, r)| (sequence, stream_record(r, &self.stream_arn, &self.region)))
+                .filter(|(_, record)| self.filters.admits(record))
+                .collect();
+            if admitted.is_empty() {
+                attempts = 0;
+                last_sequence = last_read.or(last_sequence);
+                iterator = next;
+                continue;
+            }
+            let sequences: Vec<String> = admitted.iter().map(|(sequence, _)| sequence.clone()).collect();
             let known: HashSet<String> = sequences.iter().cloned().collect();
-            let event = json!({ "Records": records.iter().map(|r| stream_record(r, &self.stream_arn, &self.region)).collect::<Vec<_>>() });
+            let event = json!({ "Records": admitted.into_iter().map(|(_, record)| record).collect::<Vec<_>>() });
             let outcome = self.function.invoke(Bytes::from(event.to_string())).await;
             tracing::debug!(function = %self.function.spec.logical_id, ?outcome, "stream batch handled");
             let retry_from = match batch_outcome(&outcome, self.report_failures, &known) {
@@ -309,13 +338,13 @@ impl ShardReader {
             match retry_from {
                 None => {
                     attempts = 0;
-                    last_sequence = sequences.last().cloned();
+                    last_sequence = last_read.clone();
                     iterator = next;
                 }
                 Some(sequence) if self.max_retries >= 0 && attempts >= self.max_retries => {
                     tracing::error!(function = %self.function.spec.logical_id, sequence, "stream batch failed too often; skipping it");
                     attempts = 0;
-                    last_sequence = sequences.last().cloned();
+                    last_sequence = last_read.clone();
                     iterator = next;
                 }
                 Some(sequence) => {
