@@ -15,6 +15,7 @@
 //! the time SQS delivers the message again, a crashed claim has lapsed.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
@@ -53,6 +54,11 @@ impl DynamoInbox {
     }
 }
 
+/// A DynamoDB failure, with the SDK's whole context (its `Display` alone says "unhandled error").
+fn failed(step: &str, error: impl std::error::Error + Send + Sync + 'static) -> HandlerError {
+    HandlerError::Transient(format!("inbox {step} failed: {}", DisplayErrorContext(error)).into())
+}
+
 fn number(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
@@ -84,15 +90,15 @@ impl Inbox for DynamoInbox {
             Ok(_) => return Ok(Claim::Claimed),
             Err(error) => error,
         };
-        let Some(PutItemError::ConditionalCheckFailedException(failed)) = error.as_service_error() else {
-            return Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error)));
+        let Some(PutItemError::ConditionalCheckFailedException(refused)) = error.as_service_error() else {
+            return Err(failed("claim", error));
         };
         // The failed condition returns the item that failed it; read it if an endpoint does not.
-        let existing = match failed.item() {
+        let existing = match refused.item() {
             Some(item) => Some(item.clone()),
-            None => {
-                get_consistent(&self.client, &self.table, Self::key(event)).await.map_err(HandlerError::transient)?
-            }
+            None => get_consistent(&self.client, &self.table, Self::key(event))
+                .await
+                .map_err(|e| failed("claim read", e))?,
         };
         Ok(match existing.as_ref().and_then(|item| item.get("status")).and_then(|s| s.as_s().ok()) {
             Some(status) if status == HANDLED => Claim::Handled,
@@ -114,7 +120,7 @@ impl Inbox for DynamoInbox {
             .expression_attribute_values(":handled", string(HANDLED))
             .send()
             .await
-            .map_err(|error| HandlerError::transient(aws_sdk_dynamodb::Error::from(error)))?;
+            .map_err(|error| failed("handled", error))?;
         Ok(())
     }
 
@@ -135,7 +141,7 @@ impl Inbox for DynamoInbox {
         match released {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(error) => Err(HandlerError::transient(aws_sdk_dynamodb::Error::from(error))),
+            Err(error) => Err(failed("release", error)),
         }
     }
 }
