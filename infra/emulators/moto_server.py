@@ -11,15 +11,63 @@ TransactWriteItems snapshots each table it touches (a deep copy) and, when the t
 cancelled, puts the snapshot back, silently undoing any write another thread made meanwhile.
 DynamoDB itself has no such race, so we remove it here rather than write code around it. SQS and
 EventBridge stay concurrent (SQS long polls must not hold the lock).
+
+TransactWriteItems also checks every condition before it writes anything (`check_conditions_first`).
+moto applies each action whose condition holds and only then rolls the table back when another
+failed. The rollback swaps in the snapshot, but the stream records of the applied actions stay in
+the shard the readers hold: a stream consumer sees changes that never happened (an OrderPlaced for
+an order that was refused), and the next real record reuses a phantom's sequence number, so a
+reader resuming after the phantom skips it. DynamoDB writes nothing for a cancelled transaction
+and reports every failed condition; so does this patch.
 """
 
 import sys
 import threading
 
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import ConditionalCheckFailed, TransactionCanceledException
+from moto.dynamodb.models import DynamoDBBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
 DYNAMODB_LOCK = threading.Lock()
+
+
+def check_conditions_first(transact_write_items):
+    def checked(self, transact_items):
+        reasons = []
+        for action in transact_items:
+            kind, op = next(iter(action.items()))
+            expression = op.get("ConditionExpression")
+            if expression is None or kind not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                reasons.append((None, None, None))
+                continue
+            table = self.get_table(op["TableName"])
+            if kind == "Put":
+                item = op["Item"]
+                key = {table.hash_key_attr: item[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = item[table.range_key_attr]
+            else:
+                key = op["Key"]
+            current = self.get_item(op["TableName"], key)
+            condition = get_filter_expression(
+                expression, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            )
+            if condition.expr(current):
+                reasons.append((None, None, None))
+                continue
+            wants_item = op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current
+            item = current.to_json()["Attributes"] if wants_item else None
+            reasons.append(("ConditionalCheckFailed", str(ConditionalCheckFailed().message), item))
+        if any(code is not None for code, _, _ in reasons):
+            raise TransactionCanceledException(reasons)
+        return transact_write_items(self, transact_items)
+
+    return checked
+
+
+DynamoDBBackend.transact_write_items = check_conditions_first(DynamoDBBackend.transact_write_items)
 
 
 def serialize_dynamodb(app):
