@@ -160,6 +160,32 @@ pub async fn publish(event: domain_events::Event, correlation_id: &str) -> domai
     envelope
 }
 
+/// Waits until the consumer that owns `table` (a logical id in template.yaml) has handled every
+/// one of `envelopes`: its inbox marks an event `handled` once the handler finished.
+pub async fn handled_by(table: &str, envelopes: &[&domain_events::Envelope]) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let shop = testkit::shop();
+    let (dynamodb, name) = (shop.dynamodb().await, shop.table(table).expect("a table of the template").to_owned());
+    for envelope in envelopes {
+        let id = envelope.metadata.event_id;
+        let handled = eventually(20, || async {
+            let item = dynamodb
+                .get_item()
+                .table_name(&name)
+                .key("pk", AttributeValue::S(format!("INBOX#{id}")))
+                .key("sk", AttributeValue::S("INBOX".into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .ok()?
+                .item?;
+            (item.get("status")?.as_s().ok()? == "handled").then_some(())
+        })
+        .await;
+        assert!(handled.is_some(), "{table}'s consumer never handled {id} ({})", envelope.event.detail_type());
+    }
+}
+
 /// Publishes an exact envelope (same event id), as a duplicate delivery would.
 pub async fn publish_envelope(events: &aws_sdk_eventbridge::Client, envelope: &domain_events::Envelope) {
     let shop = testkit::shop();

@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
 use domain_events::Event;
-use domain_events::checkout::{OrderLine, OrderPlaced};
+use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced};
+use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
+use domain_events::payment::PaymentAuthorized;
 use e2e::flows::{available, checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{Tap, call, eventually, payment_intents, publish};
+use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish};
 use kernel::{Currency, Money, OrderId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
@@ -273,4 +275,86 @@ async fn a_cancelled_order_gives_its_limited_coupon_back() {
 
     assert_eq!(again.status, 202, "the redemption came back with the cancellation: {}", again.body);
     assert_eq!(again.body["promo_code"], "onceonly");
+}
+
+#[tokio::test]
+async fn every_saga_event_sent_again_under_a_new_id_changes_nothing() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let order_id: OrderId = id.parse().unwrap();
+    let stock_path = format!("/admin/inventory/{}", shopper.sku);
+    let committed = eventually(20, || async {
+        let stock = call(Method::GET, &stock_path).admin().send().await.body;
+        (stock["reserved"] == 0).then_some(stock)
+    })
+    .await
+    .expect("the sale is committed");
+
+    // The same facts again, as a relay retry after a lost acknowledgement would send them: new
+    // event ids, so every consumer's inbox lets them through and its own conditions must hold.
+    let money = |v: &Value| {
+        Money::new(v["amount"].as_i64().unwrap(), Currency::parse(v["currency"].as_str().unwrap()).unwrap()).unwrap()
+    };
+    let lines: Vec<OrderLine> = order["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| OrderLine {
+            sku: Sku::parse(l["sku"].as_str().unwrap()).unwrap(),
+            quantity: u32::try_from(l["quantity"].as_u64().unwrap()).unwrap(),
+            unit_price: money(&l["unit_price"]),
+        })
+        .collect();
+    let total = money(&order["totals"]["total"]);
+    let placed = publish(
+        Event::OrderPlaced(OrderPlaced {
+            order_id,
+            customer: order["customer"].as_str().unwrap().to_owned(),
+            email: order["email"].as_str().unwrap().to_owned(),
+            lines: lines.clone(),
+            total,
+            payment_method: "pm_card_visa".into(),
+            cart: None,
+        }),
+        &id,
+    )
+    .await;
+    let reserved = publish(
+        Event::StockReserved(StockReserved {
+            order_id,
+            lines: lines
+                .iter()
+                .map(|l| ReservedLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    allocations: vec![Allocation { warehouse: "main".into(), quantity: l.quantity }],
+                })
+                .collect(),
+            expires_at: later(15),
+        }),
+        &id,
+    )
+    .await;
+    let authorized = publish(
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id,
+            payment_intent_id: order["payment_intent_id"].as_str().unwrap().to_owned(),
+            amount: total,
+        }),
+        &id,
+    )
+    .await;
+    let confirmed = publish(Event::OrderConfirmed(OrderConfirmed { order_id }), &id).await;
+    handled_by("InventoryTable", &[&placed, &confirmed]).await;
+    handled_by("PaymentTable", &[&placed, &reserved]).await;
+    handled_by("CheckoutTable", &[&reserved, &authorized]).await;
+
+    let after = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    assert_eq!((&after["status"], &after["version"]), (&order["status"], &order["version"]), "order unchanged");
+    assert_eq!(after["history"], order["history"]);
+    assert_eq!(call(Method::GET, &stock_path).admin().send().await.body, committed, "stock unchanged");
+    assert_eq!(payment_intents(&id).await.len(), 1, "one authorization");
 }

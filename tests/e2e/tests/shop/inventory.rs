@@ -1,6 +1,5 @@
 //! Inventory through its API and its place in the saga: order events in, stock events out.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -8,7 +7,7 @@ use domain_events::Event;
 use domain_events::checkout::{OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced};
 use kernel::{Currency, Money, OrderId, Sku};
 
-use e2e::support::{Tap, call, eventually, publish};
+use e2e::support::{Tap, call, handled_by, publish};
 
 fn sku() -> String {
     testkit::unique("inv").to_uppercase()
@@ -95,31 +94,6 @@ async fn bad_stock_requests_get_problem_details() {
     call(Method::GET, &format!("/admin/inventory/{sku}")).token(&customer).send().await.expect_problem(403);
 }
 
-/// Waits until inventory's consumer has handled each of these events: its inbox (on the
-/// inventory table) marks an event `handled` once its handler finished.
-async fn handled_by_inventory(events: &[&domain_events::Envelope]) {
-    let shop = testkit::shop();
-    let (dynamodb, table) = (shop.dynamodb().await, shop.table("InventoryTable").unwrap().to_owned());
-    for envelope in events {
-        let id = envelope.metadata.event_id;
-        let handled = eventually(20, || async {
-            let item = dynamodb
-                .get_item()
-                .table_name(&table)
-                .key("pk", AttributeValue::S(format!("INBOX#{id}")))
-                .key("sk", AttributeValue::S("INBOX".into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .ok()?
-                .item?;
-            (item.get("status")?.as_s().ok()? == "handled").then_some(())
-        })
-        .await;
-        assert!(handled.is_some(), "inventory never handled {id} ({})", envelope.event.detail_type());
-    }
-}
-
 #[tokio::test]
 async fn a_placed_order_reserves_across_warehouses_and_its_confirmation_commits() {
     let tap = Tap::new(json!({ "source": ["ferrocart.inventory"] })).await;
@@ -163,7 +137,7 @@ async fn duplicate_order_events_reserve_once_and_a_cancellation_releases_once() 
     // The same order re-sent under a new event id: the inbox cannot tell, the reservation can.
     let resent = publish(Event::OrderPlaced(order.clone()), &order.order_id.to_string()).await;
     inventory_event(&tap, order.order_id, "StockReserved").await;
-    handled_by_inventory(&[&placed, &resent]).await;
+    handled_by("InventoryTable", &[&placed, &resent]).await;
 
     assert_eq!(available(&sku).await, 3, "reserved once");
 
@@ -173,7 +147,7 @@ async fn duplicate_order_events_reserve_once_and_a_cancellation_releases_once() 
     let released = inventory_event(&tap, order.order_id, "StockReleased").await;
     assert_eq!(released["detail"]["data"]["reason"], "cancelled");
     let second = publish(cancelled, &order.order_id.to_string()).await;
-    handled_by_inventory(&[&first, &second]).await;
+    handled_by("InventoryTable", &[&first, &second]).await;
 
     assert_eq!(available(&sku).await, 5, "released once");
 }
