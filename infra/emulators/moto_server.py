@@ -38,6 +38,17 @@ from werkzeug.serving import make_server
 DYNAMODB_LOCK = threading.Lock()
 
 
+def key_of(table, op):
+    """The primary key an action targets (a Put names it inside its item)."""
+    if "Key" in op:
+        return op["Key"]
+    item = op["Item"]
+    key = {table.hash_key_attr: item[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = item[table.range_key_attr]
+    return key
+
+
 def check_conditions_first(transact_write_items):
     def checked(self, transact_items):
         reasons = []
@@ -48,14 +59,7 @@ def check_conditions_first(transact_write_items):
                 reasons.append((None, None, None))
                 continue
             table = self.get_table(op["TableName"])
-            if kind == "Put":
-                item = op["Item"]
-                key = {table.hash_key_attr: item[table.hash_key_attr]}
-                if table.range_key_attr is not None:
-                    key[table.range_key_attr] = item[table.range_key_attr]
-            else:
-                key = op["Key"]
-            current = self.get_item(op["TableName"], key)
+            current = self.get_item(op["TableName"], key_of(table, op))
             condition = get_filter_expression(
                 expression, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
             )
@@ -67,24 +71,64 @@ def check_conditions_first(transact_write_items):
             reasons.append(("ConditionalCheckFailed", str(ConditionalCheckFailed().message), item))
         if any(code is not None for code, _, _ in reasons):
             raise TransactionCanceledException(reasons)
-        # Every condition holds, so moto's rollback snapshot (a deep copy of each table, which
-        # grows with the table) is not needed: skip it. Only a request moto finds invalid halfway
-        # (a malformed update expression) could now leave its earlier actions applied.
+        try:
+            undo = Undo(self, transact_items)
+        except Exception:
+            # A request moto will refuse before writing (a missing key, an unknown table): let it.
+            return transact_write_items(self, transact_items)
+        # Every condition holds, so moto's rollback snapshot (a deep copy of each whole table,
+        # slower as the table grows) is replaced by `undo`, which keeps just the touched items.
         moto_models.copy = KEEP_TABLES
         try:
             return transact_write_items(self, transact_items)
+        except Exception:
+            undo.apply()
+            raise
         finally:
             moto_models.copy = copy
 
     return checked
 
 
+class Undo:
+    """What a transaction touches, to put back in place if moto fails it halfway (a duplicate key,
+    an update that cannot apply): the touched items as they were, and each stream shard's length,
+    so no record of a write that was undone stays readable."""
+
+    def __init__(self, backend, transact_items):
+        self.items = []
+        self.shards = []
+        for action in transact_items:
+            _, op = next(iter(action.items()))
+            table = backend.get_table(op["TableName"])
+            hash_value, range_value = backend.get_keys_value(table, key_of(table, op))
+            before = copy.deepcopy(table.get_item(hash_value, range_value))
+            self.items.append((table, hash_value, range_value, before))
+            shard = table.stream_shard
+            if shard is not None and all(kept is not shard for kept, _ in self.shards):
+                self.shards.append((shard, len(shard.items)))
+
+    def apply(self):
+        for table, hash_value, range_value, before in reversed(self.items):
+            bucket, slot = (table.items[hash_value], range_value) if range_value is not None else (table.items, hash_value)
+            if before is None:
+                bucket.pop(slot, None)
+            else:
+                bucket[slot] = before
+        for shard, length in self.shards:
+            del shard.items[length:]
+
+
 class KeepTables:
-    """`copy` for moto's DynamoDB models module during a checked transaction: tables are not copied."""
+    """`copy` for moto's DynamoDB models module during a checked transaction: tables are not
+    copied (`Undo` keeps what is needed); everything else is the `copy` module itself."""
 
     @staticmethod
-    def deepcopy(value):
-        return value if isinstance(value, Table) else copy.deepcopy(value)
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
 
 
 KEEP_TABLES = KeepTables()

@@ -298,9 +298,9 @@ impl ShardReader {
             if records.is_empty() {
                 tokio::time::sleep(idle).await;
                 idle = (idle * 2).min(Duration::from_millis(500));
-                // moto gap: a cancelled TransactWriteItems puts back a deep copy of the table,
-                // stream shard included, orphaning every open iterator. Asking for a fresh
-                // iterator after the last record we handled always reads the live shard.
+                // moto gap: a transaction moto rolls back puts back a copy of the table, stream
+                // shard included, orphaning every open iterator (moto_server.py keeps this rare).
+                // Asking for a fresh iterator after the last record read reads the live shard.
                 iterator = match &last_sequence {
                     Some(sequence) => self.iterator(ShardIteratorType::AfterSequenceNumber, Some(sequence)).await,
                     None if from_start => self.iterator(ShardIteratorType::TrimHorizon, None).await,

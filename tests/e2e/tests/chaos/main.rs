@@ -257,6 +257,7 @@ async fn a_cancelled_order_gives_its_limited_coupon_back() {
     shop();
     let _shared = CLOCK.read().await;
     let (first, second) = (shopper_with_cart(5, 1).await, shopper_with_cart(5, 1).await);
+    let announced = Tap::new(json!({ "source": ["ferrocart.checkout"], "detail-type": ["OrderPlaced"] })).await;
     let with_coupon = |shopper: &e2e::flows::Shopper| {
         let mut body = checkout_body(&shopper.cart, "pm_card_visa");
         body["promo_code"] = json!("onceonly");
@@ -275,6 +276,14 @@ async fn a_cancelled_order_gives_its_limited_coupon_back() {
 
     assert_eq!(again.status, 202, "the redemption came back with the cancellation: {}", again.body);
     assert_eq!(again.body["promo_code"], "onceonly");
+    // The refused placement wrote nothing, so it announced nothing either.
+    let from_second_cart = |events: &[Value]| -> Vec<Value> {
+        events.iter().filter(|e| e["detail"]["data"]["cart"]["cart_id"] == json!(second.cart)).cloned().collect()
+    };
+    let events = announced.collect_until(|seen| !from_second_cart(seen).is_empty()).await;
+    let orders: Vec<Value> =
+        from_second_cart(&events).iter().map(|e| e["detail"]["data"]["order_id"].clone()).collect();
+    assert_eq!(orders, vec![again.body["order_id"].clone()], "only the accepted placement");
 }
 
 #[tokio::test]
