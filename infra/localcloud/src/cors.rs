@@ -10,7 +10,13 @@ use crate::template::CorsSpec;
 
 impl CorsSpec {
     fn allows_origin(&self, origin: &str) -> bool {
-        self.allow_origins.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+        self.allow_origins.iter().any(|allowed| match allowed.strip_suffix('*') {
+            // `*`, or a whole scheme such as `https://*`.
+            Some(prefix) if prefix.is_empty() || prefix.ends_with("://") => {
+                origin.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            }
+            _ => allowed.eq_ignore_ascii_case(origin),
+        })
     }
 
     /// The `access-control-allow-origin` value for `origin`, if it may call the API.
@@ -18,9 +24,11 @@ impl CorsSpec {
         if !self.allows_origin(origin) {
             return None;
         }
-        // With credentials a browser refuses `*`: echo the caller's origin instead.
-        let any = self.allow_origins.iter().any(|allowed| allowed == "*") && !self.allow_credentials;
-        if any { Some(HeaderValue::from_static("*")) } else { HeaderValue::from_str(origin).ok() }
+        if self.allow_origins.iter().any(|allowed| allowed == "*") {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            HeaderValue::from_str(origin).ok()
+        }
     }
 
     /// The answer to a preflight request, or `None` when `method` and `headers` are not one.
@@ -129,6 +137,17 @@ mod tests {
         assert!(refused.headers().get("access-control-allow-origin").is_none());
         assert!(cors.preflight(&Method::OPTIONS, &plain).is_none(), "no access-control-request-method");
         assert!(cors.preflight(&Method::GET, &foreign).is_none());
+    }
+
+    #[test]
+    fn a_scheme_wildcard_allows_every_origin_of_that_scheme() {
+        let cors = shop_cors(&["https://*"]);
+        let preflight = |origin: &str| {
+            let headers = request(&[("origin", origin), ("access-control-request-method", "GET")]);
+            cors.preflight(&Method::OPTIONS, &headers).unwrap().headers().get("access-control-allow-origin").cloned()
+        };
+        assert_eq!(preflight("https://any.example").unwrap(), "https://any.example");
+        assert!(preflight("http://any.example").is_none());
     }
 
     #[test]

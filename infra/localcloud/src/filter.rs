@@ -63,17 +63,16 @@ impl Filters {
 fn check(pattern: &Json) -> anyhow::Result<()> {
     let Json::Object(fields) = pattern else { bail!("a pattern is a JSON object") };
     for (key, value) in fields {
+        if key.starts_with('$') {
+            bail!("`{key}` is not supported by the local cloud");
+        }
         match value {
             Json::Object(_) => check(value)?,
             Json::Array(entries) => {
                 for entry in entries {
                     if let Json::Object(operator) = entry {
-                        for name in operator.keys() {
-                            if !["prefix", "suffix", "equals-ignore-case", "anything-but", "exists", "numeric"]
-                                .contains(&name.as_str())
-                            {
-                                bail!("filter operator `{name}` (under `{key}`) is not supported by the local cloud");
-                            }
+                        for (name, argument) in operator {
+                            check_operator(name, argument).map_err(|e| anyhow!("under `{key}`: {e}"))?;
                         }
                     }
                 }
@@ -84,7 +83,41 @@ fn check(pattern: &Json) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An operator's argument must have the shape Lambda accepts, or the pattern is refused (as
+/// Lambda refuses it) rather than silently never matching.
+fn check_operator(name: &str, argument: &Json) -> anyhow::Result<()> {
+    let scalar = |value: &Json| matches!(value, Json::String(_) | Json::Number(_) | Json::Bool(_) | Json::Null);
+    let valid = match name {
+        "prefix" | "suffix" | "equals-ignore-case" => argument.is_string(),
+        "exists" => argument.is_boolean(),
+        "anything-but" => match argument {
+            Json::Array(values) => values.iter().all(scalar),
+            Json::Object(inner) => {
+                inner.len() == 1
+                    && inner.iter().all(|(op, arg)| matches!(op.as_str(), "prefix" | "suffix") && arg.is_string())
+            }
+            other => scalar(other),
+        },
+        "numeric" => argument.as_array().is_some_and(|conditions| {
+            !conditions.is_empty()
+                && conditions.len() % 2 == 0
+                && conditions
+                    .chunks(2)
+                    .all(|pair| matches!(pair[0].as_str(), Some("=" | "<" | "<=" | ">" | ">=")) && pair[1].is_number())
+        }),
+        other => bail!("filter operator `{other}` is not supported by the local cloud"),
+    };
+    if !valid {
+        bail!("`{name}` has an argument Lambda would refuse: {argument}");
+    }
+    Ok(())
+}
+
 fn object_matches(pattern: &Json, value: &Json) -> bool {
+    // A list of objects matches when any of its objects does.
+    if let Json::Array(items) = value {
+        return items.iter().any(|item| object_matches(pattern, item));
+    }
     let Json::Object(fields) = pattern else { return false };
     fields.iter().all(|(key, expected)| {
         let actual = value.get(key);
@@ -204,6 +237,27 @@ mod tests {
         assert!(pattern.admits(&json!({ "a": "z", "c": "cat.png" })));
         assert!(!pattern.admits(&json!({ "a": "x", "c": "cat.png" })));
         assert!(!pattern.admits(&json!({ "a": "z", "b": 1, "c": "cat.png" })));
+    }
+
+    #[test]
+    fn a_pattern_on_a_list_of_objects_matches_any_of_them() {
+        let images = filters(&[r#"{"Records": {"kind": ["image"]}}"#]);
+        assert!(images.admits(&json!({ "Records": [{ "kind": "text" }, { "kind": "image" }] })));
+        assert!(!images.admits(&json!({ "Records": [{ "kind": "text" }] })));
+    }
+
+    #[test]
+    fn an_operator_argument_lambda_would_refuse_is_refused() {
+        for bad in [
+            r#"{"a": [{"exists": "true"}]}"#,
+            r#"{"a": [{"prefix": {"nested": 1}}]}"#,
+            r#"{"a": [{"numeric": [">", "zero"]}]}"#,
+            r#"{"a": [{"anything-but": {"wildcard": "x"}}]}"#,
+            r#"{"$or": [{"a": ["x"]}, {"b": ["y"]}]}"#,
+        ] {
+            let criteria = json!({ "Filters": [{ "Pattern": bad }] });
+            assert!(Filters::parse(Some(&criteria), "Fn.Events.Queue").is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -170,33 +170,38 @@ pub struct CorsSpec {
 }
 
 impl CorsSpec {
-    fn parse(config: &Json) -> Option<Self> {
+    /// SAM's forms: `true` (any origin), a string (the origins, comma-separated) or an object.
+    fn parse(config: &Json, location: &str) -> anyhow::Result<Option<Self>> {
         // A list, or the comma-delimited text a CommaDelimitedList parameter may resolve to.
+        let split = |text: &str| text.split(',').map(|item| item.trim().to_owned()).collect::<Vec<_>>();
         let list = |key: &str| -> Vec<String> {
             match config.get(key) {
                 Some(Json::Array(items)) => items.iter().map(json_scalar).collect(),
-                Some(Json::String(text)) => text.split(',').map(|item| item.trim().to_owned()).collect(),
+                Some(Json::String(text)) => split(text),
                 _ => Vec::new(),
             }
         };
-        match config {
-            // `CorsConfiguration: true`: any origin, method and header.
-            Json::Bool(true) => Some(Self {
-                allow_origins: vec!["*".into()],
-                allow_methods: vec!["*".into()],
-                allow_headers: vec!["*".into()],
-                ..Self::default()
-            }),
-            Json::Object(_) => Some(Self {
+        let spec = match config {
+            Json::Bool(true) => Self { allow_origins: vec!["*".into()], ..Self::default() },
+            Json::String(origins) => Self { allow_origins: split(origins), ..Self::default() },
+            Json::Object(_) => Self {
                 allow_origins: list("AllowOrigins"),
                 allow_methods: list("AllowMethods").into_iter().map(|m| m.to_uppercase()).collect(),
                 allow_headers: list("AllowHeaders").into_iter().map(|h| h.to_lowercase()).collect(),
                 expose_headers: list("ExposeHeaders").into_iter().map(|h| h.to_lowercase()).collect(),
-                max_age: config.get("MaxAge").and_then(Json::as_u64),
-                allow_credentials: config.get("AllowCredentials").and_then(Json::as_bool).unwrap_or(false),
-            }),
-            _ => None,
+                max_age: config.get("MaxAge").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())),
+                allow_credentials: config
+                    .get("AllowCredentials")
+                    .and_then(|v| v.as_bool().or_else(|| v.as_str()?.parse().ok()))
+                    .unwrap_or(false),
+            },
+            _ => return Ok(None),
+        };
+        if spec.allow_credentials && spec.allow_origins.iter().any(|origin| origin == "*") {
+            // SAM refuses this at deploy: fail here too rather than work only locally.
+            bail!("{location}: AllowCredentials cannot be true when AllowOrigins is '*'");
         }
+        Ok(Some(spec))
     }
 }
 
@@ -503,7 +508,7 @@ impl Template {
             logical_id: logical_id.clone(),
             default_authorizer,
             authorizers,
-            cors: CorsSpec::parse(&cors),
+            cors: CorsSpec::parse(&cors, &format!("{logical_id}.CorsConfiguration"))?,
         }))
     }
 }
@@ -857,6 +862,19 @@ Resources:
         assert_eq!(cors.allow_methods, vec!["GET", "POST"]);
         assert_eq!(cors.expose_headers, vec!["etag"]);
         assert_eq!(cors.max_age, Some(600));
+    }
+
+    #[test]
+    fn credentials_with_any_origin_are_refused_as_sam_refuses_them() {
+        let text = TEMPLATE.replace(
+            "      Auth:\n        DefaultAuthorizer: Jwt",
+            "      CorsConfiguration:\n        AllowOrigins: ['*']\n        AllowCredentials: true\n      \
+             Auth:\n        DefaultAuthorizer: Jwt",
+        );
+        let template = Template::parse(&text).unwrap();
+        let physical = template.physical_names(&stack());
+        let error = template.http_api(&stack(), &physical).unwrap_err().to_string();
+        assert!(error.contains("Api.CorsConfiguration") && error.contains("AllowCredentials"), "{error}");
     }
 
     #[test]

@@ -122,12 +122,28 @@ pub async fn poll_queue(
                     .flatten()
                     .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
                     .collect();
+                let message_attributes: BTreeMap<String, Json> = message
+                    .message_attributes
+                    .iter()
+                    .flatten()
+                    .map(|(name, value)| {
+                        let binary = value.binary_value.as_ref().map(|b| STANDARD.encode(b.as_ref()));
+                        let attribute = json!({
+                            "stringValue": value.string_value,
+                            "binaryValue": binary,
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": value.data_type,
+                        });
+                        (name.clone(), attribute)
+                    })
+                    .collect();
                 json!({
                     "messageId": message.message_id,
                     "receiptHandle": message.receipt_handle,
                     "body": message.body,
                     "attributes": attributes,
-                    "messageAttributes": {},
+                    "messageAttributes": message_attributes,
                     "md5OfBody": message.md5_of_body,
                     "eventSource": "aws:sqs",
                     "eventSourceARN": queue_arn,
