@@ -160,25 +160,22 @@ pub async fn publish(event: domain_events::Event, correlation_id: &str) -> domai
     envelope
 }
 
+/// An item as stored in a table of the template (by logical id), read consistently.
+pub async fn stored(table: &str, pk: &str, sk: &str) -> Option<adapters::dynamo::Item> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let shop = testkit::shop();
+    let name = shop.table(table).expect("a table of the template");
+    let key = [("pk", pk), ("sk", sk)].map(|(name, value)| (name.to_owned(), AttributeValue::S(value.to_owned())));
+    adapters::dynamo::get_consistent(&shop.dynamodb().await, name, key.into()).await.ok()?
+}
+
 /// Waits until the consumer that owns `table` (a logical id in template.yaml) has handled every
 /// one of `envelopes`: its inbox marks an event `handled` once the handler finished.
 pub async fn handled_by(table: &str, envelopes: &[&domain_events::Envelope]) {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let shop = testkit::shop();
-    let (dynamodb, name) = (shop.dynamodb().await, shop.table(table).expect("a table of the template").to_owned());
     for envelope in envelopes {
         let id = envelope.metadata.event_id;
         let handled = eventually(20, || async {
-            let item = dynamodb
-                .get_item()
-                .table_name(&name)
-                .key("pk", AttributeValue::S(format!("INBOX#{id}")))
-                .key("sk", AttributeValue::S("INBOX".into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .ok()?
-                .item?;
+            let item = stored(table, &format!("INBOX#{id}"), "INBOX").await?;
             (item.get("status")?.as_s().ok()? == "handled").then_some(())
         })
         .await;

@@ -6,7 +6,7 @@
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use adapters::dynamo::Item;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -17,7 +17,7 @@ use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced};
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
 use e2e::flows::{available, checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish};
+use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish, stored};
 use kernel::{Currency, Money, OrderId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
@@ -233,22 +233,11 @@ async fn an_order_with_nothing_to_pay_is_confirmed_without_stripe_and_cancels_wi
 }
 
 /// The payment service's record of an order (payment's table, read as a test may).
-async fn payment_record(order_id: &str) -> Option<std::collections::HashMap<String, AttributeValue>> {
-    shop()
-        .dynamodb()
-        .await
-        .get_item()
-        .table_name(shop().table("PaymentTable").unwrap())
-        .key("pk", AttributeValue::S(format!("PAY#{order_id}")))
-        .key("sk", AttributeValue::S("PAY".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .ok()?
-        .item
+async fn payment_record(order_id: &str) -> Option<Item> {
+    stored("PaymentTable", &format!("PAY#{order_id}"), "PAY").await
 }
 
-fn flag(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> bool {
+fn flag(item: &Item, name: &str) -> bool {
     item.get(name).and_then(|value| value.as_bool().ok()).copied() == Some(true)
 }
 

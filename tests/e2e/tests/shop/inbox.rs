@@ -1,18 +1,16 @@
 //! The consumer inbox (`adapters::inbox`) on a domain table in moto: the conditional claim that
 //! lets one delivery of an event run its handler and recognises every later one.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use time::{Duration, OffsetDateTime};
 
 use adapters::inbox::{DynamoInbox, RETENTION_SECS};
+use e2e::support::stored;
 use kernel::EventId;
 use lambda_glue::consumer::{Claim, Inbox};
 
-async fn inventory_inbox() -> (DynamoInbox, aws_sdk_dynamodb::Client, String) {
+async fn inventory_inbox() -> DynamoInbox {
     let shop = testkit::shop();
-    let table = shop.table("InventoryTable").unwrap().to_owned();
-    let client = shop.dynamodb().await;
-    (DynamoInbox::new(client.clone(), &table), client, table)
+    DynamoInbox::new(shop.dynamodb().await, shop.table("InventoryTable").unwrap())
 }
 
 fn in_a_minute() -> OffsetDateTime {
@@ -21,7 +19,7 @@ fn in_a_minute() -> OffsetDateTime {
 
 #[tokio::test]
 async fn an_event_is_claimed_once_and_recognised_as_handled_on_every_later_delivery() {
-    let (inbox, client, table) = inventory_inbox().await;
+    let inbox = inventory_inbox().await;
     let event = EventId::new();
 
     let lease = in_a_minute();
@@ -31,17 +29,7 @@ async fn an_event_is_claimed_once_and_recognised_as_handled_on_every_later_deliv
     inbox.release(event, lease).await.unwrap();
     assert_eq!(inbox.claim(event, in_a_minute()).await.unwrap(), Claim::Handled, "release never forgets a handled one");
 
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S(format!("INBOX#{event}")))
-        .key("sk", AttributeValue::S("INBOX".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = stored("InventoryTable", &format!("INBOX#{event}"), "INBOX").await.unwrap();
     let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
     let kept = expires_at - OffsetDateTime::now_utc().unix_timestamp();
     assert!((RETENTION_SECS - 60..=RETENTION_SECS).contains(&kept), "kept {kept} s");
@@ -49,7 +37,7 @@ async fn an_event_is_claimed_once_and_recognised_as_handled_on_every_later_deliv
 
 #[tokio::test]
 async fn a_failed_or_abandoned_claim_can_be_taken_again() {
-    let (inbox, _, _) = inventory_inbox().await;
+    let inbox = inventory_inbox().await;
     let (failed, crashed) = (EventId::new(), EventId::new());
 
     let lease = in_a_minute();
@@ -71,7 +59,7 @@ async fn a_failed_or_abandoned_claim_can_be_taken_again() {
 
 #[tokio::test]
 async fn marking_an_event_handled_never_creates_an_inbox_item() {
-    let (inbox, _, _) = inventory_inbox().await;
+    let inbox = inventory_inbox().await;
     let never_claimed = EventId::new();
 
     assert!(inbox.handled(never_claimed).await.is_err(), "no claim to complete");
