@@ -6,12 +6,12 @@
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use adapters::dynamo::Item;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
+use adapters::dynamo::Item;
 use domain_events::Event;
 use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced};
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
