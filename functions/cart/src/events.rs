@@ -7,6 +7,9 @@ use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
 
 use crate::service::{self, CartStore};
 
+/// The longest one message takes: a read-model upsert or a cart update, a few DynamoDB calls.
+const PER_MESSAGE: time::Duration = time::Duration::seconds(5);
+
 pub async fn handle(
     store: &impl CartStore,
     inbox: &impl Inbox,
@@ -14,7 +17,7 @@ pub async fn handle(
 ) -> Result<BatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
-            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, envelope)).await)
+            Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope)).await)
         }
         Trigger::Schedule { .. } => Err(HandlerError::Permanent("the cart has no schedule".to_owned())),
     }

@@ -27,7 +27,12 @@ use domain_events::Envelope;
 use kernel::OrderId;
 
 use crate::order::{Order, Status};
-use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
+use lambda_glue::sweep::Page as SweepPage;
+
+use crate::service::{OrderStore, OverdueCursor, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
+
+/// The one partition of the `Open` index.
+const OPEN_PARTITION: &str = "OPEN";
 
 /// Saved replies are kept a day, as Stripe keeps idempotency keys.
 const REPLY_RETENTION_SECS: i64 = 24 * 3600;
@@ -76,7 +81,7 @@ impl OrderRecord {
             sk: "ORDER".to_owned(),
             gsi1pk: format!("CUSTOMER#{}", order.customer),
             gsi1sk: id.clone(),
-            gsi2pk: open.then(|| "OPEN".to_owned()),
+            gsi2pk: open.then(|| OPEN_PARTITION.to_owned()),
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
             gsi3pk: format!("STATUS#{}", order.status.as_str()),
             gsi3sk: id,
@@ -273,26 +278,50 @@ impl OrderStore for DynamoOrders {
         self.page("ByStatus", ("gsi3pk", format!("STATUS#{}", status.as_str())), limit, cursor).await
     }
 
-    async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+    async fn overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        after: Option<OverdueCursor>,
+    ) -> Result<SweepPage<OrderId, OverdueCursor>, StoreError> {
         let bound = format!("{:012}#~", now.unix_timestamp());
+        // A GSI query's start key is the index key plus the table key of the last item read.
+        let start = after.map(|cursor| {
+            let mut start = order_key(cursor.order_id);
+            start.insert("gsi2pk".to_owned(), AttributeValue::S(OPEN_PARTITION.to_owned()));
+            start.insert("gsi2sk".to_owned(), AttributeValue::S(cursor.deadline_key));
+            start
+        });
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .index_name("Open")
             .key_condition_expression("gsi2pk = :open AND gsi2sk < :bound")
-            .expression_attribute_values(":open", AttributeValue::S("OPEN".to_owned()))
+            .expression_attribute_values(":open", AttributeValue::S(OPEN_PARTITION.to_owned()))
             .expression_attribute_values(":bound", AttributeValue::S(bound))
             .limit(i32::try_from(limit).unwrap_or(25))
+            .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?;
+        let more = output.last_evaluated_key.is_some();
         // The `Open` index projects keys only: the order id is in the table key.
-        Ok(output
+        let listed: Vec<(OrderId, String)> = output
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok())
-            .collect())
+            .filter_map(|item| {
+                let id = item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok()?;
+                Some((id, item.get("gsi2sk")?.as_s().ok()?.clone()))
+            })
+            .collect();
+        let next = match listed.last() {
+            Some((order_id, deadline_key)) if more => {
+                Some(OverdueCursor { deadline_key: deadline_key.clone(), order_id: *order_id })
+            }
+            _ => None,
+        };
+        Ok(SweepPage { items: listed.into_iter().map(|(id, _)| id).collect(), next })
     }
 }

@@ -5,9 +5,13 @@ use time::OffsetDateTime;
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
 use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::sweep::Sweep;
 
 use crate::order::SagaStep;
 use crate::service::{self, OrderStore};
+
+/// The longest one message (or one timeout) takes: a read and a versioned transaction, retried a few times on a race.
+const PER_MESSAGE: time::Duration = time::Duration::seconds(10);
 
 pub async fn handle(
     store: &impl OrderStore,
@@ -16,11 +20,11 @@ pub async fn handle(
 ) -> Result<BatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
-            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, envelope)).await)
+            Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope)).await)
         }
-        Trigger::Schedule { time } => {
-            let cancelled = service::sweep(store, time).await?;
-            tracing::info!(cancelled, "timed-out orders cancelled");
+        Trigger::Schedule { time, deadline } => {
+            let sweep = Sweep { name: "order-timeouts", deadline, item_budget: PER_MESSAGE };
+            service::sweep(store, time, sweep).await?;
             Ok(BatchResponse::default())
         }
     }
@@ -30,7 +34,7 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
     let now = OffsetDateTime::now_utc();
     let (order_id, step) = match envelope.event {
         Event::StockReserved(e) => (e.order_id, SagaStep::StockReserved),
-        Event::StockRejected(e) => (e.order_id, SagaStep::StockRejected),
+        Event::StockRejected(e) => (e.order_id, SagaStep::StockRejected(e.reason)),
         Event::StockReleased(e) if e.reason == "expired" => (e.order_id, SagaStep::ReservationExpired),
         // A release we asked for (the order is cancelled already): nothing to do.
         Event::StockReleased(_) => return Ok(()),

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use domain_events::Event;
 use domain_events::checkout::{OrderCancelled, OrderConfirmed};
+use domain_events::inventory::RejectionReason;
 use kernel::{CartId, FieldError, Money, OrderId, Sku};
 
 use crate::pricing::Totals;
@@ -227,10 +228,15 @@ pub struct Order {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SagaStep {
     StockReserved,
-    StockRejected,
+    /// Inventory could not reserve the order; its reason becomes the cancellation's.
+    StockRejected(RejectionReason),
     ReservationExpired,
-    PaymentAuthorized { payment_intent_id: String },
-    PaymentFailed { reason: String },
+    PaymentAuthorized {
+        payment_intent_id: String,
+    },
+    PaymentFailed {
+        reason: String,
+    },
     CustomerCancelled,
     TimedOut,
 }
@@ -285,7 +291,7 @@ impl Order {
             // Payment voids an authorization that lands on a cancelled order (it saw the
             // cancellation too); the order itself stays cancelled.
             (Cancelled, SagaStep::PaymentAuthorized { .. }) => return Ok(None),
-            (Pending, SagaStep::StockRejected) => self.cancel("out_of_stock", at),
+            (Pending, SagaStep::StockRejected(reason)) => self.cancel(reason.as_str(), at),
             (Pending | Reserved, SagaStep::PaymentFailed { reason }) => {
                 self.payment_failure = Some(reason.clone());
                 self.cancel("payment_failed", at)
@@ -300,7 +306,7 @@ impl Order {
             (Pending | Reserved | Authorized | Confirmed, SagaStep::CustomerCancelled) => {
                 self.cancel("customer_cancelled", at)
             }
-            (Cancelled, SagaStep::StockRejected | SagaStep::PaymentFailed { .. } | SagaStep::TimedOut)
+            (Cancelled, SagaStep::StockRejected(_) | SagaStep::PaymentFailed { .. } | SagaStep::TimedOut)
             | (Cancelled, SagaStep::ReservationExpired | SagaStep::CustomerCancelled) => return Ok(None),
             _ => return Err(refused(self)),
         };
@@ -409,9 +415,15 @@ mod tests {
     #[test]
     fn failures_cancel_with_their_reason_and_announce_it() {
         let mut rejected = order();
-        let events = rejected.apply(&SagaStep::StockRejected, OffsetDateTime::UNIX_EPOCH).unwrap().unwrap();
+        let events = rejected.apply(&SagaStep::StockRejected(RejectionReason::OutOfStock), OffsetDateTime::UNIX_EPOCH);
         assert_eq!(rejected.cancel_reason.as_deref(), Some("out_of_stock"));
-        assert!(matches!(events.as_slice(), [Event::OrderCancelled(c)] if c.reason == "out_of_stock"));
+        assert!(
+            matches!(events.unwrap().unwrap().as_slice(), [Event::OrderCancelled(c)] if c.reason == "out_of_stock")
+        );
+
+        let mut too_large = order();
+        too_large.apply(&SagaStep::StockRejected(RejectionReason::OrderTooLarge), OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(too_large.cancel_reason.as_deref(), Some("order_too_large"));
 
         let mut declined = order();
         declined.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH).unwrap();
@@ -429,7 +441,9 @@ mod tests {
         order.apply(&authorized(), OffsetDateTime::UNIX_EPOCH).unwrap();
         let before = order.clone();
         assert!(order.apply(&SagaStep::PaymentFailed { reason: "x".into() }, OffsetDateTime::UNIX_EPOCH).is_err());
-        assert!(order.apply(&SagaStep::StockRejected, OffsetDateTime::UNIX_EPOCH).is_err());
+        assert!(
+            order.apply(&SagaStep::StockRejected(RejectionReason::OutOfStock), OffsetDateTime::UNIX_EPOCH).is_err()
+        );
         assert_eq!(order, before);
     }
 

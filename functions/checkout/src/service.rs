@@ -7,6 +7,7 @@ use domain_events::queries::PricedCart;
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{CartId, FieldError, OrderId};
 use lambda_glue::consumer::HandlerError;
+use lambda_glue::sweep::{Page as SweepPage, Sweep, Tick};
 
 use crate::order::{CheckoutInput, Order, OrderLine, Refused, SagaStep, Status, Transition};
 use crate::pricing::{self, PricingConfig, PricingError};
@@ -89,8 +90,15 @@ pub trait OrderStore {
     ) -> Result<Saved, StoreError>;
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
-    /// Open orders whose deadline passed before `now`.
-    async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError>;
+    /// Open orders whose deadline passed before `now`, oldest deadline first, at most `limit`,
+    /// after `after`. The listing comes from an eventually consistent index: it says where to
+    /// look, the order itself says what to do.
+    async fn overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        after: Option<OverdueCursor>,
+    ) -> Result<SweepPage<OrderId, OverdueCursor>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,17 +375,19 @@ pub async fn on_saga_step(
     }
 }
 
-/// The schedule tick: cancel every open order past its deadline.
-pub async fn sweep(store: &impl OrderStore, now: OffsetDateTime) -> Result<usize, HandlerError> {
-    let mut cancelled = 0;
-    loop {
-        let overdue = store.overdue(now, 25).await.map_err(HandlerError::transient)?;
-        if overdue.is_empty() {
-            return Ok(cancelled);
-        }
-        for id in overdue {
-            on_saga_step(store, id, SagaStep::TimedOut, now).await?;
-            cancelled += 1;
-        }
-    }
+/// Where the timeout sweep's walk through overdue orders goes on: after the order it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueCursor {
+    pub(crate) deadline_key: String,
+    pub(crate) order_id: OrderId,
+}
+
+/// Overdue orders the timeout sweep lists per query.
+const SWEEP_PAGE: usize = 25;
+
+/// The schedule tick: cancel every open order past its deadline, each on its own and within the
+/// invocation's time (see [`lambda_glue::sweep`]).
+pub async fn sweep(store: &impl OrderStore, now: OffsetDateTime, sweep: Sweep) -> Result<Tick, HandlerError> {
+    let list = |after| async move { store.overdue(now, SWEEP_PAGE, after).await.map_err(HandlerError::transient) };
+    sweep.run(list, |id| on_saga_step(store, id, SagaStep::TimedOut, now)).await
 }

@@ -21,6 +21,9 @@ pub async fn handle(store: &impl InventoryStore, request: Request) -> Response<B
 struct StockInput {
     warehouse: String,
     on_hand: u32,
+    /// The `on_hand` this count was based on; if it moved since, nothing is written (412).
+    #[serde(default)]
+    expected_on_hand: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -53,7 +56,9 @@ async fn route(store: &impl InventoryStore, request: &Request) -> ApiResult {
             let input: StockInput = http::json_body(request, MAX_BODY_BYTES)?;
             let warehouse = Warehouse::parse(&input.warehouse)
                 .map_err(|detail| Problem::invalid_fields(vec![FieldError::new("/warehouse", detail)]))?;
-            let stock = service::set_stock(store, sku, warehouse, input.on_hand).await.map_err(problem)?;
+            let stock = service::set_stock(store, sku, warehouse, input.on_hand, input.expected_on_hand)
+                .await
+                .map_err(problem)?;
             Reply::json(200, &stock)
         }
         other => Err(Problem::new(ProblemKind::NotFound, format!("Inventory has no route `{other}`."))),
@@ -66,6 +71,11 @@ fn problem(error: InventoryError) -> Problem {
         InventoryError::Invalid(field) => Problem::invalid_fields(vec![field]),
         InventoryError::BelowReserved(error) => Problem::new(ProblemKind::Conflict, error.to_string())
             .with_errors(vec![FieldError::new("/on_hand", error.to_string())]),
+        InventoryError::OnHandChanged { .. } => {
+            Problem::new(ProblemKind::PreconditionFailed, format!("{error}: read the stock again and recount from it."))
+                .with_errors(vec![FieldError::new("/expected_on_hand", error.to_string())])
+        }
+        InventoryError::Busy => Problem::new(ProblemKind::Conflict, error.to_string()),
         InventoryError::Store(error) => http::internal(&error),
     }
 }

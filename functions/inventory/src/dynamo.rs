@@ -24,7 +24,9 @@ use adapters::outbox;
 use domain_events::Envelope;
 use kernel::{OrderId, Sku};
 
-use crate::service::{InventoryStore, Reservation, ReservationStatus, StoreError, Write};
+use lambda_glue::sweep::Page;
+
+use crate::service::{ExpiryCursor, InventoryStore, Reservation, ReservationStatus, StoreError, Write};
 use crate::stock::{AllocatedLine, StockLevel, Warehouse};
 
 const EXPIRING_INDEX: &str = "Expiring";
@@ -44,6 +46,15 @@ fn key(pk: String, sk: String) -> Item {
 
 fn number(value: u32) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+fn text(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+/// The `Expiring` index's sort key: lapse time first, so a query reads the oldest holds first.
+fn expiring_sort_key(held_until: i64, order_id: OrderId) -> String {
+    format!("{held_until:012}#{order_id}")
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -73,6 +84,13 @@ struct ReservationRecord {
     gsi1pk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     gsi1sk: Option<String>,
+}
+
+/// What the expiry sweep reads of a reservation in the `Expiring` index.
+#[derive(Debug, Deserialize)]
+struct Listed {
+    order_id: OrderId,
+    held_until: i64,
 }
 
 /// The DynamoDB implementation of [`InventoryStore`].
@@ -155,57 +173,56 @@ impl InventoryStore for DynamoInventory {
         Ok(levels)
     }
 
-    async fn set_on_hand(&self, sku: &Sku, warehouse: &Warehouse, on_hand: u32) -> Result<(), StoreError> {
-        // Read `reserved`, then write on the condition it has not moved (orders reserve and
-        // release concurrently); retry on a race.
-        for _ in 0..5 {
-            let current = get_consistent(&self.client, &self.table, stock_key(sku, warehouse))
-                .await
-                .map_err(unavailable)?
-                .map(serde_dynamo::from_item::<_, StockRecord>)
-                .transpose()
-                .map_err(unavailable)?;
-            let reserved = current.as_ref().map_or(0, |r| r.level.reserved);
-            if on_hand < reserved {
-                return Err(StoreError::BelowReserved { reserved });
+    async fn set_on_hand(
+        &self,
+        read: Option<&StockLevel>,
+        sku: &Sku,
+        warehouse: &Warehouse,
+        on_hand: u32,
+    ) -> Result<Write, StoreError> {
+        let reserved = read.map_or(0, |level| level.reserved);
+        let record = StockRecord {
+            pk: format!("STOCK#{sku}"),
+            sk: format!("WH#{warehouse}"),
+            level: StockLevel {
+                sku: sku.clone(),
+                warehouse: warehouse.clone(),
+                on_hand,
+                reserved,
+                available: on_hand.saturating_sub(reserved),
+            },
+            updated_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?));
+        // Conditional on everything the caller read: an order reserving or committing moves
+        // `reserved`, a cancelled order's restock moves `on_hand`; either sends the caller back to
+        // read again instead of being overwritten.
+        let put = match read {
+            Some(level) => put
+                .condition_expression("on_hand = :on_hand AND reserved = :reserved")
+                .expression_attribute_values(":on_hand", number(level.on_hand))
+                .expression_attribute_values(":reserved", number(level.reserved)),
+            None => put.condition_expression("attribute_not_exists(pk)"),
+        };
+        match put.send().await {
+            Ok(_) => Ok(Write::Done),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Write::StockChanged)
             }
-            let record = StockRecord {
-                pk: format!("STOCK#{sku}"),
-                sk: format!("WH#{warehouse}"),
-                level: StockLevel {
-                    sku: sku.clone(),
-                    warehouse: warehouse.clone(),
-                    on_hand,
-                    reserved,
-                    available: on_hand - reserved,
-                },
-                updated_at: OffsetDateTime::now_utc().unix_timestamp(),
-            };
-            let mut put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?));
-            put = match current {
-                Some(_) => put
-                    .condition_expression("reserved = :reserved")
-                    .expression_attribute_values(":reserved", number(reserved)),
-                None => put.condition_expression("attribute_not_exists(pk)"),
-            };
-            match put.send().await {
-                Ok(_) => return Ok(()),
-                Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(error) => return Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
-            }
+            Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
         }
-        Err(unavailable(std::io::Error::other("stock kept changing while setting on_hand")))
     }
 
     async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
         let item = get_consistent(&self.client, &self.table, reservation_key(order_id)).await.map_err(unavailable)?;
         let Some(item) = item else { return Ok(None) };
         let record: ReservationRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
-        Ok(Some(Reservation { order_id: record.order_id, status: record.status, lines: record.lines }))
+        let held_until = OffsetDateTime::from_unix_timestamp(record.held_until).map_err(unavailable)?;
+        Ok(Some(Reservation { order_id: record.order_id, status: record.status, lines: record.lines, held_until }))
     }
 
     async fn reserve(
@@ -236,7 +253,7 @@ impl InventoryStore for DynamoInventory {
             lines: lines.to_vec(),
             held_until,
             gsi1pk: Some(HELD_PARTITION.to_owned()),
-            gsi1sk: Some(format!("{held_until:012}#{order_id}")),
+            gsi1sk: Some(expiring_sort_key(held_until, order_id)),
         })?);
         items.push(self.outbox(event)?);
         // TransactWriteItems takes at most 100 actions.
@@ -290,38 +307,11 @@ impl InventoryStore for DynamoInventory {
         };
         // Held units go back to `available`; sold ones (an order cancelled after confirmation,
         // before shipment) go back on the shelf.
-        let (stock_change, stock_condition, from) = match reservation.status {
-            ReservationStatus::Reserved => {
-                ("SET available = available + :q, reserved = reserved - :q", Some("reserved >= :q"), "reserved")
-            }
-            ReservationStatus::Committed => {
-                ("SET available = available + :q, on_hand = on_hand + :q", None, "committed")
-            }
-            ReservationStatus::Released | ReservationStatus::Rejected => return Ok(Write::AlreadyDecided),
-        };
-        let mut items = Vec::new();
-        for line in &reservation.lines {
-            for allocation in &line.allocations {
-                items.push(self.update(
-                    stock_key(&line.sku, &allocation.warehouse),
-                    stock_change,
-                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                    stock_condition,
-                )?);
-            }
+        match reservation.status {
+            ReservationStatus::Reserved => self.give_back(reservation, Giving::Held { lapsed_by: None }, event).await,
+            ReservationStatus::Committed => self.give_back(reservation, Giving::Sold, event).await,
+            ReservationStatus::Released | ReservationStatus::Rejected => Ok(Write::AlreadyDecided),
         }
-        let decision = items.len();
-        items.push(self.update(
-            reservation_key(order_id),
-            "SET #status = :released REMOVE gsi1pk, gsi1sk",
-            HashMap::from([
-                (":released".to_owned(), AttributeValue::S("released".to_owned())),
-                (":from".to_owned(), AttributeValue::S(from.to_owned())),
-            ]),
-            Some("#status = :from"),
-        )?);
-        items.push(self.outbox(event)?);
-        self.decide(items, decision).await
     }
 
     async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError> {
@@ -350,23 +340,110 @@ impl InventoryStore for DynamoInventory {
         self.decide(items, decision).await
     }
 
-    async fn expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+    async fn expire(
+        &self,
+        reservation: &Reservation,
+        now: OffsetDateTime,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        self.give_back(reservation, Giving::Held { lapsed_by: Some(now) }, event).await
+    }
+
+    async fn expired(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        after: Option<ExpiryCursor>,
+    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
         // Index keys sort as `{held_until:012}#{order_id}`; `~` sorts after every id character.
         let bound = format!("{:012}#~", now.unix_timestamp());
+        // A GSI query's start key is the index key plus the table key of the last item read.
+        let start = after.map(|cursor| {
+            let mut start = reservation_key(cursor.order_id);
+            start.insert("gsi1pk".to_owned(), text(HELD_PARTITION));
+            let sort = expiring_sort_key(cursor.held_until.unix_timestamp(), cursor.order_id);
+            start.insert("gsi1sk".to_owned(), AttributeValue::S(sort));
+            start
+        });
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(EXPIRING_INDEX)
             .key_condition_expression("gsi1pk = :held AND gsi1sk < :bound")
-            .expression_attribute_values(":held", AttributeValue::S(HELD_PARTITION.to_owned()))
+            .expression_attribute_values(":held", text(HELD_PARTITION))
             .expression_attribute_values(":bound", AttributeValue::S(bound))
             .limit(i32::try_from(limit).unwrap_or(25))
+            .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
-        let records: Vec<ReservationRecord> =
-            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
-        Ok(records.into_iter().map(|r| r.order_id).collect())
+        let more = output.last_evaluated_key.is_some();
+        // Only the keys: a reservation whose other attributes cannot be read must not keep the
+        // sweep from listing the ones behind it (it fails on its own when it is handled).
+        let records: Vec<Listed> = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
+        let next = match records.last() {
+            Some(last) if more => Some(ExpiryCursor {
+                held_until: OffsetDateTime::from_unix_timestamp(last.held_until).map_err(unavailable)?,
+                order_id: last.order_id,
+            }),
+            _ => None,
+        };
+        Ok(Page { items: records.into_iter().map(|r| r.order_id).collect(), next })
+    }
+}
+
+/// What a release gives back.
+#[derive(Debug, Clone, Copy)]
+enum Giving {
+    /// Held units, back to `available`; for an expiry, only if the hold lapsed by this time.
+    Held { lapsed_by: Option<OffsetDateTime> },
+    /// Sold units, back on the shelf.
+    Sold,
+}
+
+impl DynamoInventory {
+    /// One transaction: the units back, the reservation `released` (only from the status it was
+    /// read in, and for an expiry only if its hold lapsed), and the event.
+    async fn give_back(
+        &self,
+        reservation: &Reservation,
+        giving: Giving,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        let (stock_change, stock_condition, from) = match giving {
+            Giving::Held { .. } => {
+                ("SET available = available + :q, reserved = reserved - :q", Some("reserved >= :q"), "reserved")
+            }
+            Giving::Sold => ("SET available = available + :q, on_hand = on_hand + :q", None, "committed"),
+        };
+        let mut items = Vec::new();
+        for line in &reservation.lines {
+            for allocation in &line.allocations {
+                items.push(self.update(
+                    stock_key(&line.sku, &allocation.warehouse),
+                    stock_change,
+                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                    stock_condition,
+                )?);
+            }
+        }
+        let mut values = HashMap::from([(":released".to_owned(), text("released")), (":from".to_owned(), text(from))]);
+        let condition = match giving {
+            Giving::Held { lapsed_by: Some(now) } => {
+                values.insert(":now".to_owned(), AttributeValue::N(now.unix_timestamp().to_string()));
+                "#status = :from AND held_until <= :now"
+            }
+            _ => "#status = :from",
+        };
+        let decision = items.len();
+        items.push(self.update(
+            reservation_key(reservation.order_id),
+            "SET #status = :released REMOVE gsi1pk, gsi1sk",
+            values,
+            Some(condition),
+        )?);
+        items.push(self.outbox(event)?);
+        self.decide(items, decision).await
     }
 }

@@ -3,15 +3,23 @@
 use time::{Duration, OffsetDateTime};
 
 use domain_events::checkout::OrderPlaced;
-use domain_events::inventory::{self as contract, StockCommitted, StockRejected, StockReleased, StockReserved};
+use domain_events::inventory::{
+    self as contract, RejectionReason, StockCommitted, StockRejected, StockReleased, StockReserved,
+};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{OrderId, Sku};
 use lambda_glue::consumer::HandlerError;
+use lambda_glue::sweep::{Page, Sweep, Tick};
 
 use crate::stock::{AllocatedLine, MAX_ON_HAND, Request, StockLevel, Warehouse, allocate};
 
 /// How often a reservation is re-tried when concurrent orders keep taking the stock it read.
 const MAX_RESERVE_ATTEMPTS: u32 = 8;
+/// `TransactWriteItems` takes at most 100 actions; a reservation writes one per warehouse
+/// allocation, plus the reservation item and its outbox event.
+pub const MAX_ALLOCATIONS: usize = 100 - 2;
+/// Reservations the expiry sweep lists per query.
+const SWEEP_PAGE: usize = 25;
 /// Largest number of SKUs one availability query may ask for.
 pub const MAX_AVAILABILITY_SKUS: usize = 50;
 
@@ -42,6 +50,15 @@ pub struct Reservation {
     pub order_id: OrderId,
     pub status: ReservationStatus,
     pub lines: Vec<AllocatedLine>,
+    /// When the hold lapses unless the order is confirmed first (meaningful while `Reserved`).
+    pub held_until: OffsetDateTime,
+}
+
+/// Where the expiry sweep's walk through lapsed reservations goes on: after this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryCursor {
+    pub held_until: OffsetDateTime,
+    pub order_id: OrderId,
 }
 
 /// Storage failures, in business terms.
@@ -58,8 +75,15 @@ pub enum StoreError {
 pub trait InventoryStore {
     /// Stock of these SKUs in every warehouse, read consistently.
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError>;
-    /// Sets `on_hand`, keeping `reserved` and recomputing `available`.
-    async fn set_on_hand(&self, sku: &Sku, warehouse: &Warehouse, on_hand: u32) -> Result<(), StoreError>;
+    /// Sets `on_hand`, keeping `reserved` and recomputing `available`, only if the stock is still
+    /// `read` (`None`: it did not exist): `StockChanged` if it moved since.
+    async fn set_on_hand(
+        &self,
+        read: Option<&StockLevel>,
+        sku: &Sku,
+        warehouse: &Warehouse,
+        on_hand: u32,
+    ) -> Result<Write, StoreError>;
     async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError>;
     /// Takes the allocated units from `available` (each only if still there) and records the
     /// reservation with its event, atomically.
@@ -72,9 +96,9 @@ pub trait InventoryStore {
     ) -> Result<Write, StoreError>;
     /// Records that the order could not be reserved, with its event.
     async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError>;
-    /// Gives a reservation's units back: held units to `available`, committed (sold, not yet
-    /// shipped) units to `on_hand`. For an unknown order, records that it is released so a late
-    /// `OrderPlaced` reserves nothing.
+    /// Gives a cancelled order's units back: held units to `available`, committed (sold, not
+    /// yet shipped) units to `on_hand`. For an unknown order, records that it is released so a
+    /// late `OrderPlaced` reserves nothing.
     async fn release(
         &self,
         reservation: Option<&Reservation>,
@@ -83,8 +107,22 @@ pub trait InventoryStore {
     ) -> Result<Write, StoreError>;
     /// Turns a reserved reservation into a sale: the units leave `on_hand`.
     async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError>;
-    /// Orders whose reservation lapsed before `now`, oldest first, at most `limit`.
-    async fn expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OrderId>, StoreError>;
+    /// Lets a lapsed hold go: its units back to `available`, only while the reservation is still
+    /// `Reserved` and its `held_until` is not after `now` (`AlreadyDecided` otherwise).
+    async fn expire(
+        &self,
+        reservation: &Reservation,
+        now: OffsetDateTime,
+        event: &Envelope,
+    ) -> Result<Write, StoreError>;
+    /// Orders whose reservation lapsed before `now`, oldest first, at most `limit`, after `after`.
+    /// The listing may be stale (an eventually consistent index): it only says where to look.
+    async fn expired(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        after: Option<ExpiryCursor>,
+    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError>;
 }
 
 /// Why an admin or shopper request failed.
@@ -94,6 +132,12 @@ pub enum InventoryError {
     Invalid(kernel::FieldError),
     #[error(transparent)]
     BelowReserved(StoreError),
+    /// The admin said which `on_hand` their change was based on, and it moved since.
+    #[error("on_hand is {current} now, not the {expected} this change was based on")]
+    OnHandChanged { expected: u32, current: u32 },
+    /// Orders kept moving this stock while we tried to write it.
+    #[error("the stock kept changing; try again")]
+    Busy,
     #[error(transparent)]
     Store(StoreError),
 }
@@ -139,11 +183,16 @@ pub async fn stock(store: &impl InventoryStore, sku: Sku) -> Result<SkuStock, In
     Ok(SkuStock::of(sku, levels))
 }
 
+/// `PUT /admin/inventory/{sku}`: sets a warehouse's `on_hand` (a count of the shelf). With
+/// `expected_on_hand` (the value the count was based on), a change of `on_hand` since — a
+/// restock from a cancelled order, another admin — refuses the write instead of erasing it.
+/// Orders reserving and committing meanwhile never do: the write keeps their `reserved`.
 pub async fn set_stock(
     store: &impl InventoryStore,
     sku: Sku,
     warehouse: Warehouse,
     on_hand: u32,
+    expected_on_hand: Option<u32>,
 ) -> Result<SkuStock, InventoryError> {
     if on_hand > MAX_ON_HAND {
         return Err(InventoryError::Invalid(kernel::FieldError::new(
@@ -151,9 +200,28 @@ pub async fn set_stock(
             format!("must be at most {MAX_ON_HAND}"),
         )));
     }
-    store.set_on_hand(&sku, &warehouse, on_hand).await?;
-    tracing::info!(%sku, %warehouse, on_hand, "stock set");
-    stock(store, sku).await
+    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
+        let levels = store.levels(std::slice::from_ref(&sku)).await?;
+        let read = levels.iter().find(|level| level.warehouse == warehouse);
+        let current = read.map_or(0, |level| level.on_hand);
+        if let Some(expected) = expected_on_hand.filter(|expected| *expected != current) {
+            return Err(InventoryError::OnHandChanged { expected, current });
+        }
+        let reserved = read.map_or(0, |level| level.reserved);
+        if on_hand < reserved {
+            return Err(InventoryError::BelowReserved(StoreError::BelowReserved { reserved }));
+        }
+        // The write is conditional on everything read, so `available` is never computed from a
+        // stale `reserved` and nothing that moved `on_hand` meanwhile is silently overwritten.
+        match store.set_on_hand(read, &sku, &warehouse, on_hand).await? {
+            Write::Done => {
+                tracing::info!(%sku, %warehouse, on_hand, "stock set");
+                return stock(store, sku).await;
+            }
+            Write::StockChanged | Write::AlreadyDecided => backoff(attempt).await,
+        }
+    }
+    Err(InventoryError::Busy)
 }
 
 /// Available units per SKU, in the order asked, each SKU once.
@@ -191,6 +259,17 @@ pub async fn on_order_placed(
     for attempt in 1..=MAX_RESERVE_ATTEMPTS {
         let levels = store.levels(&skus).await.map_err(transient)?;
         let written = match allocate(&requests, &levels) {
+            Ok(lines) if writes(&lines) > MAX_ALLOCATIONS => {
+                // No retry can fit this in one transaction: refuse it now, rather than fail as a
+                // storage error until the message is dead-lettered and the order times out.
+                tracing::warn!(order_id = %order.order_id, writes = writes(&lines), "reservation needs too many stock writes");
+                let rejected = Event::StockRejected(StockRejected {
+                    order_id: order.order_id,
+                    reason: RejectionReason::OrderTooLarge,
+                    shortages: Vec::new(),
+                });
+                store.reject(order.order_id, &event(order.order_id, rejected)).await
+            }
             Ok(lines) => {
                 let until = now + hold;
                 let reserved = Event::StockReserved(StockReserved {
@@ -203,6 +282,7 @@ pub async fn on_order_placed(
             Err(shortages) => {
                 let rejected = Event::StockRejected(StockRejected {
                     order_id: order.order_id,
+                    reason: RejectionReason::OutOfStock,
                     shortages: shortages
                         .into_iter()
                         .map(|s| contract::Shortage { sku: s.sku, requested: s.requested, available: s.available })
@@ -220,14 +300,25 @@ pub async fn on_order_placed(
                 tracing::info!(order_id = %order.order_id, "reservation already decided; duplicate delivery");
                 return Ok(());
             }
-            Write::StockChanged => {
-                // Another order took stock we counted on: back off a little, with jitter, and recount.
-                let jitter = u64::from(order.order_id.ulid().random() as u8 % 20);
-                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
-            }
+            // Another order took stock we counted on: back off and recount.
+            Write::StockChanged => backoff(attempt).await,
         }
     }
     Err(HandlerError::Transient(format!("stock kept changing while reserving {}", order.order_id).into()))
+}
+
+/// The stock items a reservation writes: one per warehouse allocation.
+fn writes(lines: &[AllocatedLine]) -> usize {
+    lines.iter().map(|line| line.allocations.len()).sum()
+}
+
+/// Waits before attempt `attempt + 1` after a lost race: exponential (10, 20, 40 … 320 ms) with
+/// "full jitter" drawn afresh each time, so orders that collided once do not collide again in
+/// step.
+async fn backoff(attempt: u32) {
+    let ceiling = 10u64 << attempt.min(5);
+    let jitter = getrandom::u64().map_or(ceiling / 2, |random| random % ceiling);
+    tokio::time::sleep(std::time::Duration::from_millis(jitter + 1)).await;
 }
 
 fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
@@ -242,26 +333,62 @@ fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
     }
 }
 
-/// `OrderCancelled` or expiry: give the units back.
-pub async fn release(store: &impl InventoryStore, order_id: OrderId, reason: &str) -> Result<(), HandlerError> {
-    for _ in 0..MAX_RESERVE_ATTEMPTS {
+/// `OrderCancelled`: give the units back, held or sold.
+pub async fn release(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
+    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
         let reservation = store.reservation(order_id).await.map_err(transient)?;
-        let released = event(order_id, Event::StockReleased(StockReleased { order_id, reason: reason.to_owned() }));
+        let released = released(order_id, RELEASED_CANCELLED);
         match store.release(reservation.as_ref(), order_id, &released).await.map_err(transient)? {
             Write::Done => {
-                tracing::info!(%order_id, reason, "reservation released");
+                tracing::info!(%order_id, "reservation released");
                 return Ok(());
             }
             Write::AlreadyDecided => return Ok(()),
-            Write::StockChanged => continue,
+            Write::StockChanged => backoff(attempt).await,
         }
     }
     Err(HandlerError::Transient(format!("could not release {order_id}").into()))
 }
 
+/// `StockReleased.reason` for a cancelled order's stock.
+const RELEASED_CANCELLED: &str = "cancelled";
+/// `StockReleased.reason` for a hold that lapsed.
+const RELEASED_EXPIRED: &str = "expired";
+
+fn released(order_id: OrderId, reason: &str) -> Envelope {
+    event(order_id, Event::StockReleased(StockReleased { order_id, reason: reason.to_owned() }))
+}
+
+/// The expiry of one reservation the sweep listed: only a hold that is still a hold and has
+/// lapsed by `now` is released. The listing comes from an eventually consistent index, so the
+/// order may have been confirmed (committed) or cancelled since; that decided it, and the
+/// conditional write makes sure a commit landing between our read and our write wins too.
+pub async fn expire(store: &impl InventoryStore, order_id: OrderId, now: OffsetDateTime) -> Result<(), HandlerError> {
+    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
+        let reservation = store.reservation(order_id).await.map_err(transient)?;
+        let Some(reservation) = reservation.filter(|r| r.status == ReservationStatus::Reserved && r.held_until <= now)
+        else {
+            tracing::info!(%order_id, "listed as lapsed, but no longer a lapsed hold; nothing to release");
+            return Ok(());
+        };
+        match store.expire(&reservation, now, &released(order_id, RELEASED_EXPIRED)).await.map_err(transient)? {
+            Write::Done => {
+                tracing::info!(%order_id, "lapsed reservation released");
+                return Ok(());
+            }
+            Write::AlreadyDecided => {
+                tracing::info!(%order_id, "reservation decided while expiring it; nothing released");
+                return Ok(());
+            }
+            Write::StockChanged => backoff(attempt).await,
+        }
+    }
+    Err(HandlerError::Transient(format!("could not expire {order_id}").into()))
+}
+
 /// `OrderConfirmed`: the reserved units are sold.
 pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
-    for _ in 0..MAX_RESERVE_ATTEMPTS {
+    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
         let Some(reservation) = store.reservation(order_id).await.map_err(transient)? else {
             return Err(HandlerError::Permanent(format!("{order_id} was confirmed but never reserved")));
         };
@@ -280,23 +407,15 @@ pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<()
                 return Ok(());
             }
             Write::AlreadyDecided => return Ok(()),
-            Write::StockChanged => continue,
+            Write::StockChanged => backoff(attempt).await,
         }
     }
     Err(HandlerError::Transient(format!("could not commit {order_id}").into()))
 }
 
-/// The schedule tick: release every reservation that lapsed before `now`.
-pub async fn sweep(store: &impl InventoryStore, now: OffsetDateTime) -> Result<usize, HandlerError> {
-    let mut released = 0;
-    loop {
-        let expired = store.expired(now, 25).await.map_err(transient)?;
-        if expired.is_empty() {
-            return Ok(released);
-        }
-        for order_id in &expired {
-            release(store, *order_id, "expired").await?;
-            released += 1;
-        }
-    }
+/// The schedule tick: release every reservation that lapsed before `now`, each on its own and
+/// within the invocation's time (see [`lambda_glue::sweep`]).
+pub async fn sweep(store: &impl InventoryStore, now: OffsetDateTime, sweep: Sweep) -> Result<Tick, HandlerError> {
+    let list = |after| async move { store.expired(now, SWEEP_PAGE, after).await.map_err(transient) };
+    sweep.run(list, |order_id| expire(store, order_id, now)).await
 }

@@ -27,11 +27,37 @@ pub struct Allocation {
     pub quantity: u32,
 }
 
-/// Some lines could not be reserved; nothing was.
+/// The order could not be reserved; nothing was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockRejected {
     pub order_id: OrderId,
+    /// Why. Absent in events written before the field existed, which were all `out_of_stock`.
+    #[serde(default)]
+    pub reason: RejectionReason,
+    /// Every short SKU (empty unless the reason is `out_of_stock`).
     pub shortages: Vec<Shortage>,
+}
+
+/// Why an order could not be reserved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    /// Some lines need more units than all warehouses have available.
+    #[default]
+    OutOfStock,
+    /// The stock is there, but taking it needs more stock writes than one DynamoDB transaction
+    /// holds (lines split over many warehouses): the order must be placed as smaller orders.
+    OrderTooLarge,
+}
+
+impl RejectionReason {
+    /// The reason as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "out_of_stock",
+            Self::OrderTooLarge => "order_too_large",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -51,8 +51,9 @@ impl HandlerError {
 pub enum Trigger {
     /// A batch from the function's SQS queue, to be handled before `deadline` (the invocation's).
     Queue { batch: SqsEvent, deadline: OffsetDateTime },
-    /// A schedule tick (EventBridge `Scheduled Event`), with the time it was scheduled for.
-    Schedule { time: OffsetDateTime },
+    /// A schedule tick (EventBridge `Scheduled Event`), with the time it was scheduled for, to be
+    /// finished before `deadline` (the invocation's).
+    Schedule { time: OffsetDateTime, deadline: OffsetDateTime },
 }
 
 impl Trigger {
@@ -70,7 +71,7 @@ impl Trigger {
                 .and_then(Value::as_str)
                 .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
                 .unwrap_or_else(OffsetDateTime::now_utc);
-            return Ok(Self::Schedule { time });
+            return Ok(Self::Schedule { time, deadline });
         }
         Err("neither an SQS batch nor a scheduled event".to_owned())
     }
@@ -122,14 +123,32 @@ pub trait Inbox {
 
 /// Handles every message of an SQS batch with `handle`, once per event id, reporting the
 /// messages that failed (or must wait for another invocation that is handling their event).
-pub async fn consume<F, Fut>(batch: SqsEvent, deadline: OffsetDateTime, inbox: &impl Inbox, handle: F) -> BatchResponse
+///
+/// `per_message` is the longest one handler can take. A message is only started while that much
+/// of the invocation is left; the rest of the batch is reported as failed without being touched
+/// (SQS delivers them again after the visibility timeout), so a slow dependency never lets the
+/// Lambda timeout fail the whole batch, including the messages that were done.
+pub async fn consume<F, Fut>(
+    batch: SqsEvent,
+    deadline: OffsetDateTime,
+    per_message: time::Duration,
+    inbox: &impl Inbox,
+    handle: F,
+) -> BatchResponse
 where
     F: Fn(Envelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
     let mut response = BatchResponse::default();
+    let mut out_of_time = false;
     for message in batch.records {
         let id = message.message_id.clone().unwrap_or_default();
+        out_of_time = out_of_time || OffsetDateTime::now_utc() + per_message >= deadline;
+        if out_of_time {
+            tracing::warn!(message_id = %id, "not enough time left in this invocation; the message comes again");
+            response.fail(id);
+            continue;
+        }
         let body = message.body.as_deref().unwrap_or_default();
         let envelope = match Envelope::from_eventbridge(body) {
             Ok(envelope) => envelope,
@@ -248,6 +267,8 @@ mod tests {
     use kernel::OrderId;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    const BUDGET: time::Duration = time::Duration::seconds(5);
+
     fn soon() -> OffsetDateTime {
         OffsetDateTime::now_utc() + time::Duration::minutes(1)
     }
@@ -285,7 +306,7 @@ mod tests {
         ]);
         let handled = AtomicUsize::new(0);
 
-        let response = consume(batch, soon(), &MemoryInbox::default(), |_| async {
+        let response = consume(batch, soon(), BUDGET, &MemoryInbox::default(), |_| async {
             handled.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
@@ -301,7 +322,7 @@ mod tests {
         let batch = queue(&[message("a", &cancelled_body()), message("b", &cancelled_body())]);
         let calls = AtomicUsize::new(0);
 
-        let response = consume(batch, soon(), &MemoryInbox::default(), |_| async {
+        let response = consume(batch, soon(), BUDGET, &MemoryInbox::default(), |_| async {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 Err(HandlerError::Permanent("first one breaks".into()))
             } else {
@@ -323,8 +344,8 @@ mod tests {
             Ok(())
         };
 
-        let first = consume(queue(&[message("m1", &body), message("m2", &body)]), soon(), &inbox, count).await;
-        let later = consume(queue(&[message("m3", &body)]), soon(), &inbox, count).await;
+        let first = consume(queue(&[message("m1", &body), message("m2", &body)]), soon(), BUDGET, &inbox, count).await;
+        let later = consume(queue(&[message("m3", &body)]), soon(), BUDGET, &inbox, count).await;
 
         assert_eq!(calls.into_inner(), 1);
         assert!(first.batch_item_failures.is_empty() && later.batch_item_failures.is_empty());
@@ -341,8 +362,8 @@ mod tests {
             }
         };
 
-        let first = consume(queue(&[message("m1", &body)]), soon(), &inbox, fail_first).await;
-        let retry = consume(queue(&[message("m1", &body)]), soon(), &inbox, fail_first).await;
+        let first = consume(queue(&[message("m1", &body)]), soon(), BUDGET, &inbox, fail_first).await;
+        let retry = consume(queue(&[message("m1", &body)]), soon(), BUDGET, &inbox, fail_first).await;
 
         assert_eq!(first.batch_item_failures.len(), 1);
         assert!(retry.batch_item_failures.is_empty());
@@ -356,18 +377,32 @@ mod tests {
         let inbox = MemoryInbox::default();
         assert_eq!(inbox.claim(event_id, soon()).await.unwrap(), Claim::Claimed);
 
-        let response =
-            consume(queue(&[message("m1", &body)]), soon(), &inbox, |_| async { panic!("handled twice at once") })
-                .await;
+        let response = consume(queue(&[message("m1", &body)]), soon(), BUDGET, &inbox, |_| async {
+            panic!("handled twice at once")
+        })
+        .await;
 
         assert_eq!(response.batch_item_failures[0].item_identifier, "m1");
+    }
+
+    #[tokio::test]
+    async fn messages_the_invocation_has_no_time_left_for_are_reported_without_being_handled() {
+        let batch = queue(&[message("a", &cancelled_body()), message("b", &cancelled_body())]);
+        let deadline = OffsetDateTime::now_utc() + time::Duration::seconds(3);
+
+        let response =
+            consume(batch, deadline, BUDGET, &MemoryInbox::default(), |_| async { panic!("started without time") })
+                .await;
+
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, vec!["a", "b"]);
     }
 
     #[test]
     fn a_scheduled_event_carries_its_time() {
         let payload = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
             "time": "2026-11-22T10:00:00Z", "detail": {} });
-        let Trigger::Schedule { time } = Trigger::parse(payload, soon()).unwrap() else { panic!("not a schedule") };
+        let Trigger::Schedule { time, .. } = Trigger::parse(payload, soon()).unwrap() else { panic!("not a schedule") };
         assert_eq!(time.unix_timestamp(), 1_795_341_600);
     }
 }

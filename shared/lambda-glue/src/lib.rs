@@ -10,6 +10,9 @@
 //! - [`consumer`]: the loop every event consumer runs: SQS batch in, each EventBridge event
 //!   claimed in the consumer's inbox and handled once, partial batch response out; and schedule
 //!   ticks.
+//! - [`sweep`]: the loop every scheduled sweep runs: due items page by page, each on its own,
+//!   within the invocation's time.
+//! - [`metrics`]: counters as CloudWatch Embedded Metric Format lines on stdout.
 //! - [`auth`]: who is calling, from the claims API Gateway's JWT authorizer put in the request
 //!   context; functions never see or verify the token itself.
 //!
@@ -21,6 +24,8 @@ pub mod config;
 pub mod consumer;
 pub mod http;
 pub mod logging;
+pub mod metrics;
+pub mod sweep;
 
 pub use auth::Caller;
 pub use config::ConfigError;

@@ -1,0 +1,423 @@
+//! The inventory's use cases on its real DynamoDB adapter, against moto
+//! (`infra/emulators/moto_server.py`), with the table exactly as template.yaml declares it.
+//!
+//! The interleavings are deterministic: where a race matters, a wrapper around the store does
+//! the other side's write at the exact point between our read and our write, or answers the
+//! sweep's listing from a stale index (DynamoDB's GSIs are eventually consistent; moto's are not).
+//!
+//! One moto serves the whole binary; each test has a stack (so a table) of its own. Needs the
+//! emulators venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
+
+// Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use domain_events::Envelope;
+use domain_events::checkout::{OrderLine, OrderPlaced};
+use domain_events::inventory::RejectionReason;
+use inventory::dynamo::DynamoInventory;
+use inventory::service::{
+    self, ExpiryCursor, InventoryError, InventoryStore, Reservation, ReservationStatus, StoreError, Write,
+};
+use inventory::stock::{AllocatedLine, StockLevel, Warehouse};
+use kernel::{Currency, Money, OrderId, Sku};
+use lambda_glue::sweep::{Page, Sweep, Tick};
+
+const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+const HOLD: Duration = Duration::minutes(15);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// moto, started once for the binary; it exits when this process does (its stdin closes).
+async fn moto() -> &'static str {
+    static MOTO: tokio::sync::OnceCell<localcloud::emulator::Emulator> = tokio::sync::OnceCell::const_new();
+    let moto = MOTO
+        .get_or_init(|| async {
+            let python = std::env::var_os("FERROCART_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo().join(".venv/emulators/bin/python"));
+            let script = repo().join("infra/emulators/moto_server.py");
+            localcloud::emulator::Emulator::start("moto", &python, &script).await.unwrap()
+        })
+        .await;
+    &moto.url
+}
+
+struct Table {
+    client: Client,
+    name: String,
+    store: DynamoInventory,
+}
+
+/// A fresh inventory table, provisioned from template.yaml's `InventoryTable`.
+async fn table() -> Table {
+    let endpoint = moto().await;
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    let client = Client::from_conf(config);
+    let template = localcloud::template::Template::load(&repo().join("template.yaml")).unwrap();
+    let stack = localcloud::template::Stack {
+        name: format!("inv{}", OrderId::new().ulid()).to_lowercase(),
+        region: "us-east-1".into(),
+        endpoint: endpoint.to_owned(),
+    };
+    let physical = template.physical_names(&stack);
+    let specs: Vec<_> = template
+        .tables(&stack, &physical)
+        .unwrap()
+        .into_iter()
+        .filter(|spec| spec.logical_id == "InventoryTable")
+        .collect();
+    let name = specs[0].name.clone();
+    localcloud::provision::tables(&client, &specs).await.unwrap();
+    Table { store: DynamoInventory::new(client.clone(), &name), client, name }
+}
+
+impl Table {
+    /// `(detail_type, data)` of every event in the outbox.
+    async fn events(&self) -> Vec<(String, serde_json::Value)> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.name)
+            .filter_expression("begins_with(pk, :outbox)")
+            .expression_attribute_values(":outbox", AttributeValue::S("OUTBOX#".into()))
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        items
+            .iter()
+            .map(|item| {
+                let detail: serde_json::Value = serde_json::from_str(item["detail"].as_s().unwrap()).unwrap();
+                (item["detail_type"].as_s().unwrap().clone(), detail["data"].clone())
+            })
+            .collect()
+    }
+
+    async fn released(&self) -> Vec<serde_json::Value> {
+        self.events().await.into_iter().filter(|(kind, _)| kind == "StockReleased").map(|(_, data)| data).collect()
+    }
+
+    /// (on_hand, reserved, available) of the SKU in the warehouse.
+    async fn level(&self, sku: &Sku, warehouse: &str) -> (u32, u32, u32) {
+        let levels = self.store.levels(std::slice::from_ref(sku)).await.unwrap();
+        let level = levels.iter().find(|l| l.warehouse.as_str() == warehouse).unwrap();
+        (level.on_hand, level.reserved, level.available)
+    }
+
+    async fn stock(&self, sku: &Sku, warehouse: &str, on_hand: u32) {
+        service::set_stock(&self.store, sku.clone(), Warehouse::parse(warehouse).unwrap(), on_hand, None)
+            .await
+            .unwrap();
+    }
+
+    /// `OrderPlaced` for `lines`, handled at `T0`.
+    async fn place(&self, lines: &[(&Sku, u32)]) -> OrderId {
+        let price = Money::new(1000, Currency::USD).unwrap();
+        let order = OrderPlaced {
+            order_id: OrderId::new(),
+            customer: "alice".into(),
+            email: "alice@example.com".into(),
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| OrderLine { sku: (*sku).clone(), quantity: *quantity, unit_price: price })
+                .collect(),
+            total: price,
+            payment_method: "pm_card_visa".into(),
+            cart: None,
+        };
+        service::on_order_placed(&self.store, &order, T0, HOLD).await.unwrap();
+        order.order_id
+    }
+}
+
+fn sku() -> Sku {
+    Sku::parse(&format!("SKU-{}", OrderId::new().ulid())).unwrap()
+}
+
+fn sweep() -> Sweep {
+    Sweep {
+        name: "test",
+        deadline: OffsetDateTime::now_utc() + Duration::minutes(1),
+        item_budget: Duration::seconds(5),
+    }
+}
+
+/// The store, but its expiry listing is what an index read a moment ago said: `listed`.
+struct StaleIndex<'a> {
+    inner: &'a DynamoInventory,
+    listed: Vec<OrderId>,
+}
+
+/// The store, but right after the first read of a reservation the order's confirmation commits
+/// it: the interleaving "sweep reads a held reservation, `OrderConfirmed` commits it, sweep writes".
+struct CommitAfterRead<'a> {
+    inner: &'a DynamoInventory,
+    committed: Mutex<bool>,
+}
+
+macro_rules! delegate_store {
+    ($wrapper:ty) => {
+        impl InventoryStore for $wrapper {
+            async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
+                self.inner.levels(skus).await
+            }
+            async fn set_on_hand(
+                &self,
+                read: Option<&StockLevel>,
+                sku: &Sku,
+                warehouse: &Warehouse,
+                on_hand: u32,
+            ) -> Result<Write, StoreError> {
+                self.inner.set_on_hand(read, sku, warehouse, on_hand).await
+            }
+            async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
+                self.read_reservation(order_id).await
+            }
+            async fn reserve(
+                &self,
+                order_id: OrderId,
+                lines: &[AllocatedLine],
+                until: OffsetDateTime,
+                event: &Envelope,
+            ) -> Result<Write, StoreError> {
+                self.inner.reserve(order_id, lines, until, event).await
+            }
+            async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError> {
+                self.inner.reject(order_id, event).await
+            }
+            async fn release(
+                &self,
+                reservation: Option<&Reservation>,
+                order_id: OrderId,
+                event: &Envelope,
+            ) -> Result<Write, StoreError> {
+                self.inner.release(reservation, order_id, event).await
+            }
+            async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError> {
+                self.inner.commit(reservation, event).await
+            }
+            async fn expire(
+                &self,
+                reservation: &Reservation,
+                now: OffsetDateTime,
+                event: &Envelope,
+            ) -> Result<Write, StoreError> {
+                self.inner.expire(reservation, now, event).await
+            }
+            async fn expired(
+                &self,
+                now: OffsetDateTime,
+                limit: usize,
+                after: Option<ExpiryCursor>,
+            ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+                self.list_expired(now, limit, after).await
+            }
+        }
+    };
+}
+
+delegate_store!(StaleIndex<'_>);
+delegate_store!(CommitAfterRead<'_>);
+
+impl StaleIndex<'_> {
+    async fn read_reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
+        self.inner.reservation(order_id).await
+    }
+
+    async fn list_expired(
+        &self,
+        _now: OffsetDateTime,
+        _limit: usize,
+        _after: Option<ExpiryCursor>,
+    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+        Ok(Page { items: self.listed.clone(), next: None })
+    }
+}
+
+impl CommitAfterRead<'_> {
+    async fn read_reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
+        let read = self.inner.reservation(order_id).await?;
+        let first = !std::mem::replace(&mut *self.committed.lock().unwrap(), true);
+        if first {
+            service::commit(self.inner, order_id).await.unwrap();
+        }
+        Ok(read)
+    }
+
+    async fn list_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        after: Option<ExpiryCursor>,
+    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+        self.inner.expired(now, limit, after).await
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_listed_before_the_order_was_confirmed_releases_nothing() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    // The index listed the lapsed hold; then OrderConfirmed committed it.
+    let stale = StaleIndex { inner: &table.store, listed: vec![order_id] };
+    service::commit(&table.store, order_id).await.unwrap();
+
+    let tick = service::sweep(&stale, T0 + HOLD + Duration::minutes(5), sweep()).await.unwrap();
+
+    assert_eq!(tick, Tick { handled: 1, failed: 0, out_of_time: false });
+    assert_eq!(table.level(&sku, "east").await, (3, 0, 3), "the sold units stay sold");
+    assert_eq!(table.released().await, Vec::<serde_json::Value>::new(), "no StockReleased for a confirmed order");
+    let reservation = table.store.reservation(order_id).await.unwrap().unwrap();
+    assert_eq!(reservation.status, ReservationStatus::Committed);
+}
+
+#[tokio::test]
+async fn a_confirmation_that_commits_between_the_expiry_read_and_write_wins() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    let racing = CommitAfterRead { inner: &table.store, committed: Mutex::new(false) };
+
+    service::expire(&racing, order_id, T0 + HOLD + Duration::minutes(5)).await.unwrap();
+
+    assert_eq!(table.level(&sku, "east").await, (3, 0, 3));
+    assert!(table.released().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_hold_is_released_once_it_lapsed_and_not_before() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    // Even an index listing it early changes nothing before the hold lapsed.
+    let early = StaleIndex { inner: &table.store, listed: vec![order_id] };
+
+    service::sweep(&early, T0 + HOLD - Duration::seconds(1), sweep()).await.unwrap();
+    let before = table.level(&sku, "east").await;
+    let tick = service::sweep(&table.store, T0 + HOLD + Duration::seconds(1), sweep()).await.unwrap();
+
+    assert_eq!(before, (5, 2, 3));
+    assert_eq!(tick.handled, 1);
+    assert_eq!(table.level(&sku, "east").await, (5, 0, 5));
+    let released = table.released().await;
+    assert_eq!(released, vec![serde_json::json!({ "order_id": order_id, "reason": "expired" })]);
+}
+
+#[tokio::test]
+async fn a_reservation_that_cannot_be_read_does_not_stop_the_sweep_behind_it() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    // The oldest lapsed reservation in the index is unreadable (a bug wrote it); a good one is behind it.
+    let broken = OrderId::new();
+    table
+        .client
+        .put_item()
+        .table_name(&table.name)
+        .item("pk", AttributeValue::S(format!("RES#{broken}")))
+        .item("sk", AttributeValue::S("RES".into()))
+        .item("order_id", AttributeValue::S(broken.to_string()))
+        .item("status", AttributeValue::S("reserved".into()))
+        .item("lines", AttributeValue::S("not a list of lines".into()))
+        .item("held_until", AttributeValue::N("1".into()))
+        .item("gsi1pk", AttributeValue::S("HELD".into()))
+        .item("gsi1sk", AttributeValue::S(format!("{:012}#{broken}", 1)))
+        .send()
+        .await
+        .unwrap();
+    let order_id = table.place(&[(&sku, 2)]).await;
+
+    let tick = service::sweep(&table.store, T0 + HOLD + Duration::minutes(1), sweep()).await.unwrap();
+
+    assert_eq!(tick, Tick { handled: 1, failed: 1, out_of_time: false });
+    assert_eq!(table.level(&sku, "east").await, (5, 0, 5), "the good reservation behind the bad one expired");
+    assert_eq!(table.released().await, vec![serde_json::json!({ "order_id": order_id, "reason": "expired" })]);
+}
+
+#[tokio::test]
+async fn an_order_that_needs_more_stock_writes_than_one_transaction_holds_is_rejected_as_too_large() {
+    let table = table().await;
+    // 50 lines, each 2 units from two warehouses with 1 each: 100 stock writes, + reservation + event.
+    let skus: Vec<Sku> = (0..50).map(|_| sku()).collect();
+    for sku in &skus {
+        table.stock(sku, "east", 1).await;
+        table.stock(sku, "west", 1).await;
+    }
+    let lines: Vec<(&Sku, u32)> = skus.iter().map(|sku| (sku, 2)).collect();
+
+    let order_id = table.place(&lines).await;
+
+    let rejected: Vec<_> = table.events().await.into_iter().filter(|(kind, _)| kind == "StockRejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].1["reason"], RejectionReason::OrderTooLarge.as_str());
+    assert_eq!(rejected[0].1["order_id"], serde_json::json!(order_id));
+    assert_eq!(table.level(&skus[0], "east").await, (1, 0, 1), "nothing was reserved");
+    assert_eq!(table.store.reservation(order_id).await.unwrap().unwrap().status, ReservationStatus::Rejected);
+}
+
+#[tokio::test]
+async fn an_order_with_as_many_stock_writes_as_fit_is_reserved() {
+    let table = table().await;
+    // 49 lines from two warehouses each: 98 stock writes + reservation + event = 100 actions.
+    let skus: Vec<Sku> = (0..49).map(|_| sku()).collect();
+    for sku in &skus {
+        table.stock(sku, "east", 1).await;
+        table.stock(sku, "west", 1).await;
+    }
+    let lines: Vec<(&Sku, u32)> = skus.iter().map(|sku| (sku, 2)).collect();
+
+    let order_id = table.place(&lines).await;
+
+    assert_eq!(table.store.reservation(order_id).await.unwrap().unwrap().status, ReservationStatus::Reserved);
+    assert_eq!(table.level(&skus[48], "west").await, (1, 1, 0));
+}
+
+#[tokio::test]
+async fn an_admin_count_based_on_an_on_hand_that_a_restock_moved_is_refused_and_the_restock_kept() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    service::commit(&table.store, order_id).await.unwrap();
+    let (seen_by_admin, _, _) = table.level(&sku, "east").await;
+    // The confirmed order is cancelled: its 2 units go back on the shelf.
+    service::release(&table.store, order_id).await.unwrap();
+
+    let result =
+        service::set_stock(&table.store, sku.clone(), Warehouse::parse("east").unwrap(), 13, Some(seen_by_admin)).await;
+
+    assert_eq!(seen_by_admin, 3);
+    assert!(matches!(result, Err(InventoryError::OnHandChanged { expected: 3, current: 5 })), "{result:?}");
+    assert_eq!(table.level(&sku, "east").await, (5, 0, 5));
+}
+
+#[tokio::test]
+async fn a_stock_write_based_on_a_stale_read_is_not_applied() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    service::commit(&table.store, order_id).await.unwrap();
+    let read = table.store.levels(std::slice::from_ref(&sku)).await.unwrap().remove(0);
+    service::release(&table.store, order_id).await.unwrap();
+
+    let written = table.store.set_on_hand(Some(&read), &sku, &Warehouse::parse("east").unwrap(), 10).await.unwrap();
+
+    assert_eq!(written, Write::StockChanged);
+    assert_eq!(table.level(&sku, "east").await, (5, 0, 5));
+}
