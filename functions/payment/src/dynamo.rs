@@ -6,6 +6,14 @@
 //! | outbox  | `OUTBOX#{event}` | `OUTBOX` | see [`adapters::outbox`]                   |
 //! | inbox   | `INBOX#{event}`  | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
 //!
+//! One index, `Authorizing` (keys only), lists the payments being authorized, oldest claim first,
+//! for the stalled-authorization sweep: `gsi1pk = AUTHORIZING`, `gsi1sk = {since}#{order_id}`
+//! with `since` the claim's epoch seconds padded to 12 digits (so text order is time order). The
+//! claim sets both keys, a takeover rewrites `gsi1sk`, and settling removes both, so the index is
+//! sparse: it holds a payment only while it is authorizing, and costs two index writes per
+//! authorization (the claim's insert and the settlement's delete). Nothing else it projects ever
+//! changes, so recording facts and the PaymentIntent writes no index.
+//!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
 //! (`authorizing`, `authorized`, `failed`, `voided`; absent until claimed); `authorizing_since`
@@ -15,11 +23,14 @@
 //! Recording a fact is an UpdateItem that only SETs, so the facts commute; it returns the whole
 //! item (`ALL_NEW`) so the caller sees whether the other fact is in. Every stage change is
 //! conditional on the stage it leaves, and a failed condition returns the item as it was
-//! (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), so no decision rests on a separate read.
+//! (`ReturnValuesOnConditionCheckFailure: ALL_OLD`, also on the stage change inside a
+//! transaction), so no decision rests on a separate read. The one read, [`PaymentStore::get`], is
+//! the sweep's, and every write it leads to is conditional as well.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -27,10 +38,11 @@ use aws_sdk_dynamodb::types::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, TransactionFailure};
+use adapters::dynamo::{Item, TransactionFailure, get_consistent};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::{Money, OrderId};
+use lambda_glue::sweep::Page;
 
 use crate::service::{
     Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, StoreError, Write,
@@ -40,6 +52,12 @@ const AUTHORIZING: &str = "authorizing";
 const AUTHORIZED: &str = "authorized";
 const FAILED: &str = "failed";
 const VOIDED: &str = "voided";
+
+/// The sparse index of payments being authorized, and its one partition.
+const AUTHORIZING_INDEX: &str = "Authorizing";
+const AUTHORIZING_PK: &str = "AUTHORIZING";
+/// Payments per page of the stalled listing.
+const STALLED_PAGE: i32 = 25;
 
 /// `status` and `total` are DynamoDB reserved words: expressions name them through these.
 const NAMES: [(&str, &str); 2] = [("#status", "status"), ("#total", "total")];
@@ -57,6 +75,19 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 fn epoch(at: OffsetDateTime) -> AttributeValue {
     AttributeValue::N(at.unix_timestamp().to_string())
+}
+
+/// A claim's place in the `Authorizing` index: its time, padded so text order is time order.
+fn since_key(since: OffsetDateTime, order_id: OrderId) -> AttributeValue {
+    s(format!("{:012}#{order_id}", since.unix_timestamp()))
+}
+
+fn order_of_key(order_id: Option<&AttributeValue>) -> Result<OrderId, StoreError> {
+    let corrupt = |detail: String| StoreError::Unavailable(detail.into());
+    let pk = order_id.and_then(|pk| pk.as_s().ok()).ok_or_else(|| corrupt("an index entry without a pk".into()))?;
+    pk.strip_prefix("PAY#")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| corrupt(format!("the Authorizing index lists `{pk}`, not a payment")))
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -202,7 +233,8 @@ impl DynamoPayments {
             .set_key(Some(key(order_id)))
             .update_expression(expression)
             .condition_expression(condition)
-            .set_expression_attribute_values(Some(values));
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (name, attribute) in NAMES {
             if expression.contains(name) || condition.contains(name) {
                 update = update.expression_attribute_names(name, attribute);
@@ -215,18 +247,55 @@ impl DynamoPayments {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(Write::Done),
             Err(error) => {
-                let failure = TransactionFailure::from(error);
-                if failure.failed_conditions().contains(&0) {
-                    Ok(Write::AlreadyDecided)
-                } else {
-                    Err(unavailable(failure))
+                // The cancellation reasons come in action order; the payment's is the first, and
+                // carries the item as it was when its condition failed.
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
+                    && let Some(reason) = cancelled.cancellation_reasons().first()
+                    && reason.code() == Some("ConditionalCheckFailed")
+                {
+                    let item = reason.item().cloned().ok_or_else(|| StoreError::Corrupt {
+                        order_id,
+                        detail: "a refused stage change found no payment".to_owned(),
+                    })?;
+                    return Ok(Write::Refused(payment(item)?));
                 }
+                Err(unavailable(TransactionFailure::from(error)))
             }
         }
     }
 }
 
 impl PaymentStore for DynamoPayments {
+    /// The index's `LastEvaluatedKey`.
+    type Cursor = Item;
+
+    async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError> {
+        get_consistent(&self.client, &self.table, key(order_id)).await.map_err(unavailable)?.map(payment).transpose()
+    }
+
+    async fn stalled(
+        &self,
+        claimed_by: OffsetDateTime,
+        cursor: Option<Item>,
+    ) -> Result<Page<OrderId, Item>, StoreError> {
+        // Every key of a claim made at `claimed_by` or earlier sorts below the next second's.
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(AUTHORIZING_INDEX)
+            .key_condition_expression("gsi1pk = :authorizing AND gsi1sk < :next_second")
+            .expression_attribute_values(":authorizing", s(AUTHORIZING_PK))
+            .expression_attribute_values(":next_second", s(format!("{:012}", claimed_by.unix_timestamp() + 1)))
+            .set_exclusive_start_key(cursor)
+            .limit(STALLED_PAGE)
+            .send()
+            .await
+            .map_err(|error| unavailable(aws_sdk_dynamodb::Error::from(error)))?;
+        let items = output.items().iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
+        Ok(Page { items, next: output.last_evaluated_key })
+    }
+
     async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {
         let total = serde_dynamo::to_attribute_value(order.total).map_err(unavailable)?;
         self.record(
@@ -269,7 +338,7 @@ impl PaymentStore for DynamoPayments {
     async fn claim(&self, order_id: OrderId, now: OffsetDateTime) -> Result<Claim, StoreError> {
         self.update(
             order_id,
-            "SET #status = :authorizing, authorizing_since = :now",
+            "SET #status = :authorizing, authorizing_since = :now, gsi1pk = :index, gsi1sk = :since_key",
             Some(
                 "attribute_not_exists(#status) AND attribute_not_exists(cancelled) \
                  AND stock_reserved = :true AND attribute_exists(#total)",
@@ -278,6 +347,8 @@ impl PaymentStore for DynamoPayments {
                 (":authorizing".to_owned(), s(AUTHORIZING)),
                 (":now".to_owned(), epoch(now)),
                 (":true".to_owned(), AttributeValue::Bool(true)),
+                (":index".to_owned(), s(AUTHORIZING_PK)),
+                (":since_key".to_owned(), since_key(now, order_id)),
             ]),
         )
         .await
@@ -291,12 +362,13 @@ impl PaymentStore for DynamoPayments {
     ) -> Result<Claim, StoreError> {
         self.update(
             order_id,
-            "SET authorizing_since = :now",
+            "SET authorizing_since = :now, gsi1sk = :since_key",
             Some("#status = :authorizing AND authorizing_since = :since AND attribute_not_exists(payment_intent_id)"),
             HashMap::from([
                 (":authorizing".to_owned(), s(AUTHORIZING)),
                 (":since".to_owned(), epoch(since)),
                 (":now".to_owned(), epoch(now)),
+                (":since_key".to_owned(), since_key(now, order_id)),
             ]),
         )
         .await
@@ -317,7 +389,7 @@ impl PaymentStore for DynamoPayments {
         let (expression, intent) = match settlement {
             Settlement::Authorized { intent } => {
                 values.insert(":authorized".to_owned(), s(AUTHORIZED));
-                ("SET #status = :authorized", Some(intent))
+                ("SET #status = :authorized REMOVE gsi1pk, gsi1sk", Some(intent))
             }
             Settlement::Failed { intent, reason, decline_code } => {
                 values.insert(":failed".to_owned(), s(FAILED));
@@ -326,22 +398,28 @@ impl PaymentStore for DynamoPayments {
                     Some(code) => {
                         values.insert(":decline_code".to_owned(), s(code));
                         (
-                            "SET #status = :failed, failure_reason = :reason, decline_code = :decline_code",
+                            "SET #status = :failed, failure_reason = :reason, decline_code = :decline_code \
+                             REMOVE gsi1pk, gsi1sk",
                             intent.as_ref(),
                         )
                     }
-                    None => ("SET #status = :failed, failure_reason = :reason", intent.as_ref()),
+                    None => ("SET #status = :failed, failure_reason = :reason REMOVE gsi1pk, gsi1sk", intent.as_ref()),
                 }
             }
         };
         // Only the recorded PaymentIntent settles the payment (or, for a create Stripe refused,
-        // only a payment that recorded none).
-        let condition = match intent {
-            Some(intent) => {
+        // only a payment that recorded none); and an authorization only if the order is not
+        // cancelled, so a cancellation that lands during the confirmation is seen by the settler.
+        let condition = match (intent, settlement) {
+            (Some(intent), Settlement::Authorized { .. }) => {
+                values.insert(":intent".to_owned(), s(intent.as_str()));
+                "#status = :authorizing AND payment_intent_id = :intent AND attribute_not_exists(cancelled)"
+            }
+            (Some(intent), Settlement::Failed { .. }) => {
                 values.insert(":intent".to_owned(), s(intent.as_str()));
                 "#status = :authorizing AND payment_intent_id = :intent"
             }
-            None => "#status = :authorizing AND attribute_not_exists(payment_intent_id)",
+            (None, _) => "#status = :authorizing AND attribute_not_exists(payment_intent_id)",
         };
         self.transact(order_id, expression, condition, values, event).await
     }

@@ -1,12 +1,26 @@
-//! The payment's event consumer: saga events from its SQS queue.
+//! The payment's event consumer: saga events from its SQS queue, and the stalled-authorization
+//! sweep on its schedule.
 
 use time::OffsetDateTime;
 
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
 use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::sweep::Sweep;
 
 use crate::service::{self, PaymentGateway, PaymentStore};
+
+/// The longest one message, or one stalled authorization, takes. The worst path makes four Stripe
+/// calls of at most 8 s each (`stripe::TIMEOUT`, one attempt per call): create (or retrieve) the
+/// PaymentIntent, confirm it, then, when the order was cancelled meanwhile, cancel it and, if
+/// Stripe answers the cancel with a conflict, retrieve it: 32 s. Add seven DynamoDB requests
+/// (inbox claim, fact, claim, PaymentIntent, refused settlement, failed settlement, inbox mark),
+/// milliseconds each, with 4 s for throttling retries: 36 s. template.yaml's function timeout
+/// (40 s) leaves 4 s beyond one message.
+pub const PER_MESSAGE: time::Duration = time::Duration::seconds(36);
+
+/// The sweep's name, in its logs and its `SweepFailures` metric.
+pub const SWEEP: &str = "stalled-authorizations";
 
 /// Handles one invocation of the consumer function.
 pub async fn handle(
@@ -17,9 +31,14 @@ pub async fn handle(
 ) -> Result<BatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
-            Ok(consumer::consume(batch, deadline, inbox, |envelope| on_event(store, gateway, envelope)).await)
+            Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, gateway, envelope))
+                .await)
         }
-        Trigger::Schedule { .. } => Err(HandlerError::Permanent("payment has no schedule".to_owned())),
+        Trigger::Schedule { time, deadline } => {
+            let sweep = Sweep { name: SWEEP, deadline, item_budget: PER_MESSAGE };
+            service::sweep_stalled(store, gateway, time, sweep).await?;
+            Ok(BatchResponse::default())
+        }
     }
 }
 
@@ -88,5 +107,18 @@ mod tests {
         let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, vec!["confirmed"]);
         assert!(matches!(store.events().as_slice(), [Event::PaymentAuthorized(e)] if e.order_id == order_id));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_tick_runs_the_stalled_authorization_sweep() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let tick = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
+            "time": "2026-11-22T10:00:00Z", "detail": {} });
+        let deadline = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let inbox = lambda_glue::consumer::MemoryInbox::default();
+
+        let response = handle(&store, &stripe, &inbox, Trigger::parse(tick, deadline).unwrap()).await;
+
+        assert!(response.unwrap().batch_item_failures.is_empty());
     }
 }

@@ -42,9 +42,35 @@
 //!
 //! ## Cancellation
 //!
-//! `OrderCancelled` flags the payment, which stops any later claim. An authorized payment is
-//! voided at Stripe (the hold is released) and announced with `PaymentVoided`; one that is still
-//! authorizing is retried until it settles.
+//! `OrderCancelled` flags the payment (the flag is never removed), which stops any later claim.
+//! What happens to the money depends on how far the authorization got, and the side that comes
+//! last undoes it:
+//!
+//! - **Not started**: nothing to undo; it never starts.
+//! - **Authorized**: the cancellation voids it at Stripe (the hold is released) and announces
+//!   `PaymentVoided`.
+//! - **Authorizing**: the cancellation is acknowledged at once, and the authorization finishes the
+//!   compensation. Whoever carries an authorization on looks at the flag before confirming: a
+//!   claim's owner in what step 2's write returns, a resumed authorization in the payment it
+//!   read. A cancelled payment's PaymentIntent is never confirmed; it is cancelled at Stripe
+//!   instead, the payment is recorded `failed` with `PaymentFailed { reason: "cancelled" }` (see
+//!   [`CANCELLED`]), and no `PaymentAuthorized` is ever announced for it.
+//! - **Cancelled while Stripe confirms**: step 4 records an authorization only if the order is not
+//!   cancelled. When the flag landed first, the write is refused with the payment as it is, and
+//!   the authorizer cancels the PaymentIntent it just confirmed (releasing the hold) and records
+//!   the failure as above. When the flag lands after step 4, the cancellation finds the payment
+//!   authorized and voids it. Both writes are on one item, so one of them comes first, and the
+//!   side that comes second undoes the hold.
+//!
+//! ## Stalled authorizations
+//!
+//! An authorization whose invocation died is normally resumed by its redelivered message. When
+//! that message is dead-lettered (Stripe slow or down for every receive), nothing would come back
+//! to it, so a sweep ([`sweep_stalled`], every minute) lists the payments still authorizing
+//! [`CLAIM_TIMEOUT`] after their claim, when their owner's invocation has surely ended, and
+//! carries each on exactly as a redelivery would: resume it, start it over, or, for a cancelled
+//! order, cancel it at Stripe. A hold therefore outlives its order's cancellation by about
+//! [`CLAIM_TIMEOUT`] and a sweep tick while Stripe answers, not Stripe's seven days.
 
 use std::fmt;
 
@@ -55,12 +81,19 @@ use domain_events::payment::{PaymentAuthorized, PaymentFailed, PaymentVoided};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{Money, OrderId};
 use lambda_glue::consumer::HandlerError;
+use lambda_glue::sweep::{Page, Sweep, Tick};
 
-/// How long a claim without a recorded PaymentIntent belongs to the invocation that made it.
-/// Longer than the function's timeout (30 s), so the owner is surely gone when it lapses, and
-/// shorter than the queue's visibility timeout (180 s), so the owner's own message, redelivered
-/// after a failure, always finds the claim lapsed and can take it over.
+/// How long a claim without a recorded PaymentIntent belongs to the invocation that made it,
+/// and how old a claim must be before the sweep finishes it. Longer than the function's timeout
+/// (40 s in template.yaml), so the owner is surely gone when it lapses, and shorter than the
+/// queue's visibility timeout (240 s), so the owner's own message, redelivered after a failure,
+/// always finds the claim lapsed and can take it over.
 pub const CLAIM_TIMEOUT: Duration = Duration::seconds(60);
+
+/// `PaymentFailed.reason` when the order was cancelled while its payment was authorizing: the
+/// PaymentIntent was cancelled at Stripe (releasing any hold its confirmation had placed) and no
+/// `PaymentAuthorized` was announced.
+pub const CANCELLED: &str = "cancelled";
 
 /// `PaymentFailed.reason` when the card needs 3-D Secure.
 pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
@@ -114,7 +147,7 @@ pub enum Stage {
     Authorizing { since: OffsetDateTime, intent: Option<PaymentIntentId> },
     /// The total is held on the card.
     Authorized { intent: PaymentIntentId },
-    /// The authorization failed; nothing is held.
+    /// The authorization failed, or was abandoned because the order was cancelled; nothing is held.
     Failed,
     /// The authorization was cancelled; the hold is released.
     Voided { intent: PaymentIntentId },
@@ -138,6 +171,41 @@ impl Payment {
             self.stock_reserved && !self.cancelled && self.stage == Stage::Pending && order.total.amount() > 0
         })
     }
+
+    /// What a delivery (or the sweep) does next with the payment as it is at `now`.
+    pub fn next(&self, now: OffsetDateTime) -> Next {
+        match &self.stage {
+            Stage::Pending if self.ready().is_some() => Next::Claim,
+            Stage::Authorizing { intent, .. } if self.cancelled => Next::Abandon(intent.clone()),
+            Stage::Authorizing { intent: Some(intent), .. } => Next::Resume(intent.clone()),
+            Stage::Authorizing { since, intent: None } if now - *since >= CLAIM_TIMEOUT => {
+                Next::Restart { since: *since }
+            }
+            Stage::Authorizing { intent: None, .. } => Next::Wait,
+            Stage::Pending | Stage::Authorized { .. } | Stage::Failed | Stage::Voided { .. } => Next::Nothing,
+        }
+    }
+}
+
+/// What to do next with a payment, decided from the payment alone (see [`Payment::next`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Both facts are in and nothing stops it: claim the authorization.
+    Claim,
+    /// Nothing now: a fact is missing, the total is zero, the order was cancelled before the
+    /// authorization started, or the payment has settled.
+    Nothing,
+    /// A fresh claim without a PaymentIntent: its owner is at work. Look again later.
+    Wait,
+    /// The claim made at `since` lapsed before recording a PaymentIntent: take it over and start
+    /// again at step 1.
+    Restart { since: OffsetDateTime },
+    /// Continue from the recorded PaymentIntent: confirm it unless that happened.
+    Resume(PaymentIntentId),
+    /// The order was cancelled during the authorization: cancel the recorded PaymentIntent (if
+    /// any) at Stripe instead of confirming it, and record the payment failed ([`CANCELLED`]). A
+    /// PaymentIntent created but never recorded was never confirmed and holds nothing.
+    Abandon(Option<PaymentIntentId>),
 }
 
 /// How an authorization ended.
@@ -157,12 +225,13 @@ pub enum Claim {
 }
 
 /// What a conditional transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// The change and its event were written.
     Done,
-    /// The payment had already moved on (another invocation settled it): nothing was written.
-    AlreadyDecided,
+    /// The condition failed and nothing was written; the payment as it is. It had moved on
+    /// (another invocation settled it), or, for an authorization, the order was cancelled.
+    Refused(Payment),
 }
 
 /// Storage failures.
@@ -177,6 +246,18 @@ pub enum StoreError {
 /// The storage port. Every write is conditional or commutative; none is decided by a read.
 #[allow(async_fn_in_trait)]
 pub trait PaymentStore {
+    /// Where the next page of [`PaymentStore::stalled`] starts.
+    type Cursor;
+
+    /// The payment as stored (a strongly consistent read), if anything was recorded for the order.
+    async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError>;
+    /// One page of the payments still authorizing on a claim made at `claimed_by` or earlier,
+    /// oldest claim first, from `cursor` on. The listing may lag the payments by a moment.
+    async fn stalled(
+        &self,
+        claimed_by: OffsetDateTime,
+        cursor: Option<Self::Cursor>,
+    ) -> Result<Page<OrderId, Self::Cursor>, StoreError>;
     /// Records `OrderPlaced` (the first recorded total and payment method stay).
     async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError>;
     /// Records `StockReserved`.
@@ -191,7 +272,8 @@ pub trait PaymentStore {
     -> Result<Claim, StoreError>;
     /// Step 2: records the PaymentIntent, only while authorizing and if none is recorded yet.
     async fn record_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError>;
-    /// Step 4: records the outcome with its event, only while authorizing (with this intent).
+    /// Step 4: records the outcome with its event, only while authorizing (with this intent), and
+    /// an authorization only if the order is not cancelled.
     async fn settle(&self, order_id: OrderId, settlement: &Settlement, event: &Envelope) -> Result<Write, StoreError>;
     /// Records the void with its event, only while authorized with this intent.
     async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError>;
@@ -308,49 +390,61 @@ pub async fn on_stock_reserved(
     advance(store, gateway, payment, now).await
 }
 
-/// Moves a payment on after a fact was recorded: claim, resume, or nothing.
+/// Moves a payment on after a fact was recorded: claim, or carry on from where it stands.
 async fn advance(
     store: &impl PaymentStore,
     gateway: &impl PaymentGateway,
     payment: Payment,
     now: OffsetDateTime,
 ) -> Result<(), HandlerError> {
-    let order_id = payment.order_id;
-    let payment = match payment.ready() {
-        Some(_) => match store.claim(order_id, now).await.map_err(from_store)? {
+    let payment = match payment.next(now) {
+        Next::Claim => match store.claim(payment.order_id, now).await.map_err(from_store)? {
             Claim::Won(claimed) => return authorize(store, gateway, &claimed).await,
+            // Another delivery claimed it, or the order was cancelled, since our write.
             Claim::Lost(current) => current,
         },
-        None => payment,
+        _ => payment,
     };
-    match &payment.stage {
-        Stage::Pending if payment.order.as_ref().is_some_and(|order| order.total.amount() == 0) => {
-            tracing::info!(%order_id, "the order's total is zero: nothing to authorize");
-            Ok(())
-        }
-        Stage::Pending => {
-            tracing::info!(%order_id, placed = payment.order.is_some(), stock_reserved = payment.stock_reserved,
-                cancelled = payment.cancelled, "payment waits for its facts");
-            Ok(())
-        }
-        Stage::Authorizing { intent: Some(intent), .. } => {
-            tracing::info!(%order_id, payment_intent_id = %intent, "resuming an authorization");
-            resume(store, gateway, &payment, intent).await
-        }
-        Stage::Authorizing { since, intent: None } if now - *since >= CLAIM_TIMEOUT => {
-            match store.reclaim(order_id, *since, now).await.map_err(from_store)? {
-                Claim::Won(claimed) => {
-                    tracing::warn!(%order_id, "an authorization stalled before creating its PaymentIntent; starting over");
-                    authorize(store, gateway, &claimed).await
+    carry_on(store, gateway, &payment, now).await
+}
+
+/// Does what [`Payment::next`] says, short of a first claim.
+async fn carry_on(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    payment: &Payment,
+    now: OffsetDateTime,
+) -> Result<(), HandlerError> {
+    let order_id = payment.order_id;
+    match payment.next(now) {
+        Next::Nothing => {
+            match &payment.stage {
+                Stage::Pending if payment.order.as_ref().is_some_and(|order| order.total.amount() == 0) => {
+                    tracing::info!(%order_id, "the order's total is zero: nothing to authorize");
                 }
-                Claim::Lost(_) => Err(busy(order_id)),
+                Stage::Pending => {
+                    tracing::info!(%order_id, placed = payment.order.is_some(), stock_reserved = payment.stock_reserved,
+                        cancelled = payment.cancelled, "payment waits for its facts");
+                }
+                _ => tracing::info!(%order_id, "payment already settled; duplicate delivery"),
             }
-        }
-        Stage::Authorizing { intent: None, .. } => Err(busy(order_id)),
-        Stage::Authorized { .. } | Stage::Failed | Stage::Voided { .. } => {
-            tracing::info!(%order_id, "payment already settled; duplicate delivery");
             Ok(())
         }
+        // A claim just lost to a payment that is still claimable cannot be: the claim's condition
+        // is `ready`'s. Retrying is the safe answer if it ever is.
+        Next::Claim | Next::Wait => Err(busy(order_id)),
+        Next::Resume(intent) => {
+            tracing::info!(%order_id, payment_intent_id = %intent, "resuming an authorization");
+            resume(store, gateway, payment, &intent).await
+        }
+        Next::Restart { since } => match store.reclaim(order_id, since, now).await.map_err(from_store)? {
+            Claim::Won(claimed) => {
+                tracing::warn!(%order_id, "an authorization stalled before creating its PaymentIntent; starting over");
+                authorize(store, gateway, &claimed).await
+            }
+            Claim::Lost(_) => Err(busy(order_id)),
+        },
+        Next::Abandon(intent) => abandon(store, gateway, payment, intent.as_ref()).await,
     }
 }
 
@@ -373,12 +467,12 @@ async fn authorize(
         Err(error) => return settle_refusal(store, payment, None, error).await,
     };
     tracing::info!(%order_id, payment_intent_id = %intent.id, "PaymentIntent created");
-    match store.record_intent(order_id, &intent.id).await.map_err(from_store)? {
-        Claim::Won(_) => {}
-        Claim::Lost(current) => match current.stage {
+    let recorded = match store.record_intent(order_id, &intent.id).await.map_err(from_store)? {
+        Claim::Won(recorded) => recorded,
+        Claim::Lost(current) => match &current.stage {
             // A concurrent delivery got the same PaymentIntent (Stripe replayed the create) and
             // recorded it first: carry on with it.
-            Stage::Authorizing { intent: Some(recorded), .. } if recorded == intent.id => {}
+            Stage::Authorizing { intent: Some(recorded), .. } if *recorded == intent.id => current,
             // Another invocation's PaymentIntent won; ours stays unconfirmed and holds nothing.
             Stage::Authorizing { .. } => return Err(busy(order_id)),
             _ => {
@@ -386,8 +480,12 @@ async fn authorize(
                 return Ok(());
             }
         },
+    };
+    // The payment as step 2 left it: a cancellation since the claim shows here, before any hold.
+    if recorded.cancelled {
+        return abandon(store, gateway, &recorded, Some(&intent.id)).await;
     }
-    confirm(store, gateway, payment, &intent.id).await
+    confirm(store, gateway, &recorded, &intent.id).await
 }
 
 /// Continues an authorization whose PaymentIntent is recorded: confirm it unless that happened.
@@ -400,7 +498,7 @@ async fn resume(
     let current = gateway.retrieve_intent(intent).await.map_err(from_gateway)?;
     match current.status {
         IntentStatus::RequiresConfirmation => confirm(store, gateway, payment, intent).await,
-        status => settle_status(store, payment, intent, status).await,
+        status => settle_status(store, gateway, payment, intent, status).await,
     }
 }
 
@@ -412,7 +510,7 @@ async fn confirm(
     intent: &PaymentIntentId,
 ) -> Result<(), HandlerError> {
     match gateway.confirm_intent(payment.order_id, intent).await {
-        Ok(confirmed) => settle_status(store, payment, intent, confirmed.status).await,
+        Ok(confirmed) => settle_status(store, gateway, payment, intent, confirmed.status).await,
         Err(error) => settle_refusal(store, payment, Some(intent), error).await,
     }
 }
@@ -420,6 +518,7 @@ async fn confirm(
 /// Step 4 from the PaymentIntent's status.
 async fn settle_status(
     store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
     payment: &Payment,
     intent: &PaymentIntentId,
     status: IntentStatus,
@@ -441,7 +540,8 @@ async fn settle_status(
                 format!("PaymentIntent {intent} of {} is not settled yet", payment.order_id).into(),
             ));
         }
-        // Payment never captures or cancels an authorizing PaymentIntent: someone else did.
+        // Payment never captures an authorizing PaymentIntent, and cancels one only for a
+        // cancelled order (which never comes here): someone else did.
         other => {
             return Err(HandlerError::Permanent(format!(
                 "PaymentIntent {intent} of {} is {other:?} while authorizing; a person must look",
@@ -449,7 +549,23 @@ async fn settle_status(
             )));
         }
     };
-    settle(store, payment, settlement).await
+    match record_settlement(store, payment, &settlement).await? {
+        None => Ok(()),
+        // The order was cancelled before our write: the hold we just placed is released here,
+        // and the authorization is never announced.
+        Some(current)
+            if current.cancelled
+                && matches!(&current.stage, Stage::Authorizing { intent: Some(recorded), .. } if recorded == intent) =>
+        {
+            tracing::info!(order_id = %payment.order_id, payment_intent_id = %intent,
+                "authorized, but the order was cancelled meanwhile; releasing the hold");
+            abandon(store, gateway, &current, Some(intent)).await
+        }
+        Some(_) => {
+            tracing::info!(order_id = %payment.order_id, "payment settled by another invocation");
+            Ok(())
+        }
+    }
 }
 
 /// Step 4 from a failed create or confirm: a decline or refusal fails the payment; anything else
@@ -468,12 +584,24 @@ async fn settle_refusal(
         GatewayError::Refused { code, .. } => (code, None),
         other => return Err(from_gateway(other)),
     };
-    settle(store, payment, Settlement::Failed { intent: intent.cloned(), reason, decline_code }).await
+    // A failure holds nothing, so a cancellation changes nothing about it.
+    if record_settlement(store, payment, &Settlement::Failed { intent: intent.cloned(), reason, decline_code })
+        .await?
+        .is_some()
+    {
+        tracing::info!(order_id = %payment.order_id, "payment settled by another invocation");
+    }
+    Ok(())
 }
 
-async fn settle(store: &impl PaymentStore, payment: &Payment, settlement: Settlement) -> Result<(), HandlerError> {
+/// Writes the outcome and its event. `Some`: the write was refused; the payment as it is.
+async fn record_settlement(
+    store: &impl PaymentStore,
+    payment: &Payment,
+    settlement: &Settlement,
+) -> Result<Option<Payment>, HandlerError> {
     let order_id = payment.order_id;
-    let event = match &settlement {
+    let event = match settlement {
         Settlement::Authorized { intent } => Event::PaymentAuthorized(PaymentAuthorized {
             order_id,
             payment_intent_id: intent.to_string(),
@@ -483,17 +611,70 @@ async fn settle(store: &impl PaymentStore, payment: &Payment, settlement: Settle
             Event::PaymentFailed(PaymentFailed { order_id, reason: reason.clone(), decline_code: decline_code.clone() })
         }
     };
-    match store.settle(order_id, &settlement, &envelope(order_id, event)).await.map_err(from_store)? {
-        Write::Done => match &settlement {
-            Settlement::Authorized { intent } => {
-                tracing::info!(%order_id, payment_intent_id = %intent, "payment authorized")
+    match store.settle(order_id, settlement, &envelope(order_id, event)).await.map_err(from_store)? {
+        Write::Done => {
+            match settlement {
+                Settlement::Authorized { intent } => {
+                    tracing::info!(%order_id, payment_intent_id = %intent, "payment authorized")
+                }
+                Settlement::Failed { intent, reason, decline_code } => tracing::info!(%order_id,
+                    payment_intent_id = intent.as_ref().map(tracing::field::display), reason, decline_code,
+                    "payment failed"),
             }
-            Settlement::Failed { intent, reason, decline_code } => tracing::info!(%order_id,
-                payment_intent_id = intent.as_ref().map(tracing::field::display), reason, decline_code, "payment failed"),
-        },
-        Write::AlreadyDecided => tracing::info!(%order_id, "payment settled by another invocation"),
+            Ok(None)
+        }
+        Write::Refused(current) => Ok(Some(current)),
+    }
+}
+
+/// The order was cancelled during the authorization: cancel the recorded PaymentIntent at Stripe
+/// (releasing the hold if its confirmation went through) and record the payment failed with
+/// [`CANCELLED`]. Without a recorded PaymentIntent there is nothing to cancel: one created but
+/// not recorded was never confirmed.
+async fn abandon(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    payment: &Payment,
+    intent: Option<&PaymentIntentId>,
+) -> Result<(), HandlerError> {
+    let order_id = payment.order_id;
+    if let Some(intent) = intent {
+        cancel_at_stripe(gateway, order_id, intent).await?;
+    }
+    let settlement = Settlement::Failed { intent: intent.cloned(), reason: CANCELLED.to_owned(), decline_code: None };
+    match record_settlement(store, payment, &settlement).await? {
+        None => tracing::info!(%order_id, "authorization abandoned: the order was cancelled"),
+        // Settled by another invocation; or, with no PaymentIntent in hand, a live owner recorded
+        // one meanwhile: its step 2 returned the cancellation flag, so it abandons it itself (and
+        // the sweep does, should it die).
+        Some(current) => tracing::info!(%order_id, stage = ?current.stage, "payment moved on meanwhile"),
     }
     Ok(())
+}
+
+/// Cancels the PaymentIntent at Stripe; done when Stripe says it is cancelled.
+async fn cancel_at_stripe(
+    gateway: &impl PaymentGateway,
+    order_id: OrderId,
+    intent: &PaymentIntentId,
+) -> Result<(), HandlerError> {
+    let status = match gateway.cancel_intent(order_id, intent).await {
+        Ok(cancelled) => cancelled.status,
+        // Already cancelled by an earlier attempt (whose idempotency key Stripe no longer keeps),
+        // still processing, or captured by someone: look.
+        Err(GatewayError::Conflict(_)) => gateway.retrieve_intent(intent).await.map_err(from_gateway)?.status,
+        Err(error) => return Err(from_gateway(error)),
+    };
+    match status {
+        IntentStatus::Canceled => Ok(()),
+        // Card payments leave `processing` within seconds; cancel again later.
+        IntentStatus::Processing => Err(HandlerError::Transient(
+            format!("PaymentIntent {intent} of {order_id} is processing; it is cancelled once it settles").into(),
+        )),
+        status => Err(HandlerError::Permanent(format!(
+            "PaymentIntent {intent} of {order_id} is {status:?}, not canceled; a person must look"
+        ))),
+    }
 }
 
 /// `OrderCancelled`: stop any later authorization and void one that went through.
@@ -512,9 +693,12 @@ pub async fn on_order_cancelled(
             tracing::info!(%order_id, "order cancelled before its payment started; it never will");
             Ok(())
         }
-        Stage::Authorizing { .. } => Err(HandlerError::Transient(
-            format!("{order_id} is being authorized; its cancellation waits until that settles").into(),
-        )),
+        // The flag is recorded: whoever carries the authorization on sees it and cancels at
+        // Stripe instead of confirming (see the module docs); the sweep does if nobody does.
+        Stage::Authorizing { .. } => {
+            tracing::info!(%order_id, "order cancelled during its authorization; the authorization undoes itself");
+            Ok(())
+        }
         Stage::Authorized { intent } => void(store, gateway, order_id, intent).await,
         Stage::Failed | Stage::Voided { .. } => Ok(()),
     }
@@ -526,31 +710,57 @@ async fn void(
     order_id: OrderId,
     intent: &PaymentIntentId,
 ) -> Result<(), HandlerError> {
-    let status = match gateway.cancel_intent(order_id, intent).await {
-        Ok(cancelled) => cancelled.status,
-        // Already cancelled by an earlier attempt (whose idempotency key Stripe no longer keeps),
-        // or captured by someone: look.
-        Err(GatewayError::Conflict(_)) => gateway.retrieve_intent(intent).await.map_err(from_gateway)?.status,
-        Err(error) => return Err(from_gateway(error)),
-    };
-    if status != IntentStatus::Canceled {
-        return Err(HandlerError::Permanent(format!(
-            "PaymentIntent {intent} of {order_id} is {status:?}, not canceled; a person must look"
-        )));
-    }
+    cancel_at_stripe(gateway, order_id, intent).await?;
     let event =
         envelope(order_id, Event::PaymentVoided(PaymentVoided { order_id, payment_intent_id: intent.to_string() }));
     match store.void(order_id, intent, &event).await.map_err(from_store)? {
         Write::Done => tracing::info!(%order_id, payment_intent_id = %intent, "authorization voided"),
-        Write::AlreadyDecided => tracing::info!(%order_id, "authorization already voided"),
+        Write::Refused(_) => tracing::info!(%order_id, "authorization already voided"),
     }
     Ok(())
+}
+
+/// The scheduled sweep: carries on every authorization still running [`CLAIM_TIMEOUT`] after its
+/// claim, as of `now` (the tick's time), exactly as a redelivered message would.
+pub async fn sweep_stalled(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    now: OffsetDateTime,
+    sweep: Sweep,
+) -> Result<Tick, HandlerError> {
+    let lapsed = now - CLAIM_TIMEOUT;
+    sweep
+        .run(
+            |cursor| async move { store.stalled(lapsed, cursor).await.map_err(from_store) },
+            |order_id| finish_stalled(store, gateway, order_id, now),
+        )
+        .await
+}
+
+async fn finish_stalled(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    order_id: OrderId,
+    now: OffsetDateTime,
+) -> Result<(), HandlerError> {
+    // Payments are never deleted: one the index lists and the table lacks is a broken store.
+    let payment = store.get(order_id).await.map_err(from_store)?.ok_or_else(|| {
+        from_store(StoreError::Corrupt { order_id, detail: "listed as authorizing but not stored".into() })
+    })?;
+    match &payment.stage {
+        Stage::Authorizing { since, .. } if now - *since >= CLAIM_TIMEOUT => {
+            tracing::warn!(%order_id, cancelled = payment.cancelled, "finishing a stalled authorization");
+            carry_on(store, gateway, &payment, now).await
+        }
+        // The index lags the table: settled, or claimed again, since it listed the payment.
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use time::macros::datetime;
 
@@ -564,14 +774,32 @@ pub(crate) mod tests {
     const UNKNOWN_CARD: &str = "pm_card_bogus";
     const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
+    type Payments = Arc<Mutex<HashMap<OrderId, Payment>>>;
+    /// A write of another invocation, landing on the payment right after one of ours.
+    type Landing = Box<dyn FnOnce(&mut Payment) + Send>;
+    /// Something that happens elsewhere while Stripe is busy with a call.
+    type Meanwhile = Box<dyn FnOnce() + Send>;
+
     /// The store, in memory, with the same conditions as the DynamoDB adapter.
     #[derive(Default)]
     pub(crate) struct FakeStore {
-        payments: Mutex<HashMap<OrderId, Payment>>,
+        payments: Payments,
         events: Mutex<Vec<Event>>,
+        /// Runs on the payment right after the next settle wrote it: another invocation's write
+        /// landing between two of ours.
+        after_settle: Mutex<Option<Landing>>,
     }
 
     impl FakeStore {
+        /// What `record_cancelled` writes, as a closure another call can run halfway: an
+        /// `OrderCancelled` delivered at that moment.
+        fn cancellation(&self, order_id: OrderId) -> impl FnOnce() + Send + 'static {
+            let payments = Arc::clone(&self.payments);
+            move || {
+                payments.lock().unwrap().get_mut(&order_id).unwrap().cancelled = true;
+            }
+        }
+
         fn payment(&self, order_id: OrderId) -> Payment {
             self.payments.lock().unwrap()[&order_id].clone()
         }
@@ -619,17 +847,59 @@ pub(crate) mod tests {
             stage: Stage,
             event: &Envelope,
         ) -> Write {
-            match self.conditional(order_id, holds, |payment| payment.stage = stage) {
+            let after = self.after_settle.lock().unwrap().take();
+            let change = |payment: &mut Payment| {
+                payment.stage = stage;
+                if let Some(after) = after {
+                    after(payment);
+                }
+            };
+            match self.conditional(order_id, holds, change) {
                 Claim::Won(_) => {
                     self.events.lock().unwrap().push(event.event.clone());
                     Write::Done
                 }
-                Claim::Lost(_) => Write::AlreadyDecided,
+                Claim::Lost(current) => Write::Refused(current),
             }
         }
     }
 
+    /// How many payments a page of [`FakeStore::stalled`] lists: few, so tests walk pages.
+    const STALLED_PAGE: usize = 2;
+
     impl PaymentStore for FakeStore {
+        /// The last listed claim's time and order, as the index's sort key orders them.
+        type Cursor = (OffsetDateTime, OrderId);
+
+        async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError> {
+            Ok(self.payments.lock().unwrap().get(&order_id).cloned())
+        }
+
+        async fn stalled(
+            &self,
+            claimed_by: OffsetDateTime,
+            cursor: Option<Self::Cursor>,
+        ) -> Result<Page<OrderId, Self::Cursor>, StoreError> {
+            // The index holds a payment exactly while it is authorizing, keyed by its claim time
+            // (whole seconds, as stored) and then its order.
+            let mut listed: Vec<(OffsetDateTime, OrderId)> = self
+                .payments
+                .lock()
+                .unwrap()
+                .values()
+                .filter_map(|p| match p.stage {
+                    Stage::Authorizing { since, .. } => Some((since.replace_nanosecond(0).unwrap(), p.order_id)),
+                    _ => None,
+                })
+                .filter(|(since, _)| *since <= claimed_by)
+                .filter(|key| cursor.is_none_or(|after| *key > after))
+                .collect();
+            listed.sort();
+            let next = (listed.len() > STALLED_PAGE).then(|| listed[STALLED_PAGE - 1]);
+            let items = listed.into_iter().take(STALLED_PAGE).map(|(_, order_id)| order_id).collect();
+            Ok(Page { items, next })
+        }
+
         async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {
             Ok(self.record(order_id, |p| {
                 p.order.get_or_insert_with(|| order.clone());
@@ -687,8 +957,12 @@ pub(crate) mod tests {
                 Settlement::Authorized { intent } => (Some(intent), Stage::Authorized { intent: intent.clone() }),
                 Settlement::Failed { intent, .. } => (intent.as_ref(), Stage::Failed),
             };
-            let holds =
-                |p: &Payment| matches!(&p.stage, Stage::Authorizing { intent, .. } if intent.as_ref() == expected);
+            // An authorization is recorded only for an order that is not cancelled.
+            let authorizes = matches!(settlement, Settlement::Authorized { .. });
+            let holds = |p: &Payment| {
+                matches!(&p.stage, Stage::Authorizing { intent, .. } if intent.as_ref() == expected)
+                    && !(authorizes && p.cancelled)
+            };
             Ok(self.transact(order_id, holds, stage, event))
         }
 
@@ -731,9 +1005,26 @@ pub(crate) mod tests {
         intents: Mutex<HashMap<PaymentIntentId, FakeIntent>>,
         confirmations: Mutex<u32>,
         faults: Mutex<Vec<(Call, Fault)>>,
+        /// Run once by the call, after Stripe did its work and before it answers: something that
+        /// happens elsewhere while Stripe is busy.
+        meanwhile: Mutex<Vec<(Call, Meanwhile)>>,
     }
 
     impl FakeStripe {
+        fn meanwhile(&self, call: Call, happening: impl FnOnce() + Send + 'static) {
+            self.meanwhile.lock().unwrap().push((call, Box::new(happening)));
+        }
+
+        fn run_meanwhile(&self, call: Call) {
+            let happening = {
+                let mut hooks = self.meanwhile.lock().unwrap();
+                hooks.iter().position(|(c, _)| *c == call).map(|index| hooks.remove(index).1)
+            };
+            if let Some(happening) = happening {
+                happening();
+            }
+        }
+
         fn fail_once(&self, call: Call, fault: Fault) {
             self.faults.lock().unwrap().push((call, fault));
         }
@@ -792,6 +1083,8 @@ pub(crate) mod tests {
                 payment_method: order.payment_method.clone(),
                 status: IntentStatus::RequiresConfirmation,
             });
+            drop(intents);
+            self.run_meanwhile(Call::Create);
             if fault == Some(Fault::AnswerLost) {
                 return Err(Self::lost());
             }
@@ -819,10 +1112,13 @@ pub(crate) mod tests {
                 NEEDS_3DS => IntentStatus::RequiresAction,
                 _ => IntentStatus::RequiresCapture,
             };
+            let status = intent.status.clone();
+            drop(intents);
+            self.run_meanwhile(Call::Confirm);
             if fault == Some(Fault::AnswerLost) {
                 return Err(Self::lost());
             }
-            match &intent.status {
+            match &status {
                 IntentStatus::RequiresPaymentMethod(Some(decline)) => Err(GatewayError::Declined(decline.clone())),
                 status => Ok(Intent { id: id.clone(), status: status.clone() }),
             }
@@ -1096,7 +1392,53 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancellation_during_authorization_waits_for_it_to_settle_then_voids() {
+    async fn a_cancellation_that_lands_while_the_payment_intent_is_created_stops_the_confirmation() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.meanwhile(Call::Create, store.cancellation(order_id));
+
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+        let cancelled = on_order_cancelled(&store, &stripe, order_id).await;
+
+        cancelled.unwrap();
+        assert_eq!(stripe.confirmations(), 0, "a cancelled payment's PaymentIntent is never confirmed");
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::Canceled);
+        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_that_lands_while_stripe_is_confirming_leaves_no_hold() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.meanwhile(Call::Confirm, store.cancellation(order_id));
+
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::Canceled, "the hold is released");
+        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)], "no PaymentAuthorized is announced");
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_that_lands_right_after_the_authorization_is_recorded_voids_it() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        *store.after_settle.lock().unwrap() = Some(Box::new(|payment: &mut Payment| payment.cancelled = true));
+
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+
+        let intent = stripe.only_intent();
+        assert_eq!(stripe.status(&intent), IntentStatus::Canceled);
+        assert_eq!(store.payment(order_id).stage, Stage::Voided { intent: intent.clone() });
+        let voided = Event::PaymentVoided(PaymentVoided { order_id, payment_intent_id: intent.to_string() });
+        assert_eq!(store.events(), vec![authorized(order_id, &intent), voided]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_authorization_of_a_cancelled_order_is_cancelled_at_stripe_not_confirmed() {
         let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
         on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
         stripe.fail_once(Call::Confirm, Fault::Unreachable);
@@ -1104,13 +1446,159 @@ pub(crate) mod tests {
 
         let while_authorizing = on_order_cancelled(&store, &stripe, order_id).await;
         on_stock_reserved(&store, &stripe, order_id, T0 + Duration::seconds(180)).await.unwrap();
-        let once_settled = on_order_cancelled(&store, &stripe, order_id).await;
 
         assert!(is_transient(stalled));
-        assert!(is_transient(while_authorizing));
-        once_settled.unwrap();
-        assert!(matches!(store.payment(order_id).stage, Stage::Voided { .. }));
+        while_authorizing.expect("the cancellation is recorded and acknowledged; the authorization finishes it");
+        assert_eq!(stripe.confirmations(), 0);
         assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::Canceled);
+        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_authorization_whose_hold_went_through_is_released_when_its_order_was_cancelled() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.fail_once(Call::Confirm, Fault::AnswerLost);
+        let crashed = on_stock_reserved(&store, &stripe, order_id, T0).await;
+
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+        on_stock_reserved(&store, &stripe, order_id, T0 + Duration::seconds(180)).await.unwrap();
+
+        assert!(is_transient(crashed));
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::Canceled);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_died_before_recording_its_intent_is_never_restarted_for_a_cancelled_order() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.fail_once(Call::Create, Fault::AnswerLost);
+        let crashed = on_stock_reserved(&store, &stripe, order_id, T0).await;
+
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+        on_stock_reserved(&store, &stripe, order_id, T0 + CLAIM_TIMEOUT).await.unwrap();
+
+        assert!(is_transient(crashed));
+        assert_eq!(stripe.confirmations(), 0);
+        // The dead invocation's PaymentIntent was never confirmed: it holds nothing.
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::RequiresConfirmation);
+        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    fn sweep() -> Sweep {
+        Sweep {
+            name: "test",
+            deadline: OffsetDateTime::now_utc() + Duration::minutes(1),
+            item_budget: Duration::seconds(1),
+        }
+    }
+
+    /// An authorization whose invocation died after recording its PaymentIntent and whose
+    /// message never comes back (dead-lettered).
+    async fn stalled_after_step_2(store: &FakeStore, stripe: &FakeStripe, order_id: OrderId, fault: Fault) {
+        on_order_placed(store, stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.fail_once(Call::Confirm, fault);
+        assert!(is_transient(on_stock_reserved(store, stripe, order_id, T0).await));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_finishes_a_stuck_authorization_whose_messages_were_dead_lettered() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        stalled_after_step_2(&store, &stripe, order_id, Fault::Unreachable).await;
+
+        let tick = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, sweep()).await.unwrap();
+
+        assert_eq!(tick, Tick { handled: 1, failed: 0, out_of_time: false });
+        let intent = stripe.only_intent();
+        assert_eq!(stripe.confirmations(), 1);
+        assert_eq!(store.events(), vec![authorized(order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_restarts_a_claim_that_died_before_creating_its_intent() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.fail_once(Call::Create, Fault::Unreachable);
+        assert!(is_transient(on_stock_reserved(&store, &stripe, order_id, T0).await));
+
+        sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, sweep()).await.unwrap();
+
+        assert_eq!(store.events(), vec![authorized(order_id, &stripe.only_intent())]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_cancels_at_stripe_a_stuck_authorization_of_a_cancelled_order() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        // The confirmation went through (the card is held) but its answer was lost.
+        stalled_after_step_2(&store, &stripe, order_id, Fault::AnswerLost).await;
+        on_order_cancelled(&store, &stripe, order_id).await.unwrap();
+
+        sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, sweep()).await.unwrap();
+
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::Canceled, "the hold is released");
+        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(store.events(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_leaves_an_authorization_younger_than_the_claim_timeout_to_its_owner() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        stalled_after_step_2(&store, &stripe, order_id, Fault::Unreachable).await;
+
+        let tick = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT - Duration::seconds(1), sweep()).await.unwrap();
+
+        assert_eq!(tick, Tick::default());
+        assert_eq!(stripe.status(&stripe.only_intent()), IntentStatus::RequiresConfirmation);
+        assert!(store.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_walks_every_page_and_a_payment_it_cannot_finish_stops_none_behind_it() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let orders = [OrderId::new(), OrderId::new(), OrderId::new()];
+        for order_id in orders {
+            stalled_after_step_2(&store, &stripe, order_id, Fault::Unreachable).await;
+        }
+        let captured = PaymentIntentId::parse(&format!("pi_{}", orders[0].ulid())).unwrap();
+        stripe.intents.lock().unwrap().get_mut(&captured).unwrap().status = IntentStatus::Succeeded;
+
+        let tick = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, sweep()).await.unwrap();
+        let again = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, sweep()).await.unwrap();
+
+        assert_eq!(tick, Tick { handled: 2, failed: 1, out_of_time: false });
+        assert_eq!(again, Tick { handled: 0, failed: 1, out_of_time: false }, "only the broken one is left");
+        assert_eq!(store.events().len(), 2);
+    }
+
+    #[test]
+    fn what_comes_next_is_decided_from_the_payment_alone() {
+        let intent = PaymentIntentId::parse("pi_1").unwrap();
+        let payment = |stage: Stage, cancelled: bool| Payment {
+            order_id: OrderId::new(),
+            order: Some(OrderPayment { total: Money::new(2500, Currency::USD).unwrap(), payment_method: VISA.into() }),
+            stock_reserved: true,
+            cancelled,
+            stage,
+        };
+        let fresh = Stage::Authorizing { since: T0, intent: None };
+        let recorded = Stage::Authorizing { since: T0, intent: Some(intent.clone()) };
+        let soon = T0 + Duration::seconds(1);
+
+        assert_eq!(payment(Stage::Pending, false).next(soon), Next::Claim);
+        assert_eq!(payment(Stage::Pending, true).next(soon), Next::Nothing);
+        assert_eq!(payment(fresh.clone(), false).next(soon), Next::Wait);
+        assert_eq!(payment(fresh.clone(), false).next(T0 + CLAIM_TIMEOUT), Next::Restart { since: T0 });
+        assert_eq!(payment(fresh, true).next(soon), Next::Abandon(None));
+        assert_eq!(payment(recorded.clone(), false).next(soon), Next::Resume(intent.clone()));
+        assert_eq!(payment(recorded, true).next(soon), Next::Abandon(Some(intent.clone())));
+        assert_eq!(
+            payment(Stage::Authorized { intent }, true).next(soon),
+            Next::Nothing,
+            "voiding is the cancellation's"
+        );
     }
 
     #[tokio::test]

@@ -12,16 +12,19 @@ use std::path::PathBuf;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use domain_events::payment::PaymentAuthorized;
+use domain_events::payment::{PaymentAuthorized, PaymentFailed};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{Currency, Money, OrderId};
 use payment::dynamo::DynamoPayments;
-use payment::service::{Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, Write};
+use payment::service::{
+    CANCELLED, Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, Write,
+};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
@@ -67,8 +70,20 @@ async fn table() -> Table {
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute("pk"))
         .attribute_definitions(attribute("sk"))
+        .attribute_definitions(attribute("gsi1pk"))
+        .attribute_definitions(attribute("gsi1sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
+        // As template.yaml's PaymentTable declares it.
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("Authorizing")
+                .key_schema(key("gsi1pk", KeyType::Hash))
+                .key_schema(key("gsi1sk", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -201,9 +216,9 @@ async fn an_intent_is_recorded_once_and_settles_with_its_event_once() {
 
     assert_eq!(recorded.stage, Stage::Authorizing { since: T0, intent: Some(ours.clone()) });
     assert_eq!(refused.stage, recorded.stage);
-    assert_eq!(wrong_intent, Write::AlreadyDecided);
+    assert!(matches!(wrong_intent, Write::Refused(p) if p.stage == recorded.stage));
     assert_eq!(settled, Write::Done);
-    assert_eq!(again, Write::AlreadyDecided);
+    assert!(matches!(again, Write::Refused(p) if p.stage == Stage::Authorized { intent: ours.clone() }));
     assert_eq!(after.stage, Stage::Authorized { intent: ours });
     assert_eq!(table.outbox().await, vec!["PaymentAuthorized"]);
 }
@@ -234,8 +249,94 @@ async fn a_failure_before_any_intent_and_a_void_are_conditional_too() {
 
     assert_eq!(failed, Write::Done);
     assert_eq!(table.store.record_cancelled(refused).await.unwrap().stage, Stage::Failed);
-    assert_eq!(void_too_early, Write::AlreadyDecided);
-    assert_eq!((void, void_again), (Write::Done, Write::AlreadyDecided));
+    assert!(matches!(void_too_early, Write::Refused(_)));
+    assert_eq!(void, Write::Done);
+    assert!(matches!(void_again, Write::Refused(p) if p.stage == Stage::Voided { intent: intent.clone() }));
     assert_eq!(table.store.record_cancelled(voided).await.unwrap().stage, Stage::Voided { intent });
     assert_eq!(table.outbox().await.len(), 3);
+}
+
+fn failed_event(order_id: OrderId) -> Envelope {
+    let event = Event::PaymentFailed(PaymentFailed { order_id, reason: CANCELLED.into(), decline_code: None });
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+/// Records both facts and claims the authorization at `at`.
+async fn claimed(table: &Table, at: OffsetDateTime) -> OrderId {
+    let order_id = OrderId::new();
+    table.store.record_order(order_id, &order()).await.unwrap();
+    table.store.record_stock_reserved(order_id).await.unwrap();
+    won(table.store.claim(order_id, at).await.unwrap());
+    order_id
+}
+
+#[tokio::test]
+async fn an_authorization_is_refused_once_the_order_is_cancelled_and_the_refusal_shows_why() {
+    let table = table().await;
+    let order_id = claimed(&table, T0).await;
+    let intent = PaymentIntentId::parse("pi_cancelled1").unwrap();
+    won(table.store.record_intent(order_id, &intent).await.unwrap());
+    table.store.record_cancelled(order_id).await.unwrap();
+
+    let authorized = table
+        .store
+        .settle(order_id, &Settlement::Authorized { intent: intent.clone() }, &authorized_event(order_id, &intent))
+        .await
+        .unwrap();
+    let abandoned = Settlement::Failed { intent: Some(intent.clone()), reason: CANCELLED.into(), decline_code: None };
+    let failed = table.store.settle(order_id, &abandoned, &failed_event(order_id)).await.unwrap();
+
+    let Write::Refused(seen) = authorized else { panic!("an authorization of a cancelled order was recorded") };
+    assert!(seen.cancelled);
+    assert_eq!(seen.stage, Stage::Authorizing { since: T0, intent: Some(intent) });
+    assert_eq!(failed, Write::Done);
+    assert_eq!(table.store.get(order_id).await.unwrap().unwrap().stage, Stage::Failed);
+    assert_eq!(table.outbox().await, vec!["PaymentFailed"], "no PaymentAuthorized");
+}
+
+#[tokio::test]
+async fn a_payment_is_read_as_stored_and_an_unknown_one_is_none() {
+    let table = table().await;
+    let order_id = claimed(&table, T0).await;
+
+    let stored = table.store.get(order_id).await.unwrap();
+    let unknown = table.store.get(OrderId::new()).await.unwrap();
+
+    assert_eq!(stored.unwrap().stage, Stage::Authorizing { since: T0, intent: None });
+    assert!(unknown.is_none());
+}
+
+#[tokio::test]
+async fn the_authorizing_index_lists_lapsed_claims_oldest_first_page_by_page_and_only_while_authorizing() {
+    let table = table().await;
+    // 28 claims a second apart; two leave the index, so 26 are due: a page of 25 and one more.
+    let mut orders = Vec::new();
+    for second in 0..28 {
+        orders.push(claimed(&table, T0 + time::Duration::seconds(second)).await);
+    }
+    let settled = orders[0];
+    let intent = PaymentIntentId::parse("pi_listed1").unwrap();
+    won(table.store.record_intent(settled, &intent).await.unwrap());
+    table
+        .store
+        .settle(settled, &Settlement::Authorized { intent: intent.clone() }, &authorized_event(settled, &intent))
+        .await
+        .unwrap();
+    let reclaimed = orders[1];
+    won(table
+        .store
+        .reclaim(reclaimed, T0 + time::Duration::seconds(1), T0 + time::Duration::minutes(5))
+        .await
+        .unwrap());
+
+    let cutoff = T0 + time::Duration::seconds(27);
+    let first = table.store.stalled(cutoff, None).await.unwrap();
+    let second = table.store.stalled(cutoff, first.next.clone()).await.unwrap();
+    let early = table.store.stalled(T0 + time::Duration::seconds(3), None).await.unwrap();
+
+    let listed: Vec<OrderId> = first.items.iter().chain(&second.items).copied().collect();
+    assert_eq!((first.items.len(), second.items.len()), (25, 1));
+    assert_eq!(listed, orders[2..].to_vec(), "oldest claim first; settled and reclaimed ones not due");
+    assert_eq!(early.items, orders[2..4].to_vec(), "a claim made at the cutoff's second is due");
+    assert!(early.next.is_none());
 }
