@@ -2,8 +2,10 @@
 //!
 //! A domain never publishes to EventBridge itself. It adds [`put`] to the DynamoDB transaction
 //! that changes its state, so the event exists if and only if the change does. The table's stream
-//! carries the new outbox item to the relay function, which publishes it; the item expires by
-//! TTL a day later (`expires_at`, enabled on every domain table in template.yaml).
+//! carries the new outbox item to the relay function, which publishes it. The item expires by TTL
+//! 7 days after its event (`expires_at`, enabled on every domain table in template.yaml): the
+//! stream keeps a record only 24 hours, and the items are what an operator republishes from once
+//! the stream has moved on (`functions/relay`, binary `republish`).
 //!
 //! The outbox item's layout is the same in every table, so it lives here, once.
 
@@ -14,10 +16,14 @@ use domain_events::Envelope;
 
 /// Partition key prefix of outbox items; the relay's stream filter matches on it.
 pub const KEY_PREFIX: &str = "OUTBOX#";
+/// The sort key of every outbox item.
+pub const SORT_KEY: &str = "OUTBOX";
 /// The TTL attribute of every domain table.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
-/// How long a published outbox item is kept (streams keep records 24 h; keep the item as long).
-const RETENTION_SECS: i64 = 24 * 3600;
+/// How long an outbox item is kept after its event: 7 days, well past the stream's 24 hours, so
+/// an event the relay parked or Lambda skipped can still be republished from the table. TTL
+/// deletes expired items within a few days, not at once, so a few may outlive this.
+const RETENTION_SECS: i64 = 7 * 24 * 3600;
 
 /// An outbox item as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +55,7 @@ impl OutboxRecord {
         let event_id = envelope.metadata.event_id;
         Ok(Self {
             pk: format!("{KEY_PREFIX}{event_id}"),
-            sk: "OUTBOX".to_owned(),
+            sk: SORT_KEY.to_owned(),
             source: envelope.event.source().as_str().to_owned(),
             detail_type: envelope.event.detail_type().to_owned(),
             detail: envelope.detail()?.to_string(),
@@ -57,6 +63,14 @@ impl OutboxRecord {
             expires_at: envelope.metadata.occurred_at.unix_timestamp() + RETENTION_SECS,
         })
     }
+}
+
+/// The key of the outbox item of event `event_id` (`evt_…`).
+pub fn key(event_id: &str) -> crate::dynamo::Item {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    [("pk", format!("{KEY_PREFIX}{event_id}")), ("sk", SORT_KEY.to_owned())]
+        .map(|(name, value)| (name.to_owned(), AttributeValue::S(value)))
+        .into()
 }
 
 /// The transaction action that writes `envelope` to `table`'s outbox. The condition makes a
