@@ -261,7 +261,7 @@ impl LocalCloud {
             let arn =
                 physical.attributes.get(&(spec.logical_id.clone(), "Arn".to_owned())).cloned().unwrap_or_default();
             let triggers = spec.triggers.clone();
-            let host = Arc::new(FunctionHost::start(spec, &settings, arn).await?);
+            let host = Arc::new(FunctionHost::start(spec, &settings, arn.clone()).await?);
             for trigger in triggers {
                 match trigger {
                     TriggerSpec::Sqs { event, queue_arn, batch_size, report_failures, filters } => {
@@ -289,9 +289,24 @@ impl LocalCloud {
                         report_failures,
                         from_start,
                         max_retries,
+                        on_failure,
                         filters,
+                        event,
                         ..
                     } => {
+                        let on_failure = match on_failure {
+                            None => None,
+                            Some(queue_arn) => Some(triggers::OnFailure {
+                                sqs: sqs.clone(),
+                                queue_url: queue_url(&queue_arn).ok_or_else(|| {
+                                    anyhow!(
+                                        "{}.Events.{event}: no queue in the template has ARN {queue_arn}",
+                                        host.spec.logical_id
+                                    )
+                                })?,
+                                function_arn: arn.clone(),
+                            }),
+                        };
                         tokio::spawn(triggers::poll_stream(
                             host.clone(),
                             streams.clone(),
@@ -301,6 +316,7 @@ impl LocalCloud {
                             report_failures,
                             from_start,
                             max_retries,
+                            on_failure,
                             filters,
                         ));
                     }

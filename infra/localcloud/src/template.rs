@@ -117,6 +117,9 @@ pub enum TriggerSpec {
         from_start: bool,
         /// `MaximumRetryAttempts`; -1 retries until the record expires.
         max_retries: i64,
+        /// `DestinationConfig.OnFailure.Destination`: the SQS queue (ARN) told about a batch
+        /// skipped after `max_retries`.
+        on_failure: Option<String>,
         filters: Filters,
     },
     /// `Type: Schedule` / `ScheduleV2`: a timer.
@@ -569,6 +572,7 @@ fn triggers_of(events: &Json, logical_id: &str) -> anyhow::Result<Vec<TriggerSpe
                 report_failures,
                 from_start: text("StartingPosition").as_deref() != Some("LATEST"),
                 max_retries: number("MaximumRetryAttempts").unwrap_or(-1),
+                on_failure: on_failure_queue(&properties, &location())?,
                 filters: Filters::parse(properties.get("FilterCriteria"), &location())?,
             }),
             Some("Schedule" | "ScheduleV2") => triggers.push(TriggerSpec::Schedule {
@@ -584,6 +588,20 @@ fn triggers_of(events: &Json, logical_id: &str) -> anyhow::Result<Vec<TriggerSpe
         }
     }
     Ok(triggers)
+}
+
+/// The SQS queue ARN of a stream mapping's `DestinationConfig.OnFailure`; SNS, S3 and Kafka
+/// destinations are refused by name, since they are not emulated.
+fn on_failure_queue(properties: &Json, location: &str) -> anyhow::Result<Option<String>> {
+    let Some(on_failure) = properties.get("DestinationConfig").and_then(|d| d.get("OnFailure")) else {
+        return Ok(None);
+    };
+    match on_failure.get("Destination").and_then(Json::as_str) {
+        Some(arn) if arn.starts_with("arn:aws:sqs:") => Ok(Some(arn.to_owned())),
+        other => bail!(
+            "{location}: OnFailure destination {other:?} is not an SQS queue, the only kind the local cloud emulates"
+        ),
+    }
 }
 
 /// A YAML scalar as CloudFormation would pass it on: strings as they are, numbers and booleans

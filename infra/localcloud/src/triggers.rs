@@ -8,7 +8,8 @@
 //!   `maxReceiveCount` receives, as SQS does.
 //! - **DynamoDB streams** ([`poll_stream`]): reads each shard in order; a reported failure
 //!   resumes from that sequence number, an error retries the batch, up to
-//!   `MaximumRetryAttempts` (-1: until it succeeds).
+//!   `MaximumRetryAttempts` (-1: until it succeeds). A batch skipped after that is announced to
+//!   the mapping's SQS `OnFailure` destination, as Lambda does ([`OnFailure`]).
 //! - Both apply the mapping's `FilterCriteria` ([`crate::filter`]) before invoking: filtered-out
 //!   messages are deleted, filtered-out stream records skipped.
 //! - **Schedules** ([`run_schedule`]): `rate(...)` expressions tick on a timer; any schedule can
@@ -206,6 +207,52 @@ pub async fn poll_queue(
     }
 }
 
+/// A stream mapping's `DestinationConfig.OnFailure` SQS queue.
+#[derive(Debug, Clone)]
+pub struct OnFailure {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    /// The function's ARN, which Lambda names in the record.
+    pub function_arn: String,
+}
+
+/// The record Lambda sends to an `OnFailure` destination when it skips a stream batch: the batch's
+/// place in the shard, not its records ("Retaining discarded records for a DynamoDB event source").
+fn skipped_batch_record(
+    function_arn: &str,
+    invocations: i64,
+    shard_id: &str,
+    stream_arn: &str,
+    batch: &[(String, i64)],
+) -> Json {
+    let iso = |secs: i64| {
+        OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    };
+    let (first, last) = (batch.first(), batch.last());
+    json!({
+        "requestContext": {
+            "requestId": ulid::Ulid::new().to_string(),
+            "functionArn": function_arn,
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": invocations,
+        },
+        "responseContext": { "statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled" },
+        "version": "1.0",
+        "timestamp": iso(OffsetDateTime::now_utc().unix_timestamp()),
+        "DDBStreamBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": first.map(|(sequence, _)| sequence),
+            "endSequenceNumber": last.map(|(sequence, _)| sequence),
+            "approximateArrivalOfFirstRecord": first.and_then(|(_, secs)| iso(*secs)),
+            "approximateArrivalOfLastRecord": last.and_then(|(_, secs)| iso(*secs)),
+            "batchSize": batch.len(),
+            "streamArn": stream_arn,
+        }
+    })
+}
+
 /// Reads every shard of a table's stream for one function until the process ends.
 #[allow(clippy::too_many_arguments)]
 pub async fn poll_stream(
@@ -217,6 +264,7 @@ pub async fn poll_stream(
     report_failures: bool,
     from_start: bool,
     max_retries: i64,
+    on_failure: Option<OnFailure>,
     filters: Filters,
 ) {
     let shards = loop {
@@ -239,6 +287,7 @@ pub async fn poll_stream(
             batch_size,
             report_failures,
             max_retries,
+            on_failure: on_failure.clone(),
             filters: filters.clone(),
         };
         tokio::spawn(reader.run(from_start));
@@ -254,6 +303,7 @@ struct ShardReader {
     batch_size: usize,
     report_failures: bool,
     max_retries: i64,
+    on_failure: Option<OnFailure>,
     filters: Filters,
 }
 
@@ -341,6 +391,10 @@ impl ShardReader {
                 continue;
             }
             let sequences: Vec<String> = admitted.iter().map(|(sequence, _)| sequence.clone()).collect();
+            let arrivals: Vec<i64> = admitted
+                .iter()
+                .map(|(_, record)| record["dynamodb"]["ApproximateCreationDateTime"].as_i64().unwrap_or(0))
+                .collect();
             let known: HashSet<String> = sequences.iter().cloned().collect();
             let event = json!({ "Records": admitted.into_iter().map(|(_, record)| record).collect::<Vec<_>>() });
             let outcome = self.function.invoke(Bytes::from(event.to_string())).await;
@@ -359,6 +413,29 @@ impl ShardReader {
                 }
                 Some(sequence) if self.max_retries >= 0 && attempts >= self.max_retries => {
                     tracing::error!(function = %self.function.spec.logical_id, sequence, "stream batch failed too often; skipping it");
+                    if let Some(on_failure) = &self.on_failure {
+                        // What is skipped runs from the record that failed to the batch's end.
+                        let from = sequences.iter().position(|s| *s == sequence).unwrap_or(0);
+                        let batch: Vec<(String, i64)> =
+                            sequences.iter().cloned().zip(arrivals.iter().copied()).skip(from).collect();
+                        let record = skipped_batch_record(
+                            &on_failure.function_arn,
+                            attempts + 1,
+                            &self.shard_id,
+                            &self.stream_arn,
+                            &batch,
+                        );
+                        let sent = on_failure
+                            .sqs
+                            .send_message()
+                            .queue_url(&on_failure.queue_url)
+                            .message_body(record.to_string())
+                            .send()
+                            .await;
+                        if let Err(error) = sent {
+                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "OnFailure destination refused the record");
+                        }
+                    }
                     attempts = 0;
                     last_sequence = last_read.clone();
                     iterator = next;
@@ -496,6 +573,22 @@ mod tests {
         assert_eq!(batch_outcome(&unknown, true, &ids(&["a"])), BatchOutcome::AllFailed);
         assert_eq!(batch_outcome(&Outcome::Crashed, true, &ids(&["a"])), BatchOutcome::AllFailed);
         assert_eq!(batch_outcome(&Outcome::FunctionError(Bytes::new()), false, &ids(&["a"])), BatchOutcome::AllFailed);
+    }
+
+    #[test]
+    fn a_skipped_batch_is_announced_by_its_place_in_the_shard_as_lambda_does() {
+        let batch = [("100".to_owned(), 1_573_690_399), ("101".to_owned(), 1_573_690_400)];
+        let record = skipped_batch_record("arn:fn", 3, "shardId-1", "arn:stream", &batch);
+        assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+        assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+        let info = &record["DDBStreamBatchInfo"];
+        assert_eq!(
+            (info["startSequenceNumber"].as_str(), info["endSequenceNumber"].as_str()),
+            (Some("100"), Some("101"))
+        );
+        assert_eq!(info["approximateArrivalOfFirstRecord"], "2019-11-14T00:13:19Z");
+        assert_eq!((info["batchSize"].as_u64(), info["shardId"].as_str()), (Some(2), Some("shardId-1")));
+        assert_eq!(info["streamArn"], "arn:stream");
     }
 
     #[test]
