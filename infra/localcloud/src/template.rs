@@ -219,7 +219,7 @@ const EMULATED: &[&str] = &[
     "AWS::SecretsManager::Secret",
 ];
 /// Resource types that have no local behaviour: identity is emulated by the local JWT
-/// authorizer, logs go to the terminal, alarms and IAM are enforced only in AWS.
+/// authorizer, logs go to the terminal, alarms, their SNS topic and IAM exist only in AWS.
 const ACCEPTED: &[&str] = &[
     "AWS::Cognito::UserPool",
     "AWS::Cognito::UserPoolClient",
@@ -230,6 +230,8 @@ const ACCEPTED: &[&str] = &[
     "AWS::IAM::Policy",
     "AWS::SQS::QueuePolicy",
     "AWS::Lambda::Permission",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
 ];
 
 impl Template {
@@ -906,8 +908,9 @@ Resources:
     }
 
     /// IAM is not enforced locally, so a missing permission would first fail in AWS. The consumer
-    /// inbox (`adapters::inbox`) claims with PutItem, marks handled with UpdateItem and releases
-    /// with DeleteItem on the consumer's own table.
+    /// inbox (`adapters::inbox`) claims with PutItem (reading the claim with GetItem when a failed
+    /// condition returns no item), marks handled with UpdateItem and releases with DeleteItem on
+    /// the consumer's own table.
     #[test]
     fn every_queue_consumer_may_write_its_inbox_on_its_own_table() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
@@ -944,10 +947,41 @@ Resources:
                     }
                 }
             }
-            for needed in ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
+            for needed in ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
                 assert!(granted.iter().any(|a| a == needed), "{} lacks {needed} on {table}", function.logical_id);
             }
         }
+    }
+
+    /// What an operator needs of every function in AWS, which the local cloud cannot show: logs
+    /// that expire, and alarms that tell someone.
+    #[test]
+    fn every_function_has_a_log_group_with_retention_and_every_alarm_tells_the_alarm_topic() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        let log_groups: Vec<String> = template
+            .of_type("AWS::Logs::LogGroup")
+            .filter(|(_, group)| group.get("Properties").and_then(|p| p.get("RetentionInDays")).is_some())
+            .filter_map(|(_, group)| {
+                let name = group.get("Properties")?.get("LogGroupName")?;
+                let Yaml::Tagged(tagged) = name else { return None };
+                Some(tagged.value.as_str()?.to_owned())
+            })
+            .collect();
+        for (function, _) in template.of_type("AWS::Serverless::Function") {
+            let wanted = format!("/aws/lambda/${{{function}}}");
+            assert!(log_groups.contains(&wanted), "{function} has no log group with a retention");
+        }
+        let mut alarms = 0;
+        for (alarm, resource) in template.of_type("AWS::CloudWatch::Alarm") {
+            alarms += 1;
+            let actions = resource.get("Properties").and_then(|p| p.get("AlarmActions"));
+            let tells_topic = matches!(actions, Some(Yaml::Sequence(list)) if list.iter().any(|action| {
+                matches!(action, Yaml::Tagged(tagged) if tagged.tag == "Ref" && tagged.value.as_str() == Some("AlarmTopic"))
+            }));
+            assert!(tells_topic, "{alarm} notifies no one");
+        }
+        assert!(alarms >= 20, "only {alarms} alarms");
     }
 
     #[test]

@@ -95,6 +95,25 @@ async fn bad_stock_requests_get_problem_details() {
 }
 
 #[tokio::test]
+async fn a_count_based_on_an_on_hand_that_moved_since_is_refused_and_changes_nothing() {
+    let sku = sku();
+    set_stock(&sku, "east", 5).await;
+    let put = |body: Value| {
+        let sku = sku.clone();
+        async move { call(Method::PUT, &format!("/admin/inventory/{sku}")).admin().json(&body).send().await }
+    };
+
+    let stale = put(json!({ "warehouse": "east", "on_hand": 12, "expected_on_hand": 3 })).await;
+    let current = put(json!({ "warehouse": "east", "on_hand": 12, "expected_on_hand": 5 })).await;
+
+    let problem = stale.expect_problem(412);
+    assert!(problem["detail"].as_str().unwrap().contains("on_hand is 5 now"), "{problem}");
+    assert_eq!(stale.pointers(), vec!["/expected_on_hand"]);
+    assert_eq!(current.status, 200, "{}", current.body);
+    assert_eq!(current.body["on_hand"], 12);
+}
+
+#[tokio::test]
 async fn a_placed_order_reserves_across_warehouses_and_its_confirmation_commits() {
     let tap = Tap::new(json!({ "source": ["ferrocart.inventory"] })).await;
     let sku = sku();
