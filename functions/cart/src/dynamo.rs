@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, batch_get, get_consistent};
-use domain_events::catalog::ProductChanged;
+use domain_events::catalog::{ProductChanged, ProductStatus};
 use domain_events::queries::Offer;
 use kernel::{CartId, Money, ProductId, Sku};
 
@@ -237,7 +237,7 @@ impl CartStore for DynamoCarts {
     }
 
     async fn apply(&self, change: &ProductChanged) -> Result<(), StoreError> {
-        let active = change.status == "active";
+        let active = change.status == ProductStatus::Active;
         let version = AttributeValue::N(change.version.to_string());
         let product = AttributeValue::S(change.product_id.to_string());
         for variant in &change.variants {

@@ -6,7 +6,7 @@
 use time::OffsetDateTime;
 
 use adapters::CursorError;
-use domain_events::catalog::{ProductChanged, VariantSnapshot};
+use domain_events::catalog::{ProductChanged, ProductStatus, VariantSnapshot};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{FieldError, ProductId, Sku};
 
@@ -145,16 +145,16 @@ fn product_changed(previous: Option<&Product>, product: &Product) -> Envelope {
         .map(|old| old.skus().difference(&product.skus()).map(|sku| (*sku).clone()).collect())
         .unwrap_or_default();
     let status = match product.details.status {
-        Status::Draft => "draft",
-        Status::Active => "active",
-        Status::Archived => "archived",
+        Status::Draft => ProductStatus::Draft,
+        Status::Active => ProductStatus::Active,
+        Status::Archived => ProductStatus::Archived,
     };
     Envelope::new(
         Metadata::new(product.id.to_string()),
         Event::ProductChanged(ProductChanged {
             product_id: product.id,
             version: product.version,
-            status: status.to_owned(),
+            status,
             title: product.details.title.clone(),
             category: product.details.category.to_string(),
             variants: product

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use domain_events::inventory::ReleaseReason;
 use domain_events::{Envelope, Event};
 use lambda_glue::batch::BatchResponse;
 use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
@@ -35,7 +36,7 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
     let (order_id, step) = match envelope.event {
         Event::StockReserved(e) => (e.order_id, SagaStep::StockReserved),
         Event::StockRejected(e) => (e.order_id, SagaStep::StockRejected(e.reason)),
-        Event::StockReleased(e) if e.reason == "expired" => (e.order_id, SagaStep::ReservationExpired),
+        Event::StockReleased(e) if e.reason == ReleaseReason::Expired => (e.order_id, SagaStep::ReservationExpired),
         // A release we asked for (the order is cancelled already): nothing to do.
         Event::StockReleased(_) => return Ok(()),
         Event::PaymentAuthorized(e) => {

@@ -4,7 +4,7 @@ use time::{Duration, OffsetDateTime};
 
 use domain_events::checkout::OrderPlaced;
 use domain_events::inventory::{
-    self as contract, RejectionReason, StockCommitted, StockRejected, StockReleased, StockReserved,
+    self as contract, RejectionReason, ReleaseReason, StockCommitted, StockRejected, StockReleased, StockReserved,
 };
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{OrderId, Sku};
@@ -337,7 +337,7 @@ fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
 pub async fn release(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
     for attempt in 1..=MAX_RESERVE_ATTEMPTS {
         let reservation = store.reservation(order_id).await.map_err(transient)?;
-        let released = released(order_id, RELEASED_CANCELLED);
+        let released = released(order_id, ReleaseReason::Cancelled);
         match store.release(reservation.as_ref(), order_id, &released).await.map_err(transient)? {
             Write::Done => {
                 tracing::info!(%order_id, "reservation released");
@@ -350,13 +350,8 @@ pub async fn release(store: &impl InventoryStore, order_id: OrderId) -> Result<(
     Err(HandlerError::Transient(format!("could not release {order_id}").into()))
 }
 
-/// `StockReleased.reason` for a cancelled order's stock.
-const RELEASED_CANCELLED: &str = "cancelled";
-/// `StockReleased.reason` for a hold that lapsed.
-const RELEASED_EXPIRED: &str = "expired";
-
-fn released(order_id: OrderId, reason: &str) -> Envelope {
-    event(order_id, Event::StockReleased(StockReleased { order_id, reason: reason.to_owned() }))
+fn released(order_id: OrderId, reason: ReleaseReason) -> Envelope {
+    event(order_id, Event::StockReleased(StockReleased { order_id, reason }))
 }
 
 /// The expiry of one reservation the sweep listed: only a hold that is still a hold and has
@@ -371,7 +366,7 @@ pub async fn expire(store: &impl InventoryStore, order_id: OrderId, now: OffsetD
             tracing::info!(%order_id, "listed as lapsed, but no longer a lapsed hold; nothing to release");
             return Ok(());
         };
-        match store.expire(&reservation, now, &released(order_id, RELEASED_EXPIRED)).await.map_err(transient)? {
+        match store.expire(&reservation, now, &released(order_id, ReleaseReason::Expired)).await.map_err(transient)? {
             Write::Done => {
                 tracing::info!(%order_id, "lapsed reservation released");
                 return Ok(());

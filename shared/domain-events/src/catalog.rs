@@ -11,13 +11,22 @@ use kernel::{Money, ProductId, Sku};
 pub struct ProductChanged {
     pub product_id: ProductId,
     pub version: u64,
-    /// `draft`, `active` or `archived`: only active products are sellable.
-    pub status: String,
+    /// Only active products are sellable.
+    pub status: ProductStatus,
     pub title: String,
     pub category: String,
     pub variants: Vec<VariantSnapshot>,
     /// SKUs this version no longer has.
     pub removed_skus: Vec<Sku>,
+}
+
+/// Where a product is in its life, as the catalog announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductStatus {
+    Draft,
+    Active,
+    Archived,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -71,8 +71,17 @@ pub struct Shortage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReleased {
     pub order_id: OrderId,
-    /// `cancelled` or `expired`.
-    pub reason: String,
+    pub reason: ReleaseReason,
+}
+
+/// Why stock was given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseReason {
+    /// The order was cancelled: held units return to `available`, sold ones to the shelf.
+    Cancelled,
+    /// The hold lapsed before the order was confirmed.
+    Expired,
 }
 
 /// A reservation became a sale: the stock left `on_hand`.
