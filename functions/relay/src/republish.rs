@@ -28,27 +28,28 @@ pub struct Selection {
     pub event_id: Option<String>,
 }
 
-/// Why the outbox could not be read.
+/// The table could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum FindError {
-    #[error("could not read table {table}")]
-    Read {
-        table: String,
-        #[source]
-        source: Box<aws_sdk_dynamodb::Error>,
-    },
-    #[error("outbox item {pk} is unreadable")]
-    Unreadable {
-        pk: String,
-        #[source]
-        source: serde_dynamo::Error,
-    },
+#[error("could not read table {table}")]
+pub struct FindError {
+    table: String,
+    #[source]
+    source: Box<aws_sdk_dynamodb::Error>,
 }
 
-/// The outbox items of `selection` in `table`, oldest event first (event ids are ULIDs, which
-/// sort by creation time).
-pub async fn find(client: &Client, table: &str, selection: &Selection) -> Result<Vec<OutboxRecord>, FindError> {
-    let read = |source: aws_sdk_dynamodb::Error| FindError::Read { table: table.to_owned(), source: Box::new(source) };
+/// What the outbox holds for a selection.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Oldest event first (event ids are ULIDs, which sort by creation time).
+    pub records: Vec<OutboxRecord>,
+    /// Items that do not read as outbox records, by `pk`, with why: they cannot be published
+    /// as they are.
+    pub unreadable: Vec<(String, serde_dynamo::Error)>,
+}
+
+/// The outbox items of `selection` in `table`.
+pub async fn find(client: &Client, table: &str, selection: &Selection) -> Result<Found, FindError> {
+    let read = |source: aws_sdk_dynamodb::Error| FindError { table: table.to_owned(), source: Box::new(source) };
     let items = match &selection.event_id {
         Some(event_id) => {
             let key = outbox::key(event_id);
@@ -56,19 +57,21 @@ pub async fn find(client: &Client, table: &str, selection: &Selection) -> Result
         }
         None => scan(client, table, &selection.correlation_id).await.map_err(read)?,
     };
-    let mut records = items
-        .into_iter()
-        .map(|item| {
-            let pk = match item.get("pk") {
-                Some(AttributeValue::S(pk)) => pk.clone(),
-                _ => String::new(),
-            };
-            serde_dynamo::from_item::<_, OutboxRecord>(item).map_err(|source| FindError::Unreadable { pk, source })
-        })
-        .filter(|record| record.as_ref().map_or(true, |r| r.correlation_id == selection.correlation_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    records.sort_by(|a, b| a.pk.cmp(&b.pk));
-    Ok(records)
+    let mut found = Found::default();
+    for item in items {
+        let pk = match item.get("pk") {
+            Some(AttributeValue::S(pk)) => pk.clone(),
+            _ => String::new(),
+        };
+        match serde_dynamo::from_item::<_, OutboxRecord>(item) {
+            // A key read finds the item whatever its correlation id; it must still match.
+            Ok(record) if record.correlation_id == selection.correlation_id => found.records.push(record),
+            Ok(_) => {}
+            Err(error) => found.unreadable.push((pk, error)),
+        }
+    }
+    found.records.sort_by(|a, b| a.pk.cmp(&b.pk));
+    Ok(found)
 }
 
 /// Every outbox item of `correlation_id`, following `LastEvaluatedKey` to the end of the table.

@@ -41,12 +41,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let aws = adapters::aws::load_config().await;
     let selection = Selection { correlation_id: args.correlation_id.clone(), event_id: args.event_id.clone() };
-    let records = republish::find(&aws_sdk_dynamodb::Client::new(&aws), &args.table, &selection)
+    let found = republish::find(&aws_sdk_dynamodb::Client::new(&aws), &args.table, &selection)
         .await
         .with_context(|| format!("reading the outbox of {}", args.table))?;
-    if records.is_empty() {
+    for (pk, error) in &found.unreadable {
+        println!("UNREADABLE {pk}: {error} (repair the item, then republish it with --event-id)");
+    }
+    let records = found.records;
+    if records.is_empty() && found.unreadable.is_empty() {
         bail!("no outbox item of {} in {} (items expire 7 days after their event)", args.correlation_id, args.table);
     }
+    let mut failed = found.unreadable.len();
     if args.dry_run {
         for record in &records {
             println!(
@@ -55,22 +60,20 @@ async fn main() -> anyhow::Result<()> {
                 record.detail_type
             );
         }
-        return Ok(());
-    }
-    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), args.bus);
-    let report = republish::publish(&bus, &records).await;
-    let mut failed = 0;
-    for event in &report {
-        match &event.result {
-            Ok(()) => println!("published {} {}", event.event_id, event.detail_type),
-            Err(error) => {
-                failed += 1;
-                println!("FAILED {} {}: {error}", event.event_id, event.detail_type);
+    } else {
+        let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), args.bus);
+        for event in republish::publish(&bus, &records).await {
+            match &event.result {
+                Ok(()) => println!("published {} {}", event.event_id, event.detail_type),
+                Err(error) => {
+                    failed += 1;
+                    println!("FAILED {} {}: {error}", event.event_id, event.detail_type);
+                }
             }
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} events were not published", report.len());
+        bail!("{failed} of {} outbox items were not published", records.len() + found.unreadable.len());
     }
     Ok(())
 }

@@ -212,10 +212,15 @@ async fn republishing_an_orders_outbox_sends_its_events_again_with_their_event_i
         .unwrap();
     let target = aws_sdk_eventbridge::types::Target::builder().id("queue").arn(queue_arn).build().unwrap();
     events.put_targets().rule(&bus).event_bus_name(&bus).targets(target).send().await.unwrap();
+    let broken =
+        [("pk", "OUTBOX#evt_broken".to_owned()), ("sk", "OUTBOX".to_owned()), ("correlation_id", mine.to_string())]
+            .map(|(name, value)| (name.to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(value)));
+    dynamodb.put_item().table_name(&table).set_item(Some(broken.into())).send().await.unwrap();
     let selection = Selection { correlation_id: mine.to_string(), event_id: None };
 
     // Act
-    let records = republish::find(&dynamodb, &table, &selection).await.unwrap();
+    let found = republish::find(&dynamodb, &table, &selection).await.unwrap();
+    let records = found.records;
     let report = republish::publish(&EventBridgeBus::new(events.clone(), &bus), &records).await;
 
     // Assert: the two events of this order, each with its original event id.
@@ -223,6 +228,8 @@ async fn republishing_an_orders_outbox_sends_its_events_again_with_their_event_i
     expected.sort();
     assert_eq!(report.iter().map(|r| r.event_id.clone()).collect::<Vec<_>>(), expected, "oldest first");
     assert!(report.iter().all(|r| r.result.is_ok()), "{report:?}");
+    let unreadable: Vec<_> = found.unreadable.iter().map(|(pk, _)| pk.as_str()).collect();
+    assert_eq!(unreadable, ["OUTBOX#evt_broken"], "listed, not fatal to the rest");
     let arrived = drain(&sqs, &queue, |bodies| bodies.len() >= 2).await;
     let mut ids: Vec<String> = arrived.iter().map(|e| e["detail"]["event_id"].as_str().unwrap().to_owned()).collect();
     ids.sort();
@@ -230,7 +237,7 @@ async fn republishing_an_orders_outbox_sends_its_events_again_with_their_event_i
 
     // One event by its id: read by key, and only if it belongs to the correlation id given.
     let one = Selection { event_id: Some(expected[1].clone()), ..selection.clone() };
-    assert_eq!(republish::find(&dynamodb, &table, &one).await.unwrap().len(), 1);
+    assert_eq!(republish::find(&dynamodb, &table, &one).await.unwrap().records.len(), 1);
     let not_mine = Selection { correlation_id: other.to_string(), ..one };
-    assert!(republish::find(&dynamodb, &table, &not_mine).await.unwrap().is_empty());
+    assert!(republish::find(&dynamodb, &table, &not_mine).await.unwrap().records.is_empty());
 }
