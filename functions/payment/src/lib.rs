@@ -4,8 +4,9 @@
 //! is reserved, and voids the authorization when the order is cancelled. Payment takes part in
 //! the order saga by choreography: it reacts to `OrderPlaced` and `OrderCancelled` (checkout) and
 //! `StockReserved` (inventory) from its SQS queue, and answers with `PaymentAuthorized`,
-//! `PaymentFailed` or `PaymentVoided` through its table's outbox. It never reads another
-//! domain's table.
+//! `PaymentFailed` or `PaymentVoided` through its table's outbox. Every minute a sweep finishes
+//! the authorizations whose invocation died and whose messages did not come back. It never reads
+//! another domain's table.
 //!
 //! - [`service`]: the rules (when to authorize, how a crashed authorization resumes without
 //!   charging twice) and the two ports they need: [`service::PaymentStore`] and
@@ -14,7 +15,8 @@
 //!   state change is a conditional write.
 //! - [`stripe`]: the Stripe adapter (async-stripe), with idempotency keys derived from the order.
 //! - [`secrets`]: reads the Stripe secret key from Secrets Manager at cold start.
-//! - [`events`]: the SQS consumer (binary `payment-events`).
+//! - [`events`]: the SQS consumer and the stalled-authorization sweep's schedule (binary
+//!   `payment-events`).
 //!
 //! Card data never reaches Ferrocart: the storefront turns the card into a Stripe payment method
 //! (`pm_…`) and checkout passes on only its id.

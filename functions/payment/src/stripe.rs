@@ -39,7 +39,8 @@ use kernel::{Money, OrderId};
 use crate::StripeSecret;
 use crate::service::{Decline, GatewayError, Intent, IntentStatus, OrderPayment, PaymentGateway, PaymentIntentId};
 
-/// Per attempt. Three calls (retrieve, confirm, and a write) must fit in the function's 30 s.
+/// Per call (one attempt each). A message makes at most four calls, which with DynamoDB is
+/// `events::PER_MESSAGE` (36 s), within the function's 40 s timeout.
 const TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The Stripe implementation of [`PaymentGateway`].
