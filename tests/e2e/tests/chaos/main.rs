@@ -1,6 +1,7 @@
 //! The saga under stress: every SQS message delivered twice, consumers that crash after doing
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
-//! reservation expiry, and an order with nothing to pay. A stack of its own, so its chaos, its
+//! reservation expiry, an authorization stalled with the card held, and an order with nothing to
+//! pay. A stack of its own, so its chaos, its
 //! clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
@@ -355,4 +356,94 @@ async fn every_saga_event_sent_again_under_a_new_id_changes_nothing() {
     assert_eq!(after["history"], order["history"]);
     assert_eq!(call(Method::GET, &stock_path).admin().send().await.body, committed, "stock unchanged");
     assert_eq!(payment_intents(&id).await.len(), 1, "one authorization");
+}
+
+/// A PaymentIntent confirmed at the Stripe emulator for `order_id`, as an authorization whose
+/// invocation died right after the confirmation would leave it: the card is held.
+async fn held_payment_intent(order_id: &str) -> String {
+    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{stripe}/v1/payment_intents"))
+        .bearer_auth("sk_test_local")
+        .form(&[
+            ("amount", "2500"),
+            ("currency", "usd"),
+            ("payment_method", "pm_card_visa"),
+            ("capture_method", "manual"),
+            ("metadata[order_id]", order_id),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let confirmed: Value = client
+        .post(format!("{stripe}/v1/payment_intents/{id}/confirm"))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(confirmed["status"], "requires_capture", "{confirmed}");
+    id
+}
+
+#[tokio::test]
+async fn an_authorization_stalled_after_its_hold_is_released_by_the_sweep_once_its_order_is_cancelled() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    shop().control("PaymentEventsFunction", "pause").await.unwrap();
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_when(&shopper.token, &id, |o| o["status"] == "reserved").await;
+    let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    // Payment claimed the authorization two minutes ago, confirmed its PaymentIntent and died;
+    // every message that could resume it was dead-lettered. Only the cancellation flag landed.
+    let intent = held_payment_intent(&id).await;
+    let since = OffsetDateTime::now_utc().unix_timestamp() - 120;
+    let s = |value: &str| AttributeValue::S(value.to_owned());
+    let total = AttributeValue::M(
+        [("amount".to_owned(), AttributeValue::N("2500".into())), ("currency".to_owned(), s("USD"))].into(),
+    );
+    shop()
+        .dynamodb()
+        .await
+        .put_item()
+        .table_name(shop().table("PaymentTable").unwrap())
+        .item("pk", s(&format!("PAY#{id}")))
+        .item("sk", s("PAY"))
+        .item("order_id", s(&id))
+        .item("total", total)
+        .item("payment_method", s("pm_card_visa"))
+        .item("stock_reserved", AttributeValue::Bool(true))
+        .item("cancelled", AttributeValue::Bool(true))
+        .item("status", s("authorizing"))
+        .item("authorizing_since", AttributeValue::N(since.to_string()))
+        .item("payment_intent_id", s(&intent))
+        .item("gsi1pk", s("AUTHORIZING"))
+        .item("gsi1sk", s(&format!("{since:012}#{id}")))
+        .send()
+        .await
+        .unwrap();
+
+    shop().fire_schedule("PaymentEventsFunction", "StalledSweep", None).await.unwrap();
+    shop().control("PaymentEventsFunction", "resume").await.unwrap();
+
+    let intents = payment_intents(&id).await;
+    let statuses: Vec<&str> = intents.iter().filter_map(|pi| pi["status"].as_str()).collect();
+    assert_eq!(statuses, vec!["canceled"], "the hold is released, not left for Stripe's 7 days");
+    let payment = payment_record(&id).await.unwrap();
+    assert_eq!(payment["status"].as_s().unwrap(), "failed");
+    assert_eq!(payment["failure_reason"].as_s().unwrap(), "cancelled");
+    assert!(!payment.contains_key("gsi1pk"), "no longer listed as authorizing: {payment:?}");
+    let order = order_when(&shopper.token, &id, |o| o["status"] == "cancelled").await;
+    assert_eq!(order["cancel_reason"], "customer_cancelled", "checkout ignores the PaymentFailed");
 }
