@@ -1,8 +1,7 @@
 //! The saga under stress: every SQS message delivered twice, consumers that crash after doing
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
 //! reservation expiry, an authorization stalled with the card held, and an order with nothing to
-//! pay. A stack of its own, so its chaos, its
-//! clock and its pricing never touch `tests/shop`.
+//! pay. A stack of its own, so its chaos, its clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
