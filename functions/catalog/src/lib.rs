@@ -6,7 +6,8 @@
 //! - [`product`]: the product model and its rules (parse, don't validate).
 //! - [`service`]: the use cases and the [`service::CatalogStore`] port.
 //! - [`dynamo`]: the DynamoDB adapter, the only module that knows the table's key layout.
-//! - [`api`]: the HTTP handler, dispatching on the route keys declared in template.yaml.
+//! - [`api`]: the HTTP handler, dispatching on the route keys declared in template.yaml (binary
+//!   `catalog`, `src/bin/api.rs`).
 //! - [`Config`]: what the function reads from its environment at cold start.
 //!
 //! Shoppers see only `active` products; admins (JWT group `admin`) create, update with

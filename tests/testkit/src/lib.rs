@@ -95,7 +95,7 @@ impl Shop {
     }
 }
 
-/// The checkout's root directory.
+/// The repository's root directory: two levels above this crate (`tests/testkit`).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }
