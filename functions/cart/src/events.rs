@@ -2,8 +2,7 @@
 //! `OrderPlaced` empties the cart that was checked out.
 
 use domain_events::{Envelope, Event};
-use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 
 use crate::service::{self, CartStore};
 
@@ -14,7 +13,7 @@ pub async fn handle(
     store: &impl CartStore,
     inbox: &impl Inbox,
     trigger: Trigger,
-) -> Result<BatchResponse, HandlerError> {
+) -> Result<SqsBatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
             Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope)).await)

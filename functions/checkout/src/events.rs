@@ -4,8 +4,7 @@ use time::OffsetDateTime;
 
 use domain_events::inventory::ReleaseReason;
 use domain_events::{Envelope, Event};
-use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 use lambda_glue::sweep::Sweep;
 
 use crate::order::SagaStep;
@@ -18,7 +17,7 @@ pub async fn handle(
     store: &impl OrderStore,
     inbox: &impl Inbox,
     trigger: Trigger,
-) -> Result<BatchResponse, HandlerError> {
+) -> Result<SqsBatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
             Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope)).await)
@@ -26,7 +25,7 @@ pub async fn handle(
         Trigger::Schedule { time, deadline } => {
             let sweep = Sweep { name: "order-timeouts", deadline, item_budget: PER_MESSAGE };
             service::sweep(store, time, sweep).await?;
-            Ok(BatchResponse::default())
+            Ok(SqsBatchResponse::default())
         }
     }
 }

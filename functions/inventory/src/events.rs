@@ -3,8 +3,7 @@
 use time::{Duration, OffsetDateTime};
 
 use domain_events::{Envelope, Event};
-use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 use lambda_glue::sweep::Sweep;
 
 use crate::service::{self, InventoryStore};
@@ -18,7 +17,7 @@ pub async fn handle(
     inbox: &impl Inbox,
     trigger: Trigger,
     hold: Duration,
-) -> Result<BatchResponse, HandlerError> {
+) -> Result<SqsBatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
             Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope, hold)).await)
@@ -26,7 +25,7 @@ pub async fn handle(
         Trigger::Schedule { time, deadline } => {
             let sweep = Sweep { name: "reservation-expiry", deadline, item_budget: PER_MESSAGE };
             service::sweep(store, time, sweep).await?;
-            Ok(BatchResponse::default())
+            Ok(SqsBatchResponse::default())
         }
     }
 }

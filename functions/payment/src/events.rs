@@ -4,8 +4,7 @@
 use time::OffsetDateTime;
 
 use domain_events::{Envelope, Event};
-use lambda_glue::batch::BatchResponse;
-use lambda_glue::consumer::{self, HandlerError, Inbox, Trigger};
+use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 use lambda_glue::sweep::Sweep;
 
 use crate::service::{self, PaymentGateway, PaymentStore};
@@ -28,7 +27,7 @@ pub async fn handle(
     gateway: &impl PaymentGateway,
     inbox: &impl Inbox,
     trigger: Trigger,
-) -> Result<BatchResponse, HandlerError> {
+) -> Result<SqsBatchResponse, HandlerError> {
     match trigger {
         Trigger::Queue { batch, deadline } => {
             Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, gateway, envelope))
@@ -37,7 +36,7 @@ pub async fn handle(
         Trigger::Schedule { time, deadline } => {
             let sweep = Sweep { name: SWEEP, deadline, item_budget: PER_MESSAGE };
             service::sweep_stalled(store, gateway, time, sweep).await?;
-            Ok(BatchResponse::default())
+            Ok(SqsBatchResponse::default())
         }
     }
 }

@@ -27,8 +27,9 @@
 
 use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+
 use adapters::outbox::{KEY_PREFIX, OutboxRecord};
-use lambda_glue::batch::BatchResponse;
 
 pub mod bus;
 pub mod dead_letter;
@@ -81,10 +82,13 @@ fn outbox_record(record: &EventRecord) -> Option<Result<OutboxRecord, serde_dyna
 
 /// Publishes every outbox insert of the batch in stream order, parks the ones that can never be
 /// published, and reports the first record that must be retried, if any.
-pub async fn relay(bus: &impl EventBus, dead_letters: &impl DeadLetters, event: &StreamEvent) -> BatchResponse {
-    let mut response = BatchResponse::default();
+pub async fn relay(bus: &impl EventBus, dead_letters: &impl DeadLetters, event: &StreamEvent) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
     if let Err(Stop(sequence_number)) = relay_records(bus, dead_letters, &event.records).await {
-        response.fail(sequence_number);
+        // Both types are `#[non_exhaustive]`: built from their defaults, not with literals.
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = Some(sequence_number);
+        response.batch_item_failures.push(failure);
     }
     response
 }
@@ -209,8 +213,8 @@ mod tests {
         event
     }
 
-    fn failures(response: &BatchResponse) -> Vec<&str> {
-        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+    fn failures(response: &DynamoDbEventResponse) -> Vec<&str> {
+        response.batch_item_failures.iter().filter_map(|f| f.item_identifier.as_deref()).collect()
     }
 
     /// EventBridge in-process: publishes every entry except the event ids it is told to refuse.
@@ -301,7 +305,7 @@ mod tests {
         assert_eq!(published(&bus), ["evt_1", "evt_2", "evt_4"], "stream order, the bad record left out");
         assert_eq!(parked(&queue), [("OUTBOX#evt_3".to_owned(), Reason::UnreadableOutboxItem, None)]);
         assert_eq!(*bus.calls.borrow(), [2, 1], "the records before the bad one went out before it was parked");
-        assert!(response.is_empty(), "nothing to retry: {response:?}");
+        assert!(response.batch_item_failures.is_empty(), "nothing to retry: {response:?}");
     }
 
     #[tokio::test]
@@ -327,7 +331,7 @@ mod tests {
             parked(&queue),
             [("OUTBOX#evt_2".to_owned(), Reason::RefusedByEventBridge, Some("MalformedDetail".to_owned()))]
         );
-        assert!(response.is_empty());
+        assert!(response.batch_item_failures.is_empty());
     }
 
     #[tokio::test]
@@ -353,6 +357,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_record_to_retry_from_is_reported_as_the_json_lambda_reads() {
+        let bus = FakeBus { down: true, ..FakeBus::default() };
+
+        let response = relay(&bus, &FakeQueue::default(), &batch(vec![good(7)])).await;
+
+        // The shape Lambda's ReportBatchItemFailures (and infra/localcloud's triggers) read.
+        let expected = serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": "7" }] });
+        assert_eq!(serde_json::to_value(&response).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_went_out_reports_no_failures() {
+        let (bus, queue) = (FakeBus::default(), FakeQueue::default());
+
+        let response = relay(&bus, &queue, &batch(vec![good(1)])).await;
+
+        assert_eq!(serde_json::to_value(&response).unwrap(), serde_json::json!({ "batchItemFailures": [] }));
+    }
+
+    #[tokio::test]
     async fn a_large_batch_goes_out_ten_entries_a_call_in_order() {
         let (bus, queue) = (FakeBus::default(), FakeQueue::default());
 
@@ -360,7 +384,7 @@ mod tests {
 
         assert_eq!(*bus.calls.borrow(), [10, 10, 3]);
         assert_eq!(published(&bus), (1..=23).map(|n| format!("evt_{n}")).collect::<Vec<_>>());
-        assert!(response.is_empty());
+        assert!(response.batch_item_failures.is_empty());
     }
 
     #[tokio::test]
@@ -374,6 +398,6 @@ mod tests {
 
         assert_eq!(published(&bus), ["evt_1", "evt_3"]);
         assert_eq!(parked(&queue), [("OUTBOX#evt_2".to_owned(), Reason::EntryTooLarge, None)]);
-        assert!(response.is_empty());
+        assert!(response.batch_item_failures.is_empty());
     }
 }

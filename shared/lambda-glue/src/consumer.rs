@@ -25,7 +25,11 @@ use tracing::Instrument;
 use domain_events::Envelope;
 use kernel::EventId;
 
-use crate::batch::BatchResponse;
+/// The partial batch response a consumer returns, `{"batchItemFailures": [{"itemIdentifier": …}]}`
+/// with the message ids of the failed messages. With `FunctionResponseTypes:
+/// [ReportBatchItemFailures]` on the event source mapping, SQS deletes every other message of
+/// the batch, so one bad message never fails its batch.
+pub use aws_lambda_events::sqs::SqsBatchResponse;
 
 /// Why a handler did not finish an event.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +87,7 @@ impl Trigger {
 pub async fn serve<F, Fut>(handle: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(Trigger) -> Fut,
-    Fut: Future<Output = Result<BatchResponse, HandlerError>>,
+    Fut: Future<Output = Result<SqsBatchResponse, HandlerError>>,
 {
     let handle = &handle;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
@@ -134,19 +138,19 @@ pub async fn consume<F, Fut>(
     per_message: time::Duration,
     inbox: &impl Inbox,
     handle: F,
-) -> BatchResponse
+) -> SqsBatchResponse
 where
     F: Fn(Envelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
-    let mut response = BatchResponse::default();
+    let mut response = SqsBatchResponse::default();
     let mut out_of_time = false;
     for message in batch.records {
         let id = message.message_id.clone().unwrap_or_default();
         out_of_time = out_of_time || OffsetDateTime::now_utc() + per_message >= deadline;
         if out_of_time {
             tracing::warn!(message_id = %id, "not enough time left in this invocation; the message comes again");
-            response.fail(id);
+            response.add_failure(id);
             continue;
         }
         let body = message.body.as_deref().unwrap_or_default();
@@ -154,7 +158,7 @@ where
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::error!(message_id = %id, %error, "unreadable message");
-                response.fail(id);
+                response.add_failure(id);
                 continue;
             }
         };
@@ -166,7 +170,7 @@ where
             detail_type = envelope.event.detail_type(),
         );
         if !once(envelope, deadline, inbox, &handle).instrument(span).await {
-            response.fail(id);
+            response.add_failure(id);
         }
     }
     response
@@ -315,6 +319,17 @@ mod tests {
         assert_eq!(handled.into_inner(), 2);
         let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, vec!["poison"]);
+    }
+
+    #[tokio::test]
+    async fn the_partial_batch_response_is_the_json_lambda_reads() {
+        let batch = queue(&[message("good", &cancelled_body()), message("poison", "{not json")]);
+
+        let response = consume(batch, soon(), BUDGET, &MemoryInbox::default(), |_| async { Ok(()) }).await;
+
+        // The shape Lambda's ReportBatchItemFailures (and infra/localcloud's triggers) read.
+        let expected = serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": "poison" }] });
+        assert_eq!(serde_json::to_value(&response).unwrap(), expected);
     }
 
     #[tokio::test]

@@ -6,10 +6,9 @@
 //! - [`http`]: reading JSON bodies (size, media type and shape checked, every failure a
 //!   problem+json naming the field), query and path parameters, and writing JSON and
 //!   problem+json responses.
-//! - [`batch`]: partial batch responses for SQS and stream consumers.
 //! - [`consumer`]: the loop every event consumer runs: SQS batch in, each EventBridge event
-//!   claimed in the consumer's inbox and handled once, partial batch response out; and schedule
-//!   ticks.
+//!   claimed in the consumer's inbox and handled once, partial batch response out
+//!   (`aws_lambda_events`' [`SqsBatchResponse`](consumer::SqsBatchResponse)); and schedule ticks.
 //! - [`sweep`]: the loop every scheduled sweep runs: due items page by page, each on its own,
 //!   within the invocation's time.
 //! - [`metrics`]: counters as CloudWatch Embedded Metric Format lines on stdout.
@@ -19,7 +18,6 @@
 //! A function's `main` wires these up; its handler translates a request into one domain call.
 
 pub mod auth;
-pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod http;
