@@ -26,11 +26,14 @@
 //! (`ReturnValuesOnConditionCheckFailure: ALL_OLD`, also on the stage change inside a
 //! transaction), so no decision rests on a separate read. The one read, [`PaymentStore::get`], is
 //! the sweep's, and every write it leads to is conditional as well.
+//!
+//! The condition expressions are [`Payment::apply`](crate::model::Payment::apply)'s conditions
+//! (and the `SET`s of facts [`Payment::record`](crate::model::Payment::record)'s) in DynamoDB's
+//! words; `tests/dynamo_store.rs` checks them against an emulator.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -38,15 +41,14 @@ use aws_sdk_dynamodb::types::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, TransactionFailure, get_consistent};
+use adapters::dynamo::{ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent};
 use adapters::outbox;
 use domain_events::Envelope;
+use kernel::page::Page;
 use kernel::{Money, OrderId};
-use lambda_glue::sweep::Page;
 
-use crate::service::{
-    Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, StoreError, Write,
-};
+use crate::model::{OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use crate::ports::{Claim, PaymentStore, StoreError, Write};
 
 const AUTHORIZING: &str = "authorizing";
 const AUTHORIZED: &str = "authorized";
@@ -63,10 +65,16 @@ const STALLED_PAGE: i32 = 25;
 const NAMES: [(&str, &str); 2] = [("#status", "status"), ("#total", "total")];
 
 fn key(order_id: OrderId) -> Item {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(format!("PAY#{order_id}"))),
-        ("sk".to_owned(), AttributeValue::S("PAY".to_owned())),
-    ])
+    adapters::dynamo::key(format!("PAY#{order_id}"), "PAY")
+}
+
+/// The actions of a stage change's transaction, by what their conditions mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The payment's stage change: its condition is the stage it leaves.
+    StageChange,
+    /// The event in the outbox: its condition is that the event is not there yet.
+    Event,
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -82,16 +90,12 @@ fn since_key(since: OffsetDateTime, order_id: OrderId) -> AttributeValue {
     s(format!("{:012}#{order_id}", since.unix_timestamp()))
 }
 
-fn order_of_key(order_id: Option<&AttributeValue>) -> Result<OrderId, StoreError> {
-    let corrupt = |detail: String| StoreError::Unavailable(detail.into());
-    let pk = order_id.and_then(|pk| pk.as_s().ok()).ok_or_else(|| corrupt("an index entry without a pk".into()))?;
+fn order_of_key(order_id: Option<&AttributeValue>) -> Result<OrderId, Unavailable> {
+    let pk =
+        order_id.and_then(|pk| pk.as_s().ok()).ok_or_else(|| Unavailable::because("an index entry without a pk"))?;
     pk.strip_prefix("PAY#")
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| corrupt(format!("the Authorizing index lists `{pk}`, not a payment")))
-}
-
-fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(error))
+        .ok_or_else(|| Unavailable::because(format!("the Authorizing index lists `{pk}`, not a payment")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +153,7 @@ impl PaymentRecord {
 }
 
 fn payment(item: Item) -> Result<Payment, StoreError> {
-    serde_dynamo::from_item::<_, PaymentRecord>(item).map_err(unavailable)?.into_payment()
+    serde_dynamo::from_item::<_, PaymentRecord>(item).map_err(Unavailable::from)?.into_payment()
 }
 
 /// The DynamoDB implementation of [`PaymentStore`].
@@ -199,16 +203,19 @@ impl DynamoPayments {
                 })?;
                 Ok(Claim::Won(payment(item)?))
             }
-            Err(error) => match error.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(failed) => {
-                    let item = failed.item.ok_or_else(|| StoreError::Corrupt {
-                        order_id,
-                        detail: "a conditional update found no payment".to_owned(),
-                    })?;
-                    Ok(Claim::Lost(payment(item)?))
-                }
-                other => Err(unavailable(aws_sdk_dynamodb::Error::from(other))),
-            },
+            Err(error) if error.is_condition_failed() => {
+                // The exception carries the item as it was (`ReturnValuesOnConditionCheckFailure`).
+                let old = match error.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed.item,
+                    _ => None,
+                };
+                let item = old.ok_or_else(|| StoreError::Corrupt {
+                    order_id,
+                    detail: "a conditional update found no payment".to_owned(),
+                })?;
+                Ok(Claim::Lost(payment(item)?))
+            }
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 
@@ -219,7 +226,7 @@ impl DynamoPayments {
         }
     }
 
-    /// The payment's stage change (action 0) and its outbox event (action 1), atomically.
+    /// The payment's stage change and its outbox event, atomically.
     async fn transact(
         &self,
         order_id: OrderId,
@@ -240,26 +247,34 @@ impl DynamoPayments {
                 update = update.expression_attribute_names(name, attribute);
             }
         }
-        let items = vec![
-            TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build(),
-            outbox::put(&self.table, event).map_err(unavailable)?,
-        ];
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Write::Done),
-            Err(error) => {
-                // The cancellation reasons come in action order; the payment's is the first, and
-                // carries the item as it was when its condition failed.
-                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
-                    && let Some(reason) = cancelled.cancellation_reasons().first()
-                    && reason.code() == Some("ConditionalCheckFailed")
-                {
-                    let item = reason.item().cloned().ok_or_else(|| StoreError::Corrupt {
-                        order_id,
-                        detail: "a refused stage change found no payment".to_owned(),
-                    })?;
-                    return Ok(Write::Refused(payment(item)?));
-                }
-                Err(unavailable(TransactionFailure::from(error)))
+        let mut transaction = Transaction::new();
+        transaction
+            .push(
+                Action::StageChange,
+                TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build(),
+            )
+            .push(Action::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        // The refused stage change is read from its cancellation reason, which carries the item
+        // as it was (`ReturnValuesOnConditionCheckFailure: ALL_OLD` above).
+        let failed = match transaction.commit_returning_old(&self.client).await {
+            Ok(()) => return Ok(Write::Done),
+            Err(TransactionError::ConditionsFailed(failed)) => failed,
+            Err(error @ (TransactionError::Conflict | TransactionError::TooLarge(_))) => {
+                return Err(Unavailable::new(error).into());
+            }
+            Err(TransactionError::Unavailable(error)) => return Err(error.into()),
+        };
+        match failed.into_iter().find(|(action, _)| *action == Action::StageChange) {
+            Some((_, old)) => {
+                let item = old.ok_or_else(|| StoreError::Corrupt {
+                    order_id,
+                    detail: "a refused stage change found no payment".to_owned(),
+                })?;
+                Ok(Write::Refused(payment(item)?))
+            }
+            // Only the event's condition failed: its id is already in the outbox.
+            None => {
+                Err(Unavailable::because(format!("the outbox already holds event {}", event.metadata.event_id)).into())
             }
         }
     }
@@ -270,7 +285,7 @@ impl PaymentStore for DynamoPayments {
     type Cursor = Item;
 
     async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError> {
-        get_consistent(&self.client, &self.table, key(order_id)).await.map_err(unavailable)?.map(payment).transpose()
+        get_consistent(&self.client, &self.table, key(order_id)).await?.map(payment).transpose()
     }
 
     async fn stalled(
@@ -291,13 +306,13 @@ impl PaymentStore for DynamoPayments {
             .limit(STALLED_PAGE)
             .send()
             .await
-            .map_err(|error| unavailable(aws_sdk_dynamodb::Error::from(error)))?;
+            .map_err(Unavailable::from)?;
         let items = output.items().iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
         Ok(Page { items, next: output.last_evaluated_key })
     }
 
     async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {
-        let total = serde_dynamo::to_attribute_value(order.total).map_err(unavailable)?;
+        let total = serde_dynamo::to_attribute_value(order.total).map_err(Unavailable::from)?;
         self.record(
             order_id,
             "SET order_id = :order_id, #total = if_not_exists(#total, :total), \

@@ -5,9 +5,11 @@ use time::OffsetDateTime;
 
 use domain_events::{Envelope, Event};
 use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
-use lambda_glue::sweep::Sweep;
+use lambda_glue::sweep::{Sweep, Tick};
 
-use crate::service::{self, PaymentGateway, PaymentStore};
+use crate::error::PaymentError;
+use crate::ports::{PaymentGateway, PaymentStore};
+use crate::{authorize, cancel, sweep};
 
 /// The longest one message, or one stalled authorization, takes. The worst path makes four Stripe
 /// calls of at most 8 s each (`stripe::TIMEOUT`, one attempt per call): create (or retrieve) the
@@ -34,11 +36,32 @@ pub async fn handle(
                 .await)
         }
         Trigger::Schedule { time, deadline } => {
-            let sweep = Sweep { name: SWEEP, deadline, item_budget: PER_MESSAGE };
-            service::sweep_stalled(store, gateway, time, sweep).await?;
+            sweep_stalled(store, gateway, time, deadline).await?;
             Ok(SqsBatchResponse::default())
         }
     }
+}
+
+/// The one place a payment error becomes the consumer's: a transient one brings the message (or
+/// the sweep's item) back later, a permanent one sends it to the dead-letter queue for a person.
+fn handler_error(error: PaymentError) -> HandlerError {
+    if error.is_transient() { HandlerError::transient(error) } else { HandlerError::Permanent(error.to_string()) }
+}
+
+/// The stalled-authorization sweep of the tick scheduled for `now`: the glue's loop walks
+/// payment's listing page by page and finishes each stalled authorization on its own.
+async fn sweep_stalled(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    now: OffsetDateTime,
+    deadline: OffsetDateTime,
+) -> Result<Tick, HandlerError> {
+    Sweep { name: SWEEP, deadline, item_budget: PER_MESSAGE }
+        .run(
+            |cursor| async move { sweep::list_stalled(store, now, cursor).await.map_err(handler_error) },
+            |order_id| async move { sweep::finish_stalled(store, gateway, order_id, now).await.map_err(handler_error) },
+        )
+        .await
 }
 
 async fn on_event(
@@ -47,12 +70,15 @@ async fn on_event(
     envelope: Envelope,
 ) -> Result<(), HandlerError> {
     let now = OffsetDateTime::now_utc();
-    match envelope.event {
-        Event::OrderPlaced(order) => service::on_order_placed(store, gateway, &order, now).await,
-        Event::StockReserved(reserved) => service::on_stock_reserved(store, gateway, reserved.order_id, now).await,
-        Event::OrderCancelled(cancelled) => service::on_order_cancelled(store, gateway, cancelled.order_id).await,
-        other => Err(HandlerError::Permanent(format!("payment does not subscribe to {}", other.detail_type()))),
-    }
+    let handled = match envelope.event {
+        Event::OrderPlaced(order) => authorize::on_order_placed(store, gateway, &order, now).await,
+        Event::StockReserved(reserved) => authorize::on_stock_reserved(store, gateway, reserved.order_id, now).await,
+        Event::OrderCancelled(cancelled) => cancel::on_order_cancelled(store, gateway, cancelled.order_id).await,
+        other => {
+            return Err(HandlerError::Permanent(format!("payment does not subscribe to {}", other.detail_type())));
+        }
+    };
+    handled.map_err(handler_error)
 }
 
 #[cfg(test)]
@@ -63,7 +89,9 @@ mod tests {
     use kernel::{Currency, Money, OrderId};
 
     use super::*;
-    use crate::service::tests::{FakeStore, FakeStripe};
+    use crate::model::{CLAIM_TIMEOUT, PaymentIntentId};
+    use crate::ports::IntentStatus;
+    use crate::testing::{FakeStore, FakeStripe, Fault, T0, stalled_after_step_2};
 
     fn message(id: &str, event: Event) -> serde_json::Value {
         let order_id = OrderId::new();
@@ -119,5 +147,37 @@ mod tests {
         let response = handle(&store, &stripe, &inbox, Trigger::parse(tick, deadline).unwrap()).await;
 
         assert!(response.unwrap().batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_walks_every_page_and_a_payment_it_cannot_finish_stops_none_behind_it() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let orders = [OrderId::new(), OrderId::new(), OrderId::new()];
+        for order_id in orders {
+            stalled_after_step_2(&store, &stripe, order_id, Fault::Unreachable).await;
+        }
+        let captured = PaymentIntentId::parse(&format!("pi_{}", orders[0].ulid())).unwrap();
+        stripe.set_status(&captured, IntentStatus::Succeeded);
+        let deadline = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+
+        let tick = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, deadline).await.unwrap();
+        let again = sweep_stalled(&store, &stripe, T0 + CLAIM_TIMEOUT, deadline).await.unwrap();
+
+        assert_eq!(tick, Tick { handled: 2, failed: 1, out_of_time: false });
+        assert_eq!(again, Tick { handled: 0, failed: 1, out_of_time: false }, "only the broken one is left");
+        assert_eq!(store.events().len(), 2);
+    }
+
+    #[test]
+    fn a_transient_payment_error_comes_back_and_a_permanent_one_goes_to_a_person() {
+        let order_id = OrderId::new();
+        let intent = PaymentIntentId::parse("pi_1").unwrap();
+
+        let busy = handler_error(PaymentError::Busy { order_id });
+        let captured =
+            handler_error(PaymentError::ChangedElsewhere { order_id, intent, status: IntentStatus::Succeeded });
+
+        assert!(matches!(busy, HandlerError::Transient(_)));
+        assert!(matches!(captured, HandlerError::Permanent(message) if message.contains("a person must look")));
     }
 }

@@ -8,24 +8,43 @@
 //! the authorizations whose invocation died and whose messages did not come back. It never reads
 //! another domain's table.
 //!
-//! - [`service`]: the rules (when to authorize, how a crashed authorization resumes without
-//!   charging twice) and the two ports they need: [`service::PaymentStore`] and
-//!   [`service::PaymentGateway`].
-//! - [`dynamo`]: the DynamoDB adapter; the only module that knows the table's key layout. Every
-//!   state change is a conditional write.
-//! - [`stripe`]: the Stripe adapter (async-stripe), with idempotency keys derived from the order.
-//! - [`secrets`]: reads the Stripe secret key from Secrets Manager at cold start.
-//! - [`events`]: the SQS consumer and the stalled-authorization sweep's schedule (binary
-//!   `payment-events`).
+//! The crate reads from the domain outwards:
+//!
+//! - [`model`]: the payment as data (`Payment`, `Stage`, `Settlement`, `PaymentIntentId`) and
+//!   the decisions made from it without I/O: [`model::Payment::next`] (what a delivery or the
+//!   sweep does next) and [`model::Payment::apply`] (the condition of every stage change).
+//! - [`ports`]: what the use cases need from the outside, [`ports::PaymentStore`] and
+//!   [`ports::PaymentGateway`], with their errors.
+//! - The use cases, each returning [`error::PaymentError`] (transient or not, nothing about
+//!   Lambda): [`authorize`] (`OrderPlaced`, `StockReserved`: when to authorize, how a crashed
+//!   authorization resumes without charging twice), [`cancel`] (`OrderCancelled`: void, or
+//!   abandon an authorization still running) and [`sweep`] (list and finish the stalled
+//!   authorizations).
+//! - The adapters: [`dynamo`], the DynamoDB store and the only module that knows the table's key
+//!   layout (every state change is a conditional write); [`stripe`], the Stripe gateway
+//!   (async-stripe) with idempotency keys derived from the order; [`secrets`], the Stripe secret
+//!   key from Secrets Manager at cold start.
+//! - [`events`]: the Lambda entry point (binary `payment-events`): the SQS consumer, the sweep's
+//!   schedule driven by the glue's sweep loop, and the one mapping of [`error::PaymentError`] to
+//!   a transient or permanent handler error.
+//! - `testing` (feature `test-util`): [`ports`] in memory, `FakeStore` and `FakeStripe`, for
+//!   unit tests here and in other crates.
 //!
 //! Card data never reaches Ferrocart: the storefront turns the card into a Stripe payment method
 //! (`pm_…`) and checkout passes on only its id.
 
+pub mod authorize;
+pub mod cancel;
 pub mod dynamo;
+pub mod error;
 pub mod events;
+pub mod model;
+pub mod ports;
 pub mod secrets;
-pub mod service;
 pub mod stripe;
+pub mod sweep;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use lambda_glue::ConfigError;
 use lambda_glue::config::required;

@@ -3,7 +3,7 @@
 //! Every write carries an idempotency key derived from the order and the step
 //! (`ferrocart:{order_id}:pi-create`, `…:pi-confirm`, `…:pi-cancel`). Stripe keeps keys for 24 h:
 //! a retried call within that time gets the first call's answer instead of a second
-//! PaymentIntent or confirmation. Correctness does not rest on it (see [`crate::service`]); it is
+//! PaymentIntent or confirmation. Correctness does not rest on it (see [`crate::authorize`]); it is
 //! the second line of defence. Each call makes one attempt (`RequestStrategy::Idempotent`); SQS
 //! redelivery is the retry.
 //!
@@ -13,7 +13,7 @@
 //! cannot take is refused before any call (`amount_not_chargeable`), so the order is cancelled
 //! with that reason rather than charged a rounded amount.
 //!
-//! Errors are sorted for the service: a 402 `card_error` is a decline, a 4xx with an error code is
+//! Errors are sorted for the use cases: a 402 `card_error` is a decline, a 4xx with an error code is
 //! a refusal, `payment_intent_unexpected_state` and 409 are conflicts, network failures, timeouts,
 //! 429 and 5xx make Stripe unavailable, and the rest (401/403, idempotency errors, unreadable
 //! answers) mean our side is misconfigured. Logs carry order and PaymentIntent ids; never the
@@ -37,7 +37,8 @@ use stripe_types::Currency;
 use kernel::{Money, OrderId};
 
 use crate::StripeSecret;
-use crate::service::{Decline, GatewayError, Intent, IntentStatus, OrderPayment, PaymentGateway, PaymentIntentId};
+use crate::model::{OrderPayment, PaymentIntentId};
+use crate::ports::{Decline, GatewayError, Intent, IntentStatus, PaymentGateway};
 
 /// Per call (one attempt each). A message makes at most four calls, which with DynamoDB is
 /// `events::PER_MESSAGE` (36 s), within the function's 40 s timeout.

@@ -1,5 +1,6 @@
 //! The DynamoDB adapter against moto (`infra/emulators/moto_server.py`): the conditions, reserved
-//! words and returned items that the in-process fake in `service.rs` takes on trust.
+//! words and returned items that the in-memory store in `testing.rs` takes from the model's
+//! `Payment::apply`.
 //!
 //! One moto serves the whole test binary; each test has a table of its own. Needs the emulators
 //! venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
@@ -22,9 +23,8 @@ use domain_events::payment::{PaymentAuthorized, PaymentFailed};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{Currency, Money, OrderId};
 use payment::dynamo::DynamoPayments;
-use payment::service::{
-    CANCELLED, Claim, OrderPayment, Payment, PaymentIntentId, PaymentStore, Settlement, Stage, Write,
-};
+use payment::model::{CANCELLED, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use payment::ports::{Claim, PaymentStore, Write};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 

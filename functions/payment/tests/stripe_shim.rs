@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use kernel::{Currency, Money, OrderId};
 use payment::StripeSecret;
-use payment::service::{Decline, GatewayError, IntentStatus, OrderPayment, PaymentGateway};
+use payment::model::OrderPayment;
+use payment::ports::{Decline, GatewayError, IntentStatus, PaymentGateway};
 use payment::stripe::StripeGateway;
 
 /// A running emulator with a gateway pointed at it; dropping it stops the emulator.

@@ -1,0 +1,433 @@
+//! The payment as data, and the decisions made from it without I/O.
+//!
+//! - [`Payment::next`]: what a delivery (or the sweep) does next with a payment as it is: claim
+//!   it, wait, start over, resume from the recorded PaymentIntent, abandon it for a cancelled
+//!   order, or nothing. Every use case asks it instead of looking at the stage itself.
+//! - [`Payment::record`] and [`Payment::apply`]: what each write does to a payment, and the
+//!   condition under which a stage change is written ([`Change`]). The DynamoDB adapter states the
+//!   same conditions as condition expressions (`dynamo.rs`, checked against an emulator by
+//!   `tests/dynamo_store.rs`); the in-memory store (`testing.rs`) uses these functions, so the
+//!   conditions exist once in Rust.
+//!
+//! ```text
+//!            claim                 record intent              settle (authorized)
+//! pending ─────────▶ authorizing ─────────────────▶ authorizing ──────────────────▶ authorized
+//!                    (no intent) ◀─┐ reclaim        (intent)                              │ void
+//!                         │  └─────┘ (lapsed)            │ settle (failed, cancelled)     ▼
+//!                         └──────────────────────────────┴──────────────────▶ failed    voided
+//! ```
+
+use std::fmt;
+
+use time::{Duration, OffsetDateTime};
+
+use kernel::{Money, OrderId};
+
+/// How long a claim without a recorded PaymentIntent belongs to the invocation that made it,
+/// and how old a claim must be before the sweep finishes it. Longer than the function's timeout
+/// (40 s in template.yaml), so the owner is surely gone when it lapses, and shorter than the
+/// queue's visibility timeout (240 s), so the owner's own message, redelivered after a failure,
+/// always finds the claim lapsed and can take it over.
+pub const CLAIM_TIMEOUT: Duration = Duration::seconds(60);
+
+/// `PaymentFailed.reason` when the order was cancelled while its payment was authorizing: the
+/// PaymentIntent was cancelled at Stripe (releasing any hold its confirmation had placed) and no
+/// `PaymentAuthorized` was announced.
+pub const CANCELLED: &str = "cancelled";
+
+/// `PaymentFailed.reason` when the card needs 3-D Secure.
+pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
+/// `PaymentFailed.reason` when Stripe does not know or cannot use the payment method.
+pub const PAYMENT_METHOD_INVALID: &str = "payment_method_invalid";
+
+/// A Stripe PaymentIntent id (`pi_…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PaymentIntentId(String);
+
+/// The error for a string that is not a PaymentIntent id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a Stripe PaymentIntent id (`pi_` followed by letters and digits)")]
+pub struct InvalidPaymentIntentId(pub String);
+
+impl PaymentIntentId {
+    pub fn parse(id: &str) -> Result<Self, InvalidPaymentIntentId> {
+        let body = id.strip_prefix("pi_").unwrap_or_default();
+        // Stripe ids are at most 255 characters.
+        if body.is_empty() || id.len() > 255 || !body.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(InvalidPaymentIntentId(id.to_owned()));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PaymentIntentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What `OrderPlaced` says about paying for the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPayment {
+    pub total: Money,
+    /// The Stripe payment method (`pm_…`) the storefront made from the card.
+    pub payment_method: String,
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Not started: a fact is missing, or the order was cancelled first.
+    Pending,
+    /// Claimed at `since`; `intent` once step 2 recorded it.
+    Authorizing { since: OffsetDateTime, intent: Option<PaymentIntentId> },
+    /// The total is held on the card.
+    Authorized { intent: PaymentIntentId },
+    /// The authorization failed, or was abandoned because the order was cancelled; nothing is held.
+    Failed,
+    /// The authorization was cancelled; the hold is released.
+    Voided { intent: PaymentIntentId },
+}
+
+/// An order's payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub order_id: OrderId,
+    /// Present once `OrderPlaced` was recorded.
+    pub order: Option<OrderPayment>,
+    pub stock_reserved: bool,
+    pub cancelled: bool,
+    pub stage: Stage,
+}
+
+/// A saga fact the payment records. Recording one always succeeds and never changes the stage,
+/// so facts commute: they may arrive in any order and any number of times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// `OrderPlaced`: the first recorded total and payment method stay.
+    OrderPlaced(OrderPayment),
+    /// `StockReserved`.
+    StockReserved,
+    /// `OrderCancelled`: the flag is never removed.
+    Cancelled,
+}
+
+/// A stage change, written only if its condition holds on the payment as it is (see
+/// [`Payment::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Starts authorizing at `at`: only with both facts in, no cancellation and no stage yet.
+    Claim { at: OffsetDateTime },
+    /// Takes over the claim made at `since` that never recorded a PaymentIntent, restarting it at
+    /// `at`: only while it is still that claim.
+    Reclaim { since: OffsetDateTime, at: OffsetDateTime },
+    /// Step 2: records the PaymentIntent, only while authorizing and if none is recorded yet.
+    RecordIntent(PaymentIntentId),
+    /// Step 4: records the outcome, only while authorizing with the settlement's PaymentIntent
+    /// (with none, for a create Stripe refused); an authorization only if the order is not
+    /// cancelled, so a cancellation that landed during the confirmation is seen by the settler.
+    Settle(Settlement),
+    /// Records the void, only while authorized with this PaymentIntent.
+    Void(PaymentIntentId),
+}
+
+/// A stage change whose condition did not hold; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{change:?} does not apply to a payment that is {stage:?} (cancelled: {cancelled})")]
+pub struct Refused {
+    pub change: Change,
+    pub stage: Stage,
+    pub cancelled: bool,
+}
+
+impl Payment {
+    /// A payment with nothing recorded yet.
+    pub fn new(order_id: OrderId) -> Self {
+        Self { order_id, order: None, stock_reserved: false, cancelled: false, stage: Stage::Pending }
+    }
+
+    /// Records a fact (see [`Fact`]).
+    pub fn record(&mut self, fact: &Fact) {
+        match fact {
+            Fact::OrderPlaced(order) => {
+                self.order.get_or_insert_with(|| order.clone());
+            }
+            Fact::StockReserved => self.stock_reserved = true,
+            Fact::Cancelled => self.cancelled = true,
+        }
+    }
+
+    /// Applies a stage change if its condition holds (each condition is on the stage it leaves;
+    /// see [`Change`]); otherwise changes nothing and says why.
+    pub fn apply(&mut self, change: &Change) -> Result<(), Refused> {
+        let stage = match (change, &self.stage) {
+            (Change::Claim { at }, Stage::Pending)
+                if !self.cancelled && self.stock_reserved && self.order.is_some() =>
+            {
+                Stage::Authorizing { since: *at, intent: None }
+            }
+            (Change::Reclaim { since, at }, Stage::Authorizing { since: claimed, intent: None })
+                if claimed == since =>
+            {
+                Stage::Authorizing { since: *at, intent: None }
+            }
+            (Change::RecordIntent(intent), Stage::Authorizing { since, intent: None }) => {
+                Stage::Authorizing { since: *since, intent: Some(intent.clone()) }
+            }
+            (Change::Settle(Settlement::Authorized { intent }), Stage::Authorizing { intent: Some(recorded), .. })
+                if recorded == intent && !self.cancelled =>
+            {
+                Stage::Authorized { intent: intent.clone() }
+            }
+            (Change::Settle(Settlement::Failed { intent, .. }), Stage::Authorizing { intent: recorded, .. })
+                if recorded == intent =>
+            {
+                Stage::Failed
+            }
+            (Change::Void(intent), Stage::Authorized { intent: authorized }) if authorized == intent => {
+                Stage::Voided { intent: intent.clone() }
+            }
+            _ => return Err(Refused { change: change.clone(), stage: self.stage.clone(), cancelled: self.cancelled }),
+        };
+        self.stage = stage;
+        Ok(())
+    }
+
+    /// The order to authorize, when both facts are in and nothing stops it.
+    fn ready(&self) -> Option<&OrderPayment> {
+        self.order.as_ref().filter(|order| {
+            self.stock_reserved && !self.cancelled && self.stage == Stage::Pending && order.total.amount() > 0
+        })
+    }
+
+    /// What a delivery (or the sweep) does next with the payment as it is at `now`.
+    pub fn next(&self, now: OffsetDateTime) -> Next {
+        match &self.stage {
+            Stage::Pending if self.ready().is_some() => Next::Claim,
+            Stage::Authorizing { intent, .. } if self.cancelled => Next::Abandon(intent.clone()),
+            Stage::Authorizing { intent: Some(intent), .. } => Next::Resume(intent.clone()),
+            Stage::Authorizing { since, intent: None } if now - *since >= CLAIM_TIMEOUT => {
+                Next::Restart { since: *since }
+            }
+            Stage::Authorizing { intent: None, .. } => Next::Wait,
+            Stage::Pending | Stage::Authorized { .. } | Stage::Failed | Stage::Voided { .. } => Next::Nothing,
+        }
+    }
+}
+
+/// What to do next with a payment, decided from the payment alone (see [`Payment::next`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Both facts are in and nothing stops it: claim the authorization.
+    Claim,
+    /// Nothing now: a fact is missing, the total is zero, the order was cancelled before the
+    /// authorization started, or the payment has settled.
+    Nothing,
+    /// A fresh claim without a PaymentIntent: its owner is at work. Look again later.
+    Wait,
+    /// The claim made at `since` lapsed before recording a PaymentIntent: take it over and start
+    /// again at step 1.
+    Restart { since: OffsetDateTime },
+    /// Continue from the recorded PaymentIntent: confirm it unless that happened.
+    Resume(PaymentIntentId),
+    /// The order was cancelled during the authorization: cancel the recorded PaymentIntent (if
+    /// any) at Stripe instead of confirming it, and record the payment failed ([`CANCELLED`]). A
+    /// PaymentIntent created but never recorded was never confirmed and holds nothing.
+    Abandon(Option<PaymentIntentId>),
+}
+
+/// How an authorization ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Authorized { intent: PaymentIntentId },
+    Failed { intent: Option<PaymentIntentId>, reason: String, decline_code: Option<String> },
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use kernel::Currency;
+
+    use super::*;
+
+    const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+    fn intent(id: &str) -> PaymentIntentId {
+        PaymentIntentId::parse(id).unwrap()
+    }
+
+    fn payment(stage: Stage, cancelled: bool) -> Payment {
+        Payment {
+            order_id: OrderId::new(),
+            order: Some(OrderPayment {
+                total: Money::new(2500, Currency::USD).unwrap(),
+                payment_method: "pm_card_visa".into(),
+            }),
+            stock_reserved: true,
+            cancelled,
+            stage,
+        }
+    }
+
+    fn authorized(id: &str) -> Change {
+        Change::Settle(Settlement::Authorized { intent: intent(id) })
+    }
+
+    fn failed(id: Option<&str>) -> Change {
+        Change::Settle(Settlement::Failed {
+            intent: id.map(intent),
+            reason: "card_declined".into(),
+            decline_code: None,
+        })
+    }
+
+    /// The stage after `change`, or `None` when its condition does not hold (the payment unchanged).
+    fn after(mut payment: Payment, change: Change) -> Option<Stage> {
+        let before = payment.clone();
+        match payment.apply(&change) {
+            Ok(()) => Some(payment.stage),
+            Err(_) => {
+                assert_eq!(payment, before, "a refused change changes nothing");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn what_comes_next_is_decided_from_the_payment_alone() {
+        let fresh = Stage::Authorizing { since: T0, intent: None };
+        let recorded = Stage::Authorizing { since: T0, intent: Some(intent("pi_1")) };
+        let soon = T0 + Duration::seconds(1);
+
+        assert_eq!(payment(Stage::Pending, false).next(soon), Next::Claim);
+        assert_eq!(payment(Stage::Pending, true).next(soon), Next::Nothing);
+        assert_eq!(payment(fresh.clone(), false).next(soon), Next::Wait);
+        assert_eq!(payment(fresh.clone(), false).next(T0 + CLAIM_TIMEOUT), Next::Restart { since: T0 });
+        assert_eq!(payment(fresh, true).next(soon), Next::Abandon(None));
+        assert_eq!(payment(recorded.clone(), false).next(soon), Next::Resume(intent("pi_1")));
+        assert_eq!(payment(recorded, true).next(soon), Next::Abandon(Some(intent("pi_1"))));
+        assert_eq!(
+            payment(Stage::Authorized { intent: intent("pi_1") }, true).next(soon),
+            Next::Nothing,
+            "voiding is the cancellation's"
+        );
+    }
+
+    #[test]
+    fn a_payment_with_nothing_to_pay_is_never_claimed() {
+        let mut free = payment(Stage::Pending, false);
+        free.order = Some(OrderPayment { total: Money::zero(Currency::USD), payment_method: "pm_card_visa".into() });
+
+        assert_eq!(free.next(T0), Next::Nothing);
+    }
+
+    #[test]
+    fn facts_commute_and_the_first_order_stays() {
+        let order =
+            |minor| OrderPayment { total: Money::new(minor, Currency::USD).unwrap(), payment_method: "pm_1".into() };
+        let facts = [Fact::OrderPlaced(order(2500)), Fact::StockReserved, Fact::OrderPlaced(order(9900))];
+        let (mut forward, mut backward) = (Payment::new(OrderId::new()), Payment::new(OrderId::new()));
+        backward.order_id = forward.order_id;
+
+        facts.iter().for_each(|fact| forward.record(fact));
+        [&facts[1], &facts[0], &facts[2], &facts[1]].into_iter().for_each(|fact| backward.record(fact));
+
+        assert_eq!(forward, backward);
+        assert_eq!(forward.order, Some(order(2500)));
+        assert!(forward.stock_reserved && !forward.cancelled);
+        assert_eq!(forward.stage, Stage::Pending, "a fact never changes the stage");
+    }
+
+    #[test]
+    fn a_claim_needs_both_facts_no_cancellation_and_no_stage() {
+        let claim = Change::Claim { at: T0 };
+        let mut unplaced = payment(Stage::Pending, false);
+        unplaced.order = None;
+        let mut unreserved = payment(Stage::Pending, false);
+        unreserved.stock_reserved = false;
+
+        assert_eq!(
+            after(payment(Stage::Pending, false), claim.clone()),
+            Some(Stage::Authorizing { since: T0, intent: None })
+        );
+        assert_eq!(after(payment(Stage::Pending, true), claim.clone()), None);
+        assert_eq!(after(unplaced, claim.clone()), None);
+        assert_eq!(after(unreserved, claim.clone()), None);
+        assert_eq!(after(payment(Stage::Authorizing { since: T0, intent: None }, false), claim), None);
+    }
+
+    #[test]
+    fn only_the_same_claim_without_an_intent_is_taken_over() {
+        let later = T0 + CLAIM_TIMEOUT;
+        let reclaim = Change::Reclaim { since: T0, at: later };
+
+        assert_eq!(
+            after(payment(Stage::Authorizing { since: T0, intent: None }, false), reclaim.clone()),
+            Some(Stage::Authorizing { since: later, intent: None })
+        );
+        assert_eq!(after(payment(Stage::Authorizing { since: later, intent: None }, false), reclaim.clone()), None);
+        assert_eq!(
+            after(payment(Stage::Authorizing { since: T0, intent: Some(intent("pi_1")) }, false), reclaim),
+            None
+        );
+    }
+
+    #[test]
+    fn an_intent_is_recorded_once_and_only_while_authorizing() {
+        let record = Change::RecordIntent(intent("pi_2"));
+
+        assert_eq!(
+            after(payment(Stage::Authorizing { since: T0, intent: None }, true), record.clone()),
+            Some(Stage::Authorizing { since: T0, intent: Some(intent("pi_2")) }),
+            "a cancelled payment records its intent too: the writer sees the flag and abandons it"
+        );
+        assert_eq!(
+            after(payment(Stage::Authorizing { since: T0, intent: Some(intent("pi_1")) }, false), record.clone()),
+            None
+        );
+        assert_eq!(after(payment(Stage::Pending, false), record), None);
+    }
+
+    #[test]
+    fn only_the_recorded_intent_settles_and_an_authorization_only_for_an_order_not_cancelled() {
+        let recorded = || Stage::Authorizing { since: T0, intent: Some(intent("pi_1")) };
+        let fresh = || Stage::Authorizing { since: T0, intent: None };
+
+        assert_eq!(
+            after(payment(recorded(), false), authorized("pi_1")),
+            Some(Stage::Authorized { intent: intent("pi_1") })
+        );
+        assert_eq!(after(payment(recorded(), true), authorized("pi_1")), None);
+        assert_eq!(after(payment(recorded(), false), authorized("pi_2")), None);
+        assert_eq!(after(payment(recorded(), true), failed(Some("pi_1"))), Some(Stage::Failed));
+        assert_eq!(after(payment(recorded(), false), failed(None)), None);
+        assert_eq!(after(payment(fresh(), false), failed(None)), Some(Stage::Failed));
+        assert_eq!(after(payment(fresh(), false), failed(Some("pi_1"))), None);
+        assert_eq!(after(payment(Stage::Failed, false), failed(None)), None, "settled once");
+    }
+
+    #[test]
+    fn only_an_authorization_with_this_intent_is_voided() {
+        let held = || Stage::Authorized { intent: intent("pi_1") };
+
+        assert_eq!(
+            after(payment(held(), true), Change::Void(intent("pi_1"))),
+            Some(Stage::Voided { intent: intent("pi_1") })
+        );
+        assert_eq!(after(payment(held(), true), Change::Void(intent("pi_2"))), None);
+        assert_eq!(after(payment(Stage::Voided { intent: intent("pi_1") }, true), Change::Void(intent("pi_1"))), None);
+    }
+
+    #[test]
+    fn a_payment_intent_id_must_look_like_one() {
+        assert!(PaymentIntentId::parse("pi_3MtwBwLkdIwHu7ix28a3tqPa").is_ok());
+        assert!(PaymentIntentId::parse("pi_").is_err());
+        assert!(PaymentIntentId::parse("ch_3MtwBwLkdIwHu7ix").is_err());
+        assert!(PaymentIntentId::parse("pi_abc/../x").is_err());
+    }
+}

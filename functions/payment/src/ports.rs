@@ -1,0 +1,157 @@
+//! The two ports the use cases need: [`PaymentStore`] (DynamoDB in `dynamo.rs`) and
+//! [`PaymentGateway`] (Stripe in `stripe.rs`), with the errors each may give.
+
+use time::OffsetDateTime;
+
+use domain_events::Envelope;
+use kernel::OrderId;
+use kernel::page::Page;
+
+use crate::model::{OrderPayment, Payment, PaymentIntentId, Settlement};
+
+/// What a conditional write on the payment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The condition held; the payment after the write.
+    Won(Payment),
+    /// The condition failed; the payment as it was.
+    Lost(Payment),
+}
+
+/// What a conditional transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// The change and its event were written.
+    Done,
+    /// The condition failed and nothing was written; the payment as it is. It had moved on
+    /// (another invocation settled it), or, for an authorization, the order was cancelled.
+    Refused(Payment),
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, the network, or an item that does not read as a payment: try again later.
+    #[error("payment storage failed: {0}")]
+    Unavailable(#[from] adapters::dynamo::Unavailable),
+    #[error("the stored payment of {order_id} is inconsistent: {detail}")]
+    Corrupt { order_id: OrderId, detail: String },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The storage port. Every write is conditional or commutative; none is decided by a read. The
+/// conditions are [`Payment::apply`](crate::model::Payment::apply)'s, and what a fact does is
+/// [`Payment::record`](crate::model::Payment::record)'s.
+#[allow(async_fn_in_trait)]
+pub trait PaymentStore {
+    /// Where the next page of [`PaymentStore::stalled`] starts.
+    type Cursor;
+
+    /// The payment as stored (a strongly consistent read), if anything was recorded for the order.
+    async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError>;
+    /// One page of the payments still authorizing on a claim made at `claimed_by` or earlier,
+    /// oldest claim first, from `cursor` on. The listing may lag the payments by a moment.
+    async fn stalled(
+        &self,
+        claimed_by: OffsetDateTime,
+        cursor: Option<Self::Cursor>,
+    ) -> Result<Page<OrderId, Self::Cursor>, StoreError>;
+    /// Records `OrderPlaced` (the first recorded total and payment method stay).
+    async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError>;
+    /// Records `StockReserved`.
+    async fn record_stock_reserved(&self, order_id: OrderId) -> Result<Payment, StoreError>;
+    /// Records `OrderCancelled`.
+    async fn record_cancelled(&self, order_id: OrderId) -> Result<Payment, StoreError>;
+    /// Starts authorizing at `now`: only with both facts in, no cancellation and no stage yet.
+    async fn claim(&self, order_id: OrderId, now: OffsetDateTime) -> Result<Claim, StoreError>;
+    /// Takes over a claim made at `since` that never recorded a PaymentIntent: only if it is
+    /// still that claim.
+    async fn reclaim(&self, order_id: OrderId, since: OffsetDateTime, now: OffsetDateTime)
+    -> Result<Claim, StoreError>;
+    /// Step 2: records the PaymentIntent, only while authorizing and if none is recorded yet.
+    async fn record_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError>;
+    /// Step 4: records the outcome with its event, only while authorizing (with this intent), and
+    /// an authorization only if the order is not cancelled.
+    async fn settle(&self, order_id: OrderId, settlement: &Settlement, event: &Envelope) -> Result<Write, StoreError>;
+    /// Records the void with its event, only while authorized with this intent.
+    async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError>;
+}
+
+/// A decline, in Stripe's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    /// `card_declined`, `expired_card`, `incorrect_cvc`, …
+    pub code: String,
+    /// The issuer's reason: `generic_decline`, `insufficient_funds`, …
+    pub decline_code: Option<String>,
+}
+
+/// A PaymentIntent's status, as far as payment cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentStatus {
+    RequiresConfirmation,
+    /// Authorized: the amount is held until captured or cancelled.
+    RequiresCapture,
+    /// 3-D Secure (or another customer action) is needed.
+    RequiresAction,
+    /// No usable payment method; with the last attempt's decline, if there was one.
+    RequiresPaymentMethod(Option<Decline>),
+    Processing,
+    Canceled,
+    Succeeded,
+    Other(String),
+}
+
+/// A PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub id: PaymentIntentId,
+    pub status: IntentStatus,
+}
+
+/// Why a Stripe call did not give a PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the card was declined ({})", .0.code)]
+    Declined(Decline),
+    /// Stripe refused the request for what it asked (a 4xx with an error code).
+    #[error("Stripe refused the request: {code} ({message})")]
+    Refused { code: String, param: Option<String>, message: String },
+    /// The PaymentIntent is not in the state the request needs, or another request with the same
+    /// idempotency key is running: look again later.
+    #[error("conflict at Stripe: {0}")]
+    Conflict(String),
+    /// Stripe could not be reached, timed out, throttled us or failed (5xx): retry later.
+    #[error("Stripe is unavailable: {0}")]
+    Unavailable(String),
+    /// Our side is wrong (credentials, an idempotency key reused with other parameters, a
+    /// response we cannot read): retrying will not help.
+    #[error("Stripe call is broken: {0}")]
+    Misconfigured(String),
+}
+
+impl GatewayError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Conflict(_) | Self::Unavailable(_))
+    }
+}
+
+/// The Stripe port. Each call is idempotent per order: the adapter derives its idempotency key
+/// from `order_id` and the step.
+#[allow(async_fn_in_trait)]
+pub trait PaymentGateway {
+    /// Creates an unconfirmed PaymentIntent for the order's total, to be captured manually.
+    async fn create_intent(&self, order_id: OrderId, order: &OrderPayment) -> Result<Intent, GatewayError>;
+    async fn retrieve_intent(&self, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
+    /// Confirms the PaymentIntent: this is what authorizes (holds) the amount.
+    async fn confirm_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
+    /// Cancels the PaymentIntent, releasing any hold.
+    async fn cancel_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
+}

@@ -1,0 +1,454 @@
+//! In-memory doubles of payment's two ports, for unit tests here and in other crates (feature
+//! `test-util`): [`FakeStore`] keeps payments in a map and decides every write with the model's
+//! own functions ([`Payment::record`], [`Payment::apply`]), so its conditions are the ones the
+//! DynamoDB adapter writes as condition expressions; [`FakeStripe`] is Stripe test mode with
+//! faults to inject and things to happen while a call is in flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use domain_events::checkout::OrderPlaced;
+use domain_events::payment::{PaymentAuthorized, PaymentFailed};
+use domain_events::{Envelope, Event};
+use kernel::page::Page;
+use kernel::{Currency, Money, OrderId};
+
+use crate::authorize::{on_order_placed, on_stock_reserved};
+use crate::error::PaymentError;
+use crate::model::{Change, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use crate::ports::{
+    Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, StoreError, Write,
+};
+
+/// A card [`FakeStripe`] authorizes.
+pub const VISA: &str = "pm_card_visa";
+/// A card [`FakeStripe`] declines (`card_declined`, `generic_decline`).
+pub const DECLINED: &str = "pm_card_chargeDeclined";
+/// A card that needs 3-D Secure.
+pub const NEEDS_3DS: &str = "pm_card_authenticationRequired";
+/// A payment method [`FakeStripe`] does not know.
+pub const UNKNOWN_CARD: &str = "pm_card_bogus";
+/// The time the tests' orders are placed (whole seconds, as the table stores claim times).
+pub const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test poisons nothing another test needs: the data is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Payments = Arc<Mutex<HashMap<OrderId, Payment>>>;
+/// A write of another invocation, landing on the payment right after one of ours.
+type Landing = Box<dyn FnOnce(&mut Payment) + Send>;
+/// Something that happens elsewhere while Stripe is busy with a call.
+type Meanwhile = Box<dyn FnOnce() + Send>;
+
+/// The store, in memory. Facts and stage changes are the model's ([`Payment::record`],
+/// [`Payment::apply`]); a write on a payment that does not exist fails as DynamoDB's would.
+#[derive(Default)]
+pub struct FakeStore {
+    payments: Payments,
+    events: Mutex<Vec<Event>>,
+    /// Runs on the payment right after the next settle wrote it: another invocation's write
+    /// landing between two of ours.
+    after_settle: Mutex<Option<Landing>>,
+}
+
+impl fmt::Debug for FakeStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeStore")
+            .field("payments", &self.payments)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeStore {
+    /// What `record_cancelled` writes, as a closure another call can run halfway: an
+    /// `OrderCancelled` delivered at that moment.
+    pub fn cancellation(&self, order_id: OrderId) -> impl FnOnce() + Send + 'static {
+        let payments = Arc::clone(&self.payments);
+        move || {
+            lock(&payments).entry(order_id).or_insert_with(|| Payment::new(order_id)).record(&Fact::Cancelled);
+        }
+    }
+
+    /// Runs `landing` on the payment right after the next settle wrote it.
+    pub fn after_next_settle(&self, landing: impl FnOnce(&mut Payment) + Send + 'static) {
+        *lock(&self.after_settle) = Some(Box::new(landing));
+    }
+
+    /// The payment as stored; panics if nothing was recorded for the order.
+    pub fn payment(&self, order_id: OrderId) -> Payment {
+        lock(&self.payments)[&order_id].clone()
+    }
+
+    /// Puts the payment in `stage` as another invocation's write would have.
+    pub fn set_stage(&self, order_id: OrderId, stage: Stage) {
+        self.record(order_id, |payment| payment.stage = stage);
+    }
+
+    /// The events written to the outbox, in order.
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.events).clone()
+    }
+
+    /// Changes the payment (created empty if needed) without any condition: arranges a test.
+    pub fn record(&self, order_id: OrderId, change: impl FnOnce(&mut Payment)) -> Payment {
+        let mut payments = lock(&self.payments);
+        let payment = payments.entry(order_id).or_insert_with(|| Payment::new(order_id));
+        change(payment);
+        payment.clone()
+    }
+
+    fn fact(&self, order_id: OrderId, fact: &Fact) -> Payment {
+        self.record(order_id, |payment| payment.record(fact))
+    }
+
+    /// A conditional write: `change` if [`Payment::apply`] takes it, then `landing`.
+    fn change(&self, order_id: OrderId, change: &Change, landing: Option<Landing>) -> Result<Claim, StoreError> {
+        let mut payments = lock(&self.payments);
+        let payment = payments.get_mut(&order_id).ok_or_else(|| StoreError::Corrupt {
+            order_id,
+            detail: "a conditional update found no payment".to_owned(),
+        })?;
+        if payment.apply(change).is_err() {
+            return Ok(Claim::Lost(payment.clone()));
+        }
+        if let Some(landing) = landing {
+            landing(payment);
+        }
+        Ok(Claim::Won(payment.clone()))
+    }
+
+    /// A stage change with its event, in one transaction.
+    fn transact(&self, order_id: OrderId, change: &Change, event: &Envelope) -> Result<Write, StoreError> {
+        let landing = lock(&self.after_settle).take();
+        Ok(match self.change(order_id, change, landing)? {
+            Claim::Won(_) => {
+                lock(&self.events).push(event.event.clone());
+                Write::Done
+            }
+            Claim::Lost(current) => Write::Refused(current),
+        })
+    }
+}
+
+/// How many payments a page of [`FakeStore::stalled`] lists: few, so tests walk pages.
+const STALLED_PAGE: usize = 2;
+
+impl PaymentStore for FakeStore {
+    /// The last listed claim's time and order, as the index's sort key orders them.
+    type Cursor = (OffsetDateTime, OrderId);
+
+    async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError> {
+        Ok(lock(&self.payments).get(&order_id).cloned())
+    }
+
+    async fn stalled(
+        &self,
+        claimed_by: OffsetDateTime,
+        cursor: Option<Self::Cursor>,
+    ) -> Result<Page<OrderId, Self::Cursor>, StoreError> {
+        // The index holds a payment exactly while it is authorizing, keyed by its claim time
+        // (whole seconds, as stored) and then its order.
+        let mut listed: Vec<(OffsetDateTime, OrderId)> = lock(&self.payments)
+            .values()
+            .filter_map(|p| match p.stage {
+                Stage::Authorizing { since, .. } => Some((since.replace_nanosecond(0).unwrap_or(since), p.order_id)),
+                _ => None,
+            })
+            .filter(|(since, _)| *since <= claimed_by)
+            .filter(|key| cursor.is_none_or(|after| *key > after))
+            .collect();
+        listed.sort();
+        let next = (listed.len() > STALLED_PAGE).then(|| listed[STALLED_PAGE - 1]);
+        let items = listed.into_iter().take(STALLED_PAGE).map(|(_, order_id)| order_id).collect();
+        Ok(Page { items, next })
+    }
+
+    async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {
+        Ok(self.fact(order_id, &Fact::OrderPlaced(order.clone())))
+    }
+
+    async fn record_stock_reserved(&self, order_id: OrderId) -> Result<Payment, StoreError> {
+        Ok(self.fact(order_id, &Fact::StockReserved))
+    }
+
+    async fn record_cancelled(&self, order_id: OrderId) -> Result<Payment, StoreError> {
+        Ok(self.fact(order_id, &Fact::Cancelled))
+    }
+
+    async fn claim(&self, order_id: OrderId, now: OffsetDateTime) -> Result<Claim, StoreError> {
+        self.change(order_id, &Change::Claim { at: now }, None)
+    }
+
+    async fn reclaim(
+        &self,
+        order_id: OrderId,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        self.change(order_id, &Change::Reclaim { since, at: now }, None)
+    }
+
+    async fn record_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError> {
+        self.change(order_id, &Change::RecordIntent(intent.clone()), None)
+    }
+
+    async fn settle(&self, order_id: OrderId, settlement: &Settlement, event: &Envelope) -> Result<Write, StoreError> {
+        self.transact(order_id, &Change::Settle(settlement.clone()), event)
+    }
+
+    async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError> {
+        self.transact(order_id, &Change::Void(intent.clone()), event)
+    }
+}
+
+/// A Stripe call, to make one misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Create,
+    Confirm,
+}
+
+/// How a call misbehaves once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Stripe cannot be reached: nothing happens.
+    Unreachable,
+    /// Stripe does the work but the answer never arrives (a timeout, or the Lambda dying).
+    AnswerLost,
+}
+
+#[derive(Debug)]
+struct FakeIntent {
+    order_id: OrderId,
+    payment_method: String,
+    status: IntentStatus,
+}
+
+/// Stripe test mode, in memory: one PaymentIntent per order (`pi_{order ulid}`), as the
+/// adapter's idempotency keys make it. [`VISA`] is authorized, [`DECLINED`] declined,
+/// [`NEEDS_3DS`] requires action, [`UNKNOWN_CARD`] refused.
+#[derive(Default)]
+pub struct FakeStripe {
+    intents: Mutex<HashMap<PaymentIntentId, FakeIntent>>,
+    confirmations: Mutex<u32>,
+    faults: Mutex<Vec<(Call, Fault)>>,
+    /// Run once by the call, after Stripe did its work and before it answers: something that
+    /// happens elsewhere while Stripe is busy.
+    meanwhile: Mutex<Vec<(Call, Meanwhile)>>,
+}
+
+impl fmt::Debug for FakeStripe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeStripe")
+            .field("intents", &self.intents)
+            .field("confirmations", &self.confirmations)
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeStripe {
+    /// Runs `happening` once, during the next `call`, after Stripe did its work and before it
+    /// answers.
+    pub fn meanwhile(&self, call: Call, happening: impl FnOnce() + Send + 'static) {
+        lock(&self.meanwhile).push((call, Box::new(happening)));
+    }
+
+    fn run_meanwhile(&self, call: Call) {
+        let happening = {
+            let mut hooks = lock(&self.meanwhile);
+            hooks.iter().position(|(c, _)| *c == call).map(|index| hooks.remove(index).1)
+        };
+        if let Some(happening) = happening {
+            happening();
+        }
+    }
+
+    /// Makes the next `call` misbehave as `fault` says.
+    pub fn fail_once(&self, call: Call, fault: Fault) {
+        lock(&self.faults).push((call, fault));
+    }
+
+    fn fault(&self, call: Call) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let index = faults.iter().position(|(c, _)| *c == call)?;
+        Some(faults.remove(index).1)
+    }
+
+    /// How many PaymentIntents were created.
+    pub fn intent_count(&self) -> usize {
+        lock(&self.intents).len()
+    }
+
+    /// How many confirmations went through (each places a hold).
+    pub fn confirmations(&self) -> u32 {
+        *lock(&self.confirmations)
+    }
+
+    /// The PaymentIntent's status; panics for one never created.
+    pub fn status(&self, id: &PaymentIntentId) -> IntentStatus {
+        lock(&self.intents)[id].status.clone()
+    }
+
+    /// Sets the PaymentIntent's status, as someone acting in the Stripe dashboard would.
+    pub fn set_status(&self, id: &PaymentIntentId, status: IntentStatus) {
+        if let Some(intent) = lock(&self.intents).get_mut(id) {
+            intent.status = status;
+        }
+    }
+
+    /// The one PaymentIntent created; panics unless exactly one was.
+    pub fn only_intent(&self) -> PaymentIntentId {
+        let intents = lock(&self.intents);
+        let mut ids = intents.keys();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) => id.clone(),
+            _ => panic!("expected exactly one PaymentIntent, found {}", intents.len()),
+        }
+    }
+
+    fn missing(id: &PaymentIntentId) -> GatewayError {
+        GatewayError::Refused {
+            code: "resource_missing".into(),
+            param: Some("intent".into()),
+            message: format!("No such payment_intent: '{id}'"),
+        }
+    }
+}
+
+impl PaymentGateway for FakeStripe {
+    async fn create_intent(&self, order_id: OrderId, order: &OrderPayment) -> Result<Intent, GatewayError> {
+        let fault = self.fault(Call::Create);
+        if fault == Some(Fault::Unreachable) {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        if order.payment_method == UNKNOWN_CARD {
+            return Err(GatewayError::Refused {
+                code: "resource_missing".into(),
+                param: Some("payment_method".into()),
+                message: "No such PaymentMethod".into(),
+            });
+        }
+        let id = PaymentIntentId::parse(&format!("pi_{}", order_id.ulid()))
+            .map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
+        // The same idempotency key (`ferrocart:{order_id}:pi-create`) gives the same intent.
+        lock(&self.intents).entry(id.clone()).or_insert_with(|| FakeIntent {
+            order_id,
+            payment_method: order.payment_method.clone(),
+            status: IntentStatus::RequiresConfirmation,
+        });
+        self.run_meanwhile(Call::Create);
+        if fault == Some(Fault::AnswerLost) {
+            return Err(GatewayError::Unavailable("timed out".into()));
+        }
+        Ok(Intent { id, status: IntentStatus::RequiresConfirmation })
+    }
+
+    async fn retrieve_intent(&self, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        let status =
+            lock(&self.intents).get(id).map(|intent| intent.status.clone()).ok_or_else(|| Self::missing(id))?;
+        Ok(Intent { id: id.clone(), status })
+    }
+
+    async fn confirm_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        let fault = self.fault(Call::Confirm);
+        if fault == Some(Fault::Unreachable) {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        let status = {
+            let mut intents = lock(&self.intents);
+            let intent =
+                intents.get_mut(id).filter(|intent| intent.order_id == order_id).ok_or_else(|| Self::missing(id))?;
+            if intent.status != IntentStatus::RequiresConfirmation {
+                return Err(GatewayError::Conflict("payment_intent_unexpected_state".into()));
+            }
+            *lock(&self.confirmations) += 1;
+            intent.status = match intent.payment_method.as_str() {
+                DECLINED => IntentStatus::RequiresPaymentMethod(Some(Decline {
+                    code: "card_declined".into(),
+                    decline_code: Some("generic_decline".into()),
+                })),
+                NEEDS_3DS => IntentStatus::RequiresAction,
+                _ => IntentStatus::RequiresCapture,
+            };
+            intent.status.clone()
+        };
+        self.run_meanwhile(Call::Confirm);
+        if fault == Some(Fault::AnswerLost) {
+            return Err(GatewayError::Unavailable("timed out".into()));
+        }
+        match status {
+            IntentStatus::RequiresPaymentMethod(Some(decline)) => Err(GatewayError::Declined(decline)),
+            status => Ok(Intent { id: id.clone(), status }),
+        }
+    }
+
+    async fn cancel_intent(&self, _order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        let mut intents = lock(&self.intents);
+        let intent = intents.get_mut(id).ok_or_else(|| Self::missing(id))?;
+        if matches!(intent.status, IntentStatus::Canceled | IntentStatus::Succeeded) {
+            return Err(GatewayError::Conflict("payment_intent_unexpected_state".into()));
+        }
+        intent.status = IntentStatus::Canceled;
+        Ok(Intent { id: id.clone(), status: IntentStatus::Canceled })
+    }
+}
+
+/// `OrderPlaced` for a 25.00 USD order paid with `payment_method`.
+pub fn placed(order_id: OrderId, payment_method: &str) -> OrderPlaced {
+    OrderPlaced {
+        order_id,
+        customer: "user-1".into(),
+        email: "shopper@example.com".into(),
+        lines: Vec::new(),
+        total: Money::new(2500, Currency::USD).unwrap_or_else(|_| Money::zero(Currency::USD)),
+        payment_method: payment_method.into(),
+        cart: None,
+    }
+}
+
+/// Delivers OrderPlaced then StockReserved at [`T0`], as SQS would in the happy case.
+pub async fn place_and_reserve(store: &FakeStore, stripe: &FakeStripe, order_id: OrderId, payment_method: &str) {
+    let placed = on_order_placed(store, stripe, &placed(order_id, payment_method), T0).await;
+    let reserved = on_stock_reserved(store, stripe, order_id, T0).await;
+    assert!(placed.is_ok() && reserved.is_ok(), "placing: {placed:?}, reserving: {reserved:?}");
+}
+
+/// An authorization whose invocation died after recording its PaymentIntent (step 2), its
+/// confirmation failing with `fault`, and whose message never comes back (dead-lettered).
+pub async fn stalled_after_step_2(store: &FakeStore, stripe: &FakeStripe, order_id: OrderId, fault: Fault) {
+    let placed = on_order_placed(store, stripe, &placed(order_id, VISA), T0).await;
+    assert!(placed.is_ok(), "placing: {placed:?}");
+    stripe.fail_once(Call::Confirm, fault);
+    assert!(is_transient(on_stock_reserved(store, stripe, order_id, T0).await));
+}
+
+/// The `PaymentAuthorized` of a [`placed`] order.
+pub fn authorized(order_id: OrderId, intent: &PaymentIntentId) -> Event {
+    Event::PaymentAuthorized(PaymentAuthorized {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        amount: placed(order_id, VISA).total,
+    })
+}
+
+/// A `PaymentFailed`.
+pub fn failed(order_id: OrderId, reason: &str, decline_code: Option<&str>) -> Event {
+    Event::PaymentFailed(PaymentFailed {
+        order_id,
+        reason: reason.into(),
+        decline_code: decline_code.map(str::to_owned),
+    })
+}
+
+/// Whether a use case failed in a way worth retrying.
+pub fn is_transient(result: Result<(), PaymentError>) -> bool {
+    matches!(result, Err(error) if error.is_transient())
+}
