@@ -231,15 +231,17 @@ pub async fn eventbridge(
     Ok(())
 }
 
-/// Creates the template's secrets with their `SecretString`, returning each one's ARN (a
-/// secret's `Ref`), so functions read them through Secrets Manager as they do in AWS.
+/// Creates the template's secrets with their `SecretString`, or with a value generated from
+/// `GenerateSecretString` as CloudFormation does, returning each one's ARN (a secret's `Ref`), so
+/// functions read them through Secrets Manager as they do in AWS. A secret that already exists
+/// (a re-run against a long-lived LocalStack) keeps its value.
 pub async fn secrets(
     client: &aws_sdk_secretsmanager::Client,
     specs: &[SecretSpec],
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut arns = Vec::with_capacity(specs.len());
     for spec in specs {
-        let value = spec.properties.get("SecretString").and_then(Json::as_str).unwrap_or_default();
+        let value = secret_value(client, spec).await.with_context(|| format!("secret {}", spec.logical_id))?;
         let created = client.create_secret().name(&spec.name).secret_string(value).send().await;
         let arn = match created {
             Ok(output) => output.arn,
@@ -254,4 +256,84 @@ pub async fn secrets(
         arns.push((spec.logical_id.clone(), arn.unwrap_or_default()));
     }
     Ok(arns)
+}
+
+/// The options of `GenerateSecretString` that are `GetRandomPassword`'s parameters.
+const PASSWORD_OPTIONS: [&str; 8] = [
+    "PasswordLength",
+    "ExcludeCharacters",
+    "ExcludeLowercase",
+    "ExcludeNumbers",
+    "ExcludePunctuation",
+    "ExcludeUppercase",
+    "IncludeSpace",
+    "RequireEachIncludedType",
+];
+
+/// A secret's value: its `SecretString`; or, with `GenerateSecretString`, a random password
+/// from the emulator's `GetRandomPassword`, which takes the same options CloudFormation passes
+/// it, placed under `GenerateStringKey` in the `SecretStringTemplate` JSON when those are given;
+/// or empty with neither, as CloudFormation creates it.
+async fn secret_value(client: &aws_sdk_secretsmanager::Client, spec: &SecretSpec) -> anyhow::Result<String> {
+    let properties = &spec.properties;
+    let options = match (properties.get("SecretString"), properties.get("GenerateSecretString")) {
+        (Some(_), Some(_)) => anyhow::bail!("SecretString and GenerateSecretString are exclusive"),
+        (Some(value), None) => {
+            return value.as_str().map(str::to_owned).ok_or_else(|| anyhow!("SecretString is not a string"));
+        }
+        (None, None) => return Ok(String::new()),
+        (None, Some(options)) => options.as_object().ok_or_else(|| anyhow!("GenerateSecretString is not a map"))?,
+    };
+    let known =
+        |name: &str| PASSWORD_OPTIONS.contains(&name) || name == "SecretStringTemplate" || name == "GenerateStringKey";
+    if let Some(unknown) = options.keys().find(|name| !known(name)) {
+        anyhow::bail!("GenerateSecretString.{unknown} is not supported by the local cloud");
+    }
+    let flag = |name: &str| -> anyhow::Result<Option<bool>> {
+        options
+            .get(name)
+            .map(|value| match value {
+                Json::Bool(flag) => Ok(*flag),
+                Json::String(text) if text == "true" || text == "false" => Ok(text == "true"),
+                _ => Err(anyhow!("GenerateSecretString.{name} is not a boolean")),
+            })
+            .transpose()
+    };
+    let length = options
+        .get("PasswordLength")
+        .map(|value| {
+            value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+                .ok_or_else(|| anyhow!("GenerateSecretString.PasswordLength is not a number"))
+        })
+        .transpose()?;
+    let password = client
+        .get_random_password()
+        .set_password_length(length)
+        .set_exclude_characters(options.get("ExcludeCharacters").and_then(Json::as_str).map(str::to_owned))
+        .set_exclude_lowercase(flag("ExcludeLowercase")?)
+        .set_exclude_numbers(flag("ExcludeNumbers")?)
+        .set_exclude_punctuation(flag("ExcludePunctuation")?)
+        .set_exclude_uppercase(flag("ExcludeUppercase")?)
+        .set_include_space(flag("IncludeSpace")?)
+        .set_require_each_included_type(flag("RequireEachIncludedType")?)
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from)
+        .context("generating its value with GetRandomPassword")?
+        .random_password
+        .ok_or_else(|| anyhow!("GetRandomPassword returned no password"))?;
+    let template = options.get("SecretStringTemplate").and_then(Json::as_str);
+    let key = options.get("GenerateStringKey").and_then(Json::as_str);
+    match (template, key) {
+        (None, None) => Ok(password),
+        (Some(template), Some(key)) => {
+            let mut object: serde_json::Map<String, Json> = serde_json::from_str(template)
+                .context("GenerateSecretString.SecretStringTemplate is not a JSON object")?;
+            object.insert(key.to_owned(), Json::String(password));
+            Ok(Json::Object(object).to_string())
+        }
+        _ => anyhow::bail!("GenerateSecretString needs both SecretStringTemplate and GenerateStringKey, or neither"),
+    }
 }
