@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, batch_get, get_consistent};
+use adapters::dynamo::{ConditionFailed, Item, Unavailable, batch_get, get_consistent, key};
 use domain_events::catalog::{ProductChanged, ProductStatus};
 use domain_events::queries::Offer;
 use kernel::{CartId, Money, ProductId, Sku};
@@ -35,29 +35,16 @@ fn offer_key(sku: &Sku) -> Item {
     key(format!("SKU#{sku}"), "OFFER")
 }
 
-fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk.to_owned()))])
-}
-
-fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(error))
-}
-
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(error: &E) -> bool {
-    error.code() == Some("ConditionalCheckFailedException")
-}
-
 /// The outcome of a read-model write: a failed condition means a newer version of the product
 /// was applied already, so this copy is stale and skipped.
-fn unless_stale<T, E>(result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>) -> Result<(), StoreError>
+fn unless_stale<T, E>(result: Result<T, E>) -> Result<(), StoreError>
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    aws_sdk_dynamodb::Error: From<aws_sdk_dynamodb::error::SdkError<E>>,
+    E: ConditionFailed + Into<Unavailable>,
 {
     match result {
         Ok(_) => Ok(()),
-        Err(error) if error.as_service_error().is_some_and(is_condition_failure) => Ok(()),
-        Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+        Err(error) if error.is_condition_failed() => Ok(()),
+        Err(error) => Err(error.into().into()),
     }
 }
 
@@ -114,18 +101,18 @@ impl CartStore for DynamoCarts {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?))
+            .set_item(Some(serde_dynamo::to_item(record).map_err(Unavailable::from)?))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
+            .map_err(Unavailable::from)?;
         Ok(())
     }
 
     async fn get(&self, id: CartId, owner: &str) -> Result<Option<Cart>, StoreError> {
-        let item = get_consistent(&self.client, &self.table, cart_key(id)).await.map_err(unavailable)?;
+        let item = get_consistent(&self.client, &self.table, cart_key(id)).await?;
         let Some(item) = item else { return Ok(None) };
-        let record: CartRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
+        let record: CartRecord = serde_dynamo::from_item(item).map_err(Unavailable::from)?;
         if record.owner != owner {
             return Ok(None);
         }
@@ -174,13 +161,11 @@ impl CartStore for DynamoCarts {
         };
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(is_condition_failure) => {
-                match self.get(id, owner).await? {
-                    None => Err(StoreError::NotFound),
-                    Some(_) => Err(StoreError::TooManyLines),
-                }
-            }
-            Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+            Err(error) if error.is_condition_failed() => match self.get(id, owner).await? {
+                None => Err(StoreError::NotFound),
+                Some(_) => Err(StoreError::TooManyLines),
+            },
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 
@@ -189,8 +174,8 @@ impl CartStore for DynamoCarts {
             return Ok(Vec::new());
         }
         let keys = skus.iter().map(offer_key).collect();
-        let items = batch_get(&self.client, &self.table, keys).await.map_err(unavailable)?;
-        let records: Vec<OfferRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+        let items = batch_get(&self.client, &self.table, keys).await?;
+        let records: Vec<OfferRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         Ok(records
             .into_iter()
             .map(|r| SkuOffer {
@@ -231,8 +216,8 @@ impl CartStore for DynamoCarts {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(is_condition_failure) => Ok(false),
-            Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+            Err(error) if error.is_condition_failed() => Ok(false),
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 
@@ -256,7 +241,7 @@ impl CartStore for DynamoCarts {
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?))
+                .set_item(Some(serde_dynamo::to_item(record).map_err(Unavailable::from)?))
                 .condition_expression(
                     "attribute_not_exists(pk) OR product_id <> :product OR product_version < :version",
                 )

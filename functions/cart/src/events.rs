@@ -23,9 +23,13 @@ pub async fn handle(
 }
 
 async fn on_event(store: &impl CartStore, envelope: Envelope) -> Result<(), HandlerError> {
-    match envelope.event {
+    let handled = match envelope.event {
         Event::ProductChanged(change) => service::on_product_changed(store, &change).await,
         Event::OrderPlaced(order) => service::on_order_placed(store, &order, time::OffsetDateTime::now_utc()).await,
-        other => Err(HandlerError::Permanent(format!("the cart does not subscribe to {}", other.detail_type()))),
-    }
+        other => {
+            return Err(HandlerError::Permanent(format!("the cart does not subscribe to {}", other.detail_type())));
+        }
+    };
+    // Every storage failure may pass: retry later.
+    handled.map_err(HandlerError::transient)
 }

@@ -4,7 +4,8 @@
 //! own read model of the catalog, kept current by `ProductChanged` events, so the cart never
 //! reads the catalog's table.
 //!
-//! - [`service`]: use cases, pricing and the [`service::CartStore`] port.
+//! - [`model`]: the cart, its limits and the priced view a shopper sees (no I/O).
+//! - [`service`]: use cases, pricing from the read model and the [`service::CartStore`] port.
 //! - [`dynamo`]: the DynamoDB adapter.
 //! - [`api`]: `POST /carts`, `GET /carts/{id}`, `PUT`/`DELETE /carts/{id}/items/{sku}` (binary `cart`).
 //! - [`events`]: the consumer (binary `cart-events`): `ProductChanged` keeps the read model
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod dynamo;
 pub mod events;
+pub mod model;
 pub mod query;
 pub mod service;
 

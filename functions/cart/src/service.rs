@@ -1,4 +1,4 @@
-//! Cart use cases, the pricing rules, and the storage port.
+//! Cart use cases and the storage port (the model is in [`crate::model`]).
 //!
 //! A cart stores SKUs and quantities only. Titles and prices come, at every read, from the
 //! cart's read model of the catalog (fed by `ProductChanged` events), so a cart always shows
@@ -6,37 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use domain_events::catalog::ProductChanged;
 use domain_events::checkout::OrderPlaced;
-use domain_events::queries::{Offer, PricedCart, PricedLine};
-use kernel::{CartId, Currency, FieldError, Money, Sku};
-use lambda_glue::consumer::HandlerError;
+use domain_events::queries::{PricedCart, PricedLine};
+use kernel::{CartId, Currency, FieldError, Sku};
 
-/// Most units of one SKU in a cart.
-pub const MAX_QUANTITY: u32 = 99;
-/// Most distinct SKUs in a cart.
-pub const MAX_LINES: usize = 50;
-
-/// A stored cart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cart {
-    pub id: CartId,
-    pub owner: String,
-    pub lines: BTreeMap<Sku, u32>,
-    pub version: u64,
-    pub updated_at: OffsetDateTime,
-}
-
-/// A read-model entry: what the catalog last said about a SKU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkuOffer {
-    pub sku: Sku,
-    pub offer: Offer,
-    pub active: bool,
-}
+use crate::model::view;
+pub use crate::model::{Cart, CartView, LineView, MAX_LINES, MAX_QUANTITY, SkuOffer};
 
 /// Storage failures in business terms.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +25,7 @@ pub enum StoreError {
     #[error("the cart has {MAX_LINES} lines already")]
     TooManyLines,
     #[error("cart storage failed")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[from] adapters::dynamo::Unavailable),
 }
 
 /// The storage port.
@@ -103,30 +81,6 @@ impl From<StoreError> for CartError {
     }
 }
 
-/// A cart as shoppers see it: current titles and prices, line totals and the subtotal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CartView {
-    pub id: CartId,
-    pub lines: Vec<LineView>,
-    pub item_count: u32,
-    /// `null` for an empty cart.
-    pub subtotal: Option<Money>,
-    pub version: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineView {
-    pub sku: Sku,
-    pub quantity: u32,
-    pub title: Option<String>,
-    pub unit_price: Option<Money>,
-    pub line_total: Option<Money>,
-    /// False when the catalog no longer sells the SKU; checkout refuses such a cart.
-    pub available: bool,
-}
-
 /// Prices a cart's lines from the read model.
 pub async fn price(store: &impl CartStore, cart: &Cart) -> Result<PricedCart, StoreError> {
     let skus: Vec<Sku> = cart.lines.keys().cloned().collect();
@@ -141,39 +95,6 @@ pub async fn price(store: &impl CartStore, cart: &Cart) -> Result<PricedCart, St
         })
         .collect();
     Ok(PricedCart { cart_id: cart.id, version: cart.version, lines })
-}
-
-fn view(cart: &Cart, priced: PricedCart) -> CartView {
-    let mut subtotal: Option<Money> = None;
-    let lines: Vec<LineView> = priced
-        .lines
-        .into_iter()
-        .map(|line| {
-            let line_total = line.offer.as_ref().and_then(|o| o.unit_price.checked_mul(line.quantity).ok());
-            if let Some(total) = line_total {
-                subtotal = match subtotal {
-                    None => Some(total),
-                    Some(sum) => sum.checked_add(total).ok().or(Some(sum)),
-                };
-            }
-            LineView {
-                sku: line.sku,
-                quantity: line.quantity,
-                title: line.offer.as_ref().map(|o| o.title.clone()),
-                unit_price: line.offer.as_ref().map(|o| o.unit_price),
-                line_total,
-                available: line.offer.is_some(),
-            }
-        })
-        .collect();
-    CartView {
-        id: cart.id,
-        item_count: lines.iter().map(|l| l.quantity).sum(),
-        lines,
-        subtotal,
-        version: cart.version,
-        updated_at: cart.updated_at,
-    }
 }
 
 pub async fn create(store: &impl CartStore, owner: &str, now: OffsetDateTime) -> Result<CartView, CartError> {
@@ -241,64 +162,16 @@ pub async fn on_order_placed(
     store: &impl CartStore,
     order: &OrderPlaced,
     now: OffsetDateTime,
-) -> Result<(), HandlerError> {
+) -> Result<(), StoreError> {
     let Some(cart) = &order.cart else { return Ok(()) };
-    let emptied = store
-        .empty_if_unchanged(cart.cart_id, &order.customer, cart.version, now)
-        .await
-        .map_err(HandlerError::transient)?;
+    let emptied = store.empty_if_unchanged(cart.cart_id, &order.customer, cart.version, now).await?;
     tracing::info!(cart_id = %cart.cart_id, order_id = %order.order_id, emptied, "cart checked out");
     Ok(())
 }
 
 /// The consumer side: keep the read model in step with the catalog.
-pub async fn on_product_changed(store: &impl CartStore, change: &ProductChanged) -> Result<(), HandlerError> {
-    store.apply(change).await.map_err(HandlerError::transient)?;
+pub async fn on_product_changed(store: &impl CartStore, change: &ProductChanged) -> Result<(), StoreError> {
+    store.apply(change).await?;
     tracing::info!(product_id = %change.product_id, version = change.version, "prices updated");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kernel::ProductId;
-
-    fn offer(sku: &str, amount: i64) -> SkuOffer {
-        SkuOffer {
-            sku: Sku::parse(sku).unwrap(),
-            offer: Offer {
-                product_id: ProductId::new(),
-                title: format!("Title of {sku}"),
-                category: "mugs".into(),
-                unit_price: Money::new(amount, Currency::USD).unwrap(),
-            },
-            active: true,
-        }
-    }
-
-    #[test]
-    fn a_cart_view_totals_lines_and_flags_what_is_no_longer_sold() {
-        let cart = Cart {
-            id: CartId::new(),
-            owner: "alice".into(),
-            lines: BTreeMap::from([(Sku::parse("A").unwrap(), 2), (Sku::parse("B").unwrap(), 1)]),
-            version: 3,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-        };
-        let priced = PricedCart {
-            cart_id: cart.id,
-            version: 3,
-            lines: vec![
-                PricedLine { sku: Sku::parse("A").unwrap(), quantity: 2, offer: Some(offer("A", 1250).offer) },
-                PricedLine { sku: Sku::parse("B").unwrap(), quantity: 1, offer: None },
-            ],
-        };
-
-        let view = view(&cart, priced);
-
-        assert_eq!(view.subtotal, Some(Money::new(2500, Currency::USD).unwrap()));
-        assert_eq!(view.item_count, 3);
-        assert_eq!(view.lines[0].line_total, Some(Money::new(2500, Currency::USD).unwrap()));
-        assert!(!view.lines[1].available);
-    }
 }

@@ -16,15 +16,15 @@
 //! newest products first.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use adapters::dynamo::{Item, TransactionFailure, batch_get, get_consistent, query_partition};
-use adapters::{Cursor, outbox};
+use adapters::dynamo::{Item, TransactionError, Unavailable, batch_get, get_consistent, key, query_partition};
+use adapters::retry::{Attempt, until_won};
+use adapters::{Cursor, CursorKeys, outbox};
 use domain_events::Envelope;
 use kernel::{ProductId, Sku};
 
@@ -43,8 +43,6 @@ const CATEGORIES_PARTITION: &str = "CATEGORIES";
 
 /// Query pages we read to fill one filtered listing page before handing back a cursor.
 const MAX_QUERY_PAGES: usize = 10;
-/// Attempts for a transaction cancelled only by a concurrent transaction on the same items.
-const MAX_TRANSACTION_ATTEMPTS: u32 = 4;
 
 fn product_pk(id: ProductId) -> String {
     format!("PRODUCT#{id}")
@@ -63,10 +61,6 @@ fn listing_sk(id: ProductId) -> String {
 }
 fn category_pk(category: &str) -> String {
     format!("CAT#{category}")
-}
-
-fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([(PK.to_owned(), AttributeValue::S(pk)), (SK.to_owned(), AttributeValue::S(sk.to_owned()))])
 }
 
 /// A product as stored: the document plus its keys.
@@ -128,8 +122,8 @@ struct CategoryRecord {
     product_count: u64,
 }
 
-/// What each action of a transaction was, to explain a cancellation.
-#[derive(Debug)]
+/// What each action of a transaction is, to explain a cancellation.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
     Product,
     Sku(Sku),
@@ -137,27 +131,21 @@ enum Action {
     Index,
 }
 
-/// A transaction under construction.
-#[derive(Debug, Default)]
-struct Transaction {
-    items: Vec<TransactWriteItem>,
-    actions: Vec<Action>,
-}
+/// A catalog transaction: every action labelled with what its condition protects.
+type Transaction = adapters::dynamo::Transaction<Action>;
 
 /// The DynamoDB implementation of [`CatalogStore`].
 #[derive(Debug, Clone)]
 pub struct DynamoCatalog {
     client: Client,
     table: String,
-}
-
-fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(error))
+    cursor_keys: CursorKeys,
 }
 
 impl DynamoCatalog {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+    /// `cursor_keys` sign the listings' cursors and check the ones clients send back.
+    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
+        Self { client, table: table.into(), cursor_keys }
     }
 
     /// A put, optionally only where no item has this key yet.
@@ -166,7 +154,7 @@ impl DynamoCatalog {
         if only_if_new {
             put = put.condition_expression("attribute_not_exists(pk)");
         }
-        Ok(TransactWriteItem::builder().put(put.build().map_err(unavailable)?).build())
+        Ok(TransactWriteItem::builder().put(put.build().map_err(Unavailable::from)?).build())
     }
 
     /// A put that only succeeds while the stored product is at the version we read.
@@ -178,7 +166,7 @@ impl DynamoCatalog {
             .expression_attribute_names("#version", "version")
             .set_expression_attribute_values(Some(values))
             .build()
-            .map_err(unavailable)?;
+            .map_err(Unavailable::from)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -190,9 +178,8 @@ impl DynamoCatalog {
         id: &ProductId,
         action: Action,
     ) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(ClaimRecord { pk, sk, product_id: id }).map_err(unavailable)?;
-        tx.items.push(self.put(item, true)?);
-        tx.actions.push(action);
+        let item = serde_dynamo::to_item(ClaimRecord { pk, sk, product_id: id }).map_err(Unavailable::from)?;
+        tx.push(action, self.put(item, true)?);
         Ok(())
     }
 
@@ -203,9 +190,8 @@ impl DynamoCatalog {
             .condition_expression("product_id = :id")
             .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
             .build()
-            .map_err(unavailable)?;
-        tx.items.push(TransactWriteItem::builder().delete(delete).build());
-        tx.actions.push(Action::Index);
+            .map_err(Unavailable::from)?;
+        tx.push(Action::Index, TransactWriteItem::builder().delete(delete).build());
         Ok(())
     }
 
@@ -220,8 +206,7 @@ impl DynamoCatalog {
                 category: product.details.category.to_string(),
                 words: padded.clone(),
             };
-            tx.items.push(self.put(serde_dynamo::to_item(record).map_err(unavailable)?, false)?);
-            tx.actions.push(Action::Index);
+            tx.push(Action::Index, self.put(serde_dynamo::to_item(record).map_err(Unavailable::from)?, false)?);
         }
         Ok(())
     }
@@ -233,53 +218,53 @@ impl DynamoCatalog {
             .update_expression("ADD product_count :delta")
             .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
             .build()
-            .map_err(unavailable)?;
-        tx.items.push(TransactWriteItem::builder().update(update).build());
-        tx.actions.push(Action::Index);
+            .map_err(Unavailable::from)?;
+        tx.push(Action::Index, TransactWriteItem::builder().update(update).build());
         Ok(())
     }
 
     /// Adds the event to the transaction's outbox write.
     fn publish(&self, tx: &mut Transaction, event: &Envelope) -> Result<(), StoreError> {
-        tx.items.push(outbox::put(&self.table, event).map_err(unavailable)?);
-        tx.actions.push(Action::Index);
+        tx.push(Action::Index, outbox::put(&self.table, event).map_err(Unavailable::from)?);
         Ok(())
     }
 
+    /// Runs the transaction, trying it again while it only conflicts with another transaction on
+    /// the same items; a failed condition is named by what its action protects.
     async fn commit(&self, tx: Transaction) -> Result<(), StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self.client.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
-            let failure = match result {
-                Ok(_) => return Ok(()),
-                Err(error) => TransactionFailure::from(error),
-            };
-            if failure.is_conflict() && attempt < MAX_TRANSACTION_ATTEMPTS {
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                continue;
+        let tx = &tx;
+        let committed = until_won(|| async move {
+            match tx.commit(&self.client).await {
+                Ok(()) => Ok(Attempt::Done(())),
+                Err(TransactionError::Conflict) => Ok(Attempt::Lost),
+                Err(failure) => Err(failure),
             }
-            // DynamoDB reports a reason per action, so every taken SKU can be named at once.
-            let failed: Vec<&Action> =
-                failure.failed_conditions().into_iter().filter_map(|index| tx.actions.get(index)).collect();
-            if failed.iter().any(|action| matches!(action, Action::Product)) {
-                return Err(StoreError::VersionConflict);
-            }
-            let taken: Vec<Sku> = failed
-                .iter()
-                .filter_map(|action| match action {
-                    Action::Sku(sku) => Some(sku.clone()),
-                    _ => None,
-                })
-                .collect();
-            if !taken.is_empty() {
-                return Err(StoreError::SkusTaken(taken));
-            }
-            if let Some(Action::Slug(slug)) = failed.iter().find(|action| matches!(action, Action::Slug(_))) {
-                return Err(StoreError::SlugTaken(slug.clone()));
-            }
-            return Err(unavailable(failure));
+        })
+        .await;
+        let failed = match committed {
+            Ok(Some(())) => return Ok(()),
+            Ok(None) => return Err(Unavailable::because("the transaction kept conflicting").into()),
+            Err(TransactionError::ConditionsFailed(failed)) => failed,
+            Err(other) => return Err(Unavailable::new(other).into()),
+        };
+        // DynamoDB reports a reason per action, so every taken SKU can be named at once.
+        if failed.contains(&Action::Product) {
+            return Err(StoreError::VersionConflict);
         }
+        let taken: Vec<Sku> = failed
+            .iter()
+            .filter_map(|action| match action {
+                Action::Sku(sku) => Some(sku.clone()),
+                _ => None,
+            })
+            .collect();
+        if !taken.is_empty() {
+            return Err(StoreError::SkusTaken(taken));
+        }
+        if let Some(Action::Slug(slug)) = failed.iter().find(|action| matches!(action, Action::Slug(_))) {
+            return Err(StoreError::SlugTaken(slug.clone()));
+        }
+        Err(Unavailable::new(TransactionError::ConditionsFailed(failed)).into())
     }
 
     /// Runs a query page by page until `limit` items (plus one, to know whether more exist)
@@ -293,7 +278,7 @@ impl DynamoCatalog {
         cursor: Option<&str>,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let mut start = match cursor {
-            Some(raw) => Some(Cursor::decode(raw, scope, key_names)?.start_key()),
+            Some(raw) => Some(Cursor::decode(raw, scope, key_names, &self.cursor_keys)?.start_key()),
             None => None,
         };
         let mut items = Vec::with_capacity(limit + 1);
@@ -303,12 +288,12 @@ impl DynamoCatalog {
                 .scan_index_forward(false)
                 .send()
                 .await
-                .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
+                .map_err(Unavailable::from)?;
             items.extend(output.items.unwrap_or_default());
             if items.len() > limit {
                 items.truncate(limit);
                 let next = items.last().and_then(|last| Cursor::after(scope, last, key_names));
-                return Ok((items, next.map(|c| c.encode())));
+                return Ok((items, next.map(|c| c.encode(&self.cursor_keys))));
             }
             match output.last_evaluated_key {
                 Some(last) => start = Some(last),
@@ -317,7 +302,7 @@ impl DynamoCatalog {
         }
         // The filter let few items through; hand back what we have and where we stopped.
         let next = start.as_ref().and_then(|last| Cursor::after(scope, last, key_names));
-        Ok((items, next.map(|c| c.encode())))
+        Ok((items, next.map(|c| c.encode(&self.cursor_keys))))
     }
 
     async fn list_by_index(&self, query: &ListQuery) -> Result<Page, StoreError> {
@@ -337,7 +322,7 @@ impl DynamoCatalog {
                 .limit(page_size(query.limit))
         };
         let (items, next_cursor) = self.collect(build, &scope, keys, query.limit, query.cursor.as_deref()).await?;
-        let records: Vec<ProductRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+        let records: Vec<ProductRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         Ok(Page { items: records.into_iter().map(|r| r.product).collect(), next_cursor })
     }
 
@@ -374,11 +359,11 @@ impl DynamoCatalog {
         };
         let (items, next_cursor) =
             self.collect(build, &scope, &TABLE_KEYS, query.limit, query.cursor.as_deref()).await?;
-        let entries: Vec<KeywordRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+        let entries: Vec<KeywordRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         let keys = entries.iter().map(|entry| key(product_pk(entry.product_id), "PRODUCT")).collect();
-        let found = batch_get(&self.client, &self.table, keys).await.map_err(unavailable)?;
+        let found = batch_get(&self.client, &self.table, keys).await?;
         let mut products: HashMap<ProductId, Product> = serde_dynamo::from_items::<_, ProductRecord>(found)
-            .map_err(unavailable)?
+            .map_err(Unavailable::from)?
             .into_iter()
             .map(|record| (record.product.id, record.product))
             .collect();
@@ -396,10 +381,9 @@ fn page_size(limit: usize) -> i32 {
 
 impl CatalogStore for DynamoCatalog {
     async fn create(&self, product: &Product, event: &Envelope) -> Result<(), StoreError> {
-        let mut tx = Transaction::default();
-        let item = serde_dynamo::to_item(ProductRecord::new(product)).map_err(unavailable)?;
-        tx.items.push(self.put(item, true)?);
-        tx.actions.push(Action::Product);
+        let mut tx = Transaction::new();
+        let item = serde_dynamo::to_item(ProductRecord::new(product)).map_err(Unavailable::from)?;
+        tx.push(Action::Product, self.put(item, true)?);
         for sku in product.skus() {
             self.claim(&mut tx, sku_pk(sku), "SKU", &product.id, Action::Sku(sku.clone()))?;
         }
@@ -414,11 +398,10 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn replace(&self, old: &Product, new: &Product, event: &Envelope) -> Result<(), StoreError> {
-        let mut tx = Transaction::default();
-        let item = serde_dynamo::to_item(ProductRecord::new(new)).map_err(unavailable)?;
+        let mut tx = Transaction::new();
+        let item = serde_dynamo::to_item(ProductRecord::new(new)).map_err(Unavailable::from)?;
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(old.version.to_string()))]);
-        tx.items.push(self.put_versioned(item, values)?);
-        tx.actions.push(Action::Product);
+        tx.push(Action::Product, self.put_versioned(item, values)?);
 
         let (old_skus, new_skus) = (old.skus(), new.skus());
         for sku in old_skus.difference(&new_skus) {
@@ -440,11 +423,10 @@ impl CatalogStore for DynamoCatalog {
         for word in old_words.difference(&new_words) {
             let delete = Delete::builder()
                 .table_name(&self.table)
-                .set_key(Some(key(keyword_pk(word), &listing_sk(old.id))))
+                .set_key(Some(key(keyword_pk(word), listing_sk(old.id))))
                 .build()
-                .map_err(unavailable)?;
-            tx.items.push(TransactWriteItem::builder().delete(delete).build());
-            tx.actions.push(Action::Index);
+                .map_err(Unavailable::from)?;
+            tx.push(Action::Index, TransactWriteItem::builder().delete(delete).build());
         }
         if new.is_active() {
             self.index_keywords(&mut tx, new)?;
@@ -465,11 +447,9 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn get(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
-        let item =
-            get_consistent(&self.client, &self.table, key(product_pk(id), "PRODUCT")).await.map_err(unavailable)?;
-        item.map(|item| serde_dynamo::from_item::<_, ProductRecord>(item).map(|record| record.product))
-            .transpose()
-            .map_err(unavailable)
+        let item = get_consistent(&self.client, &self.table, key(product_pk(id), "PRODUCT")).await?;
+        let product = item.map(|item| serde_dynamo::from_item::<_, ProductRecord>(item).map(|record| record.product));
+        Ok(product.transpose().map_err(Unavailable::from)?)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
@@ -477,9 +457,8 @@ impl CatalogStore for DynamoCatalog {
     }
 
     async fn categories(&self) -> Result<Vec<CategorySummary>, StoreError> {
-        let items =
-            query_partition(&self.client, &self.table, CATEGORIES_PARTITION, false).await.map_err(unavailable)?;
-        let records: Vec<CategoryRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+        let items = query_partition(&self.client, &self.table, CATEGORIES_PARTITION, false).await?;
+        let records: Vec<CategoryRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         Ok(records
             .into_iter()
             .filter(|record| record.product_count > 0)

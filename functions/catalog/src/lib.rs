@@ -24,10 +24,16 @@ pub mod service;
 pub struct Config {
     /// `CATALOG_TABLE`: the catalog table's name (`!Ref CatalogTable` in template.yaml).
     pub table: String,
+    /// `CURSOR_SECRET_ARN`: the Secrets Manager secret listing cursors are signed with
+    /// (`!Ref CursorSigningSecret`), read once at cold start.
+    pub cursor_secret_arn: String,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
-        Ok(Self { table: lambda_glue::config::required("CATALOG_TABLE")? })
+        Ok(Self {
+            table: lambda_glue::config::required("CATALOG_TABLE")?,
+            cursor_secret_arn: lambda_glue::config::required("CURSOR_SECRET_ARN")?,
+        })
     }
 }

@@ -52,7 +52,7 @@ pub enum StoreError {
     #[error(transparent)]
     Cursor(#[from] CursorError),
     #[error("catalog storage failed")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[from] adapters::dynamo::Unavailable),
 }
 
 /// The storage port. Every write is one atomic transaction that also maintains SKU and slug

@@ -20,14 +20,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::Cursor;
-use adapters::dynamo::{Item, TransactionFailure, get_consistent};
+use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key};
 use adapters::outbox;
+use adapters::{Cursor, CursorKeys};
 use domain_events::Envelope;
 use kernel::OrderId;
 
 use crate::order::{Order, Status};
-use lambda_glue::sweep::Page as SweepPage;
+use kernel::page::Page as SweepPage;
 
 use crate::service::{OrderStore, OverdueCursor, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
 
@@ -45,12 +45,17 @@ fn reply_key(customer: &str, idempotency_key: &str) -> Item {
     key(format!("IDEM#{customer}#{idempotency_key}"), "IDEM")
 }
 
-fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk.to_owned()))])
-}
-
-fn failed(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError(Box::new(error))
+/// What each action of a checkout transaction is, so a cancellation says which condition failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The reply saved under the idempotency key: exists already for a repeated key.
+    Reply,
+    /// The order: new on placement, at the version read on every later change.
+    Order,
+    /// An outbox event.
+    Outbox,
+    /// A limited coupon's redemption count: below its limit.
+    Coupon,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,11 +116,13 @@ struct ReplyRecord {
 pub struct DynamoOrders {
     client: Client,
     table: String,
+    cursor_keys: CursorKeys,
 }
 
 impl DynamoOrders {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+    /// `cursor_keys` sign the order listings' cursors and check the ones clients send back.
+    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
+        Self { client, table: table.into(), cursor_keys }
     }
 
     fn put(&self, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
@@ -125,7 +132,7 @@ impl DynamoOrders {
             .condition_expression(condition)
             .set_expression_attribute_values(values)
             .build()
-            .map_err(failed)?;
+            .map_err(Unavailable::from)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -140,7 +147,10 @@ impl DynamoOrders {
         let sk_name = pk_name.replace("pk", "sk");
         let key_names = ["pk", "sk", pk_name, sk_name.as_str()];
         let scope = format!("{index}:{pk_value}");
-        let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names)).transpose()?.map(|c| c.start_key());
+        let start = cursor
+            .map(|raw| Cursor::decode(raw, &scope, &key_names, &self.cursor_keys))
+            .transpose()?
+            .map(|c| c.start_key());
         let output = self
             .client
             .query()
@@ -154,22 +164,23 @@ impl DynamoOrders {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?;
+            .map_err(Unavailable::from)?;
         let next_cursor = output
             .last_evaluated_key
             .as_ref()
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
-            .map(|c| c.encode());
-        let records: Vec<OrderRecord> = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(failed)?;
+            .map(|c| c.encode(&self.cursor_keys));
+        let records: Vec<OrderRecord> =
+            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
         Ok(Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor })
     }
 }
 
 impl OrderStore for DynamoOrders {
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError> {
-        let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await.map_err(failed)?;
+        let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await?;
         let Some(item) = item else { return Ok(None) };
-        let record: ReplyRecord = serde_dynamo::from_item(item).map_err(failed)?;
+        let record: ReplyRecord = serde_dynamo::from_item(item).map_err(Unavailable::from)?;
         Ok(Some(SavedReply { request: record.request, status: record.status, body: record.body }))
     }
 
@@ -184,15 +195,12 @@ impl OrderStore for DynamoOrders {
             order_id: order.order_id,
             expires_at: order.created_at.unix_timestamp() + REPLY_RETENTION_SECS,
         };
-        let mut items = vec![
-            self.put(serde_dynamo::to_item(reply).map_err(failed)?, "attribute_not_exists(pk)", None)?,
-            self.put(
-                serde_dynamo::to_item(OrderRecord::new(order)).map_err(failed)?,
-                "attribute_not_exists(pk)",
-                None,
-            )?,
-            outbox::put(&self.table, &placement.event).map_err(failed)?,
-        ];
+        let mut tx = Transaction::new();
+        let reply = serde_dynamo::to_item(reply).map_err(Unavailable::from)?;
+        let record = serde_dynamo::to_item(OrderRecord::new(order)).map_err(Unavailable::from)?;
+        tx.push(Action::Reply, self.put(reply, "attribute_not_exists(pk)", None)?)
+            .push(Action::Order, self.put(record, "attribute_not_exists(pk)", None)?)
+            .push(Action::Outbox, outbox::put(&self.table, &placement.event).map_err(Unavailable::from)?);
         if let Some((code, max)) = &placement.coupon_limit {
             let update = Update::builder()
                 .table_name(&self.table)
@@ -202,32 +210,22 @@ impl OrderStore for DynamoOrders {
                 .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
                 .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
                 .build()
-                .map_err(failed)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+                .map_err(Unavailable::from)?;
+            tx.push(Action::Coupon, TransactWriteItem::builder().update(update).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Placed::Done),
-            Err(error) => {
-                let failure = TransactionFailure::from(error);
-                let conditions = failure.failed_conditions();
-                if conditions.contains(&0) {
-                    Ok(Placed::DuplicateKey)
-                } else if conditions.contains(&3) {
-                    Ok(Placed::CouponExhausted)
-                } else if failure.is_conflict() {
-                    Ok(Placed::Conflict)
-                } else {
-                    Err(failed(failure))
-                }
-            }
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Placed::Done),
+            Err(failure) if failure.failed(&Action::Reply) => Ok(Placed::DuplicateKey),
+            Err(failure) if failure.failed(&Action::Coupon) => Ok(Placed::CouponExhausted),
+            Err(TransactionError::Conflict) => Ok(Placed::Conflict),
+            Err(failure) => Err(StoreError(Unavailable::new(failure))),
         }
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let item = get_consistent(&self.client, &self.table, order_key(id)).await.map_err(failed)?;
-        item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(OrderRecord::into_order))
-            .transpose()
-            .map_err(failed)
+        let item = get_consistent(&self.client, &self.table, order_key(id)).await?;
+        let order = item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(OrderRecord::into_order));
+        Ok(order.transpose().map_err(Unavailable::from)?)
     }
 
     async fn save(
@@ -238,13 +236,11 @@ impl OrderStore for DynamoOrders {
         returned_coupon: Option<&str>,
     ) -> Result<Saved, StoreError> {
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
-        let mut items = vec![self.put(
-            serde_dynamo::to_item(OrderRecord::new(order)).map_err(failed)?,
-            "version = :expected",
-            Some(values),
-        )?];
+        let mut tx = Transaction::new();
+        let record = serde_dynamo::to_item(OrderRecord::new(order)).map_err(Unavailable::from)?;
+        tx.push(Action::Order, self.put(record, "version = :expected", Some(values))?);
         for event in events {
-            items.push(outbox::put(&self.table, event).map_err(failed)?);
+            tx.push(Action::Outbox, outbox::put(&self.table, event).map_err(Unavailable::from)?);
         }
         if let Some(code) = returned_coupon {
             // No condition: the count was raised when this order was placed, so it is at least 1.
@@ -254,19 +250,14 @@ impl OrderStore for DynamoOrders {
                 .update_expression("ADD redeemed :minus_one")
                 .expression_attribute_values(":minus_one", AttributeValue::N("-1".to_owned()))
                 .build()
-                .map_err(failed)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+                .map_err(Unavailable::from)?;
+            tx.push(Action::Coupon, TransactWriteItem::builder().update(update).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Saved::Done),
-            Err(error) => {
-                let failure = TransactionFailure::from(error);
-                if failure.failed_conditions().contains(&0) || failure.is_conflict() {
-                    Ok(Saved::Stale)
-                } else {
-                    Err(failed(failure))
-                }
-            }
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Saved::Done),
+            Err(failure) if failure.failed(&Action::Order) => Ok(Saved::Stale),
+            Err(TransactionError::Conflict) => Ok(Saved::Stale),
+            Err(failure) => Err(StoreError(Unavailable::new(failure))),
         }
     }
 
@@ -304,7 +295,7 @@ impl OrderStore for DynamoOrders {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| failed(aws_sdk_dynamodb::Error::from(e)))?;
+            .map_err(Unavailable::from)?;
         let more = output.last_evaluated_key.is_some();
         // The `Open` index projects keys only: the order id is in the table key.
         let listed: Vec<(OrderId, String)> = output

@@ -5,10 +5,10 @@ use time::OffsetDateTime;
 use domain_events::inventory::ReleaseReason;
 use domain_events::{Envelope, Event};
 use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
-use lambda_glue::sweep::Sweep;
+use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::order::SagaStep;
-use crate::service::{self, OrderStore};
+use crate::service::{self, CheckoutError, OrderStore, SWEEP_PAGE};
 
 /// The longest one message (or one timeout) takes: a read and a versioned transaction, retried a few times on a race.
 const PER_MESSAGE: time::Duration = time::Duration::seconds(10);
@@ -23,10 +23,26 @@ pub async fn handle(
             Ok(consumer::consume(batch, deadline, PER_MESSAGE, inbox, |envelope| on_event(store, envelope)).await)
         }
         Trigger::Schedule { time, deadline } => {
-            let sweep = Sweep { name: "order-timeouts", deadline, item_budget: PER_MESSAGE };
-            service::sweep(store, time, sweep).await?;
+            sweep(store, time, Sweep { name: "order-timeouts", deadline, item_budget: PER_MESSAGE }).await?;
             Ok(SqsBatchResponse::default())
         }
+    }
+}
+
+/// The schedule tick: cancel every open order past its deadline, each on its own and within the
+/// invocation's time (see [`lambda_glue::sweep`]).
+pub async fn sweep(store: &impl OrderStore, now: OffsetDateTime, sweep: Sweep) -> Result<Tick, HandlerError> {
+    let list = |after| async move { store.overdue(now, SWEEP_PAGE, after).await.map_err(HandlerError::transient) };
+    let time_out = |id| async move { service::on_saga_step(store, id, SagaStep::TimedOut, now).await.map_err(failed) };
+    sweep.run(list, time_out).await
+}
+
+/// The one place checkout's failures become the consumer's: an event about an order checkout
+/// never placed cannot be handled by retrying; anything else may work later.
+fn failed(error: CheckoutError) -> HandlerError {
+    match error {
+        CheckoutError::NotFound(id) => HandlerError::Permanent(format!("{id} is not an order checkout placed")),
+        other => HandlerError::transient(other),
     }
 }
 
@@ -46,5 +62,5 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
             return Err(HandlerError::Permanent(format!("checkout does not subscribe to {}", other.detail_type())));
         }
     };
-    service::on_saga_step(store, order_id, step, now).await
+    service::on_saga_step(store, order_id, step, now).await.map_err(failed)
 }

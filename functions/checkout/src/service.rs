@@ -2,18 +2,16 @@
 
 use time::{Duration, OffsetDateTime};
 
+use adapters::dynamo::Unavailable;
+use adapters::retry::{Attempt, until_won};
 use domain_events::checkout::{CartSnapshot, OrderLine as EventLine, OrderPlaced};
 use domain_events::queries::PricedCart;
 use domain_events::{Envelope, Event, Metadata};
+use kernel::page::Page as SweepPage;
 use kernel::{CartId, FieldError, OrderId};
-use lambda_glue::consumer::HandlerError;
-use lambda_glue::sweep::{Page as SweepPage, Sweep, Tick};
 
 use crate::order::{CheckoutInput, Order, OrderLine, Refused, SagaStep, Status, Transition};
 use crate::pricing::{self, PricingConfig, PricingError};
-
-/// Attempts at an optimistic write before giving up as transient.
-const MAX_ATTEMPTS: u32 = 8;
 
 /// A response saved under an idempotency key, to replay to retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +53,7 @@ pub enum Saved {
 
 #[derive(Debug, thiserror::Error)]
 #[error("checkout storage failed")]
-pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+pub struct StoreError(#[from] pub Unavailable);
 
 /// A page of orders.
 #[derive(Debug, Clone)]
@@ -71,6 +69,12 @@ pub enum PageError {
     Cursor(#[from] adapters::CursorError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Unavailable> for PageError {
+    fn from(error: Unavailable) -> Self {
+        Self::Store(StoreError(error))
+    }
 }
 
 /// The storage port.
@@ -257,7 +261,7 @@ pub async fn place_order(
             cart: Some(CartSnapshot { cart_id: cart.cart_id, version: cart.version }),
         }),
     );
-    let body = serde_json::to_string(&order).map_err(|e| CheckoutError::Store(StoreError(Box::new(e))))?;
+    let body = serde_json::to_string(&order).map_err(|e| CheckoutError::Store(StoreError(Unavailable::new(e))))?;
     let placement = Placement {
         order,
         event,
@@ -265,21 +269,28 @@ pub async fn place_order(
         reply: SavedReply { request: request_json.to_owned(), status: 202, body: body.clone() },
         coupon_limit,
     };
-    for _ in 0..MAX_ATTEMPTS {
-        match store.place(&placement).await? {
-            Placed::Done => {
-                tracing::info!(%order_id, "order placed");
-                return Ok(Reply { status: 202, body, replayed: false });
-            }
-            Placed::DuplicateKey => {
-                let saved = store.saved_reply(customer, key).await?.ok_or(CheckoutError::Busy)?;
-                return replay(saved, request_json);
-            }
-            Placed::CouponExhausted => return Err(invalid("/promo_code", "this promo code has been fully redeemed")),
-            Placed::Conflict => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+    // A conflict is another transaction on the same items at the same moment (a retry of this
+    // very checkout, or a coupon's count): try the same placement again.
+    let placement = &placement;
+    let placed = until_won(|| async move {
+        Ok::<_, StoreError>(match store.place(placement).await? {
+            Placed::Conflict => Attempt::Lost,
+            decided => Attempt::Done(decided),
+        })
+    })
+    .await?;
+    match placed.ok_or(CheckoutError::Busy)? {
+        Placed::Done => {
+            tracing::info!(%order_id, "order placed");
+            Ok(Reply { status: 202, body, replayed: false })
         }
+        Placed::DuplicateKey => {
+            let saved = store.saved_reply(customer, key).await?.ok_or(CheckoutError::Busy)?;
+            replay(saved, request_json)
+        }
+        Placed::CouponExhausted => Err(invalid("/promo_code", "this promo code has been fully redeemed")),
+        Placed::Conflict => Err(CheckoutError::Busy),
     }
-    Err(CheckoutError::Busy)
 }
 
 fn replay(saved: SavedReply, request_json: &str) -> Result<Reply, CheckoutError> {
@@ -309,34 +320,39 @@ async fn advance(
     step: &SagaStep,
     now: OffsetDateTime,
 ) -> Result<Order, CheckoutError> {
-    let mut order = order;
-    for _ in 0..MAX_ATTEMPTS {
+    let id = order.order_id;
+    // The first attempt applies the step to the order the caller read; after a lost race (the
+    // save is conditional on the version read), to the order as it is now.
+    let first = std::sync::Mutex::new(Some(order));
+    let first = &first;
+    let advanced = until_won(|| async move {
+        let read = first.lock().map_or(None, |mut first| first.take());
+        let mut order = match read {
+            Some(order) => order,
+            None => store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?,
+        };
         let (expected, was_cancelled) = (order.version, order.status == Status::Cancelled);
         let events = match order.apply(step, now).map_err(CheckoutError::NotCancellable)? {
-            None => return Ok(order),
+            None => return Ok::<_, CheckoutError>(Attempt::Done(order)),
             Some(events) => events,
         };
         let envelopes: Vec<Envelope> =
-            events.into_iter().map(|event| Envelope::new(Metadata::new(order.order_id.to_string()), event)).collect();
+            events.into_iter().map(|event| Envelope::new(Metadata::new(id.to_string()), event)).collect();
         // The transition into `cancelled` happens once (the save is conditional on the version),
         // so the coupon goes back once.
         let returned_coupon = (order.status == Status::Cancelled && !was_cancelled)
             .then_some(order.coupon_redemption.as_deref())
             .flatten();
-        match store.save(&order, expected, &envelopes, returned_coupon).await? {
+        Ok(match store.save(&order, expected, &envelopes, returned_coupon).await? {
             Saved::Done => {
-                tracing::info!(order_id = %order.order_id, status = order.status.as_str(), "order advanced");
-                return Ok(order);
+                tracing::info!(order_id = %id, status = order.status.as_str(), "order advanced");
+                Attempt::Done(order)
             }
-            Saved::Stale => {
-                order = store
-                    .get(order.order_id)
-                    .await?
-                    .ok_or_else(|| CheckoutError::NotFound(order.order_id.to_string()))?;
-            }
-        }
-    }
-    Err(CheckoutError::Busy)
+            Saved::Stale => Attempt::Lost,
+        })
+    })
+    .await?;
+    advanced.ok_or(CheckoutError::Busy)
 }
 
 /// `POST /orders/{id}/cancel`: the customer cancels before shipment. Cancelling a cancelled
@@ -352,26 +368,22 @@ pub async fn cancel(
     advance(store, order, &SagaStep::CustomerCancelled, now).await
 }
 
-/// The consumer side: a saga event for an order.
+/// The consumer side: a saga event for an order. A step the order cannot take is a late or
+/// foreign echo: it is logged and acknowledged, never retried.
 pub async fn on_saga_step(
     store: &impl OrderStore,
     id: OrderId,
     step: SagaStep,
     now: OffsetDateTime,
-) -> Result<(), HandlerError> {
-    let order = store
-        .get(id)
-        .await
-        .map_err(HandlerError::transient)?
-        .ok_or_else(|| HandlerError::Permanent(format!("{id} is not an order checkout placed")))?;
+) -> Result<(), CheckoutError> {
+    let order = store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?;
     match advance(store, order, &step, now).await {
         Ok(_) => Ok(()),
-        // A step that cannot happen is a late or foreign echo: log it, do not retry it.
         Err(CheckoutError::NotCancellable(refused)) => {
             tracing::warn!(order_id = %id, %refused, "saga step refused");
             Ok(())
         }
-        Err(error) => Err(HandlerError::transient(error)),
+        Err(error) => Err(error),
     }
 }
 
@@ -383,11 +395,4 @@ pub struct OverdueCursor {
 }
 
 /// Overdue orders the timeout sweep lists per query.
-const SWEEP_PAGE: usize = 25;
-
-/// The schedule tick: cancel every open order past its deadline, each on its own and within the
-/// invocation's time (see [`lambda_glue::sweep`]).
-pub async fn sweep(store: &impl OrderStore, now: OffsetDateTime, sweep: Sweep) -> Result<Tick, HandlerError> {
-    let list = |after| async move { store.overdue(now, SWEEP_PAGE, after).await.map_err(HandlerError::transient) };
-    sweep.run(list, |id| on_saga_step(store, id, SagaStep::TimedOut, now)).await
-}
+pub const SWEEP_PAGE: usize = 25;

@@ -19,12 +19,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, TransactionFailure, get_consistent, query_partition};
+use adapters::dynamo::{
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, query_partition,
+};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::{OrderId, Sku};
 
-use lambda_glue::sweep::Page;
+use kernel::page::Page;
 
 use crate::service::{ExpiryCursor, InventoryStore, Reservation, ReservationStatus, StoreError, Write};
 use crate::stock::{AllocatedLine, StockLevel, Warehouse};
@@ -37,11 +39,7 @@ fn stock_key(sku: &Sku, warehouse: &Warehouse) -> Item {
 }
 
 fn reservation_key(order_id: OrderId) -> Item {
-    key(format!("RES#{order_id}"), "RES".to_owned())
-}
-
-fn key(pk: String, sk: String) -> Item {
-    HashMap::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk))])
+    key(format!("RES#{order_id}"), "RES")
 }
 
 fn number(value: u32) -> AttributeValue {
@@ -57,8 +55,15 @@ fn expiring_sort_key(held_until: i64, order_id: OrderId) -> String {
     format!("{held_until:012}#{order_id}")
 }
 
-fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(error))
+/// What each action of an inventory transaction is, so a cancellation says what failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// A stock item, conditional on the units being there.
+    Stock,
+    /// The reservation item: its condition decides duplicates and races with other decisions.
+    Reservation,
+    /// The outbox event (conditional only on its own fresh key).
+    Outbox,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,41 +128,36 @@ impl DynamoInventory {
         if expression.contains("#status") || condition.is_some_and(|c| c.contains("#status")) {
             update = update.expression_attribute_names("#status", "status");
         }
-        Ok(TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build())
+        Ok(TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build())
     }
 
     fn put_reservation(&self, record: ReservationRecord) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?))
+            .set_item(Some(serde_dynamo::to_item(record).map_err(Unavailable::from)?))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(unavailable)?;
+            .map_err(Unavailable::from)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Runs a transaction whose action `decision` (the reservation write) decides duplicates:
-    /// if its condition failed the reservation was already decided; any other failed
-    /// condition or conflict means stock moved under us.
-    async fn decide(&self, items: Vec<TransactWriteItem>, decision: usize) -> Result<Write, StoreError> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Write::Done),
-            Err(error) => {
-                let failure = TransactionFailure::from(error);
-                let failed = failure.failed_conditions();
-                if failed.contains(&decision) {
-                    Ok(Write::AlreadyDecided)
-                } else if !failed.is_empty() || failure.is_conflict() {
-                    Ok(Write::StockChanged)
-                } else {
-                    Err(unavailable(failure))
-                }
+    /// Runs a transaction whose reservation write decides duplicates: if its condition failed the
+    /// reservation was already decided; a stock condition that failed, or a conflict with another
+    /// transaction, means stock moved under us.
+    async fn decide(&self, tx: Transaction<Action>) -> Result<Write, StoreError> {
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Write::Done),
+            Err(failure) if failure.failed(&Action::Reservation) => Ok(Write::AlreadyDecided),
+            Err(TransactionError::ConditionsFailed(_) | TransactionError::Conflict) => Ok(Write::StockChanged),
+            Err(TransactionError::TooLarge(actions)) => {
+                Err(Unavailable::because(format!("a reservation of {actions} writes")).into())
             }
+            Err(TransactionError::Unavailable(error)) => Err(error.into()),
         }
     }
 
     fn outbox(&self, event: &Envelope) -> Result<TransactWriteItem, StoreError> {
-        outbox::put(&self.table, event).map_err(unavailable)
+        Ok(outbox::put(&self.table, event).map_err(Unavailable::from)?)
     }
 }
 
@@ -165,9 +165,8 @@ impl InventoryStore for DynamoInventory {
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
         let mut levels = Vec::new();
         for sku in skus {
-            let items =
-                query_partition(&self.client, &self.table, &format!("STOCK#{sku}"), true).await.map_err(unavailable)?;
-            let records: Vec<StockRecord> = serde_dynamo::from_items(items).map_err(unavailable)?;
+            let items = query_partition(&self.client, &self.table, &format!("STOCK#{sku}"), true).await?;
+            let records: Vec<StockRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
             levels.extend(records.into_iter().map(|r| r.level));
         }
         Ok(levels)
@@ -197,7 +196,7 @@ impl InventoryStore for DynamoInventory {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(record).map_err(unavailable)?));
+            .set_item(Some(serde_dynamo::to_item(record).map_err(Unavailable::from)?));
         // Conditional on everything the caller read: an order reserving or committing moves
         // `reserved`, a cancelled order's restock moves `on_hand`; either sends the caller back to
         // read again instead of being overwritten.
@@ -210,18 +209,16 @@ impl InventoryStore for DynamoInventory {
         };
         match put.send().await {
             Ok(_) => Ok(Write::Done),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(Write::StockChanged)
-            }
-            Err(error) => Err(unavailable(aws_sdk_dynamodb::Error::from(error))),
+            Err(error) if error.is_condition_failed() => Ok(Write::StockChanged),
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 
     async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
-        let item = get_consistent(&self.client, &self.table, reservation_key(order_id)).await.map_err(unavailable)?;
+        let item = get_consistent(&self.client, &self.table, reservation_key(order_id)).await?;
         let Some(item) = item else { return Ok(None) };
-        let record: ReservationRecord = serde_dynamo::from_item(item).map_err(unavailable)?;
-        let held_until = OffsetDateTime::from_unix_timestamp(record.held_until).map_err(unavailable)?;
+        let record: ReservationRecord = serde_dynamo::from_item(item).map_err(Unavailable::from)?;
+        let held_until = OffsetDateTime::from_unix_timestamp(record.held_until).map_err(Unavailable::new)?;
         Ok(Some(Reservation { order_id: record.order_id, status: record.status, lines: record.lines, held_until }))
     }
 
@@ -232,39 +229,42 @@ impl InventoryStore for DynamoInventory {
         until: OffsetDateTime,
         event: &Envelope,
     ) -> Result<Write, StoreError> {
-        let mut items = Vec::new();
+        let mut tx = Transaction::new();
         for line in lines {
             for allocation in &line.allocations {
-                items.push(self.update(
-                    stock_key(&line.sku, &allocation.warehouse),
-                    "SET available = available - :q, reserved = reserved + :q",
-                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                    Some("available >= :q"),
-                )?);
+                tx.push(
+                    Action::Stock,
+                    self.update(
+                        stock_key(&line.sku, &allocation.warehouse),
+                        "SET available = available - :q, reserved = reserved + :q",
+                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                        Some("available >= :q"),
+                    )?,
+                );
             }
         }
         let held_until = until.unix_timestamp();
-        let decision = items.len();
-        items.push(self.put_reservation(ReservationRecord {
-            pk: format!("RES#{order_id}"),
-            sk: "RES".to_owned(),
-            order_id,
-            status: ReservationStatus::Reserved,
-            lines: lines.to_vec(),
-            held_until,
-            gsi1pk: Some(HELD_PARTITION.to_owned()),
-            gsi1sk: Some(expiring_sort_key(held_until, order_id)),
-        })?);
-        items.push(self.outbox(event)?);
-        // TransactWriteItems takes at most 100 actions.
-        if items.len() > 100 {
-            return Err(unavailable(std::io::Error::other(format!("{order_id} needs {} writes", items.len()))));
-        }
-        self.decide(items, decision).await
+        tx.push(
+            Action::Reservation,
+            self.put_reservation(ReservationRecord {
+                pk: format!("RES#{order_id}"),
+                sk: "RES".to_owned(),
+                order_id,
+                status: ReservationStatus::Reserved,
+                lines: lines.to_vec(),
+                held_until,
+                gsi1pk: Some(HELD_PARTITION.to_owned()),
+                gsi1sk: Some(expiring_sort_key(held_until, order_id)),
+            })?,
+        );
+        tx.push(Action::Outbox, self.outbox(event)?);
+        self.decide(tx).await
     }
 
     async fn reject(&self, order_id: OrderId, event: &Envelope) -> Result<Write, StoreError> {
-        let items = vec![
+        let mut tx = Transaction::new();
+        tx.push(
+            Action::Reservation,
             self.put_reservation(ReservationRecord {
                 pk: format!("RES#{order_id}"),
                 sk: "RES".to_owned(),
@@ -275,9 +275,9 @@ impl InventoryStore for DynamoInventory {
                 gsi1pk: None,
                 gsi1sk: None,
             })?,
-            self.outbox(event)?,
-        ];
-        self.decide(items, 0).await
+        );
+        tx.push(Action::Outbox, self.outbox(event)?);
+        self.decide(tx).await
     }
 
     async fn release(
@@ -299,7 +299,9 @@ impl InventoryStore for DynamoInventory {
                 gsi1pk: None,
                 gsi1sk: None,
             })?;
-            return match self.decide(vec![tombstone], 0).await? {
+            let mut tx = Transaction::new();
+            tx.push(Action::Reservation, tombstone);
+            return match self.decide(tx).await? {
                 // Placed meanwhile: read it again and release it properly.
                 Write::AlreadyDecided => Ok(Write::StockChanged),
                 other => Ok(other),
@@ -315,29 +317,34 @@ impl InventoryStore for DynamoInventory {
     }
 
     async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError> {
-        let mut items = Vec::new();
+        let mut tx = Transaction::new();
         for line in &reservation.lines {
             for allocation in &line.allocations {
-                items.push(self.update(
-                    stock_key(&line.sku, &allocation.warehouse),
-                    "SET on_hand = on_hand - :q, reserved = reserved - :q",
-                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                    Some("reserved >= :q"),
-                )?);
+                tx.push(
+                    Action::Stock,
+                    self.update(
+                        stock_key(&line.sku, &allocation.warehouse),
+                        "SET on_hand = on_hand - :q, reserved = reserved - :q",
+                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                        Some("reserved >= :q"),
+                    )?,
+                );
             }
         }
-        let decision = items.len();
-        items.push(self.update(
-            reservation_key(reservation.order_id),
-            "SET #status = :committed REMOVE gsi1pk, gsi1sk",
-            HashMap::from([
-                (":committed".to_owned(), AttributeValue::S("committed".to_owned())),
-                (":reserved".to_owned(), AttributeValue::S("reserved".to_owned())),
-            ]),
-            Some("#status = :reserved"),
-        )?);
-        items.push(self.outbox(event)?);
-        self.decide(items, decision).await
+        tx.push(
+            Action::Reservation,
+            self.update(
+                reservation_key(reservation.order_id),
+                "SET #status = :committed REMOVE gsi1pk, gsi1sk",
+                HashMap::from([
+                    (":committed".to_owned(), AttributeValue::S("committed".to_owned())),
+                    (":reserved".to_owned(), AttributeValue::S("reserved".to_owned())),
+                ]),
+                Some("#status = :reserved"),
+            )?,
+        );
+        tx.push(Action::Outbox, self.outbox(event)?);
+        self.decide(tx).await
     }
 
     async fn expire(
@@ -377,14 +384,15 @@ impl InventoryStore for DynamoInventory {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::Error::from(e)))?;
+            .map_err(Unavailable::from)?;
         let more = output.last_evaluated_key.is_some();
         // Only the keys: a reservation whose other attributes cannot be read must not keep the
         // sweep from listing the ones behind it (it fails on its own when it is handled).
-        let records: Vec<Listed> = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(unavailable)?;
+        let records: Vec<Listed> =
+            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
         let next = match records.last() {
             Some(last) if more => Some(ExpiryCursor {
-                held_until: OffsetDateTime::from_unix_timestamp(last.held_until).map_err(unavailable)?,
+                held_until: OffsetDateTime::from_unix_timestamp(last.held_until).map_err(Unavailable::new)?,
                 order_id: last.order_id,
             }),
             _ => None,
@@ -417,15 +425,18 @@ impl DynamoInventory {
             }
             Giving::Sold => ("SET available = available + :q, on_hand = on_hand + :q", None, "committed"),
         };
-        let mut items = Vec::new();
+        let mut tx = Transaction::new();
         for line in &reservation.lines {
             for allocation in &line.allocations {
-                items.push(self.update(
-                    stock_key(&line.sku, &allocation.warehouse),
-                    stock_change,
-                    HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                    stock_condition,
-                )?);
+                tx.push(
+                    Action::Stock,
+                    self.update(
+                        stock_key(&line.sku, &allocation.warehouse),
+                        stock_change,
+                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
+                        stock_condition,
+                    )?,
+                );
             }
         }
         let mut values = HashMap::from([(":released".to_owned(), text("released")), (":from".to_owned(), text(from))]);
@@ -436,14 +447,16 @@ impl DynamoInventory {
             }
             _ => "#status = :from",
         };
-        let decision = items.len();
-        items.push(self.update(
-            reservation_key(reservation.order_id),
-            "SET #status = :released REMOVE gsi1pk, gsi1sk",
-            values,
-            Some(condition),
-        )?);
-        items.push(self.outbox(event)?);
-        self.decide(items, decision).await
+        tx.push(
+            Action::Reservation,
+            self.update(
+                reservation_key(reservation.order_id),
+                "SET #status = :released REMOVE gsi1pk, gsi1sk",
+                values,
+                Some(condition),
+            )?,
+        );
+        tx.push(Action::Outbox, self.outbox(event)?);
+        self.decide(tx).await
     }
 }

@@ -2,24 +2,22 @@
 
 use time::{Duration, OffsetDateTime};
 
+use adapters::retry::{Attempt, until_won};
 use domain_events::checkout::OrderPlaced;
 use domain_events::inventory::{
     self as contract, RejectionReason, ReleaseReason, StockCommitted, StockRejected, StockReleased, StockReserved,
 };
 use domain_events::{Envelope, Event, Metadata};
+use kernel::page::Page;
 use kernel::{OrderId, Sku};
-use lambda_glue::consumer::HandlerError;
-use lambda_glue::sweep::{Page, Sweep, Tick};
 
 use crate::stock::{AllocatedLine, MAX_ON_HAND, Request, StockLevel, Warehouse, allocate};
 
-/// How often a reservation is re-tried when concurrent orders keep taking the stock it read.
-const MAX_RESERVE_ATTEMPTS: u32 = 8;
 /// `TransactWriteItems` takes at most 100 actions; a reservation writes one per warehouse
 /// allocation, plus the reservation item and its outbox event.
-pub const MAX_ALLOCATIONS: usize = 100 - 2;
+pub const MAX_ALLOCATIONS: usize = adapters::dynamo::MAX_TRANSACTION_ACTIONS - 2;
 /// Reservations the expiry sweep lists per query.
-const SWEEP_PAGE: usize = 25;
+pub const SWEEP_PAGE: usize = 25;
 /// Largest number of SKUs one availability query may ask for.
 pub const MAX_AVAILABILITY_SKUS: usize = 50;
 
@@ -67,7 +65,35 @@ pub enum StoreError {
     #[error("{reserved} units are reserved; on_hand cannot go below that")]
     BelowReserved { reserved: u32 },
     #[error("inventory storage failed")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[from] adapters::dynamo::Unavailable),
+}
+
+/// Why an order event or an expiry was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Concurrent orders kept moving the stock this event needs: later, it should work.
+    #[error("stock kept changing while handling {0}")]
+    Busy(OrderId),
+    /// The event contradicts what inventory knows (a bug or a contract break): no retry helps.
+    #[error("{0}")]
+    Contract(String),
+}
+
+impl SagaError {
+    /// Whether handling the event again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Contract(_))
+    }
+}
+
+/// A write's outcome as a race: a lost race is tried again, anything else is decided.
+fn race(write: Write) -> Attempt<Write> {
+    match write {
+        Write::StockChanged => Attempt::Lost,
+        decided => Attempt::Done(decided),
+    }
 }
 
 /// The storage port.
@@ -151,10 +177,6 @@ impl From<StoreError> for InventoryError {
     }
 }
 
-fn transient(error: StoreError) -> HandlerError {
-    HandlerError::transient(error)
-}
-
 /// The stock of one SKU, per warehouse and in total.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SkuStock {
@@ -200,9 +222,10 @@ pub async fn set_stock(
             format!("must be at most {MAX_ON_HAND}"),
         )));
     }
-    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
-        let levels = store.levels(std::slice::from_ref(&sku)).await?;
-        let read = levels.iter().find(|level| level.warehouse == warehouse);
+    let (sku_ref, warehouse_ref) = (&sku, &warehouse);
+    let set = until_won(|| async move {
+        let levels = store.levels(std::slice::from_ref(sku_ref)).await?;
+        let read = levels.iter().find(|level| &level.warehouse == warehouse_ref);
         let current = read.map_or(0, |level| level.on_hand);
         if let Some(expected) = expected_on_hand.filter(|expected| *expected != current) {
             return Err(InventoryError::OnHandChanged { expected, current });
@@ -213,15 +236,14 @@ pub async fn set_stock(
         }
         // The write is conditional on everything read, so `available` is never computed from a
         // stale `reserved` and nothing that moved `on_hand` meanwhile is silently overwritten.
-        match store.set_on_hand(read, &sku, &warehouse, on_hand).await? {
-            Write::Done => {
-                tracing::info!(%sku, %warehouse, on_hand, "stock set");
-                return stock(store, sku).await;
-            }
-            Write::StockChanged | Write::AlreadyDecided => backoff(attempt).await,
-        }
+        Ok(race(store.set_on_hand(read, sku_ref, warehouse_ref, on_hand).await?))
+    })
+    .await?;
+    if set.is_none() {
+        return Err(InventoryError::Busy);
     }
-    Err(InventoryError::Busy)
+    tracing::info!(%sku, %warehouse, on_hand, "stock set");
+    stock(store, sku).await
 }
 
 /// Available units per SKU, in the order asked, each SKU once.
@@ -252,73 +274,62 @@ pub async fn on_order_placed(
     order: &OrderPlaced,
     now: OffsetDateTime,
     hold: Duration,
-) -> Result<(), HandlerError> {
+) -> Result<(), SagaError> {
     let requests: Vec<Request> =
         order.lines.iter().map(|line| Request { sku: line.sku.clone(), quantity: line.quantity }).collect();
     let skus: Vec<Sku> = requests.iter().map(|r| r.sku.clone()).collect();
-    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
-        let levels = store.levels(&skus).await.map_err(transient)?;
-        let written = match allocate(&requests, &levels) {
+    let (requests, skus, order_id) = (&requests, &skus, order.order_id);
+    // Another order may take stock we counted on between our read and our write: then read
+    // again and decide again.
+    let decided = until_won(|| async move {
+        let levels = store.levels(skus).await?;
+        let written = match allocate(requests, &levels) {
             Ok(lines) if writes(&lines) > MAX_ALLOCATIONS => {
                 // No retry can fit this in one transaction: refuse it now, rather than fail as a
                 // storage error until the message is dead-lettered and the order times out.
-                tracing::warn!(order_id = %order.order_id, writes = writes(&lines), "reservation needs too many stock writes");
+                tracing::warn!(%order_id, writes = writes(&lines), "reservation needs too many stock writes");
                 let rejected = Event::StockRejected(StockRejected {
-                    order_id: order.order_id,
+                    order_id,
                     reason: RejectionReason::OrderTooLarge,
                     shortages: Vec::new(),
                 });
-                store.reject(order.order_id, &event(order.order_id, rejected)).await
+                store.reject(order_id, &event(order_id, rejected)).await?
             }
             Ok(lines) => {
                 let until = now + hold;
                 let reserved = Event::StockReserved(StockReserved {
-                    order_id: order.order_id,
+                    order_id,
                     lines: lines.iter().map(contract_line).collect(),
                     expires_at: until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
                 });
-                store.reserve(order.order_id, &lines, until, &event(order.order_id, reserved)).await
+                store.reserve(order_id, &lines, until, &event(order_id, reserved)).await?
             }
             Err(shortages) => {
                 let rejected = Event::StockRejected(StockRejected {
-                    order_id: order.order_id,
+                    order_id,
                     reason: RejectionReason::OutOfStock,
                     shortages: shortages
                         .into_iter()
                         .map(|s| contract::Shortage { sku: s.sku, requested: s.requested, available: s.available })
                         .collect(),
                 });
-                store.reject(order.order_id, &event(order.order_id, rejected)).await
+                store.reject(order_id, &event(order_id, rejected)).await?
             }
         };
-        match written.map_err(transient)? {
-            Write::Done => {
-                tracing::info!(order_id = %order.order_id, attempt, "reservation decided");
-                return Ok(());
-            }
-            Write::AlreadyDecided => {
-                tracing::info!(order_id = %order.order_id, "reservation already decided; duplicate delivery");
-                return Ok(());
-            }
-            // Another order took stock we counted on: back off and recount.
-            Write::StockChanged => backoff(attempt).await,
-        }
+        Ok::<_, StoreError>(race(written))
+    })
+    .await?;
+    match decided {
+        Some(Write::Done) => tracing::info!(%order_id, "reservation decided"),
+        Some(_) => tracing::info!(%order_id, "reservation already decided; duplicate delivery"),
+        None => return Err(SagaError::Busy(order_id)),
     }
-    Err(HandlerError::Transient(format!("stock kept changing while reserving {}", order.order_id).into()))
+    Ok(())
 }
 
 /// The stock items a reservation writes: one per warehouse allocation.
 fn writes(lines: &[AllocatedLine]) -> usize {
     lines.iter().map(|line| line.allocations.len()).sum()
-}
-
-/// Waits before attempt `attempt + 1` after a lost race: exponential (10, 20, 40 … 320 ms) with
-/// "full jitter" drawn afresh each time, so orders that collided once do not collide again in
-/// step.
-async fn backoff(attempt: u32) {
-    let ceiling = 10u64 << attempt.min(5);
-    let jitter = getrandom::u64().map_or(ceiling / 2, |random| random % ceiling);
-    tokio::time::sleep(std::time::Duration::from_millis(jitter + 1)).await;
 }
 
 fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
@@ -334,20 +345,20 @@ fn contract_line(line: &AllocatedLine) -> contract::ReservedLine {
 }
 
 /// `OrderCancelled`: give the units back, held or sold.
-pub async fn release(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
-    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
-        let reservation = store.reservation(order_id).await.map_err(transient)?;
-        let released = released(order_id, ReleaseReason::Cancelled);
-        match store.release(reservation.as_ref(), order_id, &released).await.map_err(transient)? {
-            Write::Done => {
-                tracing::info!(%order_id, "reservation released");
-                return Ok(());
-            }
-            Write::AlreadyDecided => return Ok(()),
-            Write::StockChanged => backoff(attempt).await,
-        }
+pub async fn release(store: &impl InventoryStore, order_id: OrderId) -> Result<(), SagaError> {
+    let released = released(order_id, ReleaseReason::Cancelled);
+    let released = &released;
+    let written = until_won(|| async move {
+        let reservation = store.reservation(order_id).await?;
+        Ok::<_, StoreError>(race(store.release(reservation.as_ref(), order_id, released).await?))
+    })
+    .await?;
+    match written {
+        Some(Write::Done) => tracing::info!(%order_id, "reservation released"),
+        Some(_) => tracing::info!(%order_id, "nothing held for the order; already released"),
+        None => return Err(SagaError::Busy(order_id)),
     }
-    Err(HandlerError::Transient(format!("could not release {order_id}").into()))
+    Ok(())
 }
 
 fn released(order_id: OrderId, reason: ReleaseReason) -> Envelope {
@@ -358,34 +369,37 @@ fn released(order_id: OrderId, reason: ReleaseReason) -> Envelope {
 /// lapsed by `now` is released. The listing comes from an eventually consistent index, so the
 /// order may have been confirmed (committed) or cancelled since; that decided it, and the
 /// conditional write makes sure a commit landing between our read and our write wins too.
-pub async fn expire(store: &impl InventoryStore, order_id: OrderId, now: OffsetDateTime) -> Result<(), HandlerError> {
-    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
-        let reservation = store.reservation(order_id).await.map_err(transient)?;
+pub async fn expire(store: &impl InventoryStore, order_id: OrderId, now: OffsetDateTime) -> Result<(), SagaError> {
+    let released = released(order_id, ReleaseReason::Expired);
+    let released = &released;
+    let written = until_won(|| async move {
+        let reservation = store.reservation(order_id).await?;
         let Some(reservation) = reservation.filter(|r| r.status == ReservationStatus::Reserved && r.held_until <= now)
         else {
-            tracing::info!(%order_id, "listed as lapsed, but no longer a lapsed hold; nothing to release");
-            return Ok(());
+            return Ok(Attempt::Done(None));
         };
-        match store.expire(&reservation, now, &released(order_id, ReleaseReason::Expired)).await.map_err(transient)? {
-            Write::Done => {
-                tracing::info!(%order_id, "lapsed reservation released");
-                return Ok(());
-            }
-            Write::AlreadyDecided => {
-                tracing::info!(%order_id, "reservation decided while expiring it; nothing released");
-                return Ok(());
-            }
-            Write::StockChanged => backoff(attempt).await,
-        }
+        Ok::<_, StoreError>(match store.expire(&reservation, now, released).await? {
+            Write::StockChanged => Attempt::Lost,
+            decided => Attempt::Done(Some(decided)),
+        })
+    })
+    .await?;
+    match written {
+        Some(Some(Write::Done)) => tracing::info!(%order_id, "lapsed reservation released"),
+        Some(Some(_)) => tracing::info!(%order_id, "reservation decided while expiring it; nothing released"),
+        Some(None) => tracing::info!(%order_id, "listed as lapsed, but no longer a lapsed hold; nothing to release"),
+        None => return Err(SagaError::Busy(order_id)),
     }
-    Err(HandlerError::Transient(format!("could not expire {order_id}").into()))
+    Ok(())
 }
 
 /// `OrderConfirmed`: the reserved units are sold.
-pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<(), HandlerError> {
-    for attempt in 1..=MAX_RESERVE_ATTEMPTS {
-        let Some(reservation) = store.reservation(order_id).await.map_err(transient)? else {
-            return Err(HandlerError::Permanent(format!("{order_id} was confirmed but never reserved")));
+pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<(), SagaError> {
+    let committed = event(order_id, Event::StockCommitted(StockCommitted { order_id }));
+    let committed = &committed;
+    let written = until_won(|| async move {
+        let Some(reservation) = store.reservation(order_id).await? else {
+            return Err(SagaError::Contract(format!("{order_id} was confirmed but never reserved")));
         };
         if reservation.status != ReservationStatus::Reserved {
             if reservation.status != ReservationStatus::Committed {
@@ -393,24 +407,15 @@ pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<()
                 // a confirmed one, on `StockReleased { reason: expired }`, and payment voids it.
                 tracing::error!(%order_id, status = ?reservation.status, "confirmation for a reservation that is not held");
             }
-            return Ok(());
+            return Ok(Attempt::Done(Write::AlreadyDecided));
         }
-        let committed = event(order_id, Event::StockCommitted(StockCommitted { order_id }));
-        match store.commit(&reservation, &committed).await.map_err(transient)? {
-            Write::Done => {
-                tracing::info!(%order_id, "reservation committed");
-                return Ok(());
-            }
-            Write::AlreadyDecided => return Ok(()),
-            Write::StockChanged => backoff(attempt).await,
-        }
+        Ok(race(store.commit(&reservation, committed).await?))
+    })
+    .await?;
+    match written {
+        Some(Write::Done) => tracing::info!(%order_id, "reservation committed"),
+        Some(_) => {}
+        None => return Err(SagaError::Busy(order_id)),
     }
-    Err(HandlerError::Transient(format!("could not commit {order_id}").into()))
-}
-
-/// The schedule tick: release every reservation that lapsed before `now`, each on its own and
-/// within the invocation's time (see [`lambda_glue::sweep`]).
-pub async fn sweep(store: &impl InventoryStore, now: OffsetDateTime, sweep: Sweep) -> Result<Tick, HandlerError> {
-    let list = |after| async move { store.expired(now, SWEEP_PAGE, after).await.map_err(transient) };
-    sweep.run(list, |order_id| expire(store, order_id, now)).await
+    Ok(())
 }

@@ -280,7 +280,7 @@ async fn an_expiry_listed_before_the_order_was_confirmed_releases_nothing() {
     let stale = StaleIndex { inner: &table.store, listed: vec![order_id] };
     service::commit(&table.store, order_id).await.unwrap();
 
-    let tick = service::sweep(&stale, T0 + HOLD + Duration::minutes(5), sweep()).await.unwrap();
+    let tick = inventory::events::sweep(&stale, T0 + HOLD + Duration::minutes(5), sweep()).await.unwrap();
 
     assert_eq!(tick, Tick { handled: 1, failed: 0, out_of_time: false });
     assert_eq!(table.level(&sku, "east").await, (3, 0, 3), "the sold units stay sold");
@@ -310,9 +310,9 @@ async fn a_hold_is_released_once_it_lapsed_and_not_before() {
     // Even an index listing it early changes nothing before the hold lapsed.
     let early = StaleIndex { inner: &table.store, listed: vec![order_id] };
 
-    service::sweep(&early, T0 + HOLD - Duration::seconds(1), sweep()).await.unwrap();
+    inventory::events::sweep(&early, T0 + HOLD - Duration::seconds(1), sweep()).await.unwrap();
     let before = table.level(&sku, "east").await;
-    let tick = service::sweep(&table.store, T0 + HOLD + Duration::seconds(1), sweep()).await.unwrap();
+    let tick = inventory::events::sweep(&table.store, T0 + HOLD + Duration::seconds(1), sweep()).await.unwrap();
 
     assert_eq!(before, (5, 2, 3));
     assert_eq!(tick.handled, 1);
@@ -344,7 +344,7 @@ async fn a_reservation_that_cannot_be_read_does_not_stop_the_sweep_behind_it() {
         .unwrap();
     let order_id = table.place(&[(&sku, 2)]).await;
 
-    let tick = service::sweep(&table.store, T0 + HOLD + Duration::minutes(1), sweep()).await.unwrap();
+    let tick = inventory::events::sweep(&table.store, T0 + HOLD + Duration::minutes(1), sweep()).await.unwrap();
 
     assert_eq!(tick, Tick { handled: 1, failed: 1, out_of_time: false });
     assert_eq!(table.level(&sku, "east").await, (5, 0, 5), "the good reservation behind the bad one expired");

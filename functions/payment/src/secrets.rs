@@ -1,4 +1,5 @@
-//! The Stripe secret key from AWS Secrets Manager, read once at cold start.
+//! The Stripe secret key from AWS Secrets Manager, read once at cold start
+//! ([`adapters::secrets`] does the reading).
 //!
 //! The secret's `SecretString` is either the key itself (`sk_live_…`) or a JSON object with a
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
@@ -9,14 +10,8 @@ use crate::{SecretSource, StripeSecret};
 /// Why the Stripe secret key could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("could not read the Stripe secret {arn} from Secrets Manager")]
-    Fetch {
-        arn: String,
-        #[source]
-        source: Box<aws_sdk_secretsmanager::Error>,
-    },
-    #[error("the Stripe secret {arn} has no SecretString (binary secrets are not supported)")]
-    NotAString { arn: String },
+    #[error("could not read the Stripe secret")]
+    Read(#[from] adapters::secrets::SecretError),
     #[error("the Stripe secret {arn} is empty, or JSON without a non-empty string `secret_key`")]
     NoKey { arn: String },
 }
@@ -30,12 +25,8 @@ pub async fn resolve(
         SecretSource::Key(key) => return Ok(key),
         SecretSource::SecretsManager { arn } => arn,
     };
-    let output = match client.get_secret_value().secret_id(&arn).send().await {
-        Ok(output) => output,
-        Err(error) => return Err(SecretError::Fetch { arn, source: Box::new(error.into()) }),
-    };
-    let Some(value) = output.secret_string() else { return Err(SecretError::NotAString { arn }) };
-    parse(value).ok_or(SecretError::NoKey { arn })
+    let value = adapters::secrets::current(client, &arn).await?;
+    parse(value.expose()).ok_or(SecretError::NoKey { arn })
 }
 
 /// Reads a `SecretString`: `{"secret_key": "sk_…"}` or the bare key.

@@ -34,7 +34,7 @@ pub struct Selection {
 pub struct FindError {
     table: String,
     #[source]
-    source: Box<aws_sdk_dynamodb::Error>,
+    source: adapters::dynamo::Unavailable,
 }
 
 /// What the outbox holds for a selection.
@@ -49,7 +49,7 @@ pub struct Found {
 
 /// The outbox items of `selection` in `table`.
 pub async fn find(client: &Client, table: &str, selection: &Selection) -> Result<Found, FindError> {
-    let read = |source: aws_sdk_dynamodb::Error| FindError { table: table.to_owned(), source: Box::new(source) };
+    let read = |source: adapters::dynamo::Unavailable| FindError { table: table.to_owned(), source };
     let items = match &selection.event_id {
         Some(event_id) => {
             let key = outbox::key(event_id);
@@ -79,7 +79,7 @@ async fn scan(
     client: &Client,
     table: &str,
     correlation_id: &str,
-) -> Result<Vec<adapters::dynamo::Item>, aws_sdk_dynamodb::Error> {
+) -> Result<Vec<adapters::dynamo::Item>, adapters::dynamo::Unavailable> {
     let mut items = Vec::new();
     let mut start = None;
     loop {

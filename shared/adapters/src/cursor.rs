@@ -1,25 +1,128 @@
-//! Opaque pagination cursors.
+//! Opaque, signed pagination cursors.
 //!
-//! A cursor is base64url(JSON) of the last returned item's key plus a *scope*: a string naming
-//! the query it belongs to (say `category=mugs`). Decoding checks the shape, and the caller checks
-//! the scope, so a cursor cannot be tampered into an arbitrary `ExclusiveStartKey` or replayed
-//! against another filter. Only string key attributes are carried: every Ferrocart key is a string.
+//! A cursor is `base64url(payload).base64url(tag)`: the payload is JSON of the last returned
+//! item's key plus a *scope*, a string naming the query it belongs to (say `category=mugs`); the
+//! tag is HMAC-SHA256 over the encoded payload, truncated to 128 bits (as RFC 4868's
+//! HMAC-SHA-256-128), with a key only the stack knows ([`CursorKeys`]). Decoding checks the tag
+//! first, in constant time, and reads the payload only if it holds, so no edited key ever reaches
+//! DynamoDB as an `ExclusiveStartKey` (DynamoDB answers `ValidationException` for a start key
+//! outside the query, which would surface as a 500). Then it checks the key's attribute names
+//! and the scope, so a cursor cannot be replayed against another filter either. Only string key
+//! attributes are carried: every Ferrocart key is a string.
+//!
+//! HMAC comes from `aws-lc-rs`, already linked into every function by the AWS SDK's TLS stack,
+//! so signing adds no second SHA-256 implementation to the binaries.
 
 use std::collections::BTreeMap;
 
+use aws_lc_rs::{constant_time, hmac, rand};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use crate::secrets::{self, SecretError, Stage};
+
 /// Why a cursor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
+    /// Not a cursor, or one whose payload or tag was changed, or signed with another key.
     #[error("the cursor is not one this API issued")]
     Malformed,
     #[error("the cursor belongs to a different query; start again without it")]
     WrongQuery,
 }
+
+/// Why the signing keys could not be had at cold start.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(
+        "the cursor signing secret {arn} ({stage}) is shorter than {min} bytes",
+        min = CursorKeys::MIN_SECRET_LEN
+    )]
+    TooShort { arn: String, stage: Stage },
+    #[error("no randomness for an ephemeral cursor key")]
+    NoRandomness,
+}
+
+/// The keys cursors are signed with. New cursors are signed with the current key; a cursor is
+/// accepted under the current or the previous one, so rotating the secret does not break the
+/// listings clients are paging through (until it is rotated again).
+#[derive(Clone)]
+pub struct CursorKeys {
+    current: hmac::Key,
+    previous: Option<hmac::Key>,
+}
+
+impl std::fmt::Debug for CursorKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CursorKeys").field("previous", &self.previous.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl CursorKeys {
+    /// Shortest secret accepted: 256 bits, SHA-256's output, as RFC 2104 recommends at least.
+    pub const MIN_SECRET_LEN: usize = 32;
+
+    /// Keys from the secret's bytes, used as they are. `None` when a secret is shorter than
+    /// [`Self::MIN_SECRET_LEN`].
+    pub fn new(current: &[u8], previous: Option<&[u8]>) -> Option<Self> {
+        let previous = match previous {
+            Some(secret) => Some(Self::key(secret)?),
+            None => None,
+        };
+        Some(Self { current: Self::key(current)?, previous })
+    }
+
+    fn key(secret: &[u8]) -> Option<hmac::Key> {
+        (secret.len() >= Self::MIN_SECRET_LEN).then(|| hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// Reads the secret `arn` at cold start: its current value (`AWSCURRENT`) signs, and its
+    /// previous value (`AWSPREVIOUS`), if it was ever changed, is still accepted. Two
+    /// `GetSecretValue` calls, made together.
+    pub async fn load(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<Self, KeyError> {
+        let (current, previous) = tokio::join!(secrets::current(client, arn), secrets::previous(client, arn));
+        let (current, previous) = (current?, previous?);
+        let too_short = |stage| KeyError::TooShort { arn: arn.to_owned(), stage };
+        Ok(Self {
+            current: Self::key(current.expose().as_bytes()).ok_or_else(|| too_short(Stage::Current))?,
+            previous: match previous {
+                Some(previous) => {
+                    Some(Self::key(previous.expose().as_bytes()).ok_or_else(|| too_short(Stage::Previous))?)
+                }
+                None => None,
+            },
+        })
+    }
+
+    /// A random key no one else holds, for a function that never serves a listing (the
+    /// cursors it could sign would be accepted by no other process), so it needs no secret.
+    pub fn ephemeral() -> Result<Self, KeyError> {
+        let current =
+            hmac::Key::generate(hmac::HMAC_SHA256, &rand::SystemRandom::new()).map_err(|_| KeyError::NoRandomness)?;
+        Ok(Self { current, previous: None })
+    }
+
+    fn tag(key: &hmac::Key, payload: &str) -> [u8; TAG_LEN] {
+        let mut tag = [0; TAG_LEN];
+        tag.copy_from_slice(&hmac::sign(key, payload.as_bytes()).as_ref()[..TAG_LEN]);
+        tag
+    }
+
+    /// Whether `tag` is `payload`'s tag under the current or the previous key. Each comparison
+    /// is constant-time, so timing does not tell how much of a guessed tag was right.
+    fn verify(&self, payload: &str, tag: &[u8]) -> bool {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|key| constant_time::verify_slices_are_equal(&Self::tag(key, payload), tag).is_ok())
+    }
+}
+
+/// Bytes of HMAC-SHA256 kept: 128 bits, RFC 4868's truncation, 22 characters of base64url.
+const TAG_LEN: usize = 16;
 
 /// A decoded cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,17 +152,27 @@ impl Cursor {
         Some(Self { scope: scope.into(), key })
     }
 
-    pub fn encode(&self) -> String {
+    /// The cursor as clients see it, signed with the current key.
+    pub fn encode(&self, keys: &CursorKeys) -> String {
         // Serializing a map of strings cannot fail.
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default());
+        let tag = URL_SAFE_NO_PAD.encode(CursorKeys::tag(&keys.current, &payload));
+        format!("{payload}.{tag}")
     }
 
-    /// Decodes a cursor and checks it was issued for `scope` with exactly `key_names`.
-    pub fn decode(raw: &str, scope: &str, key_names: &[&str]) -> Result<Self, CursorError> {
+    /// Decodes a cursor and checks it was signed with one of `keys` and issued for `scope` with
+    /// exactly `key_names`.
+    pub fn decode(raw: &str, scope: &str, key_names: &[&str], keys: &CursorKeys) -> Result<Self, CursorError> {
         if raw.len() > Self::MAX_ENCODED_LEN {
             return Err(CursorError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| CursorError::Malformed)?;
+        let (payload, tag) = raw.split_once('.').ok_or(CursorError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| CursorError::Malformed)?;
+        // The tag is checked over the payload as sent, before the payload is even decoded.
+        if !keys.verify(payload, &tag) {
+            return Err(CursorError::Malformed);
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| CursorError::Malformed)?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)?;
         let names_match =
             cursor.key.len() == key_names.len() && key_names.iter().all(|name| cursor.key.contains_key(*name));
@@ -82,6 +195,9 @@ impl Cursor {
 mod tests {
     use super::*;
 
+    const SCOPE: &str = "category=mugs";
+    const NAMES: [&str; 2] = ["pk", "sk"];
+
     fn item() -> std::collections::HashMap<String, AttributeValue> {
         [("pk", "CAT#mugs"), ("sk", "P#1"), ("other", "x")]
             .into_iter()
@@ -89,30 +205,136 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_cursor_round_trips_to_the_same_start_key() {
-        let cursor = Cursor::after("category=mugs", &item(), &["pk", "sk"]);
-        let encoded = cursor.as_ref().map(Cursor::encode).unwrap_or_default();
-        let decoded = Cursor::decode(&encoded, "category=mugs", &["pk", "sk"]);
-        assert_eq!(decoded.ok(), cursor);
-        assert_eq!(decoded_key_len(&encoded), 2);
+    fn keys(secret: &str) -> CursorKeys {
+        CursorKeys::new(secret.repeat(32).as_bytes(), None).unwrap()
     }
 
-    fn decoded_key_len(encoded: &str) -> usize {
-        Cursor::decode(encoded, "category=mugs", &["pk", "sk"]).map(|c| c.start_key().len()).unwrap_or(0)
+    fn issued(keys: &CursorKeys) -> String {
+        Cursor::after(SCOPE, &item(), &NAMES).unwrap().encode(keys)
+    }
+
+    /// `cursor` with its payload replaced by `json`, its tag kept.
+    fn with_payload(cursor: &str, json: &str) -> String {
+        let (_, tag) = cursor.split_once('.').unwrap();
+        format!("{}.{tag}", URL_SAFE_NO_PAD.encode(json))
+    }
+
+    #[test]
+    fn a_cursor_round_trips_to_the_same_start_key() {
+        let keys = keys("a");
+        let cursor = Cursor::after(SCOPE, &item(), &NAMES).unwrap();
+
+        let decoded = Cursor::decode(&cursor.encode(&keys), SCOPE, &NAMES, &keys).unwrap();
+
+        assert_eq!(decoded, cursor);
+        assert_eq!(decoded.start_key().len(), 2);
+    }
+
+    #[test]
+    fn a_cursor_is_its_payload_and_a_128_bit_tag() {
+        let encoded = issued(&keys("a"));
+
+        let (payload, tag) = encoded.split_once('.').unwrap();
+
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(payload).unwrap(),
+            br#"{"s":"category=mugs","k":{"pk":"CAT#mugs","sk":"P#1"}}"#
+        );
+        assert_eq!(tag.len(), 22);
     }
 
     #[test]
     fn a_cursor_for_another_query_is_refused() {
-        let encoded = Cursor::after("category=mugs", &item(), &["pk", "sk"]).map(|c| c.encode()).unwrap_or_default();
-        assert_eq!(Cursor::decode(&encoded, "category=hats", &["pk", "sk"]), Err(CursorError::WrongQuery));
+        let keys = keys("a");
+
+        assert_eq!(Cursor::decode(&issued(&keys), "category=hats", &NAMES, &keys), Err(CursorError::WrongQuery));
     }
 
     #[test]
-    fn garbage_and_tampered_cursors_are_refused() {
-        assert_eq!(Cursor::decode("not base64!", "s", &["pk"]), Err(CursorError::Malformed));
-        let tampered = URL_SAFE_NO_PAD.encode(br#"{"s":"s","k":{"pk":"A","evil":"B"}}"#);
-        assert_eq!(Cursor::decode(&tampered, "s", &["pk"]), Err(CursorError::Malformed));
-        assert_eq!(Cursor::decode(&"A".repeat(5000), "s", &["pk"]), Err(CursorError::Malformed));
+    fn a_cursor_whose_key_was_edited_is_refused() {
+        let keys = keys("a");
+        let issued = issued(&keys);
+
+        for json in [
+            r#"{"s":"category=mugs","k":{"pk":"CAT#hats","sk":"P#1"}}"#,
+            r#"{"s":"category=mugs","k":{"pk":"","sk":""}}"#,
+            r#"{"s":"category=hats","k":{"pk":"CAT#mugs","sk":"P#1"}}"#,
+        ] {
+            let tampered = with_payload(&issued, json);
+
+            assert_eq!(Cursor::decode(&tampered, SCOPE, &NAMES, &keys), Err(CursorError::Malformed), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_whose_tag_was_edited_is_refused() {
+        let keys = keys("a");
+        let issued = issued(&keys);
+        let (payload, tag) = issued.split_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(tag).unwrap();
+        bytes[0] ^= 1;
+
+        for tampered in
+            [format!("{payload}.{}", URL_SAFE_NO_PAD.encode(&bytes)), format!("{payload}."), payload.to_owned()]
+        {
+            assert_eq!(Cursor::decode(&tampered, SCOPE, &NAMES, &keys), Err(CursorError::Malformed), "{tampered}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_signed_with_another_key_is_refused() {
+        let ours = keys("a");
+        let theirs = CursorKeys::ephemeral().unwrap();
+
+        assert_eq!(Cursor::decode(&issued(&theirs), SCOPE, &NAMES, &ours), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn a_truncated_cursor_is_refused() {
+        let keys = keys("a");
+        let issued = issued(&keys);
+
+        for end in [0, 1, issued.len() / 2, issued.find('.').unwrap(), issued.len() - 1] {
+            let truncated = &issued[..end];
+
+            assert_eq!(Cursor::decode(truncated, SCOPE, &NAMES, &keys), Err(CursorError::Malformed), "{truncated}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_signed_before_a_rotation_is_accepted_after_it_and_not_after_the_next() {
+        let (old, new, newer) = ("a".repeat(32), "b".repeat(32), "c".repeat(32));
+        let before = CursorKeys::new(old.as_bytes(), None).unwrap();
+        let after = CursorKeys::new(new.as_bytes(), Some(old.as_bytes())).unwrap();
+        let after_next = CursorKeys::new(newer.as_bytes(), Some(new.as_bytes())).unwrap();
+        let cursor = issued(&before);
+
+        assert!(Cursor::decode(&cursor, SCOPE, &NAMES, &after).is_ok());
+        assert_eq!(Cursor::decode(&cursor, SCOPE, &NAMES, &after_next), Err(CursorError::Malformed));
+        assert!(issued(&after) != cursor, "new cursors are signed with the new key");
+    }
+
+    #[test]
+    fn a_secret_shorter_than_256_bits_is_refused() {
+        assert!(CursorKeys::new(&[7; 31], None).is_none());
+        assert!(CursorKeys::new(&[7; 32], Some(&[7; 31])).is_none());
+        assert!(CursorKeys::new(&[7; 32], Some(&[8; 32])).is_some());
+    }
+
+    #[test]
+    fn garbage_and_oversized_cursors_are_refused() {
+        let keys = keys("a");
+
+        assert_eq!(Cursor::decode("not base64!", SCOPE, &NAMES, &keys), Err(CursorError::Malformed));
+        assert_eq!(Cursor::decode("a.b.c", SCOPE, &NAMES, &keys), Err(CursorError::Malformed));
+        assert_eq!(Cursor::decode(&"A".repeat(5000), SCOPE, &NAMES, &keys), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn a_signed_cursor_with_other_key_names_is_refused() {
+        let keys = keys("a");
+        let cursor = Cursor::after(SCOPE, &item(), &["pk", "sk", "other"]).unwrap().encode(&keys);
+
+        assert_eq!(Cursor::decode(&cursor, SCOPE, &NAMES, &keys), Err(CursorError::Malformed));
     }
 }

@@ -1,85 +1,231 @@
-//! DynamoDB helpers shared by the domain stores.
+//! The DynamoDB toolkit every domain store is built from. Key *formats* are not here (each
+//! table's layout lives in one module of the domain that owns it); what is here is how every
+//! store talks to DynamoDB:
+//!
+//! - [`key`]: a `pk`/`sk` key (every Ferrocart table has the same key schema).
+//! - [`Unavailable`]: a storage failure the domain cannot act on, carrying the SDK's whole
+//!   context; it converts from every SDK, builder and serde_dynamo error, so stores use `?`.
+//! - [`ConditionFailed`]: whether a `PutItem`/`UpdateItem`/`DeleteItem` failed its condition,
+//!   from the SDK's typed error variants.
+//! - [`Transaction`]: `TransactWriteItems` whose actions carry labels, so a cancellation says
+//!   *which* conditions failed (by label, not by position), whether it was only a conflict with
+//!   another transaction, or something else.
+//! - [`get_consistent`], [`query_partition`], [`batch_get`]: the reads the stores share.
+//!
+//! Retrying a lost race is [`crate::retry`].
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes, TransactWriteItem};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
 
-/// How a `TransactWriteItems` call ended, when it did not succeed.
-#[derive(Debug)]
-pub enum TransactionFailure {
-    /// The transaction was cancelled; `reasons[i]` is the cancellation code of the i-th action
-    /// (`"None"`, `"ConditionalCheckFailed"`, `"TransactionConflict"`, …) in request order.
-    Cancelled { reasons: Vec<String> },
-    /// Anything else: throttling, networking, validation of our own request.
-    Other(SdkError<TransactWriteItemsError>),
+/// `TransactWriteItems` takes at most 100 actions.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// The key of an item: every Ferrocart table is keyed by the strings `pk` and `sk`.
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_owned(), AttributeValue::S(pk.into())), ("sk".to_owned(), AttributeValue::S(sk.into()))])
 }
 
-impl TransactionFailure {
-    /// Indexes of the actions whose condition failed, in request order.
-    pub fn failed_conditions(&self) -> Vec<usize> {
-        match self {
-            Self::Cancelled { reasons } => reasons
-                .iter()
-                .enumerate()
-                .filter(|(_, code)| code.as_str() == "ConditionalCheckFailed")
-                .map(|(index, _)| index)
-                .collect(),
-            Self::Other(_) => Vec::new(),
-        }
+/// Storage failed in a way the domain cannot act on: throttling, the network, a request we built
+/// wrongly, an item that does not read as its record. A domain's `StoreError` wraps it.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct Unavailable {
+    /// The error with its whole chain (an SDK error's own `Display` says only "service error").
+    context: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Unavailable {
+    /// Wraps any error, keeping its context for the log.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { context: DisplayErrorContext(&error).to_string(), source: Box::new(error) }
     }
 
-    /// True when another transaction touched the same items at the same time: safe to retry.
-    pub fn is_conflict(&self) -> bool {
-        match self {
-            Self::Cancelled { reasons } => {
-                reasons.iter().any(|code| code == "TransactionConflict")
-                    && !reasons.iter().any(|code| code == "ConditionalCheckFailed")
+    /// A failure we detected ourselves.
+    pub fn because(reason: impl Into<String>) -> Self {
+        Self::new(std::io::Error::other(reason.into()))
+    }
+}
+
+impl<E, R> From<SdkError<E, R>> for Unavailable
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    fn from(error: SdkError<E, R>) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<aws_sdk_dynamodb::Error> for Unavailable {
+    fn from(error: aws_sdk_dynamodb::Error) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<BuildError> for Unavailable {
+    fn from(error: BuildError) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<serde_dynamo::Error> for Unavailable {
+    fn from(error: serde_dynamo::Error) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<crate::outbox::OutboxError> for Unavailable {
+    fn from(error: crate::outbox::OutboxError) -> Self {
+        Self::new(error)
+    }
+}
+
+/// Whether a single-item write failed because its condition did not hold (as opposed to
+/// failing for a reason to retry or report).
+pub trait ConditionFailed {
+    fn is_condition_failed(&self) -> bool;
+}
+
+macro_rules! condition_failed {
+    ($($error:ty),*) => {$(
+        impl<R> ConditionFailed for SdkError<$error, R> {
+            fn is_condition_failed(&self) -> bool {
+                self.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception())
             }
-            Self::Other(_) => false,
+        }
+    )*};
+}
+
+condition_failed!(PutItemError, UpdateItemError, DeleteItemError);
+
+/// A `TransactWriteItems` under construction, each action with a label (`L`) that names what its
+/// condition means to the domain: "the order is still at the version read", "this SKU is free".
+#[derive(Debug, Clone)]
+pub struct Transaction<L> {
+    labels: Vec<L>,
+    actions: Vec<TransactWriteItem>,
+}
+
+impl<L> Default for Transaction<L> {
+    fn default() -> Self {
+        Self { labels: Vec::new(), actions: Vec::new() }
+    }
+}
+
+/// Why a transaction did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError<L: std::fmt::Debug> {
+    /// The conditions of these actions failed (by label, in request order); nothing was written.
+    #[error("transaction conditions failed: {0:?}")]
+    ConditionsFailed(Vec<L>),
+    /// Another transaction or write touched the same items at the same time, and no condition
+    /// failed: the same transaction may succeed if tried again.
+    #[error("transaction conflicted with another write")]
+    Conflict,
+    /// More actions than one transaction takes: no retry can make it fit.
+    #[error("a transaction takes at most {MAX_TRANSACTION_ACTIONS} actions, not {0}")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl<L: std::fmt::Debug + PartialEq> TransactionError<L> {
+    /// True when the condition of an action labelled `label` failed.
+    pub fn failed(&self, label: &L) -> bool {
+        matches!(self, Self::ConditionsFailed(labels) if labels.contains(label))
+    }
+}
+
+impl<L: Clone + std::fmt::Debug> Transaction<L> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an action.
+    pub fn push(&mut self, label: L, action: TransactWriteItem) -> &mut Self {
+        self.labels.push(label);
+        self.actions.push(action);
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.actions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Runs the transaction once.
+    pub async fn commit(&self, client: &Client) -> Result<(), TransactionError<L>> {
+        self.run(client, |label, _| label.clone()).await
+    }
+
+    /// Runs the transaction once, like [`Transaction::commit`]; when conditions fail, each failed
+    /// label comes with the item as it was when its condition failed, for an action that asked
+    /// for it with `ReturnValuesOnConditionCheckFailure::AllOld` (`None` for one that did not, or
+    /// that found no item). A store that decides from the refused item needs no second read.
+    pub async fn commit_returning_old(&self, client: &Client) -> Result<(), TransactionError<(L, Option<Item>)>> {
+        self.run(client, |label, reason| (label.clone(), reason.item().cloned())).await
+    }
+
+    /// Runs the transaction once, naming each action whose condition failed by `failed(label,
+    /// its cancellation reason)`.
+    async fn run<F: std::fmt::Debug>(
+        &self,
+        client: &Client,
+        failed: impl Fn(&L, &CancellationReason) -> F,
+    ) -> Result<(), TransactionError<F>> {
+        if self.actions.len() > MAX_TRANSACTION_ACTIONS {
+            return Err(TransactionError::TooLarge(self.actions.len()));
+        }
+        let sent = client.transact_write_items().set_transact_items(Some(self.actions.clone())).send().await;
+        let error = match sent {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() else {
+            return Err(Unavailable::from(error).into());
+        };
+        // One reason per action, in request order: `None`, `ConditionalCheckFailed`,
+        // `TransactionConflict`, `ThrottlingError`, …
+        let reasons = cancelled.cancellation_reasons();
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+        let failed: Vec<F> = reasons
+            .iter()
+            .zip(&self.labels)
+            .filter(|(reason, _)| reason.code() == Some("ConditionalCheckFailed"))
+            .map(|(reason, label)| failed(label, reason))
+            .collect();
+        if !failed.is_empty() {
+            Err(TransactionError::ConditionsFailed(failed))
+        } else if codes.contains(&"TransactionConflict") {
+            Err(TransactionError::Conflict)
+        } else {
+            Err(Unavailable::from(error).into())
         }
     }
 }
 
-impl From<SdkError<TransactWriteItemsError>> for TransactionFailure {
-    fn from(error: SdkError<TransactWriteItemsError>) -> Self {
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
-            let reasons = cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|reason| reason.code().unwrap_or("None").to_owned())
-                .collect();
-            return Self::Cancelled { reasons };
-        }
-        Self::Other(error)
-    }
-}
-
-impl std::fmt::Display for TransactionFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cancelled { reasons } => write!(f, "transaction cancelled: {reasons:?}"),
-            Self::Other(error) => {
-                write!(f, "transaction failed: {}", aws_sdk_dynamodb::error::DisplayErrorContext(error))
-            }
-        }
-    }
-}
-
-impl std::error::Error for TransactionFailure {}
-
-/// Reads up to 100 items by key (BatchGetItem's limit), retrying unprocessed keys with backoff,
-/// and returns them in no particular order.
-pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, aws_sdk_dynamodb::Error> {
+/// Reads up to 100 items by key (BatchGetItem's limit), retrying unprocessed keys with the
+/// shared backoff ([`crate::retry::delays`]), and returns them in no particular order. Keys
+/// still unprocessed after the last attempt (sustained throttling) are an error.
+pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, Unavailable> {
     let mut found = Vec::with_capacity(keys.len());
     let mut pending = keys;
-    let mut attempt = 0_u32;
+    let mut delays = crate::retry::delays();
     while !pending.is_empty() {
         let request =
             KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut pending))).consistent_read(false).build()?;
@@ -93,9 +239,11 @@ pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<
             .map(|rest| rest.keys)
             .unwrap_or_default();
         if !pending.is_empty() {
-            attempt += 1;
-            // Unprocessed keys mean throttling: back off 25, 50, 100 … ms, capped at 1.6 s.
-            tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            // Unprocessed keys mean throttling: back off before asking for them again.
+            let delay = delays
+                .next()
+                .ok_or_else(|| Unavailable::because(format!("{} keys of {table} stayed unprocessed", pending.len())))?;
+            tokio::time::sleep(delay).await;
         }
     }
     Ok(found)
@@ -103,7 +251,7 @@ pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<
 
 /// Reads one item by key with a strongly consistent read (the state a conditional write will
 /// be checked against).
-pub async fn get_consistent(client: &Client, table: &str, key: Item) -> Result<Option<Item>, aws_sdk_dynamodb::Error> {
+pub async fn get_consistent(client: &Client, table: &str, key: Item) -> Result<Option<Item>, Unavailable> {
     Ok(client.get_item().table_name(table).set_key(Some(key)).consistent_read(true).send().await?.item)
 }
 
@@ -114,7 +262,7 @@ pub async fn query_partition(
     table: &str,
     pk: &str,
     consistent: bool,
-) -> Result<Vec<Item>, aws_sdk_dynamodb::Error> {
+) -> Result<Vec<Item>, Unavailable> {
     let mut items = Vec::new();
     let mut start = None;
     loop {

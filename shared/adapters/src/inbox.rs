@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use time::OffsetDateTime;
 
 use kernel::EventId;
-use lambda_glue::consumer::{Claim, HandlerError, Inbox};
+use kernel::inbox::{Claim, Inbox, InboxError};
 
 use crate::dynamo::{Item, get_consistent};
 use crate::outbox::TTL_ATTRIBUTE;
@@ -55,8 +55,8 @@ impl DynamoInbox {
 }
 
 /// A DynamoDB failure, with the SDK's whole context (its `Display` alone says "unhandled error").
-fn failed(step: &str, error: impl std::error::Error + Send + Sync + 'static) -> HandlerError {
-    HandlerError::Transient(format!("inbox {step} failed: {}", DisplayErrorContext(error)).into())
+fn failed(step: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> InboxError {
+    InboxError { step, detail: DisplayErrorContext(&error).to_string(), source: Box::new(error) }
 }
 
 fn number(value: i64) -> AttributeValue {
@@ -68,7 +68,7 @@ fn string(value: &str) -> AttributeValue {
 }
 
 impl Inbox for DynamoInbox {
-    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError> {
+    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, InboxError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut item = Self::key(event);
         item.insert("status".to_owned(), string(IN_PROGRESS));
@@ -108,7 +108,7 @@ impl Inbox for DynamoInbox {
         })
     }
 
-    async fn handled(&self, event: EventId) -> Result<(), HandlerError> {
+    async fn handled(&self, event: EventId) -> Result<(), InboxError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -124,7 +124,7 @@ impl Inbox for DynamoInbox {
         Ok(())
     }
 
-    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError> {
+    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), InboxError> {
         // Only this invocation's claim, still in progress: never forget an event that was
         // handled, nor a claim another invocation took after ours lapsed.
         let released = self

@@ -2,14 +2,19 @@
 //!
 //! - [`aws`]: the SDK configuration, loaded once per cold start. `AWS_ENDPOINT_URL` (set by the
 //!   local cloud) points every client at the emulator; in AWS it is unset.
-//! - [`cursor`]: opaque pagination cursors that wrap a DynamoDB `LastEvaluatedKey` and refuse
-//!   to be replayed against a different query.
-//! - [`dynamo`]: transaction outcome classification and batch reads with retry of unprocessed
-//!   keys.
+//! - [`cursor`]: opaque pagination cursors that wrap a DynamoDB `LastEvaluatedKey`, signed
+//!   with HMAC-SHA256 under a key from the stack ([`CursorKeys`]), so an edited or forged cursor
+//!   is refused before any I/O, and refused too when replayed against a different query.
+//! - [`dynamo`]: the DynamoDB toolkit: keys, the storage error, typed condition failures,
+//!   labelled transactions, shared reads.
+//! - [`retry`]: the one policy for retrying a lost race (exponential backoff, random jitter per
+//!   attempt).
 //! - [`inbox`]: the record of events a domain's consumer has taken, keyed by event id (with
 //!   TTL), that makes duplicate deliveries no-ops.
 //! - [`outbox`]: the outbox record a domain writes in the same transaction as its state change,
 //!   which the relay publishes from the table's stream.
+//! - [`secrets`]: Secrets Manager values read once at cold start (`AWSCURRENT`, and
+//!   `AWSPREVIOUS` for keys that must survive a rotation), never printed.
 //!
 //! Key formats are *not* here: each table's key layout lives in exactly one module of the
 //! domain that owns the table.
@@ -19,5 +24,7 @@ pub mod cursor;
 pub mod dynamo;
 pub mod inbox;
 pub mod outbox;
+pub mod retry;
+pub mod secrets;
 
-pub use cursor::{Cursor, CursorError};
+pub use cursor::{Cursor, CursorError, CursorKeys};

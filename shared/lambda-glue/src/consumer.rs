@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use domain_events::Envelope;
+#[cfg(any(test, feature = "test-util"))]
 use kernel::EventId;
 
 /// The partial batch response a consumer returns, `{"batchItemFailures": [{"itemIdentifier": …}]}`
@@ -101,29 +102,9 @@ where
     .await
 }
 
-/// Whether an event may be handled now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// First delivery (or the earlier handler's lease lapsed): handle it.
-    Claimed,
-    /// Handled already: acknowledge without handling again.
-    Handled,
-    /// Another invocation is handling it right now: try again later.
-    InProgress,
-}
-
-/// The record of which events a consumer has handled, keyed by event id. Implemented on each
-/// domain's own table (`adapters::inbox`); in memory by [`MemoryInbox`] for unit tests.
-#[allow(async_fn_in_trait)]
-pub trait Inbox {
-    /// Claims `event` for this invocation until `lease_until`, unless it is handled or claimed.
-    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError>;
-    /// Marks a claimed event handled.
-    async fn handled(&self, event: EventId) -> Result<(), HandlerError>;
-    /// Gives up this invocation's claim (the one leased until `lease_until`) after the handler
-    /// failed, so the retry may claim the event at once.
-    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError>;
-}
+/// The inbox port (`kernel::inbox`), implemented on each domain's own table
+/// (`adapters::inbox`) and in memory by [`MemoryInbox`] for unit tests.
+pub use kernel::inbox::{Claim, Inbox, InboxError};
 
 /// Handles every message of an SQS batch with `handle`, once per event id, reporting the
 /// messages that failed (or must wait for another invocation that is handling their event).
@@ -237,7 +218,7 @@ impl MemoryInbox {
 
 #[cfg(any(test, feature = "test-util"))]
 impl Inbox for MemoryInbox {
-    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, HandlerError> {
+    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, InboxError> {
         let mut events = self.events();
         match events.get(&event) {
             Some(None) => Ok(Claim::Handled),
@@ -249,12 +230,12 @@ impl Inbox for MemoryInbox {
         }
     }
 
-    async fn handled(&self, event: EventId) -> Result<(), HandlerError> {
+    async fn handled(&self, event: EventId) -> Result<(), InboxError> {
         self.events().insert(event, None);
         Ok(())
     }
 
-    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), HandlerError> {
+    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), InboxError> {
         let mut events = self.events();
         if events.get(&event) == Some(&Some(lease_until)) {
             events.remove(&event);

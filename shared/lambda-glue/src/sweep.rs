@@ -26,12 +26,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::consumer::HandlerError;
 
-/// One page of due items and where the next page starts (`None`: this was the last).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<K, C> {
-    pub items: Vec<K>,
-    pub next: Option<C>,
-}
+/// One page of due items and where the next page starts (`None`: this was the last); the
+/// stores' ports return it, so it lives with the domain vocabulary.
+pub use kernel::page::Page;
 
 /// A sweep's name (the metric's `Sweep` dimension and the logs' `sweep` field) and its time.
 #[derive(Debug, Clone, Copy)]

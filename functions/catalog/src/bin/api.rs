@@ -9,7 +9,9 @@ async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;
     let aws = adapters::aws::load_config().await;
-    let store = DynamoCatalog::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
+    let cursor_keys =
+        adapters::CursorKeys::load(&aws_sdk_secretsmanager::Client::new(&aws), &config.cursor_secret_arn).await?;
+    let store = DynamoCatalog::new(aws_sdk_dynamodb::Client::new(&aws), config.table, cursor_keys);
     let store = &store;
     lambda_http::run(service_fn(move |request| async move {
         Ok::<_, std::convert::Infallible>(catalog::api::handle(store, request).await)

@@ -339,6 +339,53 @@ async fn bad_queries_unknown_ids_and_missing_rights_get_their_status() {
     reply.expect_problem(403);
 }
 
+/// `cursor` with its JSON payload rewritten by `edit`, its signature (if any) kept: what a client
+/// forging a cursor can do without the signing key.
+fn forged(cursor: &str, edit: impl FnOnce(&mut Value)) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (payload, tag) = match cursor.split_once('.') {
+        Some((payload, tag)) => (payload, Some(tag)),
+        None => (cursor, None),
+    };
+    let mut json: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON");
+    edit(&mut json);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).expect("JSON"));
+    match tag {
+        Some(tag) => format!("{payload}.{tag}"),
+        None => payload,
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_edited_to_start_in_another_category_is_refused_before_any_query() {
+    // Arrange: two products in one category, so its first page of one has a cursor, and one in
+    // another category whose partition key the forged cursor points at.
+    let (mugs, hats) = (testkit::unique("cat"), testkit::unique("cat"));
+    for (category, title) in [(&mugs, "Forgery Mug"), (&mugs, "Forgery Mug Two"), (&hats, "Forgery Hat")] {
+        created(&product(&testkit::unique("forge"), category, title, &sku_base())).await;
+    }
+    let page = call(Method::GET, &format!("/products?category={mugs}&limit=1")).send().await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let cursor = page.body["next_cursor"].as_str().expect("a first page of one has a cursor").to_owned();
+
+    // Act: the same query with the key moved to the other category's partition, and with empty keys.
+    let elsewhere = forged(&cursor, |json| json["k"]["gsi1pk"] = json!(format!("CAT#{hats}")));
+    let emptied = forged(&cursor, |json| {
+        for value in json["k"].as_object_mut().expect("a key object").values_mut() {
+            *value = json!("");
+        }
+    });
+
+    // Assert: both are a 400 naming the cursor, as any cursor this API did not issue is.
+    for cursor in [elsewhere, emptied] {
+        let reply = call(Method::GET, &format!("/products?category={mugs}&limit=1&cursor={cursor}")).send().await;
+        reply.expect_problem(400);
+        assert_eq!(reply.body["type"], "/problems/malformed-request", "{}", reply.body);
+        assert_eq!(reply.pointers(), vec!["query:cursor"]);
+    }
+}
+
 #[tokio::test]
 async fn no_body_shape_produces_a_server_error() {
     let shapes = [
