@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key};
+use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below};
 use adapters::outbox;
 use adapters::{Cursor, CursorKeys};
 use domain_events::Envelope;
@@ -29,9 +29,10 @@ use kernel::OrderId;
 use crate::order::{Order, Status};
 use kernel::page::Page as SweepPage;
 
-use crate::service::{OrderStore, OverdueCursor, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
+use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
 
-/// The one partition of the `Open` index.
+/// The index of open orders by deadline, and its one partition.
+const OPEN_INDEX: &str = "Open";
 const OPEN_PARTITION: &str = "OPEN";
 
 /// Saved replies are kept a day, as Stripe keeps idempotency keys.
@@ -177,6 +178,9 @@ impl DynamoOrders {
 }
 
 impl OrderStore for DynamoOrders {
+    /// The `Open` index's `LastEvaluatedKey`.
+    type Cursor = Item;
+
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError> {
         let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await?;
         let Some(item) = item else { return Ok(None) };
@@ -273,46 +277,16 @@ impl OrderStore for DynamoOrders {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<OverdueCursor>,
-    ) -> Result<SweepPage<OrderId, OverdueCursor>, StoreError> {
-        let bound = format!("{:012}#~", now.unix_timestamp());
-        // A GSI query's start key is the index key plus the table key of the last item read.
-        let start = after.map(|cursor| {
-            let mut start = order_key(cursor.order_id);
-            start.insert("gsi2pk".to_owned(), AttributeValue::S(OPEN_PARTITION.to_owned()));
-            start.insert("gsi2sk".to_owned(), AttributeValue::S(cursor.deadline_key));
-            start
-        });
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("Open")
-            .key_condition_expression("gsi2pk = :open AND gsi2sk < :bound")
-            .expression_attribute_values(":open", AttributeValue::S(OPEN_PARTITION.to_owned()))
-            .expression_attribute_values(":bound", AttributeValue::S(bound))
-            .limit(i32::try_from(limit).unwrap_or(25))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(Unavailable::from)?;
-        let more = output.last_evaluated_key.is_some();
+        after: Option<Item>,
+    ) -> Result<SweepPage<OrderId, Item>, StoreError> {
+        // Index keys sort as `{deadline:012}#{order_id}`; `~` sorts after every id character.
+        let below = format!("{:012}#~", now.unix_timestamp());
+        let partition = ("gsi2pk", OPEN_PARTITION);
+        let (items, next) =
+            page_below(&self.client, &self.table, OPEN_INDEX, partition, ("gsi2sk", &below), limit, after).await?;
         // The `Open` index projects keys only: the order id is in the table key.
-        let listed: Vec<(OrderId, String)> = output
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| {
-                let id = item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok()?;
-                Some((id, item.get("gsi2sk")?.as_s().ok()?.clone()))
-            })
-            .collect();
-        let next = match listed.last() {
-            Some((order_id, deadline_key)) if more => {
-                Some(OverdueCursor { deadline_key: deadline_key.clone(), order_id: *order_id })
-            }
-            _ => None,
-        };
-        Ok(SweepPage { items: listed.into_iter().map(|(id, _)| id).collect(), next })
+        let orders =
+            items.iter().filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok()).collect();
+        Ok(SweepPage { items: orders, next })
     }
 }

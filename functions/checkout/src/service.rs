@@ -80,6 +80,8 @@ impl From<Unavailable> for PageError {
 /// The storage port.
 #[allow(async_fn_in_trait)]
 pub trait OrderStore {
+    /// Where a listing of overdue orders goes on (the store's own, opaque to the domain).
+    type Cursor;
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError>;
     async fn place(&self, placement: &Placement) -> Result<Placed, StoreError>;
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
@@ -101,8 +103,8 @@ pub trait OrderStore {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<OverdueCursor>,
-    ) -> Result<SweepPage<OrderId, OverdueCursor>, StoreError>;
+        after: Option<Self::Cursor>,
+    ) -> Result<SweepPage<OrderId, Self::Cursor>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -385,13 +387,6 @@ pub async fn on_saga_step(
         }
         Err(error) => Err(error),
     }
-}
-
-/// Where the timeout sweep's walk through overdue orders goes on: after the order it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverdueCursor {
-    pub(crate) deadline_key: String,
-    pub(crate) order_id: OrderId,
 }
 
 /// Overdue orders the timeout sweep lists per query.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, query_partition,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, query_partition,
 };
 use adapters::outbox;
 use domain_events::Envelope;
@@ -28,7 +28,7 @@ use kernel::{OrderId, Sku};
 
 use kernel::page::Page;
 
-use crate::service::{ExpiryCursor, InventoryStore, Reservation, ReservationStatus, StoreError, Write};
+use crate::service::{InventoryStore, Reservation, ReservationStatus, StoreError, Write};
 use crate::stock::{AllocatedLine, StockLevel, Warehouse};
 
 const EXPIRING_INDEX: &str = "Expiring";
@@ -91,11 +91,26 @@ struct ReservationRecord {
     gsi1sk: Option<String>,
 }
 
+impl ReservationRecord {
+    /// A reservation that holds nothing: rejected, or released before it was ever placed.
+    fn decided(order_id: OrderId, status: ReservationStatus) -> Self {
+        Self {
+            pk: format!("RES#{order_id}"),
+            sk: "RES".to_owned(),
+            order_id,
+            status,
+            lines: Vec::new(),
+            held_until: 0,
+            gsi1pk: None,
+            gsi1sk: None,
+        }
+    }
+}
+
 /// What the expiry sweep reads of a reservation in the `Expiring` index.
 #[derive(Debug, Deserialize)]
 struct Listed {
     order_id: OrderId,
-    held_until: i64,
 }
 
 /// The DynamoDB implementation of [`InventoryStore`].
@@ -131,6 +146,26 @@ impl DynamoInventory {
         Ok(TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build())
     }
 
+    /// Adds one stock update per warehouse allocation of `lines`: `expression` with `:q` the
+    /// allocated quantity, under `condition`.
+    fn change_stock(
+        &self,
+        tx: &mut Transaction<Action>,
+        lines: &[AllocatedLine],
+        expression: &str,
+        condition: Option<&str>,
+    ) -> Result<(), StoreError> {
+        for line in lines {
+            for allocation in &line.allocations {
+                let quantity = HashMap::from([(":q".to_owned(), number(allocation.quantity))]);
+                let update =
+                    self.update(stock_key(&line.sku, &allocation.warehouse), expression, quantity, condition)?;
+                tx.push(Action::Stock, update);
+            }
+        }
+        Ok(())
+    }
+
     fn put_reservation(&self, record: ReservationRecord) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
@@ -162,6 +197,9 @@ impl DynamoInventory {
 }
 
 impl InventoryStore for DynamoInventory {
+    /// The index's `LastEvaluatedKey`.
+    type Cursor = Item;
+
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
         let mut levels = Vec::new();
         for sku in skus {
@@ -230,19 +268,12 @@ impl InventoryStore for DynamoInventory {
         event: &Envelope,
     ) -> Result<Write, StoreError> {
         let mut tx = Transaction::new();
-        for line in lines {
-            for allocation in &line.allocations {
-                tx.push(
-                    Action::Stock,
-                    self.update(
-                        stock_key(&line.sku, &allocation.warehouse),
-                        "SET available = available - :q, reserved = reserved + :q",
-                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                        Some("available >= :q"),
-                    )?,
-                );
-            }
-        }
+        self.change_stock(
+            &mut tx,
+            lines,
+            "SET available = available - :q, reserved = reserved + :q",
+            Some("available >= :q"),
+        )?;
         let held_until = until.unix_timestamp();
         tx.push(
             Action::Reservation,
@@ -265,16 +296,7 @@ impl InventoryStore for DynamoInventory {
         let mut tx = Transaction::new();
         tx.push(
             Action::Reservation,
-            self.put_reservation(ReservationRecord {
-                pk: format!("RES#{order_id}"),
-                sk: "RES".to_owned(),
-                order_id,
-                status: ReservationStatus::Rejected,
-                lines: Vec::new(),
-                held_until: 0,
-                gsi1pk: None,
-                gsi1sk: None,
-            })?,
+            self.put_reservation(ReservationRecord::decided(order_id, ReservationStatus::Rejected))?,
         );
         tx.push(Action::Outbox, self.outbox(event)?);
         self.decide(tx).await
@@ -289,16 +311,7 @@ impl InventoryStore for DynamoInventory {
         let Some(reservation) = reservation else {
             // Cancelled before it was placed (events can overtake each other): leave a
             // tombstone so the late OrderPlaced finds the order decided. Nothing to announce.
-            let tombstone = self.put_reservation(ReservationRecord {
-                pk: format!("RES#{order_id}"),
-                sk: "RES".to_owned(),
-                order_id,
-                status: ReservationStatus::Released,
-                lines: Vec::new(),
-                held_until: 0,
-                gsi1pk: None,
-                gsi1sk: None,
-            })?;
+            let tombstone = self.put_reservation(ReservationRecord::decided(order_id, ReservationStatus::Released))?;
             let mut tx = Transaction::new();
             tx.push(Action::Reservation, tombstone);
             return match self.decide(tx).await? {
@@ -318,19 +331,12 @@ impl InventoryStore for DynamoInventory {
 
     async fn commit(&self, reservation: &Reservation, event: &Envelope) -> Result<Write, StoreError> {
         let mut tx = Transaction::new();
-        for line in &reservation.lines {
-            for allocation in &line.allocations {
-                tx.push(
-                    Action::Stock,
-                    self.update(
-                        stock_key(&line.sku, &allocation.warehouse),
-                        "SET on_hand = on_hand - :q, reserved = reserved - :q",
-                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                        Some("reserved >= :q"),
-                    )?,
-                );
-            }
-        }
+        self.change_stock(
+            &mut tx,
+            &reservation.lines,
+            "SET on_hand = on_hand - :q, reserved = reserved - :q",
+            Some("reserved >= :q"),
+        )?;
         tx.push(
             Action::Reservation,
             self.update(
@@ -360,44 +366,17 @@ impl InventoryStore for DynamoInventory {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<ExpiryCursor>,
-    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+        after: Option<Item>,
+    ) -> Result<Page<OrderId, Item>, StoreError> {
         // Index keys sort as `{held_until:012}#{order_id}`; `~` sorts after every id character.
-        let bound = format!("{:012}#~", now.unix_timestamp());
-        // A GSI query's start key is the index key plus the table key of the last item read.
-        let start = after.map(|cursor| {
-            let mut start = reservation_key(cursor.order_id);
-            start.insert("gsi1pk".to_owned(), text(HELD_PARTITION));
-            let sort = expiring_sort_key(cursor.held_until.unix_timestamp(), cursor.order_id);
-            start.insert("gsi1sk".to_owned(), AttributeValue::S(sort));
-            start
-        });
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(EXPIRING_INDEX)
-            .key_condition_expression("gsi1pk = :held AND gsi1sk < :bound")
-            .expression_attribute_values(":held", text(HELD_PARTITION))
-            .expression_attribute_values(":bound", AttributeValue::S(bound))
-            .limit(i32::try_from(limit).unwrap_or(25))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(Unavailable::from)?;
-        let more = output.last_evaluated_key.is_some();
-        // Only the keys: a reservation whose other attributes cannot be read must not keep the
-        // sweep from listing the ones behind it (it fails on its own when it is handled).
-        let records: Vec<Listed> =
-            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
-        let next = match records.last() {
-            Some(last) if more => Some(ExpiryCursor {
-                held_until: OffsetDateTime::from_unix_timestamp(last.held_until).map_err(Unavailable::new)?,
-                order_id: last.order_id,
-            }),
-            _ => None,
-        };
-        Ok(Page { items: records.into_iter().map(|r| r.order_id).collect(), next })
+        let below = format!("{:012}#~", now.unix_timestamp());
+        let partition = ("gsi1pk", HELD_PARTITION);
+        let (items, next) =
+            page_below(&self.client, &self.table, EXPIRING_INDEX, partition, ("gsi1sk", &below), limit, after).await?;
+        // Only the order id: a reservation whose other attributes cannot be read must not keep
+        // the sweep from listing the ones behind it (it fails on its own when it is handled).
+        let listed: Vec<Listed> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
+        Ok(Page { items: listed.into_iter().map(|r| r.order_id).collect(), next })
     }
 }
 
@@ -426,19 +405,7 @@ impl DynamoInventory {
             Giving::Sold => ("SET available = available + :q, on_hand = on_hand + :q", None, "committed"),
         };
         let mut tx = Transaction::new();
-        for line in &reservation.lines {
-            for allocation in &line.allocations {
-                tx.push(
-                    Action::Stock,
-                    self.update(
-                        stock_key(&line.sku, &allocation.warehouse),
-                        stock_change,
-                        HashMap::from([(":q".to_owned(), number(allocation.quantity))]),
-                        stock_condition,
-                    )?,
-                );
-            }
-        }
+        self.change_stock(&mut tx, &reservation.lines, stock_change, stock_condition)?;
         let mut values = HashMap::from([(":released".to_owned(), text("released")), (":from".to_owned(), text(from))]);
         let condition = match giving {
             Giving::Held { lapsed_by: Some(now) } => {

@@ -52,13 +52,6 @@ pub struct Reservation {
     pub held_until: OffsetDateTime,
 }
 
-/// Where the expiry sweep's walk through lapsed reservations goes on: after this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpiryCursor {
-    pub held_until: OffsetDateTime,
-    pub order_id: OrderId,
-}
-
 /// Storage failures, in business terms.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +92,8 @@ fn race(write: Write) -> Attempt<Write> {
 /// The storage port.
 #[allow(async_fn_in_trait)]
 pub trait InventoryStore {
+    /// Where a listing of lapsed reservations goes on (the store's own, opaque to the domain).
+    type Cursor;
     /// Stock of these SKUs in every warehouse, read consistently.
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError>;
     /// Sets `on_hand`, keeping `reserved` and recomputing `available`, only if the stock is still
@@ -147,8 +142,8 @@ pub trait InventoryStore {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<ExpiryCursor>,
-    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError>;
+        after: Option<Self::Cursor>,
+    ) -> Result<Page<OrderId, Self::Cursor>, StoreError>;
 }
 
 /// Why an admin or shopper request failed.

@@ -5,17 +5,16 @@
 //! the other side's write at the exact point between our read and our write, or answers the
 //! sweep's listing from a stale index (DynamoDB's GSIs are eventually consistent; moto's are not).
 //!
-//! One moto serves the whole binary; each test has a stack (so a table) of its own. Needs the
-//! emulators venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
+//! One moto serves the whole binary; each test has a table of its own (`testkit::table`). Needs
+//! the emulators venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
 
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
+use adapters::dynamo::Item;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -24,9 +23,7 @@ use domain_events::Envelope;
 use domain_events::checkout::{OrderLine, OrderPlaced};
 use domain_events::inventory::RejectionReason;
 use inventory::dynamo::DynamoInventory;
-use inventory::service::{
-    self, ExpiryCursor, InventoryError, InventoryStore, Reservation, ReservationStatus, StoreError, Write,
-};
+use inventory::service::{self, InventoryError, InventoryStore, Reservation, ReservationStatus, StoreError, Write};
 use inventory::stock::{AllocatedLine, StockLevel, Warehouse};
 use kernel::{Currency, Money, OrderId, Sku};
 use lambda_glue::sweep::{Page, Sweep, Tick};
@@ -34,80 +31,28 @@ use lambda_glue::sweep::{Page, Sweep, Tick};
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 const HOLD: Duration = Duration::minutes(15);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// moto, started once for the binary; it exits when this process does (its stdin closes).
-async fn moto() -> &'static str {
-    static MOTO: tokio::sync::OnceCell<localcloud::emulator::Emulator> = tokio::sync::OnceCell::const_new();
-    let moto = MOTO
-        .get_or_init(|| async {
-            let python = std::env::var_os("FERROCART_PYTHON")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo().join(".venv/emulators/bin/python"));
-            let script = repo().join("infra/emulators/moto_server.py");
-            localcloud::emulator::Emulator::start("moto", &python, &script).await.unwrap()
-        })
-        .await;
-    &moto.url
-}
-
 struct Table {
     client: Client,
     name: String,
     store: DynamoInventory,
+    outbox: testkit::table::Table,
 }
 
-/// A fresh inventory table, provisioned from template.yaml's `InventoryTable`.
+/// A fresh inventory table, as template.yaml's `InventoryTable`.
 async fn table() -> Table {
-    let endpoint = moto().await;
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .build();
-    let client = Client::from_conf(config);
-    let template = localcloud::template::Template::load(&repo().join("template.yaml")).unwrap();
-    let stack = localcloud::template::Stack {
-        name: format!("inv{}", OrderId::new().ulid()).to_lowercase(),
-        region: "us-east-1".into(),
-        endpoint: endpoint.to_owned(),
-    };
-    let physical = template.physical_names(&stack);
-    let specs: Vec<_> = template
-        .tables(&stack, &physical)
-        .unwrap()
-        .into_iter()
-        .filter(|spec| spec.logical_id == "InventoryTable")
-        .collect();
-    let name = specs[0].name.clone();
-    localcloud::provision::tables(&client, &specs).await.unwrap();
-    Table { store: DynamoInventory::new(client.clone(), &name), client, name }
+    let table = testkit::table::Table::new("InventoryTable").await;
+    Table {
+        store: DynamoInventory::new(table.client.clone(), &table.name),
+        client: table.client.clone(),
+        name: table.name.clone(),
+        outbox: table,
+    }
 }
 
 impl Table {
     /// `(detail_type, data)` of every event in the outbox.
     async fn events(&self) -> Vec<(String, serde_json::Value)> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.name)
-            .filter_expression("begins_with(pk, :outbox)")
-            .expression_attribute_values(":outbox", AttributeValue::S("OUTBOX#".into()))
-            .send()
-            .await
-            .unwrap()
-            .items
-            .unwrap_or_default();
-        items
-            .iter()
-            .map(|item| {
-                let detail: serde_json::Value = serde_json::from_str(item["detail"].as_s().unwrap()).unwrap();
-                (item["detail_type"].as_s().unwrap().clone(), detail["data"].clone())
-            })
-            .collect()
+        self.outbox.outbox().await
     }
 
     async fn released(&self) -> Vec<serde_json::Value> {
@@ -175,6 +120,8 @@ struct CommitAfterRead<'a> {
 macro_rules! delegate_store {
     ($wrapper:ty) => {
         impl InventoryStore for $wrapper {
+            type Cursor = Item;
+
             async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
                 self.inner.levels(skus).await
             }
@@ -225,8 +172,8 @@ macro_rules! delegate_store {
                 &self,
                 now: OffsetDateTime,
                 limit: usize,
-                after: Option<ExpiryCursor>,
-            ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+                after: Option<Item>,
+            ) -> Result<Page<OrderId, Item>, StoreError> {
                 self.list_expired(now, limit, after).await
             }
         }
@@ -245,8 +192,8 @@ impl StaleIndex<'_> {
         &self,
         _now: OffsetDateTime,
         _limit: usize,
-        _after: Option<ExpiryCursor>,
-    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+        _after: Option<Item>,
+    ) -> Result<Page<OrderId, Item>, StoreError> {
         Ok(Page { items: self.listed.clone(), next: None })
     }
 }
@@ -265,8 +212,8 @@ impl CommitAfterRead<'_> {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<ExpiryCursor>,
-    ) -> Result<Page<OrderId, ExpiryCursor>, StoreError> {
+        after: Option<Item>,
+    ) -> Result<Page<OrderId, Item>, StoreError> {
         self.inner.expired(now, limit, after).await
     }
 }

@@ -41,7 +41,7 @@ use aws_sdk_dynamodb::types::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use adapters::dynamo::{ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent};
+use adapters::dynamo::{ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, page_below};
 use adapters::outbox;
 use domain_events::Envelope;
 use kernel::page::Page;
@@ -59,7 +59,7 @@ const VOIDED: &str = "voided";
 const AUTHORIZING_INDEX: &str = "Authorizing";
 const AUTHORIZING_PK: &str = "AUTHORIZING";
 /// Payments per page of the stalled listing.
-const STALLED_PAGE: i32 = 25;
+const STALLED_PAGE: usize = 25;
 
 /// `status` and `total` are DynamoDB reserved words: expressions name them through these.
 const NAMES: [(&str, &str); 2] = [("#status", "status"), ("#total", "total")];
@@ -294,21 +294,20 @@ impl PaymentStore for DynamoPayments {
         cursor: Option<Item>,
     ) -> Result<Page<OrderId, Item>, StoreError> {
         // Every key of a claim made at `claimed_by` or earlier sorts below the next second's.
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(AUTHORIZING_INDEX)
-            .key_condition_expression("gsi1pk = :authorizing AND gsi1sk < :next_second")
-            .expression_attribute_values(":authorizing", s(AUTHORIZING_PK))
-            .expression_attribute_values(":next_second", s(format!("{:012}", claimed_by.unix_timestamp() + 1)))
-            .set_exclusive_start_key(cursor)
-            .limit(STALLED_PAGE)
-            .send()
-            .await
-            .map_err(Unavailable::from)?;
-        let items = output.items().iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
-        Ok(Page { items, next: output.last_evaluated_key })
+        let below = format!("{:012}", claimed_by.unix_timestamp() + 1);
+        let partition = ("gsi1pk", AUTHORIZING_PK);
+        let (listed, next) = page_below(
+            &self.client,
+            &self.table,
+            AUTHORIZING_INDEX,
+            partition,
+            ("gsi1sk", &below),
+            STALLED_PAGE,
+            cursor,
+        )
+        .await?;
+        let items = listed.iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
     }
 
     async fn record_order(&self, order_id: OrderId, order: &OrderPayment) -> Result<Payment, StoreError> {

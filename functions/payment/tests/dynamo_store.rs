@@ -2,20 +2,13 @@
 //! words and returned items that the in-memory store in `testing.rs` takes from the model's
 //! `Payment::apply`.
 //!
-//! One moto serves the whole test binary; each test has a table of its own. Needs the emulators
-//! venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
+//! One moto serves the whole test binary; each test has a table of its own, as template.yaml
+//! declares it (`testkit::table`). Needs the emulators venv's Python (`make venv`), or the
+//! interpreter `FERROCART_PYTHON` names.
 
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -28,82 +21,21 @@ use payment::ports::{Claim, PaymentStore, Write};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
-/// moto, started once for the binary; it exits when this process does (its stdin closes).
-async fn moto() -> &'static str {
-    static MOTO: tokio::sync::OnceCell<localcloud::emulator::Emulator> = tokio::sync::OnceCell::const_new();
-    let moto = MOTO
-        .get_or_init(|| async {
-            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let python = std::env::var_os("FERROCART_PYTHON")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo.join(".venv/emulators/bin/python"));
-            let script = repo.join("infra/emulators/moto_server.py");
-            localcloud::emulator::Emulator::start("moto", &python, &script).await.unwrap()
-        })
-        .await;
-    &moto.url
-}
-
 struct Table {
-    client: Client,
-    name: String,
     store: DynamoPayments,
+    table: testkit::table::Table,
 }
 
+/// A fresh payment table, as template.yaml's `PaymentTable` (with its `Authorizing` index).
 async fn table() -> Table {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto().await)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .build();
-    let client = Client::from_conf(config);
-    let name = format!("payment-{}", OrderId::new().ulid());
-    let attribute = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    let key =
-        |name: &str, key_type| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap();
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .attribute_definitions(attribute("gsi1pk"))
-        .attribute_definitions(attribute("gsi1sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        // As template.yaml's PaymentTable declares it.
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("Authorizing")
-                .key_schema(key("gsi1pk", KeyType::Hash))
-                .key_schema(key("gsi1sk", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    Table { store: DynamoPayments::new(client.clone(), &name), client, name }
+    let table = testkit::table::Table::new("PaymentTable").await;
+    Table { store: DynamoPayments::new(table.client.clone(), &table.name), table }
 }
 
 impl Table {
+    /// The detail types in the outbox.
     async fn outbox(&self) -> Vec<String> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.name)
-            .filter_expression("begins_with(pk, :outbox)")
-            .expression_attribute_values(":outbox", AttributeValue::S("OUTBOX#".into()))
-            .send()
-            .await
-            .unwrap()
-            .items
-            .unwrap_or_default();
-        items.iter().map(|item| item["detail_type"].as_s().unwrap().clone()).collect()
+        self.table.outbox().await.into_iter().map(|(detail_type, _)| detail_type).collect()
     }
 }
 

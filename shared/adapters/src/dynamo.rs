@@ -10,7 +10,8 @@
 //! - [`Transaction`]: `TransactWriteItems` whose actions carry labels, so a cancellation says
 //!   *which* conditions failed (by label, not by position), whether it was only a conflict with
 //!   another transaction, or something else.
-//! - [`get_consistent`], [`query_partition`], [`batch_get`]: the reads the stores share.
+//! - [`get_consistent`], [`query_partition`], [`batch_get`], [`page_below`]: the reads the
+//!   stores share (the last one is how every sweep lists its due items).
 //!
 //! Retrying a lost race is [`crate::retry`].
 
@@ -253,6 +254,35 @@ pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<
 /// be checked against).
 pub async fn get_consistent(client: &Client, table: &str, key: Item) -> Result<Option<Item>, Unavailable> {
     Ok(client.get_item().table_name(table).set_key(Some(key)).consistent_read(true).send().await?.item)
+}
+
+/// One page of an index partition's items whose sort key sorts below `below`, in index order,
+/// starting after `start` (the `LastEvaluatedKey` this returned for the page before), with the
+/// `LastEvaluatedKey` to go on from (`None`: no more). Every sweep lists its due items this way:
+/// a sparse index whose sort key begins with the due time, read oldest first.
+pub async fn page_below(
+    client: &Client,
+    table: &str,
+    index: &str,
+    (partition_key, partition): (&str, &str),
+    (sort_key, below): (&str, &str),
+    limit: usize,
+    start: Option<Item>,
+) -> Result<(Vec<Item>, Option<Item>), Unavailable> {
+    let output = client
+        .query()
+        .table_name(table)
+        .index_name(index)
+        .key_condition_expression("#pk = :partition AND #sk < :below")
+        .expression_attribute_names("#pk", partition_key)
+        .expression_attribute_names("#sk", sort_key)
+        .expression_attribute_values(":partition", AttributeValue::S(partition.to_owned()))
+        .expression_attribute_values(":below", AttributeValue::S(below.to_owned()))
+        .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+        .set_exclusive_start_key(start)
+        .send()
+        .await?;
+    Ok((output.items.unwrap_or_default(), output.last_evaluated_key))
 }
 
 /// Reads every item of one partition (`pk = :pk`), following `LastEvaluatedKey` to the end.

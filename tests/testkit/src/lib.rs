@@ -9,6 +9,9 @@
 //! runtime. When the test binary exits, moto sees its stdin close and stops, and the function
 //! processes lose their Runtime API and exit: nothing is left running.
 //!
+//! [`table::Table`] is the other half, for store tests: one table of one domain, created as the
+//! template declares it in a moto of the test binary's own, without a stack.
+//!
 //! Function logs go to `$TMPDIR/ferrocart-e2e-<pid>.log` (printed at start) to keep test output
 //! readable.
 
@@ -19,6 +22,8 @@ use anyhow::Context as _;
 use localcloud::auth::SigningKey;
 use localcloud::runtime::Logs;
 use localcloud::{LocalCloud, Options};
+
+pub mod table;
 
 /// A running shop: its API URL, emulator endpoint, and tokens.
 #[derive(Debug)]
