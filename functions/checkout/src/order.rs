@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use domain_events::Event;
-use domain_events::checkout::{OrderCancelled, OrderConfirmed};
+use domain_events::checkout::{OrderCancelled, OrderConfirmed, Shipping, ShippingAddress};
 use domain_events::inventory::RejectionReason;
 use kernel::{CartId, FieldError, Money, OrderId, Sku};
 
@@ -255,6 +255,26 @@ impl Order {
         self.history.push(Transition { status, at });
     }
 
+    /// `OrderConfirmed`, with where and how the order ships (fulfillment's half of the facts).
+    fn confirmed(&self) -> Event {
+        let address = &self.shipping_address;
+        Event::OrderConfirmed(OrderConfirmed {
+            order_id: self.order_id,
+            shipping: Some(Shipping {
+                method: self.shipping_method.clone(),
+                address: ShippingAddress {
+                    name: address.name.clone(),
+                    line1: address.line1.clone(),
+                    line2: address.line2.clone(),
+                    city: address.city.clone(),
+                    region: address.region.clone(),
+                    postal_code: address.postal_code.clone(),
+                    country: address.country.clone(),
+                },
+            }),
+        })
+    }
+
     fn cancel(&mut self, reason: &str, at: OffsetDateTime) -> Vec<Event> {
         self.enter(Status::Cancelled, at);
         self.cancel_reason = Some(reason.to_owned());
@@ -270,7 +290,7 @@ impl Order {
             (Pending, SagaStep::StockReserved) if self.totals.total.amount() == 0 => {
                 self.enter(Reserved, at);
                 self.enter(Confirmed, at);
-                vec![Event::OrderConfirmed(OrderConfirmed { order_id: self.order_id })]
+                vec![self.confirmed()]
             }
             (Pending, SagaStep::StockReserved) => {
                 self.enter(Reserved, at);
@@ -285,7 +305,7 @@ impl Order {
                 self.payment_intent_id = Some(payment_intent_id.clone());
                 self.enter(Authorized, at);
                 self.enter(Confirmed, at);
-                vec![Event::OrderConfirmed(OrderConfirmed { order_id: self.order_id })]
+                vec![self.confirmed()]
             }
             (Authorized | Confirmed, SagaStep::PaymentAuthorized { .. }) => return Ok(None),
             // Payment voids an authorization that lands on a cancelled order (it saw the

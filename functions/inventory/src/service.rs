@@ -390,8 +390,6 @@ pub async fn expire(store: &impl InventoryStore, order_id: OrderId, now: OffsetD
 
 /// `OrderConfirmed`: the reserved units are sold.
 pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<(), SagaError> {
-    let committed = event(order_id, Event::StockCommitted(StockCommitted { order_id }));
-    let committed = &committed;
     let written = until_won(|| async move {
         let Some(reservation) = store.reservation(order_id).await? else {
             return Err(SagaError::Contract(format!("{order_id} was confirmed but never reserved")));
@@ -404,7 +402,10 @@ pub async fn commit(store: &impl InventoryStore, order_id: OrderId) -> Result<()
             }
             return Ok(Attempt::Done(Write::AlreadyDecided));
         }
-        Ok(race(store.commit(&reservation, committed).await?))
+        // The event names every line with its warehouses: fulfillment ships from them.
+        let lines = reservation.lines.iter().map(contract_line).collect();
+        let committed = event(order_id, Event::StockCommitted(StockCommitted { order_id, lines }));
+        Ok(race(store.commit(&reservation, &committed).await?))
     })
     .await?;
     match written {

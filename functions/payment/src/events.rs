@@ -122,7 +122,7 @@ mod tests {
             lines: Vec::new(),
             expires_at: "2026-11-22T10:15:00Z".into(),
         });
-        let confirmed = Event::OrderConfirmed(OrderConfirmed { order_id });
+        let confirmed = Event::OrderConfirmed(OrderConfirmed { order_id, shipping: None });
         let batch = serde_json::json!({ "Records": [
             message("placed", placed), message("reserved", reserved), message("confirmed", confirmed)
         ]});

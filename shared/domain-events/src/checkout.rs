@@ -40,6 +40,33 @@ pub struct OrderLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderConfirmed {
     pub order_id: OrderId,
+    /// Where and how the order ships: what fulfillment needs besides the warehouses' lines
+    /// (`StockCommitted`). Absent in events written before fulfillment existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<Shipping>,
+}
+
+/// How and where an order ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Shipping {
+    /// The shipping method id (`standard`, `express`, …).
+    pub method: String,
+    pub address: ShippingAddress,
+}
+
+/// A shipping address, as checkout validated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
 }
 
 /// The order was cancelled; every side effect must be undone.

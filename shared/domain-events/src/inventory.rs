@@ -88,4 +88,8 @@ pub enum ReleaseReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockCommitted {
     pub order_id: OrderId,
+    /// Every line with the warehouses its units come from (as in `StockReserved`): fulfillment
+    /// makes one shipment per warehouse. Empty in events written before fulfillment existed.
+    #[serde(default)]
+    pub lines: Vec<ReservedLine>,
 }

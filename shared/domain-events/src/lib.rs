@@ -22,6 +22,7 @@
 
 pub mod catalog;
 pub mod checkout;
+pub mod fulfillment;
 pub mod inventory;
 pub mod payment;
 pub mod queries;
@@ -42,6 +43,7 @@ pub enum Source {
     Inventory,
     Checkout,
     Payment,
+    Fulfillment,
 }
 
 impl Source {
@@ -51,6 +53,7 @@ impl Source {
             Self::Inventory => "ferrocart.inventory",
             Self::Checkout => "ferrocart.checkout",
             Self::Payment => "ferrocart.payment",
+            Self::Fulfillment => "ferrocart.fulfillment",
         }
     }
 }
@@ -171,6 +174,12 @@ events! {
     PaymentAuthorized => Payment, payment::PaymentAuthorized;
     PaymentFailed => Payment, payment::PaymentFailed;
     PaymentVoided => Payment, payment::PaymentVoided;
+    PaymentCaptured => Payment, payment::PaymentCaptured;
+    PaymentCaptureFailed => Payment, payment::PaymentCaptureFailed;
+    ShipmentCreated => Fulfillment, fulfillment::ShipmentCreated;
+    ShipmentDispatched => Fulfillment, fulfillment::ShipmentDispatched;
+    ShipmentDelivered => Fulfillment, fulfillment::ShipmentDelivered;
+    ShipmentCancelled => Fulfillment, fulfillment::ShipmentCancelled;
 }
 
 impl Envelope {

@@ -23,6 +23,25 @@ pub struct PaymentFailed {
     pub decline_code: Option<String>,
 }
 
+/// The authorized amount was captured (collected) at Stripe, on the order's first dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentCaptured {
+    pub order_id: OrderId,
+    pub payment_intent_id: String,
+    /// What was captured: the order total.
+    pub amount: Money,
+}
+
+/// A capture Stripe refused for good (the authorization lapsed, was cancelled, or the capture
+/// was declined): the order shipped, or is shipping, unpaid, and a person must act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentCaptureFailed {
+    pub order_id: OrderId,
+    pub payment_intent_id: String,
+    /// Stripe's error code (`charge_expired_for_capture`, `payment_intent_unexpected_state`, …).
+    pub reason: String,
+}
+
 /// An authorization was cancelled (voided): the hold on the card is released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentVoided {

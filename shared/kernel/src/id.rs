@@ -89,6 +89,13 @@ typed_id!(
 );
 
 typed_id!(
+    /// Identifies a shipment: the units of one order that leave one warehouse together.
+    ShipmentId,
+    "shp",
+    "shipment"
+);
+
+typed_id!(
     /// Identifies one domain event (in logs and traces; the outbox item is keyed by it).
     EventId,
     "evt",

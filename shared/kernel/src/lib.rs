@@ -20,7 +20,7 @@ pub mod problem;
 mod schema;
 pub mod sku;
 
-pub use id::{CartId, EventId, OrderId, ProductId};
+pub use id::{CartId, EventId, OrderId, ProductId, ShipmentId};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use sku::{Sku, SkuError};

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-use crate::{CartId, Currency, EventId, Money, OrderId, ProductId, Sku};
+use crate::{CartId, Currency, EventId, Money, OrderId, ProductId, ShipmentId, Sku};
 
 impl JsonSchema for Currency {
     fn schema_name() -> Cow<'static, str> {
@@ -70,5 +70,6 @@ macro_rules! id_schema {
 
 id_schema!(ProductId);
 id_schema!(OrderId);
+id_schema!(ShipmentId);
 id_schema!(CartId);
 id_schema!(EventId);

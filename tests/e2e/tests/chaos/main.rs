@@ -345,7 +345,7 @@ async fn every_saga_event_sent_again_under_a_new_id_changes_nothing() {
         &id,
     )
     .await;
-    let confirmed = publish(Event::OrderConfirmed(OrderConfirmed { order_id }), &id).await;
+    let confirmed = publish(Event::OrderConfirmed(OrderConfirmed { order_id, shipping: None }), &id).await;
     handled_by("InventoryTable", &[&placed, &confirmed]).await;
     handled_by("PaymentTable", &[&placed, &reserved]).await;
     handled_by("CheckoutTable", &[&reserved, &authorized]).await;

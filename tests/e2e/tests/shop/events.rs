@@ -194,7 +194,10 @@ async fn republishing_an_orders_outbox_sends_its_events_again_with_their_event_i
         .unwrap();
     let (mine, other) = (kernel::OrderId::new(), kernel::OrderId::new());
     let confirmed = |order_id: kernel::OrderId| {
-        Envelope::new(Metadata::new(order_id.to_string()), Event::OrderConfirmed(OrderConfirmed { order_id }))
+        Envelope::new(
+            Metadata::new(order_id.to_string()),
+            Event::OrderConfirmed(OrderConfirmed { order_id, shipping: None }),
+        )
     };
     let envelopes = [confirmed(mine), confirmed(mine), confirmed(other)];
     let actions = envelopes.iter().map(|e| adapters::outbox::put(&table, e).unwrap()).collect::<Vec<_>>();

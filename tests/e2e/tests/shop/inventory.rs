@@ -133,8 +133,13 @@ async fn a_placed_order_reserves_across_warehouses_and_its_confirmation_commits(
     let held = stock(&sku).await;
     assert_eq!((held["on_hand"].as_u64(), held["reserved"].as_u64()), (Some(7), Some(4)));
 
-    publish(Event::OrderConfirmed(OrderConfirmed { order_id: order.order_id }), &order.order_id.to_string()).await;
-    inventory_event(&tap, order.order_id, "StockCommitted").await;
+    publish(
+        Event::OrderConfirmed(OrderConfirmed { order_id: order.order_id, shipping: None }),
+        &order.order_id.to_string(),
+    )
+    .await;
+    let committed = inventory_event(&tap, order.order_id, "StockCommitted").await;
+    assert_eq!(committed["detail"]["data"]["lines"], reserved["detail"]["data"]["lines"], "what ships from where");
 
     let sold = stock(&sku).await;
     assert_eq!(
