@@ -424,6 +424,11 @@ impl DynamoInventory {
             )?,
         );
         tx.push(Action::Outbox, self.outbox(event)?);
-        self.decide(tx).await
+        match self.decide(tx).await? {
+            // The reservation is no longer in the status it was read in (a confirmation committed
+            // it, another release or an expiry decided it): read it again and decide again.
+            Write::AlreadyDecided => Ok(Write::StockChanged),
+            other => Ok(other),
+        }
     }
 }

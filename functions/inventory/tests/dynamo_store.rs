@@ -250,6 +250,22 @@ async fn a_confirmation_that_commits_between_the_expiry_read_and_write_wins() {
 }
 
 #[tokio::test]
+async fn a_cancellation_that_races_the_confirmation_puts_the_sold_units_back_on_the_shelf() {
+    let (table, sku) = (table().await, sku());
+    table.stock(&sku, "east", 5).await;
+    let order_id = table.place(&[(&sku, 2)]).await;
+    // The cancellation reads the reservation as held; OrderConfirmed commits it before the
+    // cancellation writes.
+    let racing = CommitAfterRead { inner: &table.store, committed: Mutex::new(false) };
+
+    service::release(&racing, order_id).await.unwrap();
+
+    let reservation = table.store.reservation(order_id).await.unwrap().unwrap();
+    assert_eq!((table.level(&sku, "east").await, reservation.status), ((5, 0, 5), ReservationStatus::Released));
+    assert_eq!(table.released().await, vec![serde_json::json!({ "order_id": order_id, "reason": "cancelled" })]);
+}
+
+#[tokio::test]
 async fn a_hold_is_released_once_it_lapsed_and_not_before() {
     let (table, sku) = (table().await, sku());
     table.stock(&sku, "east", 5).await;

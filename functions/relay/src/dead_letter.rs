@@ -1,5 +1,8 @@
-//! The relay's dead-letter queue: where a record that can never be published is parked, whole,
-//! so the shard moves on and an operator can see, fix and republish it.
+//! The relay's dead-letter queue: where a record that can never be published is parked, so the
+//! shard moves on and an operator can see, fix and republish it. The letter carries the whole
+//! stream record when it fits in one SQS message; otherwise (an entry too large for EventBridge is
+//! too large for SQS as well) only its keys and why: the outbox item stays in its table for 7 days,
+//! and `republish` reads it from there.
 
 use aws_lambda_events::dynamodb::EventRecord;
 use serde::Serialize;
@@ -32,8 +35,13 @@ pub struct DeadLetter<'a> {
     /// The outbox item's key (`OUTBOX#evt_…`), also when the rest of it is unreadable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pk: Option<&'a str>,
-    pub record: &'a EventRecord,
+    /// The stream record, left out when the letter would not fit in one SQS message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<&'a EventRecord>,
 }
+
+/// SQS's largest message body: 256 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 262_144;
 
 impl<'a> DeadLetter<'a> {
     pub fn new(reason: Reason, error: String, sequence_number: &'a str, record: &'a EventRecord) -> Self {
@@ -48,8 +56,18 @@ impl<'a> DeadLetter<'a> {
             sequence_number,
             event_source_arn: record.event_source_arn.as_deref(),
             pk,
-            record,
+            record: Some(record),
         }
+    }
+
+    /// The message body: the whole letter if it fits in one SQS message, else the letter without
+    /// the stream record (still naming its table, key, sequence number and reason).
+    pub fn body(&self) -> Result<String, serde_json::Error> {
+        let whole = serde_json::to_string(self)?;
+        if whole.len() <= MAX_MESSAGE_BYTES {
+            return Ok(whole);
+        }
+        serde_json::to_string(&Self { record: None, ..self.clone() })
     }
 }
 
@@ -79,9 +97,7 @@ impl SqsDeadLetters {
 
 impl DeadLetters for SqsDeadLetters {
     async fn park(&self, letter: &DeadLetter<'_>) -> Result<(), DeadLetterFailed> {
-        // An outbox item is at most 400 KB (DynamoDB's item limit) and in practice a few KB;
-        // a body over SQS's message size limit fails here and the batch stops at this record.
-        let body = serde_json::to_string(letter).map_err(|error| DeadLetterFailed(error.to_string()))?;
+        let body = letter.body().map_err(|error| DeadLetterFailed(error.to_string()))?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)

@@ -261,6 +261,11 @@ mod tests {
             if self.down {
                 return Err(DeadLetterFailed("queue unavailable".to_owned()));
             }
+            // SQS refuses a body over its message size, as the real queue would.
+            let body = letter.body().map_err(|error| DeadLetterFailed(error.to_string()))?;
+            if body.len() > crate::dead_letter::MAX_MESSAGE_BYTES {
+                return Err(DeadLetterFailed(format!("a message of {} bytes", body.len())));
+            }
             let pk = letter.pk.unwrap_or_default().to_owned();
             self.parked.borrow_mut().push((pk, letter.reason, letter.error_code.clone()));
             Ok(())

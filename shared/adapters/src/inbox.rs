@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use kernel::EventId;
 use kernel::inbox::{Claim, Inbox, InboxError};
 
-use crate::dynamo::{Item, get_consistent};
+use crate::dynamo::{ConditionFailed, Item, get_consistent};
 use crate::outbox::TTL_ATTRIBUTE;
 
 /// Partition key prefix of inbox items.
@@ -140,7 +140,7 @@ impl Inbox for DynamoInbox {
             .await;
         match released {
             Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) if error.is_condition_failed() => Ok(()),
             Err(error) => Err(failed("release", error)),
         }
     }

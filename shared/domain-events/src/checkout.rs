@@ -73,6 +73,6 @@ pub struct ShippingAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     pub order_id: OrderId,
-    /// `out_of_stock`, `payment_failed`, `customer_cancelled`, `timeout`, `reservation_expired`.
+    /// `out_of_stock`, `order_too_large`, `payment_failed`, `customer_cancelled`, `timeout`, `reservation_expired`.
     pub reason: String,
 }

@@ -93,3 +93,15 @@ pub struct StockCommitted {
     #[serde(default)]
     pub lines: Vec<ReservedLine>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_reason_reads_as_it_is_serialized() {
+        for reason in [RejectionReason::OutOfStock, RejectionReason::OrderTooLarge] {
+            assert_eq!(serde_json::to_value(reason).ok(), Some(serde_json::json!(reason.as_str())));
+        }
+    }
+}
