@@ -15,7 +15,8 @@
 //! - **The tick ends in time.** Before each item the sweep checks that what is left of the
 //!   invocation still covers one more item (`item_budget`, the worst case of one handler);
 //!   otherwise it stops and leaves the rest to the next tick, rather than being killed by the
-//!   Lambda timeout halfway through a handler.
+//!   Lambda timeout halfway through a handler. Such a tick counts in the `SweepOutOfTime` metric,
+//!   alarmed on when it repeats: the sweep is not keeping up.
 //!
 //! Listing a page is the one failure that ends a tick: without the index there is nothing to do.
 
@@ -89,6 +90,9 @@ impl Sweep {
             }
         }
         crate::metrics::count("SweepFailures", tick.failed as u64, ("Sweep", self.name));
+        // A tick that ran out of time left due items for the next one: several in a row means
+        // the sweep is not keeping up (a backlog after an outage, or items slower than budgeted).
+        crate::metrics::count("SweepOutOfTime", u64::from(tick.out_of_time), ("Sweep", self.name));
         tracing::info!(
             sweep = self.name,
             handled = tick.handled,
