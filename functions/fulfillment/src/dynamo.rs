@@ -1,0 +1,297 @@
+//! The fulfillment table: the one place that knows its key layout.
+//!
+//! | item     | pk                 | sk       | notes                                              |
+//! |----------|--------------------|----------|----------------------------------------------------|
+//! | order    | `ORDER#{order_id}` | `ORDER`  | the facts: `shipping`, `lines`, `cancelled`, `shipment_ids` |
+//! | shipment | `SHIP#{id}`        | `SHIP`   | the shipment and its `version`; in GSI `ByStatus`   |
+//! | outbox   | `OUTBOX#{event}`   | `OUTBOX` | see [`adapters::outbox`]                            |
+//! | inbox    | `INBOX#{event}`    | `INBOX`  | events the consumer took; see [`adapters::inbox`]   |
+//!
+//! **Facts commute.** Each saga event records its fact with an `UpdateItem` that only sets
+//! attributes (`if_not_exists`, so the first value stays) and returns the whole item
+//! (`ALL_NEW`): whichever of `OrderConfirmed` and `StockCommitted` comes second sees both and
+//! creates the shipments. The creation is one transaction: the order item gets `shipment_ids`
+//! on the condition that it has none and no `cancelled`, each shipment is put under
+//! `attribute_not_exists(pk)`, and each `ShipmentCreated` goes to the outbox. Two deliveries that
+//! both see both facts race on that condition, so the shipments exist exactly once; a
+//! cancellation recorded first makes the condition fail, so none are created after it.
+//!
+//! **Listing.** GSI `ByStatus`: `gsi1pk = STATUS#{status}`, `gsi1sk = {warehouse}#{shipment_id}`
+//! (projection ALL). A status is one partition; a warehouse within it is a `begins_with` on the
+//! sort key (warehouse codes never contain `#`); shipment ids are ULIDs, so each warehouse's
+//! shipments read oldest first: a pick list. Every save rewrites both keys from the status.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+
+use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key};
+use adapters::{Cursor, CursorKeys, outbox};
+use domain_events::Envelope;
+use domain_events::checkout::Shipping;
+use domain_events::inventory::ReservedLine;
+use kernel::{OrderId, ShipmentId};
+
+use crate::model::{OrderFacts, Shipment};
+use crate::service::{Filter, FulfillmentStore, Guard, Page, PageError, StoreError, Write};
+
+const BY_STATUS_INDEX: &str = "ByStatus";
+
+fn order_key(order_id: OrderId) -> Item {
+    key(format!("ORDER#{order_id}"), "ORDER")
+}
+
+fn shipment_key(id: ShipmentId) -> Item {
+    key(format!("SHIP#{id}"), "SHIP")
+}
+
+/// What each action of a fulfillment transaction is, so a cancellation says which condition failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The order's facts: no shipments yet and not cancelled.
+    Order,
+    /// A shipment: new, or still at the version read.
+    Shipment,
+    /// An outbox event.
+    Outbox,
+}
+
+/// The order item as stored.
+#[derive(Debug, Deserialize)]
+struct OrderRecord {
+    #[serde(default)]
+    shipping: Option<Shipping>,
+    #[serde(default)]
+    lines: Option<Vec<ReservedLine>>,
+    #[serde(default)]
+    cancelled: Option<bool>,
+    #[serde(default)]
+    shipment_ids: Option<Vec<ShipmentId>>,
+}
+
+impl From<OrderRecord> for OrderFacts {
+    fn from(record: OrderRecord) -> Self {
+        Self {
+            shipping: record.shipping,
+            lines: record.lines,
+            cancelled: record.cancelled.unwrap_or(false),
+            shipments: record.shipment_ids,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ShipmentRecord {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    #[serde(flatten)]
+    shipment: Shipment,
+}
+
+impl ShipmentRecord {
+    fn new(shipment: &Shipment) -> Self {
+        let id = shipment.shipment_id;
+        Self {
+            pk: format!("SHIP#{id}"),
+            sk: "SHIP".to_owned(),
+            gsi1pk: status_partition(shipment.status.as_str()),
+            gsi1sk: format!("{}#{id}", shipment.warehouse),
+            shipment: shipment.clone(),
+        }
+    }
+}
+
+fn status_partition(status: &str) -> String {
+    format!("STATUS#{status}")
+}
+
+/// The DynamoDB implementation of [`FulfillmentStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoFulfillment {
+    client: Client,
+    table: String,
+    cursor_keys: CursorKeys,
+}
+
+impl DynamoFulfillment {
+    /// `cursor_keys` sign the listing's cursors and check the ones clients send back.
+    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
+        Self { client, table: table.into(), cursor_keys }
+    }
+
+    /// Sets the fact `attribute` on the order item (creating it if need be), keeping a value
+    /// already there when `keep_first`, and returns the order's facts as the write left them.
+    /// SETs only, so facts commute. Names go through placeholders: `lines` is a DynamoDB
+    /// reserved word.
+    async fn record(
+        &self,
+        order_id: OrderId,
+        attribute: &str,
+        value: AttributeValue,
+        keep_first: bool,
+    ) -> Result<OrderFacts, StoreError> {
+        let set = if keep_first { "#fact = if_not_exists(#fact, :fact)" } else { "#fact = :fact" };
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(order_key(order_id)))
+            .update_expression(format!("SET #order_id = if_not_exists(#order_id, :order_id), {set}"))
+            .expression_attribute_names("#order_id", "order_id")
+            .expression_attribute_names("#fact", attribute)
+            .expression_attribute_values(":order_id", AttributeValue::S(order_id.to_string()))
+            .expression_attribute_values(":fact", value)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(Unavailable::from)?;
+        let record: OrderRecord =
+            serde_dynamo::from_item(output.attributes.unwrap_or_default()).map_err(Unavailable::from)?;
+        Ok(record.into())
+    }
+
+    fn put_shipment(
+        &self,
+        shipment: &Shipment,
+        condition: &str,
+        values: Option<Item>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let item = serde_dynamo::to_item(ShipmentRecord::new(shipment)).map_err(Unavailable::from)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(Unavailable::from)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn outbox(&self, tx: &mut Transaction<Action>, events: &[Envelope]) -> Result<(), StoreError> {
+        for event in events {
+            tx.push(Action::Outbox, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        }
+        Ok(())
+    }
+}
+
+fn attribute<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    Ok(serde_dynamo::to_attribute_value(value).map_err(Unavailable::from)?)
+}
+
+impl FulfillmentStore for DynamoFulfillment {
+    async fn record_shipping(&self, order_id: OrderId, shipping: &Shipping) -> Result<OrderFacts, StoreError> {
+        self.record(order_id, "shipping", attribute(shipping)?, true).await
+    }
+
+    async fn record_lines(&self, order_id: OrderId, lines: &[ReservedLine]) -> Result<OrderFacts, StoreError> {
+        self.record(order_id, "lines", attribute(&lines)?, true).await
+    }
+
+    async fn record_cancelled(&self, order_id: OrderId) -> Result<OrderFacts, StoreError> {
+        self.record(order_id, "cancelled", AttributeValue::Bool(true), false).await
+    }
+
+    async fn create(
+        &self,
+        order_id: OrderId,
+        shipments: &[Shipment],
+        events: &[Envelope],
+    ) -> Result<Write, StoreError> {
+        let ids: Vec<ShipmentId> = shipments.iter().map(|s| s.shipment_id).collect();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(order_key(order_id)))
+            .update_expression("SET shipment_ids = :ids")
+            .condition_expression("attribute_not_exists(shipment_ids) AND attribute_not_exists(cancelled)")
+            .expression_attribute_values(":ids", attribute(&ids)?)
+            .build()
+            .map_err(Unavailable::from)?;
+        let mut tx = Transaction::new();
+        tx.push(Action::Order, TransactWriteItem::builder().update(update).build());
+        for shipment in shipments {
+            tx.push(Action::Shipment, self.put_shipment(shipment, "attribute_not_exists(pk)", None)?);
+        }
+        self.outbox(&mut tx, events)?;
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Write::Done),
+            Err(failure) if failure.failed(&Action::Order) => Ok(Write::Lost),
+            // A conflict (another delivery recording a fact at this moment) decided nothing: the
+            // message is retried, and the facts are read again.
+            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+        }
+    }
+
+    async fn shipment(&self, id: ShipmentId) -> Result<Option<Shipment>, StoreError> {
+        let item = get_consistent(&self.client, &self.table, shipment_key(id)).await?;
+        let record = item.map(serde_dynamo::from_item::<_, ShipmentRecord>).transpose().map_err(Unavailable::from)?;
+        Ok(record.map(|r| r.shipment))
+    }
+
+    async fn save(
+        &self,
+        shipment: &Shipment,
+        expected: u64,
+        events: &[Envelope],
+        guard: Guard,
+    ) -> Result<Write, StoreError> {
+        let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
+        let mut tx = Transaction::new();
+        tx.push(Action::Shipment, self.put_shipment(shipment, "version = :expected", Some(values))?);
+        if guard == Guard::OrderOpen {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(order_key(shipment.order_id)))
+                .condition_expression("attribute_not_exists(cancelled)")
+                .build()
+                .map_err(Unavailable::from)?;
+            tx.push(Action::Order, TransactWriteItem::builder().condition_check(check).build());
+        }
+        self.outbox(&mut tx, events)?;
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Write::Done),
+            Err(failure) if failure.failed(&Action::Shipment) => Ok(Write::Lost),
+            Err(failure) if failure.failed(&Action::Order) => Ok(Write::OrderCancelled),
+            Err(TransactionError::Conflict) => Ok(Write::Lost),
+            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+        }
+    }
+
+    async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
+        let key_names = ["pk", "sk", "gsi1pk", "gsi1sk"];
+        let partition = status_partition(filter.status.as_str());
+        let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
+        let scope = format!("{BY_STATUS_INDEX}:{partition}:{}", warehouse.as_deref().unwrap_or("*"));
+        let start = cursor
+            .map(|raw| Cursor::decode(raw, &scope, &key_names, &self.cursor_keys))
+            .transpose()?
+            .map(|c| c.start_key());
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_STATUS_INDEX)
+            .expression_attribute_values(":pk", AttributeValue::S(partition))
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .set_exclusive_start_key(start);
+        query = match warehouse {
+            Some(prefix) => query
+                .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :warehouse)")
+                .expression_attribute_values(":warehouse", AttributeValue::S(prefix)),
+            None => query.key_condition_expression("gsi1pk = :pk"),
+        };
+        let output = query.send().await.map_err(|e| StoreError(Unavailable::from(e)))?;
+        let next_cursor = output
+            .last_evaluated_key
+            .as_ref()
+            .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
+            .map(|c| c.encode(&self.cursor_keys));
+        let records: Vec<ShipmentRecord> =
+            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(|e| StoreError(Unavailable::from(e)))?;
+        Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor })
+    }
+}

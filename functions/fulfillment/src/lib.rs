@@ -1,0 +1,35 @@
+//! # Ferrocart fulfillment
+//!
+//! Shipments: one per warehouse that gives units to a confirmed order, dispatched and delivered
+//! by staff through the admin API, cancelled with their order while they have not left.
+//!
+//! - [`model`]: the shipment, its state machine ([`model::Shipment::apply`]: every step in, a
+//!   decision out) and when an order's shipments are created ([`model::OrderFacts::next`],
+//!   [`model::plan`]), all without I/O.
+//! - [`service`]: the use cases over the [`service::FulfillmentStore`] port.
+//! - [`dynamo`]: the DynamoDB adapter; the facts commute and the creation is one conditional
+//!   transaction, so shipments exist exactly once whatever the order and number of deliveries.
+//! - [`api`]: `GET /admin/shipments[/{id}]`, `POST /admin/shipments/{id}/dispatch` and
+//!   `/deliver` (binary `fulfillment`).
+//! - [`events`]: the saga consumer (binary `fulfillment-events`): `OrderConfirmed` and
+//!   `StockCommitted` create the shipments once both are in, `OrderCancelled` cancels the
+//!   pending ones.
+
+pub mod api;
+pub mod dynamo;
+pub mod events;
+pub mod model;
+pub mod service;
+
+/// The fulfillment functions' configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `FULFILLMENT_TABLE`.
+    pub table: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
+        Ok(Self { table: lambda_glue::config::required("FULFILLMENT_TABLE")? })
+    }
+}

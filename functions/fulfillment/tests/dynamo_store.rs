@@ -1,0 +1,204 @@
+//! Fulfillment's use cases on its real DynamoDB adapter, against moto
+//! (`infra/emulators/moto_server.py`), with the table exactly as template.yaml declares it.
+//!
+//! One moto serves the whole binary; each test has a table of its own (`testkit::table`). Needs
+//! the emulators venv's Python (`make venv`), or the interpreter `FERROCART_PYTHON` names.
+
+// Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
+#![allow(clippy::unwrap_used)]
+
+use adapters::CursorKeys;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use domain_events::checkout::{Shipping, ShippingAddress};
+use domain_events::inventory::{Allocation, ReservedLine};
+use fulfillment::dynamo::DynamoFulfillment;
+use fulfillment::model::{Flag, Status, Tracking, Warehouse};
+use fulfillment::service::{self, Filter, FulfillmentError, FulfillmentStore};
+use kernel::{OrderId, Sku};
+
+const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+struct Table {
+    store: DynamoFulfillment,
+    table: testkit::table::Table,
+}
+
+async fn table() -> Table {
+    let table = testkit::table::Table::new("FulfillmentTable").await;
+    let keys = CursorKeys::new(&[7; 32], None).unwrap();
+    Table { store: DynamoFulfillment::new(table.client.clone(), &table.name, keys), table }
+}
+
+impl Table {
+    async fn events(&self, detail_type: &str) -> Vec<serde_json::Value> {
+        self.table.outbox().await.into_iter().filter(|(kind, _)| kind == detail_type).map(|(_, data)| data).collect()
+    }
+
+    async fn listed(&self, status: Status, warehouse: Option<&str>) -> Vec<fulfillment::model::Shipment> {
+        let filter = Filter { status, warehouse: warehouse.map(|w| Warehouse::parse(w).unwrap()) };
+        self.store.list(&filter, 100, None).await.unwrap().items
+    }
+}
+
+fn shipping() -> Shipping {
+    Shipping {
+        method: "standard".into(),
+        address: ShippingAddress {
+            name: "Alice".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Springfield".into(),
+            region: Some("IL".into()),
+            postal_code: "62701".into(),
+            country: "US".into(),
+        },
+    }
+}
+
+/// Two SKUs: one from `east` and `west`, one from `west` only.
+fn lines() -> Vec<ReservedLine> {
+    let allocation = |warehouse: &str, quantity| Allocation { warehouse: warehouse.into(), quantity };
+    vec![
+        ReservedLine {
+            sku: Sku::parse("MUG-1").unwrap(),
+            quantity: 3,
+            allocations: vec![allocation("east", 2), allocation("west", 1)],
+        },
+        ReservedLine { sku: Sku::parse("TEE-1").unwrap(), quantity: 1, allocations: vec![allocation("west", 1)] },
+    ]
+}
+
+fn ups() -> Tracking {
+    Tracking::parse("ups", "1Z999", Some("https://ups.example.com/1Z999")).unwrap()
+}
+
+#[tokio::test]
+async fn both_facts_in_either_order_and_repeated_create_one_shipment_per_warehouse_once() {
+    let t = table().await;
+    let (first, second) = (OrderId::new(), OrderId::new());
+
+    service::on_stock_committed(&t.store, first, &lines(), T0).await.unwrap();
+    service::on_order_confirmed(&t.store, first, Some(&shipping()), T0).await.unwrap();
+    service::on_order_confirmed(&t.store, second, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, second, &lines(), T0).await.unwrap();
+    // Every fact again, as redeliveries or re-sent events would bring them.
+    for order in [first, second] {
+        service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+        service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    }
+
+    let created = t.events("ShipmentCreated").await;
+    assert_eq!(created.len(), 4, "two orders, two warehouses each, once");
+    let pending = t.listed(Status::Pending, None).await;
+    assert_eq!(pending.len(), 4);
+    let west = t.listed(Status::Pending, Some("west")).await;
+    assert_eq!(west.len(), 2);
+    assert!(west.iter().all(|s| s.lines.len() == 2 && s.shipment_count == 2 && s.shipping == shipping()));
+}
+
+#[tokio::test]
+async fn a_fact_without_its_payload_creates_nothing() {
+    let t = table().await;
+    let order = OrderId::new();
+
+    service::on_order_confirmed(&t.store, order, None, T0).await.unwrap();
+    service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    service::on_order_confirmed(&t.store, OrderId::new(), Some(&shipping()), T0).await.unwrap();
+
+    assert!(t.events("ShipmentCreated").await.is_empty());
+}
+
+#[tokio::test]
+async fn dispatch_then_deliver_each_once_and_impossible_steps_are_refused() {
+    let t = table().await;
+    let order = OrderId::new();
+    service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    let pending = t.listed(Status::Pending, None).await;
+    let (east, west) = (pending[0].shipment_id, pending[1].shipment_id);
+
+    let early = service::deliver(&t.store, east, T0).await;
+    let dispatched = service::dispatch(&t.store, east, ups(), T0).await.unwrap();
+    let again = service::dispatch(&t.store, east, ups(), T0).await.unwrap();
+    let delivered = service::deliver(&t.store, east, T0).await.unwrap();
+    let delivered_again = service::deliver(&t.store, east, T0).await.unwrap();
+
+    assert!(matches!(early, Err(FulfillmentError::Refused(_))));
+    assert_eq!((dispatched.status, dispatched.version), (Status::Dispatched, 2));
+    assert_eq!(again, dispatched, "a repeat answers the same shipment");
+    assert_eq!(delivered.status, Status::Delivered);
+    assert_eq!(delivered_again, delivered);
+    assert_eq!(t.events("ShipmentDispatched").await.len(), 1);
+    assert_eq!(t.events("ShipmentDelivered").await.len(), 1);
+    assert_eq!(t.listed(Status::Delivered, Some("east")).await.len(), 1);
+    assert_eq!(t.listed(Status::Pending, None).await.iter().map(|s| s.shipment_id).collect::<Vec<_>>(), vec![west]);
+    assert!(matches!(service::shipment(&t.store, kernel::ShipmentId::new()).await, Err(FulfillmentError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_cancellation_cancels_pending_shipments_flags_a_dispatched_one_and_stops_later_ones() {
+    let t = table().await;
+    let order = OrderId::new();
+    service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    let pending = t.listed(Status::Pending, None).await;
+    let (east, west) = (pending[0].shipment_id, pending[1].shipment_id);
+    service::dispatch(&t.store, east, ups(), T0).await.unwrap();
+
+    service::on_order_cancelled(&t.store, order, T0).await.unwrap();
+    service::on_order_cancelled(&t.store, order, T0).await.unwrap();
+
+    let east = service::shipment(&t.store, east).await.unwrap();
+    assert_eq!((east.status, east.flag), (Status::Dispatched, Some(Flag::CancelledAfterDispatch)));
+    let west_now = service::shipment(&t.store, west).await.unwrap();
+    assert_eq!(west_now.status, Status::Cancelled);
+    assert_eq!(t.events("ShipmentCancelled").await.len(), 1, "once, and only the pending one");
+    assert!(matches!(service::dispatch(&t.store, west, ups(), T0).await, Err(FulfillmentError::Refused(_))));
+
+    // Cancelled before any fact: nothing is ever created, whatever comes next.
+    let late = OrderId::new();
+    service::on_order_cancelled(&t.store, late, T0).await.unwrap();
+    service::on_order_confirmed(&t.store, late, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, late, &lines(), T0).await.unwrap();
+    assert_eq!(t.events("ShipmentCreated").await.len(), 2, "only the first order's");
+}
+
+#[tokio::test]
+async fn a_dispatch_for_an_order_known_cancelled_is_refused_even_before_its_shipment_is() {
+    let t = table().await;
+    let order = OrderId::new();
+    service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    let shipment = t.listed(Status::Pending, None).await[0].shipment_id;
+    // The fact recorded, its shipments not yet cancelled (the consumer is between its writes).
+    t.store.record_cancelled(order).await.unwrap();
+
+    let refused = service::dispatch(&t.store, shipment, ups(), T0).await;
+
+    assert!(matches!(refused, Err(FulfillmentError::OrderCancelled(_))), "{refused:?}");
+    assert!(t.events("ShipmentDispatched").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_listing_pages_with_signed_cursors_scoped_to_its_filter() {
+    let t = table().await;
+    for _ in 0..3 {
+        let order = OrderId::new();
+        service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+        service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    }
+    let east = Filter { status: Status::Pending, warehouse: Some(Warehouse::parse("east").unwrap()) };
+
+    let first = t.store.list(&east, 2, None).await.unwrap();
+    let cursor = first.next_cursor.clone().unwrap();
+    let second = t.store.list(&east, 2, Some(&cursor)).await.unwrap();
+    let elsewhere = Filter { status: Status::Pending, warehouse: None };
+    let replayed = t.store.list(&elsewhere, 2, Some(&cursor)).await;
+
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(second.items.len(), 1);
+    assert!(second.items.iter().all(|s| s.warehouse.as_str() == "east"));
+    assert!(matches!(replayed, Err(service::PageError::Cursor(_))));
+}
