@@ -42,6 +42,16 @@ localstripe gaps this works around (everything is a patch of its classes or an a
     emulator stops (Stripe: 24 h). Responses are saved for 2xx, 402 and 5xx answers; other 4xx are
     not (Stripe saves nothing when a request fails validation before the endpoint runs).
 
+Test control (not in Stripe, which has no way to age an authorization on demand):
+
+  * POST /_test/payment_intents/{id}/expire_authorization (with the secret key, like the API): the
+    authorization of a requires_capture PaymentIntent lapses, as a card authorization does after
+    about 7 days. Its next capture answers 400 invalid_request_error charge_expired_for_capture,
+    and the PaymentIntent is then canceled (cancellation_reason automatic), as Stripe cancels a
+    PaymentIntent whose authorization expired. Answers the PaymentIntent; 404 for an unknown id,
+    400 payment_intent_unexpected_state for one that is not requires_capture. DELETE /_config/data
+    forgets it.
+
 Not emulated: completing 3-D Secure (a requires_action PaymentIntent stays so), confirming with a new
 payment_method, refunds beyond localstripe's own, webhooks' Event shape (`pending_webhooks`),
 off_session / error_on_requires_action / automatic_payment_methods (400 "Unexpected ...").
@@ -269,11 +279,30 @@ def _pi_cancel_for_stripe(cls, id, cancellation_reason=None, **kwargs):
     return pi
 
 
+expired_authorizations = set()  # PaymentIntent ids whose next capture is refused (test control)
+
+
 def _pi_capture_for_stripe(cls, id, **kwargs):
     pi = cls._api_retrieve(id)
     if pi.status != 'requires_capture':
         raise unexpected_state(pi, 'capture', 'captured', ['requires_capture'])
+    if id in expired_authorizations:
+        expired_authorizations.discard(id)
+        pi = _pi_cancel(cls, id)
+        pi.canceled_at = int(time.time())
+        pi.cancellation_reason = 'automatic'
+        raise stripe_error(400, 'The charge has expired and can no longer be captured.',
+                           code='charge_expired_for_capture', payment_intent=pi._export())
     return _pi_capture(cls, id, **kwargs)
+
+
+async def expire_authorization(request):
+    """POST /_test/payment_intents/{id}/expire_authorization: see the module's test controls."""
+    pi = R.PaymentIntent._api_retrieve(request.match_info['id'])
+    if pi.status != 'requires_capture':
+        raise unexpected_state(pi, 'expire the authorization of', 'expired', ['requires_capture'])
+    expired_authorizations.add(pi.id)
+    return S.json_response(pi._export())
 
 
 _pi_export = R.PaymentIntent._export
@@ -353,6 +382,7 @@ async def stripe_compatibility(request, handler):
     """Outermost middleware: idempotency keys, and JSON errors whatever went wrong inside."""
     if request.method == 'DELETE' and request.path == '/_config/data':
         saved.clear()
+        expired_authorizations.clear()
     key = request.headers.get('Idempotency-Key')
     if request.method != 'POST' or not key or not request.path.startswith('/v1/'):
         return await answer(request, handler)
@@ -415,6 +445,7 @@ async def answer(request, handler):
 
 S.app.middlewares.insert(0, stripe_compatibility)
 S.app.middlewares.append(route_overrides)
+S.app.router.add_post('/_test/payment_intents/{id}/expire_authorization', expire_authorization)
 
 
 # --- run -----------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@
 //!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
-//! (`authorizing`, `authorized`, `failed`, `voided`; absent until claimed); `authorizing_since`
-//! (epoch seconds of the claim); `payment_intent_id`; `failure_reason` and `decline_code`. None is
+//! (`authorizing`, `authorized`, `failed`, `voided`, `capturing`, `captured`, `capture_failed`;
+//! absent until claimed); `authorizing_since` (epoch seconds of the claim); `payment_intent_id`;
+//! `failure_reason` and `decline_code`; `capture_failure_reason`. A capture writes no index: it
+//! needs no sweep (see [`crate::capture`]). None is
 //! called `expires_at`: that is the table's TTL attribute, for outbox and inbox items only.
 //!
 //! Recording a fact is an UpdateItem that only SETs, so the facts commute; it returns the whole
@@ -47,13 +49,16 @@ use domain_events::Envelope;
 use kernel::page::Page;
 use kernel::{Money, OrderId};
 
-use crate::model::{OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use crate::model::{CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
 use crate::ports::{Claim, PaymentStore, StoreError, Write};
 
 const AUTHORIZING: &str = "authorizing";
 const AUTHORIZED: &str = "authorized";
 const FAILED: &str = "failed";
 const VOIDED: &str = "voided";
+const CAPTURING: &str = "capturing";
+const CAPTURED: &str = "captured";
+const CAPTURE_FAILED: &str = "capture_failed";
 
 /// The sparse index of payments being authorized, and its one partition.
 const AUTHORIZING_INDEX: &str = "Authorizing";
@@ -99,12 +104,15 @@ fn order_of_key(order_id: Option<&AttributeValue>) -> Result<OrderId, Unavailabl
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum Status {
     Authorizing,
     Authorized,
     Failed,
     Voided,
+    Capturing,
+    Captured,
+    CaptureFailed,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +127,7 @@ struct PaymentRecord {
     status: Option<Status>,
     authorizing_since: Option<i64>,
     payment_intent_id: Option<String>,
+    capture_failure_reason: Option<String>,
 }
 
 impl PaymentRecord {
@@ -142,6 +151,12 @@ impl PaymentRecord {
             Some(Status::Authorized) => Stage::Authorized { intent: recorded_intent()? },
             Some(Status::Failed) => Stage::Failed,
             Some(Status::Voided) => Stage::Voided { intent: recorded_intent()? },
+            Some(Status::Capturing) => Stage::Capturing { intent: recorded_intent()? },
+            Some(Status::Captured) => Stage::Captured { intent: recorded_intent()? },
+            Some(Status::CaptureFailed) => Stage::CaptureFailed {
+                intent: recorded_intent()?,
+                reason: self.capture_failure_reason.ok_or_else(|| corrupt("no capture_failure_reason".to_owned()))?,
+            },
         };
         let order = match (self.total, self.payment_method) {
             (Some(total), Some(payment_method)) => Some(OrderPayment { total, payment_method }),
@@ -451,5 +466,60 @@ impl PaymentStore for DynamoPayments {
             event,
         )
         .await
+    }
+
+    async fn start_capture(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError> {
+        self.update(
+            order_id,
+            "SET #status = :capturing",
+            Some("#status = :authorized AND payment_intent_id = :intent AND attribute_not_exists(cancelled)"),
+            HashMap::from([
+                (":capturing".to_owned(), s(CAPTURING)),
+                (":authorized".to_owned(), s(AUTHORIZED)),
+                (":intent".to_owned(), s(intent.as_str())),
+            ]),
+        )
+        .await
+    }
+
+    async fn settle_capture(
+        &self,
+        order_id: OrderId,
+        settlement: &CaptureSettlement,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        match settlement {
+            CaptureSettlement::Captured { intent } => {
+                self.transact(
+                    order_id,
+                    "SET #status = :captured",
+                    "#status = :capturing AND payment_intent_id = :intent",
+                    HashMap::from([
+                        (":captured".to_owned(), s(CAPTURED)),
+                        (":capturing".to_owned(), s(CAPTURING)),
+                        (":intent".to_owned(), s(intent.as_str())),
+                    ]),
+                    event,
+                )
+                .await
+            }
+            // From `voided` too: a dispatch that reached payment after the void.
+            CaptureSettlement::Failed { intent, reason } => {
+                self.transact(
+                    order_id,
+                    "SET #status = :capture_failed, capture_failure_reason = :reason",
+                    "#status IN (:capturing, :voided) AND payment_intent_id = :intent",
+                    HashMap::from([
+                        (":capture_failed".to_owned(), s(CAPTURE_FAILED)),
+                        (":reason".to_owned(), s(reason)),
+                        (":capturing".to_owned(), s(CAPTURING)),
+                        (":voided".to_owned(), s(VOIDED)),
+                        (":intent".to_owned(), s(intent.as_str())),
+                    ]),
+                    event,
+                )
+                .await
+            }
+        }
     }
 }

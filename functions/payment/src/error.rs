@@ -35,6 +35,22 @@ pub enum PaymentError {
     /// someone): a person must look.
     #[error("PaymentIntent {intent} of {order_id} is {status:?}, not canceled; a person must look")]
     NotCancelled { order_id: OrderId, intent: PaymentIntentId, status: IntentStatus },
+    /// A dispatch reached a payment that is not authorized yet (the authorization is running, or
+    /// the order's cancellation is voiding it): the dispatch is tried again until it can decide.
+    #[error("{order_id} was dispatched before its payment could be captured (not authorized yet, or being voided)")]
+    NotCapturableYet { order_id: OrderId },
+    /// A capture is under way (another invocation's, or Stripe's answer is pending): look again
+    /// once it is recorded.
+    #[error("the capture of PaymentIntent {intent} of {order_id} is under way")]
+    CaptureUnderWay { order_id: OrderId, intent: PaymentIntentId },
+    /// A dispatch of an order with no authorization to capture (it failed, the order was
+    /// cancelled before one was made, or payment never heard of the order): a person must look.
+    #[error("{order_id} was dispatched but has no authorization to capture ({detail}); a person must look")]
+    NothingToCapture { order_id: OrderId, detail: String },
+    /// The order was cancelled after its payment was captured (a cancellation that crossed the
+    /// first dispatch): the money was collected for goods that left; a person decides on a refund.
+    #[error("{order_id} was cancelled after PaymentIntent {intent} was captured; a person must decide on a refund")]
+    CancelledAfterCapture { order_id: OrderId, intent: PaymentIntentId },
 }
 
 impl PaymentError {
@@ -44,8 +60,15 @@ impl PaymentError {
         match self {
             Self::Store(error) => error.is_transient(),
             Self::Stripe(error) => error.is_transient(),
-            Self::Busy { .. } | Self::NotSettled { .. } | Self::CancelWhileProcessing { .. } => true,
-            Self::ChangedElsewhere { .. } | Self::NotCancelled { .. } => false,
+            Self::Busy { .. }
+            | Self::NotSettled { .. }
+            | Self::CancelWhileProcessing { .. }
+            | Self::NotCapturableYet { .. }
+            | Self::CaptureUnderWay { .. } => true,
+            Self::ChangedElsewhere { .. }
+            | Self::NotCancelled { .. }
+            | Self::NothingToCapture { .. }
+            | Self::CancelledAfterCapture { .. } => false,
         }
     }
 }

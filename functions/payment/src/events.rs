@@ -9,7 +9,7 @@ use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::error::PaymentError;
 use crate::ports::{PaymentGateway, PaymentStore};
-use crate::{authorize, cancel, sweep};
+use crate::{authorize, cancel, capture, sweep};
 
 /// The longest one message, or one stalled authorization, takes. The worst path makes four Stripe
 /// calls of at most 8 s each (`stripe::TIMEOUT`, one attempt per call): create (or retrieve) the
@@ -17,7 +17,9 @@ use crate::{authorize, cancel, sweep};
 /// Stripe answers the cancel with a conflict, retrieve it: 32 s. Add seven DynamoDB requests
 /// (inbox claim, fact, claim, PaymentIntent, refused settlement, failed settlement, inbox mark),
 /// milliseconds each, with 4 s for throttling retries: 36 s. template.yaml's function timeout
-/// (40 s) leaves 4 s beyond one message.
+/// (40 s) leaves 4 s beyond one message. A dispatch stays within it: at most three Stripe calls
+/// (a resumed capture retrieves the PaymentIntent, captures it, and after a conflict retrieves it
+/// again: 24 s) and five DynamoDB requests (inbox claim, read, capture claim, outcome, inbox mark).
 pub const PER_MESSAGE: time::Duration = time::Duration::seconds(36);
 
 /// The sweep's name, in its logs and its `SweepFailures` metric.
@@ -74,6 +76,7 @@ async fn on_event(
         Event::OrderPlaced(order) => authorize::on_order_placed(store, gateway, &order, now).await,
         Event::StockReserved(reserved) => authorize::on_stock_reserved(store, gateway, reserved.order_id, now).await,
         Event::OrderCancelled(cancelled) => cancel::on_order_cancelled(store, gateway, cancelled.order_id).await,
+        Event::ShipmentDispatched(dispatched) => capture::on_shipment_dispatched(store, gateway, &dispatched).await,
         other => {
             return Err(HandlerError::Permanent(format!("payment does not subscribe to {}", other.detail_type())));
         }

@@ -1,10 +1,12 @@
 //! # Ferrocart payment
 //!
 //! Authorizes an order's total on the customer's card once the order is placed *and* its stock
-//! is reserved, and voids the authorization when the order is cancelled. Payment takes part in
-//! the order saga by choreography: it reacts to `OrderPlaced` and `OrderCancelled` (checkout) and
-//! `StockReserved` (inventory) from its SQS queue, and answers with `PaymentAuthorized`,
-//! `PaymentFailed` or `PaymentVoided` through its table's outbox. Every minute a sweep finishes
+//! is reserved, voids the authorization when the order is cancelled, and captures the whole total
+//! when the order's first shipment is dispatched. Payment takes part in the order saga by
+//! choreography: it reacts to `OrderPlaced` and `OrderCancelled` (checkout), `StockReserved`
+//! (inventory) and `ShipmentDispatched` (fulfillment) from its SQS queue, and answers with
+//! `PaymentAuthorized`, `PaymentFailed`, `PaymentVoided`, `PaymentCaptured` or
+//! `PaymentCaptureFailed` through its table's outbox. Every minute a sweep finishes
 //! the authorizations whose invocation died and whose messages did not come back. It never reads
 //! another domain's table.
 //!
@@ -12,14 +14,16 @@
 //!
 //! - [`model`]: the payment as data (`Payment`, `Stage`, `Settlement`, `PaymentIntentId`) and
 //!   the decisions made from it without I/O: [`model::Payment::next`] (what a delivery or the
-//!   sweep does next) and [`model::Payment::apply`] (the condition of every stage change).
+//!   sweep does next), [`model::Payment::on_dispatch`] (what a dispatch does) and
+//!   [`model::Payment::apply`] (the condition of every stage change).
 //! - [`ports`]: what the use cases need from the outside, [`ports::PaymentStore`] and
 //!   [`ports::PaymentGateway`], with their errors.
 //! - The use cases, each returning [`error::PaymentError`] (transient or not, nothing about
 //!   Lambda): [`authorize`] (`OrderPlaced`, `StockReserved`: when to authorize, how a crashed
 //!   authorization resumes without charging twice), [`cancel`] (`OrderCancelled`: void, or
-//!   abandon an authorization still running) and [`sweep`] (list and finish the stalled
-//!   authorizations).
+//!   abandon an authorization still running), [`capture`] (`ShipmentDispatched`: capture the whole
+//!   total once, on the first dispatch; why a whole-order capture; what a lapsed authorization
+//!   does) and [`sweep`] (list and finish the stalled authorizations).
 //! - The adapters: [`dynamo`], the DynamoDB store and the only module that knows the table's key
 //!   layout (every state change is a conditional write); [`stripe`], the Stripe gateway
 //!   (async-stripe) with idempotency keys derived from the order; [`secrets`], the Stripe secret
@@ -35,6 +39,7 @@
 
 pub mod authorize;
 pub mod cancel;
+pub mod capture;
 pub mod dynamo;
 pub mod error;
 pub mod events;

@@ -3,6 +3,8 @@
 //! - [`Payment::next`]: what a delivery (or the sweep) does next with a payment as it is: claim
 //!   it, wait, start over, resume from the recorded PaymentIntent, abandon it for a cancelled
 //!   order, or nothing. Every use case asks it instead of looking at the stage itself.
+//! - [`Payment::on_dispatch`]: what a `ShipmentDispatched` does with a payment as it is: claim
+//!   the capture, resume one, report a capture that cannot be, wait, or nothing.
 //! - [`Payment::record`] and [`Payment::apply`]: what each write does to a payment, and the
 //!   condition under which a stage change is written ([`Change`]). The DynamoDB adapter states the
 //!   same conditions as condition expressions (`dynamo.rs`, checked against an emulator by
@@ -15,7 +17,19 @@
 //!                    (no intent) ◀─┐ reclaim        (intent)                              │ void
 //!                         │  └─────┘ (lapsed)            │ settle (failed, cancelled)     ▼
 //!                         └──────────────────────────────┴──────────────────▶ failed    voided
+//!                                                                                         │
+//!       first dispatch: start capture          settle capture (captured)                  │
+//! authorized ─────────────────────────▶ capturing ─────────────────────────▶ captured     │
+//!                                           │ settle capture (refused)                    │
+//!                                           └──────────────────▶ capture_failed ◀─────────┘
+//!                                                                  (a dispatch after the void)
 //! ```
+//!
+//! A capture takes the whole authorized total, once, on the order's first `ShipmentDispatched`:
+//! Stripe captures a PaymentIntent once (capturing part of it releases the rest), and capturing
+//! several times needs multicapture, an enterprise feature that neither test mode nor the local
+//! emulator has. Later dispatches of the order find the payment `capturing`, `captured` or
+//! `capture_failed` and capture nothing more.
 
 use std::fmt;
 
@@ -39,6 +53,13 @@ pub const CANCELLED: &str = "cancelled";
 pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
 /// `PaymentFailed.reason` when Stripe does not know or cannot use the payment method.
 pub const PAYMENT_METHOD_INVALID: &str = "payment_method_invalid";
+
+/// `PaymentCaptureFailed.reason` when a dispatch reaches a payment whose authorization was
+/// voided (the order was cancelled first): nothing is held, so nothing can be captured.
+pub const AUTHORIZATION_VOIDED: &str = "authorization_voided";
+/// `PaymentCaptureFailed.reason` when the PaymentIntent is not `requires_capture` (cancelled at
+/// Stripe, for one): Stripe's own code for a capture in that state.
+pub const NOT_CAPTURABLE: &str = "payment_intent_unexpected_state";
 
 /// A Stripe PaymentIntent id (`pi_…`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,6 +112,14 @@ pub enum Stage {
     Failed,
     /// The authorization was cancelled; the hold is released.
     Voided { intent: PaymentIntentId },
+    /// Claimed for capture on the order's first dispatch; the capture at Stripe may have gone
+    /// through (whoever carries it on reads the PaymentIntent back before capturing).
+    Capturing { intent: PaymentIntentId },
+    /// The total was collected.
+    Captured { intent: PaymentIntentId },
+    /// The capture was refused for good (Stripe's code, or [`AUTHORIZATION_VOIDED`]); nothing was
+    /// collected and a person must act.
+    CaptureFailed { intent: PaymentIntentId, reason: String },
 }
 
 /// An order's payment as stored.
@@ -133,14 +162,21 @@ pub enum Change {
     Settle(Settlement),
     /// Records the void, only while authorized with this PaymentIntent.
     Void(PaymentIntentId),
+    /// Claims the capture: only while authorized with this PaymentIntent and the order not
+    /// cancelled (a cancelled order's authorization is the cancellation's to void).
+    StartCapture(PaymentIntentId),
+    /// Records how a capture ended: captured only while capturing this PaymentIntent; failed
+    /// while capturing it, or while it is voided (a dispatch that came after the void).
+    SettleCapture(CaptureSettlement),
 }
 
 /// A stage change whose condition did not hold; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{change:?} does not apply to a payment that is {stage:?} (cancelled: {cancelled})")]
 pub struct Refused {
-    pub change: Change,
-    pub stage: Stage,
+    // Boxed: a capture's change and stage carry Stripe's reason, and a `Result` stays small.
+    pub change: Box<Change>,
+    pub stage: Box<Stage>,
     pub cancelled: bool,
 }
 
@@ -164,35 +200,54 @@ impl Payment {
     /// Applies a stage change if its condition holds (each condition is on the stage it leaves;
     /// see [`Change`]); otherwise changes nothing and says why.
     pub fn apply(&mut self, change: &Change) -> Result<(), Refused> {
-        let stage = match (change, &self.stage) {
-            (Change::Claim { at }, Stage::Pending)
-                if !self.cancelled && self.stock_reserved && self.order.is_some() =>
-            {
-                Stage::Authorizing { since: *at, intent: None }
-            }
-            (Change::Reclaim { since, at }, Stage::Authorizing { since: claimed, intent: None })
-                if claimed == since =>
-            {
-                Stage::Authorizing { since: *at, intent: None }
-            }
-            (Change::RecordIntent(intent), Stage::Authorizing { since, intent: None }) => {
-                Stage::Authorizing { since: *since, intent: Some(intent.clone()) }
-            }
-            (Change::Settle(Settlement::Authorized { intent }), Stage::Authorizing { intent: Some(recorded), .. })
-                if recorded == intent && !self.cancelled =>
-            {
-                Stage::Authorized { intent: intent.clone() }
-            }
-            (Change::Settle(Settlement::Failed { intent, .. }), Stage::Authorizing { intent: recorded, .. })
-                if recorded == intent =>
-            {
-                Stage::Failed
-            }
-            (Change::Void(intent), Stage::Authorized { intent: authorized }) if authorized == intent => {
-                Stage::Voided { intent: intent.clone() }
-            }
-            _ => return Err(Refused { change: change.clone(), stage: self.stage.clone(), cancelled: self.cancelled }),
-        };
+        let stage =
+            match (change, &self.stage) {
+                (Change::Claim { at }, Stage::Pending)
+                    if !self.cancelled && self.stock_reserved && self.order.is_some() =>
+                {
+                    Stage::Authorizing { since: *at, intent: None }
+                }
+                (Change::Reclaim { since, at }, Stage::Authorizing { since: claimed, intent: None })
+                    if claimed == since =>
+                {
+                    Stage::Authorizing { since: *at, intent: None }
+                }
+                (Change::RecordIntent(intent), Stage::Authorizing { since, intent: None }) => {
+                    Stage::Authorizing { since: *since, intent: Some(intent.clone()) }
+                }
+                (
+                    Change::Settle(Settlement::Authorized { intent }),
+                    Stage::Authorizing { intent: Some(recorded), .. },
+                ) if recorded == intent && !self.cancelled => Stage::Authorized { intent: intent.clone() },
+                (Change::Settle(Settlement::Failed { intent, .. }), Stage::Authorizing { intent: recorded, .. })
+                    if recorded == intent =>
+                {
+                    Stage::Failed
+                }
+                (Change::Void(intent), Stage::Authorized { intent: authorized }) if authorized == intent => {
+                    Stage::Voided { intent: intent.clone() }
+                }
+                (Change::StartCapture(intent), Stage::Authorized { intent: authorized })
+                    if authorized == intent && !self.cancelled =>
+                {
+                    Stage::Capturing { intent: intent.clone() }
+                }
+                (
+                    Change::SettleCapture(CaptureSettlement::Captured { intent }),
+                    Stage::Capturing { intent: capturing },
+                ) if capturing == intent => Stage::Captured { intent: intent.clone() },
+                (
+                    Change::SettleCapture(CaptureSettlement::Failed { intent, reason }),
+                    Stage::Capturing { intent: recorded } | Stage::Voided { intent: recorded },
+                ) if recorded == intent => Stage::CaptureFailed { intent: intent.clone(), reason: reason.clone() },
+                _ => {
+                    return Err(Refused {
+                        change: Box::new(change.clone()),
+                        stage: Box::new(self.stage.clone()),
+                        cancelled: self.cancelled,
+                    });
+                }
+            };
         self.stage = stage;
         Ok(())
     }
@@ -214,9 +269,73 @@ impl Payment {
                 Next::Restart { since: *since }
             }
             Stage::Authorizing { intent: None, .. } => Next::Wait,
-            Stage::Pending | Stage::Authorized { .. } | Stage::Failed | Stage::Voided { .. } => Next::Nothing,
+            Stage::Pending
+            | Stage::Authorized { .. }
+            | Stage::Failed
+            | Stage::Voided { .. }
+            | Stage::Capturing { .. }
+            | Stage::Captured { .. }
+            | Stage::CaptureFailed { .. } => Next::Nothing,
         }
     }
+
+    /// What a `ShipmentDispatched` of the order does with the payment as it is. Only the first
+    /// dispatch finds it authorized; every later one (another shipment, a duplicate, the same
+    /// fact under a new event id) finds it capturing, captured or failed.
+    pub fn on_dispatch(&self) -> Dispatch {
+        let zero_total = self.order.as_ref().is_some_and(|order| order.total.amount() == 0);
+        match &self.stage {
+            Stage::Authorized { intent } if !self.cancelled => Dispatch::Capture(intent.clone()),
+            // The cancellation voids it; the dispatch, tried again, then finds it voided.
+            Stage::Authorized { .. } => Dispatch::Wait,
+            Stage::Capturing { intent } => Dispatch::Resume(intent.clone()),
+            Stage::Voided { intent } => {
+                Dispatch::Refuse { intent: intent.clone(), reason: AUTHORIZATION_VOIDED.to_owned() }
+            }
+            Stage::Captured { .. } | Stage::CaptureFailed { .. } => Dispatch::Nothing,
+            Stage::Pending if zero_total => Dispatch::Nothing,
+            // Not authorized yet: a dispatch that overtook the authorization (it cannot, as the
+            // saga runs: checkout confirms on PaymentAuthorized), or the authorization is running.
+            Stage::Pending | Stage::Authorizing { .. } if !self.cancelled => Dispatch::Wait,
+            // The authorization failed, or the order was cancelled before it could hold anything.
+            Stage::Pending | Stage::Authorizing { .. } | Stage::Failed => Dispatch::Unpayable,
+        }
+    }
+}
+
+/// What a dispatch does with a payment, decided from the payment alone (see
+/// [`Payment::on_dispatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// The first dispatch of an authorized order: claim the capture, then capture at Stripe.
+    Capture(PaymentIntentId),
+    /// A capture was claimed and not recorded (its invocation died, or Stripe failed): read the
+    /// PaymentIntent back and capture it unless Stripe already did.
+    Resume(PaymentIntentId),
+    /// The authorization was voided before the dispatch reached payment: record the capture
+    /// failed with `reason`, without calling Stripe, so the order is flagged.
+    Refuse { intent: PaymentIntentId, reason: String },
+    /// Not authorized yet, or the order's cancellation is voiding the authorization: look
+    /// again later.
+    Wait,
+    /// Nothing to capture: the total is zero, or the capture already happened or was reported.
+    Nothing,
+    /// No authorization exists to capture (it failed, or the order was cancelled before one was
+    /// made): a person must look.
+    Unpayable,
+}
+
+/// How a capture ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureSettlement {
+    Captured {
+        intent: PaymentIntentId,
+    },
+    /// Refused for good, with Stripe's code (or [`AUTHORIZATION_VOIDED`]).
+    Failed {
+        intent: PaymentIntentId,
+        reason: String,
+    },
 }
 
 /// What to do next with a payment, decided from the payment alone (see [`Payment::next`]).
@@ -421,6 +540,72 @@ mod tests {
         );
         assert_eq!(after(payment(held(), true), Change::Void(intent("pi_2"))), None);
         assert_eq!(after(payment(Stage::Voided { intent: intent("pi_1") }, true), Change::Void(intent("pi_1"))), None);
+    }
+
+    #[test]
+    fn only_the_first_dispatch_of_an_authorized_order_not_cancelled_claims_a_capture() {
+        let pi = || intent("pi_1");
+        let mut free = payment(Stage::Pending, false);
+        free.order = Some(OrderPayment { total: Money::zero(Currency::USD), payment_method: "pm_card_visa".into() });
+
+        assert_eq!(payment(Stage::Authorized { intent: pi() }, false).on_dispatch(), Dispatch::Capture(pi()));
+        assert_eq!(payment(Stage::Capturing { intent: pi() }, false).on_dispatch(), Dispatch::Resume(pi()));
+        assert_eq!(payment(Stage::Captured { intent: pi() }, false).on_dispatch(), Dispatch::Nothing);
+        let reported = Stage::CaptureFailed { intent: pi(), reason: "charge_expired_for_capture".into() };
+        assert_eq!(payment(reported, false).on_dispatch(), Dispatch::Nothing);
+        assert_eq!(free.on_dispatch(), Dispatch::Nothing, "a zero total has nothing to capture");
+    }
+
+    #[test]
+    fn a_dispatch_waits_for_an_authorization_and_reports_one_that_was_voided_or_never_came() {
+        let pi = || intent("pi_1");
+
+        assert_eq!(payment(Stage::Pending, false).on_dispatch(), Dispatch::Wait);
+        assert_eq!(payment(Stage::Authorizing { since: T0, intent: None }, false).on_dispatch(), Dispatch::Wait);
+        assert_eq!(
+            payment(Stage::Authorized { intent: pi() }, true).on_dispatch(),
+            Dispatch::Wait,
+            "the cancellation voids it first"
+        );
+        assert_eq!(
+            payment(Stage::Voided { intent: pi() }, true).on_dispatch(),
+            Dispatch::Refuse { intent: pi(), reason: AUTHORIZATION_VOIDED.into() }
+        );
+        assert_eq!(payment(Stage::Failed, true).on_dispatch(), Dispatch::Unpayable);
+        assert_eq!(payment(Stage::Pending, true).on_dispatch(), Dispatch::Unpayable);
+    }
+
+    #[test]
+    fn a_capture_is_claimed_once_and_only_from_an_authorization_of_an_order_not_cancelled() {
+        let start = Change::StartCapture(intent("pi_1"));
+
+        assert_eq!(
+            after(payment(Stage::Authorized { intent: intent("pi_1") }, false), start.clone()),
+            Some(Stage::Capturing { intent: intent("pi_1") })
+        );
+        assert_eq!(after(payment(Stage::Authorized { intent: intent("pi_1") }, true), start.clone()), None);
+        assert_eq!(after(payment(Stage::Authorized { intent: intent("pi_2") }, false), start.clone()), None);
+        assert_eq!(after(payment(Stage::Capturing { intent: intent("pi_1") }, false), start.clone()), None);
+        assert_eq!(after(payment(Stage::Captured { intent: intent("pi_1") }, false), start), None);
+    }
+
+    #[test]
+    fn a_capture_settles_once_and_a_voided_authorization_can_only_fail_one() {
+        let captured = || Change::SettleCapture(CaptureSettlement::Captured { intent: intent("pi_1") });
+        let refused =
+            || Change::SettleCapture(CaptureSettlement::Failed { intent: intent("pi_1"), reason: "expired".into() });
+        let failed_stage = Some(Stage::CaptureFailed { intent: intent("pi_1"), reason: "expired".into() });
+
+        assert_eq!(
+            after(payment(Stage::Capturing { intent: intent("pi_1") }, false), captured()),
+            Some(Stage::Captured { intent: intent("pi_1") })
+        );
+        assert_eq!(after(payment(Stage::Capturing { intent: intent("pi_1") }, true), refused()), failed_stage);
+        assert_eq!(after(payment(Stage::Voided { intent: intent("pi_1") }, true), refused()), failed_stage);
+        assert_eq!(after(payment(Stage::Voided { intent: intent("pi_1") }, true), captured()), None);
+        assert_eq!(after(payment(Stage::Capturing { intent: intent("pi_2") }, false), captured()), None);
+        assert_eq!(after(payment(Stage::Captured { intent: intent("pi_1") }, false), captured()), None, "once");
+        assert_eq!(after(payment(Stage::Authorized { intent: intent("pi_1") }, false), captured()), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use domain_events::Envelope;
 use kernel::OrderId;
 use kernel::page::Page;
 
-use crate::model::{OrderPayment, Payment, PaymentIntentId, Settlement};
+use crate::model::{CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement};
 
 /// What a conditional write on the payment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,16 @@ pub trait PaymentStore {
     async fn settle(&self, order_id: OrderId, settlement: &Settlement, event: &Envelope) -> Result<Write, StoreError>;
     /// Records the void with its event, only while authorized with this intent.
     async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError>;
+    /// Claims the capture, only while authorized with this intent and the order not cancelled.
+    async fn start_capture(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError>;
+    /// Records how the capture ended with its event: captured only while capturing this intent;
+    /// failed while capturing it or while it is voided.
+    async fn settle_capture(
+        &self,
+        order_id: OrderId,
+        settlement: &CaptureSettlement,
+        event: &Envelope,
+    ) -> Result<Write, StoreError>;
 }
 
 /// A decline, in Stripe's words.
@@ -154,4 +164,7 @@ pub trait PaymentGateway {
     async fn confirm_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
     /// Cancels the PaymentIntent, releasing any hold.
     async fn cancel_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
+    /// Captures the whole authorized amount (`succeeded` once done). Stripe captures a
+    /// PaymentIntent once: a second capture is refused (`payment_intent_unexpected_state`).
+    async fn capture_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
 }

@@ -1,7 +1,7 @@
 //! The Stripe adapter: [`PaymentGateway`] on async-stripe.
 //!
 //! Every write carries an idempotency key derived from the order and the step
-//! (`ferrocart:{order_id}:pi-create`, `…:pi-confirm`, `…:pi-cancel`). Stripe keeps keys for 24 h:
+//! (`ferrocart:{order_id}:pi-create`, `…:pi-confirm`, `…:pi-cancel`, `…:pi-capture`). Stripe keeps keys for 24 h:
 //! a retried call within that time gets the first call's answer instead of a second
 //! PaymentIntent or confirmation. Correctness does not rest on it (see [`crate::authorize`]); it is
 //! the second line of defence. Each call makes one attempt (`RequestStrategy::Idempotent`); SQS
@@ -26,8 +26,8 @@ use ::stripe::{
     ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
 };
 use stripe_core::payment_intent::{
-    CancelPaymentIntent, CancelPaymentIntentCancellationReason, ConfirmPaymentIntent, CreatePaymentIntent,
-    RetrievePaymentIntent,
+    CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent, ConfirmPaymentIntent,
+    CreatePaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::{
     PaymentIntent, PaymentIntentAllowedPaymentMethodTypes, PaymentIntentCaptureMethod, PaymentIntentStatus,
@@ -120,6 +120,17 @@ impl PaymentGateway for StripeGateway {
             .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
             .customize()
             .request_strategy(idempotent(order_id, "pi-cancel")?)
+            .send(&self.client)
+            .await
+            .map_err(classify)
+            .and_then(intent)
+    }
+
+    async fn capture_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        // No `amount_to_capture`: the whole amount capturable, which is the order's total.
+        CapturePaymentIntent::new(id.as_str())
+            .customize()
+            .request_strategy(idempotent(order_id, "pi-capture")?)
             .send(&self.client)
             .await
             .map_err(classify)

@@ -12,14 +12,15 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 
 use domain_events::checkout::OrderPlaced;
-use domain_events::payment::{PaymentAuthorized, PaymentFailed};
+use domain_events::fulfillment::ShipmentDispatched;
+use domain_events::payment::{PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed};
 use domain_events::{Envelope, Event};
 use kernel::page::Page;
-use kernel::{Currency, Money, OrderId};
+use kernel::{Currency, Money, OrderId, ShipmentId};
 
 use crate::authorize::{on_order_placed, on_stock_reserved};
 use crate::error::PaymentError;
-use crate::model::{Change, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use crate::model::{CaptureSettlement, Change, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
 use crate::ports::{
     Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, StoreError, Write,
 };
@@ -206,6 +207,19 @@ impl PaymentStore for FakeStore {
     async fn void(&self, order_id: OrderId, intent: &PaymentIntentId, event: &Envelope) -> Result<Write, StoreError> {
         self.transact(order_id, &Change::Void(intent.clone()), event)
     }
+
+    async fn start_capture(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Claim, StoreError> {
+        self.change(order_id, &Change::StartCapture(intent.clone()), None)
+    }
+
+    async fn settle_capture(
+        &self,
+        order_id: OrderId,
+        settlement: &CaptureSettlement,
+        event: &Envelope,
+    ) -> Result<Write, StoreError> {
+        self.transact(order_id, &Change::SettleCapture(settlement.clone()), event)
+    }
 }
 
 /// A Stripe call, to make one misbehave.
@@ -213,6 +227,7 @@ impl PaymentStore for FakeStore {
 pub enum Call {
     Create,
     Confirm,
+    Capture,
 }
 
 /// How a call misbehaves once.
@@ -222,6 +237,9 @@ pub enum Fault {
     Unreachable,
     /// Stripe does the work but the answer never arrives (a timeout, or the Lambda dying).
     AnswerLost,
+    /// Captures only: Stripe refuses the capture with this code and, as it does when an
+    /// authorization lapsed (`charge_expired_for_capture`), cancels the PaymentIntent.
+    Refused(&'static str),
 }
 
 #[derive(Debug)]
@@ -238,6 +256,7 @@ struct FakeIntent {
 pub struct FakeStripe {
     intents: Mutex<HashMap<PaymentIntentId, FakeIntent>>,
     confirmations: Mutex<u32>,
+    captures: Mutex<u32>,
     faults: Mutex<Vec<(Call, Fault)>>,
     /// Run once by the call, after Stripe did its work and before it answers: something that
     /// happens elsewhere while Stripe is busy.
@@ -249,6 +268,7 @@ impl fmt::Debug for FakeStripe {
         f.debug_struct("FakeStripe")
             .field("intents", &self.intents)
             .field("confirmations", &self.confirmations)
+            .field("captures", &self.captures)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -290,6 +310,11 @@ impl FakeStripe {
     /// How many confirmations went through (each places a hold).
     pub fn confirmations(&self) -> u32 {
         *lock(&self.confirmations)
+    }
+
+    /// How many captures went through (each collects the money).
+    pub fn captures(&self) -> u32 {
+        *lock(&self.captures)
     }
 
     /// The PaymentIntent's status; panics for one never created.
@@ -399,6 +424,37 @@ impl PaymentGateway for FakeStripe {
         intent.status = IntentStatus::Canceled;
         Ok(Intent { id: id.clone(), status: IntentStatus::Canceled })
     }
+
+    async fn capture_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        let fault = self.fault(Call::Capture);
+        if fault == Some(Fault::Unreachable) {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        {
+            let mut intents = lock(&self.intents);
+            let intent =
+                intents.get_mut(id).filter(|intent| intent.order_id == order_id).ok_or_else(|| Self::missing(id))?;
+            if let Some(Fault::Refused(code)) = fault {
+                intent.status = IntentStatus::Canceled;
+                return Err(GatewayError::Refused {
+                    code: code.into(),
+                    param: None,
+                    message: "The charge has expired and can no longer be captured.".into(),
+                });
+            }
+            // A PaymentIntent is captured once (no multicapture).
+            if intent.status != IntentStatus::RequiresCapture {
+                return Err(GatewayError::Conflict("payment_intent_unexpected_state".into()));
+            }
+            *lock(&self.captures) += 1;
+            intent.status = IntentStatus::Succeeded;
+        }
+        self.run_meanwhile(Call::Capture);
+        if fault == Some(Fault::AnswerLost) {
+            return Err(GatewayError::Unavailable("timed out".into()));
+        }
+        Ok(Intent { id: id.clone(), status: IntentStatus::Succeeded })
+    }
 }
 
 /// `OrderPlaced` for a 25.00 USD order paid with `payment_method`.
@@ -436,6 +492,38 @@ pub fn authorized(order_id: OrderId, intent: &PaymentIntentId) -> Event {
         order_id,
         payment_intent_id: intent.to_string(),
         amount: placed(order_id, VISA).total,
+    })
+}
+
+/// The first `ShipmentDispatched` of a [`placed`] order (its only shipment, of `count`).
+pub fn dispatched(order_id: OrderId, count: u32) -> ShipmentDispatched {
+    ShipmentDispatched {
+        order_id,
+        shipment_id: ShipmentId::new(),
+        shipment_count: count,
+        warehouse: "main".into(),
+        carrier: "ups".into(),
+        tracking_number: "1Z999AA10123456784".into(),
+        tracking_url: None,
+        dispatched_at: "2026-11-24T09:00:00Z".into(),
+    }
+}
+
+/// The `PaymentCaptured` of a [`placed`] order.
+pub fn captured(order_id: OrderId, intent: &PaymentIntentId) -> Event {
+    Event::PaymentCaptured(PaymentCaptured {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        amount: placed(order_id, VISA).total,
+    })
+}
+
+/// A `PaymentCaptureFailed`.
+pub fn capture_failed(order_id: OrderId, intent: &PaymentIntentId, reason: &str) -> Event {
+    Event::PaymentCaptureFailed(PaymentCaptureFailed {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        reason: reason.into(),
     })
 }
 

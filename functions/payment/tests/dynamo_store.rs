@@ -12,11 +12,11 @@
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use domain_events::payment::{PaymentAuthorized, PaymentFailed};
+use domain_events::payment::{PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{Currency, Money, OrderId};
 use payment::dynamo::DynamoPayments;
-use payment::model::{CANCELLED, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use payment::model::{CANCELLED, CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
 use payment::ports::{Claim, PaymentStore, Write};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
@@ -271,4 +271,117 @@ async fn the_authorizing_index_lists_lapsed_claims_oldest_first_page_by_page_and
     assert_eq!(listed, orders[2..].to_vec(), "oldest claim first; settled and reclaimed ones not due");
     assert_eq!(early.items, orders[2..4].to_vec(), "a claim made at the cutoff's second is due");
     assert!(early.next.is_none());
+}
+
+/// An order authorized with `intent`, as payment records it.
+async fn authorized(table: &Table, intent: &PaymentIntentId) -> OrderId {
+    let order_id = claimed(table, T0).await;
+    won(table.store.record_intent(order_id, intent).await.unwrap());
+    let settled = table
+        .store
+        .settle(order_id, &Settlement::Authorized { intent: intent.clone() }, &authorized_event(order_id, intent))
+        .await
+        .unwrap();
+    assert_eq!(settled, Write::Done);
+    order_id
+}
+
+fn captured_event(order_id: OrderId, intent: &PaymentIntentId) -> Envelope {
+    let event = Event::PaymentCaptured(PaymentCaptured {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        amount: order().total,
+    });
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+fn capture_failed_event(order_id: OrderId, intent: &PaymentIntentId, reason: &str) -> Envelope {
+    let event = Event::PaymentCaptureFailed(PaymentCaptureFailed {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        reason: reason.into(),
+    });
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+#[tokio::test]
+async fn a_capture_is_claimed_once_from_its_authorization_and_settles_with_its_event_once() {
+    let table = table().await;
+    let (ours, theirs) = (PaymentIntentId::parse("pi_cap1").unwrap(), PaymentIntentId::parse("pi_cap2").unwrap());
+    let order_id = authorized(&table, &ours).await;
+
+    let wrong_intent = lost(table.store.start_capture(order_id, &theirs).await.unwrap());
+    let claimed = won(table.store.start_capture(order_id, &ours).await.unwrap());
+    let again = lost(table.store.start_capture(order_id, &ours).await.unwrap());
+    let captured = CaptureSettlement::Captured { intent: ours.clone() };
+    let settled = table.store.settle_capture(order_id, &captured, &captured_event(order_id, &ours)).await.unwrap();
+    let settled_again =
+        table.store.settle_capture(order_id, &captured, &captured_event(order_id, &ours)).await.unwrap();
+    let failed_late = CaptureSettlement::Failed { intent: ours.clone(), reason: "charge_expired_for_capture".into() };
+    let refused = table
+        .store
+        .settle_capture(order_id, &failed_late, &capture_failed_event(order_id, &ours, "late"))
+        .await
+        .unwrap();
+
+    assert_eq!(wrong_intent.stage, Stage::Authorized { intent: ours.clone() });
+    assert_eq!(claimed.stage, Stage::Capturing { intent: ours.clone() });
+    assert_eq!(again.stage, claimed.stage, "the refusal shows the capture under way");
+    assert_eq!(settled, Write::Done);
+    assert!(matches!(settled_again, Write::Refused(p) if p.stage == Stage::Captured { intent: ours.clone() }));
+    assert!(matches!(refused, Write::Refused(_)));
+    assert_eq!(table.store.get(order_id).await.unwrap().unwrap().stage, Stage::Captured { intent: ours });
+    assert_eq!(table.outbox().await, vec!["PaymentAuthorized", "PaymentCaptured"]);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_is_never_claimed_for_capture_and_a_void_can_only_fail_one() {
+    let table = table().await;
+    let intent = PaymentIntentId::parse("pi_cap3").unwrap();
+    let order_id = authorized(&table, &intent).await;
+    table.store.record_cancelled(order_id).await.unwrap();
+
+    let cancelled = lost(table.store.start_capture(order_id, &intent).await.unwrap());
+    let void = table.store.void(order_id, &intent, &authorized_event(order_id, &intent)).await.unwrap();
+    let captured = CaptureSettlement::Captured { intent: intent.clone() };
+    let not_capturing =
+        table.store.settle_capture(order_id, &captured, &captured_event(order_id, &intent)).await.unwrap();
+    let voided = CaptureSettlement::Failed { intent: intent.clone(), reason: "authorization_voided".into() };
+    let reported = table
+        .store
+        .settle_capture(order_id, &voided, &capture_failed_event(order_id, &intent, "authorization_voided"))
+        .await
+        .unwrap();
+
+    assert!(cancelled.cancelled);
+    assert_eq!(cancelled.stage, Stage::Authorized { intent: intent.clone() });
+    assert_eq!(void, Write::Done);
+    assert!(matches!(not_capturing, Write::Refused(p) if p.stage == Stage::Voided { intent: intent.clone() }));
+    assert_eq!(reported, Write::Done);
+    assert_eq!(
+        table.store.get(order_id).await.unwrap().unwrap().stage,
+        Stage::CaptureFailed { intent, reason: "authorization_voided".into() },
+        "read back with its reason"
+    );
+    assert_eq!(table.outbox().await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_refused_capture_is_recorded_with_stripes_code() {
+    let table = table().await;
+    let intent = PaymentIntentId::parse("pi_cap4").unwrap();
+    let order_id = authorized(&table, &intent).await;
+    won(table.store.start_capture(order_id, &intent).await.unwrap());
+    let expired = CaptureSettlement::Failed { intent: intent.clone(), reason: "charge_expired_for_capture".into() };
+
+    let failed = table
+        .store
+        .settle_capture(order_id, &expired, &capture_failed_event(order_id, &intent, "charge_expired_for_capture"))
+        .await
+        .unwrap();
+
+    assert_eq!(failed, Write::Done);
+    let stored = table.store.get(order_id).await.unwrap().unwrap();
+    assert_eq!(stored.stage, Stage::CaptureFailed { intent, reason: "charge_expired_for_capture".into() });
+    assert!(table.store.stalled(T0 + time::Duration::days(1), None).await.unwrap().items.is_empty());
 }

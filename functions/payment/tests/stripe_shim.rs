@@ -12,15 +12,27 @@ use std::path::PathBuf;
 
 use kernel::{Currency, Money, OrderId};
 use payment::StripeSecret;
-use payment::model::OrderPayment;
+use payment::model::{OrderPayment, PaymentIntentId};
 use payment::ports::{Decline, GatewayError, IntentStatus, PaymentGateway};
 use payment::stripe::StripeGateway;
 
 /// A running emulator with a gateway pointed at it; dropping it stops the emulator.
 struct Emulator {
     gateway: StripeGateway,
-    _process: localcloud::emulator::Emulator,
+    process: localcloud::emulator::Emulator,
 }
+
+impl Emulator {
+    /// The emulator's test control: the next capture of `intent` is refused as an expired
+    /// authorization (`charge_expired_for_capture`).
+    async fn expire_authorization(&self, intent: &PaymentIntentId) {
+        let url = format!("{}/_test/payment_intents/{intent}/expire_authorization", self.process.url);
+        let response = reqwest::Client::new().post(url).bearer_auth(SECRET).send().await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+    }
+}
+
+const SECRET: &str = "sk_test_ferrocart";
 
 /// The interpreter of the emulators venv (`make venv`), or the one `FERROCART_PYTHON` names.
 fn python() -> PathBuf {
@@ -34,9 +46,9 @@ fn repo() -> PathBuf {
 async fn emulator() -> Emulator {
     let script = repo().join("infra/emulators/stripe_server.py");
     let process = localcloud::emulator::Emulator::start("the Stripe emulator", &python(), &script).await.unwrap();
-    let secret = StripeSecret::new("sk_test_ferrocart").unwrap();
+    let secret = StripeSecret::new(SECRET).unwrap();
     let gateway = StripeGateway::new(&secret, Some(&format!("{}/", process.url))).unwrap();
-    Emulator { gateway, _process: process }
+    Emulator { gateway, process }
 }
 
 fn order(payment_method: &str) -> OrderPayment {
@@ -125,5 +137,46 @@ async fn an_unknown_payment_method_is_refused_naming_the_parameter() {
         matches!(&created, Err(GatewayError::Refused { code, param: Some(param), .. })
             if code == "resource_missing" && param == "payment_method"),
         "{created:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_authorization_is_captured_once_and_a_second_capture_is_a_conflict() {
+    let stripe = emulator().await;
+    let order_id = OrderId::new();
+    let created = stripe.gateway.create_intent(order_id, &order("pm_card_visa")).await.unwrap();
+    stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
+
+    let captured = stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
+    let replayed = stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
+    let other_key = stripe.gateway.capture_intent(OrderId::new(), &created.id).await;
+
+    assert_eq!(captured.status, IntentStatus::Succeeded);
+    assert_eq!(replayed, captured, "the same idempotency key gets the first answer");
+    assert!(
+        matches!(&other_key, Err(GatewayError::Conflict(message)) if message.contains("payment_intent_unexpected_state")),
+        "Stripe captures a PaymentIntent once: {other_key:?}"
+    );
+    assert_eq!(stripe.gateway.retrieve_intent(&created.id).await.unwrap().status, IntentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn the_emulator_can_refuse_a_capture_as_an_expired_authorization() {
+    let stripe = emulator().await;
+    let order_id = OrderId::new();
+    let created = stripe.gateway.create_intent(order_id, &order("pm_card_visa")).await.unwrap();
+    stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
+    stripe.expire_authorization(&created.id).await;
+
+    let refused = stripe.gateway.capture_intent(order_id, &created.id).await;
+
+    assert!(
+        matches!(&refused, Err(GatewayError::Refused { code, .. }) if code == "charge_expired_for_capture"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stripe.gateway.retrieve_intent(&created.id).await.unwrap().status,
+        IntentStatus::Canceled,
+        "Stripe cancels a PaymentIntent whose authorization lapsed"
     );
 }
