@@ -3,6 +3,12 @@
 //!
 //! 6 categories × 10 products, each with size and/or colour variants, all active. Seeding is
 //! idempotent: a product whose slug or SKUs exist already (409) is counted as present.
+//!
+//! Every SKU is then stocked in two warehouses (`PUT /admin/inventory/{sku}`): a few units in
+//! `east`, more in `west` ([`STOCK`]). Inventory takes units from warehouses in name order, so an
+//! order for more of a SKU than `east` holds is split between the two, and fulfillment ships it
+//! as two shipments: the README's walk-through shows that. Seeding again sets the same counts
+//! (a warehouse whose units are reserved below the count keeps its stock: 409, counted as kept).
 
 use std::io::Write as _;
 
@@ -54,6 +60,9 @@ const FAMILIES: &[Family] = &[
         colours: &["red", "green"],
     },
 ];
+
+/// Units of every demo SKU per warehouse: `east` runs out first, so 3 of a SKU ship from both.
+pub const STOCK: [(&str, u32); 2] = [("east", 2), ("west", 20)];
 
 const ADJECTIVES: &[&str] =
     &["Rusty", "Ferrous", "Borrowed", "Async", "Lifetime", "Crab", "Zero-Cost", "Fearless", "Unsafe-Free", "Oxidized"];
@@ -142,6 +151,44 @@ pub async fn run(api_url: &str, token: &str) -> anyhow::Result<()> {
     }
     eprintln!();
     println!("Seeded {total} products in {} categories: {created} created, {present} already present.", FAMILIES.len());
+    stock(&client, api_url, token, &products).await
+}
+
+/// Stocks every variant of `products` in the [`STOCK`] warehouses.
+async fn stock(client: &reqwest::Client, api_url: &str, token: &str, products: &[Json]) -> anyhow::Result<()> {
+    let skus: Vec<&str> = products
+        .iter()
+        .flat_map(|p| p["variants"].as_array().into_iter().flatten())
+        .filter_map(|v| v["sku"].as_str())
+        .collect();
+    let (mut set, mut kept) = (0, 0);
+    for (index, sku) in skus.iter().enumerate() {
+        for (warehouse, on_hand) in STOCK {
+            let response = client
+                .put(format!("{api_url}/admin/inventory/{sku}"))
+                .bearer_auth(token)
+                .json(&json!({ "warehouse": warehouse, "on_hand": on_hand }))
+                .send()
+                .await
+                .with_context(|| format!("is the local cloud running at {api_url}? (`make dev`)"))?;
+            match response.status().as_u16() {
+                200 => set += 1,
+                // More units are reserved for orders than the count: the stock stays as it is.
+                409 => kept += 1,
+                status => {
+                    let body = response.text().await.unwrap_or_default();
+                    bail!("stocking {sku} in {warehouse} failed with {status}: {body}");
+                }
+            }
+        }
+        let done = index + 1;
+        let bar = "#".repeat(done * 30 / skus.len()) + &" ".repeat(30 - done * 30 / skus.len());
+        eprint!("\r  stocking [{bar}] {done:>3}/{} {sku:<28}", skus.len());
+        let _ = std::io::stderr().flush();
+    }
+    eprintln!();
+    let warehouses: Vec<String> = STOCK.iter().map(|(w, n)| format!("{n} in {w}")).collect();
+    println!("Stocked {} SKUs ({}): {set} counts set, {kept} kept.", skus.len(), warehouses.join(", "));
     Ok(())
 }
 

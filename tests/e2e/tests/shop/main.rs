@@ -8,5 +8,6 @@ mod cart;
 mod catalog;
 mod checkout;
 mod events;
+mod fulfillment;
 mod inbox;
 mod inventory;
