@@ -8,9 +8,10 @@ use kernel::{FieldError, OrderId, Problem, ProblemKind};
 use lambda_glue::Caller;
 use lambda_glue::http::{self, ApiResult, Reply};
 
-use crate::order::{CheckoutInput, Order, Status};
+use crate::order::{CheckoutInput, Flag, Refused, Status};
 use crate::pricing::ShippingMethod;
-use crate::service::{self, CartReader, CheckoutError, OrderStore, PageError, Settings};
+use crate::service::{self, CartReader, CheckoutError, OrderStore, Page, PageError, Settings};
+use crate::view::OrderView;
 
 /// A checkout body is a few hundred bytes; 16 KiB leaves room for long addresses.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -32,8 +33,26 @@ pub async fn handle<S: OrderStore, C: CartReader>(context: &Context<S, C>, reque
 
 #[derive(Serialize)]
 struct OrdersPage<'a> {
-    items: &'a [Order],
+    items: Vec<OrderView<'a>>,
     next_cursor: Option<&'a str>,
+}
+
+impl<'a> OrdersPage<'a> {
+    fn of(page: &'a Page, admin: bool) -> Self {
+        Self {
+            items: page.orders.iter().map(|order| OrderView::new(order, admin)).collect(),
+            next_cursor: page.next_cursor.as_deref(),
+        }
+    }
+}
+
+/// `a, b or c`: the values a query parameter takes, for its 400.
+fn one_of(values: &[&str]) -> String {
+    match values {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
 }
 
 #[derive(Serialize)]
@@ -70,33 +89,45 @@ async fn route<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: &
             let order = service::order_for(store, order_id(request)?, &caller.subject, caller.is_admin())
                 .await
                 .map_err(problem)?;
-            Reply::json(200, &order)
+            Reply::json(200, &OrderView::new(&order, caller.is_admin()))
         }
         "GET /orders" => {
             let caller = Caller::from_request(request)?;
             let (limit, cursor) = paging(request)?;
             let page = store.by_customer(&caller.subject, limit, cursor).await.map_err(page_problem)?;
-            Reply::json(200, &OrdersPage { items: &page.orders, next_cursor: page.next_cursor.as_deref() })
+            Reply::json(200, &OrdersPage::of(&page, caller.is_admin()))
         }
         "POST /orders/{id}/cancel" => {
             let caller = Caller::from_request(request)?;
             let order = service::cancel(store, order_id(request)?, &caller.subject, caller.is_admin(), now)
                 .await
                 .map_err(problem)?;
-            Reply::json(200, &order)
+            Reply::json(200, &OrderView::new(&order, caller.is_admin()))
         }
         "GET /admin/orders" => {
             Caller::admin(request)?;
-            let raw = http::query_param(request, "status").unwrap_or("");
-            let status = Status::parse(raw).ok_or_else(|| {
-                bad_query(
-                    "query:status",
-                    format!("`{raw}` is not one of pending, reserved, authorized, confirmed, cancelled"),
-                )
-            })?;
             let (limit, cursor) = paging(request)?;
-            let page = store.by_status(status, limit, cursor).await.map_err(page_problem)?;
-            Reply::json(200, &OrdersPage { items: &page.orders, next_cursor: page.next_cursor.as_deref() })
+            let page = match (http::query_param(request, "status"), http::query_param(request, "flag")) {
+                (Some(raw), None) => {
+                    let status = Status::parse(raw).ok_or_else(|| {
+                        let statuses: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                        bad_query("query:status", format!("`{raw}` is not one of {}", one_of(&statuses)))
+                    })?;
+                    store.by_status(status, limit, cursor).await
+                }
+                (None, Some(raw)) => {
+                    let flag = Flag::parse(raw).ok_or_else(|| {
+                        let flags: Vec<_> = Flag::ALL.iter().map(|f| f.as_str()).collect();
+                        bad_query("query:flag", format!("`{raw}` is not one of {}", one_of(&flags)))
+                    })?;
+                    store.by_flag(flag, limit, cursor).await
+                }
+                _ => {
+                    return Err(bad_query("query:status", "give either `status` or `flag`, not both".to_owned()));
+                }
+            };
+            let page = page.map_err(page_problem)?;
+            Reply::json(200, &OrdersPage::of(&page, true))
         }
         other => Err(Problem::new(ProblemKind::NotFound, format!("Checkout has no route `{other}`."))),
     }
@@ -117,7 +148,12 @@ fn problem(error: CheckoutError) -> Problem {
         )
         .with_errors(vec![FieldError::new("header:Idempotency-Key", "already used with a different body")]),
         CheckoutError::NotFound(id) => Problem::new(ProblemKind::NotFound, format!("You have no order `{id}`.")),
-        CheckoutError::NotCancellable(refused) => Problem::new(ProblemKind::Conflict, refused.to_string()),
+        CheckoutError::NotCancellable(refused @ Refused::AlreadyShipped { .. }) => {
+            Problem::new(ProblemKind::AlreadyShipped, refused.to_string())
+        }
+        CheckoutError::NotCancellable(refused @ Refused::Impossible { .. }) => {
+            Problem::new(ProblemKind::Conflict, refused.to_string())
+        }
         CheckoutError::Busy => {
             Problem::new(ProblemKind::Conflict, "The order is being changed by another request; try again.")
         }

@@ -10,8 +10,10 @@
 //!
 //! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
 //! (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`), present only
-//! while the order waits for the saga, for the timeout sweep. Ids are ULIDs: newest first is
-//! descending key order.
+//! while the order waits for the saga, for the timeout sweep; `Flagged` (`FLAGGED`, id), present
+//! only while the order has a flag, for `GET /admin/orders?flag=` (sparse: an order costs an
+//! index write only while flagged, which is rare; the flag itself is a filter on that small
+//! partition). Ids are ULIDs: newest first is descending key order.
 
 use std::collections::HashMap;
 
@@ -26,7 +28,7 @@ use adapters::{Cursor, CursorKeys};
 use domain_events::Envelope;
 use kernel::OrderId;
 
-use crate::order::{Order, Status};
+use crate::order::{CaptureFailure, Flag, Order, Status};
 use kernel::page::Page as SweepPage;
 
 use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
@@ -34,6 +36,10 @@ use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, Save
 /// The index of open orders by deadline, and its one partition.
 const OPEN_INDEX: &str = "Open";
 const OPEN_PARTITION: &str = "OPEN";
+
+/// The sparse index of orders an admin must look at, and its one partition.
+const FLAGGED_INDEX: &str = "Flagged";
+const FLAGGED_PARTITION: &str = "FLAGGED";
 
 /// Saved replies are kept a day, as Stripe keeps idempotency keys.
 const REPLY_RETENTION_SECS: i64 = 24 * 3600;
@@ -71,9 +77,18 @@ struct OrderRecord {
     gsi2sk: Option<String>,
     gsi3pk: String,
     gsi3sk: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi4pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gsi4sk: Option<String>,
     /// [`Order::coupon_redemption`], which the API does not show.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     coupon_redemption: Option<String>,
+    /// [`Order::flags`] and [`Order::capture_failure`], which only admins see.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    flags: Vec<Flag>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    capture_failure: Option<CaptureFailure>,
     #[serde(flatten)]
     order: Order,
 }
@@ -82,6 +97,7 @@ impl OrderRecord {
     fn new(order: &Order) -> Self {
         let id = order.order_id.to_string();
         let open = order.status.is_open();
+        let flagged = !order.flags.is_empty();
         Self {
             pk: format!("ORDER#{id}"),
             sk: "ORDER".to_owned(),
@@ -90,14 +106,28 @@ impl OrderRecord {
             gsi2pk: open.then(|| OPEN_PARTITION.to_owned()),
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
             gsi3pk: format!("STATUS#{}", order.status.as_str()),
-            gsi3sk: id,
+            gsi3sk: id.clone(),
+            gsi4pk: flagged.then(|| FLAGGED_PARTITION.to_owned()),
+            gsi4sk: flagged.then_some(id),
             coupon_redemption: order.coupon_redemption.clone(),
+            flags: order.flags.clone(),
+            capture_failure: order.capture_failure.clone(),
             order: order.clone(),
         }
     }
 
     fn into_order(self) -> Order {
-        Order { coupon_redemption: self.coupon_redemption, ..self.order }
+        let mut order = Order {
+            coupon_redemption: self.coupon_redemption,
+            flags: self.flags,
+            capture_failure: self.capture_failure,
+            ..self.order
+        };
+        // Orders authorized before the order kept the amount: payment authorizes the total.
+        if order.payment.authorized.is_none() && order.history.iter().any(|t| t.status == Status::Authorized) {
+            order.payment.authorized = Some(order.totals.total);
+        }
+        order
     }
 }
 
@@ -137,32 +167,45 @@ impl DynamoOrders {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// A page of `index`'s `partition`, newest first; with `flag`, only the orders that carry it
+    /// (a filter: DynamoDB applies `Limit` before it, so a page can come back short).
     async fn page(
         &self,
         index: &str,
         partition: (&str, String),
+        flag: Option<Flag>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, PageError> {
         let (pk_name, pk_value) = partition;
         let sk_name = pk_name.replace("pk", "sk");
         let key_names = ["pk", "sk", pk_name, sk_name.as_str()];
-        let scope = format!("{index}:{pk_value}");
+        let scope = match flag {
+            Some(flag) => format!("{index}:{pk_value}:{}", flag.as_str()),
+            None => format!("{index}:{pk_value}"),
+        };
         let start = cursor
             .map(|raw| Cursor::decode(raw, &scope, &key_names, &self.cursor_keys))
             .transpose()?
             .map(|c| c.start_key());
+        let mut names = HashMap::from([("#pk".to_owned(), pk_name.to_owned())]);
+        let mut values = HashMap::from([(":pk".to_owned(), AttributeValue::S(pk_value))]);
+        if let Some(flag) = flag {
+            names.insert("#flags".to_owned(), "flags".to_owned());
+            values.insert(":flag".to_owned(), AttributeValue::S(flag.as_str().to_owned()));
+        }
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(index)
             .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", pk_name)
-            .expression_attribute_values(":pk", AttributeValue::S(pk_value))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(100))
             .set_exclusive_start_key(start)
+            .set_filter_expression(flag.map(|_| "contains(#flags, :flag)".to_owned()))
             .send()
             .await
             .map_err(Unavailable::from)?;
@@ -266,11 +309,15 @@ impl OrderStore for DynamoOrders {
     }
 
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        self.page("ByCustomer", ("gsi1pk", format!("CUSTOMER#{customer}")), limit, cursor).await
+        self.page("ByCustomer", ("gsi1pk", format!("CUSTOMER#{customer}")), None, limit, cursor).await
     }
 
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        self.page("ByStatus", ("gsi3pk", format!("STATUS#{}", status.as_str())), limit, cursor).await
+        self.page("ByStatus", ("gsi3pk", format!("STATUS#{}", status.as_str())), None, limit, cursor).await
+    }
+
+    async fn by_flag(&self, flag: Flag, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
+        self.page(FLAGGED_INDEX, ("gsi4pk", FLAGGED_PARTITION.to_owned()), Some(flag), limit, cursor).await
     }
 
     async fn overdue(

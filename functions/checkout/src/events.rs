@@ -1,4 +1,5 @@
-//! The checkout saga consumer: stock and payment events move orders; a schedule times them out.
+//! The checkout saga consumer: stock, payment and fulfillment events move orders; a schedule
+//! times them out.
 
 use time::OffsetDateTime;
 
@@ -7,7 +8,7 @@ use domain_events::{Envelope, Event};
 use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 use lambda_glue::sweep::{Sweep, Tick};
 
-use crate::order::SagaStep;
+use crate::order::{Dispatch, SagaStep, ShipmentLine};
 use crate::service::{self, CheckoutError, OrderStore, SWEEP_PAGE};
 
 /// The longest one message (or one timeout) takes: a read and a versioned transaction, retried a few times on a race.
@@ -46,8 +47,16 @@ fn failed(error: CheckoutError) -> HandlerError {
     }
 }
 
+/// An RFC 3339 time of the contract. One that does not parse is a contract break: retrying
+/// cannot help.
+fn instant(raw: &str, field: &str) -> Result<OffsetDateTime, HandlerError> {
+    OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| HandlerError::Permanent(format!("{field} `{raw}` is not an RFC 3339 time")))
+}
+
 async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), HandlerError> {
     let now = OffsetDateTime::now_utc();
+    let occurred_at = envelope.metadata.occurred_at;
     let (order_id, step) = match envelope.event {
         Event::StockReserved(e) => (e.order_id, SagaStep::StockReserved),
         Event::StockRejected(e) => (e.order_id, SagaStep::StockRejected(e.reason)),
@@ -55,9 +64,37 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
         // A release we asked for (the order is cancelled already): nothing to do.
         Event::StockReleased(_) => return Ok(()),
         Event::PaymentAuthorized(e) => {
-            (e.order_id, SagaStep::PaymentAuthorized { payment_intent_id: e.payment_intent_id })
+            (e.order_id, SagaStep::PaymentAuthorized { payment_intent_id: e.payment_intent_id, amount: e.amount })
         }
         Event::PaymentFailed(e) => (e.order_id, SagaStep::PaymentFailed { reason: e.reason }),
+        Event::PaymentCaptured(e) => (e.order_id, SagaStep::PaymentCaptured { amount: e.amount, at: occurred_at }),
+        Event::PaymentCaptureFailed(e) => {
+            (e.order_id, SagaStep::PaymentCaptureFailed { reason: e.reason, at: occurred_at })
+        }
+        Event::ShipmentCreated(e) => {
+            let lines = e.lines.into_iter().map(|l| ShipmentLine { sku: l.sku, quantity: l.quantity }).collect();
+            let (shipment, count, warehouse) = (e.shipment_id, e.shipment_count, e.warehouse);
+            (e.order_id, SagaStep::ShipmentCreated { shipment, count, warehouse, lines })
+        }
+        Event::ShipmentDispatched(e) => {
+            let dispatch = Dispatch {
+                shipment: e.shipment_id,
+                count: e.shipment_count,
+                at: instant(&e.dispatched_at, "dispatched_at")?,
+                warehouse: e.warehouse,
+                carrier: e.carrier,
+                tracking_number: e.tracking_number,
+                tracking_url: e.tracking_url,
+            };
+            (e.order_id, SagaStep::ShipmentDispatched(dispatch))
+        }
+        Event::ShipmentDelivered(e) => {
+            let at = instant(&e.delivered_at, "delivered_at")?;
+            (e.order_id, SagaStep::ShipmentDelivered { shipment: e.shipment_id, count: e.shipment_count, at })
+        }
+        Event::ShipmentCancelled(e) => {
+            (e.order_id, SagaStep::ShipmentCancelled { shipment: e.shipment_id, count: e.shipment_count })
+        }
         other => {
             return Err(HandlerError::Permanent(format!("checkout does not subscribe to {}", other.detail_type())));
         }

@@ -1,13 +1,16 @@
 //! # Ferrocart checkout and orders
 //!
-//! - [`order`]: the checkout request, the order and its state machine.
+//! - [`order`]: the checkout request, the order and its state machine, which follows the
+//!   order's shipments and capture after the confirmation.
+//! - [`view`]: the order as the API shows it, with its timeline (and, for admins, its flags).
 //! - [`pricing`]: totals by configuration (shipping, tax, promotions).
 //! - [`service`]: placement (idempotent per `Idempotency-Key`), order queries and cancellation,
 //!   and the saga steps, over the [`service::OrderStore`] and [`service::CartReader`] ports.
 //! - [`dynamo`]: the DynamoDB adapter; [`cart_client`]: the cart's `GetCart` query over Lambda.
 //! - [`api`]: `POST /checkout`, `GET /orders[/{id}]`, `POST /orders/{id}/cancel`,
-//!   `GET /admin/orders`, `GET /shipping-methods` (binary `checkout`).
-//! - [`events`]: the saga consumer and timeout sweep (binary `checkout-events`).
+//!   `GET /admin/orders` (by status or flag), `GET /shipping-methods` (binary `checkout`).
+//! - [`events`]: the saga consumer (stock, payment and fulfillment events) and timeout sweep
+//!   (binary `checkout-events`).
 
 pub mod api;
 pub mod cart_client;
@@ -16,6 +19,7 @@ pub mod events;
 pub mod order;
 pub mod pricing;
 pub mod service;
+pub mod view;
 
 use lambda_glue::ConfigError;
 

@@ -10,8 +10,9 @@ use domain_events::{Envelope, Event, Metadata};
 use kernel::page::Page as SweepPage;
 use kernel::{CartId, FieldError, OrderId};
 
-use crate::order::{CheckoutInput, Order, OrderLine, Refused, SagaStep, Status, Transition};
+use crate::order::{CheckoutInput, Flag, Order, OrderLine, PaymentFacts, Refused, SagaStep, Status, Transition};
 use crate::pricing::{self, PricingConfig, PricingError};
+use crate::view::OrderView;
 
 /// A response saved under an idempotency key, to replay to retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +97,9 @@ pub trait OrderStore {
     ) -> Result<Saved, StoreError>;
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
+    /// Orders that carry `flag`, newest first. Pages may hold fewer than `limit` (the index holds
+    /// every flagged order, filtered by flag).
+    async fn by_flag(&self, flag: Flag, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     /// Open orders whose deadline passed before `now`, oldest deadline first, at most `limit`,
     /// after `after`. The listing comes from an eventually consistent index: it says where to
     /// look, the order itself says what to do.
@@ -240,6 +244,11 @@ pub async fn place_order(
         promo_code: request.promo_code.clone(),
         payment_method: request.payment_method.clone(),
         payment_intent_id: None,
+        payment: PaymentFacts::default(),
+        shipment_count: None,
+        shipments: Vec::new(),
+        flags: Vec::new(),
+        capture_failure: None,
         coupon_redemption: coupon_limit.as_ref().map(|(code, _)| code.clone()),
         history: vec![Transition { status: Status::Pending, at: now }],
         version: 1,
@@ -263,7 +272,8 @@ pub async fn place_order(
             cart: Some(CartSnapshot { cart_id: cart.cart_id, version: cart.version }),
         }),
     );
-    let body = serde_json::to_string(&order).map_err(|e| CheckoutError::Store(StoreError(Unavailable::new(e))))?;
+    let body = serde_json::to_string(&OrderView::new(&order, false))
+        .map_err(|e| CheckoutError::Store(StoreError(Unavailable::new(e))))?;
     let placement = Placement {
         order,
         event,
@@ -325,40 +335,41 @@ async fn advance(
     let id = order.order_id;
     // The first attempt applies the step to the order the caller read; after a lost race (the
     // save is conditional on the version read), to the order as it is now.
-    let first = std::sync::Mutex::new(Some(order));
-    let first = &first;
-    let advanced = until_won(|| async move {
-        let read = first.lock().map_or(None, |mut first| first.take());
-        let mut order = match read {
-            Some(order) => order,
-            None => store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?,
-        };
-        let (expected, was_cancelled) = (order.version, order.status == Status::Cancelled);
-        let events = match order.apply(step, now).map_err(CheckoutError::NotCancellable)? {
-            None => return Ok::<_, CheckoutError>(Attempt::Done(order)),
-            Some(events) => events,
-        };
-        let envelopes: Vec<Envelope> =
-            events.into_iter().map(|event| Envelope::new(Metadata::new(id.to_string()), event)).collect();
-        // The transition into `cancelled` happens once (the save is conditional on the version),
-        // so the coupon goes back once.
-        let returned_coupon = (order.status == Status::Cancelled && !was_cancelled)
-            .then_some(order.coupon_redemption.as_deref())
-            .flatten();
-        Ok(match store.save(&order, expected, &envelopes, returned_coupon).await? {
-            Saved::Done => {
-                tracing::info!(order_id = %id, status = order.status.as_str(), "order advanced");
-                Attempt::Done(order)
-            }
-            Saved::Stale => Attempt::Lost,
-        })
+    let mut first = Some(order);
+    let advanced = until_won(|| {
+        let read = first.take();
+        async move {
+            let mut order = match read {
+                Some(order) => order,
+                None => store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?,
+            };
+            let (expected, was_cancelled) = (order.version, order.status == Status::Cancelled);
+            let events = match order.apply(step, now).map_err(CheckoutError::NotCancellable)? {
+                None => return Ok::<_, CheckoutError>(Attempt::Done(order)),
+                Some(events) => events,
+            };
+            let envelopes: Vec<Envelope> =
+                events.into_iter().map(|event| Envelope::new(Metadata::new(id.to_string()), event)).collect();
+            // The transition into `cancelled` happens once (the save is conditional on the version),
+            // so the coupon goes back once.
+            let returned_coupon = (order.status == Status::Cancelled && !was_cancelled)
+                .then_some(order.coupon_redemption.as_deref())
+                .flatten();
+            Ok(match store.save(&order, expected, &envelopes, returned_coupon).await? {
+                Saved::Done => {
+                    tracing::info!(order_id = %id, status = order.status.as_str(), "order advanced");
+                    Attempt::Done(order)
+                }
+                Saved::Stale => Attempt::Lost,
+            })
+        }
     })
     .await?;
     advanced.ok_or(CheckoutError::Busy)
 }
 
-/// `POST /orders/{id}/cancel`: the customer cancels before shipment. Cancelling a cancelled
-/// order answers the order as it is.
+/// `POST /orders/{id}/cancel`: the customer cancels until checkout has seen a shipment leave
+/// ([`Refused::AlreadyShipped`] after). Cancelling a cancelled order answers the order as it is.
 pub async fn cancel(
     store: &impl OrderStore,
     id: OrderId,

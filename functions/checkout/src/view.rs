@@ -1,0 +1,221 @@
+//! The order as the API shows it: the stored order, its timeline, and for admins what needs
+//! their attention.
+//!
+//! The timeline is not stored: it is derived on every read from the facts the order keeps
+//! (`history`, each shipment's times, the capture), so it can never disagree with them.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use kernel::{Money, ShipmentId};
+
+use crate::order::{CaptureFailure, Flag, Order, Status};
+
+/// What happened, in a timeline entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Happening {
+    Placed,
+    Reserved,
+    Authorized,
+    Confirmed,
+    PartiallyShipped,
+    Shipped,
+    Delivered,
+    Cancelled,
+    ShipmentDispatched,
+    ShipmentDelivered,
+    Captured,
+    /// Admins only.
+    CaptureFailed,
+}
+
+impl From<Status> for Happening {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Pending => Self::Placed,
+            Status::Reserved => Self::Reserved,
+            Status::Authorized => Self::Authorized,
+            Status::Confirmed => Self::Confirmed,
+            Status::PartiallyShipped => Self::PartiallyShipped,
+            Status::Shipped => Self::Shipped,
+            Status::Delivered => Self::Delivered,
+            Status::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// One entry of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Moment {
+    pub event: Happening,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The shipment, for `shipment_dispatched` and `shipment_delivered`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipment_id: Option<ShipmentId>,
+    /// The amount, for `captured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    /// The cancellation's or the refused capture's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Moment {
+    fn new(event: Happening, at: OffsetDateTime) -> Self {
+        Self { event, at, shipment_id: None, amount: None, reason: None }
+    }
+}
+
+/// Facts only admins see.
+#[derive(Debug, Serialize)]
+pub struct AdminFacts<'a> {
+    pub flags: &'a [Flag],
+    pub capture_failure: Option<&'a CaptureFailure>,
+}
+
+/// An order as a response body.
+#[derive(Debug, Serialize)]
+pub struct OrderView<'a> {
+    #[serde(flatten)]
+    pub order: &'a Order,
+    pub timeline: Vec<Moment>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminFacts<'a>>,
+}
+
+impl<'a> OrderView<'a> {
+    pub fn new(order: &'a Order, admin: bool) -> Self {
+        Self {
+            order,
+            timeline: timeline(order, admin),
+            admin: admin.then_some(AdminFacts { flags: &order.flags, capture_failure: order.capture_failure.as_ref() }),
+        }
+    }
+}
+
+/// Everything that happened to the order, oldest first: every status it entered, each shipment's
+/// dispatch and delivery (at fulfillment's times), the capture (at payment's time) and, for
+/// admins, a refused capture. Entries at the same instant keep that order.
+pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
+    let mut moments: Vec<Moment> = order
+        .history
+        .iter()
+        .map(|t| {
+            let mut moment = Moment::new(t.status.into(), t.at);
+            if t.status == Status::Cancelled {
+                moment.reason.clone_from(&order.cancel_reason);
+            }
+            moment
+        })
+        .collect();
+    for shipment in &order.shipments {
+        let times = [
+            (Happening::ShipmentDispatched, shipment.dispatched_at),
+            (Happening::ShipmentDelivered, shipment.delivered_at),
+        ];
+        for (event, at) in times {
+            if let Some(at) = at {
+                moments.push(Moment { shipment_id: Some(shipment.id), ..Moment::new(event, at) });
+            }
+        }
+    }
+    if let (Some(amount), Some(at)) = (order.payment.captured, order.payment.captured_at) {
+        moments.push(Moment { amount: Some(amount), ..Moment::new(Happening::Captured, at) });
+    }
+    if let Some(failure) = order.capture_failure.as_ref().filter(|_| admin) {
+        moments
+            .push(Moment { reason: Some(failure.reason.clone()), ..Moment::new(Happening::CaptureFailed, failure.at) });
+    }
+    // Stable: the history's own order holds for entries written at one instant.
+    moments.sort_by_key(|m| m.at);
+    moments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::{CaptureFailure, PaymentFacts, Shipment, ShipmentStatus, Transition};
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seconds)
+    }
+
+    fn order_json() -> serde_json::Value {
+        serde_json::json!({
+            "order_id": "ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "customer": "alice", "email": "a@example.com",
+            "status": "partially_shipped", "cancel_reason": null, "payment_failure": null, "lines": [],
+            "totals": { "subtotal": { "amount": 0, "currency": "USD" }, "discount": { "amount": 0, "currency": "USD" },
+                        "shipping": { "amount": 0, "currency": "USD" }, "tax": { "amount": 0, "currency": "USD" },
+                        "total": { "amount": 2500, "currency": "USD" }, "promotions": [] },
+            "shipping_address": { "name": "A", "line1": "1", "city": "T", "postal_code": "1", "country": "US" },
+            "shipping_method": "standard", "promo_code": null, "payment_method": "pm_card_visa",
+            "payment_intent_id": "pi_1", "history": [], "version": 5,
+            "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z", "deadline": "1970-01-01T00:00:00Z"
+        })
+    }
+
+    fn shipped_order() -> Order {
+        let mut order: Order = serde_json::from_value(order_json()).unwrap();
+        order.history = [(Status::Pending, 0), (Status::Reserved, 1), (Status::Authorized, 2), (Status::Confirmed, 2)]
+            .into_iter()
+            .chain([(Status::PartiallyShipped, 11)])
+            .map(|(status, s)| Transition { status, at: at(s) })
+            .collect();
+        let id = ShipmentId::new();
+        order.shipments = vec![Shipment {
+            id,
+            warehouse: Some("east".into()),
+            status: ShipmentStatus::Dispatched,
+            lines: vec![],
+            carrier: Some("ups".into()),
+            tracking_number: Some("1Z".into()),
+            tracking_url: None,
+            dispatched_at: Some(at(10)),
+            delivered_at: None,
+        }];
+        let usd = Money::new(2500, kernel::Currency::USD).unwrap();
+        order.payment = PaymentFacts { authorized: Some(usd), captured: Some(usd), captured_at: Some(at(12)) };
+        order
+    }
+
+    #[test]
+    fn the_timeline_merges_history_shipments_and_the_capture_oldest_first() {
+        let order = shipped_order();
+
+        let events: Vec<_> = timeline(&order, false).into_iter().map(|m| (m.event, m.at)).collect();
+
+        assert_eq!(
+            events,
+            vec![
+                (Happening::Placed, at(0)),
+                (Happening::Reserved, at(1)),
+                (Happening::Authorized, at(2)),
+                (Happening::Confirmed, at(2)),
+                (Happening::ShipmentDispatched, at(10)),
+                (Happening::PartiallyShipped, at(11)),
+                (Happening::Captured, at(12)),
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_and_a_refused_capture_are_shown_to_admins_only() {
+        let mut order = shipped_order();
+        order.flags = vec![Flag::CaptureFailed];
+        order.capture_failure = Some(CaptureFailure { reason: "charge_expired_for_capture".into(), at: at(13) });
+
+        let customer = serde_json::to_value(OrderView::new(&order, false)).unwrap();
+        let admin = serde_json::to_value(OrderView::new(&order, true)).unwrap();
+
+        assert!(customer.get("flags").is_none() && customer.get("capture_failure").is_none());
+        assert!(!customer["timeline"].as_array().unwrap().iter().any(|m| m["event"] == "capture_failed"));
+        assert_eq!(admin["flags"], serde_json::json!(["capture_failed"]));
+        assert_eq!(admin["capture_failure"]["reason"], "charge_expired_for_capture");
+        assert_eq!(admin["timeline"].as_array().unwrap().last().unwrap()["event"], "capture_failed");
+        assert_eq!(customer["payment"]["captured"], serde_json::json!({ "amount": 2500, "currency": "USD" }));
+        assert_eq!(customer["shipments"][0]["tracking_url"], serde_json::Value::Null);
+        assert_eq!(customer["timeline"][4]["shipment_id"], customer["shipments"][0]["id"]);
+    }
+}
