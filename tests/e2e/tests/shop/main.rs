@@ -11,3 +11,4 @@ mod events;
 mod fulfillment;
 mod inbox;
 mod inventory;
+mod orders;
