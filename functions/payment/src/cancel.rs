@@ -21,11 +21,10 @@
 //!   the failure as above. When the flag lands after step 4, the cancellation finds the payment
 //!   authorized and voids it. Both writes are on one item, so one of them comes first, and the
 //!   side that comes second undoes the hold.
-//! - **Capturing or captured** (the cancellation crossed the order's first dispatch, which checkout
-//!   could not know of yet): the capture is not undone. A capture under way is waited for (the
-//!   message is retried); a captured payment makes the cancellation fail for a person
-//!   ([`PaymentError::CancelledAfterCapture`]: the goods left and were paid for; a refund is a
-//!   decision). A payment whose capture failed has nothing to void.
+//! - **Capturing, captured or capture failed** (the cancellation crossed the order's first
+//!   dispatch, which checkout had not seen yet): the goods left, and the capture is not undone
+//!   (refunds are not built). Its outcome, `PaymentCaptured` or `PaymentCaptureFailed`, reaches
+//!   the cancelled order, which checkout flags `dispatched_after_cancel` for an admin.
 
 use domain_events::Event;
 use domain_events::payment::PaymentVoided;
@@ -60,14 +59,12 @@ pub async fn on_order_cancelled(
         }
         Stage::Authorized { intent } => void(store, gateway, order_id, intent).await,
         Stage::Failed | Stage::Voided { .. } => Ok(()),
-        // The first dispatch claimed the capture before the cancellation landed: once it is
-        // recorded, the cancellation is looked at again.
-        Stage::Capturing { intent } => Err(PaymentError::CaptureUnderWay { order_id, intent: intent.clone() }),
-        // A cancellation that crossed the first dispatch: the goods left and were paid for.
-        Stage::Captured { intent } => Err(PaymentError::CancelledAfterCapture { order_id, intent: intent.clone() }),
-        // Nothing was collected, and PaymentCaptureFailed already flagged the order.
-        Stage::CaptureFailed { .. } => {
-            tracing::info!(%order_id, "order cancelled after its capture failed; nothing to void");
+        // A cancellation that crossed the order's first dispatch: the goods left, and the capture
+        // is not undone. Its outcome (PaymentCaptured or PaymentCaptureFailed) reaches the
+        // cancelled order, which checkout flags for an admin.
+        Stage::Capturing { .. } | Stage::Captured { .. } | Stage::CaptureFailed { .. } => {
+            tracing::warn!(%order_id, stage = ?payment.stage,
+                "order cancelled after its first dispatch reached payment; the capture stands");
             Ok(())
         }
     }

@@ -430,11 +430,9 @@ mod tests {
         on_shipment_dispatched(&store, &stripe, &dispatched(order_id, 1)).await.unwrap();
         let once_captured = on_order_cancelled(&store, &stripe, order_id).await;
 
-        assert!(matches!(while_capturing, Err(PaymentError::CaptureUnderWay { .. })));
-        assert!(
-            matches!(once_captured, Err(ref error @ PaymentError::CancelledAfterCapture { .. }) if !error.is_transient())
-        );
-        assert_eq!(stripe.status(&intent), IntentStatus::Succeeded);
+        while_capturing.expect("acknowledged: the capture under way finishes");
+        once_captured.expect("acknowledged: checkout flags the cancelled order on PaymentCaptured");
+        assert_eq!(stripe.status(&intent), IntentStatus::Succeeded, "never voided after the capture");
         assert_eq!(store.events(), vec![authorized(order_id, &intent), captured(order_id, &intent)]);
     }
 }

@@ -47,10 +47,6 @@ pub enum PaymentError {
     /// cancelled before one was made, or payment never heard of the order): a person must look.
     #[error("{order_id} was dispatched but has no authorization to capture ({detail}); a person must look")]
     NothingToCapture { order_id: OrderId, detail: String },
-    /// The order was cancelled after its payment was captured (a cancellation that crossed the
-    /// first dispatch): the money was collected for goods that left; a person decides on a refund.
-    #[error("{order_id} was cancelled after PaymentIntent {intent} was captured; a person must decide on a refund")]
-    CancelledAfterCapture { order_id: OrderId, intent: PaymentIntentId },
 }
 
 impl PaymentError {
@@ -65,10 +61,7 @@ impl PaymentError {
             | Self::CancelWhileProcessing { .. }
             | Self::NotCapturableYet { .. }
             | Self::CaptureUnderWay { .. } => true,
-            Self::ChangedElsewhere { .. }
-            | Self::NotCancelled { .. }
-            | Self::NothingToCapture { .. }
-            | Self::CancelledAfterCapture { .. } => false,
+            Self::ChangedElsewhere { .. } | Self::NotCancelled { .. } | Self::NothingToCapture { .. } => false,
         }
     }
 }

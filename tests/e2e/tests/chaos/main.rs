@@ -1,7 +1,7 @@
 //! The saga under stress: every SQS message delivered twice, consumers that crash after doing
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
-//! reservation expiry, an authorization stalled with the card held, and an order with nothing to
-//! pay. A stack of its own, so its chaos, its clock and its pricing never touch `tests/shop`.
+//! reservation expiry, an authorization stalled with the card held, an order with nothing to
+//! pay, and dispatches that must capture the payment once (or report a capture Stripe refuses). A stack of its own, so its chaos, its clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -14,11 +14,12 @@ use tokio::sync::RwLock;
 use adapters::dynamo::Item;
 use domain_events::Event;
 use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced};
+use domain_events::fulfillment::ShipmentDispatched;
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
 use e2e::flows::{available, checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish, stored};
-use kernel::{Currency, Money, OrderId, Sku};
+use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish, publish_envelope, stored};
+use kernel::{Currency, Money, OrderId, ShipmentId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
 /// Pricing is the default plus a 100 % coupon and free pickup, so an order can total zero, and a
@@ -445,4 +446,91 @@ async fn an_authorization_stalled_after_its_hold_is_released_by_the_sweep_once_i
     assert!(!payment.contains_key("gsi1pk"), "no longer listed as authorizing: {payment:?}");
     let order = order_when(&shopper.token, &id, |o| o["status"] == "cancelled").await;
     assert_eq!(order["cancel_reason"], "customer_cancelled", "checkout ignores the PaymentFailed");
+}
+
+/// The order's only shipment left the warehouse, as fulfillment announces it.
+fn dispatch_of(order_id: OrderId) -> Event {
+    Event::ShipmentDispatched(ShipmentDispatched {
+        order_id,
+        shipment_id: ShipmentId::new(),
+        shipment_count: 1,
+        warehouse: "main".into(),
+        carrier: "ups".into(),
+        tracking_number: "1Z999AA10123456784".into(),
+        tracking_url: Some("https://www.ups.com/track?tracknum=1Z999AA10123456784".into()),
+        dispatched_at: later(0),
+    })
+}
+
+/// A tap on payment's capture outcomes for one order.
+async fn capture_outcomes(order_id: &str) -> Tap {
+    Tap::new(json!({
+        "source": ["ferrocart.payment"],
+        "detail-type": ["PaymentCaptured", "PaymentCaptureFailed"],
+        "detail": { "data": { "order_id": [order_id] } }
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_dispatch_delivered_twice_and_re_sent_under_a_new_event_id_captures_once() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let outcomes = capture_outcomes(&id).await;
+    let events = aws_sdk_eventbridge::Client::new(&shop().aws().await);
+
+    // Every SQS message is delivered twice already; the same envelope is published twice more,
+    // and the same fact once under a new event id, as a relay retry would send it.
+    let first = publish(dispatch_of(id.parse().unwrap()), &id).await;
+    publish_envelope(&events, &first).await;
+    let resent = publish(first.event.clone(), &id).await;
+    handled_by("PaymentTable", &[&first, &resent]).await;
+
+    let intents = payment_intents(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:#?}");
+    assert_eq!(intents[0]["status"], "succeeded", "{:#}", intents[0]);
+    assert_eq!(intents[0]["amount_received"], order["totals"]["total"]["amount"], "the whole total, once");
+    let payment = payment_record(&id).await.unwrap();
+    assert_eq!(payment["status"].as_s().unwrap(), "captured");
+    // Waits out the tap's 15 s unless a second outcome shows up.
+    let announced = outcomes.collect_until(|seen| seen.len() >= 2).await;
+    let kinds: Vec<&str> = announced.iter().filter_map(|e| e["detail-type"].as_str()).collect();
+    assert_eq!(kinds, vec!["PaymentCaptured"], "one capture announced");
+    assert_eq!(announced[0]["detail"]["data"]["amount"], order["totals"]["total"]);
+    assert_eq!(announced[0]["detail"]["data"]["payment_intent_id"], intents[0]["id"]);
+}
+
+#[tokio::test]
+async fn a_capture_stripe_refuses_as_expired_is_reported_once_and_collects_nothing() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let intent = order["payment_intent_id"].as_str().unwrap().to_owned();
+    let outcomes = capture_outcomes(&id).await;
+    // The authorization lapsed (a card's lasts about 7 days): the emulator refuses its capture.
+    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
+    let expired = reqwest::Client::new()
+        .post(format!("{stripe}/_test/payment_intents/{intent}/expire_authorization"))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap();
+    assert!(expired.status().is_success(), "{:?}", expired.text().await);
+
+    let dispatched = publish(dispatch_of(id.parse().unwrap()), &id).await;
+    handled_by("PaymentTable", &[&dispatched]).await;
+
+    let announced = outcomes.collect_until(|seen| seen.len() >= 2).await;
+    let kinds: Vec<&str> = announced.iter().filter_map(|e| e["detail-type"].as_str()).collect();
+    assert_eq!(kinds, vec!["PaymentCaptureFailed"], "reported once, not retried");
+    assert_eq!(announced[0]["detail"]["data"]["reason"], "charge_expired_for_capture");
+    let payment = payment_record(&id).await.unwrap();
+    assert_eq!(payment["status"].as_s().unwrap(), "capture_failed");
+    let intents = payment_intents(&id).await;
+    assert_eq!((&intents[0]["status"], &intents[0]["amount_received"]), (&json!("canceled"), &json!(0)));
 }
