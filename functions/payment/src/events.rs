@@ -140,6 +140,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dispatch_captures_through_the_handler_and_its_duplicate_captures_nothing() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        crate::testing::place_and_reserve(&store, &stripe, order_id, crate::testing::VISA).await;
+        let dispatched = Event::ShipmentDispatched(crate::testing::dispatched(order_id, 2));
+        let batch = serde_json::json!({ "Records": [message("first", dispatched.clone())] });
+        let resent = serde_json::json!({ "Records": [message("resent", dispatched)] });
+        let deadline = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let inbox = lambda_glue::consumer::MemoryInbox::default();
+
+        let first = handle(&store, &stripe, &inbox, Trigger::parse(batch, deadline).unwrap()).await.unwrap();
+        let again = handle(&store, &stripe, &inbox, Trigger::parse(resent, deadline).unwrap()).await.unwrap();
+
+        assert!(first.batch_item_failures.is_empty() && again.batch_item_failures.is_empty());
+        assert_eq!(stripe.captures(), 1);
+        assert!(matches!(store.events().as_slice(), [_, Event::PaymentCaptured(e)] if e.order_id == order_id));
+    }
+
+    #[tokio::test]
     async fn a_schedule_tick_runs_the_stalled_authorization_sweep() {
         let (store, stripe) = (FakeStore::default(), FakeStripe::default());
         let tick = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
