@@ -281,8 +281,10 @@ async fn every_saga_event_sent_again_under_a_new_id_changes_nothing() {
     shop();
     let _shared = CLOCK.read().await;
     let shopper = shopper_with_cart(5, 2).await;
-    let order = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
-    let id = order["order_id"].as_str().unwrap().to_owned();
+    let confirmed = confirmed_order(&shopper, "pm_card_visa", "confirmed").await;
+    let id = confirmed["order_id"].as_str().unwrap().to_owned();
+    // The saga's last step before anything ships: fulfillment's shipment, recorded on the order.
+    let order = order_when(&shopper.token, &id, |o| o["shipments"].as_array().is_some_and(|s| !s.is_empty())).await;
     let order_id: OrderId = id.parse().unwrap();
     let stock_path = format!("/admin/inventory/{}", shopper.sku);
     let committed = eventually(20, || async {
@@ -434,9 +436,9 @@ async fn an_authorization_stalled_after_its_hold_is_released_by_the_sweep_once_i
         .await
         .unwrap();
 
-    shop().fire_schedule("PaymentEventsFunction", "StalledSweep", None).await.unwrap();
-    shop().control("PaymentEventsFunction", "resume").await.unwrap();
+    shop().fire_schedule("PaymentSweepFunction", "StalledSweep", None).await.unwrap();
 
+    // Still paused: only the sweep can have done this.
     let intents = payment_intents(&id).await;
     let statuses: Vec<&str> = intents.iter().filter_map(|pi| pi["status"].as_str()).collect();
     assert_eq!(statuses, vec!["canceled"], "the hold is released, not left for Stripe's 7 days");
@@ -444,6 +446,7 @@ async fn an_authorization_stalled_after_its_hold_is_released_by_the_sweep_once_i
     assert_eq!(payment["status"].as_s().unwrap(), "failed");
     assert_eq!(payment["failure_reason"].as_s().unwrap(), "cancelled");
     assert!(!payment.contains_key("gsi1pk"), "no longer listed as authorizing: {payment:?}");
+    shop().control("PaymentEventsFunction", "resume").await.unwrap();
     let order = order_when(&shopper.token, &id, |o| o["status"] == "cancelled").await;
     assert_eq!(order["cancel_reason"], "customer_cancelled", "checkout ignores the PaymentFailed");
 }

@@ -230,7 +230,10 @@ async fn a_customer_cancel_after_confirmation_restocks_and_voids_the_authorizati
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(cancelled.body["cancel_reason"], "customer_cancelled");
     let again = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
-    assert_eq!(again.body["version"], cancelled.body["version"], "cancelling twice changes nothing");
+    // Fulfillment's ShipmentCancelled may update the order's shipments meanwhile; the
+    // cancellation itself is not repeated.
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["history"], cancelled.body["history"], "cancelling twice changes nothing");
     let restocked = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
     assert!(restocked.is_some(), "the units are back on the shelf");
     let voided = eventually(15, || async {
