@@ -94,7 +94,7 @@ mod tests {
     use super::*;
     use crate::model::{CLAIM_TIMEOUT, PaymentIntentId};
     use crate::ports::IntentStatus;
-    use crate::testing::{FakeStore, FakeStripe, Fault, T0, stalled_after_step_2};
+    use crate::testing::{FakeStore, FakeStripe, Fault, T0, authorized, stalled_after_step_2};
 
     fn message(id: &str, event: Event) -> serde_json::Value {
         let order_id = OrderId::new();
@@ -159,15 +159,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_schedule_tick_runs_the_stalled_authorization_sweep() {
-        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        // Claimed at T0 (10:00), its PaymentIntent created, then Stripe went away.
+        stalled_after_step_2(&store, &stripe, order_id, Fault::Unreachable).await;
         let tick = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events",
-            "time": "2026-11-22T10:00:00Z", "detail": {} });
+            "time": "2026-11-22T10:01:00Z", "detail": {} });
         let deadline = OffsetDateTime::now_utc() + time::Duration::minutes(1);
         let inbox = lambda_glue::consumer::MemoryInbox::default();
 
         let response = handle(&store, &stripe, &inbox, Trigger::parse(tick, deadline).unwrap()).await;
 
         assert!(response.unwrap().batch_item_failures.is_empty());
+        assert_eq!(store.events(), vec![authorized(order_id, &stripe.only_intent())], "the tick finished it");
     }
 
     #[tokio::test]
