@@ -161,14 +161,6 @@ impl<L: Clone + std::fmt::Debug> Transaction<L> {
         self
     }
 
-    pub fn len(&self) -> usize {
-        self.actions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
-    }
-
     /// Runs the transaction once.
     pub async fn commit(&self, client: &Client) -> Result<(), TransactionError<L>> {
         self.run(client, |label, _| label.clone()).await
