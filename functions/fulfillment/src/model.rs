@@ -59,48 +59,7 @@ impl Status {
     }
 }
 
-/// A warehouse code, as inventory writes it: 1 to 50 lower-case letters, digits and hyphens
-/// (never `#`, which the listing index's sort key uses as its separator).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Warehouse(String);
-
-impl Warehouse {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 50
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !raw.starts_with('-');
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(format!("`{raw}` is not a warehouse code: use 1 to 50 lower-case letters, digits and hyphens"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Warehouse {
-    type Error = String;
-    fn try_from(raw: String) -> Result<Self, String> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<Warehouse> for String {
-    fn from(warehouse: Warehouse) -> Self {
-        warehouse.0
-    }
-}
-
-impl std::fmt::Display for Warehouse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use kernel::Warehouse;
 
 /// How a dispatched shipment can be followed: parsed from the admin's request, so a shipment
 /// never holds an empty carrier or a tracking URL that is not https.

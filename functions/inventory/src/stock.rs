@@ -11,47 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use kernel::Sku;
 
-/// A warehouse code: lower-case letters, digits and hyphens, 1 to 50 characters (`eu-central`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Warehouse(String);
-
-impl Warehouse {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 50
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !raw.starts_with('-');
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(format!("`{raw}` is not a warehouse code: use 1 to 50 lower-case letters, digits and hyphens"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Warehouse {
-    type Error = String;
-    fn try_from(raw: String) -> Result<Self, String> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<Warehouse> for String {
-    fn from(value: Warehouse) -> String {
-        value.0
-    }
-}
-
-impl std::fmt::Display for Warehouse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use kernel::Warehouse;
 
 /// Stock of one SKU in one warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,13 +126,5 @@ mod tests {
         let levels = [level("A", "east", 3)];
         let requests = [Request { sku: sku("A"), quantity: 2 }, Request { sku: sku("A"), quantity: 2 }];
         assert!(allocate(&requests, &levels).is_err());
-    }
-
-    #[test]
-    fn warehouse_codes_are_validated() {
-        assert!(Warehouse::parse("eu-central-1").is_ok());
-        assert!(Warehouse::parse("EU").is_err());
-        assert!(Warehouse::parse("").is_err());
-        assert!(Warehouse::parse("-x").is_err());
     }
 }

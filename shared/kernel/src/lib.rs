@@ -2,7 +2,8 @@
 //!
 //! - [`Money`] and [`Currency`]: integer minor units with an ISO 4217 currency and checked
 //!   arithmetic. There is no floating point anywhere near a price.
-//! - Typed ids ([`ProductId`] and friends, made by [`typed_id!`]) and the catalog-wide [`Sku`].
+//! - Typed ids ([`ProductId`] and friends, made by [`typed_id!`]), the catalog-wide [`Sku`] and
+//!   the [`Warehouse`] code inventory and fulfillment share.
 //! - [`inbox`]: the port of the consumer inbox (which events a consumer has taken), shared by
 //!   the consumer loop that drives it and the adapter that stores it.
 //! - [`page::Page`]: a page of a listing and where the next one starts.
@@ -19,8 +20,10 @@ pub mod problem;
 #[cfg(feature = "schema")]
 mod schema;
 pub mod sku;
+pub mod warehouse;
 
 pub use id::{CartId, EventId, OrderId, ProductId, ShipmentId};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use sku::{Sku, SkuError};
+pub use warehouse::Warehouse;
