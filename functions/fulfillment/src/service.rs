@@ -16,9 +16,7 @@ use kernel::{OrderId, ShipmentId};
 
 use crate::model::{Flag, Next, OrderFacts, PlanError, Refused, Shipment, Status, Step, Tracking, Warehouse};
 
-/// `TransactWriteItems` takes at most 100 actions: creating shipments writes the order's facts
-/// once and, per shipment, the shipment and its event.
-pub const MAX_SHIPMENTS: usize = (adapters::dynamo::MAX_TRANSACTION_ACTIONS - 1) / 2;
+pub use domain_events::fulfillment::MAX_SHIPMENTS;
 
 /// Storage failed: the domain cannot act on it.
 #[derive(Debug, thiserror::Error)]

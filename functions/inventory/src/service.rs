@@ -4,6 +4,7 @@ use time::{Duration, OffsetDateTime};
 
 use adapters::retry::{Attempt, until_won};
 use domain_events::checkout::OrderPlaced;
+use domain_events::fulfillment::MAX_SHIPMENTS;
 use domain_events::inventory::{
     self as contract, RejectionReason, ReleaseReason, StockCommitted, StockRejected, StockReleased, StockReserved,
 };
@@ -279,9 +280,11 @@ pub async fn on_order_placed(
     let decided = until_won(|| async move {
         let levels = store.levels(skus).await?;
         let written = match allocate(requests, &levels) {
-            Ok(lines) if writes(&lines) > MAX_ALLOCATIONS => {
-                // No retry can fit this in one transaction: refuse it now, rather than fail as a
-                // storage error until the message is dead-lettered and the order times out.
+            Ok(lines) if writes(&lines) > MAX_ALLOCATIONS || warehouses(&lines) > MAX_SHIPMENTS => {
+                // No retry can fit this in one transaction (ours, or fulfillment's that creates
+                // one shipment per warehouse): refuse it now, rather than fail as a storage error
+                // until the message is dead-lettered and the order times out, or strand a
+                // confirmed order that can never ship.
                 tracing::warn!(%order_id, writes = writes(&lines), "reservation needs too many stock writes");
                 let rejected = Event::StockRejected(StockRejected {
                     order_id,
@@ -320,6 +323,13 @@ pub async fn on_order_placed(
         None => return Err(SagaError::Busy(order_id)),
     }
     Ok(())
+}
+
+/// The warehouses a reservation draws from: fulfillment ships once from each.
+fn warehouses(lines: &[AllocatedLine]) -> usize {
+    let all: std::collections::BTreeSet<_> =
+        lines.iter().flat_map(|line| line.allocations.iter().map(|a| &a.warehouse)).collect();
+    all.len()
 }
 
 /// The stock items a reservation writes: one per warehouse allocation.

@@ -336,6 +336,23 @@ async fn an_order_that_needs_more_stock_writes_than_one_transaction_holds_is_rej
 }
 
 #[tokio::test]
+async fn an_order_drawing_from_more_warehouses_than_one_order_can_ship_from_is_rejected_as_too_large() {
+    let (table, sku) = (table().await, sku());
+    // 50 warehouses with 1 unit each, one line of 50: 50 stock writes fit a transaction, but
+    // fulfillment creates at most MAX_SHIPMENTS (49) shipments for an order.
+    for n in 0..50 {
+        table.stock(&sku, &format!("w{n:02}"), 1).await;
+    }
+
+    let order_id = table.place(&[(&sku, 50)]).await;
+
+    let rejected: Vec<_> = table.events().await.into_iter().filter(|(kind, _)| kind == "StockRejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].1["reason"], RejectionReason::OrderTooLarge.as_str());
+    assert_eq!(table.store.reservation(order_id).await.unwrap().unwrap().status, ReservationStatus::Rejected);
+}
+
+#[tokio::test]
 async fn an_order_with_as_many_stock_writes_as_fit_is_reserved() {
     let table = table().await;
     // 49 lines from two warehouses each: 98 stock writes + reservation + event = 100 actions.

@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use kernel::{OrderId, ShipmentId, Sku};
 
+/// The most shipments (warehouses) one order may ship from. Fulfillment creates an order's
+/// shipments in one `TransactWriteItems` (at most 100 actions): the order's facts once, and per
+/// shipment the shipment and its event. Inventory refuses to reserve an order that would need
+/// more (`StockRejected`, `order_too_large`), so no confirmed order is ever beyond it.
+pub const MAX_SHIPMENTS: usize = (100 - 1) / 2;
+
 /// A shipment was created for the units one warehouse gives to a confirmed order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentCreated {
