@@ -151,6 +151,12 @@ async fn an_order_follows_its_two_shipments_through_the_admin_api_from_confirmed
     assert_eq!(events.last().map(String::as_str), Some("delivered"));
     assert_timeline_in_order(&delivered);
     assert!(delivered.get("flags").is_none(), "flags are for admins");
+    // At Stripe: one PaymentIntent, captured once, for the whole total (checkout's view would
+    // hide a second capture: it ignores a repeated PaymentCaptured).
+    let intents = e2e::support::payment_intents(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["status"], "succeeded");
+    assert_eq!(intents[0]["amount_received"], order["totals"]["total"]["amount"], "captured once, in full");
 }
 
 #[tokio::test]
