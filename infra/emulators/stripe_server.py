@@ -52,8 +52,24 @@ Test control (not in Stripe, which has no way to age an authorization on demand)
     400 payment_intent_unexpected_state for one that is not requires_capture. DELETE /_config/data
     forgets it.
 
-Not emulated: completing 3-D Secure (a requires_action PaymentIntent stays so), confirming with a new
-payment_method, refunds beyond localstripe's own, webhooks' Event shape (`pending_webhooks`),
+3-D Secure and webhooks (what Ferrocart's webhook endpoint needs):
+
+  * Card 4000002760003184 (pm_card_authenticationRequired) answers `requires_action` with its
+    client_secret. POST /v1/payment_intents/{id}/_authenticate with `client_secret` and
+    `success=true|false` (localstripe's own stand-in for the customer's bank challenge; the secret
+    key or the publishable key) completes it: true → requires_capture (manual capture), false →
+    requires_payment_method with last_payment_error.code payment_intent_authentication_failure.
+    A PaymentIntent not in requires_action answers 400 payment_intent_unexpected_state.
+  * Webhooks: register an endpoint with POST /_config/webhooks/{id} (form fields `url`, `secret`,
+    optional `events`); the local cloud registers its POST /webhooks/stripe at startup with the
+    template's StripeWebhookSecret. Events are signed as Stripe signs them and sent once, ~1 s after
+    they happen, without retries. Besides localstripe's own (payment_intent.succeeded on capture,
+    payment_intent.payment_failed on a decline), this sends what Stripe sends and localstripe does
+    not: payment_intent.amount_capturable_updated when a manual-capture PaymentIntent is held (on
+    confirm or after a passed challenge), payment_intent.payment_failed after a failed challenge,
+    and payment_intent.canceled on cancel.
+
+Not emulated: confirming with a new payment_method, refunds beyond localstripe's own, webhooks' Event shape (`pending_webhooks`),
 off_session / error_on_requires_action / automatic_payment_methods (400 "Unexpected ...").
 """
 
@@ -68,6 +84,7 @@ from aiohttp import web
 
 from localstripe import resources as R
 from localstripe.errors import UserError
+from localstripe.webhooks import schedule_webhook
 
 # --- no persistence: before the server module is imported and anything is stored -----------------
 R.Store.dump_to_disk = lambda self: None
@@ -249,6 +266,7 @@ _pi_create = R.PaymentIntent._api_create.__func__
 _pi_confirm = R.PaymentIntent._api_confirm.__func__
 _pi_cancel = R.PaymentIntent._api_cancel.__func__
 _pi_capture = R.PaymentIntent._api_capture.__func__
+_pi_authenticate = R.PaymentIntent._api_authenticate.__func__
 
 
 def _pi_create_for_stripe(cls, **data):
@@ -259,11 +277,37 @@ def _pi_create_for_stripe(cls, **data):
     return _pi_create(cls, **data)
 
 
+def announce(event_type, pi):
+    """Sends the webhook Stripe sends for `pi` to the registered endpoints (localstripe: ~1 s later)."""
+    schedule_webhook(R.Event(event_type, pi))
+
+
+def announce_outcome(pi):
+    """What Stripe announces once a confirmation or a 3-D Secure challenge has settled: a manual
+    capture's hold (localstripe announces nothing for it), or a failed authentication (localstripe
+    is silent there too). A decline is announced by localstripe itself."""
+    if pi.status == 'requires_capture':
+        announce('payment_intent.amount_capturable_updated', pi)
+    elif pi.status == 'requires_payment_method' and pi._authentication_failed:
+        announce('payment_intent.payment_failed', pi)
+
+
 def _pi_confirm_for_stripe(cls, id, **kwargs):
     pi = cls._api_retrieve(id)
     if pi.status != 'requires_confirmation':
         raise unexpected_state(pi, 'confirm', 'confirmed', ['requires_confirmation'])
-    return _pi_confirm(cls, id, **kwargs)
+    pi = _pi_confirm(cls, id, **kwargs)
+    announce_outcome(pi)
+    return pi
+
+
+def _pi_authenticate_for_stripe(cls, id, **kwargs):
+    pi = cls._api_retrieve(id)
+    if pi.status != 'requires_action':
+        raise unexpected_state(pi, 'authenticate', 'authenticated', ['requires_action'])
+    pi = _pi_authenticate(cls, id, **kwargs)
+    announce_outcome(pi)
+    return pi
 
 
 def _pi_cancel_for_stripe(cls, id, cancellation_reason=None, **kwargs):
@@ -276,6 +320,7 @@ def _pi_cancel_for_stripe(cls, id, cancellation_reason=None, **kwargs):
     pi = _pi_cancel(cls, id, **kwargs)
     pi.canceled_at = int(time.time())
     pi.cancellation_reason = cancellation_reason
+    announce('payment_intent.canceled', pi)
     return pi
 
 
@@ -338,6 +383,7 @@ R.PaymentIntent._api_create = classmethod(_pi_create_for_stripe)
 R.PaymentIntent._api_confirm = classmethod(_pi_confirm_for_stripe)
 R.PaymentIntent._api_cancel = classmethod(_pi_cancel_for_stripe)
 R.PaymentIntent._api_capture = classmethod(_pi_capture_for_stripe)
+R.PaymentIntent._api_authenticate = classmethod(_pi_authenticate_for_stripe)
 R.PaymentIntent._export = _pi_export_for_stripe
 
 # server.py bound the original classmethods into its routes when it was imported; these routes are
@@ -346,7 +392,8 @@ ROUTE_OVERRIDES = {
     ('POST', url): S.api_extra(func, url)
     for url, func in (('/v1/payment_intents/{id}/confirm', R.PaymentIntent._api_confirm),
                       ('/v1/payment_intents/{id}/cancel', R.PaymentIntent._api_cancel),
-                      ('/v1/payment_intents/{id}/capture', R.PaymentIntent._api_capture))
+                      ('/v1/payment_intents/{id}/capture', R.PaymentIntent._api_capture),
+                      ('/v1/payment_intents/{id}/_authenticate', R.PaymentIntent._api_authenticate))
 }
 
 

@@ -67,6 +67,10 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
             (e.order_id, SagaStep::PaymentAuthorized { payment_intent_id: e.payment_intent_id, amount: e.amount })
         }
         Event::PaymentFailed(e) => (e.order_id, SagaStep::PaymentFailed { reason: e.reason }),
+        Event::PaymentActionRequired(e) => (
+            e.order_id,
+            SagaStep::PaymentActionRequired { payment_intent_id: e.payment_intent_id, client_secret: e.client_secret },
+        ),
         Event::PaymentCaptured(e) => (e.order_id, SagaStep::PaymentCaptured { amount: e.amount, at: occurred_at }),
         Event::PaymentCaptureFailed(e) => {
             (e.order_id, SagaStep::PaymentCaptureFailed { reason: e.reason, at: occurred_at })

@@ -2,6 +2,10 @@
 //!
 //! ```text
 //! pending ──StockReserved──▶ reserved ──PaymentAuthorized──▶ authorized ──▶ confirmed
+//!    │                          │  ▲                                           │
+//!    │       PaymentActionRequired│  │PaymentAuthorized (Stripe's webhook, after 3-D Secure)
+//!    │                          ▼  │                                           │
+//!    │                     requires_action ── PaymentFailed, timeout ──────────┤
 //!    │                          │                                              │
 //!    └──── StockRejected, PaymentFailed, timeout, reservation expiry, ─────────┤──▶ cancelled
 //!          customer cancel (until checkout sees a shipment leave)              │
@@ -159,6 +163,9 @@ impl CheckoutInput {
 pub enum Status {
     Pending,
     Reserved,
+    /// The customer must pass 3-D Secure (`payment.client_secret` for Stripe.js); Stripe tells
+    /// payment how it went.
+    RequiresAction,
     Authorized,
     Confirmed,
     /// Some shipments left their warehouse, not all.
@@ -172,9 +179,10 @@ pub enum Status {
 
 impl Status {
     /// Every status, in the order an order goes through them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Pending,
         Self::Reserved,
+        Self::RequiresAction,
         Self::Authorized,
         Self::Confirmed,
         Self::PartiallyShipped,
@@ -191,6 +199,7 @@ impl Status {
         match self {
             Self::Pending => "pending",
             Self::Reserved => "reserved",
+            Self::RequiresAction => "requires_action",
             Self::Authorized => "authorized",
             Self::Confirmed => "confirmed",
             Self::PartiallyShipped => "partially_shipped",
@@ -202,7 +211,7 @@ impl Status {
 
     /// Waiting for the saga: the timeout applies.
     pub fn is_open(self) -> bool {
-        matches!(self, Self::Pending | Self::Reserved | Self::Authorized)
+        matches!(self, Self::Pending | Self::Reserved | Self::RequiresAction | Self::Authorized)
     }
 
     /// Checkout has seen a shipment leave: the order can no longer be cancelled.
@@ -291,6 +300,11 @@ pub struct PaymentFacts {
     pub captured: Option<Money>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub captured_at: Option<OffsetDateTime>,
+    /// While the order is `requires_action`: the PaymentIntent's client secret, for Stripe.js
+    /// `handleNextAction`. Shown to the order's owner only (never in admin views), and removed
+    /// once the order leaves `requires_action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 /// Something an admin must look at (`GET /admin/orders?flag=`). Shown to admins only.
@@ -402,6 +416,11 @@ pub enum SagaStep {
     },
     PaymentFailed {
         reason: String,
+    },
+    /// The customer must pass 3-D Secure.
+    PaymentActionRequired {
+        payment_intent_id: String,
+        client_secret: String,
     },
     CustomerCancelled,
     TimedOut,
@@ -549,6 +568,7 @@ impl Order {
     }
 
     fn cancel(&mut self, reason: &str, at: OffsetDateTime) -> Vec<Event> {
+        self.payment.client_secret = None;
         self.enter(Status::Cancelled, at);
         self.cancel_reason = Some(reason.to_owned());
         vec![Event::OrderCancelled(OrderCancelled { order_id: self.order_id, reason: reason.to_owned() })]
@@ -625,11 +645,25 @@ impl Order {
                 Vec::new()
             }
             (_, SagaStep::StockReserved) => return Ok(None),
-            (Pending | Reserved, SagaStep::PaymentAuthorized { payment_intent_id, amount }) => {
+            (Pending | Reserved, SagaStep::PaymentActionRequired { payment_intent_id, client_secret }) => {
+                if self.status == Pending {
+                    // Payment confirms only after StockReserved: the reservation happened.
+                    self.enter(Reserved, at);
+                }
+                self.payment_intent_id = Some(payment_intent_id.clone());
+                self.payment.client_secret = Some(client_secret.clone());
+                self.enter(RequiresAction, at);
+                Vec::new()
+            }
+            // A repeat, or a late echo of a payment that has settled since (Stripe's webhook can
+            // overtake the event that announced the challenge).
+            (_, SagaStep::PaymentActionRequired { .. }) => return Ok(None),
+            (Pending | Reserved | RequiresAction, SagaStep::PaymentAuthorized { payment_intent_id, amount }) => {
                 if self.status == Pending {
                     // Payment authorizes only after StockReserved: the reservation happened.
                     self.enter(Reserved, at);
                 }
+                self.payment.client_secret = None;
                 self.payment_intent_id = Some(payment_intent_id.clone());
                 self.payment.authorized = Some(*amount);
                 self.enter(Authorized, at);
@@ -640,19 +674,20 @@ impl Order {
             // cancellation too); the order itself stays cancelled.
             (_, SagaStep::PaymentAuthorized { .. }) => return Ok(None),
             (Pending, SagaStep::StockRejected(reason)) => self.cancel(reason.as_str(), at),
-            (Pending | Reserved, SagaStep::PaymentFailed { reason }) => {
+            (Pending | Reserved | RequiresAction, SagaStep::PaymentFailed { reason }) => {
+                self.payment.client_secret = None;
                 self.payment_failure = Some(reason.clone());
                 self.cancel("payment_failed", at)
             }
-            (Pending | Reserved | Authorized, SagaStep::TimedOut) => self.cancel("timeout", at),
+            (Pending | Reserved | RequiresAction | Authorized, SagaStep::TimedOut) => self.cancel("timeout", at),
             // Inventory only lets a hold lapse while it is still a hold: if it lapsed, the stock is
             // gone even when our confirmation raced it, so the order cannot be fulfilled. (Once a
             // shipment left, the stock was committed, so no expiry can come.)
-            (Pending | Reserved | Authorized | Confirmed, SagaStep::ReservationExpired) => {
+            (Pending | Reserved | RequiresAction | Authorized | Confirmed, SagaStep::ReservationExpired) => {
                 self.cancel("reservation_expired", at)
             }
             (Confirmed | PartiallyShipped | Shipped | Delivered, SagaStep::TimedOut) => return Ok(None),
-            (Pending | Reserved | Authorized | Confirmed, SagaStep::CustomerCancelled) => {
+            (Pending | Reserved | RequiresAction | Authorized | Confirmed, SagaStep::CustomerCancelled) => {
                 self.cancel("customer_cancelled", at)
             }
             (PartiallyShipped | Shipped | Delivered, SagaStep::CustomerCancelled) => {
@@ -662,7 +697,9 @@ impl Order {
             | (Cancelled, SagaStep::ReservationExpired | SagaStep::CustomerCancelled) => return Ok(None),
             // Fulfillment ships only what inventory committed on `OrderConfirmed`, and payment
             // captures only on a dispatch: neither can precede the confirmation checkout wrote.
-            (Pending | Reserved | Authorized, step) if step.follows_confirmation() => return Err(refused(self)),
+            (Pending | Reserved | RequiresAction | Authorized, step) if step.follows_confirmation() => {
+                return Err(refused(self));
+            }
             // Fulfillment cancels shipments only when the order is cancelled.
             (Confirmed | PartiallyShipped | Shipped | Delivered, SagaStep::ShipmentCancelled { .. }) => {
                 return Err(refused(self));
@@ -811,6 +848,59 @@ mod tests {
         assert_eq!(order.version, 3);
     }
 
+    fn action_required() -> SagaStep {
+        SagaStep::PaymentActionRequired { payment_intent_id: "pi_1".into(), client_secret: "pi_1_secret_x".into() }
+    }
+
+    #[test]
+    fn an_order_whose_card_needs_3d_secure_waits_with_the_client_secret_then_confirms_when_stripe_says_so() {
+        let mut order = order();
+        order.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH).unwrap();
+
+        let waiting = order.apply(&action_required(), OffsetDateTime::UNIX_EPOCH).unwrap();
+        let (status, secret) = (order.status, order.payment.client_secret.clone());
+        let repeat = order.apply(&action_required(), OffsetDateTime::UNIX_EPOCH).unwrap();
+        let confirmed = order.apply(&authorized(), OffsetDateTime::UNIX_EPOCH).unwrap();
+
+        assert_eq!(waiting, Some(Vec::new()), "nothing announced while waiting");
+        assert_eq!((status, secret.as_deref()), (Status::RequiresAction, Some("pi_1_secret_x")));
+        assert_eq!(repeat, None);
+        assert!(matches!(confirmed.as_deref(), Some([Event::OrderConfirmed(_)])));
+        assert_eq!(order.status, Status::Confirmed);
+        assert_eq!(order.payment.client_secret, None, "the secret is gone once the challenge is over");
+        let path: Vec<_> = order.history.iter().map(|t| t.status).collect();
+        assert_eq!(path, [Status::Reserved, Status::RequiresAction, Status::Authorized, Status::Confirmed]);
+    }
+
+    #[test]
+    fn an_order_awaiting_3d_secure_is_cancelled_by_a_failed_challenge_or_its_timeout() {
+        let waiting = || {
+            let mut order = order();
+            order.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH).unwrap();
+            order.apply(&action_required(), OffsetDateTime::UNIX_EPOCH).unwrap();
+            order
+        };
+        let (mut failed, mut timed_out) = (waiting(), waiting());
+
+        let failure = SagaStep::PaymentFailed { reason: "payment_intent_authentication_failure".into() };
+        failed.apply(&failure, OffsetDateTime::UNIX_EPOCH).unwrap();
+        timed_out.apply(&SagaStep::TimedOut, OffsetDateTime::UNIX_EPOCH).unwrap();
+
+        assert_eq!((failed.status, failed.cancel_reason.as_deref()), (Status::Cancelled, Some("payment_failed")));
+        assert_eq!((timed_out.status, timed_out.cancel_reason.as_deref()), (Status::Cancelled, Some("timeout")));
+        assert!(failed.payment.client_secret.is_none() && timed_out.payment.client_secret.is_none());
+    }
+
+    #[test]
+    fn a_challenge_announced_after_the_payment_settled_changes_nothing() {
+        let mut order = order();
+        order.apply(&SagaStep::StockReserved, OffsetDateTime::UNIX_EPOCH).unwrap();
+        order.apply(&authorized(), OffsetDateTime::UNIX_EPOCH).unwrap();
+
+        assert_eq!(order.apply(&action_required(), OffsetDateTime::UNIX_EPOCH), Ok(None));
+        assert_eq!((order.status, order.payment.client_secret.as_ref()), (Status::Confirmed, None));
+    }
+
     #[test]
     fn failures_cancel_with_their_reason_and_announce_it() {
         let mut rejected = order();
@@ -943,7 +1033,10 @@ mod tests {
     #[test]
     fn the_authorized_amount_is_recorded_with_the_confirmation() {
         let order = confirmed();
-        assert_eq!(order.payment, PaymentFacts { authorized: Some(usd(2500)), captured: None, captured_at: None });
+        assert_eq!(
+            order.payment,
+            PaymentFacts { authorized: Some(usd(2500)), captured: None, captured_at: None, client_secret: None }
+        );
     }
 
     #[test]

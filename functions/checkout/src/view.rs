@@ -17,6 +17,7 @@ use crate::order::{CaptureFailure, Flag, Order, Status};
 pub enum Happening {
     Placed,
     Reserved,
+    RequiresAction,
     Authorized,
     Confirmed,
     PartiallyShipped,
@@ -35,6 +36,7 @@ impl From<Status> for Happening {
         match status {
             Status::Pending => Self::Placed,
             Status::Reserved => Self::Reserved,
+            Status::RequiresAction => Self::RequiresAction,
             Status::Authorized => Self::Authorized,
             Status::Confirmed => Self::Confirmed,
             Status::PartiallyShipped => Self::PartiallyShipped,
@@ -79,16 +81,25 @@ pub struct AdminFacts<'a> {
 #[derive(Debug, Serialize)]
 pub struct OrderView<'a> {
     #[serde(flatten)]
-    pub order: &'a Order,
+    pub order: std::borrow::Cow<'a, Order>,
     pub timeline: Vec<Moment>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminFacts<'a>>,
 }
 
 impl<'a> OrderView<'a> {
+    /// The order as its owner sees it, or (`admin`) as admins do: with flags and a refused
+    /// capture, and never the 3-D Secure client secret, which is the owner's alone.
     pub fn new(order: &'a Order, admin: bool) -> Self {
+        let shown = if admin && order.payment.client_secret.is_some() {
+            let mut without_secret = order.clone();
+            without_secret.payment.client_secret = None;
+            std::borrow::Cow::Owned(without_secret)
+        } else {
+            std::borrow::Cow::Borrowed(order)
+        };
         Self {
-            order,
+            order: shown,
             timeline: timeline(order, admin),
             admin: admin.then_some(AdminFacts { flags: &order.flags, capture_failure: order.capture_failure.as_ref() }),
         }
@@ -176,7 +187,8 @@ mod tests {
             delivered_at: None,
         }];
         let usd = Money::new(2500, kernel::Currency::USD).unwrap();
-        order.payment = PaymentFacts { authorized: Some(usd), captured: Some(usd), captured_at: Some(at(12)) };
+        order.payment =
+            PaymentFacts { authorized: Some(usd), captured: Some(usd), captured_at: Some(at(12)), client_secret: None };
         order
     }
 
@@ -198,6 +210,20 @@ mod tests {
                 (Happening::Captured, at(12)),
             ]
         );
+    }
+
+    #[test]
+    fn the_3d_secure_client_secret_is_shown_to_the_owner_only() {
+        let mut order = shipped_order();
+        order.status = Status::RequiresAction;
+        order.payment.client_secret = Some("pi_1_secret_x".into());
+
+        let customer = serde_json::to_value(OrderView::new(&order, false)).unwrap();
+        let admin = serde_json::to_value(OrderView::new(&order, true)).unwrap();
+
+        assert_eq!(customer["status"], "requires_action");
+        assert_eq!(customer["payment"]["client_secret"], "pi_1_secret_x");
+        assert!(admin["payment"].get("client_secret").is_none());
     }
 
     #[test]

@@ -28,12 +28,25 @@
 //!
 //! ## What fails an authorization
 //!
-//! A decline (`card_declined`, `expired_card`, … with the issuer's decline code), a payment that
-//! needs 3-D Secure (`authentication_required`: this API has no customer session in which to
-//! complete the challenge, so the customer must order again with another card), and a request
+//! A decline (`card_declined`, `expired_card`, … with the issuer's decline code), a 3-D Secure
+//! challenge the customer failed (Stripe's `payment_intent_authentication_failure`, told by
+//! webhook), and a request
 //! Stripe refuses for the order's data (an unknown payment method is `payment_method_invalid`,
 //! anything else is Stripe's error code, such as `amount_too_small`). Stripe being unreachable,
 //! throttling us or failing (5xx) is not a failure of the payment: the message is retried.
+//!
+//! ## 3-D Secure
+//!
+//! A confirmation that answers `requires_action` settles nothing yet: step 4 records the payment
+//! `awaiting_action` (`requires_action` in the table) with `PaymentActionRequired`, which carries
+//! the PaymentIntent's client secret to checkout, so the order's owner can run Stripe.js
+//! `handleNextAction`. The order moves on when Stripe says so, by webhook
+//! ([`crate::webhook`]): `payment_intent.amount_capturable_updated` settles it authorized and
+//! `payment_intent.payment_failed` failed, with the same conditional write as a confirmation's
+//! answer. A client saying it passed the challenge proves nothing. An order left waiting is
+//! cancelled by checkout's timeout, and the cancellation cancels the PaymentIntent
+//! ([`crate::cancel`]). (A `requires_action` without a client secret cannot be completed and
+//! fails the payment with `authentication_required`.)
 //!
 //! ## Orders with nothing to pay
 //!
@@ -44,7 +57,7 @@
 use time::OffsetDateTime;
 
 use domain_events::checkout::OrderPlaced;
-use domain_events::payment::{PaymentAuthorized, PaymentFailed};
+use domain_events::payment::{PaymentActionRequired, PaymentAuthorized, PaymentFailed};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::OrderId;
 
@@ -219,8 +232,12 @@ fn settlement(order_id: OrderId, intent: &PaymentIntentId, status: IntentStatus)
     };
     Ok(match status {
         IntentStatus::RequiresCapture => Settlement::Authorized { intent: intent.clone() },
-        // There is no customer session in which to complete a 3-D Secure challenge.
-        IntentStatus::RequiresAction => failed(AUTHENTICATION_REQUIRED, None),
+        // The customer completes 3-D Secure with Stripe.js; Stripe tells us how it went.
+        IntentStatus::RequiresAction(Some(client_secret)) => {
+            Settlement::AwaitingAction { intent: intent.clone(), client_secret }
+        }
+        // Without a client secret nobody can complete the challenge.
+        IntentStatus::RequiresAction(None) => failed(AUTHENTICATION_REQUIRED, None),
         IntentStatus::RequiresPaymentMethod(Some(decline)) => failed(&decline.code, decline.decline_code),
         IntentStatus::RequiresPaymentMethod(None) => failed(PAYMENT_METHOD_INVALID, None),
         // Card payments leave `processing` within seconds; look again later.
@@ -234,7 +251,7 @@ fn settlement(order_id: OrderId, intent: &PaymentIntentId, status: IntentStatus)
 }
 
 /// Step 4 from the PaymentIntent's status.
-async fn settle_status(
+pub(crate) async fn settle_status(
     store: &impl PaymentStore,
     gateway: &impl PaymentGateway,
     payment: &Payment,
@@ -300,6 +317,11 @@ pub(crate) async fn record_settlement(
             payment_intent_id: intent.to_string(),
             amount: order_of(payment)?.total,
         }),
+        Settlement::AwaitingAction { intent, client_secret } => Event::PaymentActionRequired(PaymentActionRequired {
+            order_id,
+            payment_intent_id: intent.to_string(),
+            client_secret: client_secret.expose().to_owned(),
+        }),
         Settlement::Failed { reason, decline_code, .. } => {
             Event::PaymentFailed(PaymentFailed { order_id, reason: reason.clone(), decline_code: decline_code.clone() })
         }
@@ -309,6 +331,9 @@ pub(crate) async fn record_settlement(
             match settlement {
                 Settlement::Authorized { intent } => {
                     tracing::info!(%order_id, payment_intent_id = %intent, "payment authorized")
+                }
+                Settlement::AwaitingAction { intent, .. } => {
+                    tracing::info!(%order_id, payment_intent_id = %intent, "payment awaits the customer's 3-D Secure")
                 }
                 Settlement::Failed { intent, reason, decline_code } => tracing::info!(%order_id,
                     payment_intent_id = intent.as_ref().map(tracing::field::display), reason, decline_code,
@@ -413,12 +438,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_card_that_needs_3d_secure_fails_with_authentication_required() {
+    async fn a_card_that_needs_3d_secure_waits_for_the_customer_with_its_client_secret() {
         let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
 
         place_and_reserve(&store, &stripe, order_id, NEEDS_3DS).await;
+        on_stock_reserved(&store, &stripe, order_id, T0 + CLAIM_TIMEOUT).await.unwrap();
 
-        assert_eq!(store.payment(order_id).stage, Stage::Failed);
+        let intent = stripe.only_intent();
+        assert_eq!(store.payment(order_id).stage, Stage::AwaitingAction { intent: intent.clone() });
+        assert_eq!(stripe.confirmations(), 1, "a redelivery does not confirm again");
+        assert_eq!(
+            store.events(),
+            vec![Event::PaymentActionRequired(PaymentActionRequired {
+                order_id,
+                payment_intent_id: intent.to_string(),
+                client_secret: format!("{intent}_secret_test"),
+            })]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requires_action_without_a_client_secret_fails_with_authentication_required() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        on_order_placed(&store, &stripe, &placed(order_id, VISA), T0).await.unwrap();
+        stripe.fail_once(Call::Confirm, Fault::AnswerLost);
+        let crashed = on_stock_reserved(&store, &stripe, order_id, T0).await;
+        stripe.set_status(&stripe.only_intent(), IntentStatus::RequiresAction(None));
+
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+
+        assert!(is_transient(crashed));
         assert_eq!(store.events(), vec![failed(order_id, AUTHENTICATION_REQUIRED, None)]);
     }
 

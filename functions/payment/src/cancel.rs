@@ -6,6 +6,11 @@
 //! last undoes it:
 //!
 //! - **Not started**: nothing to undo; it never starts.
+//! - **Awaiting 3-D Secure** (`requires_action`): the cancellation (checkout's timeout, most
+//!   often) cancels the PaymentIntent at Stripe and records the payment `failed` with
+//!   `PaymentFailed { reason: "cancelled" }`. A webhook that says the customer passed, arriving
+//!   after that, finds the payment failed and changes nothing; one arriving before finds the order
+//!   cancelled and the authorization is refused, then abandoned the same way.
 //! - **Authorized**: the cancellation voids it at Stripe (the hold is released) and announces
 //!   `PaymentVoided`.
 //! - **Authorizing**: the cancellation is acknowledged at once, and the authorization finishes the
@@ -57,6 +62,9 @@ pub async fn on_order_cancelled(
             tracing::info!(%order_id, "order cancelled during its authorization; the authorization undoes itself");
             Ok(())
         }
+        // The customer never passed 3-D Secure in time (checkout's timeout), or the order was
+        // cancelled otherwise: cancel the PaymentIntent at Stripe and record the payment failed.
+        Stage::AwaitingAction { intent } => abandon(store, gateway, &payment, Some(intent)).await,
         Stage::Authorized { intent } => void(store, gateway, order_id, intent).await,
         Stage::Failed | Stage::Voided { .. } => Ok(()),
         // A cancellation that crossed the order's first dispatch: the goods left, and the capture

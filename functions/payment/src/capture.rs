@@ -123,7 +123,7 @@ async fn carry_on(
 }
 
 /// Continues a claimed capture: read the PaymentIntent back, capture it unless Stripe did.
-async fn resume(
+pub(crate) async fn resume(
     store: &impl PaymentStore,
     gateway: &impl PaymentGateway,
     payment: &Payment,

@@ -5,6 +5,7 @@
 //! | payment | `PAY#{order_id}` | `PAY`    | the facts, the stage, the PaymentIntent id |
 //! | outbox  | `OUTBOX#{event}` | `OUTBOX` | see [`adapters::outbox`]                   |
 //! | inbox   | `INBOX#{event}`  | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
+//! | webhook inbox | `STRIPE#{evt_…}` | `STRIPE` | Stripe events the webhook took (`status`, `lease_until`, `expires_at`) |
 //!
 //! One index, `Authorizing` (keys only), lists the payments being authorized, oldest claim first,
 //! for the stalled-authorization sweep: `gsi1pk = AUTHORIZING`, `gsi1sk = {since}#{order_id}`
@@ -16,7 +17,7 @@
 //!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
-//! (`authorizing`, `authorized`, `failed`, `voided`, `capturing`, `captured`, `capture_failed`;
+//! (`authorizing`, `requires_action` (awaiting 3-D Secure), `authorized`, `failed`, `voided`, `capturing`, `captured`, `capture_failed`;
 //! absent until claimed); `authorizing_since` (epoch seconds of the claim); `payment_intent_id`;
 //! `failure_reason` and `decline_code`; `capture_failure_reason`. A capture writes no index: it
 //! needs no sweep (see [`crate::capture`]). None is
@@ -36,6 +37,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -50,9 +52,10 @@ use kernel::page::Page;
 use kernel::{Money, OrderId};
 
 use crate::model::{CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
-use crate::ports::{Claim, PaymentStore, StoreError, Write};
+use crate::ports::{Claim, PaymentStore, StoreError, StripeEventId, WebhookInbox, Write};
 
 const AUTHORIZING: &str = "authorizing";
+const REQUIRES_ACTION: &str = "requires_action";
 const AUTHORIZED: &str = "authorized";
 const FAILED: &str = "failed";
 const VOIDED: &str = "voided";
@@ -107,6 +110,7 @@ fn order_of_key(order_id: Option<&AttributeValue>) -> Result<OrderId, Unavailabl
 #[serde(rename_all = "snake_case")]
 enum Status {
     Authorizing,
+    RequiresAction,
     Authorized,
     Failed,
     Voided,
@@ -148,6 +152,7 @@ impl PaymentRecord {
                 let since = OffsetDateTime::from_unix_timestamp(since).map_err(|e| corrupt(e.to_string()))?;
                 Stage::Authorizing { since, intent: intent.clone() }
             }
+            Some(Status::RequiresAction) => Stage::AwaitingAction { intent: recorded_intent()? },
             Some(Status::Authorized) => Stage::Authorized { intent: recorded_intent()? },
             Some(Status::Failed) => Stage::Failed,
             Some(Status::Voided) => Stage::Voided { intent: recorded_intent()? },
@@ -420,6 +425,11 @@ impl PaymentStore for DynamoPayments {
                 values.insert(":authorized".to_owned(), s(AUTHORIZED));
                 ("SET #status = :authorized REMOVE gsi1pk, gsi1sk", Some(intent))
             }
+            // Out of the `Authorizing` index: the sweep leaves a payment awaiting 3-D Secure alone.
+            Settlement::AwaitingAction { intent, .. } => {
+                values.insert(":requires_action".to_owned(), s(REQUIRES_ACTION));
+                ("SET #status = :requires_action REMOVE gsi1pk, gsi1sk", Some(intent))
+            }
             Settlement::Failed { intent, reason, decline_code } => {
                 values.insert(":failed".to_owned(), s(FAILED));
                 values.insert(":reason".to_owned(), s(reason));
@@ -439,14 +449,22 @@ impl PaymentStore for DynamoPayments {
         // Only the recorded PaymentIntent settles the payment (or, for a create Stripe refused,
         // only a payment that recorded none); and an authorization only if the order is not
         // cancelled, so a cancellation that lands during the confirmation is seen by the settler.
+        // A payment awaiting 3-D Secure settles as one authorizing would.
         let condition = match (intent, settlement) {
             (Some(intent), Settlement::Authorized { .. }) => {
+                values.insert(":intent".to_owned(), s(intent.as_str()));
+                values.insert(":requires_action".to_owned(), s(REQUIRES_ACTION));
+                "#status IN (:authorizing, :requires_action) AND payment_intent_id = :intent \
+                 AND attribute_not_exists(cancelled)"
+            }
+            (Some(intent), Settlement::AwaitingAction { .. }) => {
                 values.insert(":intent".to_owned(), s(intent.as_str()));
                 "#status = :authorizing AND payment_intent_id = :intent AND attribute_not_exists(cancelled)"
             }
             (Some(intent), Settlement::Failed { .. }) => {
                 values.insert(":intent".to_owned(), s(intent.as_str()));
-                "#status = :authorizing AND payment_intent_id = :intent"
+                values.insert(":requires_action".to_owned(), s(REQUIRES_ACTION));
+                "#status IN (:authorizing, :requires_action) AND payment_intent_id = :intent"
             }
             (None, _) => "#status = :authorizing AND attribute_not_exists(payment_intent_id)",
         };
@@ -520,6 +538,90 @@ impl PaymentStore for DynamoPayments {
                 )
                 .await
             }
+        }
+    }
+}
+
+/// The webhook inbox's item for a Stripe event.
+fn notice_key(event: &StripeEventId) -> Item {
+    adapters::dynamo::key(format!("STRIPE#{event}"), "STRIPE")
+}
+
+const NOTICE_IN_PROGRESS: &str = "in_progress";
+const NOTICE_HANDLED: &str = "handled";
+/// Stripe retries a webhook for up to three days; a receipt is kept a week beyond that.
+const NOTICE_RETENTION_SECS: i64 = 10 * 24 * 3600;
+
+impl WebhookInbox for DynamoPayments {
+    async fn claim_notice(
+        &self,
+        event: &StripeEventId,
+        lease_until: OffsetDateTime,
+    ) -> Result<kernel::inbox::Claim, StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut item = notice_key(event);
+        item.insert("status".to_owned(), s(NOTICE_IN_PROGRESS));
+        item.insert("lease_until".to_owned(), epoch(lease_until));
+        item.insert(outbox::TTL_ATTRIBUTE.to_owned(), AttributeValue::N((now + NOTICE_RETENTION_SECS).to_string()));
+        let claimed = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR (#status = :in_progress AND lease_until < :now)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s(NOTICE_IN_PROGRESS))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let error = match claimed {
+            Ok(_) => return Ok(kernel::inbox::Claim::Claimed),
+            Err(error) => error,
+        };
+        let Some(PutItemError::ConditionalCheckFailedException(refused)) = error.as_service_error() else {
+            return Err(Unavailable::from(error).into());
+        };
+        let handled = refused
+            .item()
+            .and_then(|item| item.get("status"))
+            .and_then(|status| status.as_s().ok())
+            .is_some_and(|status| status == NOTICE_HANDLED);
+        Ok(if handled { kernel::inbox::Claim::Handled } else { kernel::inbox::Claim::InProgress })
+    }
+
+    async fn notice_handled(&self, event: &StripeEventId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(notice_key(event)))
+            .update_expression("SET #status = :handled REMOVE lease_until")
+            // Never create a receipt without its TTL.
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":handled", s(NOTICE_HANDLED))
+            .send()
+            .await
+            .map_err(Unavailable::from)?;
+        Ok(())
+    }
+
+    async fn release_notice(&self, event: &StripeEventId, lease_until: OffsetDateTime) -> Result<(), StoreError> {
+        let released = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(notice_key(event)))
+            .condition_expression("#status = :in_progress AND lease_until = :mine")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s(NOTICE_IN_PROGRESS))
+            .expression_attribute_values(":mine", epoch(lease_until))
+            .send()
+            .await;
+        match released {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_condition_failed() => Ok(()),
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 }

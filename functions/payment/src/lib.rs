@@ -46,10 +46,12 @@ pub mod events;
 pub mod model;
 pub mod ports;
 pub mod secrets;
+pub mod signature;
 pub mod stripe;
 pub mod sweep;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod webhook;
 
 use lambda_glue::ConfigError;
 use lambda_glue::config::required;

@@ -23,7 +23,18 @@
 //!                                           │ settle capture (refused)                    │
 //!                                           └──────────────────▶ capture_failed ◀─────────┘
 //!                                                                  (a dispatch after the void)
+//!
+//!                       settle (requires_action)                   webhook: amount_capturable_updated
+//! authorizing (intent) ─────────────────────────▶ awaiting_action ──────────────────────────▶ authorized
+//!                                                  │ webhook: payment_failed / canceled, or
+//!                                                  │ the order cancelled (its timeout): cancel at Stripe
+//!                                                  └─────────────────────────────────────────▶ failed
 //! ```
+//!
+//! A payment awaiting 3-D Secure (`requires_action` in the table) has left the `Authorizing`
+//! index, so the stalled-authorization sweep never touches it: it waits for Stripe's webhook
+//! (`crate::webhook`), which settles it with the same conditional write a confirmation's answer
+//! would, or for the order's cancellation (checkout's timeout), which cancels the PaymentIntent.
 //!
 //! A capture takes the whole authorized total, once, on the order's first `ShipmentDispatched`:
 //! Stripe captures a PaymentIntent once (capturing part of it releases the rest), and capturing
@@ -49,8 +60,12 @@ pub const CLAIM_TIMEOUT: Duration = Duration::seconds(60);
 /// `PaymentAuthorized` was announced.
 pub const CANCELLED: &str = "cancelled";
 
-/// `PaymentFailed.reason` when the card needs 3-D Secure.
+/// `PaymentFailed.reason` when the card needs 3-D Secure and Stripe gave no client secret to
+/// complete it with (the customer cannot be asked).
 pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
+/// `PaymentFailed.reason` when the PaymentIntent was cancelled at Stripe (by Stripe, or in the
+/// Dashboard) while the customer was authenticating, and the order was not cancelled by us.
+pub const INTENT_CANCELED: &str = "payment_intent_canceled";
 /// `PaymentFailed.reason` when Stripe does not know or cannot use the payment method.
 pub const PAYMENT_METHOD_INVALID: &str = "payment_method_invalid";
 
@@ -91,6 +106,30 @@ impl fmt::Display for PaymentIntentId {
     }
 }
 
+/// A PaymentIntent's client secret (`pi_…_secret_…`): what Stripe.js needs to run the
+/// customer's 3-D Secure challenge. Only the order's owner may see it; it is not logged (its
+/// `Debug` prints `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a client secret, refusing an empty one.
+    pub fn new(secret: impl Into<String>) -> Option<Self> {
+        let secret = secret.into();
+        (!secret.trim().is_empty()).then_some(Self(secret))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(***)")
+    }
+}
+
 /// What `OrderPlaced` says about paying for the order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderPayment {
@@ -106,6 +145,10 @@ pub enum Stage {
     Pending,
     /// Claimed at `since`; `intent` once step 2 recorded it.
     Authorizing { since: OffsetDateTime, intent: Option<PaymentIntentId> },
+    /// Stripe's confirmation answered `requires_action`: the customer must pass 3-D Secure. The
+    /// payment waits for Stripe to say how it went (a webhook), or for the order's cancellation
+    /// (its timeout); nothing is held yet.
+    AwaitingAction { intent: PaymentIntentId },
     /// The total is held on the card.
     Authorized { intent: PaymentIntentId },
     /// The authorization failed, or was abandoned because the order was cancelled; nothing is held.
@@ -159,6 +202,9 @@ pub enum Change {
     /// Step 4: records the outcome, only while authorizing with the settlement's PaymentIntent
     /// (with none, for a create Stripe refused); an authorization only if the order is not
     /// cancelled, so a cancellation that landed during the confirmation is seen by the settler.
+    /// An authorization or a failure also settles a payment awaiting 3-D Secure with that
+    /// PaymentIntent; waiting for 3-D Secure is entered only from authorizing, and only for an
+    /// order not cancelled.
     Settle(Settlement),
     /// Records the void, only while authorized with this PaymentIntent.
     Void(PaymentIntentId),
@@ -200,54 +246,62 @@ impl Payment {
     /// Applies a stage change if its condition holds (each condition is on the stage it leaves;
     /// see [`Change`]); otherwise changes nothing and says why.
     pub fn apply(&mut self, change: &Change) -> Result<(), Refused> {
-        let stage =
-            match (change, &self.stage) {
-                (Change::Claim { at }, Stage::Pending)
-                    if !self.cancelled && self.stock_reserved && self.order.is_some() =>
-                {
-                    Stage::Authorizing { since: *at, intent: None }
-                }
-                (Change::Reclaim { since, at }, Stage::Authorizing { since: claimed, intent: None })
-                    if claimed == since =>
-                {
-                    Stage::Authorizing { since: *at, intent: None }
-                }
-                (Change::RecordIntent(intent), Stage::Authorizing { since, intent: None }) => {
-                    Stage::Authorizing { since: *since, intent: Some(intent.clone()) }
-                }
-                (
-                    Change::Settle(Settlement::Authorized { intent }),
-                    Stage::Authorizing { intent: Some(recorded), .. },
-                ) if recorded == intent && !self.cancelled => Stage::Authorized { intent: intent.clone() },
-                (Change::Settle(Settlement::Failed { intent, .. }), Stage::Authorizing { intent: recorded, .. })
-                    if recorded == intent =>
-                {
-                    Stage::Failed
-                }
-                (Change::Void(intent), Stage::Authorized { intent: authorized }) if authorized == intent => {
-                    Stage::Voided { intent: intent.clone() }
-                }
-                (Change::StartCapture(intent), Stage::Authorized { intent: authorized })
-                    if authorized == intent && !self.cancelled =>
-                {
-                    Stage::Capturing { intent: intent.clone() }
-                }
-                (
-                    Change::SettleCapture(CaptureSettlement::Captured { intent }),
-                    Stage::Capturing { intent: capturing },
-                ) if capturing == intent => Stage::Captured { intent: intent.clone() },
-                (
-                    Change::SettleCapture(CaptureSettlement::Failed { intent, reason }),
-                    Stage::Capturing { intent: recorded } | Stage::Voided { intent: recorded },
-                ) if recorded == intent => Stage::CaptureFailed { intent: intent.clone(), reason: reason.clone() },
-                _ => {
-                    return Err(Refused {
-                        change: Box::new(change.clone()),
-                        stage: Box::new(self.stage.clone()),
-                        cancelled: self.cancelled,
-                    });
-                }
-            };
+        let stage = match (change, &self.stage) {
+            (Change::Claim { at }, Stage::Pending)
+                if !self.cancelled && self.stock_reserved && self.order.is_some() =>
+            {
+                Stage::Authorizing { since: *at, intent: None }
+            }
+            (Change::Reclaim { since, at }, Stage::Authorizing { since: claimed, intent: None })
+                if claimed == since =>
+            {
+                Stage::Authorizing { since: *at, intent: None }
+            }
+            (Change::RecordIntent(intent), Stage::Authorizing { since, intent: None }) => {
+                Stage::Authorizing { since: *since, intent: Some(intent.clone()) }
+            }
+            (
+                Change::Settle(Settlement::Authorized { intent }),
+                Stage::Authorizing { intent: Some(recorded), .. } | Stage::AwaitingAction { intent: recorded },
+            ) if recorded == intent && !self.cancelled => Stage::Authorized { intent: intent.clone() },
+            (
+                Change::Settle(Settlement::AwaitingAction { intent, .. }),
+                Stage::Authorizing { intent: Some(recorded), .. },
+            ) if recorded == intent && !self.cancelled => Stage::AwaitingAction { intent: intent.clone() },
+            (Change::Settle(Settlement::Failed { intent, .. }), Stage::Authorizing { intent: recorded, .. })
+                if recorded == intent =>
+            {
+                Stage::Failed
+            }
+            (
+                Change::Settle(Settlement::Failed { intent: Some(intent), .. }),
+                Stage::AwaitingAction { intent: recorded },
+            ) if recorded == intent => Stage::Failed,
+            (Change::Void(intent), Stage::Authorized { intent: authorized }) if authorized == intent => {
+                Stage::Voided { intent: intent.clone() }
+            }
+            (Change::StartCapture(intent), Stage::Authorized { intent: authorized })
+                if authorized == intent && !self.cancelled =>
+            {
+                Stage::Capturing { intent: intent.clone() }
+            }
+            (Change::SettleCapture(CaptureSettlement::Captured { intent }), Stage::Capturing { intent: capturing })
+                if capturing == intent =>
+            {
+                Stage::Captured { intent: intent.clone() }
+            }
+            (
+                Change::SettleCapture(CaptureSettlement::Failed { intent, reason }),
+                Stage::Capturing { intent: recorded } | Stage::Voided { intent: recorded },
+            ) if recorded == intent => Stage::CaptureFailed { intent: intent.clone(), reason: reason.clone() },
+            _ => {
+                return Err(Refused {
+                    change: Box::new(change.clone()),
+                    stage: Box::new(self.stage.clone()),
+                    cancelled: self.cancelled,
+                });
+            }
+        };
         self.stage = stage;
         Ok(())
     }
@@ -269,7 +323,12 @@ impl Payment {
                 Next::Restart { since: *since }
             }
             Stage::Authorizing { intent: None, .. } => Next::Wait,
-            Stage::Pending
+            // The customer's 3-D Secure never came back before the order timed out (or the order
+            // was cancelled otherwise): cancel the PaymentIntent at Stripe.
+            Stage::AwaitingAction { intent } if self.cancelled => Next::Abandon(Some(intent.clone())),
+            // Stripe says how the challenge went, by webhook; nothing to do until then.
+            Stage::AwaitingAction { .. }
+            | Stage::Pending
             | Stage::Authorized { .. }
             | Stage::Failed
             | Stage::Voided { .. }
@@ -296,9 +355,13 @@ impl Payment {
             Stage::Pending if zero_total => Dispatch::Nothing,
             // Not authorized yet: a dispatch that overtook the authorization (it cannot, as the
             // saga runs: checkout confirms on PaymentAuthorized), or the authorization is running.
-            Stage::Pending | Stage::Authorizing { .. } if !self.cancelled => Dispatch::Wait,
+            Stage::Pending | Stage::Authorizing { .. } | Stage::AwaitingAction { .. } if !self.cancelled => {
+                Dispatch::Wait
+            }
             // The authorization failed, or the order was cancelled before it could hold anything.
-            Stage::Pending | Stage::Authorizing { .. } | Stage::Failed => Dispatch::Unpayable,
+            Stage::Pending | Stage::Authorizing { .. } | Stage::AwaitingAction { .. } | Stage::Failed => {
+                Dispatch::Unpayable
+            }
         }
     }
 }
@@ -362,8 +425,20 @@ pub enum Next {
 /// How an authorization ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    Authorized { intent: PaymentIntentId },
-    Failed { intent: Option<PaymentIntentId>, reason: String, decline_code: Option<String> },
+    Authorized {
+        intent: PaymentIntentId,
+    },
+    /// Not an end: the confirmation answered `requires_action`, and the customer must pass 3-D
+    /// Secure with `client_secret` before Stripe holds anything.
+    AwaitingAction {
+        intent: PaymentIntentId,
+        client_secret: ClientSecret,
+    },
+    Failed {
+        intent: Option<PaymentIntentId>,
+        reason: String,
+        decline_code: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -606,6 +681,62 @@ mod tests {
         assert_eq!(after(payment(Stage::Capturing { intent: intent("pi_2") }, false), captured()), None);
         assert_eq!(after(payment(Stage::Captured { intent: intent("pi_1") }, false), captured()), None, "once");
         assert_eq!(after(payment(Stage::Authorized { intent: intent("pi_1") }, false), captured()), None);
+    }
+
+    fn awaiting(id: &str, secret: &str) -> Change {
+        Change::Settle(Settlement::AwaitingAction {
+            intent: intent(id),
+            client_secret: ClientSecret::new(secret).unwrap(),
+        })
+    }
+
+    #[test]
+    fn a_confirmation_that_requires_action_waits_only_from_authorizing_with_its_intent() {
+        let recorded = || Stage::Authorizing { since: T0, intent: Some(intent("pi_1")) };
+        let waiting = Some(Stage::AwaitingAction { intent: intent("pi_1") });
+
+        assert_eq!(after(payment(recorded(), false), awaiting("pi_1", "pi_1_secret_x")), waiting);
+        assert_eq!(after(payment(recorded(), true), awaiting("pi_1", "s")), None, "a cancelled order abandons it");
+        assert_eq!(after(payment(recorded(), false), awaiting("pi_2", "s")), None);
+        assert_eq!(
+            after(payment(Stage::AwaitingAction { intent: intent("pi_1") }, false), awaiting("pi_1", "s")),
+            None
+        );
+        assert_eq!(after(payment(Stage::Authorized { intent: intent("pi_1") }, false), awaiting("pi_1", "s")), None);
+    }
+
+    #[test]
+    fn a_payment_awaiting_3d_secure_settles_once_as_stripe_says() {
+        let waiting = || Stage::AwaitingAction { intent: intent("pi_1") };
+
+        assert_eq!(
+            after(payment(waiting(), false), authorized("pi_1")),
+            Some(Stage::Authorized { intent: intent("pi_1") })
+        );
+        assert_eq!(after(payment(waiting(), false), failed(Some("pi_1"))), Some(Stage::Failed));
+        assert_eq!(after(payment(waiting(), true), failed(Some("pi_1"))), Some(Stage::Failed));
+        assert_eq!(after(payment(waiting(), true), authorized("pi_1")), None, "never for a cancelled order");
+        assert_eq!(after(payment(waiting(), false), authorized("pi_2")), None);
+        assert_eq!(after(payment(waiting(), false), failed(None)), None);
+    }
+
+    #[test]
+    fn a_payment_awaiting_3d_secure_waits_for_stripe_and_is_abandoned_once_its_order_is_cancelled() {
+        let waiting = || Stage::AwaitingAction { intent: intent("pi_1") };
+        let much_later = T0 + Duration::hours(1);
+
+        assert_eq!(payment(waiting(), false).next(much_later), Next::Nothing, "no claim timeout: Stripe tells");
+        assert_eq!(payment(waiting(), true).next(much_later), Next::Abandon(Some(intent("pi_1"))));
+        assert_eq!(payment(waiting(), false).on_dispatch(), Dispatch::Wait);
+        assert_eq!(payment(waiting(), true).on_dispatch(), Dispatch::Unpayable);
+    }
+
+    #[test]
+    fn a_client_secret_never_shows_in_debug_output() {
+        let secret = ClientSecret::new("pi_1_secret_do_not_print").unwrap();
+
+        assert_eq!(format!("{secret:?}"), "ClientSecret(***)");
+        assert!(ClientSecret::new(" ").is_none());
     }
 
     #[test]

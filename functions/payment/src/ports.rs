@@ -7,7 +7,7 @@ use domain_events::Envelope;
 use kernel::OrderId;
 use kernel::page::Page;
 
-use crate::model::{CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement};
+use crate::model::{CaptureSettlement, ClientSecret, OrderPayment, Payment, PaymentIntentId, Settlement};
 
 /// What a conditional write on the payment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +108,9 @@ pub enum IntentStatus {
     RequiresConfirmation,
     /// Authorized: the amount is held until captured or cancelled.
     RequiresCapture,
-    /// 3-D Secure (or another customer action) is needed.
-    RequiresAction,
+    /// 3-D Secure (or another customer action) is needed; with the client secret the customer's
+    /// Stripe.js completes it with.
+    RequiresAction(Option<ClientSecret>),
     /// No usable payment method; with the last attempt's decline, if there was one.
     RequiresPaymentMethod(Option<Decline>),
     Processing,
@@ -167,4 +168,43 @@ pub trait PaymentGateway {
     /// Captures the whole authorized amount (`succeeded` once done). Stripe captures a
     /// PaymentIntent once: a second capture is refused (`payment_intent_unexpected_state`).
     async fn capture_intent(&self, order_id: OrderId, intent: &PaymentIntentId) -> Result<Intent, GatewayError>;
+}
+
+/// A Stripe event id (`evt_…`): what makes a webhook delivery a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StripeEventId(String);
+
+impl StripeEventId {
+    /// Parses `evt_` followed by letters, digits or `_` (at most 255 characters, Stripe's limit).
+    pub fn parse(id: &str) -> Option<Self> {
+        let body = id.strip_prefix("evt_")?;
+        let valid = !body.is_empty() && id.len() <= 255 && body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        valid.then(|| Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StripeEventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The webhook's inbox: which Stripe events were handled, keyed by their id, on the payment
+/// table. A claim is a conditional write (no receipt, or one in progress whose lease lapsed),
+/// exactly like the consumers' inbox (`adapters::inbox`), so two deliveries of one event never
+/// run at once and a redelivery after it was handled is acknowledged without running again.
+#[allow(async_fn_in_trait)]
+pub trait WebhookInbox {
+    async fn claim_notice(
+        &self,
+        event: &StripeEventId,
+        lease_until: OffsetDateTime,
+    ) -> Result<kernel::inbox::Claim, StoreError>;
+    async fn notice_handled(&self, event: &StripeEventId) -> Result<(), StoreError>;
+    /// Gives up this delivery's claim after it failed, so Stripe's retry may claim it at once.
+    async fn release_notice(&self, event: &StripeEventId, lease_until: OffsetDateTime) -> Result<(), StoreError>;
 }

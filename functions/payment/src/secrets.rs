@@ -5,6 +5,7 @@
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
 //! the value, and errors name the secret's ARN only.
 
+use crate::signature::SigningSecret;
 use crate::{SecretSource, StripeSecret};
 
 /// Why the Stripe secret key could not be had.
@@ -12,7 +13,9 @@ use crate::{SecretSource, StripeSecret};
 pub enum SecretError {
     #[error("could not read the Stripe secret")]
     Read(#[from] adapters::secrets::SecretError),
-    #[error("the Stripe secret {arn} is empty, or JSON without a non-empty string `secret_key`")]
+    #[error(
+        "the Stripe secret {arn} is empty, or JSON without a non-empty string `secret_key` (`signing_secret` for the webhook's)"
+    )]
     NoKey { arn: String },
 }
 
@@ -44,9 +47,74 @@ pub fn parse(value: &str) -> Option<StripeSecret> {
     StripeSecret::new(value)
 }
 
+/// Where the webhook's signing secret comes from: `STRIPE_WEBHOOK_SECRET` (the secret itself,
+/// local runs and tests) or `STRIPE_WEBHOOK_SECRET_ARN` (Secrets Manager, in AWS).
+#[derive(Debug, Clone)]
+pub enum SigningSource {
+    Value(String),
+    SecretsManager { arn: String },
+}
+
+impl SigningSource {
+    pub fn from_env() -> Result<Self, lambda_glue::ConfigError> {
+        Ok(match std::env::var("STRIPE_WEBHOOK_SECRET") {
+            Ok(value) if !value.trim().is_empty() => Self::Value(value),
+            _ => Self::SecretsManager { arn: lambda_glue::config::required("STRIPE_WEBHOOK_SECRET_ARN")? },
+        })
+    }
+}
+
+/// The webhook endpoint's signing secrets, read once at cold start: the current one and, while
+/// it is being rolled, the previous one.
+pub async fn signing_secrets(
+    source: SigningSource,
+    client: &aws_sdk_secretsmanager::Client,
+) -> Result<Vec<SigningSecret>, SecretError> {
+    let (value, arn) = match source {
+        SigningSource::Value(value) => (value, "STRIPE_WEBHOOK_SECRET".to_owned()),
+        SigningSource::SecretsManager { arn } => {
+            (adapters::secrets::current(client, &arn).await?.expose().to_owned(), arn)
+        }
+    };
+    let secrets = parse_signing(&value);
+    if secrets.is_empty() {
+        return Err(SecretError::NoKey { arn });
+    }
+    Ok(secrets)
+}
+
+/// Reads a signing secret's `SecretString`: the bare `whsec_…`, or
+/// `{"signing_secret": "whsec_…", "previous_signing_secret": "whsec_…"}` while rolling it.
+pub fn parse_signing(value: &str) -> Vec<SigningSecret> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        signing_secret: String,
+        previous_signing_secret: Option<String>,
+    }
+    let value = value.trim();
+    if value.starts_with('{') {
+        // The parse error is dropped on purpose: serde_json quotes the values it could not read.
+        let Ok(stored) = serde_json::from_str::<Stored>(value) else { return Vec::new() };
+        return [Some(stored.signing_secret), stored.previous_signing_secret]
+            .into_iter()
+            .flatten()
+            .filter_map(|secret| SigningSecret::new(&secret))
+            .collect();
+    }
+    SigningSecret::new(value).into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signing_secret_is_bare_or_json_with_the_previous_one_while_rolling() {
+        assert_eq!(parse_signing(" whsec_1\n").len(), 1);
+        assert_eq!(parse_signing(r#"{"signing_secret": "whsec_2", "previous_signing_secret": "whsec_1"}"#).len(), 2);
+        assert!(parse_signing(r#"{"secret": "whsec_2"}"#).is_empty());
+        assert!(parse_signing("").is_empty());
+    }
 
     #[test]
     fn a_bare_key_is_the_key() {

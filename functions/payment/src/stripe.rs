@@ -37,7 +37,7 @@ use stripe_types::Currency;
 use kernel::{Money, OrderId};
 
 use crate::StripeSecret;
-use crate::model::{OrderPayment, PaymentIntentId};
+use crate::model::{ClientSecret, OrderPayment, PaymentIntentId};
 use crate::ports::{Decline, GatewayError, Intent, IntentStatus, PaymentGateway};
 
 /// Per call (one attempt each). A message makes at most four calls, which with DynamoDB is
@@ -184,7 +184,9 @@ fn intent(pi: PaymentIntent) -> Result<Intent, GatewayError> {
     let status = match pi.status {
         PaymentIntentStatus::RequiresConfirmation => IntentStatus::RequiresConfirmation,
         PaymentIntentStatus::RequiresCapture => IntentStatus::RequiresCapture,
-        PaymentIntentStatus::RequiresAction => IntentStatus::RequiresAction,
+        PaymentIntentStatus::RequiresAction => {
+            IntentStatus::RequiresAction(pi.client_secret.clone().and_then(ClientSecret::new))
+        }
         PaymentIntentStatus::RequiresPaymentMethod => {
             IntentStatus::RequiresPaymentMethod(pi.last_payment_error.as_deref().map(decline))
         }

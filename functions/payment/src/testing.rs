@@ -20,7 +20,9 @@ use kernel::{Currency, Money, OrderId, ShipmentId};
 
 use crate::authorize::{on_order_placed, on_stock_reserved};
 use crate::error::PaymentError;
-use crate::model::{CaptureSettlement, Change, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
+use crate::model::{
+    CaptureSettlement, Change, ClientSecret, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage,
+};
 use crate::ports::{
     Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, StoreError, Write,
 };
@@ -329,6 +331,23 @@ impl FakeStripe {
         }
     }
 
+    /// The customer's 3-D Secure challenge on a PaymentIntent awaiting it: passed, it is
+    /// authorized (`requires_capture`); failed, it needs another payment method, with Stripe's
+    /// `payment_intent_authentication_failure`.
+    pub fn authenticate(&self, id: &PaymentIntentId, success: bool) {
+        self.set_status(
+            id,
+            if success {
+                IntentStatus::RequiresCapture
+            } else {
+                IntentStatus::RequiresPaymentMethod(Some(Decline {
+                    code: "payment_intent_authentication_failure".into(),
+                    decline_code: None,
+                }))
+            },
+        );
+    }
+
     /// The one PaymentIntent created; panics unless exactly one was.
     pub fn only_intent(&self) -> PaymentIntentId {
         let intents = lock(&self.intents);
@@ -400,7 +419,7 @@ impl PaymentGateway for FakeStripe {
                     code: "card_declined".into(),
                     decline_code: Some("generic_decline".into()),
                 })),
-                NEEDS_3DS => IntentStatus::RequiresAction,
+                NEEDS_3DS => IntentStatus::RequiresAction(ClientSecret::new(format!("{id}_secret_test"))),
                 _ => IntentStatus::RequiresCapture,
             };
             intent.status.clone()
@@ -539,4 +558,49 @@ pub fn failed(order_id: OrderId, reason: &str, decline_code: Option<&str>) -> Ev
 /// Whether a use case failed in a way worth retrying.
 pub fn is_transient(result: Result<(), PaymentError>) -> bool {
     matches!(result, Err(error) if error.is_transient())
+}
+
+/// The webhook inbox in memory: a receipt per Stripe event id, claimed, handled or released as
+/// the DynamoDB one is.
+#[derive(Debug, Default)]
+pub struct FakeWebhookInbox {
+    receipts: Mutex<HashMap<crate::ports::StripeEventId, Option<OffsetDateTime>>>,
+}
+
+impl crate::ports::WebhookInbox for FakeWebhookInbox {
+    async fn claim_notice(
+        &self,
+        event: &crate::ports::StripeEventId,
+        lease_until: OffsetDateTime,
+    ) -> Result<kernel::inbox::Claim, StoreError> {
+        let mut receipts = lock(&self.receipts);
+        Ok(match receipts.get(event) {
+            // `None`: handled.
+            Some(None) => kernel::inbox::Claim::Handled,
+            Some(Some(lease)) if *lease >= OffsetDateTime::now_utc() => kernel::inbox::Claim::InProgress,
+            _ => {
+                receipts.insert(event.clone(), Some(lease_until));
+                kernel::inbox::Claim::Claimed
+            }
+        })
+    }
+
+    async fn notice_handled(&self, event: &crate::ports::StripeEventId) -> Result<(), StoreError> {
+        if let Some(receipt) = lock(&self.receipts).get_mut(event) {
+            *receipt = None;
+        }
+        Ok(())
+    }
+
+    async fn release_notice(
+        &self,
+        event: &crate::ports::StripeEventId,
+        lease_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut receipts = lock(&self.receipts);
+        if receipts.get(event) == Some(&Some(lease_until)) {
+            receipts.remove(event);
+        }
+        Ok(())
+    }
 }

@@ -12,12 +12,17 @@
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use domain_events::payment::{PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed};
+use domain_events::payment::{
+    PaymentActionRequired, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed,
+};
 use domain_events::{Envelope, Event, Metadata};
+use kernel::inbox::Claim as InboxClaim;
 use kernel::{Currency, Money, OrderId};
 use payment::dynamo::DynamoPayments;
-use payment::model::{CANCELLED, CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
-use payment::ports::{Claim, PaymentStore, Write};
+use payment::model::{
+    CANCELLED, CaptureSettlement, ClientSecret, OrderPayment, Payment, PaymentIntentId, Settlement, Stage,
+};
+use payment::ports::{Claim, PaymentStore, StripeEventId, WebhookInbox, Write};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
@@ -384,4 +389,57 @@ async fn a_refused_capture_is_recorded_with_stripes_code() {
     let stored = table.store.get(order_id).await.unwrap().unwrap();
     assert_eq!(stored.stage, Stage::CaptureFailed { intent, reason: "charge_expired_for_capture".into() });
     assert!(table.store.stalled(T0 + time::Duration::days(1), None).await.unwrap().items.is_empty());
+}
+
+fn action_required_event(order_id: OrderId, intent: &PaymentIntentId) -> Envelope {
+    let event = Event::PaymentActionRequired(PaymentActionRequired {
+        order_id,
+        payment_intent_id: intent.to_string(),
+        client_secret: format!("{intent}_secret_x"),
+    });
+    Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+#[tokio::test]
+async fn a_payment_awaiting_3d_secure_leaves_the_sweeps_index_and_settles_once_as_stripe_says() {
+    let table = table().await;
+    let order_id = claimed(&table, T0).await;
+    let intent = PaymentIntentId::parse("pi_3ds").unwrap();
+    won(table.store.record_intent(order_id, &intent).await.unwrap());
+    let awaiting = Settlement::AwaitingAction {
+        intent: intent.clone(),
+        client_secret: ClientSecret::new("pi_3ds_secret_x").unwrap(),
+    };
+
+    let first = table.store.settle(order_id, &awaiting, &action_required_event(order_id, &intent)).await.unwrap();
+    let again = table.store.settle(order_id, &awaiting, &action_required_event(order_id, &intent)).await.unwrap();
+    let listed = table.store.stalled(T0 + time::Duration::hours(1), None).await.unwrap();
+    let authorized = Settlement::Authorized { intent: intent.clone() };
+    let settled = table.store.settle(order_id, &authorized, &authorized_event(order_id, &intent)).await.unwrap();
+
+    assert_eq!(first, Write::Done);
+    assert!(matches!(again, Write::Refused(p) if p.stage == Stage::AwaitingAction { intent: intent.clone() }));
+    assert!(listed.items.is_empty(), "the sweep leaves it alone");
+    assert_eq!(settled, Write::Done);
+    assert_eq!(table.store.get(order_id).await.unwrap().unwrap().stage, Stage::Authorized { intent });
+    assert_eq!(table.outbox().await, vec!["PaymentActionRequired", "PaymentAuthorized"]);
+}
+
+#[tokio::test]
+async fn a_stripe_event_is_claimed_once_and_a_handled_one_is_recognised() {
+    let table = table().await;
+    let event = StripeEventId::parse("evt_1NirD82eZvKYlo2C").unwrap();
+    let lease = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+
+    let first = table.store.claim_notice(&event, lease).await.unwrap();
+    let concurrent = table.store.claim_notice(&event, lease).await.unwrap();
+    table.store.release_notice(&event, lease).await.unwrap();
+    let retried = table.store.claim_notice(&event, lease).await.unwrap();
+    table.store.notice_handled(&event).await.unwrap();
+    let redelivered = table.store.claim_notice(&event, lease).await.unwrap();
+
+    assert_eq!(
+        [first, concurrent, retried, redelivered],
+        [InboxClaim::Claimed, InboxClaim::InProgress, InboxClaim::Claimed, InboxClaim::Handled]
+    );
 }

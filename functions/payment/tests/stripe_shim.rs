@@ -85,14 +85,17 @@ async fn a_declined_card_is_a_decline_with_stripes_codes() {
 }
 
 #[tokio::test]
-async fn a_card_that_needs_3d_secure_requires_action() {
+async fn a_card_that_needs_3d_secure_requires_action_with_the_client_secret_to_complete_it() {
     let stripe = emulator().await;
     let order_id = OrderId::new();
     let created = stripe.gateway.create_intent(order_id, &order("pm_card_authenticationRequired")).await.unwrap();
 
     let confirmed = stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
 
-    assert_eq!(confirmed.status, IntentStatus::RequiresAction);
+    let IntentStatus::RequiresAction(Some(secret)) = confirmed.status else {
+        panic!("expected requires_action with a client secret, got {:?}", confirmed.status);
+    };
+    assert!(secret.expose().starts_with(&format!("{}_secret_", created.id)));
 }
 
 #[tokio::test]

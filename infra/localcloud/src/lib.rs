@@ -200,7 +200,13 @@ impl LocalCloud {
         let queues = template.queues(&stack, &physical)?;
         provision::queues(&sqs, &queues).await?;
         let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
-        for (logical_id, arn) in provision::secrets(&secretsmanager, &template.secrets(&stack, &physical)?).await? {
+        let secrets = template.secrets(&stack, &physical)?;
+        // The Stripe emulator signs its webhooks with the same secret the webhook function reads.
+        let webhook_secret = secrets
+            .iter()
+            .find(|secret| secret.logical_id == STRIPE_WEBHOOK_SECRET)
+            .and_then(|secret| secret.properties.get("SecretString")?.as_str().map(str::to_owned));
+        for (logical_id, arn) in provision::secrets(&secretsmanager, &secrets).await? {
             physical.refs.insert(logical_id, arn);
         }
         let eventbridge = aws_sdk_eventbridge::Client::new(&aws);
@@ -229,6 +235,9 @@ impl LocalCloud {
         };
         if let Some(stripe) = &stripe {
             aws_environment.insert("STRIPE_API_BASE".to_owned(), stripe.url.clone());
+            if let Some(secret) = &webhook_secret {
+                register_webhook(&stripe.url, &format!("http://{address}{STRIPE_WEBHOOK_PATH}"), secret).await?;
+            }
         }
         let settings = ProcessSettings {
             bin_dir: options.bin_dir.clone(),
@@ -396,4 +405,25 @@ impl LocalCloud {
     pub fn table(&self, logical_id: &str) -> Option<&str> {
         self.tables.iter().find(|t| t.logical_id == logical_id).map(|t| t.name.as_str())
     }
+}
+
+/// The template's webhook signing secret, and the route Stripe's webhooks are delivered to.
+const STRIPE_WEBHOOK_SECRET: &str = "StripeWebhookSecret";
+const STRIPE_WEBHOOK_PATH: &str = "/webhooks/stripe";
+
+/// Registers the local API's webhook route with the Stripe emulator (localstripe's
+/// `POST /_config/webhooks/{id}`), so every event it raises reaches `POST /webhooks/stripe`
+/// signed with the template's `StripeWebhookSecret`, as Stripe delivers to a registered endpoint.
+async fn register_webhook(stripe_url: &str, url: &str, secret: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{stripe_url}/_config/webhooks/ferrocart"))
+        .form(&[("url", url), ("secret", secret)])
+        .send()
+        .await
+        .context("registering the webhook endpoint with the Stripe emulator")?;
+    if !response.status().is_success() {
+        return Err(anyhow!("the Stripe emulator refused the webhook endpoint: HTTP {}", response.status()));
+    }
+    tracing::info!(%url, "Stripe emulator delivers its webhooks here");
+    Ok(())
 }

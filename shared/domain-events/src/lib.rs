@@ -173,6 +173,7 @@ events! {
     StockCommitted => Inventory, inventory::StockCommitted;
     PaymentAuthorized => Payment, payment::PaymentAuthorized;
     PaymentFailed => Payment, payment::PaymentFailed;
+    PaymentActionRequired => Payment, payment::PaymentActionRequired;
     PaymentVoided => Payment, payment::PaymentVoided;
     PaymentCaptured => Payment, payment::PaymentCaptured;
     PaymentCaptureFailed => Payment, payment::PaymentCaptureFailed;

@@ -13,6 +13,18 @@ pub struct PaymentAuthorized {
     pub amount: Money,
 }
 
+/// Stripe's confirmation answered `requires_action`: the customer must pass 3-D Secure before
+/// anything is held. The order waits (`requires_action`) until Stripe says how it went
+/// (`PaymentAuthorized` or `PaymentFailed` follows) or the order times out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentActionRequired {
+    pub order_id: OrderId,
+    pub payment_intent_id: String,
+    /// The PaymentIntent's client secret, for Stripe.js `handleNextAction`: shown to the order's
+    /// owner only, never logged.
+    pub client_secret: String,
+}
+
 /// The authorization failed; nothing is held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentFailed {

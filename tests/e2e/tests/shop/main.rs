@@ -12,3 +12,4 @@ mod fulfillment;
 mod inbox;
 mod inventory;
 mod orders;
+mod three_d_secure;

@@ -1,0 +1,511 @@
+//! `POST /webhooks/stripe`: what Stripe tells us about our PaymentIntents.
+//!
+//! ## Order of work
+//!
+//! 1. The `Stripe-Signature` header is checked against the raw body ([`crate::signature`]) before
+//!    anything else is read: missing, forged or stale → 400 problem+json, nothing written, nothing
+//!    of the body logged.
+//! 2. The event is read into a [`Notice`] ([`Notice::parse`], pure): its id, and for the
+//!    PaymentIntent events payment handles, the order (the `order_id` metadata payment set when it
+//!    created the PaymentIntent), the PaymentIntent and what Stripe observed ([`Observed`]).
+//!    Every other event type, and PaymentIntents that are not ours, are acknowledged (200) and
+//!    nothing else; `charge.refunded` and `charge.dispute.created` are logged with their ids
+//!    (refunds and disputes are not built yet).
+//! 3. The event is claimed in the webhook inbox by its Stripe id ([`WebhookInbox`], a
+//!    conditional write on the payment table): a redelivery of a handled event is a 200 with no
+//!    second effect; one still in progress elsewhere is a 409, which Stripe retries.
+//! 4. [`on_notice`] turns the observation into the saga's own step, with the same conditional
+//!    writes: `amount_capturable_updated` is a confirmation that answered `requires_capture`,
+//!    `payment_failed` one that answered with a decline ([`crate::authorize`]'s `settle_status`).
+//!    So a webhook and the saga converge whichever comes first, and a late or duplicate one finds
+//!    the payment settled and changes nothing (Stripe does not order its webhooks).
+//!
+//! ## What each event does
+//!
+//! | event | payment authorizing or awaiting 3-D Secure (this PaymentIntent) | otherwise |
+//! |-------|------------------------------------------------------------------|-----------|
+//! | `payment_intent.amount_capturable_updated` | authorized + `PaymentAuthorized` (for a cancelled order: the PaymentIntent is cancelled, `PaymentFailed { cancelled }`) | nothing |
+//! | `payment_intent.payment_failed` | failed + `PaymentFailed` with Stripe's code | nothing |
+//! | `payment_intent.canceled` | failed + `PaymentFailed { cancelled }` for a cancelled order, else `payment_intent_canceled` | nothing |
+//! | `payment_intent.succeeded` | nothing (payment never captures while authorizing) | a capture under way is recorded, as a redelivered dispatch would |
+//!
+//! A payment still authorizing *without* a recorded PaymentIntent cannot have been confirmed: the
+//! event is answered 503 and Stripe retries it (for up to three days).
+
+use lambda_http::{Body, Request};
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
+
+use kernel::inbox::Claim;
+use kernel::{OrderId, Problem, ProblemKind};
+use lambda_glue::http::{Reply, header};
+
+use crate::authorize::{record_settlement, settle_status};
+use crate::cancel::abandon;
+use crate::error::PaymentError;
+use crate::model::{INTENT_CANCELED, PaymentIntentId, Settlement, Stage};
+use crate::ports::{Decline, IntentStatus, PaymentGateway, PaymentStore, StripeEventId, WebhookInbox};
+use crate::signature::{SigningSecret, verify};
+
+/// How long a delivery holds its claim on an event: beyond the function's timeout (template.yaml),
+/// so a claim outlives its invocation only when that invocation crashed.
+pub const LEASE: Duration = Duration::seconds(60);
+
+/// What Stripe observed on one of our PaymentIntents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// `payment_intent.amount_capturable_updated`: the amount is held (`requires_capture`).
+    Capturable,
+    /// `payment_intent.payment_failed`, with `last_payment_error`'s code.
+    Failed(Option<Decline>),
+    /// `payment_intent.canceled`.
+    Canceled,
+    /// `payment_intent.succeeded`: captured.
+    Succeeded,
+}
+
+/// One Stripe event, as far as payment cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub id: StripeEventId,
+    pub kind: NoticeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// An event about one of our orders' PaymentIntents.
+    Intent { order_id: OrderId, intent: PaymentIntentId, observed: Observed },
+    /// Acknowledged and logged with its type: another event type, or a PaymentIntent that is not
+    /// an order's.
+    Ignored { event_type: String },
+}
+
+/// Why a signed body is not an event we can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoticeError {
+    #[error("the body is not a Stripe event (JSON with an `evt_` id, a type and data.object)")]
+    NotAnEvent,
+    #[error("the {event_type} event's object is not a PaymentIntent with an id")]
+    NotAPaymentIntent { event_type: String },
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: WireData,
+}
+
+#[derive(Deserialize)]
+struct WireData {
+    object: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct WireIntent {
+    id: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, serde_json::Value>,
+    last_payment_error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    code: Option<String>,
+    decline_code: Option<String>,
+}
+
+impl Notice {
+    /// Reads a signed body. The serde errors are dropped on purpose: they quote the body.
+    pub fn parse(body: &[u8]) -> Result<Self, NoticeError> {
+        let event: WireEvent = serde_json::from_slice(body).map_err(|_| NoticeError::NotAnEvent)?;
+        let id = StripeEventId::parse(&event.id).ok_or(NoticeError::NotAnEvent)?;
+        let observed = match event.event_type.as_str() {
+            "payment_intent.amount_capturable_updated" => Some(Observed::Capturable),
+            "payment_intent.payment_failed" => None,
+            "payment_intent.canceled" => Some(Observed::Canceled),
+            "payment_intent.succeeded" => Some(Observed::Succeeded),
+            _ => return Ok(Self { id, kind: NoticeKind::Ignored { event_type: event.event_type } }),
+        };
+        let not_an_intent = || NoticeError::NotAPaymentIntent { event_type: event.event_type.clone() };
+        let object: WireIntent = serde_json::from_value(event.data.object).map_err(|_| not_an_intent())?;
+        let intent = PaymentIntentId::parse(&object.id).map_err(|_| not_an_intent())?;
+        let observed = observed.unwrap_or_else(|| {
+            Observed::Failed(object.last_payment_error.map(|error| Decline {
+                code: error.code.unwrap_or_else(|| "card_declined".to_owned()),
+                decline_code: error.decline_code,
+            }))
+        });
+        let order_id = object.metadata.get("order_id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok());
+        let kind = match order_id {
+            Some(order_id) => NoticeKind::Intent { order_id, intent, observed },
+            // Not created by payment (another integration on the same Stripe account).
+            None => NoticeKind::Ignored { event_type: event.event_type },
+        };
+        Ok(Self { id, kind })
+    }
+}
+
+/// Applies what Stripe observed on `intent` to the order's payment, as the saga's own step would.
+pub async fn on_notice(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    order_id: OrderId,
+    intent: &PaymentIntentId,
+    observed: Observed,
+    now: OffsetDateTime,
+) -> Result<(), PaymentError> {
+    let Some(payment) = store.get(order_id).await? else {
+        tracing::warn!(%order_id, payment_intent_id = %intent, "webhook for an order payment never heard of; ignored");
+        return Ok(());
+    };
+    let ours = match &payment.stage {
+        Stage::Authorizing { intent: Some(recorded), .. } | Stage::AwaitingAction { intent: recorded } => {
+            recorded == intent
+        }
+        // Confirmed only after step 2 recorded the PaymentIntent: this cannot be ours yet.
+        Stage::Authorizing { intent: None, .. } => return Err(PaymentError::Busy { order_id }),
+        Stage::Capturing { intent: capturing } if observed == Observed::Succeeded && capturing == intent => {
+            tracing::info!(%order_id, payment_intent_id = %intent, "Stripe says the capture went through");
+            return crate::capture::resume(store, gateway, &payment, intent).await;
+        }
+        _ => false,
+    };
+    if !ours {
+        tracing::info!(%order_id, payment_intent_id = %intent, stage = ?payment.stage, ?observed,
+            "webhook changes nothing: late, duplicate, or about another PaymentIntent");
+        return Ok(());
+    }
+    match observed {
+        Observed::Capturable => {
+            settle_status(store, gateway, &payment, intent, IntentStatus::RequiresCapture, now).await
+        }
+        Observed::Failed(decline) => {
+            settle_status(store, gateway, &payment, intent, IntentStatus::RequiresPaymentMethod(decline), now).await
+        }
+        Observed::Canceled if payment.cancelled => abandon(store, gateway, &payment, Some(intent)).await,
+        Observed::Canceled => {
+            let reason = INTENT_CANCELED.to_owned();
+            let settlement = Settlement::Failed { intent: Some(intent.clone()), reason, decline_code: None };
+            if let Some(current) = record_settlement(store, &payment, &settlement).await? {
+                tracing::info!(%order_id, stage = ?current.stage, "payment moved on meanwhile");
+            }
+            Ok(())
+        }
+        // Payment never captures an authorizing PaymentIntent: someone else did.
+        Observed::Succeeded => {
+            Err(PaymentError::ChangedElsewhere { order_id, intent: intent.clone(), status: IntentStatus::Succeeded })
+        }
+    }
+}
+
+/// Handles one request to `POST /webhooks/stripe`.
+pub async fn handle(
+    store: &impl PaymentStore,
+    gateway: &impl PaymentGateway,
+    inbox: &impl WebhookInbox,
+    secrets: &[SigningSecret],
+    request: &Request,
+    now: OffsetDateTime,
+) -> lambda_http::Response<Body> {
+    let body: &[u8] = request.body().as_ref();
+    if let Err(refused) = verify(header(request, "stripe-signature"), body, secrets, now) {
+        // The reason names what was wrong with the header; nothing of the body.
+        tracing::warn!(%refused, "webhook refused: bad Stripe-Signature");
+        return Reply::problem(&Problem::new(ProblemKind::MalformedRequest, refused.to_string()));
+    }
+    let notice = match Notice::parse(body) {
+        Ok(notice) => notice,
+        Err(unreadable) => {
+            tracing::warn!(%unreadable, "signed webhook we cannot read");
+            return Reply::problem(&Problem::new(ProblemKind::MalformedRequest, unreadable.to_string()));
+        }
+    };
+    let (order_id, intent, observed) = match notice.kind {
+        NoticeKind::Intent { order_id, intent, observed } => (order_id, intent, observed),
+        NoticeKind::Ignored { event_type } => {
+            tracing::info!(stripe_event_id = %notice.id, event_type, "webhook acknowledged; nothing to do");
+            return received();
+        }
+    };
+    let lease_until = now + LEASE;
+    match inbox.claim_notice(&notice.id, lease_until).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Handled) => {
+            tracing::info!(stripe_event_id = %notice.id, %order_id, "webhook already handled; acknowledged");
+            return received();
+        }
+        Ok(Claim::InProgress) => {
+            return Reply::problem(&Problem::new(ProblemKind::Conflict, "this event is being handled; retry later"));
+        }
+        Err(error) => return unavailable(&notice.id, &error),
+    }
+    match on_notice(store, gateway, order_id, &intent, observed, now).await {
+        Ok(()) => match inbox.notice_handled(&notice.id).await {
+            Ok(()) => received(),
+            // Handled, but not marked: the redelivery finds the payment settled and does nothing.
+            Err(error) => unavailable(&notice.id, &error),
+        },
+        Err(error) => {
+            if let Err(release) = inbox.release_notice(&notice.id, lease_until).await {
+                tracing::warn!(stripe_event_id = %notice.id, error = %release, "could not release the webhook's claim");
+            }
+            tracing::error!(stripe_event_id = %notice.id, %order_id, payment_intent_id = %intent, %error,
+                "webhook not handled; Stripe retries it");
+            Reply::problem(&Problem::new(ProblemKind::Internal, "the event could not be handled; retry later"))
+        }
+    }
+}
+
+fn received() -> lambda_http::Response<Body> {
+    lambda_glue::http::finish(Reply::json(200, &serde_json::json!({ "received": true })))
+}
+
+fn unavailable(event: &StripeEventId, error: &impl std::fmt::Display) -> lambda_http::Response<Body> {
+    tracing::error!(stripe_event_id = %event, %error, "webhook inbox failed");
+    Reply::problem(&Problem::new(ProblemKind::Internal, "the event could not be handled; retry later"))
+}
+
+#[cfg(test)]
+mod tests {
+    use domain_events::Event;
+    use domain_events::payment::PaymentVoided;
+    use lambda_http::http;
+
+    use super::*;
+    use crate::authorize::on_stock_reserved;
+    use crate::cancel::on_order_cancelled;
+    use crate::testing::{
+        FakeStore, FakeStripe, FakeWebhookInbox, NEEDS_3DS, T0, VISA, authorized, failed, place_and_reserve,
+    };
+
+    const SECRET: &str = "whsec_local_test";
+
+    fn event(id: &str, event_type: &str, intent: &PaymentIntentId, order_id: OrderId) -> String {
+        serde_json::json!({
+            "id": id, "object": "event", "type": event_type, "created": T0.unix_timestamp(),
+            "data": { "object": {
+                "id": intent.as_str(), "object": "payment_intent", "status": "requires_capture",
+                "metadata": { "order_id": order_id.to_string() },
+                "last_payment_error": if event_type.ends_with("payment_failed") {
+                    serde_json::json!({ "code": "payment_intent_authentication_failure" })
+                } else { serde_json::Value::Null }
+            }}
+        })
+        .to_string()
+    }
+
+    fn request(body: &str, signature: Option<String>) -> Request {
+        let mut builder = http::Request::builder().method("POST").uri("/webhooks/stripe");
+        if let Some(signature) = signature {
+            builder = builder.header("stripe-signature", signature);
+        }
+        builder.body(Body::Text(body.to_owned())).unwrap()
+    }
+
+    fn signed(body: &str) -> Request {
+        let secret = SigningSecret::new(SECRET).unwrap();
+        request(body, Some(secret.header(T0.unix_timestamp(), body.as_bytes())))
+    }
+
+    struct Shop {
+        store: FakeStore,
+        stripe: FakeStripe,
+        inbox: FakeWebhookInbox,
+        order_id: OrderId,
+    }
+
+    impl Shop {
+        /// An order whose card asked for 3-D Secure: its payment awaits the customer.
+        async fn awaiting_3ds() -> (Self, PaymentIntentId) {
+            let shop = Self {
+                store: FakeStore::default(),
+                stripe: FakeStripe::default(),
+                inbox: FakeWebhookInbox::default(),
+                order_id: OrderId::new(),
+            };
+            place_and_reserve(&shop.store, &shop.stripe, shop.order_id, NEEDS_3DS).await;
+            let intent = shop.stripe.only_intent();
+            (shop, intent)
+        }
+
+        async fn deliver(&self, request: &Request) -> u16 {
+            let secrets = [SigningSecret::new(SECRET).unwrap()];
+            handle(&self.store, &self.stripe, &self.inbox, &secrets, request, T0).await.status().as_u16()
+        }
+
+        /// The events after `PaymentActionRequired`.
+        fn events_since_action(&self) -> Vec<Event> {
+            self.store.events().into_iter().skip(1).collect()
+        }
+    }
+
+    #[test]
+    fn a_payment_intent_event_reads_as_what_stripe_observed_on_an_order() {
+        let (order_id, intent) = (OrderId::new(), PaymentIntentId::parse("pi_1").unwrap());
+
+        let capturable =
+            Notice::parse(event("evt_1", "payment_intent.amount_capturable_updated", &intent, order_id).as_bytes());
+        let failed = Notice::parse(event("evt_2", "payment_intent.payment_failed", &intent, order_id).as_bytes());
+
+        assert_eq!(
+            capturable.unwrap(),
+            Notice {
+                id: StripeEventId::parse("evt_1").unwrap(),
+                kind: NoticeKind::Intent { order_id, intent: intent.clone(), observed: Observed::Capturable }
+            }
+        );
+        let decline = Decline { code: "payment_intent_authentication_failure".into(), decline_code: None };
+        assert_eq!(
+            failed.unwrap().kind,
+            NoticeKind::Intent { order_id, intent, observed: Observed::Failed(Some(decline)) }
+        );
+    }
+
+    #[test]
+    fn other_events_and_intents_that_are_not_an_orders_are_only_acknowledged() {
+        let refunded = br#"{"id":"evt_3","type":"charge.refunded","data":{"object":{"id":"ch_1"}}}"#;
+        let foreign =
+            br#"{"id":"evt_4","type":"payment_intent.succeeded","data":{"object":{"id":"pi_9","metadata":{}}}}"#;
+
+        assert_eq!(Notice::parse(refunded).unwrap().kind, NoticeKind::Ignored { event_type: "charge.refunded".into() });
+        assert_eq!(
+            Notice::parse(foreign).unwrap().kind,
+            NoticeKind::Ignored { event_type: "payment_intent.succeeded".into() }
+        );
+        assert_eq!(Notice::parse(b"not json"), Err(NoticeError::NotAnEvent));
+        assert_eq!(Notice::parse(br#"{"id":"x","type":"t","data":{"object":{}}}"#), Err(NoticeError::NotAnEvent));
+    }
+
+    #[tokio::test]
+    async fn amount_capturable_updated_authorizes_a_payment_awaiting_3d_secure() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, true);
+
+        let status = shop
+            .deliver(&signed(&event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id)))
+            .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(shop.store.payment(shop.order_id).stage, Stage::Authorized { intent: intent.clone() });
+        assert_eq!(shop.events_since_action(), vec![authorized(shop.order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn payment_failed_fails_a_payment_awaiting_3d_secure_with_stripes_code() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, false);
+
+        let status =
+            shop.deliver(&signed(&event("evt_1", "payment_intent.payment_failed", &intent, shop.order_id))).await;
+
+        assert_eq!(status, 200);
+        assert_eq!(shop.store.payment(shop.order_id).stage, Stage::Failed);
+        assert_eq!(
+            shop.events_since_action(),
+            vec![failed(shop.order_id, "payment_intent_authentication_failure", None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_webhook_replayed_five_times_has_one_effect() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id);
+
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(shop.deliver(&signed(&body)).await);
+        }
+
+        assert_eq!(statuses, vec![200; 5]);
+        assert_eq!(shop.events_since_action(), vec![authorized(shop.order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn forged_stale_or_unsigned_webhooks_are_refused_and_change_nothing() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id);
+        let forged = SigningSecret::new("whsec_attacker").unwrap().header(T0.unix_timestamp(), body.as_bytes());
+        let stale = SigningSecret::new(SECRET).unwrap().header(T0.unix_timestamp() - 301, body.as_bytes());
+
+        let statuses = [
+            shop.deliver(&request(&body, Some(forged))).await,
+            shop.deliver(&request(&body, Some(stale))).await,
+            shop.deliver(&request(&body, None)).await,
+        ];
+
+        assert_eq!(statuses, [400; 3]);
+        assert_eq!(shop.store.payment(shop.order_id).stage, Stage::AwaitingAction { intent });
+        assert!(shop.events_since_action().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_after_the_authorization_changes_nothing() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        let order_id = shop.order_id;
+
+        shop.deliver(&signed(&event("evt_1", "payment_intent.amount_capturable_updated", &intent, order_id))).await;
+        shop.deliver(&signed(&event("evt_2", "payment_intent.payment_failed", &intent, order_id))).await;
+
+        assert_eq!(shop.store.payment(order_id).stage, Stage::Authorized { intent: intent.clone() });
+        assert_eq!(shop.events_since_action(), vec![authorized(order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn a_webhook_that_overtakes_the_sagas_own_step_converges_with_it() {
+        let (store, stripe, inbox, order_id) =
+            (FakeStore::default(), FakeStripe::default(), FakeWebhookInbox::default(), OrderId::new());
+        crate::authorize::on_order_placed(&store, &stripe, &crate::testing::placed(order_id, VISA), T0).await.unwrap();
+        // Stripe holds the amount, but the confirmation's answer is lost: the saga will retry.
+        stripe.fail_once(crate::testing::Call::Confirm, crate::testing::Fault::AnswerLost);
+        let crashed = on_stock_reserved(&store, &stripe, order_id, T0).await;
+        let intent = stripe.only_intent();
+        let secrets = [SigningSecret::new(SECRET).unwrap()];
+
+        let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, order_id);
+        let status = handle(&store, &stripe, &inbox, &secrets, &signed(&body), T0).await.status();
+        on_stock_reserved(&store, &stripe, order_id, T0).await.unwrap();
+
+        assert!(crate::testing::is_transient(crashed));
+        assert_eq!(status, 200);
+        assert_eq!(stripe.confirmations(), 1);
+        assert_eq!(store.payment(order_id).stage, Stage::Authorized { intent: intent.clone() });
+        assert_eq!(store.events(), vec![authorized(order_id, &intent)], "announced once");
+    }
+
+    #[tokio::test]
+    async fn an_order_cancelled_while_awaiting_3d_secure_cancels_its_payment_intent_and_a_late_success_changes_nothing()
+    {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        let order_id = shop.order_id;
+
+        on_order_cancelled(&shop.store, &shop.stripe, order_id).await.unwrap();
+        let late =
+            shop.deliver(&signed(&event("evt_1", "payment_intent.amount_capturable_updated", &intent, order_id))).await;
+
+        assert_eq!(late, 200);
+        assert_eq!(shop.stripe.status(&intent), IntentStatus::Canceled);
+        assert_eq!(shop.store.payment(order_id).stage, Stage::Failed);
+        assert_eq!(shop.events_since_action(), vec![failed(order_id, "cancelled", None)]);
+    }
+
+    #[tokio::test]
+    async fn a_capture_stripe_reports_before_our_record_is_recorded_once() {
+        let (store, stripe, inbox, order_id) =
+            (FakeStore::default(), FakeStripe::default(), FakeWebhookInbox::default(), OrderId::new());
+        place_and_reserve(&store, &stripe, order_id, VISA).await;
+        let intent = stripe.only_intent();
+        store.record(order_id, |payment| payment.stage = Stage::Capturing { intent: intent.clone() });
+        stripe.set_status(&intent, IntentStatus::Succeeded);
+        let secrets = [SigningSecret::new(SECRET).unwrap()];
+
+        let body = event("evt_9", "payment_intent.succeeded", &intent, order_id);
+        let status = handle(&store, &stripe, &inbox, &secrets, &signed(&body), T0).await.status();
+
+        assert_eq!(status, 200);
+        assert_eq!(store.payment(order_id).stage, Stage::Captured { intent: intent.clone() });
+        assert!(!store.events().iter().any(|e| matches!(e, Event::PaymentVoided(PaymentVoided { .. }))));
+        assert!(matches!(store.events().last(), Some(Event::PaymentCaptured(_))));
+    }
+}
