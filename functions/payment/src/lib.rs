@@ -7,8 +7,10 @@
 //! (inventory) and `ShipmentDispatched` (fulfillment) from its SQS queue, and answers with
 //! `PaymentAuthorized`, `PaymentFailed`, `PaymentVoided`, `PaymentCaptured` or
 //! `PaymentCaptureFailed` through its table's outbox. Every minute a sweep finishes
-//! the authorizations whose invocation died and whose messages did not come back. It never reads
-//! another domain's table.
+//! the authorizations whose invocation died and whose messages did not come back. A card that
+//! needs 3-D Secure leaves the payment awaiting the customer (`PaymentActionRequired`, with the
+//! client secret for Stripe.js), and Stripe's webhooks (`POST /webhooks/stripe`) settle it as
+//! Stripe says, with the saga's own conditional writes. It never reads another domain's table.
 //!
 //! The crate reads from the domain outwards:
 //!
@@ -23,14 +25,18 @@
 //!   authorization resumes without charging twice), [`cancel`] (`OrderCancelled`: void, or
 //!   abandon an authorization still running), [`capture`] (`ShipmentDispatched`: capture the whole
 //!   total once, on the first dispatch; why a whole-order capture; what a lapsed authorization
-//!   does) and [`sweep`] (list and finish the stalled authorizations).
+//!   does), [`sweep`] (list and finish the stalled authorizations) and [`webhook`] (Stripe's
+//!   events: what each one does, idempotency by Stripe event id, convergence with the saga).
+//! - [`signature`]: `Stripe-Signature` verification (HMAC-SHA256, several `v1`, 300 s
+//!   tolerance, constant-time), pure and checked before a webhook's body is read.
 //! - The adapters: [`dynamo`], the DynamoDB store and the only module that knows the table's key
 //!   layout (every state change is a conditional write); [`stripe`], the Stripe gateway
 //!   (async-stripe) with idempotency keys derived from the order; [`secrets`], the Stripe secret
-//!   key from Secrets Manager at cold start.
+//!   key and the webhook's signing secrets from Secrets Manager at cold start.
 //! - [`events`]: the Lambda entry point (binary `payment-events`): the SQS consumer, the sweep's
 //!   schedule driven by the glue's sweep loop, and the one mapping of [`error::PaymentError`] to
-//!   a transient or permanent handler error.
+//!   a transient or permanent handler error. The webhook's entry point is the binary
+//!   `payment-webhooks` (`src/bin/webhooks.rs`) around [`webhook::handle`].
 //! - `testing` (feature `test-util`): [`ports`] in memory, `FakeStore` and `FakeStripe`, for
 //!   unit tests here and in other crates.
 //!

@@ -85,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
             println!();
             println!("  Ferrocart is running on {}", cloud.api_url);
             println!("  AWS emulator:  {emulator} -> {}", cloud.endpoint);
+            if let Some(stripe) = &cloud.stripe_url {
+                println!("  Stripe emulator: {stripe} (webhooks -> {}/webhooks/stripe)", cloud.api_url);
+            }
             for table in &cloud.tables {
                 println!("  table {:<22} {}", table.logical_id, table.name);
             }
