@@ -202,3 +202,22 @@ async fn a_listing_pages_with_signed_cursors_scoped_to_its_filter() {
     assert!(second.items.iter().all(|s| s.warehouse.as_str() == "east"));
     assert!(matches!(replayed, Err(service::PageError::Cursor(_))));
 }
+
+#[tokio::test]
+async fn of_two_invocations_that_both_saw_both_facts_only_one_creates_shipments() {
+    let t = table().await;
+    let order = OrderId::new();
+    // Each invocation plans on its own, so their shipment ids differ.
+    let ours = fulfillment::model::plan(order, &shipping(), &lines(), T0).unwrap();
+    let theirs = fulfillment::model::plan(order, &shipping(), &lines(), T0).unwrap();
+
+    let first = t.store.create(order, &ours, &[]).await.unwrap();
+    let second = t.store.create(order, &theirs, &[]).await.unwrap();
+
+    assert_eq!((first, second), (service::Write::Done, service::Write::Lost));
+    let mut listed: Vec<_> = t.listed(Status::Pending, None).await.into_iter().map(|s| s.shipment_id).collect();
+    let mut planned: Vec<_> = ours.iter().map(|s| s.shipment_id).collect();
+    listed.sort();
+    planned.sort();
+    assert_eq!(listed, planned, "only the first plan's shipments exist");
+}
