@@ -168,6 +168,35 @@ async fn an_order_stuck_before_confirmation_times_out_and_every_effect_is_undone
 }
 
 #[tokio::test]
+async fn a_3d_secure_challenge_left_unanswered_times_out_and_its_payment_intent_is_cancelled_at_stripe() {
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    let waiting = confirmed_order(&shopper, "pm_card_authenticationRequired", "requires_action").await;
+    let id = waiting["order_id"].as_str().unwrap().to_owned();
+
+    shop().fire_schedule("CheckoutEventsFunction", "Timeouts", Some(&later(11))).await.unwrap();
+
+    let order = order_when(&shopper.token, &id, |o| o["status"] == "cancelled").await;
+    assert_eq!(order["cancel_reason"], "timeout");
+    assert_eq!(order["payment"].get("client_secret"), None);
+    let released = eventually(15, || async { (available(&shopper.sku).await == 5).then_some(()) }).await;
+    assert!(released.is_some(), "stock released");
+    let cancelled = eventually(15, || async {
+        let intents = payment_intents(&id).await;
+        (intents.len() == 1 && intents[0]["status"] == "canceled").then_some(())
+    })
+    .await;
+    assert!(cancelled.is_some(), "the PaymentIntent was cancelled at Stripe: {:#?}", payment_intents(&id).await);
+    let failed = eventually(15, || async {
+        let payment = payment_record(&id).await?;
+        (payment.get("status").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("failed")).then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "payment recorded the abandoned challenge");
+}
+
+#[tokio::test]
 async fn a_reservation_never_confirmed_expires_and_its_stock_returns() {
     shop();
     let _exclusive = CLOCK.write().await;
