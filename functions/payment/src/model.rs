@@ -5,6 +5,9 @@
 //!   order, or nothing. Every use case asks it instead of looking at the stage itself.
 //! - [`Payment::on_dispatch`]: what a `ShipmentDispatched` does with a payment as it is: claim
 //!   the capture, resume one, report a capture that cannot be, wait, or nothing.
+//! - [`Payment::on_stripe`]: what a Stripe webhook does with a payment as it is: settle it as
+//!   the confirmation's answer would, finish an abandonment, record a capture, or nothing (a
+//!   late, duplicate or out-of-order event).
 //! - [`Payment::record`] and [`Payment::apply`]: what each write does to a payment, and the
 //!   condition under which a stage change is written ([`Change`]). The DynamoDB adapter states the
 //!   same conditions as condition expressions (`dynamo.rs`, checked against an emulator by
@@ -338,6 +341,29 @@ impl Payment {
         }
     }
 
+    /// What a Stripe webhook saying `told` about `intent` does with the payment as it is. Only a
+    /// payment authorizing or awaiting 3-D Secure with that PaymentIntent settles (so a late
+    /// failure after the authorization, or a success after the order's timeout, changes
+    /// nothing), and only a capture under way is recorded.
+    pub fn on_stripe(&self, intent: &PaymentIntentId, told: Told) -> Heard {
+        match (&self.stage, told) {
+            // Confirmed only after step 2 recorded the PaymentIntent: this cannot be ours yet.
+            (Stage::Authorizing { intent: None, .. }, _) => Heard::NotYet,
+            (Stage::Authorizing { intent: Some(recorded), .. } | Stage::AwaitingAction { intent: recorded }, told)
+                if recorded == intent =>
+            {
+                match told {
+                    Told::Capturable | Told::Failed => Heard::Settle,
+                    Told::Canceled if self.cancelled => Heard::Abandon,
+                    Told::Canceled => Heard::FailCanceled,
+                    Told::Succeeded => Heard::ChangedElsewhere,
+                }
+            }
+            (Stage::Capturing { intent: capturing }, Told::Succeeded) if capturing == intent => Heard::ResumeCapture,
+            _ => Heard::Nothing,
+        }
+    }
+
     /// What a `ShipmentDispatched` of the order does with the payment as it is. Only the first
     /// dispatch finds it authorized; every later one (another shipment, a duplicate, the same
     /// fact under a new event id) finds it capturing, captured or failed.
@@ -364,6 +390,42 @@ impl Payment {
             }
         }
     }
+}
+
+/// What a Stripe webhook says happened to a PaymentIntent (its details stay with
+/// [`crate::webhook`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// `payment_intent.amount_capturable_updated`: the amount is held.
+    Capturable,
+    /// `payment_intent.payment_failed`.
+    Failed,
+    /// `payment_intent.canceled`.
+    Canceled,
+    /// `payment_intent.succeeded`: captured.
+    Succeeded,
+}
+
+/// What a Stripe webhook does with a payment, decided from the payment alone (see
+/// [`Payment::on_stripe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Settle the payment as the confirmation's answer would (authorized, or failed with
+    /// Stripe's code), with the same conditional write.
+    Settle,
+    /// Cancelled at Stripe while the order is cancelled: finish the abandonment (`cancelled`).
+    Abandon,
+    /// Cancelled at Stripe by someone else while authorizing or awaiting 3-D Secure: record
+    /// the payment failed with [`INTENT_CANCELED`].
+    FailCanceled,
+    /// Stripe captured the capture under way: record it, as a resumed capture would.
+    ResumeCapture,
+    /// Authorizing without a recorded PaymentIntent: it cannot be this one's yet; try later.
+    NotYet,
+    /// Captured while authorizing: payment never does that, so someone else did.
+    ChangedElsewhere,
+    /// A late, duplicate or out-of-order event, or one about another PaymentIntent: nothing.
+    Nothing,
 }
 
 /// What a dispatch does with a payment, decided from the payment alone (see
@@ -729,6 +791,52 @@ mod tests {
         assert_eq!(payment(waiting(), true).next(much_later), Next::Abandon(Some(intent("pi_1"))));
         assert_eq!(payment(waiting(), false).on_dispatch(), Dispatch::Wait);
         assert_eq!(payment(waiting(), true).on_dispatch(), Dispatch::Unpayable);
+    }
+
+    #[test]
+    fn a_webhook_settles_only_a_payment_authorizing_or_awaiting_3d_secure_with_its_intent() {
+        let pi = || intent("pi_1");
+        let waiting = || Stage::AwaitingAction { intent: pi() };
+        let recorded = || Stage::Authorizing { since: T0, intent: Some(pi()) };
+
+        assert_eq!(payment(waiting(), false).on_stripe(&pi(), Told::Capturable), Heard::Settle);
+        assert_eq!(payment(waiting(), false).on_stripe(&pi(), Told::Failed), Heard::Settle);
+        assert_eq!(payment(recorded(), false).on_stripe(&pi(), Told::Capturable), Heard::Settle, "overtook the answer");
+        assert_eq!(payment(waiting(), true).on_stripe(&pi(), Told::Canceled), Heard::Abandon);
+        assert_eq!(payment(waiting(), false).on_stripe(&pi(), Told::Canceled), Heard::FailCanceled);
+        assert_eq!(payment(recorded(), false).on_stripe(&pi(), Told::Succeeded), Heard::ChangedElsewhere);
+        assert_eq!(payment(waiting(), false).on_stripe(&intent("pi_2"), Told::Capturable), Heard::Nothing);
+        assert_eq!(
+            payment(Stage::Authorizing { since: T0, intent: None }, false).on_stripe(&pi(), Told::Capturable),
+            Heard::NotYet
+        );
+    }
+
+    #[test]
+    fn a_late_duplicate_or_out_of_order_webhook_changes_nothing() {
+        let pi = || intent("pi_1");
+        let settled = [
+            Stage::Pending,
+            Stage::Authorized { intent: pi() },
+            Stage::Failed,
+            Stage::Voided { intent: pi() },
+            Stage::Captured { intent: pi() },
+            Stage::CaptureFailed { intent: pi(), reason: "expired".into() },
+        ];
+
+        for stage in settled {
+            for told in [Told::Capturable, Told::Failed, Told::Canceled, Told::Succeeded] {
+                assert_eq!(payment(stage.clone(), false).on_stripe(&pi(), told), Heard::Nothing, "{stage:?} {told:?}");
+            }
+        }
+        assert_eq!(
+            payment(Stage::Capturing { intent: pi() }, false).on_stripe(&pi(), Told::Succeeded),
+            Heard::ResumeCapture
+        );
+        assert_eq!(
+            payment(Stage::Capturing { intent: pi() }, false).on_stripe(&pi(), Told::Capturable),
+            Heard::Nothing
+        );
     }
 
     #[test]

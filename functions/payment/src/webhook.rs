@@ -43,7 +43,7 @@ use lambda_glue::http::{Reply, header};
 use crate::authorize::{record_settlement, settle_status};
 use crate::cancel::abandon;
 use crate::error::PaymentError;
-use crate::model::{INTENT_CANCELED, PaymentIntentId, Settlement, Stage};
+use crate::model::{Heard, INTENT_CANCELED, PaymentIntentId, Settlement, Told};
 use crate::ports::{Decline, IntentStatus, PaymentGateway, PaymentStore, StripeEventId, WebhookInbox};
 use crate::signature::{SigningSecret, verify};
 
@@ -62,6 +62,18 @@ pub enum Observed {
     Canceled,
     /// `payment_intent.succeeded`: captured.
     Succeeded,
+}
+
+impl Observed {
+    /// The observation without its details, for [`crate::model::Payment::on_stripe`].
+    pub fn told(&self) -> Told {
+        match self {
+            Self::Capturable => Told::Capturable,
+            Self::Failed(_) => Told::Failed,
+            Self::Canceled => Told::Canceled,
+            Self::Succeeded => Told::Succeeded,
+        }
+    }
 }
 
 /// One Stripe event, as far as payment cares.
@@ -160,32 +172,16 @@ pub async fn on_notice(
         tracing::warn!(%order_id, payment_intent_id = %intent, "webhook for an order payment never heard of; ignored");
         return Ok(());
     };
-    let ours = match &payment.stage {
-        Stage::Authorizing { intent: Some(recorded), .. } | Stage::AwaitingAction { intent: recorded } => {
-            recorded == intent
+    match payment.on_stripe(intent, observed.told()) {
+        Heard::Settle => {
+            let status = match observed {
+                Observed::Failed(decline) => IntentStatus::RequiresPaymentMethod(decline),
+                _ => IntentStatus::RequiresCapture,
+            };
+            settle_status(store, gateway, &payment, intent, status, now).await
         }
-        // Confirmed only after step 2 recorded the PaymentIntent: this cannot be ours yet.
-        Stage::Authorizing { intent: None, .. } => return Err(PaymentError::Busy { order_id }),
-        Stage::Capturing { intent: capturing } if observed == Observed::Succeeded && capturing == intent => {
-            tracing::info!(%order_id, payment_intent_id = %intent, "Stripe says the capture went through");
-            return crate::capture::resume(store, gateway, &payment, intent).await;
-        }
-        _ => false,
-    };
-    if !ours {
-        tracing::info!(%order_id, payment_intent_id = %intent, stage = ?payment.stage, ?observed,
-            "webhook changes nothing: late, duplicate, or about another PaymentIntent");
-        return Ok(());
-    }
-    match observed {
-        Observed::Capturable => {
-            settle_status(store, gateway, &payment, intent, IntentStatus::RequiresCapture, now).await
-        }
-        Observed::Failed(decline) => {
-            settle_status(store, gateway, &payment, intent, IntentStatus::RequiresPaymentMethod(decline), now).await
-        }
-        Observed::Canceled if payment.cancelled => abandon(store, gateway, &payment, Some(intent)).await,
-        Observed::Canceled => {
+        Heard::Abandon => abandon(store, gateway, &payment, Some(intent)).await,
+        Heard::FailCanceled => {
             let reason = INTENT_CANCELED.to_owned();
             let settlement = Settlement::Failed { intent: Some(intent.clone()), reason, decline_code: None };
             if let Some(current) = record_settlement(store, &payment, &settlement).await? {
@@ -193,9 +189,18 @@ pub async fn on_notice(
             }
             Ok(())
         }
-        // Payment never captures an authorizing PaymentIntent: someone else did.
-        Observed::Succeeded => {
+        Heard::ResumeCapture => {
+            tracing::info!(%order_id, payment_intent_id = %intent, "Stripe says the capture went through");
+            crate::capture::resume(store, gateway, &payment, intent).await
+        }
+        Heard::NotYet => Err(PaymentError::Busy { order_id }),
+        Heard::ChangedElsewhere => {
             Err(PaymentError::ChangedElsewhere { order_id, intent: intent.clone(), status: IntentStatus::Succeeded })
+        }
+        Heard::Nothing => {
+            tracing::info!(%order_id, payment_intent_id = %intent, stage = ?payment.stage, ?observed,
+                "webhook changes nothing: late, duplicate, or about another PaymentIntent");
+            Ok(())
         }
     }
 }
@@ -276,6 +281,7 @@ mod tests {
     use super::*;
     use crate::authorize::on_stock_reserved;
     use crate::cancel::on_order_cancelled;
+    use crate::model::Stage;
     use crate::testing::{
         FakeStore, FakeStripe, FakeWebhookInbox, NEEDS_3DS, T0, VISA, authorized, failed, place_and_reserve,
     };
