@@ -77,10 +77,25 @@ impl LocalIdentity {
     /// A Cognito-style ID token for `subject`, in `groups`, valid for `ttl_secs`.
     pub fn mint(&self, subject: &str, groups: &[&str], ttl_secs: u64) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let audience = self.audience.first().cloned().unwrap_or_default();
+        self.mint_with(subject, groups, now, now + ttl_secs, &audience)
+    }
+
+    /// A token with chosen times and audience: for tests of what the authorizer must refuse (an
+    /// expired token, one issued for another app client).
+    pub fn mint_with(
+        &self,
+        subject: &str,
+        groups: &[&str],
+        issued_at: u64,
+        expires_at: u64,
+        audience: &str,
+    ) -> anyhow::Result<String> {
+        let (now, ttl_secs) = (issued_at, expires_at.saturating_sub(issued_at));
         let mut claims = json!({
             "sub": subject,
             "iss": self.issuer,
-            "aud": self.audience.first().cloned().unwrap_or_default(),
+            "aud": audience,
             "token_use": "id",
             "cognito:username": subject,
             "email": format!("{subject}@example.com"),

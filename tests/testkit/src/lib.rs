@@ -49,6 +49,38 @@ impl Shop {
         self.identity.mint(subject, &[], 3600).unwrap_or_default()
     }
 
+    /// Tokens the JWT authorizer must refuse, by what is wrong with them: expired an hour ago,
+    /// issued for another app client, signed with another key.
+    pub fn refused_tokens(&self) -> Vec<(&'static str, String)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let expired = self.identity.mint_with(
+            "alice",
+            &[],
+            now - 7200,
+            now - 3600,
+            self.identity.audience.first().map_or("", String::as_str),
+        );
+        let other_app = self.identity.mint_with("alice", &[], now, now + 3600, "another-app-client");
+        let foreign = match localcloud::auth::SigningKey::random() {
+            Ok(key) => {
+                let spec = localcloud::template::JwtAuthorizerSpec {
+                    name: "foreign".into(),
+                    issuer: self.identity.issuer.clone(),
+                    audience: self.identity.audience.clone(),
+                    identity_source: "$request.header.Authorization".into(),
+                };
+                localcloud::auth::LocalIdentity::new(key, &spec).mint("alice", &["admin"], 3600)
+            }
+            Err(error) => Err(error),
+        };
+        vec![
+            ("expired", expired.unwrap_or_default()),
+            ("wrong audience", other_app.unwrap_or_default()),
+            ("forged signature", foreign.unwrap_or_default()),
+            ("not a token", "not-a-jwt".to_owned()),
+        ]
+    }
+
     /// A bearer token in the `admin` group.
     pub fn admin_token(&self) -> String {
         self.identity.mint("test-admin", &["admin"], 3600).unwrap_or_default()

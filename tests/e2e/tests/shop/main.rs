@@ -4,6 +4,7 @@
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod authorization;
 mod cart;
 mod catalog;
 mod checkout;
