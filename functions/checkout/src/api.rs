@@ -10,7 +10,7 @@ use lambda_glue::http::{self, ApiResult, Reply};
 
 use crate::order::{CheckoutInput, Flag, Refused, Status};
 use crate::pricing::ShippingMethod;
-use crate::service::{self, CartReader, CheckoutError, OrderStore, Page, PageError, Settings};
+use crate::service::{self, CartReader, CheckoutError, FulfillmentGate, OrderStore, Page, PageError, Settings};
 use crate::view::OrderView;
 
 /// A checkout body is a few hundred bytes; 16 KiB leaves room for long addresses.
@@ -20,14 +20,19 @@ const MAX_LIMIT: usize = 100;
 
 /// What the API needs.
 #[derive(Debug)]
-pub struct Context<S, C> {
+pub struct Context<S, C, F> {
     pub store: S,
     pub carts: C,
+    /// Asked before a customer cancel of a confirmed order.
+    pub fulfillment: F,
     pub settings: Settings,
 }
 
 /// Handles one API Gateway request.
-pub async fn handle<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: Request) -> Response<Body> {
+pub async fn handle<S: OrderStore, C: CartReader, F: FulfillmentGate>(
+    context: &Context<S, C, F>,
+    request: Request,
+) -> Response<Body> {
     http::finish(route(context, &request).await)
 }
 
@@ -60,7 +65,10 @@ struct MethodsBody<'a> {
     items: &'a [ShippingMethod],
 }
 
-async fn route<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: &Request) -> ApiResult {
+async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
+    context: &Context<S, C, F>,
+    request: &Request,
+) -> ApiResult {
     let now = OffsetDateTime::now_utc();
     let store = &context.store;
     match http::route_key(request) {
@@ -99,9 +107,9 @@ async fn route<S: OrderStore, C: CartReader>(context: &Context<S, C>, request: &
         }
         "POST /orders/{id}/cancel" => {
             let caller = Caller::from_request(request)?;
-            let order = service::cancel(store, order_id(request)?, &caller.subject, caller.is_admin(), now)
-                .await
-                .map_err(problem)?;
+            let (id, admin) = (order_id(request)?, caller.is_admin());
+            let order =
+                service::cancel(store, &context.fulfillment, id, &caller.subject, admin, now).await.map_err(problem)?;
             Reply::json(200, &OrderView::new(&order, caller.is_admin()))
         }
         "GET /admin/orders" => {
@@ -159,6 +167,8 @@ fn problem(error: CheckoutError) -> Problem {
         }
         CheckoutError::Store(error) => http::internal(&error),
         CheckoutError::Cart(error) => http::internal(&error),
+        // Nothing was cancelled; like every upstream failure, an opaque 500 with the cause logged.
+        CheckoutError::Fulfillment(error) => http::internal(&error),
     }
 }
 

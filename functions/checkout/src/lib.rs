@@ -5,8 +5,11 @@
 //! - [`view`]: the order as the API shows it, with its timeline (and, for admins, its flags).
 //! - [`pricing`]: totals by configuration (shipping, tax, promotions).
 //! - [`service`]: placement (idempotent per `Idempotency-Key`), order queries and cancellation,
-//!   and the saga steps, over the [`service::OrderStore`] and [`service::CartReader`] ports.
-//! - [`dynamo`]: the DynamoDB adapter; [`cart_client`]: the cart's `GetCart` query over Lambda.
+//!   and the saga steps, over the [`service::OrderStore`], [`service::CartReader`] and
+//!   [`service::FulfillmentGate`] ports.
+//! - [`dynamo`]: the DynamoDB adapter; [`cart_client`]: the cart's `GetCart` query over Lambda;
+//!   [`fulfillment_client`]: fulfillment's `HoldForCancel` query over Lambda, asked before a
+//!   customer cancel of a confirmed order.
 //! - [`api`]: `POST /checkout`, `GET /orders[/{id}]`, `POST /orders/{id}/cancel`,
 //!   `GET /admin/orders` (by status or flag), `GET /shipping-methods` (binary `checkout`).
 //! - [`events`]: the saga consumer (stock, payment and fulfillment events) and timeout sweep
@@ -16,6 +19,7 @@ pub mod api;
 pub mod cart_client;
 pub mod dynamo;
 pub mod events;
+pub mod fulfillment_client;
 pub mod order;
 pub mod pricing;
 pub mod service;

@@ -178,6 +178,13 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether the order may have shipments fulfillment could be dispatching: it creates them
+    /// only for a confirmed order (`OrderConfirmed`), and once checkout has seen one leave the
+    /// order is `partially_shipped` or further. Before confirmation there are none.
+    pub fn may_have_shipments(self) -> bool {
+        matches!(self, Self::Confirmed)
+    }
+
     /// Every status, in the order an order goes through them.
     pub const ALL: [Self; 9] = [
         Self::Pending,

@@ -5,7 +5,7 @@ use time::{Duration, OffsetDateTime};
 use adapters::dynamo::Unavailable;
 use adapters::retry::{Attempt, until_won};
 use domain_events::checkout::{CartSnapshot, OrderLine as EventLine, OrderPlaced};
-use domain_events::queries::PricedCart;
+use domain_events::queries::{HoldForCancelReply, PricedCart};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::page::Page as SweepPage;
 use kernel::{CartId, FieldError, OrderId};
@@ -121,6 +121,18 @@ pub trait CartReader {
     async fn priced_cart(&self, cart_id: CartId, customer: &str) -> Result<Option<PricedCart>, CartReadError>;
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("the fulfillment service failed")]
+pub struct FulfillmentCallError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Fulfillment, as a customer cancel must ask it: through its own query, never its table.
+#[allow(async_fn_in_trait)]
+pub trait FulfillmentGate {
+    /// Stops new dispatches of the order for a while (`Held`), unless one has left already
+    /// (`AlreadyDispatched`). See `HoldForCancel` in `domain_events::queries`.
+    async fn hold_for_cancel(&self, order_id: OrderId) -> Result<HoldForCancelReply, FulfillmentCallError>;
+}
+
 /// Why a checkout or order request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -138,6 +150,8 @@ pub enum CheckoutError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cart(#[from] CartReadError),
+    #[error(transparent)]
+    Fulfillment(#[from] FulfillmentCallError),
 }
 
 /// A response to send: fresh or replayed.
@@ -368,16 +382,32 @@ async fn advance(
     advanced.ok_or(CheckoutError::Busy)
 }
 
-/// `POST /orders/{id}/cancel`: the customer cancels until checkout has seen a shipment leave
+/// `POST /orders/{id}/cancel`: the customer cancels until a shipment has left
 /// ([`Refused::AlreadyShipped`] after). Cancelling a cancelled order answers the order as it is.
+///
+/// Checkout hears of a dispatch only through an event, later; so for an order that may have
+/// shipments, fulfillment decides first: it holds the order's dispatches while this cancel is
+/// written, or says one left already, and nothing changes. If fulfillment cannot be asked,
+/// nothing is cancelled either. If the write below fails after a hold, the hold lapses and the
+/// order ships as usual; once it succeeds, `OrderCancelled` closes the order at fulfillment.
 pub async fn cancel(
     store: &impl OrderStore,
+    fulfillment: &impl FulfillmentGate,
     id: OrderId,
     customer: &str,
     admin: bool,
     now: OffsetDateTime,
 ) -> Result<Order, CheckoutError> {
     let order = order_for(store, id, customer, admin).await?;
+    if order.status.may_have_shipments() {
+        match fulfillment.hold_for_cancel(id).await? {
+            HoldForCancelReply::Held => tracing::info!(order_id = %id, "dispatches held for the cancel"),
+            HoldForCancelReply::AlreadyDispatched => {
+                tracing::info!(order_id = %id, "cancel refused: fulfillment dispatched a shipment");
+                return Err(CheckoutError::NotCancellable(Refused::AlreadyShipped { from: order.status.as_str() }));
+            }
+        }
+    }
     advance(store, order, &SagaStep::CustomerCancelled, now).await
 }
 
@@ -402,3 +432,224 @@ pub async fn on_saga_step(
 
 /// Overdue orders the timeout sweep lists per query.
 pub const SWEEP_PAGE: usize = 25;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use kernel::{Currency, Money};
+
+    use super::*;
+    use crate::order::Address;
+    use crate::pricing::Totals;
+
+    /// Orders in memory; a save checks the version as the DynamoDB adapter's condition does.
+    #[derive(Default)]
+    struct MemoryOrders {
+        orders: Mutex<HashMap<OrderId, Order>>,
+        published: Mutex<Vec<Event>>,
+    }
+
+    fn empty() -> Page {
+        Page { orders: Vec::new(), next_cursor: None }
+    }
+
+    impl OrderStore for MemoryOrders {
+        type Cursor = ();
+        async fn saved_reply(&self, _: &str, _: &str) -> Result<Option<SavedReply>, StoreError> {
+            Ok(None)
+        }
+        async fn place(&self, _: &Placement) -> Result<Placed, StoreError> {
+            Ok(Placed::Done)
+        }
+        async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+            Ok(self.orders.lock().unwrap().get(&id).cloned())
+        }
+        async fn save(
+            &self,
+            order: &Order,
+            expected: u64,
+            events: &[Envelope],
+            _: Option<&str>,
+        ) -> Result<Saved, StoreError> {
+            let mut orders = self.orders.lock().unwrap();
+            if orders.get(&order.order_id).map(|o| o.version) != Some(expected) {
+                return Ok(Saved::Stale);
+            }
+            orders.insert(order.order_id, order.clone());
+            self.published.lock().unwrap().extend(events.iter().map(|e| e.event.clone()));
+            Ok(Saved::Done)
+        }
+        async fn by_customer(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page, PageError> {
+            Ok(empty())
+        }
+        async fn by_status(&self, _: Status, _: usize, _: Option<&str>) -> Result<Page, PageError> {
+            Ok(empty())
+        }
+        async fn by_flag(&self, _: Flag, _: usize, _: Option<&str>) -> Result<Page, PageError> {
+            Ok(empty())
+        }
+        async fn overdue(
+            &self,
+            _: OffsetDateTime,
+            _: usize,
+            _: Option<()>,
+        ) -> Result<SweepPage<OrderId, ()>, StoreError> {
+            Ok(SweepPage { items: Vec::new(), next: None })
+        }
+    }
+
+    /// Fulfillment's answer to every hold, and the orders it was asked about.
+    struct Gate {
+        reply: Option<HoldForCancelReply>,
+        asked: Mutex<Vec<OrderId>>,
+    }
+
+    impl Gate {
+        fn answering(reply: Option<HoldForCancelReply>) -> Self {
+            Self { reply, asked: Mutex::new(Vec::new()) }
+        }
+    }
+
+    impl FulfillmentGate for Gate {
+        async fn hold_for_cancel(&self, order_id: OrderId) -> Result<HoldForCancelReply, FulfillmentCallError> {
+            self.asked.lock().unwrap().push(order_id);
+            self.reply.ok_or_else(|| FulfillmentCallError(Box::new(std::io::Error::other("fulfillment timed out"))))
+        }
+    }
+
+    fn order_in(status: Status) -> Order {
+        let zero = Money::zero(Currency::USD);
+        Order {
+            order_id: OrderId::new(),
+            customer: "alice".into(),
+            email: "alice@example.com".into(),
+            status,
+            cancel_reason: None,
+            payment_failure: None,
+            lines: Vec::new(),
+            totals: Totals {
+                subtotal: zero,
+                discount: zero,
+                shipping: zero,
+                tax: zero,
+                rounding: None,
+                total: Money::new(2500, Currency::USD).unwrap(),
+                promotions: vec![],
+            },
+            shipping_address: Address {
+                name: "A".into(),
+                line1: "1 Way".into(),
+                line2: None,
+                city: "Town".into(),
+                region: None,
+                postal_code: "1".into(),
+                country: "US".into(),
+            },
+            shipping_method: "standard".into(),
+            promo_code: None,
+            payment_method: "pm_card_visa".into(),
+            payment_intent_id: Some("pi_1".into()),
+            payment: PaymentFacts::default(),
+            shipment_count: None,
+            shipments: Vec::new(),
+            flags: Vec::new(),
+            capture_failure: None,
+            coupon_redemption: None,
+            history: vec![],
+            version: 3,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+            deadline: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn stored(order: &Order) -> MemoryOrders {
+        let store = MemoryOrders::default();
+        store.orders.lock().unwrap().insert(order.order_id, order.clone());
+        store
+    }
+
+    const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
+
+    #[tokio::test]
+    async fn a_confirmed_order_fulfillment_holds_is_cancelled_and_announced() {
+        let order = order_in(Status::Confirmed);
+        let (store, gate) = (stored(&order), Gate::answering(Some(HoldForCancelReply::Held)));
+
+        let cancelled = cancel(&store, &gate, order.order_id, "alice", false, NOW).await.unwrap();
+
+        assert_eq!(
+            (cancelled.status, cancelled.cancel_reason.as_deref()),
+            (Status::Cancelled, Some("customer_cancelled"))
+        );
+        assert_eq!(*gate.asked.lock().unwrap(), vec![order.order_id]);
+        assert!(matches!(store.published.lock().unwrap().as_slice(), [Event::OrderCancelled(_)]));
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_order_with_a_shipment_checkout_has_not_heard_of_is_refused_and_unchanged() {
+        let order = order_in(Status::Confirmed);
+        let (store, gate) = (stored(&order), Gate::answering(Some(HoldForCancelReply::AlreadyDispatched)));
+
+        let refused = cancel(&store, &gate, order.order_id, "alice", false, NOW).await;
+
+        assert!(
+            matches!(refused, Err(CheckoutError::NotCancellable(Refused::AlreadyShipped { from: "confirmed" }))),
+            "{refused:?}"
+        );
+        assert_eq!(store.get(order.order_id).await.unwrap(), Some(order));
+        assert!(store.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn when_fulfillment_cannot_be_asked_nothing_is_cancelled() {
+        let order = order_in(Status::Confirmed);
+        let (store, gate) = (stored(&order), Gate::answering(None));
+
+        let failed = cancel(&store, &gate, order.order_id, "alice", false, NOW).await;
+
+        assert!(matches!(failed, Err(CheckoutError::Fulfillment(_))), "{failed:?}");
+        assert_eq!(store.get(order.order_id).await.unwrap(), Some(order));
+        assert!(store.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_order_before_confirmation_has_no_shipments_and_cancels_without_asking_fulfillment() {
+        for status in [Status::Pending, Status::Reserved, Status::RequiresAction, Status::Authorized] {
+            let order = order_in(status);
+            let (store, gate) = (stored(&order), Gate::answering(None));
+
+            let cancelled = cancel(&store, &gate, order.order_id, "alice", false, NOW).await.unwrap();
+
+            assert_eq!(cancelled.status, Status::Cancelled, "from {status:?}");
+            assert!(gate.asked.lock().unwrap().is_empty(), "from {status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_checkout_knows_shipped_or_cancelled_is_answered_without_asking_fulfillment() {
+        let shipped = order_in(Status::PartiallyShipped);
+        let (store, gate) = (stored(&shipped), Gate::answering(None));
+        let refused = cancel(&store, &gate, shipped.order_id, "alice", false, NOW).await;
+        assert!(matches!(refused, Err(CheckoutError::NotCancellable(Refused::AlreadyShipped { .. }))), "{refused:?}");
+
+        let cancelled = order_in(Status::Cancelled);
+        let store = stored(&cancelled);
+        let again = cancel(&store, &gate, cancelled.order_id, "alice", false, NOW).await.unwrap();
+        assert_eq!(again, cancelled, "answered as it is");
+        assert!(gate.asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_customers_order_is_not_found_and_fulfillment_is_not_asked() {
+        let order = order_in(Status::Confirmed);
+        let (store, gate) = (stored(&order), Gate::answering(Some(HoldForCancelReply::Held)));
+
+        let missing = cancel(&store, &gate, order.order_id, "mallory", false, NOW).await;
+
+        assert!(matches!(missing, Err(CheckoutError::NotFound(_))), "{missing:?}");
+        assert!(gate.asked.lock().unwrap().is_empty(), "no hold on an order the caller may not see");
+    }
+}

@@ -73,7 +73,7 @@ fn problem(error: FulfillmentError) -> Problem {
         FulfillmentError::Refused(refused) => {
             Problem::new(ProblemKind::Conflict, format!("{}.", capitalized(&refused.to_string())))
         }
-        FulfillmentError::OrderCancelled(_) | FulfillmentError::Busy => {
+        FulfillmentError::OrderClosed(_) | FulfillmentError::Busy => {
             Problem::new(ProblemKind::Conflict, format!("{}.", capitalized(&error.to_string())))
         }
         FulfillmentError::Store(error) => http::internal(&error),

@@ -2,7 +2,7 @@
 //!
 //! | item     | pk                 | sk       | notes                                              |
 //! |----------|--------------------|----------|----------------------------------------------------|
-//! | order    | `ORDER#{order_id}` | `ORDER`  | the facts: `shipping`, `lines`, `cancelled`, `shipment_ids` |
+//! | order    | `ORDER#{order_id}` | `ORDER`  | the facts: `shipping`, `lines`, `cancelled`, `shipment_ids`; `dispatched`, `hold_until` (below) |
 //! | shipment | `SHIP#{id}`        | `SHIP`   | the shipment and its `version`; in GSI `ByStatus`   |
 //! | outbox   | `OUTBOX#{event}`   | `OUTBOX` | see [`adapters::outbox`]                            |
 //! | inbox    | `INBOX#{event}`    | `INBOX`  | events the consumer took; see [`adapters::inbox`]   |
@@ -16,6 +16,13 @@
 //! both see both facts race on that condition, so the shipments exist exactly once; a
 //! cancellation recorded first makes the condition fail, so none are created after it.
 //!
+//! **Cancel holds.** A dispatch is one transaction with an update of the order item:
+//! `SET dispatched = true` on the condition `attribute_not_exists(cancelled) AND
+//! (attribute_not_exists(hold_until) OR hold_until < :now)` (unix seconds). A `HoldForCancel`
+//! sets `hold_until` on the condition `attribute_not_exists(dispatched)`. Both conditions are
+//! on the same item, so of a dispatch and a hold only one wins: the customer's cancel is refused
+//! (a shipment left) or no shipment leaves until the hold lapses or `cancelled` is recorded.
+//!
 //! **Listing.** GSI `ByStatus`: `gsi1pk = STATUS#{status}`, `gsi1sk = {warehouse}#{shipment_id}`
 //! (projection ALL). A status is one partition; a warehouse within it is a `begins_with` on the
 //! sort key (warehouse codes never contain `#`); shipment ids are ULIDs, so each warehouse's
@@ -24,14 +31,17 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key};
 use adapters::{Cursor, CursorKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
 use domain_events::inventory::ReservedLine;
+use domain_events::queries::HoldForCancelReply;
 use kernel::{OrderId, ShipmentId};
 
 use crate::model::{OrderFacts, Shipment};
@@ -242,22 +252,54 @@ impl FulfillmentStore for DynamoFulfillment {
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
         let mut tx = Transaction::new();
         tx.push(Action::Shipment, self.put_shipment(shipment, "version = :expected", Some(values))?);
-        if guard == Guard::OrderOpen {
-            let check = ConditionCheck::builder()
+        if let Guard::OrderOpen { now } = guard {
+            // Refused while a cancel hold is live; records the dispatch so no hold is granted
+            // after it. Both sides condition on this one item: a hold and a dispatch never both win.
+            let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(order_key(shipment.order_id)))
-                .condition_expression("attribute_not_exists(cancelled)")
+                .update_expression("SET dispatched = :dispatched")
+                .condition_expression(
+                    "attribute_not_exists(cancelled) AND (attribute_not_exists(hold_until) OR hold_until < :now)",
+                )
+                .expression_attribute_values(":dispatched", AttributeValue::Bool(true))
+                .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
                 .build()
                 .map_err(Unavailable::from)?;
-            tx.push(Action::Order, TransactWriteItem::builder().condition_check(check).build());
+            tx.push(Action::Order, TransactWriteItem::builder().update(update).build());
         }
         self.outbox(&mut tx, events)?;
         match tx.commit(&self.client).await {
             Ok(()) => Ok(Write::Done),
             Err(failure) if failure.failed(&Action::Shipment) => Ok(Write::Lost),
-            Err(failure) if failure.failed(&Action::Order) => Ok(Write::OrderCancelled),
+            Err(failure) if failure.failed(&Action::Order) => Ok(Write::OrderClosed),
             Err(TransactionError::Conflict) => Ok(Write::Lost),
             Err(failure) => Err(StoreError(Unavailable::new(failure))),
+        }
+    }
+
+    async fn hold(&self, order_id: OrderId, until: OffsetDateTime) -> Result<HoldForCancelReply, StoreError> {
+        // May create the order item (a hold before `OrderConfirmed` reached fulfillment): the
+        // facts that come later still record, and the creation still sees the hold at dispatch.
+        let sent = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(order_key(order_id)))
+            .update_expression("SET order_id = if_not_exists(order_id, :order_id), hold_until = :until")
+            .condition_expression("attribute_not_exists(dispatched)")
+            .expression_attribute_values(":order_id", AttributeValue::S(order_id.to_string()))
+            .expression_attribute_values(":until", AttributeValue::N(until.unix_timestamp().to_string()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(HoldForCancelReply::Held),
+            Err(error)
+                if matches!(error.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) =>
+            {
+                Ok(HoldForCancelReply::AlreadyDispatched)
+            }
+            Err(error) => Err(StoreError(Unavailable::from(error))),
         }
     }
 

@@ -14,11 +14,14 @@
 //! - [`events`]: the saga consumer (binary `fulfillment-events`): `OrderConfirmed` and
 //!   `StockCommitted` create the shipments once both are in, `OrderCancelled` cancels the
 //!   pending ones.
+//! - [`query`]: `HoldForCancel`, invoked directly by checkout before a customer cancel (binary
+//!   `fulfillment-query`): no dispatch while the hold lasts, or "already dispatched".
 
 pub mod api;
 pub mod dynamo;
 pub mod events;
 pub mod model;
+pub mod query;
 pub mod service;
 
 /// The fulfillment functions' configuration.

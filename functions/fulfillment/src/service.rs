@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use adapters::retry::{Attempt, until_won};
 use domain_events::checkout::Shipping;
 use domain_events::inventory::ReservedLine;
+use domain_events::queries::{HOLD_FOR_CANCEL_SECONDS, HoldForCancelReply};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::{OrderId, ShipmentId};
 
@@ -30,16 +31,21 @@ pub enum Write {
     /// The condition did not hold: shipments already created or the order cancelled first (for
     /// a creation), or the shipment moved since it was read (for a save).
     Lost,
-    /// A dispatch found the order cancelled (fulfillment has seen `OrderCancelled`).
-    OrderCancelled,
+    /// A dispatch found the order cancelled (fulfillment has seen `OrderCancelled`) or held for
+    /// a customer cancel in progress ([`hold_for_cancel`]).
+    OrderClosed,
 }
 
 /// What a save must also hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
     None,
-    /// The order has not been cancelled (as far as fulfillment knows): for a dispatch.
-    OrderOpen,
+    /// For a dispatch: the order has not been cancelled (as far as fulfillment knows) and no
+    /// cancel hold is live at `now`; the order then records that it has a dispatch, so a later
+    /// [`hold_for_cancel`] answers [`HoldForCancelReply::AlreadyDispatched`].
+    OrderOpen {
+        now: OffsetDateTime,
+    },
 }
 
 /// One page of a shipment listing.
@@ -81,7 +87,7 @@ pub trait FulfillmentStore {
     -> Result<Write, StoreError>;
     async fn shipment(&self, id: ShipmentId) -> Result<Option<Shipment>, StoreError>;
     /// Writes `shipment` with `events`, only if it is still at version `expected` (`Lost`
-    /// otherwise) and `guard` holds (`OrderCancelled` otherwise).
+    /// otherwise) and `guard` holds (`OrderClosed` otherwise).
     async fn save(
         &self,
         shipment: &Shipment,
@@ -89,6 +95,10 @@ pub trait FulfillmentStore {
         events: &[Envelope],
         guard: Guard,
     ) -> Result<Write, StoreError>;
+    /// Holds the order's dispatches until `until`, only if none was dispatched yet
+    /// (`AlreadyDispatched` otherwise: nothing written). Conditional on the order item, the same
+    /// item every dispatch updates, so a hold and a dispatch cannot both win.
+    async fn hold(&self, order_id: OrderId, until: OffsetDateTime) -> Result<HoldForCancelReply, StoreError>;
     /// Shipments of one status (and warehouse), oldest first.
     async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
 }
@@ -100,8 +110,8 @@ pub enum FulfillmentError {
     NotFound(String),
     #[error(transparent)]
     Refused(#[from] Refused),
-    #[error("the order of shipment {0} was cancelled; it must not leave")]
-    OrderCancelled(ShipmentId),
+    #[error("the order of shipment {0} was cancelled, or its customer is cancelling it; it must not leave")]
+    OrderClosed(ShipmentId),
     #[error("the shipment kept changing; try again")]
     Busy,
     #[error(transparent)]
@@ -289,17 +299,30 @@ async fn step(
         let expected = shipment.version;
         let Some(event) = shipment.apply(step, now)? else { return Ok(Attempt::Done(shipment)) };
         // A dispatch must not leave for an order fulfillment knows is cancelled.
-        let guard = if matches!(step, Step::Dispatch(_)) { Guard::OrderOpen } else { Guard::None };
+        let guard = if matches!(step, Step::Dispatch(_)) { Guard::OrderOpen { now } } else { Guard::None };
         let events = [envelope(shipment.order_id, event)];
         match store.save(&shipment, expected, &events, guard).await? {
             Write::Done => {
                 tracing::info!(shipment_id = %id, order_id = %shipment.order_id, status = shipment.status.as_str(), "shipment moved");
                 Ok(Attempt::Done(shipment))
             }
-            Write::OrderCancelled => Err(FulfillmentError::OrderCancelled(id)),
+            Write::OrderClosed => Err(FulfillmentError::OrderClosed(id)),
             Write::Lost => Ok(Attempt::Lost),
         }
     })
     .await?;
     done.ok_or(FulfillmentError::Busy)
+}
+
+/// The `HoldForCancel` query (checkout, before a customer cancel): no dispatch of the order
+/// until the hold lapses, unless one left already. Holding again extends the hold; holding a
+/// cancelled order, or one fulfillment has not heard of yet, is a hold all the same.
+pub async fn hold_for_cancel(
+    store: &impl FulfillmentStore,
+    order_id: OrderId,
+    now: OffsetDateTime,
+) -> Result<HoldForCancelReply, StoreError> {
+    let reply = store.hold(order_id, now + time::Duration::seconds(HOLD_FOR_CANCEL_SECONDS)).await?;
+    tracing::info!(%order_id, ?reply, "hold for cancel");
+    Ok(reply)
 }

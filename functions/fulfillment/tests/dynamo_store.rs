@@ -8,11 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use adapters::CursorKeys;
-use time::OffsetDateTime;
 use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
 
 use domain_events::checkout::{Shipping, ShippingAddress};
 use domain_events::inventory::{Allocation, ReservedLine};
+use domain_events::queries::HoldForCancelReply;
 use fulfillment::dynamo::DynamoFulfillment;
 use fulfillment::model::{Flag, Status, Tracking, Warehouse};
 use fulfillment::service::{self, Filter, FulfillmentError, FulfillmentStore};
@@ -177,7 +178,7 @@ async fn a_dispatch_for_an_order_known_cancelled_is_refused_even_before_its_ship
 
     let refused = service::dispatch(&t.store, shipment, ups(), T0).await;
 
-    assert!(matches!(refused, Err(FulfillmentError::OrderCancelled(_))), "{refused:?}");
+    assert!(matches!(refused, Err(FulfillmentError::OrderClosed(_))), "{refused:?}");
     assert!(t.events("ShipmentDispatched").await.is_empty());
 }
 
@@ -220,4 +221,70 @@ async fn of_two_invocations_that_both_saw_both_facts_only_one_creates_shipments(
     listed.sort();
     planned.sort();
     assert_eq!(listed, planned, "only the first plan's shipments exist");
+}
+
+/// An order confirmed and committed: its two shipments (east, west), pending.
+async fn shipped_from_two_warehouses(t: &Table, order: OrderId) -> Vec<kernel::ShipmentId> {
+    service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    t.listed(Status::Pending, None).await.into_iter().filter(|s| s.order_id == order).map(|s| s.shipment_id).collect()
+}
+
+#[tokio::test]
+async fn a_hold_after_a_dispatch_answers_already_dispatched_and_holds_nothing() {
+    let t = table().await;
+    let order = OrderId::new();
+    let shipments = shipped_from_two_warehouses(&t, order).await;
+    service::dispatch(&t.store, shipments[0], ups(), T0).await.unwrap();
+
+    let held = service::hold_for_cancel(&t.store, order, T0 + Duration::seconds(1)).await.unwrap();
+
+    assert_eq!(held, HoldForCancelReply::AlreadyDispatched);
+    let second = service::dispatch(&t.store, shipments[1], ups(), T0 + Duration::seconds(2)).await;
+    assert!(second.is_ok(), "no hold was written: the rest of the order still ships: {second:?}");
+}
+
+#[tokio::test]
+async fn a_dispatch_during_a_live_hold_is_refused_and_nothing_leaves() {
+    let t = table().await;
+    let order = OrderId::new();
+    let shipments = shipped_from_two_warehouses(&t, order).await;
+    assert_eq!(service::hold_for_cancel(&t.store, order, T0).await.unwrap(), HoldForCancelReply::Held);
+
+    let refused = service::dispatch(&t.store, shipments[0], ups(), T0 + Duration::seconds(59)).await;
+
+    assert!(matches!(refused, Err(FulfillmentError::OrderClosed(_))), "{refused:?}");
+    assert!(t.events("ShipmentDispatched").await.is_empty());
+    assert_eq!(t.store.shipment(shipments[0]).await.unwrap().unwrap().status, Status::Pending);
+    let again = service::hold_for_cancel(&t.store, order, T0 + Duration::seconds(60)).await.unwrap();
+    assert_eq!(again, HoldForCancelReply::Held, "a refused dispatch records nothing");
+}
+
+#[tokio::test]
+async fn a_dispatch_after_the_hold_lapsed_goes_through_and_a_later_hold_is_refused() {
+    let t = table().await;
+    let order = OrderId::new();
+    let shipments = shipped_from_two_warehouses(&t, order).await;
+    service::hold_for_cancel(&t.store, order, T0).await.unwrap();
+
+    // The cancel that asked for the hold never landed: the order ships after it lapses.
+    let dispatched = service::dispatch(&t.store, shipments[0], ups(), T0 + Duration::seconds(61)).await;
+
+    assert_eq!(dispatched.unwrap().status, Status::Dispatched);
+    assert_eq!(t.events("ShipmentDispatched").await.len(), 1);
+    let late = service::hold_for_cancel(&t.store, order, T0 + Duration::seconds(62)).await.unwrap();
+    assert_eq!(late, HoldForCancelReply::AlreadyDispatched);
+}
+
+#[tokio::test]
+async fn a_hold_before_fulfillment_heard_of_the_order_still_holds_its_shipments_once_created() {
+    let t = table().await;
+    let order = OrderId::new();
+    assert_eq!(service::hold_for_cancel(&t.store, order, T0).await.unwrap(), HoldForCancelReply::Held);
+
+    let shipments = shipped_from_two_warehouses(&t, order).await;
+    let refused = service::dispatch(&t.store, shipments[0], ups(), T0 + Duration::seconds(1)).await;
+
+    assert_eq!(shipments.len(), 2, "the facts recorded after the hold still create the shipments");
+    assert!(matches!(refused, Err(FulfillmentError::OrderClosed(_))), "{refused:?}");
 }

@@ -1,7 +1,9 @@
 //! The saga under stress: every SQS message delivered twice, consumers that crash after doing
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
 //! reservation expiry, an authorization stalled with the card held, an order with nothing to
-//! pay, and dispatches that must capture the payment once (or report a capture Stripe refuses). A stack of its own, so its chaos, its clock and its pricing never touch `tests/shop`.
+//! pay, dispatches that must capture the payment once (or report a capture Stripe refuses), and a
+//! customer cancel that crosses a dispatch. A stack of its own, so its chaos, its clock and its
+//! pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -565,4 +567,71 @@ async fn a_capture_stripe_refuses_as_expired_is_reported_once_and_collects_nothi
     assert_eq!(payment["status"].as_s().unwrap(), "capture_failed");
     let intents = payment_intents(&id).await;
     assert_eq!((&intents[0]["status"], &intents[0]["amount_received"]), (&json!("canceled"), &json!(0)));
+}
+
+/// A confirmed order of `shopper`'s cart once checkout has heard of its (one) shipment.
+async fn confirmed_with_a_shipment(shopper: &e2e::flows::Shopper) -> (String, String) {
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    let order = order_when(&shopper.token, &id, |o| {
+        o["status"] == "confirmed" && o["shipments"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    (id, order["shipments"][0]["id"].as_str().unwrap().to_owned())
+}
+
+fn dispatch_shipment(shipment: &str) -> e2e::support::Call {
+    call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"))
+        .admin()
+        .json(&json!({ "carrier": "ups", "tracking_number": "1ZCROSS" }))
+}
+
+#[tokio::test]
+async fn a_cancel_after_a_dispatch_checkout_has_not_heard_of_is_refused_and_changes_nothing() {
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    // Checkout cannot hear of the dispatch: only fulfillment knows the parcel left.
+    shop().control("CheckoutEventsFunction", "pause").await.unwrap();
+    let dispatched = dispatch_shipment(&shipment).send().await;
+    assert_eq!(dispatched.status, 200, "{}", dispatched.body);
+
+    let refused = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+
+    let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    shop().control("CheckoutEventsFunction", "resume").await.unwrap();
+    assert_eq!(refused.expect_problem(409)["type"], "/problems/already-shipped", "{}", refused.body);
+    assert_eq!((order["status"].as_str(), &order["cancel_reason"]), (Some("confirmed"), &Value::Null), "{order}");
+    let shipped = order_when(&shopper.token, &id, |o| o["status"] == "shipped").await;
+    assert_eq!(shipped["cancel_reason"], Value::Null, "the dispatch, heard late, ships the order");
+}
+
+#[tokio::test]
+async fn a_dispatch_after_a_cancel_fulfillment_has_not_heard_of_is_refused_and_nothing_leaves() {
+    shop();
+    let _exclusive = CLOCK.write().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    // Fulfillment cannot hear of the cancellation: only the cancel's hold can stop the dispatch.
+    shop().control("FulfillmentEventsFunction", "pause").await.unwrap();
+    let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+
+    let refused = dispatch_shipment(&shipment).send().await;
+
+    shop().control("FulfillmentEventsFunction", "resume").await.unwrap();
+    assert_eq!(refused.expect_problem(409)["type"], "/problems/conflict", "{}", refused.body);
+    let path = format!("/admin/shipments/{shipment}");
+    let closed = eventually(20, || async {
+        let shipment = call(Method::GET, &path).admin().send().await.body;
+        (shipment["status"] == "cancelled").then_some(shipment)
+    })
+    .await;
+    assert!(closed.is_some(), "the shipment is cancelled with its order, never dispatched");
+    let order = order_when(&shopper.token, &id, |o| o["shipments"][0]["status"] == "cancelled").await;
+    assert_eq!(order["status"], "cancelled");
+    let seen_by_admin = call(Method::GET, &format!("/orders/{id}")).admin().send().await.body;
+    assert_eq!(seen_by_admin["flags"], json!([]), "nothing for an admin to sort out: {seen_by_admin}");
 }
