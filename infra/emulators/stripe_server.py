@@ -51,6 +51,10 @@ Test control (not in Stripe, which has no way to age an authorization on demand)
     PaymentIntent whose authorization expired. Answers the PaymentIntent; 404 for an unknown id,
     400 payment_intent_unexpected_state for one that is not requires_capture. DELETE /_config/data
     forgets it.
+  * POST /_test/payment_intents/{id}/fail_next_capture (with the secret key): the next capture of
+    that PaymentIntent answers 500 api_error and captures nothing, as a Stripe outage would. Like
+    any 5xx, the answer is saved under the request's Idempotency-Key, so a retry with the same key
+    gets the 500 again (Stripe does the same for 24 h).
 
 3-D Secure and webhooks (what Ferrocart's webhook endpoint needs):
 
@@ -325,12 +329,16 @@ def _pi_cancel_for_stripe(cls, id, cancellation_reason=None, **kwargs):
 
 
 expired_authorizations = set()  # PaymentIntent ids whose next capture is refused (test control)
+failing_captures = set()  # PaymentIntent ids whose next capture answers 500 (test control)
 
 
 def _pi_capture_for_stripe(cls, id, **kwargs):
     pi = cls._api_retrieve(id)
     if pi.status != 'requires_capture':
         raise unexpected_state(pi, 'capture', 'captured', ['requires_capture'])
+    if id in failing_captures:
+        failing_captures.discard(id)
+        raise stripe_error(500, 'An error occurred with our connection to Stripe.', type_='api_error')
     if id in expired_authorizations:
         expired_authorizations.discard(id)
         pi = _pi_cancel(cls, id)
@@ -339,6 +347,13 @@ def _pi_capture_for_stripe(cls, id, **kwargs):
         raise stripe_error(400, 'The charge has expired and can no longer be captured.',
                            code='charge_expired_for_capture', payment_intent=pi._export())
     return _pi_capture(cls, id, **kwargs)
+
+
+async def fail_next_capture(request):
+    """POST /_test/payment_intents/{id}/fail_next_capture: see the module's test controls."""
+    pi = R.PaymentIntent._api_retrieve(request.match_info['id'])
+    failing_captures.add(pi.id)
+    return S.json_response(pi._export())
 
 
 async def expire_authorization(request):
@@ -430,6 +445,7 @@ async def stripe_compatibility(request, handler):
     if request.method == 'DELETE' and request.path == '/_config/data':
         saved.clear()
         expired_authorizations.clear()
+        failing_captures.clear()
     key = request.headers.get('Idempotency-Key')
     if request.method != 'POST' or not key or not request.path.startswith('/v1/'):
         return await answer(request, handler)
@@ -493,6 +509,7 @@ async def answer(request, handler):
 S.app.middlewares.insert(0, stripe_compatibility)
 S.app.middlewares.append(route_overrides)
 S.app.router.add_post('/_test/payment_intents/{id}/expire_authorization', expire_authorization)
+S.app.router.add_post('/_test/payment_intents/{id}/fail_next_capture', fail_next_capture)
 
 
 # --- run -----------------------------------------------------------------------------------------

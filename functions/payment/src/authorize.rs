@@ -22,8 +22,9 @@
 //! through); without one, it waits [`CLAIM_TIMEOUT`](crate::model::CLAIM_TIMEOUT) for the owner to get there, then takes the
 //! claim over and starts again at step 1. A PaymentIntent left behind at step 1 was never
 //! confirmed, so it holds no money. Only the recorded PaymentIntent is ever confirmed, so the card
-//! is held at most once. Stripe idempotency keys derived from the order back this up in Stripe,
-//! where they are honoured (the local emulator honours them too; localstripe alone does not).
+//! is held at most once. Stripe backs this up: the create carries an idempotency key derived from
+//! the order (honoured by Stripe and by the local emulator; localstripe alone does not), and a
+//! PaymentIntent is confirmed only once.
 //! Which of these a delivery does is [`Payment::next`]'s decision.
 //!
 //! ## What fails an authorization

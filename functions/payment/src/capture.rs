@@ -14,7 +14,9 @@
 //!    PaymentIntent and the order not cancelled. Exactly one dispatch wins it; every later one
 //!    (another shipment, a duplicate delivery, the same fact re-sent under a new event id) finds
 //!    the payment `capturing`, `captured` or `capture_failed`.
-//! 2. *capture* at Stripe, with the idempotency key `ferrocart:{order_id}:pi-capture`.
+//! 2. *capture* at Stripe, without an idempotency key: Stripe saves even a 5xx under a key for
+//!    24 h, so a shared key would replay a passing outage to every retry. Stripe captures a
+//!    PaymentIntent once, and every retry reads it back first.
 //! 3. *record* the outcome with its event (`PaymentCaptured` or `PaymentCaptureFailed`) in one
 //!    transaction, only while `capturing` that PaymentIntent.
 //!

@@ -154,8 +154,9 @@ impl GatewayError {
     }
 }
 
-/// The Stripe port. Each call is idempotent per order: the adapter derives its idempotency key
-/// from `order_id` and the step.
+/// The Stripe port. Creating and cancelling are idempotent per order (the adapter derives the
+/// idempotency key from `order_id` and the step); confirming and capturing are safe to repeat
+/// because Stripe does either only once (see [`crate::stripe`]).
 #[allow(async_fn_in_trait)]
 pub trait PaymentGateway {
     /// Creates an unconfirmed PaymentIntent for the order's total, to be captured manually.

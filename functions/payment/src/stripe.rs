@@ -1,11 +1,17 @@
 //! The Stripe adapter: [`PaymentGateway`] on async-stripe.
 //!
-//! Every write carries an idempotency key derived from the order and the step
-//! (`ferrocart:{order_id}:pi-create`, `…:pi-confirm`, `…:pi-cancel`, `…:pi-capture`). Stripe keeps keys for 24 h:
-//! a retried call within that time gets the first call's answer instead of a second
-//! PaymentIntent or confirmation. Correctness does not rest on it (see [`crate::authorize`]); it is
-//! the second line of defence. Each call makes one attempt (`RequestStrategy::Idempotent`); SQS
-//! redelivery is the retry.
+//! Creating and cancelling carry an idempotency key derived from the order and the step
+//! (`ferrocart:{order_id}:pi-create`, `…:pi-cancel`). Stripe keeps keys for 24 h: a retried call
+//! within that time gets the first call's answer instead of a second PaymentIntent. Correctness
+//! does not rest on it (see [`crate::authorize`]); it is the second line of defence.
+//!
+//! Confirming and capturing carry none (`RequestStrategy::Once`). Stripe saves even a 5xx answer
+//! under its key, so a key shared by every retry would replay a passing outage for 24 hours, and
+//! the queue's retries (minutes apart) would all fail. Neither needs one: every retry reads the
+//! PaymentIntent back first and confirms or captures only what still needs it, and Stripe itself
+//! refuses a second confirmation or capture (`payment_intent_unexpected_state`, which the use
+//! cases answer by reading the PaymentIntent again). Each call makes one attempt; SQS redelivery is
+//! the retry.
 //!
 //! Amounts go to Stripe in *Stripe's* minor units, which differ from ISO 4217's for a few
 //! currencies ([`stripe_amount`]): ISK is two-decimal at Stripe (whole krónur × 100), MGA is
@@ -105,10 +111,10 @@ impl PaymentGateway for StripeGateway {
         RetrievePaymentIntent::new(id.as_str()).send(&self.client).await.map_err(classify).and_then(intent)
     }
 
-    async fn confirm_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+    async fn confirm_intent(&self, _order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
         ConfirmPaymentIntent::new(id.as_str())
             .customize()
-            .request_strategy(idempotent(order_id, "pi-confirm")?)
+            .request_strategy(RequestStrategy::Once)
             .send(&self.client)
             .await
             .map_err(classify)
@@ -128,9 +134,10 @@ impl PaymentGateway for StripeGateway {
 
     async fn capture_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
         // No `amount_to_capture`: the whole amount capturable, which is the order's total.
+        let _ = order_id;
         CapturePaymentIntent::new(id.as_str())
             .customize()
-            .request_strategy(idempotent(order_id, "pi-capture")?)
+            .request_strategy(RequestStrategy::Once)
             .send(&self.client)
             .await
             .map_err(classify)

@@ -32,6 +32,15 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// The emulator's test control: the next capture of `intent` answers 500, as an outage would.
+    async fn fail_next_capture(&self, intent: &PaymentIntentId) {
+        let url = format!("{}/_test/payment_intents/{intent}/fail_next_capture", self.process.url);
+        let response = reqwest::Client::new().post(url).bearer_auth(SECRET).send().await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+    }
+}
+
 const SECRET: &str = "sk_test_ferrocart";
 
 /// The interpreter of the emulators venv (`make venv`), or the one `FERROCART_PYTHON` names.
@@ -151,16 +160,30 @@ async fn an_authorization_is_captured_once_and_a_second_capture_is_a_conflict() 
     stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
 
     let captured = stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
-    let replayed = stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
-    let other_key = stripe.gateway.capture_intent(OrderId::new(), &created.id).await;
+    let again = stripe.gateway.capture_intent(order_id, &created.id).await;
 
     assert_eq!(captured.status, IntentStatus::Succeeded);
-    assert_eq!(replayed, captured, "the same idempotency key gets the first answer");
     assert!(
-        matches!(&other_key, Err(GatewayError::Conflict(message)) if message.contains("payment_intent_unexpected_state")),
-        "Stripe captures a PaymentIntent once: {other_key:?}"
+        matches!(&again, Err(GatewayError::Conflict(message)) if message.contains("payment_intent_unexpected_state")),
+        "Stripe captures a PaymentIntent once: {again:?}"
     );
     assert_eq!(stripe.gateway.retrieve_intent(&created.id).await.unwrap().status, IntentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_capture_tried_again_after_a_stripe_500_goes_through() {
+    let stripe = emulator().await;
+    let order_id = OrderId::new();
+    let created = stripe.gateway.create_intent(order_id, &order("pm_card_visa")).await.unwrap();
+    stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
+    stripe.fail_next_capture(&created.id).await;
+
+    let first = stripe.gateway.capture_intent(order_id, &created.id).await;
+    // The queue's retry of the same dispatch: Stripe saved the 500 under a repeated key.
+    let retry = stripe.gateway.capture_intent(order_id, &created.id).await;
+
+    assert!(matches!(first, Err(GatewayError::Unavailable(_))), "{first:?}");
+    assert_eq!(retry.map(|intent| intent.status), Ok(IntentStatus::Succeeded), "not the saved 500 again");
 }
 
 #[tokio::test]
