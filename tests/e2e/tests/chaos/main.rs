@@ -588,6 +588,40 @@ fn dispatch_shipment(shipment: &str) -> e2e::support::Call {
 }
 
 #[tokio::test]
+async fn a_dispatch_whose_authorization_lapsed_ships_flagged_for_an_admin_and_collects_nothing() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    let intent = order["payment_intent_id"].as_str().unwrap().to_owned();
+    // The card's authorization lapsed before the parcel left (about 7 days at Stripe).
+    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
+    let expired = reqwest::Client::new()
+        .post(format!("{stripe}/_test/payment_intents/{intent}/expire_authorization"))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap();
+    assert!(expired.status().is_success(), "{:?}", expired.text().await);
+
+    let dispatched = dispatch_shipment(&shipment).send().await;
+
+    assert_eq!(dispatched.status, 200, "the dispatch is not lost: {}", dispatched.body);
+    let flagged = eventually(30, || async {
+        let listed = call(Method::GET, "/admin/orders?flag=capture_failed&limit=100").admin().send().await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        listed.body["items"].as_array().unwrap().iter().find(|o| o["order_id"] == json!(id)).cloned()
+    })
+    .await
+    .expect("an admin finds the order under flag=capture_failed");
+    assert_eq!(flagged["status"], "shipped", "shipping goes on; the payment is what needs a person");
+    assert_eq!(flagged["payment"]["captured"], Value::Null);
+    let intents = payment_intents(&id).await;
+    assert_eq!((&intents[0]["status"], &intents[0]["amount_received"]), (&json!("canceled"), &json!(0)));
+}
+
+#[tokio::test]
 async fn a_cancel_after_a_dispatch_checkout_has_not_heard_of_is_refused_and_changes_nothing() {
     shop();
     let _exclusive = CLOCK.write().await;
