@@ -20,6 +20,7 @@ pub mod cart_client;
 pub mod dynamo;
 pub mod events;
 pub mod fulfillment_client;
+mod invoke;
 pub mod order;
 pub mod pricing;
 pub mod service;
