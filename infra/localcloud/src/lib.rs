@@ -173,6 +173,9 @@ pub async fn dynamodb_client(endpoint: &str, region: &str) -> aws_sdk_dynamodb::
 impl LocalCloud {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let mut template = Template::load(&options.template)?;
+        // The template has no default for it (a known value would let anyone sign webhooks):
+        // locally, the Stripe emulator and the webhook function share this one.
+        template.set_parameter(STRIPE_WEBHOOK_SIGNING_PARAMETER, LOCAL_WEBHOOK_SIGNING_SECRET);
         for (name, value) in &options.parameters {
             template.set_parameter(name, value);
         }
@@ -409,6 +412,9 @@ impl LocalCloud {
 
 /// The template's webhook signing secret, and the route Stripe's webhooks are delivered to.
 const STRIPE_WEBHOOK_SECRET: &str = "StripeWebhookSecret";
+/// The template parameter behind it, and the value the local cloud gives it.
+const STRIPE_WEBHOOK_SIGNING_PARAMETER: &str = "StripeWebhookSigningSecret";
+pub const LOCAL_WEBHOOK_SIGNING_SECRET: &str = "whsec_local_ferrocart";
 const STRIPE_WEBHOOK_PATH: &str = "/webhooks/stripe";
 
 /// Registers the local API's webhook route with the Stripe emulator (localstripe's

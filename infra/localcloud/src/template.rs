@@ -984,6 +984,15 @@ Resources:
         assert!(alarms >= 20, "only {alarms} alarms");
     }
 
+    /// A default everyone can read would let anyone sign Stripe webhooks: a deploy must name the
+    /// real secret, and the local cloud sets its own.
+    #[test]
+    fn the_webhook_signing_secret_has_no_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        assert!(!template.parameters.contains_key("StripeWebhookSigningSecret"), "it has a default");
+    }
+
     #[test]
     fn an_unknown_resource_type_is_refused_by_name() {
         let text = TEMPLATE.replace("Type: AWS::Cognito::UserPoolClient", "Type: AWS::Kinesis::Stream");

@@ -9,9 +9,9 @@ use serde_json::Value;
 use e2e::flows::{Shopper, available, checkout_body, order_when, place, shopper_with_cart};
 use e2e::support::{call, eventually};
 
-/// template.yaml's `StripeWebhookSigningSecret` default, which the local cloud gives both the
-/// emulator and the webhook function.
-const LOCAL_SIGNING_SECRET: &str = "whsec_local_ferrocart";
+/// The `StripeWebhookSigningSecret` the local cloud sets (the template has no default), which
+/// both the emulator and the webhook function use.
+const LOCAL_SIGNING_SECRET: &str = localcloud::LOCAL_WEBHOOK_SIGNING_SECRET;
 
 /// Places an order paid with the 3-D Secure test card and waits until it asks for the challenge.
 async fn awaiting_challenge(shopper: &Shopper) -> Value {
