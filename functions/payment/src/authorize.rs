@@ -261,6 +261,13 @@ pub(crate) async fn settle_status(
     now: OffsetDateTime,
 ) -> Result<(), PaymentError> {
     let settlement = settlement(payment.order_id, intent, status)?;
+    if let Settlement::Failed { intent: Some(failed), .. } = &settlement {
+        // A failed PaymentIntent stays open at Stripe (`requires_payment_method`): a client that
+        // holds its client secret (a 3-D Secure order) could confirm it again and place a hold
+        // nothing would release. Cancel it before recording the failure, so a failed cancel is
+        // tried again with the message or webhook.
+        crate::cancel::cancel_at_stripe(gateway, payment.order_id, failed).await?;
+    }
     let Some(current) = record_settlement(store, payment, &settlement).await? else {
         return Ok(());
     };

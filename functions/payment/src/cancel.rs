@@ -120,7 +120,7 @@ pub(crate) async fn abandon(
 }
 
 /// Cancels the PaymentIntent at Stripe; done when Stripe says it is cancelled.
-async fn cancel_at_stripe(
+pub(crate) async fn cancel_at_stripe(
     gateway: &impl PaymentGateway,
     order_id: OrderId,
     intent: &PaymentIntentId,

@@ -174,10 +174,9 @@ pub async fn on_notice(
     };
     match payment.on_stripe(intent, observed.told()) {
         Heard::Settle => {
-            let status = match observed {
-                Observed::Failed(decline) => IntentStatus::RequiresPaymentMethod(decline),
-                _ => IntentStatus::RequiresCapture,
-            };
+            // Stripe's word now, not the event's: the event only says where to look, so a late,
+            // out-of-order or forged one changes nothing Stripe does not confirm.
+            let status = gateway.retrieve_intent(intent).await?.status;
             settle_status(store, gateway, &payment, intent, status, now).await
         }
         Heard::Abandon => abandon(store, gateway, &payment, Some(intent)).await,
@@ -417,6 +416,7 @@ mod tests {
     #[tokio::test]
     async fn a_webhook_replayed_five_times_has_one_effect() {
         let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, true);
         let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id);
 
         let mut statuses = Vec::new();
@@ -426,6 +426,32 @@ mod tests {
 
         assert_eq!(statuses, vec![200; 5]);
         assert_eq!(shop.events_since_action(), vec![authorized(shop.order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn a_signed_event_stripe_does_not_confirm_changes_nothing() {
+        // Signed with the endpoint's secret, but the challenge was never passed: Stripe's
+        // PaymentIntent still requires action (a leaked secret, or a replay from another test).
+        let (shop, intent) = Shop::awaiting_3ds().await;
+
+        let status = shop
+            .deliver(&signed(&event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id)))
+            .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(shop.store.payment(shop.order_id).stage, Stage::AwaitingAction { intent });
+        assert!(shop.events_since_action().is_empty(), "nothing authorized on the event's word alone");
+    }
+
+    #[tokio::test]
+    async fn a_failed_challenge_cancels_the_payment_intent_so_it_cannot_be_confirmed_again() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, false);
+
+        shop.deliver(&signed(&event("evt_1", "payment_intent.payment_failed", &intent, shop.order_id))).await;
+
+        assert_eq!(shop.store.payment(shop.order_id).stage, Stage::Failed);
+        assert_eq!(shop.stripe.status(&intent), IntentStatus::Canceled, "not left open with its client secret");
     }
 
     #[tokio::test]
@@ -450,6 +476,7 @@ mod tests {
     async fn a_late_failure_after_the_authorization_changes_nothing() {
         let (shop, intent) = Shop::awaiting_3ds().await;
         let order_id = shop.order_id;
+        shop.stripe.authenticate(&intent, true);
 
         shop.deliver(&signed(&event("evt_1", "payment_intent.amount_capturable_updated", &intent, order_id))).await;
         shop.deliver(&signed(&event("evt_2", "payment_intent.payment_failed", &intent, order_id))).await;
