@@ -94,7 +94,7 @@ pub fn verify(
         return Err(SignatureError::Mismatch);
     }
     // Checked after the HMAC, so a forged header cannot tell a stale timestamp from a bad one.
-    if (now.unix_timestamp() - timestamp).abs() > TOLERANCE.whole_seconds() {
+    if now.unix_timestamp().abs_diff(timestamp) > TOLERANCE.whole_seconds().unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     Ok(())
@@ -112,7 +112,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A 64-digit hex string as its 32 bytes; anything else is not a signature.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign (`+f`).
+    if text.len() != 64 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()

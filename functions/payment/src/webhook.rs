@@ -30,7 +30,7 @@
 //! | `payment_intent.succeeded` | nothing (payment never captures while authorizing) | a capture under way is recorded, as a redelivered dispatch would |
 //!
 //! A payment still authorizing *without* a recorded PaymentIntent cannot have been confirmed: the
-//! event is answered 503 and Stripe retries it (for up to three days).
+//! event is answered 500 and Stripe retries it (for up to three days).
 
 use lambda_http::{Body, Request};
 use serde::Deserialize;
