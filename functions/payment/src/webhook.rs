@@ -217,12 +217,15 @@ pub async fn handle(
     if let Err(refused) = verify(header(request, "stripe-signature"), body, secrets, now) {
         // The reason names what was wrong with the header; nothing of the body.
         tracing::warn!(%refused, "webhook refused: bad Stripe-Signature");
+        // Alarmed on: a wrong or rolled secret makes every real webhook a 400 (see template.yaml).
+        lambda_glue::metrics::count("WebhooksRefused", 1, ("Service", "payment-webhooks"));
         return Reply::problem(&Problem::new(ProblemKind::MalformedRequest, refused.to_string()));
     }
     let notice = match Notice::parse(body) {
         Ok(notice) => notice,
         Err(unreadable) => {
             tracing::warn!(%unreadable, "signed webhook we cannot read");
+            lambda_glue::metrics::count("WebhooksRefused", 1, ("Service", "payment-webhooks"));
             return Reply::problem(&Problem::new(ProblemKind::MalformedRequest, unreadable.to_string()));
         }
     };
@@ -257,6 +260,7 @@ pub async fn handle(
             }
             tracing::error!(stripe_event_id = %notice.id, %order_id, payment_intent_id = %intent, %error,
                 "webhook not handled; Stripe retries it");
+            lambda_glue::metrics::count("WebhooksFailed", 1, ("Service", "payment-webhooks"));
             Reply::problem(&Problem::new(ProblemKind::Internal, "the event could not be handled; retry later"))
         }
     }
@@ -268,6 +272,7 @@ fn received() -> lambda_http::Response<Body> {
 
 fn unavailable(event: &StripeEventId, error: &impl std::fmt::Display) -> lambda_http::Response<Body> {
     tracing::error!(stripe_event_id = %event, %error, "webhook inbox failed");
+    lambda_glue::metrics::count("WebhooksFailed", 1, ("Service", "payment-webhooks"));
     Reply::problem(&Problem::new(ProblemKind::Internal, "the event could not be handled; retry later"))
 }
 
