@@ -228,6 +228,7 @@ impl PaymentStore for FakeStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     Create,
+    Retrieve,
     Confirm,
     Capture,
 }
@@ -396,6 +397,9 @@ impl PaymentGateway for FakeStripe {
     }
 
     async fn retrieve_intent(&self, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
+        if self.fault(Call::Retrieve).is_some() {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
         let status =
             lock(&self.intents).get(id).map(|intent| intent.status.clone()).ok_or_else(|| Self::missing(id))?;
         Ok(Intent { id: id.clone(), status })
@@ -565,6 +569,16 @@ pub fn is_transient(result: Result<(), PaymentError>) -> bool {
 #[derive(Debug, Default)]
 pub struct FakeWebhookInbox {
     receipts: Mutex<HashMap<crate::ports::StripeEventId, Option<OffsetDateTime>>>,
+    /// The clock a lease is compared with: the handler's `now` in tests that fix it (`at`),
+    /// the real time otherwise, as DynamoDB's condition uses.
+    now: Option<OffsetDateTime>,
+}
+
+impl FakeWebhookInbox {
+    /// An inbox whose leases lapse by `now`, the time the tests give the handler.
+    pub fn at(now: OffsetDateTime) -> Self {
+        Self { receipts: Mutex::default(), now: Some(now) }
+    }
 }
 
 impl crate::ports::WebhookInbox for FakeWebhookInbox {
@@ -577,7 +591,9 @@ impl crate::ports::WebhookInbox for FakeWebhookInbox {
         Ok(match receipts.get(event) {
             // `None`: handled.
             Some(None) => kernel::inbox::Claim::Handled,
-            Some(Some(lease)) if *lease >= OffsetDateTime::now_utc() => kernel::inbox::Claim::InProgress,
+            Some(Some(lease)) if *lease >= self.now.unwrap_or_else(OffsetDateTime::now_utc) => {
+                kernel::inbox::Claim::InProgress
+            }
             _ => {
                 receipts.insert(event.clone(), Some(lease_until));
                 kernel::inbox::Claim::Claimed

@@ -287,7 +287,8 @@ mod tests {
     use crate::cancel::on_order_cancelled;
     use crate::model::Stage;
     use crate::testing::{
-        FakeStore, FakeStripe, FakeWebhookInbox, NEEDS_3DS, T0, VISA, authorized, failed, place_and_reserve,
+        Call, FakeStore, FakeStripe, FakeWebhookInbox, Fault, NEEDS_3DS, T0, VISA, authorized, failed,
+        place_and_reserve,
     };
 
     const SECRET: &str = "whsec_local_test";
@@ -332,7 +333,7 @@ mod tests {
             let shop = Self {
                 store: FakeStore::default(),
                 stripe: FakeStripe::default(),
-                inbox: FakeWebhookInbox::default(),
+                inbox: FakeWebhookInbox::at(T0),
                 order_id: OrderId::new(),
             };
             place_and_reserve(&shop.store, &shop.stripe, shop.order_id, NEEDS_3DS).await;
@@ -430,6 +431,34 @@ mod tests {
         }
 
         assert_eq!(statuses, vec![200; 5]);
+        assert_eq!(shop.events_since_action(), vec![authorized(shop.order_id, &intent)]);
+    }
+
+    #[tokio::test]
+    async fn an_event_another_delivery_is_handling_is_answered_409_and_handled_once_by_the_first() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, true);
+        let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id);
+        // Another delivery of evt_1 claimed it a moment ago and is still at work.
+        let claimed = shop.inbox.claim_notice(&StripeEventId::parse("evt_1").unwrap(), T0 + LEASE).await.unwrap();
+
+        let status = shop.deliver(&signed(&body)).await;
+
+        assert_eq!((claimed, status), (Claim::Claimed, 409), "Stripe retries it later");
+        assert!(shop.events_since_action().is_empty(), "not handled twice at once");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_failed_gives_its_claim_back_and_stripes_retry_is_handled() {
+        let (shop, intent) = Shop::awaiting_3ds().await;
+        shop.stripe.authenticate(&intent, true);
+        let body = event("evt_1", "payment_intent.amount_capturable_updated", &intent, shop.order_id);
+        shop.stripe.fail_once(Call::Retrieve, Fault::Unreachable);
+
+        let failed = shop.deliver(&signed(&body)).await;
+        let retried = shop.deliver(&signed(&body)).await;
+
+        assert_eq!((failed, retried), (500, 200), "the retry is not refused as in progress");
         assert_eq!(shop.events_since_action(), vec![authorized(shop.order_id, &intent)]);
     }
 
