@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, put_if,
 };
 use adapters::outbox;
 use adapters::{Cursor, CursorKeys};
@@ -159,14 +159,7 @@ impl DynamoOrders {
     }
 
     fn put(&self, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_values(values)
-            .build()
-            .map_err(Unavailable::from)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(put_if(&self.table, item, condition, values)?)
     }
 
     /// A page of `index`'s `partition`, newest first; with `flag`, only the orders that carry it

@@ -32,11 +32,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key};
+use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if};
 use adapters::{Cursor, CursorKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
@@ -171,14 +171,7 @@ impl DynamoFulfillment {
         values: Option<Item>,
     ) -> Result<TransactWriteItem, StoreError> {
         let item = serde_dynamo::to_item(ShipmentRecord::new(shipment)).map_err(Unavailable::from)?;
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_values(values)
-            .build()
-            .map_err(Unavailable::from)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(put_if(&self.table, item, condition, values)?)
     }
 
     fn outbox(&self, tx: &mut Transaction<Action>, events: &[Envelope]) -> Result<(), StoreError> {

@@ -15,12 +15,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, query_partition,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, put_if,
+    query_partition,
 };
 use adapters::outbox;
 use domain_events::Envelope;
@@ -167,13 +168,8 @@ impl DynamoInventory {
     }
 
     fn put_reservation(&self, record: ReservationRecord) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(record).map_err(Unavailable::from)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(Unavailable::from)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        let item = serde_dynamo::to_item(record).map_err(Unavailable::from)?;
+        Ok(put_if(&self.table, item, "attribute_not_exists(pk)", None)?)
     }
 
     /// Runs a transaction whose reservation write decides duplicates: if its condition failed the

@@ -23,10 +23,27 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes, Put, TransactWriteItem};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
+
+/// A transaction action that puts `item` into `table` only where `condition` holds, `values`
+/// filling its placeholders.
+pub fn put_if(
+    table: &str,
+    item: Item,
+    condition: &str,
+    values: Option<Item>,
+) -> Result<TransactWriteItem, Unavailable> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_values(values)
+        .build()?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
 
 /// `TransactWriteItems` takes at most 100 actions.
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
