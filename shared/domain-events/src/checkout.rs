@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kernel::{CartId, Money, OrderId, Sku};
+use kernel::{CartId, Money, OrderId, ReturnId, Sku, Warehouse};
 
 /// An order was placed and awaits stock and payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -75,4 +75,23 @@ pub struct OrderCancelled {
     pub order_id: OrderId,
     /// `out_of_stock`, `order_too_large`, `payment_failed`, `customer_cancelled`, `timeout`, `reservation_expired`.
     pub reason: String,
+}
+
+/// Returned units of a delivered order arrived at a warehouse and were accepted: inventory puts
+/// them back on hand there, payment refunds `refund` (the lines' share of the order's discounts,
+/// shipping excluded, and tax). Keyed by `return_id`: handled twice, it restocks and refunds once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReturnReceived {
+    pub order_id: OrderId,
+    pub return_id: ReturnId,
+    pub warehouse: Warehouse,
+    pub lines: Vec<ReturnLine>,
+    /// What to pay back for the returned lines.
+    pub refund: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReturnLine {
+    pub sku: Sku,
+    pub quantity: u32,
 }

@@ -167,6 +167,7 @@ events! {
     OrderPlaced => Checkout, checkout::OrderPlaced;
     OrderConfirmed => Checkout, checkout::OrderConfirmed;
     OrderCancelled => Checkout, checkout::OrderCancelled;
+    ReturnReceived => Checkout, checkout::ReturnReceived;
     StockReserved => Inventory, inventory::StockReserved;
     StockRejected => Inventory, inventory::StockRejected;
     StockReleased => Inventory, inventory::StockReleased;
@@ -177,6 +178,8 @@ events! {
     PaymentVoided => Payment, payment::PaymentVoided;
     PaymentCaptured => Payment, payment::PaymentCaptured;
     PaymentCaptureFailed => Payment, payment::PaymentCaptureFailed;
+    RefundIssued => Payment, payment::RefundIssued;
+    PaymentDisputed => Payment, payment::PaymentDisputed;
     ShipmentCreated => Fulfillment, fulfillment::ShipmentCreated;
     ShipmentDispatched => Fulfillment, fulfillment::ShipmentDispatched;
     ShipmentDelivered => Fulfillment, fulfillment::ShipmentDelivered;

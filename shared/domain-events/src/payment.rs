@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kernel::{Money, OrderId};
+use kernel::{Money, OrderId, RefundId, ReturnId};
 
 /// The order total is authorized (held, not captured) on the customer's card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -59,4 +59,45 @@ pub struct PaymentCaptureFailed {
 pub struct PaymentVoided {
     pub order_id: OrderId,
     pub payment_intent_id: String,
+}
+
+/// Why money is paid back: Stripe's refund reasons, plus `other` (sent to Stripe without a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundReason {
+    RequestedByCustomer,
+    Duplicate,
+    Fraudulent,
+    Other,
+}
+
+/// Money was paid back on the order's captured payment (an admin's refund, a received return, or
+/// a refund made in Stripe's dashboard). Refunds of one order never add up to more than was
+/// captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefundIssued {
+    pub order_id: OrderId,
+    pub refund_id: RefundId,
+    /// Stripe's refund id (`re_…`).
+    pub stripe_refund_id: String,
+    pub amount: Money,
+    pub reason: RefundReason,
+    /// The return this refund pays back, when it was made for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<ReturnId>,
+    /// Everything refunded on the order so far, this refund included.
+    pub refunded_total: Money,
+}
+
+/// The customer's bank opened a dispute (chargeback) on the order's payment: a person must
+/// answer it in Stripe before its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentDisputed {
+    pub order_id: OrderId,
+    pub payment_intent_id: String,
+    /// Stripe's dispute id (`dp_…`).
+    pub dispute_id: String,
+    pub amount: Money,
+    /// Stripe's dispute reason (`fraudulent`, `product_not_received`, …).
+    pub reason: String,
 }

@@ -96,6 +96,20 @@ typed_id!(
 );
 
 typed_id!(
+    /// Identifies a refund: money paid back on an order's captured payment.
+    RefundId,
+    "rfd",
+    "refund"
+);
+
+typed_id!(
+    /// Identifies a return: units of a delivered order the customer sends back.
+    ReturnId,
+    "ret",
+    "return"
+);
+
+typed_id!(
     /// Identifies one domain event (in logs and traces; the outbox item is keyed by it).
     EventId,
     "evt",

@@ -22,7 +22,7 @@ mod schema;
 pub mod sku;
 pub mod warehouse;
 
-pub use id::{CartId, EventId, OrderId, ProductId, ShipmentId};
+pub use id::{CartId, EventId, OrderId, ProductId, RefundId, ReturnId, ShipmentId};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use sku::{Sku, SkuError};

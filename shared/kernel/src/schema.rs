@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-use crate::{CartId, Currency, EventId, Money, OrderId, ProductId, ShipmentId, Sku};
+use crate::{CartId, Currency, EventId, Money, OrderId, ProductId, RefundId, ReturnId, ShipmentId, Sku, Warehouse};
 
 impl JsonSchema for Currency {
     fn schema_name() -> Cow<'static, str> {
@@ -73,3 +73,15 @@ id_schema!(OrderId);
 id_schema!(ShipmentId);
 id_schema!(CartId);
 id_schema!(EventId);
+id_schema!(RefundId);
+id_schema!(ReturnId);
+
+impl JsonSchema for Warehouse {
+    fn schema_name() -> Cow<'static, str> {
+        "Warehouse".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,49}$" })
+    }
+}
