@@ -30,13 +30,16 @@ use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use adapters::outbox::{KEY_PREFIX, OutboxRecord};
+use domain_events::Envelope;
 
 pub mod bus;
 pub mod dead_letter;
+pub mod metrics;
 pub mod republish;
 
 use bus::{Call, EntryOutcome, EventBus, MAX_CALL_BYTES, Refusal, entry_size, refusal};
 use dead_letter::{DeadLetter, DeadLetters, Reason};
+use metrics::PublishFailure;
 
 /// The relay's configuration.
 #[derive(Debug, Clone)]
@@ -136,6 +139,7 @@ async fn publish(bus: &impl EventBus, dead_letters: &impl DeadLetters, chunk: Ve
         Ok(outcomes) => outcomes,
         Err(error) => {
             tracing::warn!(%error, sequence_number = first.sequence_number, "PutEvents failed; retrying from this record");
+            metrics::publish_failure(PublishFailure::Retried).emit();
             return Err(Stop(first.sequence_number.to_owned()));
         }
     };
@@ -146,7 +150,10 @@ async fn publish(bus: &impl EventBus, dead_letters: &impl DeadLetters, chunk: Ve
             &pending.record.detail_type,
         );
         match outcome {
-            EntryOutcome::Published => tracing::info!(event_id, %correlation_id, %detail_type, "event published"),
+            EntryOutcome::Published => {
+                tracing::info!(event_id, %correlation_id, %detail_type, "event published");
+                count_business_metrics(&pending.record);
+            }
             EntryOutcome::Refused { code, message } if refusal(&code) == Refusal::Permanent => {
                 tracing::error!(event_id, %correlation_id, %detail_type, %code, %message, "EventBridge refused the event for good; parking it");
                 let mut letter =
@@ -156,6 +163,7 @@ async fn publish(bus: &impl EventBus, dead_letters: &impl DeadLetters, chunk: Ve
             }
             EntryOutcome::Refused { code, message } => {
                 tracing::warn!(event_id, %correlation_id, %detail_type, %code, %message, "EventBridge refused the event for now; retrying from it");
+                metrics::publish_failure(PublishFailure::Retried).emit();
                 return Err(Stop(pending.sequence_number.to_owned()));
             }
         }
@@ -163,11 +171,24 @@ async fn publish(bus: &impl EventBus, dead_letters: &impl DeadLetters, chunk: Ve
     Ok(())
 }
 
+/// Writes the business metrics of a published event ([`metrics::business`]). An event this
+/// relay cannot read as a Ferrocart event (a newer version) is published all the same, uncounted.
+fn count_business_metrics(record: &OutboxRecord) {
+    let envelope = serde_json::from_str(&record.detail).map_err(|e| e.to_string()).and_then(|detail| {
+        Envelope::from_parts(&record.detail_type, &record.source, detail).map_err(|e| e.to_string())
+    });
+    match envelope {
+        Ok(envelope) => metrics::business(&envelope).iter().for_each(lambda_glue::metrics::Metric::emit),
+        Err(error) => tracing::debug!(%error, "published event not counted"),
+    }
+}
+
 /// Parks a record, or stops the batch at it when the queue will not take it.
 async fn park(dead_letters: &impl DeadLetters, letter: &DeadLetter<'_>) -> Result<(), Stop> {
     match dead_letters.park(letter).await {
         Ok(()) => {
             tracing::error!(reason = ?letter.reason, pk = letter.pk, sequence_number = letter.sequence_number, "record parked in the dead-letter queue");
+            metrics::publish_failure(PublishFailure::Parked).emit();
             Ok(())
         }
         Err(error) => {

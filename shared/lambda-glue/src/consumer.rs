@@ -23,6 +23,8 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use domain_events::Envelope;
+
+use crate::metrics::{Metric, Unit};
 #[cfg(any(test, feature = "test-util"))]
 use kernel::EventId;
 
@@ -126,6 +128,8 @@ where
 {
     let mut response = SqsBatchResponse::default();
     let mut out_of_time = false;
+    let mut ages = Vec::with_capacity(batch.records.len());
+    let mut duplicates = 0;
     for message in batch.records {
         let id = message.message_id.clone().unwrap_or_default();
         out_of_time = out_of_time || OffsetDateTime::now_utc() + per_message >= deadline;
@@ -150,15 +154,53 @@ where
             correlation_id = %envelope.metadata.correlation_id,
             detail_type = envelope.event.detail_type(),
         );
-        if !once(envelope, deadline, inbox, &handle).instrument(span).await {
-            response.add_failure(id);
+        ages.push(age_millis(envelope.metadata.occurred_at, OffsetDateTime::now_utc()));
+        match once(envelope, deadline, inbox, &handle).instrument(span).await {
+            Outcome::Done => {}
+            Outcome::Duplicate => duplicates += 1,
+            Outcome::Again => response.add_failure(id),
         }
     }
+    batch_metrics(ages, duplicates).iter().for_each(Metric::emit);
     response
 }
 
-/// Claims one event, handles it and records the outcome. False: the message must come again.
-async fn once<F, Fut>(envelope: Envelope, deadline: OffsetDateTime, inbox: &impl Inbox, handle: &F) -> bool
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Handled now.
+    Done,
+    /// Handled before: acknowledged without running the handler.
+    Duplicate,
+    /// Not done: the message must come again.
+    Again,
+}
+
+/// How long after it happened an event reached its consumer, in milliseconds (0 when the
+/// clocks disagree the other way).
+fn age_millis(occurred_at: OffsetDateTime, now: OffsetDateTime) -> u64 {
+    u64::try_from((now - occurred_at).whole_milliseconds()).unwrap_or(0)
+}
+
+/// The batch's saga-health metrics, by consumer: `EventAge` (the queue lag of each event read,
+/// one document for the batch) and `InboxDuplicates` (deliveries of events already handled).
+fn batch_metrics(ages: Vec<u64>, duplicates: u64) -> Vec<Metric> {
+    let function = crate::metrics::function_name();
+    let mut metrics = Vec::new();
+    if !ages.is_empty() {
+        metrics.push(
+            Metric { name: "EventAge", unit: Unit::Milliseconds, values: ages, dimensions: Vec::new() }
+                .by("FunctionName", function),
+        );
+    }
+    if duplicates > 0 {
+        metrics.push(Metric::value("InboxDuplicates", Unit::Count, duplicates).by("FunctionName", function));
+    }
+    metrics
+}
+
+/// Claims one event, handles it and records the outcome.
+async fn once<F, Fut>(envelope: Envelope, deadline: OffsetDateTime, inbox: &impl Inbox, handle: &F) -> Outcome
 where
     F: Fn(Envelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
@@ -168,15 +210,15 @@ where
         Ok(Claim::Claimed) => {}
         Ok(Claim::Handled) => {
             tracing::info!("duplicate delivery of a handled event; acknowledged");
-            return true;
+            return Outcome::Duplicate;
         }
         Ok(Claim::InProgress) => {
             tracing::info!("event is being handled by another invocation; retry later");
-            return false;
+            return Outcome::Again;
         }
         Err(error) => {
             tracing::warn!(%error, "could not claim the event; it will be retried");
-            return false;
+            return Outcome::Again;
         }
     }
     match handle(envelope).await {
@@ -185,7 +227,7 @@ where
                 // The work is done; a redelivery after the lease re-runs an idempotent handler.
                 tracing::warn!(%error, "handled, but the inbox could not record it");
             }
-            true
+            Outcome::Done
         }
         Err(error) => {
             match &error {
@@ -197,7 +239,7 @@ where
             if let Err(error) = inbox.release(event_id, deadline).await {
                 tracing::warn!(%error, "could not release the claim; it lapses at the deadline");
             }
-            false
+            Outcome::Again
         }
     }
 }
@@ -280,6 +322,24 @@ mod tests {
         serde_json::json!({ "detail-type": "OrderCancelled", "source": "ferrocart.checkout",
             "detail": envelope.detail().unwrap() })
         .to_string()
+    }
+
+    #[test]
+    fn a_batch_reports_the_lag_of_every_event_read_and_its_duplicates_by_consumer() {
+        let metrics = batch_metrics(vec![120, 4_500], 1);
+
+        let names: Vec<_> = metrics.iter().map(|m| (m.name, m.values.clone())).collect();
+        assert_eq!(names, vec![("EventAge", vec![120, 4_500]), ("InboxDuplicates", vec![1])]);
+        assert!(metrics.iter().all(|m| m.dimensions == vec![("FunctionName", "local".to_owned())]));
+        assert!(batch_metrics(Vec::new(), 0).is_empty(), "an empty batch writes no metric");
+    }
+
+    #[test]
+    fn an_event_from_a_clock_ahead_of_ours_has_no_negative_age() {
+        let now = OffsetDateTime::now_utc();
+
+        assert_eq!(age_millis(now - time::Duration::milliseconds(250), now), 250);
+        assert_eq!(age_millis(now + time::Duration::seconds(3), now), 0);
     }
 
     #[tokio::test]

@@ -6,7 +6,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the JSON subscriber. The level comes from `AWS_LAMBDA_LOG_LEVEL` (which Lambda sets
+/// Installs the JSON subscriber and records the cold start (`ColdStart`, see [`crate::metrics`]):
+/// every function calls this once, first thing in `main`.
+///
+/// The level comes from `AWS_LAMBDA_LOG_LEVEL` (which Lambda sets
 /// from the template's `LoggingConfig.ApplicationLogLevel`), else `RUST_LOG`, else `info`.
 pub fn init() {
     let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
@@ -14,8 +17,8 @@ pub fn init() {
         .map(|level| EnvFilter::new(level.to_lowercase()))
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    // `try_init` so a test binary that calls this twice does not panic.
-    let _ = tracing_subscriber::fmt()
+    // `try_init` so a test binary that calls this twice does not panic (and counts one start).
+    let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
@@ -23,4 +26,7 @@ pub fn init() {
         .flatten_event(true)
         .with_target(false)
         .try_init();
+    if installed.is_ok() {
+        crate::metrics::cold_start();
+    }
 }

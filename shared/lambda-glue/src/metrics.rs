@@ -1,17 +1,114 @@
-//! Counters as CloudWatch Embedded Metric Format (EMF): one JSON line on stdout per data point,
-//! which CloudWatch Logs turns into a metric. No API call and no latency on the invocation.
+//! Metrics as CloudWatch Embedded Metric Format (EMF): one JSON document per line on stdout,
+//! which CloudWatch Logs turns into metrics. No API call and no latency on the invocation.
 //!
-//! This is the handful of lines the sweeps need today; the observability work will decide
-//! whether a `metrics` facade with an EMF backend replaces it. Dimensions are kept to one,
-//! since every combination of dimension values is a billed custom metric.
+//! Why not the `metrics` facade with an EMF backend: every Ferrocart metric is recorded at one
+//! known point (a relayed event, a consumed batch, a sweep tick, a cold start), so there is
+//! nothing to aggregate across call sites, and the few lines here keep a registry, its locks and
+//! a flush hook out of every binary (cold start and size are measured by `make bench`).
+//!
+//! Every function writes into one namespace, `METRICS_NAMESPACE` (template.yaml sets
+//! `Ferrocart/<stack name>` for all of them). Dimensions are kept few, since every combination of
+//! dimension values is a billed custom metric: none for shop-wide business counts, one
+//! (`Reason`, `Currency`, `FunctionName`, `Sweep`, …) where it matters. Several values of one
+//! metric go in one document (EMF allows up to 100), so a batch costs one line.
 
 use std::sync::OnceLock;
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 /// The namespace when `METRICS_NAMESPACE` is unset (template.yaml sets it for every function).
 pub const DEFAULT_NAMESPACE: &str = "Ferrocart";
+
+/// The most values EMF accepts for one metric in one document.
+pub const MAX_VALUES: usize = 100;
+
+/// A CloudWatch unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    /// A plain number, e.g. an amount in minor units.
+    None,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+            Self::None => "None",
+        }
+    }
+}
+
+/// One metric with its values and dimensions, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub values: Vec<u64>,
+    pub dimensions: Vec<(&'static str, String)>,
+}
+
+impl Metric {
+    /// One count of `name`, without dimensions.
+    pub fn count(name: &'static str) -> Self {
+        Self { name, unit: Unit::Count, values: vec![1], dimensions: Vec::new() }
+    }
+
+    /// One value of `name` in `unit`, without dimensions.
+    pub fn value(name: &'static str, unit: Unit, value: u64) -> Self {
+        Self { name, unit, values: vec![value], dimensions: Vec::new() }
+    }
+
+    /// The same metric with one more dimension.
+    #[must_use]
+    pub fn by(mut self, dimension: &'static str, value: impl Into<String>) -> Self {
+        self.dimensions.push((dimension, value.into()));
+        self
+    }
+
+    /// Writes the metric to stdout as one EMF document per [`MAX_VALUES`] values (none when it
+    /// has no values).
+    pub fn emit(&self) {
+        for line in self.documents(namespace(), OffsetDateTime::now_utc()) {
+            println!("{line}");
+        }
+    }
+
+    /// The EMF documents for this metric.
+    pub fn documents(&self, namespace: &str, at: OffsetDateTime) -> Vec<String> {
+        let millis = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let keys: Vec<&str> = self.dimensions.iter().map(|(key, _)| *key).collect();
+        self.values
+            .chunks(MAX_VALUES)
+            .map(|values| {
+                let mut document = Map::new();
+                document.insert(
+                    "_aws".to_owned(),
+                    json!({
+                        "Timestamp": millis,
+                        "CloudWatchMetrics": [{
+                            "Namespace": namespace,
+                            "Dimensions": [keys],
+                            "Metrics": [{ "Name": self.name, "Unit": self.unit.as_str() }],
+                        }],
+                    }),
+                );
+                for (key, value) in &self.dimensions {
+                    document.insert((*key).to_owned(), Value::from(value.as_str()));
+                }
+                let value = match values {
+                    [one] => json!(one),
+                    many => json!(many),
+                };
+                document.insert(self.name.to_owned(), value);
+                Value::Object(document).to_string()
+            })
+            .collect()
+    }
+}
 
 fn namespace() -> &'static str {
     static NAMESPACE: OnceLock<String> = OnceLock::new();
@@ -20,46 +117,84 @@ fn namespace() -> &'static str {
     })
 }
 
-/// Records `value` for the counter `name` with one dimension, e.g. `("Sweep", "order-timeouts")`.
-pub fn count(name: &str, value: u64, dimension: (&str, &str)) {
-    println!("{}", emf_line(namespace(), name, value, dimension, OffsetDateTime::now_utc()));
+/// This function's name (`AWS_LAMBDA_FUNCTION_NAME`, which Lambda sets; the same value the
+/// `AWS/Lambda` metrics use as `FunctionName`), or `local` outside Lambda.
+pub fn function_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned()))
 }
 
-/// The EMF document for one counter value.
-fn emf_line(namespace: &str, name: &str, value: u64, (key, dimension): (&str, &str), at: OffsetDateTime) -> String {
-    let millis = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-    let mut line = json!({
-        "_aws": {
-            "Timestamp": millis,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [[key]],
-                "Metrics": [{ "Name": name, "Unit": "Count" }],
-            }],
-        },
-    });
-    line[key] = json!(dimension);
-    line[name] = json!(value);
-    line.to_string()
+/// Records `value` for the counter `name` with one dimension, e.g. `("Sweep", "order-timeouts")`.
+pub fn count(name: &'static str, value: u64, (key, dimension): (&'static str, &str)) {
+    Metric { name, unit: Unit::Count, values: vec![value], dimensions: vec![(key, dimension.to_owned())] }.emit();
+}
+
+/// Records that this process is a new execution environment: `ColdStart` by `FunctionName`.
+/// Called once, by [`crate::logging::init`].
+pub(crate) fn cold_start() {
+    Metric::count("ColdStart").by("FunctionName", function_name()).emit();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_795_341_600).unwrap()
+    }
+
+    fn parse(line: &str) -> Value {
+        assert!(!line.contains('\n'), "one line per document");
+        serde_json::from_str(line).unwrap()
+    }
+
     #[test]
     fn a_counter_is_one_emf_document_naming_its_dimension_and_value() {
-        let at = OffsetDateTime::from_unix_timestamp(1_795_341_600).unwrap();
+        let metric = Metric::count("SweepFailures").by("Sweep", "order-timeouts");
 
-        let line = emf_line("Ferrocart/shop", "SweepFailures", 2, ("Sweep", "order-timeouts"), at);
+        let lines = metric.documents("Ferrocart/shop", at());
 
-        let document: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(lines.len(), 1);
+        let document = parse(&lines[0]);
         assert_eq!(document["_aws"]["Timestamp"], 1_795_341_600_000_i64);
         let directive = &document["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "Ferrocart/shop");
         assert_eq!(directive["Dimensions"], json!([["Sweep"]]));
         assert_eq!(directive["Metrics"], json!([{ "Name": "SweepFailures", "Unit": "Count" }]));
-        assert_eq!((document["Sweep"].as_str(), document["SweepFailures"].as_u64()), (Some("order-timeouts"), Some(2)));
-        assert!(!line.contains('\n'), "one line per data point");
+        assert_eq!((document["Sweep"].as_str(), document["SweepFailures"].as_u64()), (Some("order-timeouts"), Some(1)));
+    }
+
+    #[test]
+    fn a_metric_without_dimensions_declares_one_empty_dimension_set() {
+        let document = parse(&Metric::count("OrdersPlaced").documents("Ferrocart", at())[0]);
+
+        assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+        assert_eq!(document["OrdersPlaced"], 1);
+    }
+
+    #[test]
+    fn many_values_go_in_arrays_of_at_most_one_hundred() {
+        let metric = Metric {
+            name: "EventAge",
+            unit: Unit::Milliseconds,
+            values: (0..150).collect(),
+            dimensions: vec![("FunctionName", "shop-CheckoutEvents".to_owned())],
+        };
+
+        let documents: Vec<Value> = metric.documents("Ferrocart", at()).iter().map(|l| parse(l)).collect();
+
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[0]["EventAge"].as_array().map(Vec::len), Some(100));
+        assert_eq!(documents[1]["EventAge"].as_array().map(Vec::len), Some(50));
+        assert_eq!(documents[1]["EventAge"][49], 149);
+        assert_eq!(documents[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"], "Milliseconds");
+        assert_eq!(documents[0]["FunctionName"], "shop-CheckoutEvents");
+    }
+
+    #[test]
+    fn a_metric_without_values_writes_nothing() {
+        let metric = Metric { name: "EventAge", unit: Unit::Milliseconds, values: Vec::new(), dimensions: Vec::new() };
+
+        assert!(metric.documents("Ferrocart", at()).is_empty());
     }
 }
