@@ -26,12 +26,14 @@ export FERROCART_PYTHON := $(EMULATORS)/bin/python
 LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=lint \
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
-.PHONY: help dev test token seed venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean
+.PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean
 
 help:
 	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT)"
 	@echo "make -s token SUB=alice     print a customer's bearer token (ADMIN=1 for an admin)"
 	@echo "make seed                   load the demo catalog into a running 'make dev'"
+	@echo "make tail [ORDER=ord_...]   stream the events on the running 'make dev' bus"
+	@echo "make trace ORDER=ord_...    an order's timeline: every invocation that touched it"
 	@echo "make test                   format, clippy, unit + end-to-end tests, template lint"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
 
@@ -63,6 +65,15 @@ token:
 seed:
 	@cargo build -q -p localcloud --bin localcloud
 	@$(BIN)/localcloud --root $(ROOT) seed --api http://127.0.0.1:$(PORT)
+
+tail:
+	@cargo build -q -p localcloud --bin localcloud
+	@$(BIN)/localcloud --root $(ROOT) tail $(if $(ORDER),--order '$(ORDER)')
+
+trace:
+	@$(if $(ORDER),,$(error ORDER is required: make trace ORDER=ord_...))
+	@cargo build -q -p localcloud --bin localcloud
+	@$(BIN)/localcloud --root $(ROOT) trace '$(ORDER)'
 
 test: fmt-check clippy unit-and-e2e lint
 

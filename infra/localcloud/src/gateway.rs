@@ -254,6 +254,12 @@ async fn control_route(gateway: &Gateway, method: &Method, path: &str, query: Op
     if let ["functions", function, action] = parts.as_slice() {
         return function_control(gateway, method, function, action);
     }
+    if let ["trace", order] = parts.as_slice() {
+        // `GET /_localcloud/trace/{order id}`: every invocation that named the order (journal).
+        let entries: Vec<Json> = crate::journal::for_order(order).iter().map(crate::journal::Entry::to_json).collect();
+        return (StatusCode::OK, [("content-type", "application/json")], Json::Array(entries).to_string())
+            .into_response();
+    }
     let ["schedules", function, event] = parts.as_slice() else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };

@@ -25,13 +25,16 @@
 //! [`LocalCloud::start`].
 
 pub mod auth;
+pub mod console;
 pub mod cors;
 pub mod emulator;
 pub mod filter;
 pub mod gateway;
+pub mod journal;
 pub mod provision;
 pub mod runtime;
 pub mod seed;
+pub mod tail;
 pub mod template;
 pub mod triggers;
 

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use localcloud::auth::SigningKey;
+use localcloud::tail::Running;
 use localcloud::template::{Stack, Template};
 use localcloud::{LocalCloud, Options};
 
@@ -47,11 +48,33 @@ enum Command {
         #[arg(long, default_value_t = 8 * 3600)]
         ttl: u64,
     },
+    /// Stream the events passing on the running `dev`'s bus, as they happen.
+    Tail {
+        /// Only this order's events (its id, `ord_…`).
+        #[arg(long)]
+        order: Option<String>,
+    },
+    /// Print an order's timeline in the running `dev`: every invocation that touched it.
+    Trace {
+        /// The order id (`ord_…`).
+        order: String,
+    },
     /// Load the demo catalog through the admin API of a running `dev`.
     Seed {
         #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:3000")]
         api: String,
     },
+}
+
+/// Where `dev` says where it runs, for `tail` and `trace`.
+const RUNNING: &str = ".ferrocart/dev.json";
+
+fn running(root: &std::path::Path) -> anyhow::Result<Running> {
+    let text = std::fs::read_to_string(root.join(RUNNING)).context("no `make dev` is running here (start it first)")?;
+    serde_json::from_str(&text)
+        .ok()
+        .and_then(|value| Running::from_json(&value))
+        .context("unreadable .ferrocart/dev.json")
 }
 
 fn signing_key(root: &std::path::Path) -> anyhow::Result<SigningKey> {
@@ -82,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
             options.instances = concurrency;
             let emulator = options.endpoint.clone().unwrap_or_else(|| "moto (started here)".to_owned());
             let cloud = LocalCloud::start(options).await?;
+            let buses = Template::load(&root.join("template.yaml"))?.buses(&cloud.physical);
+            let running = Running {
+                api_url: cloud.api_url.clone(),
+                endpoint: cloud.endpoint.clone(),
+                region: cloud.region.clone(),
+                buses: buses.into_iter().map(|bus| bus.name).collect(),
+            };
+            std::fs::write(root.join(RUNNING), running.to_json().to_string())?;
             println!();
             println!("  Ferrocart is running on {}", cloud.api_url);
             println!("  AWS emulator:  {emulator} -> {}", cloud.endpoint);
@@ -95,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
             println!("  Tokens:  make -s token SUB=alice          (customer)");
             println!("           make -s token SUB=root ADMIN=1   (admin)");
             println!("  Demo catalog: make seed");
+            println!("  Watch:   make tail [ORDER=ord_…]        (events on the bus)");
+            println!("           make trace ORDER=ord_…         (an order's timeline)");
             println!("  Try:     curl {}/products", cloud.api_url);
             println!();
             println!("  Ctrl-C stops everything started here.");
@@ -105,6 +138,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Token { subject, admin, ttl } => {
             let token = identity(&root)?.mint(&subject, if admin { &["admin"] } else { &[] }, ttl)?;
             println!("{token}");
+        }
+        Command::Tail { order } => {
+            let running = running(&root)?;
+            let bus = running.buses.first().context("the template declares no event bus")?;
+            localcloud::tail::run(&running, bus, order.as_deref()).await?;
+        }
+        Command::Trace { order } => {
+            let running = running(&root)?;
+            let url = format!("{}/_localcloud/trace/{order}", running.api_url);
+            let entries: Vec<serde_json::Value> = reqwest::get(&url).await?.error_for_status()?.json().await?;
+            if entries.is_empty() {
+                println!("Nothing in this `make dev` named {order}.");
+            }
+            print!("{}", localcloud::journal::timeline(&entries));
         }
         Command::Seed { api } => {
             let token = identity(&root)?.mint("seed", &["admin"], 3600)?;

@@ -185,6 +185,7 @@ impl FunctionHost {
         let timeout = Duration::from_secs(self.spec.timeout_secs.max(1));
         let (reply, outcome) = oneshot::channel();
         let (started, picked_up) = oneshot::channel();
+        let (handled, orders) = (crate::journal::handled(&payload), crate::journal::order_ids(&payload));
         let invocation = Invocation { id: id.clone(), payload, timeout, started, reply };
         if self.queue.send(invocation).is_err() {
             return Outcome::Crashed;
@@ -193,7 +194,8 @@ impl FunctionHost {
             tracing::warn!(function = %self.spec.logical_id, "no instance was free within {} s", QUEUE_LIMIT.as_secs());
             return Outcome::TimedOut;
         }
-        match tokio::time::timeout(timeout, outcome).await {
+        let (started_at, clock) = (time::OffsetDateTime::now_utc(), std::time::Instant::now());
+        let outcome = match tokio::time::timeout(timeout, outcome).await {
             Ok(Ok(outcome)) if self.take_crash() => {
                 tracing::warn!(function = %self.spec.logical_id, ?outcome, "crashing after the handler finished (chaos)");
                 for instance in &self.instances {
@@ -213,7 +215,41 @@ impl FunctionHost {
                 }
                 Outcome::TimedOut
             }
+        };
+        self.journal(id, handled, orders, started_at, clock.elapsed(), &outcome);
+        outcome
+    }
+
+    /// Records the invocation in the [`crate::journal`], with the orders its response named.
+    fn journal(
+        &self,
+        request_id: String,
+        handled: Vec<String>,
+        mut orders: Vec<String>,
+        started_at: time::OffsetDateTime,
+        took: Duration,
+        outcome: &Outcome,
+    ) {
+        let (outcome, response) = match outcome {
+            Outcome::Response(body) => ("ok", Some(body)),
+            Outcome::FunctionError(body) => ("error", Some(body)),
+            Outcome::Crashed => ("crashed", None),
+            Outcome::TimedOut => ("timed out", None),
+        };
+        for order in response.map(|body| crate::journal::order_ids(body)).unwrap_or_default() {
+            if !orders.contains(&order) {
+                orders.push(order);
+            }
         }
+        crate::journal::record(crate::journal::Entry {
+            function: self.spec.logical_id.clone(),
+            request_id,
+            started_at,
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            outcome,
+            handled,
+            orders,
+        });
     }
 }
 
@@ -221,7 +257,7 @@ impl FunctionHost {
 async fn supervise(binary: PathBuf, env: BTreeMap<String, String>, logs: Logs, instance: Arc<Instance>, name: String) {
     let mut restarts = 0_u32;
     loop {
-        let child = spawn(&binary, &env, &logs);
+        let child = spawn(&binary, &env, &logs, &name);
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -250,7 +286,12 @@ async fn supervise(binary: PathBuf, env: BTreeMap<String, String>, logs: Logs, i
     }
 }
 
-fn spawn(binary: &Path, env: &BTreeMap<String, String>, logs: &Logs) -> anyhow::Result<tokio::process::Child> {
+fn spawn(
+    binary: &Path,
+    env: &BTreeMap<String, String>,
+    logs: &Logs,
+    name: &str,
+) -> anyhow::Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(binary);
     command.env_clear().envs(env).stdin(Stdio::null()).kill_on_drop(true);
     if let Ok(path) = std::env::var("PATH") {
@@ -258,14 +299,30 @@ fn spawn(binary: &Path, env: &BTreeMap<String, String>, logs: &Logs) -> anyhow::
     }
     match logs {
         Logs::Inherit => {
-            command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         Logs::File(path) => {
             let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
             command.stdout(file.try_clone()?).stderr(file);
         }
     }
-    command.spawn().with_context(|| format!("spawning {}", binary.display()))
+    let mut child = command.spawn().with_context(|| format!("spawning {}", binary.display()))?;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(print_lines(stdout, name.to_owned()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(print_lines(stderr, name.to_owned()));
+    }
+    Ok(child)
+}
+
+/// Prints what a function writes, line by line, tagged and made readable ([`crate::console`]).
+async fn print_lines(output: impl tokio::io::AsyncRead + Unpin, function: String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(output).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        println!("{}", crate::console::render(&function, &line));
+    }
 }
 
 async fn next(State(state): State<ApiState>) -> Response {
