@@ -1,16 +1,19 @@
 //! The checkout and orders HTTP API.
 
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use kernel::{FieldError, OrderId, Problem, ProblemKind};
+use kernel::{FieldError, OrderId, Problem, ProblemKind, ReturnId, Warehouse};
 use lambda_glue::Caller;
 use lambda_glue::http::{self, ApiResult, Reply};
 
 use crate::order::{CheckoutInput, Flag, Refused, Status};
 use crate::pricing::ShippingMethod;
-use crate::service::{self, CartReader, CheckoutError, FulfillmentGate, OrderStore, Page, PageError, Settings};
+use crate::returns::{MAX_NOTE_CHARS, Return, ReturnInput, ReturnRefused, ReturnStatus};
+use crate::service::{
+    self, CartReader, CheckoutError, FulfillmentGate, OrderStore, Page, PageError, ReturnSummary, Settings,
+};
 use crate::view::OrderView;
 
 /// A checkout body is a few hundred bytes; 16 KiB leaves room for long addresses.
@@ -58,6 +61,30 @@ fn one_of(values: &[&str]) -> String {
         [only] => (*only).to_owned(),
         [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
+}
+
+/// A return as a response body: the return and its order.
+#[derive(Serialize)]
+struct ReturnView<'a> {
+    order_id: OrderId,
+    #[serde(flatten)]
+    ret: &'a Return,
+}
+
+#[derive(Serialize)]
+struct ReturnsBody<'a> {
+    items: &'a [ReturnSummary],
+    next_cursor: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ReceiveBody {
+    warehouse: String,
+}
+
+#[derive(Deserialize)]
+struct RejectBody {
+    note: String,
 }
 
 #[derive(Serialize)]
@@ -112,6 +139,50 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
                 service::cancel(store, &context.fulfillment, id, &caller.subject, admin, now).await.map_err(problem)?;
             Reply::json(200, &OrderView::new(&order, caller.is_admin()))
         }
+        "POST /orders/{id}/returns" => {
+            let caller = Caller::from_request(request)?;
+            let input: ReturnInput = http::json_body(request, MAX_BODY_BYTES)?;
+            let (order_id, ret) =
+                service::request_return(store, &context.settings, order_id(request)?, &caller.subject, input, now)
+                    .await
+                    .map_err(problem)?;
+            Reply::json(201, &ReturnView { order_id, ret: &ret })
+        }
+        "GET /admin/returns" => {
+            Caller::admin(request)?;
+            let (limit, cursor) = paging(request)?;
+            let raw = http::query_param(request, "status").unwrap_or("");
+            let status = ReturnStatus::parse(raw).ok_or_else(|| {
+                let statuses: Vec<_> = ReturnStatus::ALL.iter().map(|s| s.as_str()).collect();
+                bad_query("query:status", format!("`{raw}` is not one of {}", one_of(&statuses)))
+            })?;
+            let page = store.returns_by_status(status, limit, cursor).await.map_err(page_problem)?;
+            Reply::json(200, &ReturnsBody { items: &page.items, next_cursor: page.next_cursor.as_deref() })
+        }
+        "GET /admin/returns/{id}" => {
+            Caller::admin(request)?;
+            let (order_id, ret) = service::return_for_admin(store, return_id(request)?).await.map_err(problem)?;
+            Reply::json(200, &ReturnView { order_id, ret: &ret })
+        }
+        "POST /admin/returns/{id}/receive" => {
+            Caller::admin(request)?;
+            let id = return_id(request)?;
+            let body: ReceiveBody = http::json_body(request, MAX_BODY_BYTES)?;
+            let warehouse = Warehouse::parse(&body.warehouse).map_err(|e| field("/warehouse", e))?;
+            let (order_id, ret) = service::receive_return(store, id, warehouse, now).await.map_err(problem)?;
+            Reply::json(200, &ReturnView { order_id, ret: &ret })
+        }
+        "POST /admin/returns/{id}/reject" => {
+            Caller::admin(request)?;
+            let id = return_id(request)?;
+            let body: RejectBody = http::json_body(request, MAX_BODY_BYTES)?;
+            let note = body.note.trim().to_owned();
+            if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
+                return Err(field("/note", format!("must be 1 to {MAX_NOTE_CHARS} characters")));
+            }
+            let (order_id, ret) = service::reject_return(store, id, note, now).await.map_err(problem)?;
+            Reply::json(200, &ReturnView { order_id, ret: &ret })
+        }
         "GET /admin/orders" => {
             Caller::admin(request)?;
             let (limit, cursor) = paging(request)?;
@@ -162,6 +233,14 @@ fn problem(error: CheckoutError) -> Problem {
         CheckoutError::NotCancellable(refused @ Refused::Impossible { .. }) => {
             Problem::new(ProblemKind::Conflict, refused.to_string())
         }
+        CheckoutError::Return(ReturnRefused::Invalid(errors)) => Problem::invalid_fields(errors),
+        CheckoutError::Return(ReturnRefused::NotFound(id)) => {
+            Problem::new(ProblemKind::NotFound, format!("There is no return `{id}`."))
+        }
+        CheckoutError::ReturnNotFound(id) => Problem::new(ProblemKind::NotFound, format!("There is no return `{id}`.")),
+        CheckoutError::Return(refused @ ReturnRefused::Conflict(_)) => {
+            Problem::new(ProblemKind::Conflict, refused.to_string())
+        }
         CheckoutError::Busy => {
             Problem::new(ProblemKind::Conflict, "The order is being changed by another request; try again.")
         }
@@ -195,6 +274,15 @@ fn idempotency_key(request: &Request) -> Result<&str, Problem> {
         .with_errors(vec![FieldError::new("header:Idempotency-Key", "is required")]));
     }
     Ok(key)
+}
+
+fn return_id(request: &Request) -> Result<ReturnId, Problem> {
+    let raw = http::path_param(request, "id")?;
+    raw.parse().map_err(|_| problem(CheckoutError::ReturnNotFound(raw.to_owned())))
+}
+
+fn field(pointer: &str, detail: impl Into<String>) -> Problem {
+    Problem::invalid_fields(vec![FieldError::new(pointer, detail)])
 }
 
 fn order_id(request: &Request) -> Result<OrderId, Problem> {

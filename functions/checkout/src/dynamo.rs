@@ -7,6 +7,7 @@
 //! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon: +1 on placement, −1 on cancellation |
 //! | outbox      | `OUTBOX#{event}`            | `OUTBOX` | see [`adapters::outbox`]                |
 //! | inbox       | `INBOX#{event}`             | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
+//! | return      | `RETURN#{id}`               | `RETURN` | the admin listing's copy of a return, with its `order_id` |
 //!
 //! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
 //! (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`), present only
@@ -14,11 +15,18 @@
 //! only while the order has a flag, for `GET /admin/orders?flag=` (sparse: an order costs an
 //! index write only while flagged, which is rare; the flag itself is a filter on that small
 //! partition). Ids are ULIDs: newest first is descending key order.
+//!
+//! Returns live on their order item (which decides them under its version); each also has an
+//! item of its own, rewritten in the same transaction as the order whenever it changes, for the
+//! admin: `GET /admin/returns/{id}` is one `GetItem` of it, and the `Returns` index
+//! (`RETURNS#{status}`, id) lists them by status. Only return items carry its keys, and it
+//! projects the listing's few attributes (INCLUDE), not whole items: a status change costs one
+//! small index write, and orders never enter it.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -27,13 +35,15 @@ use adapters::dynamo::{
 };
 use adapters::outbox;
 use adapters::{Cursor, CursorKeys};
-use domain_events::Envelope;
-use kernel::OrderId;
+use kernel::{OrderId, ReturnId};
 
 use crate::order::{CaptureFailure, Flag, Order, Status};
 use kernel::page::Page as SweepPage;
 
-use crate::service::{OrderStore, Page, PageError, Placed, Placement, Saved, SavedReply, StoreError};
+use crate::returns::{Dispute, Return, ReturnStatus};
+use crate::service::{
+    OrderStore, Page, PageError, Placed, Placement, ReturnSummary, ReturnsPage, Saved, SavedReply, StoreError, Write,
+};
 
 /// The index of open orders by deadline, and its one partition.
 const OPEN_INDEX: &str = "Open";
@@ -42,6 +52,9 @@ const OPEN_PARTITION: &str = "OPEN";
 /// The sparse index of orders an admin must look at, and its one partition.
 const FLAGGED_INDEX: &str = "Flagged";
 const FLAGGED_PARTITION: &str = "FLAGGED";
+
+/// The index of returns by status.
+const RETURNS_INDEX: &str = "Returns";
 
 /// Saved replies are kept a day, as Stripe keeps idempotency keys.
 const REPLY_RETENTION_SECS: i64 = 24 * 3600;
@@ -65,6 +78,8 @@ enum Action {
     Outbox,
     /// A limited coupon's redemption count: below its limit.
     Coupon,
+    /// A return's own item (unconditional: the order's version decides).
+    Return,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,6 +106,9 @@ struct OrderRecord {
     flags: Vec<Flag>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     capture_failure: Option<CaptureFailure>,
+    /// [`Order::disputes`], which only admins see.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    disputes: Vec<Dispute>,
     #[serde(flatten)]
     order: Order,
 }
@@ -114,6 +132,7 @@ impl OrderRecord {
             coupon_redemption: order.coupon_redemption.clone(),
             flags: order.flags.clone(),
             capture_failure: order.capture_failure.clone(),
+            disputes: order.disputes.clone(),
             order: order.clone(),
         }
     }
@@ -123,6 +142,7 @@ impl OrderRecord {
             coupon_redemption: self.coupon_redemption,
             flags: self.flags,
             capture_failure: self.capture_failure,
+            disputes: self.disputes,
             ..self.order
         };
         // Orders authorized before the order kept the amount: payment authorizes the total.
@@ -130,6 +150,33 @@ impl OrderRecord {
             order.payment.authorized = Some(order.totals.total);
         }
         order
+    }
+}
+
+/// A return's own item: the admin listing's copy, and where its order is.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReturnRecord {
+    pk: String,
+    sk: String,
+    gsi5pk: String,
+    gsi5sk: String,
+    order_id: OrderId,
+    customer: String,
+    #[serde(flatten)]
+    ret: Return,
+}
+
+impl ReturnRecord {
+    fn new(order: &Order, ret: &Return) -> Self {
+        Self {
+            pk: format!("RETURN#{}", ret.id),
+            sk: "RETURN".to_owned(),
+            gsi5pk: format!("RETURNS#{}", ret.status.as_str()),
+            gsi5sk: ret.id.to_string(),
+            order_id: order.order_id,
+            customer: order.customer.clone(),
+            ret: ret.clone(),
+        }
     }
 }
 
@@ -172,6 +219,20 @@ impl DynamoOrders {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, PageError> {
+        let (items, next_cursor) = self.query_page(index, partition, flag, limit, cursor).await?;
+        let records: Vec<OrderRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
+        Ok(Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor })
+    }
+
+    /// The items of a page of `index`'s `partition`, newest first, and the signed cursor of the next.
+    async fn query_page(
+        &self,
+        index: &str,
+        partition: (&str, String),
+        flag: Option<Flag>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<String>), PageError> {
         let (pk_name, pk_value) = partition;
         let sk_name = pk_name.replace("pk", "sk");
         let key_names = ["pk", "sk", pk_name, sk_name.as_str()];
@@ -209,9 +270,7 @@ impl DynamoOrders {
             .as_ref()
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
             .map(|c| c.encode(&self.cursor_keys));
-        let records: Vec<OrderRecord> =
-            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
-        Ok(Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor })
+        Ok((output.items.unwrap_or_default(), next_cursor))
     }
 }
 
@@ -270,16 +329,11 @@ impl OrderStore for DynamoOrders {
         Ok(order.transpose().map_err(Unavailable::from)?)
     }
 
-    async fn save(
-        &self,
-        order: &Order,
-        expected: u64,
-        events: &[Envelope],
-        returned_coupon: Option<&str>,
-    ) -> Result<Saved, StoreError> {
+    async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError> {
+        let Write { events, returned_coupon, returns } = write;
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
         let record = serde_dynamo::to_item(OrderRecord::new(order)).map_err(Unavailable::from)?;
-        if events.is_empty() && returned_coupon.is_none() {
+        if events.is_empty() && returned_coupon.is_none() && returns.is_empty() {
             // Nothing to write with it (the shipment and capture steps announce nothing): one
             // conditional PutItem, since a transaction bills every write twice.
             let put = self
@@ -302,6 +356,12 @@ impl OrderStore for DynamoOrders {
         for event in events {
             tx.push(Action::Outbox, outbox::put(&self.table, event).map_err(Unavailable::from)?);
         }
+        for ret in returns {
+            // No condition of its own: the order's version condition decides the change.
+            let item = serde_dynamo::to_item(ReturnRecord::new(order, ret)).map_err(Unavailable::from)?;
+            let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(Unavailable::from)?;
+            tx.push(Action::Return, TransactWriteItem::builder().put(put).build());
+        }
         if let Some(code) = returned_coupon {
             // No condition: the count was raised when this order was placed, so it is at least 1.
             let update = Update::builder()
@@ -319,6 +379,25 @@ impl OrderStore for DynamoOrders {
             Err(TransactionError::Conflict) => Ok(Saved::Stale),
             Err(failure) => Err(StoreError(Unavailable::new(failure))),
         }
+    }
+
+    async fn get_return(&self, id: ReturnId) -> Result<Option<(OrderId, Return)>, StoreError> {
+        let item = get_consistent(&self.client, &self.table, key(format!("RETURN#{id}"), "RETURN")).await?;
+        let Some(item) = item else { return Ok(None) };
+        let record: ReturnRecord = serde_dynamo::from_item(item).map_err(Unavailable::from)?;
+        Ok(Some((record.order_id, record.ret)))
+    }
+
+    async fn returns_by_status(
+        &self,
+        status: ReturnStatus,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ReturnsPage, PageError> {
+        let partition = ("gsi5pk", format!("RETURNS#{}", status.as_str()));
+        let (items, next_cursor) = self.query_page(RETURNS_INDEX, partition, None, limit, cursor).await?;
+        let items: Vec<ReturnSummary> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
+        Ok(ReturnsPage { items, next_cursor })
     }
 
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {

@@ -1,5 +1,5 @@
-//! The checkout saga consumer: stock, payment and fulfillment events move orders; a schedule
-//! times them out.
+//! The checkout saga consumer: stock, payment and fulfillment events move orders, refunds and
+//! disputes are recorded on them; a schedule times them out.
 
 use time::OffsetDateTime;
 
@@ -9,6 +9,7 @@ use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger
 use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::order::{Dispatch, SagaStep, ShipmentLine};
+use crate::returns::{Dispute, Refund};
 use crate::service::{self, CheckoutError, OrderStore, SWEEP_PAGE};
 
 /// The longest one message (or one timeout) takes: a read and a versioned transaction, retried a few times on a race.
@@ -98,6 +99,20 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
         }
         Event::ShipmentCancelled(e) => {
             (e.order_id, SagaStep::ShipmentCancelled { shipment: e.shipment_id, count: e.shipment_count })
+        }
+        Event::RefundIssued(e) => {
+            let refund = Refund {
+                refund_id: e.refund_id,
+                amount: e.amount,
+                reason: e.reason,
+                return_id: e.return_id,
+                at: occurred_at,
+            };
+            (e.order_id, SagaStep::RefundIssued(refund))
+        }
+        Event::PaymentDisputed(e) => {
+            let dispute = Dispute { dispute_id: e.dispute_id, amount: e.amount, reason: e.reason, at: occurred_at };
+            (e.order_id, SagaStep::PaymentDisputed(dispute))
         }
         other => {
             return Err(HandlerError::Permanent(format!("checkout does not subscribe to {}", other.detail_type())));

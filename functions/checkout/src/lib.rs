@@ -4,6 +4,8 @@
 //!   order's shipments and capture after the confirmation.
 //! - [`view`]: the order as the API shows it, with its timeline (and, for admins, its flags).
 //! - [`pricing`]: totals by configuration (shipping, tax, promotions).
+//! - [`returns`]: returns of delivered units, what they pay back, and the refunds and disputes
+//!   the order shows.
 //! - [`service`]: placement (idempotent per `Idempotency-Key`), order queries and cancellation,
 //!   and the saga steps, over the [`service::OrderStore`], [`service::CartReader`] and
 //!   [`service::FulfillmentGate`] ports.
@@ -11,9 +13,10 @@
 //!   [`fulfillment_client`]: fulfillment's `HoldForCancel` query over Lambda, asked before a
 //!   customer cancel of a confirmed order.
 //! - [`api`]: `POST /checkout`, `GET /orders[/{id}]`, `POST /orders/{id}/cancel`,
-//!   `GET /admin/orders` (by status or flag), `GET /shipping-methods` (binary `checkout`).
-//! - [`events`]: the saga consumer (stock, payment and fulfillment events) and timeout sweep
-//!   (binary `checkout-events`).
+//!   `POST /orders/{id}/returns`, `GET /admin/orders` (by status or flag), `GET /admin/returns[/{id}]`,
+//!   `POST /admin/returns/{id}/receive|reject`, `GET /shipping-methods` (binary `checkout`).
+//! - [`events`]: the saga consumer (stock, payment, refund, dispute and fulfillment events) and
+//!   timeout sweep (binary `checkout-events`).
 
 pub mod api;
 pub mod cart_client;
@@ -23,6 +26,7 @@ pub mod fulfillment_client;
 mod invoke;
 pub mod order;
 pub mod pricing;
+pub mod returns;
 pub mod service;
 pub mod view;
 
@@ -44,9 +48,14 @@ impl Config {
                 |e| ConfigError::Invalid { name: "PRICING_CONFIG", value: "(json)".to_owned(), reason: e.to_string() },
             )?;
         let timeout: i64 = lambda_glue::config::parsed_or("ORDER_TIMEOUT_SECONDS", 600)?;
+        let return_window_days: u16 = lambda_glue::config::parsed_or("RETURN_WINDOW_DAYS", 30)?;
         Ok(Self {
             table: lambda_glue::config::required("CHECKOUT_TABLE")?,
-            settings: service::Settings { pricing, timeout: time::Duration::seconds(timeout) },
+            settings: service::Settings {
+                pricing,
+                timeout: time::Duration::seconds(timeout),
+                return_window: time::Duration::days(i64::from(return_window_days)),
+            },
         })
     }
 }

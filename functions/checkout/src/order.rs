@@ -36,6 +36,7 @@ use domain_events::inventory::RejectionReason;
 use kernel::{CartId, FieldError, Money, OrderId, ShipmentId, Sku};
 
 use crate::pricing::Totals;
+use crate::returns::{Dispute, Refund, Return};
 
 /// ISO 3166-1 alpha-2 country codes.
 const COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR \
@@ -312,6 +313,12 @@ pub struct PaymentFacts {
     /// once the order leaves `requires_action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// Everything paid back so far: the sum of `refunds`.
+    #[serde(default)]
+    pub refunded: Option<Money>,
+    /// Each refund payment announced (`RefundIssued`), in the order checkout heard of them.
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
 }
 
 /// Something an admin must look at (`GET /admin/orders?flag=`). Shown to admins only.
@@ -323,10 +330,12 @@ pub enum Flag {
     /// A shipment left (or a capture proved one did) after the order was cancelled: the goods
     /// are gone although inventory took them back and payment voided the authorization.
     DispatchedAfterCancel,
+    /// The customer's bank opened a dispute (chargeback) on the payment: answer it in Stripe.
+    Disputed,
 }
 
 impl Flag {
-    pub const ALL: [Self; 2] = [Self::CaptureFailed, Self::DispatchedAfterCancel];
+    pub const ALL: [Self; 3] = [Self::CaptureFailed, Self::DispatchedAfterCancel, Self::Disputed];
 
     pub fn parse(raw: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
@@ -336,6 +345,7 @@ impl Flag {
         match self {
             Self::CaptureFailed => "capture_failed",
             Self::DispatchedAfterCancel => "dispatched_after_cancel",
+            Self::Disputed => "disputed",
         }
     }
 }
@@ -355,6 +365,10 @@ pub struct OrderLine {
     pub quantity: u32,
     pub unit_price: Money,
     pub line_total: Money,
+    /// The line's share of the order's discount (see [`crate::pricing::priced`]), which a return
+    /// of its units does not pay back. Absent on orders placed before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Money>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,6 +403,12 @@ pub struct Order {
     pub shipment_count: Option<u32>,
     #[serde(default)]
     pub shipments: Vec<Shipment>,
+    /// The customer's returns, oldest first (see [`crate::returns`]).
+    #[serde(default)]
+    pub returns: Vec<Return>,
+    /// Disputes on the payment. Kept in storage, shown to admins only.
+    #[serde(skip)]
+    pub disputes: Vec<Dispute>,
     /// What an admin must look at. Kept in storage, shown to admins only.
     #[serde(skip)]
     pub flags: Vec<Flag>,
@@ -456,6 +476,10 @@ pub enum SagaStep {
         reason: String,
         at: OffsetDateTime,
     },
+    /// Payment paid money back (`RefundIssued`).
+    RefundIssued(Refund),
+    /// The customer's bank disputes the payment (`PaymentDisputed`).
+    PaymentDisputed(Dispute),
 }
 
 /// A shipment left its warehouse.
@@ -746,6 +770,20 @@ impl Order {
                 self.flag(Flag::CaptureFailed);
                 Vec::new()
             }
+            // Money paid back and disputes are facts about the captured payment, whatever the
+            // order's status: recorded once each, by their ids.
+            (_, SagaStep::RefundIssued(refund)) => {
+                if !self.record_refund(refund) {
+                    return Ok(None);
+                }
+                Vec::new()
+            }
+            (_, SagaStep::PaymentDisputed(dispute)) => {
+                if !self.record_dispute(dispute) {
+                    return Ok(None);
+                }
+                Vec::new()
+            }
             _ => return Err(refused(self)),
         };
         self.version += 1;
@@ -800,6 +838,8 @@ mod tests {
             payment: PaymentFacts::default(),
             shipment_count: None,
             shipments: Vec::new(),
+            returns: Vec::new(),
+            disputes: Vec::new(),
             flags: Vec::new(),
             capture_failure: None,
             coupon_redemption: None,
@@ -1042,7 +1082,13 @@ mod tests {
         let order = confirmed();
         assert_eq!(
             order.payment,
-            PaymentFacts { authorized: Some(usd(2500)), captured: None, captured_at: None, client_secret: None }
+            PaymentFacts {
+                authorized: Some(usd(2500)),
+                captured: None,
+                captured_at: None,
+                client_secret: None,
+                ..Default::default()
+            }
         );
     }
 

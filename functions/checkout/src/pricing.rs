@@ -158,6 +158,47 @@ pub fn totals(
     country: &str,
     coupon: Option<&str>,
 ) -> Result<Totals, PricingError> {
+    priced(config, lines, method, country, coupon).map(|(totals, _)| totals)
+}
+
+/// Splits `off` over the lines of `amounts` marked `eligible`, in proportion to their amounts:
+/// each takes the floor of its share, and the minor units left go one each to the largest
+/// remainders (earlier lines first on a tie), so the shares add up to `off` exactly.
+pub fn split(off: i64, amounts: &[i64], eligible: impl Fn(usize) -> bool) -> Vec<i64> {
+    let weight = |i: usize| if eligible(i) { i128::from(amounts[i].max(0)) } else { 0 };
+    let total: i128 = (0..amounts.len()).map(weight).sum();
+    let mut shares = vec![0_i64; amounts.len()];
+    if total == 0 || off <= 0 {
+        return shares;
+    }
+    let mut remainders = Vec::with_capacity(amounts.len());
+    let mut given: i128 = 0;
+    for (i, share) in shares.iter_mut().enumerate() {
+        let exact = i128::from(off) * weight(i);
+        let floor = exact / total;
+        *share = i64::try_from(floor).unwrap_or(i64::MAX);
+        given += floor;
+        remainders.push((exact % total, i));
+    }
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let left = usize::try_from(i128::from(off) - given).unwrap_or(0);
+    for (_, i) in remainders.into_iter().filter(|(_, i)| weight(*i) > 0).take(left) {
+        shares[i] += 1;
+    }
+    shares
+}
+
+/// [`totals`], and each line's share of the discount (in the order of `lines`): a category
+/// promotion's amount is split over that category's lines, an order promotion's over every line,
+/// each in proportion to the lines' amounts ([`split`]). A line's share never exceeds its amount.
+/// Kept on the order lines, it says how much of each line a return pays back.
+pub fn priced(
+    config: &PricingConfig,
+    lines: &[PricedLine],
+    method: &str,
+    country: &str,
+    coupon: Option<&str>,
+) -> Result<(Totals, Vec<Money>), PricingError> {
     let first = lines.first().ok_or(PricingError::Empty)?;
     let currency =
         first.offer.as_ref().ok_or_else(|| PricingError::NotSold(first.sku.to_string()))?.unit_price.currency();
@@ -183,22 +224,42 @@ pub fn totals(
     }
     let mut discount = Money::zero(currency);
     let mut descriptions = Vec::new();
+    // Every line has an offer: the loop above returned `NotSold` otherwise.
+    let amounts: Vec<i64> = lines
+        .iter()
+        .map(|line| line.offer.as_ref().map_or(0, |o| o.unit_price.amount().saturating_mul(i64::from(line.quantity))))
+        .collect();
+    let categories: Vec<&str> =
+        lines.iter().map(|line| line.offer.as_ref().map_or("", |o| o.category.as_str())).collect();
+    let mut line_discounts = vec![0_i64; lines.len()];
     for promotion in applied {
-        let off = match &promotion.rule {
+        let (off, shares) = match &promotion.rule {
             Rule::PercentOffCategory { category, percent } => match by_category.get(category.as_str()) {
-                Some(amount) => share(*amount, *percent, 100)?,
+                Some(amount) => {
+                    let off = share(*amount, *percent, 100)?;
+                    (off, split(off.amount(), &amounts, |i| categories[i] == category.as_str()))
+                }
                 None => continue,
             },
             Rule::AmountOffOver { currency: code, threshold, amount_off } => {
                 if code != currency.code() || subtotal.amount() < *threshold {
                     continue;
                 }
-                Money::new(*amount_off, currency)?
+                let off = Money::new(*amount_off, currency)?;
+                (off, split(off.amount(), &amounts, |_| true))
             }
         };
         discount = discount.checked_add(off)?;
+        for (total, share) in line_discounts.iter_mut().zip(shares) {
+            *total = total.saturating_add(share);
+        }
         descriptions.push(promotion.description.clone());
     }
+    let line_discounts = line_discounts
+        .iter()
+        .zip(&amounts)
+        .map(|(off, amount)| Money::new((*off).min(*amount).max(0), currency))
+        .collect::<Result<Vec<_>, _>>()?;
     // A discount never makes merchandise cost less than nothing.
     if discount.amount() > subtotal.amount() {
         discount = subtotal;
@@ -227,7 +288,7 @@ pub fn totals(
         Some(adjustment) => exact.checked_add(adjustment)?,
         None => exact,
     };
-    Ok(Totals { subtotal, discount, shipping, tax, rounding, total, promotions: descriptions })
+    Ok((Totals { subtotal, discount, shipping, tax, rounding, total, promotions: descriptions }, line_discounts))
 }
 
 #[cfg(test)]

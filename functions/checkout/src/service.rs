@@ -8,10 +8,11 @@ use domain_events::checkout::{CartSnapshot, OrderLine as EventLine, OrderPlaced}
 use domain_events::queries::{HoldForCancelReply, PricedCart};
 use domain_events::{Envelope, Event, Metadata};
 use kernel::page::Page as SweepPage;
-use kernel::{CartId, FieldError, OrderId};
+use kernel::{CartId, FieldError, OrderId, ReturnId, Warehouse};
 
 use crate::order::{CheckoutInput, Flag, Order, OrderLine, PaymentFacts, Refused, SagaStep, Status, Transition};
 use crate::pricing::{self, PricingConfig, PricingError};
+use crate::returns::{Return, ReturnInput, ReturnRefused, ReturnStatus};
 use crate::view::OrderView;
 
 /// A response saved under an idempotency key, to replay to retries.
@@ -56,6 +57,38 @@ pub enum Saved {
 #[error("checkout storage failed")]
 pub struct StoreError(#[from] pub Unavailable);
 
+/// What an order write carries along.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Write<'a> {
+    /// Outbox events.
+    pub events: &'a [Envelope],
+    /// A limited coupon whose redemption goes back (the order was cancelled).
+    pub returned_coupon: Option<&'a str>,
+    /// Returns the change created or moved: their listing copies are written too.
+    pub returns: &'a [Return],
+}
+
+/// A return as the admin listing shows it (what its index projects).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReturnSummary {
+    pub id: ReturnId,
+    pub order_id: OrderId,
+    pub status: ReturnStatus,
+    pub reason: crate::returns::ReturnReason,
+    pub lines: Vec<domain_events::checkout::ReturnLine>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    #[serde(default)]
+    pub refund: Option<kernel::Money>,
+}
+
+/// A page of returns.
+#[derive(Debug, Clone)]
+pub struct ReturnsPage {
+    pub items: Vec<ReturnSummary>,
+    pub next_cursor: Option<String>,
+}
+
 /// A page of orders.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -86,15 +119,18 @@ pub trait OrderStore {
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError>;
     async fn place(&self, placement: &Placement) -> Result<Placed, StoreError>;
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
-    /// Writes `order` and its events if the stored version is still `expected`; with
-    /// `returned_coupon`, gives that coupon's redemption back in the same transaction.
-    async fn save(
+    /// Writes `order` and what comes with it ([`Write`]) if the stored version is still
+    /// `expected`, in one transaction.
+    async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError>;
+    /// A return and its order, from the return's own item.
+    async fn get_return(&self, id: ReturnId) -> Result<Option<(OrderId, Return)>, StoreError>;
+    /// Returns in `status`, newest first.
+    async fn returns_by_status(
         &self,
-        order: &Order,
-        expected: u64,
-        events: &[Envelope],
-        returned_coupon: Option<&str>,
-    ) -> Result<Saved, StoreError>;
+        status: ReturnStatus,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ReturnsPage, PageError>;
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError>;
     /// Orders that carry `flag`, newest first. Pages may hold fewer than `limit` (the index holds
@@ -144,6 +180,10 @@ pub enum CheckoutError {
     NotFound(String),
     #[error(transparent)]
     NotCancellable(Refused),
+    #[error(transparent)]
+    Return(ReturnRefused),
+    #[error("no return {0}")]
+    ReturnNotFound(String),
     #[error("the order kept changing")]
     Busy,
     #[error(transparent)]
@@ -181,6 +221,8 @@ pub struct Settings {
     pub pricing: PricingConfig,
     /// How long an order may wait for stock and payment before it is cancelled.
     pub timeout: Duration,
+    /// How long after a delivery its units may be returned (`RETURN_WINDOW_DAYS`, default 30).
+    pub return_window: Duration,
 }
 
 /// `POST /checkout`: places an order once per idempotency key, however often it is retried.
@@ -216,7 +258,7 @@ pub async fn place_order(
         .priced_cart(request.cart_id, customer)
         .await?
         .ok_or_else(|| invalid("/cart_id", format!("you have no cart {}", request.cart_id)))?;
-    let totals = pricing::totals(
+    let (totals, line_discounts) = pricing::priced(
         &settings.pricing,
         &cart.lines,
         &request.shipping_method,
@@ -228,7 +270,8 @@ pub async fn place_order(
     let lines: Vec<OrderLine> = cart
         .lines
         .iter()
-        .filter_map(|line| {
+        .zip(line_discounts)
+        .filter_map(|(line, discount)| {
             let offer = line.offer.as_ref()?;
             Some(OrderLine {
                 sku: line.sku.clone(),
@@ -236,6 +279,7 @@ pub async fn place_order(
                 quantity: line.quantity,
                 unit_price: offer.unit_price,
                 line_total: offer.unit_price.checked_mul(line.quantity).ok()?,
+                discount: (discount.amount() > 0).then_some(discount),
             })
         })
         .collect();
@@ -261,6 +305,8 @@ pub async fn place_order(
         payment: PaymentFacts::default(),
         shipment_count: None,
         shipments: Vec::new(),
+        returns: Vec::new(),
+        disputes: Vec::new(),
         flags: Vec::new(),
         capture_failure: None,
         coupon_redemption: coupon_limit.as_ref().map(|(code, _)| code.clone()),
@@ -346,11 +392,22 @@ async fn advance(
     step: &SagaStep,
     now: OffsetDateTime,
 ) -> Result<Order, CheckoutError> {
+    update(store, order, |order| order.apply(step, now).map_err(CheckoutError::NotCancellable)).await
+}
+
+/// Changes an order with optimistic concurrency: `change` decides on the order as read (`None`:
+/// nothing to write; `Some(events)`: write it with these events). The first attempt decides on
+/// `order`, the one the caller read; after a lost race (the save is conditional on the version
+/// read), on the order as it is now. Returns the order as written (or as it was, if unchanged).
+async fn update(
+    store: &impl OrderStore,
+    order: Order,
+    change: impl Fn(&mut Order) -> Result<Option<Vec<Event>>, CheckoutError>,
+) -> Result<Order, CheckoutError> {
     let id = order.order_id;
-    // The first attempt applies the step to the order the caller read; after a lost race (the
-    // save is conditional on the version read), to the order as it is now.
     let mut first = Some(order);
-    let advanced = until_won(|| {
+    let change = &change;
+    let updated = until_won(|| {
         let read = first.take();
         async move {
             let mut order = match read {
@@ -358,7 +415,8 @@ async fn advance(
                 None => store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?,
             };
             let (expected, was_cancelled) = (order.version, order.status == Status::Cancelled);
-            let events = match order.apply(step, now).map_err(CheckoutError::NotCancellable)? {
+            let returns_before = order.returns.clone();
+            let events = match change(&mut order)? {
                 None => return Ok::<_, CheckoutError>(Attempt::Done(order)),
                 Some(events) => events,
             };
@@ -369,9 +427,12 @@ async fn advance(
             let returned_coupon = (order.status == Status::Cancelled && !was_cancelled)
                 .then_some(order.coupon_redemption.as_deref())
                 .flatten();
-            Ok(match store.save(&order, expected, &envelopes, returned_coupon).await? {
+            // The admin listing's copy of every return this change touched.
+            let changed: Vec<Return> = order.returns.iter().filter(|r| !returns_before.contains(r)).cloned().collect();
+            let write = Write { events: &envelopes, returned_coupon, returns: &changed };
+            Ok(match store.save(&order, expected, write).await? {
                 Saved::Done => {
-                    tracing::info!(order_id = %id, status = order.status.as_str(), "order advanced");
+                    tracing::info!(order_id = %id, status = order.status.as_str(), "order changed");
                     Attempt::Done(order)
                 }
                 Saved::Stale => Attempt::Lost,
@@ -379,7 +440,80 @@ async fn advance(
         }
     })
     .await?;
-    advanced.ok_or(CheckoutError::Busy)
+    updated.ok_or(CheckoutError::Busy)
+}
+
+/// `POST /orders/{id}/returns`: the order's owner asks to send delivered units back. Another
+/// customer's order is not found; lines that do not fit what was delivered (or whose window
+/// closed) are refused, each named.
+pub async fn request_return(
+    store: &impl OrderStore,
+    settings: &Settings,
+    order_id: OrderId,
+    customer: &str,
+    input: ReturnInput,
+    now: OffsetDateTime,
+) -> Result<(OrderId, Return), CheckoutError> {
+    let order = order_for(store, order_id, customer, false).await?;
+    let request = input.parse().map_err(CheckoutError::Invalid)?;
+    let id = ReturnId::new();
+    let window = settings.return_window;
+    let order = update(store, order, |order| {
+        order.request_return(id, request.clone(), window, now).map_err(CheckoutError::Return)?;
+        Ok(Some(Vec::new()))
+    })
+    .await?;
+    tracing::info!(%order_id, return_id = %id, "return requested");
+    returned(&order, id)
+}
+
+fn returned(order: &Order, id: ReturnId) -> Result<(OrderId, Return), CheckoutError> {
+    let found = order.find_return(id).cloned().ok_or_else(|| CheckoutError::ReturnNotFound(id.to_string()))?;
+    Ok((order.order_id, found))
+}
+
+/// A return, for an admin: found by its own item, which names its order.
+pub async fn return_for_admin(store: &impl OrderStore, id: ReturnId) -> Result<(OrderId, Return), CheckoutError> {
+    store.get_return(id).await?.ok_or_else(|| CheckoutError::ReturnNotFound(id.to_string()))
+}
+
+/// Reads the order of return `id` and applies an admin's decision to it.
+async fn decide_return(
+    store: &impl OrderStore,
+    id: ReturnId,
+    decide: impl Fn(&mut Order) -> Result<Option<Vec<Event>>, ReturnRefused>,
+) -> Result<(OrderId, Return), CheckoutError> {
+    let (order_id, _) = return_for_admin(store, id).await?;
+    let order = store.get(order_id).await?.ok_or_else(|| CheckoutError::ReturnNotFound(id.to_string()))?;
+    let order = update(store, order, |order| decide(order).map_err(CheckoutError::Return)).await?;
+    returned(&order, id)
+}
+
+/// `POST /admin/returns/{id}/receive`: the units are back in `warehouse`; the return's refund is
+/// decided and `ReturnReceived` goes out with the order's write, once. Received again in the
+/// same warehouse: the same answer, no second event.
+pub async fn receive_return(
+    store: &impl OrderStore,
+    id: ReturnId,
+    warehouse: Warehouse,
+    now: OffsetDateTime,
+) -> Result<(OrderId, Return), CheckoutError> {
+    let received = decide_return(store, id, |order| {
+        Ok(order.receive_return(id, warehouse.clone(), now)?.map(|event| vec![event]))
+    })
+    .await?;
+    tracing::info!(order_id = %received.0, return_id = %id, "return received");
+    Ok(received)
+}
+
+/// `POST /admin/returns/{id}/reject`: the return is refused; its units may be asked for again.
+pub async fn reject_return(
+    store: &impl OrderStore,
+    id: ReturnId,
+    note: String,
+    now: OffsetDateTime,
+) -> Result<(OrderId, Return), CheckoutError> {
+    decide_return(store, id, |order| Ok(order.reject_return(id, note.clone(), now)?.then(Vec::new))).await
 }
 
 /// `POST /orders/{id}/cancel`: the customer cancels until a shipment has left
@@ -466,20 +600,26 @@ mod tests {
         async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
             Ok(self.orders.lock().unwrap().get(&id).cloned())
         }
-        async fn save(
-            &self,
-            order: &Order,
-            expected: u64,
-            events: &[Envelope],
-            _: Option<&str>,
-        ) -> Result<Saved, StoreError> {
+        async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError> {
             let mut orders = self.orders.lock().unwrap();
             if orders.get(&order.order_id).map(|o| o.version) != Some(expected) {
                 return Ok(Saved::Stale);
             }
             orders.insert(order.order_id, order.clone());
-            self.published.lock().unwrap().extend(events.iter().map(|e| e.event.clone()));
+            self.published.lock().unwrap().extend(write.events.iter().map(|e| e.event.clone()));
             Ok(Saved::Done)
+        }
+        async fn get_return(&self, id: ReturnId) -> Result<Option<(OrderId, Return)>, StoreError> {
+            let orders = self.orders.lock().unwrap();
+            Ok(orders.values().find_map(|o| Some((o.order_id, o.find_return(id)?.clone()))))
+        }
+        async fn returns_by_status(
+            &self,
+            _: ReturnStatus,
+            _: usize,
+            _: Option<&str>,
+        ) -> Result<ReturnsPage, PageError> {
+            Ok(ReturnsPage { items: Vec::new(), next_cursor: None })
         }
         async fn by_customer(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page, PageError> {
             Ok(empty())
@@ -554,6 +694,8 @@ mod tests {
             payment: PaymentFacts::default(),
             shipment_count: None,
             shipments: Vec::new(),
+            returns: Vec::new(),
+            disputes: Vec::new(),
             flags: Vec::new(),
             capture_failure: None,
             coupon_redemption: None,

@@ -7,9 +7,10 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use kernel::{Money, ShipmentId};
+use kernel::{Money, ReturnId, ShipmentId};
 
 use crate::order::{CaptureFailure, Flag, Order, Status};
+use crate::returns::{Dispute, ReturnState};
 
 /// What happened, in a timeline entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,6 +30,10 @@ pub enum Happening {
     Captured,
     /// Admins only.
     CaptureFailed,
+    /// Money paid back (`amount`, and `return_id` when it paid a return).
+    Refunded,
+    /// Admins only: the payment is disputed (`amount`, `reason`).
+    Disputed,
 }
 
 impl From<Status> for Happening {
@@ -59,14 +64,17 @@ pub struct Moment {
     /// The amount, for `captured`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
-    /// The cancellation's or the refused capture's reason.
+    /// The cancellation's, the refused capture's or the dispute's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The return a refund paid back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<ReturnId>,
 }
 
 impl Moment {
     fn new(event: Happening, at: OffsetDateTime) -> Self {
-        Self { event, at, shipment_id: None, amount: None, reason: None }
+        Self { event, at, shipment_id: None, amount: None, reason: None, return_id: None }
     }
 }
 
@@ -75,6 +83,7 @@ impl Moment {
 pub struct AdminFacts<'a> {
     pub flags: &'a [Flag],
     pub capture_failure: Option<&'a CaptureFailure>,
+    pub disputes: &'a [Dispute],
 }
 
 /// An order as a response body.
@@ -83,6 +92,8 @@ pub struct OrderView<'a> {
     #[serde(flatten)]
     pub order: std::borrow::Cow<'a, Order>,
     pub timeline: Vec<Moment>,
+    /// `partially_returned` or `returned` once units were taken back; `null` before.
+    pub return_status: Option<ReturnState>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminFacts<'a>>,
 }
@@ -101,7 +112,12 @@ impl<'a> OrderView<'a> {
         Self {
             order: shown,
             timeline: timeline(order, admin),
-            admin: admin.then_some(AdminFacts { flags: &order.flags, capture_failure: order.capture_failure.as_ref() }),
+            return_status: order.return_state(),
+            admin: admin.then_some(AdminFacts {
+                flags: &order.flags,
+                capture_failure: order.capture_failure.as_ref(),
+                disputes: &order.disputes,
+            }),
         }
     }
 }
@@ -138,6 +154,14 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
     if let Some(failure) = order.capture_failure.as_ref().filter(|_| admin) {
         moments
             .push(Moment { reason: Some(failure.reason.clone()), ..Moment::new(Happening::CaptureFailed, failure.at) });
+    }
+    for refund in &order.payment.refunds {
+        let moment = Moment::new(Happening::Refunded, refund.at);
+        moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, ..moment });
+    }
+    for dispute in order.disputes.iter().filter(|_| admin) {
+        let moment = Moment::new(Happening::Disputed, dispute.at);
+        moments.push(Moment { amount: Some(dispute.amount), reason: Some(dispute.reason.clone()), ..moment });
     }
     // Stable: the history's own order holds for entries written at one instant.
     moments.sort_by_key(|m| m.at);
@@ -187,8 +211,13 @@ mod tests {
             delivered_at: None,
         }];
         let usd = Money::new(2500, kernel::Currency::USD).unwrap();
-        order.payment =
-            PaymentFacts { authorized: Some(usd), captured: Some(usd), captured_at: Some(at(12)), client_secret: None };
+        order.payment = PaymentFacts {
+            authorized: Some(usd),
+            captured: Some(usd),
+            captured_at: Some(at(12)),
+            client_secret: None,
+            ..Default::default()
+        };
         order
     }
 
