@@ -4,6 +4,7 @@
 //! |-------------|------------------|------------------|--------------------------------------------------|
 //! | stock       | `STOCK#{sku}`    | `WH#{warehouse}` | `on_hand`, `reserved`, `available`               |
 //! | reservation | `RES#{order_id}` | `RES`            | status, allocated lines; in GSI `Expiring` while held |
+//! | restock     | `RETURN#{return_id}` | `RETURN`     | a return whose units went back on hand: written once |
 //! | outbox      | `OUTBOX#{event}` | `OUTBOX`         | see [`adapters::outbox`]                          |
 //! | inbox       | `INBOX#{event}`  | `INBOX`          | events the consumer took; see [`adapters::inbox`] |
 //!
@@ -25,7 +26,7 @@ use adapters::dynamo::{
 };
 use adapters::outbox;
 use domain_events::Envelope;
-use kernel::{OrderId, Sku};
+use kernel::{OrderId, ReturnId, Sku};
 
 use kernel::page::Page;
 
@@ -65,6 +66,8 @@ enum Action {
     Reservation,
     /// The outbox event (conditional only on its own fresh key).
     Outbox,
+    /// The record of a return's restock: exists already for a return restocked before.
+    Restock,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -356,6 +359,55 @@ impl InventoryStore for DynamoInventory {
         event: &Envelope,
     ) -> Result<Write, StoreError> {
         self.give_back(reservation, Giving::Held { lapsed_by: Some(now) }, event).await
+    }
+
+    async fn restock(
+        &self,
+        return_id: ReturnId,
+        order_id: OrderId,
+        warehouse: &Warehouse,
+        lines: &[(Sku, u32)],
+    ) -> Result<Write, StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut tx = Transaction::new();
+        let record = HashMap::from([
+            ("pk".to_owned(), text(&format!("RETURN#{return_id}"))),
+            ("sk".to_owned(), text("RETURN")),
+            ("order_id".to_owned(), text(&order_id.to_string())),
+            ("warehouse".to_owned(), text(warehouse.as_str())),
+            ("restocked_at".to_owned(), AttributeValue::N(now.to_string())),
+        ]);
+        tx.push(Action::Restock, put_if(&self.table, record, "attribute_not_exists(pk)", None)?);
+        for (sku, quantity) in lines {
+            // A warehouse that never held the SKU gets its stock row here, as an admin's PUT makes it.
+            let values = HashMap::from([
+                (":q".to_owned(), number(*quantity)),
+                (":zero".to_owned(), number(0)),
+                (":sku".to_owned(), text(sku.as_str())),
+                (":warehouse".to_owned(), text(warehouse.as_str())),
+                (":now".to_owned(), AttributeValue::N(now.to_string())),
+            ]);
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(stock_key(sku, warehouse)))
+                .update_expression(
+                    "SET #sku = :sku, #warehouse = :warehouse, on_hand = if_not_exists(on_hand, :zero) + :q, \
+                     available = if_not_exists(available, :zero) + :q, reserved = if_not_exists(reserved, :zero), \
+                     updated_at = :now",
+                )
+                .expression_attribute_names("#sku", "sku")
+                .expression_attribute_names("#warehouse", "warehouse")
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(Unavailable::from)?;
+            tx.push(Action::Stock, TransactWriteItem::builder().update(update).build());
+        }
+        match tx.commit(&self.client).await {
+            Ok(()) => Ok(Write::Done),
+            Err(failure) if failure.failed(&Action::Restock) => Ok(Write::AlreadyDecided),
+            Err(TransactionError::Conflict) => Ok(Write::StockChanged),
+            Err(failure) => Err(Unavailable::new(failure).into()),
+        }
     }
 
     async fn expired(

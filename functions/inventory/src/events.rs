@@ -34,6 +34,7 @@ async fn on_event(store: &impl InventoryStore, envelope: Envelope, hold: Duratio
         Event::OrderPlaced(order) => service::on_order_placed(store, &order, OffsetDateTime::now_utc(), hold).await,
         Event::OrderConfirmed(confirmed) => service::commit(store, confirmed.order_id).await,
         Event::OrderCancelled(cancelled) => service::release(store, cancelled.order_id).await,
+        Event::ReturnReceived(received) => service::restock(store, &received).await,
         other => {
             return Err(HandlerError::Permanent(format!("inventory does not subscribe to {}", other.detail_type())));
         }

@@ -9,8 +9,9 @@
 //!   make every event handler idempotent.
 //! - [`api`]: `PUT/GET /admin/inventory/{sku}` and `GET /availability` (binary `inventory`).
 //! - [`events`]: the saga consumer (binary `inventory-events`): `OrderPlaced` reserves every line
-//!   or rejects the order, `OrderConfirmed` commits, `OrderCancelled` releases, and a schedule
-//!   releases reservations that were never confirmed within the hold time.
+//!   or rejects the order, `OrderConfirmed` commits, `OrderCancelled` releases, `ReturnReceived`
+//!   puts returned units back on hand (once per return), and a schedule releases reservations
+//!   that were never confirmed within the hold time.
 
 pub mod api;
 pub mod dynamo;

@@ -3,14 +3,14 @@
 use time::{Duration, OffsetDateTime};
 
 use adapters::retry::{Attempt, until_won};
-use domain_events::checkout::OrderPlaced;
+use domain_events::checkout::{OrderPlaced, ReturnReceived};
 use domain_events::fulfillment::MAX_SHIPMENTS;
 use domain_events::inventory::{
     self as contract, RejectionReason, ReleaseReason, StockCommitted, StockRejected, StockReleased, StockReserved,
 };
 use domain_events::{Envelope, Event, Metadata};
 use kernel::page::Page;
-use kernel::{OrderId, Sku};
+use kernel::{OrderId, ReturnId, Sku};
 
 use crate::stock::{AllocatedLine, MAX_ON_HAND, Request, StockLevel, Warehouse, allocate};
 
@@ -137,6 +137,15 @@ pub trait InventoryStore {
         now: OffsetDateTime,
         event: &Envelope,
     ) -> Result<Write, StoreError>;
+    /// Puts returned units back on hand (and available) in `warehouse`, creating stock rows that
+    /// do not exist, and records the return as restocked, atomically: `AlreadyDecided` if it was.
+    async fn restock(
+        &self,
+        return_id: ReturnId,
+        order_id: OrderId,
+        warehouse: &Warehouse,
+        lines: &[(Sku, u32)],
+    ) -> Result<Write, StoreError>;
     /// Orders whose reservation lapsed before `now`, oldest first, at most `limit`, after `after`.
     /// The listing may be stale (an eventually consistent index): it only says where to look.
     async fn expired(
@@ -262,6 +271,36 @@ pub async fn availability(store: &impl InventoryStore, skus: Vec<Sku>) -> Result
 
 fn event(order_id: OrderId, event: Event) -> Envelope {
     Envelope::new(Metadata::new(order_id.to_string()), event)
+}
+
+/// `ReturnReceived`: the returned units go back on hand in the named warehouse, once per return
+/// however often (and under whatever event id) the fact arrives: the restock is recorded under
+/// the return's id in the same transaction. Announces nothing (no consumer needs it).
+pub async fn restock(store: &impl InventoryStore, received: &ReturnReceived) -> Result<(), SagaError> {
+    let mut lines: Vec<(Sku, u32)> = Vec::new();
+    for line in &received.lines {
+        match lines.iter_mut().find(|(sku, _)| *sku == line.sku) {
+            Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
+            None => lines.push((line.sku.clone(), line.quantity)),
+        }
+    }
+    lines.retain(|(_, quantity)| *quantity > 0);
+    if lines.len() > MAX_ALLOCATIONS {
+        return Err(SagaError::Contract(format!("return {} has {} SKUs", received.return_id, lines.len())));
+    }
+    let (return_id, order_id, lines) = (received.return_id, received.order_id, &lines);
+    // A conflict is another transaction on the same stock at the same moment: write again.
+    let written = until_won(|| async move {
+        Ok::<_, StoreError>(race(store.restock(return_id, order_id, &received.warehouse, lines).await?))
+    })
+    .await?;
+    match written.ok_or(SagaError::Busy(order_id))? {
+        Write::Done => {
+            tracing::info!(%order_id, %return_id, warehouse = %received.warehouse, "returned units restocked")
+        }
+        _ => tracing::info!(%order_id, %return_id, "return restocked already"),
+    }
+    Ok(())
 }
 
 /// `OrderPlaced`: reserve every line or none.

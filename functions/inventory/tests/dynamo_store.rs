@@ -20,12 +20,12 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use domain_events::Envelope;
-use domain_events::checkout::{OrderLine, OrderPlaced};
+use domain_events::checkout::{OrderLine, OrderPlaced, ReturnLine, ReturnReceived};
 use domain_events::inventory::RejectionReason;
 use inventory::dynamo::DynamoInventory;
 use inventory::service::{self, InventoryError, InventoryStore, Reservation, ReservationStatus, StoreError, Write};
 use inventory::stock::{AllocatedLine, StockLevel, Warehouse};
-use kernel::{Currency, Money, OrderId, Sku};
+use kernel::{Currency, Money, OrderId, ReturnId, Sku};
 use lambda_glue::sweep::{Page, Sweep, Tick};
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
@@ -167,6 +167,15 @@ macro_rules! delegate_store {
                 event: &Envelope,
             ) -> Result<Write, StoreError> {
                 self.inner.expire(reservation, now, event).await
+            }
+            async fn restock(
+                &self,
+                return_id: ReturnId,
+                order_id: OrderId,
+                warehouse: &Warehouse,
+                lines: &[(Sku, u32)],
+            ) -> Result<Write, StoreError> {
+                self.inner.restock(return_id, order_id, warehouse, lines).await
             }
             async fn expired(
                 &self,
@@ -400,4 +409,32 @@ async fn a_stock_write_based_on_a_stale_read_is_not_applied() {
 
     assert_eq!(written, Write::StockChanged);
     assert_eq!(table.level(&sku, "east").await, (5, 0, 5));
+}
+
+fn return_of(lines: &[(&Sku, u32)], warehouse: &str) -> ReturnReceived {
+    ReturnReceived {
+        order_id: OrderId::new(),
+        return_id: ReturnId::new(),
+        warehouse: Warehouse::parse(warehouse).unwrap(),
+        lines: lines.iter().map(|(sku, quantity)| ReturnLine { sku: (*sku).clone(), quantity: *quantity }).collect(),
+        refund: Money::new(1000, Currency::USD).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_received_return_goes_back_on_hand_once_in_its_warehouse_even_one_that_never_held_the_sku() {
+    let table = table().await;
+    let (mug, tee) = (Sku::parse("MUG-RET").unwrap(), Sku::parse("TEE-RET").unwrap());
+    table.stock(&mug, "east", 5).await;
+    let order = table.place(&[(&mug, 2)]).await;
+    let received = return_of(&[(&mug, 2), (&tee, 1)], "east");
+
+    service::restock(&table.store, &received).await.unwrap();
+    // The same fact again (a duplicate, or re-sent under a new event id): nothing more.
+    service::restock(&table.store, &received).await.unwrap();
+
+    assert_eq!(table.level(&mug, "east").await, (7, 2, 5), "on hand and available up by 2; the hold kept");
+    assert_eq!(table.level(&tee, "east").await, (1, 0, 1), "a new stock row");
+    assert!(table.events().await.iter().all(|(kind, _)| kind != "StockReleased"), "a restock announces nothing");
+    assert!(table.store.reservation(order).await.unwrap().is_some());
 }
