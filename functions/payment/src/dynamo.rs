@@ -6,6 +6,16 @@
 //! | outbox  | `OUTBOX#{event}` | `OUTBOX` | see [`adapters::outbox`]                   |
 //! | inbox   | `INBOX#{event}`  | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
 //! | webhook inbox | `STRIPE#{evt_…}` | `STRIPE` | Stripe events the webhook took (`status`, `lease_until`, `expires_at`) |
+//! | refund  | `PAY#{order_id}` | `REFUND#{source}` | one refund; `source` is `key#{Idempotency-Key}`, `return#{ret_…}` or `stripe#{re_…}` |
+//! | dispute | `PAY#{order_id}` | `DISPUTE#{dp_…}` | a dispute announced (`PaymentDisputed`), once |
+//!
+//! Refunds: the payment item keeps `refund_reserved` (the amounts of every refund not failed)
+//! and `refunded` (the succeeded ones), in minor units. A refund item holds `refund_id`,
+//! `amount`, `reason`, `note`, `return_id`, `status` (`pending`, `succeeded`, `failed`),
+//! `created_at` (epoch seconds), `request` (an admin request's canonical body),
+//! `stripe_refund_id`, `refunded_total` and `failure_reason`. A pending refund is in the same
+//! sparse index as an authorization, under `gsi1pk = REFUNDING`, `gsi1sk = {created_at}#{order_id}`
+//! (12-digit seconds), so the sweep finds refunds left pending; settling or failing removes it.
 //!
 //! One index, `Authorizing` (keys only), lists the payments being authorized, oldest claim first,
 //! for the stalled-authorization sweep: `gsi1pk = AUTHORIZING`, `gsi1sk = {since}#{order_id}`
@@ -52,7 +62,10 @@ use kernel::page::Page;
 use kernel::{Money, OrderId};
 
 use crate::model::{CaptureSettlement, OrderPayment, Payment, PaymentIntentId, Settlement, Stage};
-use crate::ports::{Claim, PaymentStore, StoreError, StripeEventId, WebhookInbox, Write};
+use crate::ports::{
+    Claim, PaymentStore, Recorded, RefundStore, Reserved, StoreError, StripeEventId, WebhookInbox, Write,
+};
+use crate::refund::{PendingRefund, Refund, RefundStatus, RefundTotals, Source};
 
 const AUTHORIZING: &str = "authorizing";
 const REQUIRES_ACTION: &str = "requires_action";
@@ -132,6 +145,10 @@ struct PaymentRecord {
     authorizing_since: Option<i64>,
     payment_intent_id: Option<String>,
     capture_failure_reason: Option<String>,
+    #[serde(default)]
+    refund_reserved: i64,
+    #[serde(default)]
+    refunded: i64,
 }
 
 impl PaymentRecord {
@@ -168,7 +185,8 @@ impl PaymentRecord {
             (None, None) => None,
             _ => return Err(corrupt("only half of the order's payment is recorded".to_owned())),
         };
-        Ok(Payment { order_id, order, stock_reserved: self.stock_reserved, cancelled: self.cancelled, stage })
+        let refunds = RefundTotals { reserved: self.refund_reserved, refunded: self.refunded };
+        Ok(Payment { order_id, order, stock_reserved: self.stock_reserved, cancelled: self.cancelled, stage, refunds })
     }
 }
 
@@ -623,5 +641,405 @@ impl WebhookInbox for DynamoPayments {
             Err(error) if error.is_condition_failed() => Ok(()),
             Err(error) => Err(Unavailable::from(error).into()),
         }
+    }
+}
+
+const REFUND_PENDING: &str = "pending";
+const REFUND_SUCCEEDED: &str = "succeeded";
+const REFUND_FAILED: &str = "failed";
+/// The partition of pending refunds in the `Authorizing` index.
+const REFUNDING_PK: &str = "REFUNDING";
+const REFUND_PREFIX: &str = "REFUND#";
+
+fn refund_key(order_id: OrderId, source: &Source) -> Item {
+    adapters::dynamo::key(format!("PAY#{order_id}"), format!("{REFUND_PREFIX}{}", source.encode()))
+}
+
+/// The actions of a refund's transaction, by what their conditions mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefundAction {
+    /// The payment's sums: the room is left, or the refunded sum is the one read.
+    Payment,
+    /// The refund: it does not exist yet, or it is still pending.
+    Refund,
+    /// The event in the outbox (or the dispute's marker): not there yet.
+    Event,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundRecord {
+    sk: String,
+    refund_id: kernel::RefundId,
+    order_id: OrderId,
+    amount: Money,
+    reason: domain_events::payment::RefundReason,
+    note: Option<String>,
+    return_id: Option<kernel::ReturnId>,
+    status: String,
+    created_at: i64,
+    request: Option<String>,
+    stripe_refund_id: Option<String>,
+    refunded_total: Option<Money>,
+    failure_reason: Option<String>,
+}
+
+impl RefundRecord {
+    fn into_refund(self) -> Result<Refund, StoreError> {
+        let order_id = self.order_id;
+        let corrupt =
+            |detail: &str| StoreError::Corrupt { order_id, detail: format!("refund {}: {detail}", self.refund_id) };
+        let source =
+            self.sk.strip_prefix(REFUND_PREFIX).and_then(Source::decode).ok_or_else(|| corrupt("unreadable source"))?;
+        let status = match (self.status.as_str(), self.stripe_refund_id, self.refunded_total) {
+            (REFUND_PENDING, _, _) => RefundStatus::Pending,
+            (REFUND_SUCCEEDED, Some(stripe_refund_id), Some(refunded_total)) => {
+                RefundStatus::Succeeded { stripe_refund_id, refunded_total }
+            }
+            (REFUND_FAILED, _, _) => {
+                RefundStatus::Failed { reason: self.failure_reason.unwrap_or_else(|| "unknown".to_owned()) }
+            }
+            _ => return Err(corrupt("a status without its details")),
+        };
+        let created_at = OffsetDateTime::from_unix_timestamp(self.created_at).map_err(|_| corrupt("created_at"))?;
+        Ok(Refund {
+            refund_id: self.refund_id,
+            order_id,
+            source,
+            amount: self.amount,
+            reason: self.reason,
+            note: self.note,
+            return_id: self.return_id,
+            status,
+            created_at,
+            request: self.request,
+        })
+    }
+}
+
+fn refund_of(item: Item) -> Result<Refund, StoreError> {
+    serde_dynamo::from_item::<_, RefundRecord>(item).map_err(Unavailable::from)?.into_refund()
+}
+
+/// The whole refund item as written: pending with its place in the index, or succeeded.
+fn refund_item(refund: &Refund) -> Result<Item, StoreError> {
+    let mut item = refund_key(refund.order_id, &refund.source);
+    let money = |money: Money| serde_dynamo::to_attribute_value(money).map_err(Unavailable::from);
+    let reason = serde_dynamo::to_attribute_value(refund.reason).map_err(Unavailable::from)?;
+    item.insert("refund_id".to_owned(), s(refund.refund_id.to_string()));
+    item.insert("order_id".to_owned(), s(refund.order_id.to_string()));
+    item.insert("amount".to_owned(), money(refund.amount)?);
+    item.insert("reason".to_owned(), reason);
+    item.insert("status".to_owned(), s(refund.status.as_str()));
+    item.insert("created_at".to_owned(), epoch(refund.created_at));
+    if let Some(note) = &refund.note {
+        item.insert("note".to_owned(), s(note));
+    }
+    if let Some(return_id) = refund.return_id {
+        item.insert("return_id".to_owned(), s(return_id.to_string()));
+    }
+    if let Some(request) = &refund.request {
+        item.insert("request".to_owned(), s(request));
+    }
+    match &refund.status {
+        RefundStatus::Pending => {
+            item.insert("gsi1pk".to_owned(), s(REFUNDING_PK));
+            item.insert("gsi1sk".to_owned(), since_key(refund.created_at, refund.order_id));
+        }
+        RefundStatus::Succeeded { stripe_refund_id, refunded_total } => {
+            item.insert("stripe_refund_id".to_owned(), s(stripe_refund_id));
+            item.insert("refunded_total".to_owned(), money(*refunded_total)?);
+        }
+        RefundStatus::Failed { reason } => {
+            item.insert("failure_reason".to_owned(), s(reason));
+        }
+    }
+    Ok(item)
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A Put (only where no item exists), returning the item in the way when it fails.
+fn put_new(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
+    let put = aws_sdk_dynamodb::types::Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(Unavailable::from)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// An Update in a transaction, returning the item as it was when its condition fails.
+fn update_action(
+    table: &str,
+    key: Item,
+    expression: &str,
+    condition: &str,
+    values: Item,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut update = Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(expression)
+        .condition_expression(condition)
+        .set_expression_attribute_values(Some(values))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    for (name, attribute) in NAMES {
+        if expression.contains(name) || condition.contains(name) {
+            update = update.expression_attribute_names(name, attribute);
+        }
+    }
+    Ok(TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build())
+}
+
+/// The condition that the payment's refunded sum is still the one read.
+fn refunded_is(seen: i64) -> &'static str {
+    if seen == 0 { "attribute_not_exists(refunded) OR refunded = :seen" } else { "refunded = :seen" }
+}
+
+impl DynamoPayments {
+    /// Runs a refund transaction: which labelled conditions failed, with the items as they were.
+    async fn refund_transaction(
+        &self,
+        transaction: &Transaction<RefundAction>,
+    ) -> Result<Vec<(RefundAction, Option<Item>)>, StoreError> {
+        match transaction.commit_returning_old(&self.client).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(TransactionError::ConditionsFailed(failed)) => Ok(failed),
+            // Another write on the same items at the same moment: like a lost race.
+            Err(TransactionError::Conflict) => Ok(vec![(RefundAction::Payment, None)]),
+            Err(error @ TransactionError::TooLarge(_)) => Err(Unavailable::new(error).into()),
+            Err(TransactionError::Unavailable(error)) => Err(error.into()),
+        }
+    }
+
+    /// The outcome of a settle, fail or record from the conditions that failed.
+    fn recorded(failed: Vec<(RefundAction, Option<Item>)>) -> Result<Recorded, StoreError> {
+        if failed.is_empty() {
+            return Ok(Recorded::Done);
+        }
+        if let Some((_, old)) = failed.iter().find(|(action, _)| *action == RefundAction::Refund) {
+            let item = old.clone().ok_or_else(|| Unavailable::because("a refused refund write found no refund"))?;
+            return Ok(Recorded::Already(Box::new(refund_of(item)?)));
+        }
+        if failed.iter().any(|(action, _)| *action == RefundAction::Payment) {
+            return Ok(Recorded::Moved);
+        }
+        Err(Unavailable::because("the outbox already holds this refund's event").into())
+    }
+}
+
+impl RefundStore for DynamoPayments {
+    /// The index's `LastEvaluatedKey`.
+    type RefundCursor = Item;
+
+    async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError> {
+        get_consistent(&self.client, &self.table, refund_key(order_id, source)).await?.map(refund_of).transpose()
+    }
+
+    async fn refunds(&self, order_id: OrderId) -> Result<Vec<Refund>, StoreError> {
+        let items =
+            adapters::dynamo::query_partition(&self.client, &self.table, &format!("PAY#{order_id}"), true).await?;
+        items
+            .into_iter()
+            .filter(|item| item.get("sk").and_then(|sk| sk.as_s().ok()).is_some_and(|sk| sk.starts_with(REFUND_PREFIX)))
+            .map(refund_of)
+            .collect()
+    }
+
+    async fn pending_refunds(
+        &self,
+        since: OffsetDateTime,
+        cursor: Option<Item>,
+    ) -> Result<Page<PendingRefund, Item>, StoreError> {
+        let below = format!("{:012}", since.unix_timestamp() + 1);
+        let (listed, next) = page_below(
+            &self.client,
+            &self.table,
+            AUTHORIZING_INDEX,
+            ("gsi1pk", REFUNDING_PK),
+            ("gsi1sk", &below),
+            STALLED_PAGE,
+            cursor,
+        )
+        .await?;
+        let items = listed
+            .iter()
+            .map(|item| {
+                let order_id = order_of_key(item.get("pk"))?;
+                let source = item
+                    .get("sk")
+                    .and_then(|sk| sk.as_s().ok())
+                    .and_then(|sk| sk.strip_prefix(REFUND_PREFIX))
+                    .and_then(Source::decode)
+                    .ok_or_else(|| {
+                        Unavailable::because("the Refunding partition lists an item that is not a refund")
+                    })?;
+                Ok(PendingRefund { order_id, source })
+            })
+            .collect::<Result<_, Unavailable>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn reserve_refund(&self, payment: &Payment, refund: &Refund) -> Result<Reserved, StoreError> {
+        let total = payment.order.as_ref().map_or(0, |order| order.total.amount());
+        let room = total - refund.amount.amount();
+        let mut transaction = Transaction::new();
+        transaction
+            .push(
+                RefundAction::Payment,
+                update_action(
+                    &self.table,
+                    key(payment.order_id),
+                    "SET refund_reserved = if_not_exists(refund_reserved, :zero) + :amount",
+                    "#status = :captured AND (attribute_not_exists(refund_reserved) OR refund_reserved <= :room)",
+                    HashMap::from([
+                        (":zero".to_owned(), n(0)),
+                        (":amount".to_owned(), n(refund.amount.amount())),
+                        (":captured".to_owned(), s(CAPTURED)),
+                        (":room".to_owned(), n(room)),
+                    ]),
+                )?,
+            )
+            .push(RefundAction::Refund, put_new(&self.table, refund_item(refund)?)?);
+        let failed = self.refund_transaction(&transaction).await?;
+        if failed.is_empty() {
+            return Ok(Reserved::Done);
+        }
+        if let Some((_, old)) = failed.iter().find(|(action, _)| *action == RefundAction::Refund) {
+            let item = old.clone().ok_or_else(|| Unavailable::because("a refused refund found no refund"))?;
+            return Ok(Reserved::Exists(Box::new(refund_of(item)?)));
+        }
+        Ok(Reserved::Moved)
+    }
+
+    async fn settle_refund(
+        &self,
+        payment: &Payment,
+        refund: &Refund,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let RefundStatus::Succeeded { stripe_refund_id, refunded_total } = &refund.status else {
+            return Err(Unavailable::because("settling a refund that has not succeeded").into());
+        };
+        let seen = payment.refunds.refunded;
+        let mut transaction = Transaction::new();
+        transaction
+            .push(
+                RefundAction::Refund,
+                update_action(
+                    &self.table,
+                    refund_key(refund.order_id, &refund.source),
+                    "SET #status = :succeeded, stripe_refund_id = :stripe_refund_id, refunded_total = :refunded_total \
+                     REMOVE gsi1pk, gsi1sk",
+                    "#status = :pending",
+                    HashMap::from([
+                        (":succeeded".to_owned(), s(REFUND_SUCCEEDED)),
+                        (":pending".to_owned(), s(REFUND_PENDING)),
+                        (":stripe_refund_id".to_owned(), s(stripe_refund_id)),
+                        (
+                            ":refunded_total".to_owned(),
+                            serde_dynamo::to_attribute_value(refunded_total).map_err(Unavailable::from)?,
+                        ),
+                    ]),
+                )?,
+            )
+            .push(
+                RefundAction::Payment,
+                update_action(
+                    &self.table,
+                    key(payment.order_id),
+                    "SET refunded = :refunded",
+                    refunded_is(seen),
+                    HashMap::from([
+                        (":seen".to_owned(), n(seen)),
+                        (":refunded".to_owned(), n(refunded_total.amount())),
+                    ]),
+                )?,
+            )
+            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        Self::recorded(self.refund_transaction(&transaction).await?)
+    }
+
+    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+        let RefundStatus::Failed { reason } = &refund.status else {
+            return Err(Unavailable::because("failing a refund that has not failed").into());
+        };
+        let mut transaction = Transaction::new();
+        transaction
+            .push(
+                RefundAction::Refund,
+                update_action(
+                    &self.table,
+                    refund_key(refund.order_id, &refund.source),
+                    "SET #status = :failed, failure_reason = :reason REMOVE gsi1pk, gsi1sk",
+                    "#status = :pending",
+                    HashMap::from([
+                        (":failed".to_owned(), s(REFUND_FAILED)),
+                        (":pending".to_owned(), s(REFUND_PENDING)),
+                        (":reason".to_owned(), s(reason)),
+                    ]),
+                )?,
+            )
+            .push(
+                RefundAction::Payment,
+                update_action(
+                    &self.table,
+                    key(refund.order_id),
+                    "SET refund_reserved = refund_reserved - :amount",
+                    "attribute_exists(refund_reserved)",
+                    HashMap::from([(":amount".to_owned(), n(refund.amount.amount()))]),
+                )?,
+            );
+        Self::recorded(self.refund_transaction(&transaction).await?)
+    }
+
+    async fn record_stripe_refund(
+        &self,
+        payment: &Payment,
+        refund: &Refund,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let RefundStatus::Succeeded { refunded_total, .. } = &refund.status else {
+            return Err(Unavailable::because("recording a Stripe refund that has not succeeded").into());
+        };
+        let seen = payment.refunds.refunded;
+        let mut transaction = Transaction::new();
+        transaction
+            .push(RefundAction::Refund, put_new(&self.table, refund_item(refund)?)?)
+            .push(
+                RefundAction::Payment,
+                update_action(
+                    &self.table,
+                    key(payment.order_id),
+                    "SET refunded = :refunded, refund_reserved = if_not_exists(refund_reserved, :zero) + :amount",
+                    refunded_is(seen),
+                    HashMap::from([
+                        (":seen".to_owned(), n(seen)),
+                        (":zero".to_owned(), n(0)),
+                        (":refunded".to_owned(), n(refunded_total.amount())),
+                        (":amount".to_owned(), n(refund.amount.amount())),
+                    ]),
+                )?,
+            )
+            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        Self::recorded(self.refund_transaction(&transaction).await?)
+    }
+
+    async fn record_dispute(&self, order_id: OrderId, dispute_id: &str, event: &Envelope) -> Result<bool, StoreError> {
+        let mut marker = adapters::dynamo::key(format!("PAY#{order_id}"), format!("DISPUTE#{dispute_id}"));
+        marker.insert("order_id".to_owned(), s(order_id.to_string()));
+        let mut transaction = Transaction::new();
+        transaction
+            .push(RefundAction::Refund, put_new(&self.table, marker)?)
+            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        let failed = self.refund_transaction(&transaction).await?;
+        if failed.iter().any(|(action, _)| *action == RefundAction::Refund) {
+            return Ok(false);
+        }
+        if failed.is_empty() { Ok(true) } else { Err(Unavailable::because("a dispute's write conflicted").into()) }
     }
 }

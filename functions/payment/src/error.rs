@@ -47,6 +47,10 @@ pub enum PaymentError {
     /// cancelled before one was made, or payment never heard of the order): a person must look.
     #[error("{order_id} was dispatched but has no authorization to capture ({detail}); a person must look")]
     NothingToCapture { order_id: OrderId, detail: String },
+    /// A refund that cannot be made (a return of an order whose payment failed, was voided or
+    /// was never heard of, or in another currency): a person must look.
+    #[error("{order_id} cannot be refunded ({detail}); a person must look")]
+    NothingToRefund { order_id: OrderId, detail: String },
 }
 
 impl PaymentError {
@@ -61,7 +65,10 @@ impl PaymentError {
             | Self::CancelWhileProcessing { .. }
             | Self::NotCapturableYet { .. }
             | Self::CaptureUnderWay { .. } => true,
-            Self::ChangedElsewhere { .. } | Self::NotCancelled { .. } | Self::NothingToCapture { .. } => false,
+            Self::ChangedElsewhere { .. }
+            | Self::NotCancelled { .. }
+            | Self::NothingToCapture { .. }
+            | Self::NothingToRefund { .. } => false,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The payment's event consumer: saga events from its SQS queue, and the stalled-authorization
-//! sweep on its schedule.
+//! The payment's event consumer: saga events (and `ReturnReceived`) from its SQS queue, and on
+//! its schedule the two sweeps: stalled authorizations, then refunds left pending.
 
 use time::OffsetDateTime;
 
@@ -8,8 +8,8 @@ use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger
 use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::error::PaymentError;
-use crate::ports::{PaymentGateway, PaymentStore};
-use crate::{authorize, cancel, capture, sweep};
+use crate::ports::{PaymentGateway, RefundGateway, RefundStore};
+use crate::{authorize, cancel, capture, refunding, sweep};
 
 /// The longest one message, or one stalled authorization, takes. The worst path makes four Stripe
 /// calls of at most 8 s each (`stripe::TIMEOUT`, one attempt per call): create (or retrieve) the
@@ -24,11 +24,13 @@ pub const PER_MESSAGE: time::Duration = time::Duration::seconds(36);
 
 /// The sweep's name, in its logs and its `SweepFailures` metric.
 pub const SWEEP: &str = "stalled-authorizations";
+/// The pending-refund sweep's name, in its logs and its `SweepFailures` metric.
+pub const REFUND_SWEEP: &str = "pending-refunds";
 
 /// Handles one invocation of the consumer function.
 pub async fn handle(
-    store: &impl PaymentStore,
-    gateway: &impl PaymentGateway,
+    store: &impl RefundStore,
+    gateway: &(impl PaymentGateway + RefundGateway),
     inbox: &impl Inbox,
     trigger: Trigger,
 ) -> Result<SqsBatchResponse, HandlerError> {
@@ -39,6 +41,7 @@ pub async fn handle(
         }
         Trigger::Schedule { time, deadline } => {
             sweep_stalled(store, gateway, time, deadline).await?;
+            sweep_refunds(store, gateway, time, deadline).await?;
             Ok(SqsBatchResponse::default())
         }
     }
@@ -53,7 +56,7 @@ fn handler_error(error: PaymentError) -> HandlerError {
 /// The stalled-authorization sweep of the tick scheduled for `now`: the glue's loop walks
 /// payment's listing page by page and finishes each stalled authorization on its own.
 async fn sweep_stalled(
-    store: &impl PaymentStore,
+    store: &impl RefundStore,
     gateway: &impl PaymentGateway,
     now: OffsetDateTime,
     deadline: OffsetDateTime,
@@ -66,9 +69,26 @@ async fn sweep_stalled(
         .await
 }
 
+/// The pending-refund sweep of the tick scheduled for `now`: refunds left pending past
+/// [`refunding::REFUND_TIMEOUT`] (their invocation died, or Stripe failed) are carried on as a
+/// retry of their request would.
+async fn sweep_refunds(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    now: OffsetDateTime,
+    deadline: OffsetDateTime,
+) -> Result<Tick, HandlerError> {
+    Sweep { name: REFUND_SWEEP, deadline, item_budget: PER_MESSAGE }
+        .run(
+            |cursor| async move { refunding::list_pending(store, now, cursor).await.map_err(handler_error) },
+            |pending| async move { refunding::finish_pending(store, gateway, pending).await.map_err(handler_error) },
+        )
+        .await
+}
+
 async fn on_event(
-    store: &impl PaymentStore,
-    gateway: &impl PaymentGateway,
+    store: &impl RefundStore,
+    gateway: &(impl PaymentGateway + RefundGateway),
     envelope: Envelope,
 ) -> Result<(), HandlerError> {
     let now = OffsetDateTime::now_utc();
@@ -77,6 +97,7 @@ async fn on_event(
         Event::StockReserved(reserved) => authorize::on_stock_reserved(store, gateway, reserved.order_id, now).await,
         Event::OrderCancelled(cancelled) => cancel::on_order_cancelled(store, gateway, cancelled.order_id).await,
         Event::ShipmentDispatched(dispatched) => capture::on_shipment_dispatched(store, gateway, &dispatched).await,
+        Event::ReturnReceived(received) => refunding::on_return_received(store, gateway, &received, now).await,
         other => {
             return Err(HandlerError::Permanent(format!("payment does not subscribe to {}", other.detail_type())));
         }

@@ -43,6 +43,7 @@
 //! Card data never reaches Ferrocart: the storefront turns the card into a Stripe payment method
 //! (`pm_…`) and checkout passes on only its id.
 
+pub mod admin;
 pub mod authorize;
 pub mod cancel;
 pub mod capture;
@@ -51,6 +52,8 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod ports;
+pub mod refund;
+pub mod refunding;
 pub mod secrets;
 pub mod signature;
 pub mod stripe;

@@ -177,6 +177,8 @@ pub struct Payment {
     pub stock_reserved: bool,
     pub cancelled: bool,
     pub stage: Stage,
+    /// What was refunded of the captured total (see [`crate::refund`]).
+    pub refunds: crate::refund::RefundTotals,
 }
 
 /// A saga fact the payment records. Recording one always succeeds and never changes the stage,
@@ -232,7 +234,14 @@ pub struct Refused {
 impl Payment {
     /// A payment with nothing recorded yet.
     pub fn new(order_id: OrderId) -> Self {
-        Self { order_id, order: None, stock_reserved: false, cancelled: false, stage: Stage::Pending }
+        Self {
+            order_id,
+            order: None,
+            stock_reserved: false,
+            cancelled: false,
+            stage: Stage::Pending,
+            refunds: crate::refund::RefundTotals::default(),
+        }
     }
 
     /// Records a fact (see [`Fact`]).
@@ -527,6 +536,7 @@ mod tests {
             stock_reserved: true,
             cancelled,
             stage,
+            refunds: crate::refund::RefundTotals::default(),
         }
     }
 

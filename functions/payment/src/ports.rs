@@ -4,10 +4,11 @@
 use time::OffsetDateTime;
 
 use domain_events::Envelope;
-use kernel::OrderId;
 use kernel::page::Page;
+use kernel::{Money, OrderId, RefundId};
 
 use crate::model::{CaptureSettlement, ClientSecret, OrderPayment, Payment, PaymentIntentId, Settlement};
+use crate::refund::{PendingRefund, Refund, Source};
 
 /// What a conditional write on the payment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,4 +209,97 @@ pub trait WebhookInbox {
     async fn notice_handled(&self, event: &StripeEventId) -> Result<(), StoreError>;
     /// Gives up this delivery's claim after it failed, so Stripe's retry may claim it at once.
     async fn release_notice(&self, event: &StripeEventId, lease_until: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+/// What reserving a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// The refund is written `pending` and its amount reserved on the payment.
+    Done,
+    /// A refund from the same source exists already (a replay, or a duplicate that won): it.
+    Exists(Box<Refund>),
+    /// The payment changed since it was read (another refund was reserved, or it is no longer
+    /// captured): read it again and plan again.
+    Moved,
+}
+
+/// What recording a refund's outcome did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Done,
+    /// The refund is no longer pending (or, for Stripe's own, exists already): it as it is.
+    Already(Box<Refund>),
+    /// The payment's refunded sum changed since it was read: read it again and retry.
+    Moved,
+}
+
+/// The refunds' storage, on the payment table next to the payment. Every write is conditional.
+#[allow(async_fn_in_trait)]
+pub trait RefundStore: PaymentStore {
+    /// Where the next page of [`RefundStore::pending_refunds`] starts.
+    type RefundCursor;
+
+    /// The order's refund from `source`, if any (a strongly consistent read).
+    async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError>;
+    /// Every refund of the order.
+    async fn refunds(&self, order_id: OrderId) -> Result<Vec<Refund>, StoreError>;
+    /// One page of the refunds pending since `since` or earlier, oldest first.
+    async fn pending_refunds(
+        &self,
+        since: OffsetDateTime,
+        cursor: Option<Self::RefundCursor>,
+    ) -> Result<Page<PendingRefund, Self::RefundCursor>, StoreError>;
+    /// Writes `refund` (pending) and adds its amount to the payment's reserved sum, only if no
+    /// refund from its source exists, the payment is still captured, and the sum stays within the
+    /// captured total.
+    async fn reserve_refund(&self, payment: &Payment, refund: &Refund) -> Result<Reserved, StoreError>;
+    /// Records `refund` (now succeeded) with its event: only while it is pending, and while the
+    /// payment's refunded sum is still `payment`'s.
+    async fn settle_refund(&self, payment: &Payment, refund: &Refund, event: &Envelope)
+    -> Result<Recorded, StoreError>;
+    /// Records `refund` (now failed) and gives its amount back: only while it is pending.
+    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError>;
+    /// Records a refund made at Stripe outside Ferrocart (succeeded, [`Source::Stripe`]) with its
+    /// event: only once, and while the payment's refunded sum is still `payment`'s.
+    async fn record_stripe_refund(
+        &self,
+        payment: &Payment,
+        refund: &Refund,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError>;
+    /// Records a dispute with its event, once per dispute id: false when it was recorded before.
+    async fn record_dispute(&self, order_id: OrderId, dispute_id: &str, event: &Envelope) -> Result<bool, StoreError>;
+}
+
+/// A refund as Stripe has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeRefund {
+    /// `re_…`
+    pub id: String,
+    /// In ISO minor units of the charge's currency.
+    pub amount: Money,
+    /// `succeeded`, `pending`, `requires_action`, `failed`, `canceled`.
+    pub status: String,
+    /// Ours when payment made it: the `refund_id` metadata it set.
+    pub refund_id: Option<RefundId>,
+}
+
+impl StripeRefund {
+    /// Whether Stripe took the refund (card refunds may be `pending` for a while: the money is
+    /// committed, and `failed` later is Stripe's rare exception).
+    pub fn taken(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "pending" | "requires_action")
+    }
+}
+
+/// The Stripe calls refunds and disputes need.
+#[allow(async_fn_in_trait)]
+pub trait RefundGateway {
+    /// Refunds `refund.amount` of the PaymentIntent's charge, with the idempotency key
+    /// `ferrocart:{refund_id}:refund` and the metadata `order_id` and `refund_id`.
+    async fn create_refund(&self, intent: &PaymentIntentId, refund: &Refund) -> Result<StripeRefund, GatewayError>;
+    /// Every refund of the PaymentIntent's charge, newest first.
+    async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError>;
+    /// The order a PaymentIntent was made for (its `order_id` metadata), read from Stripe.
+    async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError>;
 }

@@ -35,16 +35,19 @@ use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent, ConfirmPaymentIntent,
     CreatePaymentIntent, RetrievePaymentIntent,
 };
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund};
 use stripe_core::{
     PaymentIntent, PaymentIntentAllowedPaymentMethodTypes, PaymentIntentCaptureMethod, PaymentIntentStatus,
 };
 use stripe_types::Currency;
 
+use domain_events::payment::RefundReason;
 use kernel::{Money, OrderId};
 
 use crate::StripeSecret;
 use crate::model::{ClientSecret, OrderPayment, PaymentIntentId};
-use crate::ports::{Decline, GatewayError, Intent, IntentStatus, PaymentGateway};
+use crate::ports::{Decline, GatewayError, Intent, IntentStatus, PaymentGateway, RefundGateway, StripeRefund};
+use crate::refund::Refund;
 
 /// Per call (one attempt each). A message makes at most four calls, which with DynamoDB is
 /// `events::PER_MESSAGE` (36 s), within the function's 40 s timeout.
@@ -242,6 +245,85 @@ fn classify_api(error: &ApiErrors, status: u16) -> GatewayError {
     }
 }
 
+impl RefundGateway for StripeGateway {
+    async fn create_refund(&self, intent: &PaymentIntentId, refund: &Refund) -> Result<StripeRefund, GatewayError> {
+        let mut request = CreateRefund::new()
+            .payment_intent(intent.as_str())
+            .amount(stripe_amount(refund.amount)?)
+            .metadata(HashMap::from([
+                ("order_id".to_owned(), refund.order_id.to_string()),
+                ("refund_id".to_owned(), refund.refund_id.to_string()),
+            ]));
+        // `other` is sent without a reason: Stripe knows only these three.
+        request = match refund.reason {
+            RefundReason::RequestedByCustomer => request.reason(CreateRefundReason::RequestedByCustomer),
+            RefundReason::Duplicate => request.reason(CreateRefundReason::Duplicate),
+            RefundReason::Fraudulent => request.reason(CreateRefundReason::Fraudulent),
+            RefundReason::Other => request,
+        };
+        let key = IdempotencyKey::new(format!("ferrocart:{}:refund", refund.refund_id))
+            .map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
+        request
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(classify)
+            .and_then(|made| stripe_refund(&made))
+    }
+
+    async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError> {
+        // Stripe's largest page; an order is not refunded in 100 parts.
+        let page =
+            ListRefund::new().payment_intent(intent.as_str()).limit(100).send(&self.client).await.map_err(classify)?;
+        if page.has_more {
+            return Err(GatewayError::Misconfigured(format!("{intent} has more than 100 refunds")));
+        }
+        page.data.iter().map(stripe_refund).collect()
+    }
+
+    async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError> {
+        let pi = RetrievePaymentIntent::new(intent.as_str()).send(&self.client).await.map_err(classify)?;
+        Ok(pi.metadata.get("order_id").and_then(|id| id.parse().ok()))
+    }
+}
+
+fn stripe_refund(made: &stripe_core::Refund) -> Result<StripeRefund, GatewayError> {
+    let currency = kernel::Currency::parse(&made.currency.to_string().to_ascii_uppercase())
+        .map_err(|_| GatewayError::Misconfigured(format!("refund {} in an unknown currency", made.id.as_str())))?;
+    Ok(StripeRefund {
+        id: made.id.as_str().to_owned(),
+        amount: iso_amount(made.amount, currency)?,
+        status: made.status.clone().unwrap_or_else(|| "succeeded".to_owned()),
+        refund_id: made.metadata.as_ref().and_then(|metadata| metadata.get("refund_id")).and_then(|id| id.parse().ok()),
+    })
+}
+
+/// An amount in Stripe's minor units back in ISO minor units: [`stripe_amount`]'s inverse.
+pub fn iso_amount(stripe_minor: i64, currency: kernel::Currency) -> Result<Money, GatewayError> {
+    let code = currency.code();
+    let stripe_exponent: u32 = if STRIPE_ZERO_DECIMAL.contains(&code) {
+        0
+    } else if STRIPE_THREE_DECIMAL.contains(&code) {
+        3
+    } else {
+        2
+    };
+    let iso_exponent = u32::from(currency.exponent());
+    let unreadable = || GatewayError::Misconfigured(format!("{stripe_minor} {code} from Stripe is not an ISO amount"));
+    let amount = if stripe_exponent >= iso_exponent {
+        let divisor = 10_i64.pow(stripe_exponent - iso_exponent);
+        // ISK at Stripe is two-decimal, but only whole krónur can be charged: no remainder.
+        if stripe_minor % divisor != 0 {
+            return Err(unreadable());
+        }
+        stripe_minor / divisor
+    } else {
+        stripe_minor.checked_mul(10_i64.pow(iso_exponent - stripe_exponent)).ok_or_else(unreadable)?
+    };
+    Money::new(amount, currency).map_err(|_| unreadable())
+}
+
 #[cfg(test)]
 mod tests {
     use kernel::Currency;
@@ -279,5 +361,15 @@ mod tests {
         assert!(
             matches!(amount(5_124, "KWD"), Err(GatewayError::Refused { code, .. }) if code == "amount_not_chargeable")
         );
+    }
+
+    #[test]
+    fn stripes_refund_amounts_read_back_in_iso_minor_units() {
+        let iso = |minor, code| iso_amount(minor, Currency::parse(code).unwrap()).map(|money| money.amount());
+
+        assert_eq!(iso(1999, "USD").unwrap(), 1999);
+        assert_eq!(iso(499_000, "ISK").unwrap(), 4_990);
+        assert_eq!(iso(1_500, "MGA").unwrap(), 150_000);
+        assert!(iso(499_050, "ISK").is_err());
     }
 }

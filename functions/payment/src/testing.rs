@@ -24,8 +24,10 @@ use crate::model::{
     CaptureSettlement, Change, ClientSecret, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage,
 };
 use crate::ports::{
-    Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, StoreError, Write,
+    Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, Recorded, RefundGateway,
+    RefundStore, Reserved, StoreError, StripeRefund, Write,
 };
+use crate::refund::{PendingRefund, Refund, RefundStatus, Source};
 
 /// A card [`FakeStripe`] authorizes.
 pub const VISA: &str = "pm_card_visa";
@@ -58,6 +60,11 @@ pub struct FakeStore {
     /// Runs on the payment right after the next settle wrote it: another invocation's write
     /// landing between two of ours.
     after_settle: Mutex<Option<Landing>>,
+    refunds: Mutex<HashMap<(OrderId, Source), Refund>>,
+    disputes: Mutex<Vec<(OrderId, String)>>,
+    /// Runs on the payment right before the next refund reservation is decided: another
+    /// refund's reservation landing between our read and our write.
+    before_reserve: Mutex<Option<Landing>>,
 }
 
 impl fmt::Debug for FakeStore {
@@ -82,6 +89,19 @@ impl FakeStore {
     /// Runs `landing` on the payment right after the next settle wrote it.
     pub fn after_next_settle(&self, landing: impl FnOnce(&mut Payment) + Send + 'static) {
         *lock(&self.after_settle) = Some(Box::new(landing));
+    }
+
+    /// Runs `landing` on the payment right before the next refund reservation is decided.
+    pub fn before_next_reserve(&self, landing: impl FnOnce(&mut Payment) + Send + 'static) {
+        *lock(&self.before_reserve) = Some(Box::new(landing));
+    }
+
+    /// Every refund stored for the order, oldest first.
+    pub fn stored_refunds(&self, order_id: OrderId) -> Vec<Refund> {
+        let mut refunds: Vec<Refund> =
+            lock(&self.refunds).values().filter(|refund| refund.order_id == order_id).cloned().collect();
+        refunds.sort_by_key(|refund| (refund.created_at, refund.refund_id));
+        refunds
     }
 
     /// The payment as stored; panics if nothing was recorded for the order.
@@ -231,6 +251,7 @@ pub enum Call {
     Retrieve,
     Confirm,
     Capture,
+    Refund,
 }
 
 /// How a call misbehaves once.
@@ -250,6 +271,7 @@ struct FakeIntent {
     order_id: OrderId,
     payment_method: String,
     status: IntentStatus,
+    amount: Money,
 }
 
 /// Stripe test mode, in memory: one PaymentIntent per order (`pi_{order ulid}`), as the
@@ -261,6 +283,9 @@ pub struct FakeStripe {
     confirmations: Mutex<u32>,
     captures: Mutex<u32>,
     faults: Mutex<Vec<(Call, Fault)>>,
+    /// Refunds made, by PaymentIntent: each with the refund id it was made for (its idempotency
+    /// key), `None` for one made in the Dashboard.
+    refunds: Mutex<Vec<(PaymentIntentId, Option<kernel::RefundId>, StripeRefund)>>,
     /// Run once by the call, after Stripe did its work and before it answers: something that
     /// happens elsewhere while Stripe is busy.
     meanwhile: Mutex<Vec<(Call, Meanwhile)>>,
@@ -388,6 +413,7 @@ impl PaymentGateway for FakeStripe {
             order_id,
             payment_method: order.payment_method.clone(),
             status: IntentStatus::RequiresConfirmation,
+            amount: order.total,
         });
         self.run_meanwhile(Call::Create);
         if fault == Some(Fault::AnswerLost) {
@@ -619,4 +645,229 @@ impl crate::ports::WebhookInbox for FakeWebhookInbox {
         }
         Ok(())
     }
+}
+
+impl FakeStore {
+    fn refund_conflict(&self, payment: &Payment) -> bool {
+        lock(&self.payments)
+            .get(&payment.order_id)
+            .is_none_or(|stored| stored.refunds.refunded != payment.refunds.refunded)
+    }
+}
+
+impl RefundStore for FakeStore {
+    /// The last listed refund's creation time, order and source.
+    type RefundCursor = (OffsetDateTime, OrderId, String);
+
+    async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError> {
+        Ok(lock(&self.refunds).get(&(order_id, source.clone())).cloned())
+    }
+
+    async fn refunds(&self, order_id: OrderId) -> Result<Vec<Refund>, StoreError> {
+        Ok(self.stored_refunds(order_id))
+    }
+
+    async fn pending_refunds(
+        &self,
+        since: OffsetDateTime,
+        cursor: Option<Self::RefundCursor>,
+    ) -> Result<Page<PendingRefund, Self::RefundCursor>, StoreError> {
+        let mut listed: Vec<(OffsetDateTime, OrderId, String)> = lock(&self.refunds)
+            .values()
+            .filter(|refund| refund.status == RefundStatus::Pending && refund.created_at <= since)
+            .map(|refund| (refund.created_at, refund.order_id, refund.source.encode()))
+            .filter(|key| cursor.as_ref().is_none_or(|after| key > after))
+            .collect();
+        listed.sort();
+        let next = (listed.len() > STALLED_PAGE).then(|| listed[STALLED_PAGE - 1].clone());
+        let items = listed
+            .into_iter()
+            .take(STALLED_PAGE)
+            .filter_map(|(_, order_id, source)| Some(PendingRefund { order_id, source: Source::decode(&source)? }))
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    async fn reserve_refund(&self, payment: &Payment, refund: &Refund) -> Result<Reserved, StoreError> {
+        let landing = lock(&self.before_reserve).take();
+        let mut payments = lock(&self.payments);
+        let stored = payments.get_mut(&payment.order_id).ok_or_else(|| StoreError::Corrupt {
+            order_id: payment.order_id,
+            detail: "a refund of no payment".into(),
+        })?;
+        if let Some(landing) = landing {
+            landing(stored);
+        }
+        let mut refunds = lock(&self.refunds);
+        let key = (refund.order_id, refund.source.clone());
+        if let Some(existing) = refunds.get(&key) {
+            return Ok(Reserved::Exists(Box::new(existing.clone())));
+        }
+        let total = stored.order.as_ref().map_or(0, |order| order.total.amount());
+        let captured = matches!(stored.stage, Stage::Captured { .. });
+        if !captured || stored.refunds.reserved + refund.amount.amount() > total {
+            return Ok(Reserved::Moved);
+        }
+        stored.refunds.reserved += refund.amount.amount();
+        refunds.insert(key, refund.clone());
+        Ok(Reserved::Done)
+    }
+
+    async fn settle_refund(
+        &self,
+        payment: &Payment,
+        refund: &Refund,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        match refunds.get(&key) {
+            Some(stored) if stored.status == RefundStatus::Pending => {}
+            Some(stored) => return Ok(Recorded::Already(Box::new(stored.clone()))),
+            None => return Err(StoreError::Corrupt { order_id: refund.order_id, detail: "no such refund".into() }),
+        }
+        if self.refund_conflict(payment) {
+            return Ok(Recorded::Moved);
+        }
+        if let RefundStatus::Succeeded { refunded_total, .. } = &refund.status {
+            self.record(refund.order_id, |stored| stored.refunds.refunded = refunded_total.amount());
+        }
+        refunds.insert(key, refund.clone());
+        lock(&self.events).push(event.event.clone());
+        Ok(Recorded::Done)
+    }
+
+    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        match refunds.get(&key) {
+            Some(stored) if stored.status == RefundStatus::Pending => {}
+            Some(stored) => return Ok(Recorded::Already(Box::new(stored.clone()))),
+            None => return Err(StoreError::Corrupt { order_id: refund.order_id, detail: "no such refund".into() }),
+        }
+        self.record(refund.order_id, |stored| stored.refunds.reserved -= refund.amount.amount());
+        refunds.insert(key, refund.clone());
+        Ok(Recorded::Done)
+    }
+
+    async fn record_stripe_refund(
+        &self,
+        payment: &Payment,
+        refund: &Refund,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        if let Some(stored) = refunds.get(&key) {
+            return Ok(Recorded::Already(Box::new(stored.clone())));
+        }
+        if self.refund_conflict(payment) {
+            return Ok(Recorded::Moved);
+        }
+        if let RefundStatus::Succeeded { refunded_total, .. } = &refund.status {
+            self.record(refund.order_id, |stored| {
+                stored.refunds.refunded = refunded_total.amount();
+                stored.refunds.reserved += refund.amount.amount();
+            });
+        }
+        refunds.insert(key, refund.clone());
+        lock(&self.events).push(event.event.clone());
+        Ok(Recorded::Done)
+    }
+
+    async fn record_dispute(&self, order_id: OrderId, dispute_id: &str, event: &Envelope) -> Result<bool, StoreError> {
+        let mut disputes = lock(&self.disputes);
+        if disputes.iter().any(|(order, id)| *order == order_id && id == dispute_id) {
+            return Ok(false);
+        }
+        disputes.push((order_id, dispute_id.to_owned()));
+        lock(&self.events).push(event.event.clone());
+        Ok(true)
+    }
+}
+
+impl FakeStripe {
+    /// The refunds Stripe made of the PaymentIntent, oldest first.
+    pub fn refunds_of(&self, intent: &PaymentIntentId) -> Vec<StripeRefund> {
+        lock(&self.refunds).iter().filter(|(pi, _, _)| pi == intent).map(|(_, _, made)| made.clone()).collect()
+    }
+
+    /// Refunds `amount` of the PaymentIntent in the Dashboard (no refund id of ours): its `re_`.
+    pub fn refund_in_dashboard(&self, intent: &PaymentIntentId, amount: Money) -> String {
+        let mut refunds = lock(&self.refunds);
+        let id = format!("re_dash{}", refunds.len() + 1);
+        let made = StripeRefund { id: id.clone(), amount, status: "succeeded".into(), refund_id: None };
+        refunds.push((intent.clone(), None, made));
+        id
+    }
+}
+
+impl RefundGateway for FakeStripe {
+    async fn create_refund(&self, intent: &PaymentIntentId, refund: &Refund) -> Result<StripeRefund, GatewayError> {
+        let fault = self.fault(Call::Refund);
+        if fault == Some(Fault::Unreachable) {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        let made = {
+            let intents = lock(&self.intents);
+            let charged = intents.get(intent).ok_or_else(|| Self::missing(intent))?;
+            if charged.status != IntentStatus::Succeeded {
+                return Err(GatewayError::Refused {
+                    code: "charge_not_captured".into(),
+                    param: None,
+                    message: "nothing captured".into(),
+                });
+            }
+            let mut refunds = lock(&self.refunds);
+            // The same idempotency key (`ferrocart:{refund_id}:refund`) gives the same refund.
+            if let Some((_, _, made)) = refunds.iter().find(|(_, id, _)| *id == Some(refund.refund_id)) {
+                made.clone()
+            } else {
+                let refunded: i64 =
+                    refunds.iter().filter(|(pi, _, _)| pi == intent).map(|(_, _, made)| made.amount.amount()).sum();
+                if let Some(Fault::Refused(code)) = fault {
+                    return Err(GatewayError::Refused { code: code.into(), param: None, message: "refused".into() });
+                }
+                if refunded + refund.amount.amount() > charged.amount.amount() {
+                    return Err(GatewayError::Refused {
+                        code: "charge_already_refunded".into(),
+                        param: Some("amount".into()),
+                        message: "more than the charge".into(),
+                    });
+                }
+                let made = StripeRefund {
+                    id: format!("re_{}", refunds.len() + 1),
+                    amount: refund.amount,
+                    status: "succeeded".into(),
+                    refund_id: Some(refund.refund_id),
+                };
+                refunds.push((intent.clone(), Some(refund.refund_id), made.clone()));
+                made
+            }
+        };
+        self.run_meanwhile(Call::Refund);
+        if fault == Some(Fault::AnswerLost) {
+            return Err(GatewayError::Unavailable("timed out".into()));
+        }
+        Ok(made)
+    }
+
+    async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError> {
+        let mut made = self.refunds_of(intent);
+        made.reverse();
+        Ok(made)
+    }
+
+    async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError> {
+        Ok(lock(&self.intents).get(intent).map(|charged| charged.order_id))
+    }
+}
+
+/// An order authorized and captured at the fake Stripe (25.00 USD), and its PaymentIntent.
+pub async fn captured_order(store: &FakeStore, stripe: &FakeStripe) -> (OrderId, PaymentIntentId) {
+    let order_id = OrderId::new();
+    place_and_reserve(store, stripe, order_id, VISA).await;
+    let captured = crate::capture::on_shipment_dispatched(store, stripe, &dispatched(order_id, 1)).await;
+    assert!(captured.is_ok(), "capturing: {captured:?}");
+    (order_id, stripe.only_intent())
 }

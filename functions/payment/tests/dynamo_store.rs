@@ -443,3 +443,154 @@ async fn a_stripe_event_is_claimed_once_and_a_handled_one_is_recognised() {
         [InboxClaim::Claimed, InboxClaim::InProgress, InboxClaim::Claimed, InboxClaim::Handled]
     );
 }
+
+mod refunds {
+    use domain_events::payment::{RefundIssued, RefundReason};
+    use kernel::RefundId;
+    use payment::ports::{Recorded, RefundStore, Reserved};
+    use payment::refund::{PendingRefund, Refund, RefundStatus, Source};
+
+    use super::*;
+
+    /// A payment captured in the table, as the saga leaves it.
+    async fn captured(table: &Table) -> (OrderId, Payment) {
+        let order_id = OrderId::new();
+        let intent = PaymentIntentId::parse("pi_refund1").unwrap();
+        table.store.record_order(order_id, &order()).await.unwrap();
+        table.store.record_stock_reserved(order_id).await.unwrap();
+        won(table.store.claim(order_id, T0).await.unwrap());
+        won(table.store.record_intent(order_id, &intent).await.unwrap());
+        let settled = Settlement::Authorized { intent: intent.clone() };
+        table.store.settle(order_id, &settled, &authorized_event(order_id, &intent)).await.unwrap();
+        won(table.store.start_capture(order_id, &intent).await.unwrap());
+        let captured = CaptureSettlement::Captured { intent: intent.clone() };
+        table.store.settle_capture(order_id, &captured, &authorized_event(order_id, &intent)).await.unwrap();
+        (order_id, table.store.get(order_id).await.unwrap().unwrap())
+    }
+
+    fn refund(order_id: OrderId, key: &str, minor: i64) -> Refund {
+        Refund {
+            refund_id: RefundId::new(),
+            order_id,
+            source: Source::Key(key.into()),
+            amount: Money::new(minor, Currency::EUR).unwrap(),
+            reason: RefundReason::Duplicate,
+            note: Some("twice".into()),
+            return_id: None,
+            status: RefundStatus::Pending,
+            created_at: T0,
+            request: Some("{}".into()),
+        }
+    }
+
+    fn issued(refund: &Refund) -> Envelope {
+        let RefundStatus::Succeeded { stripe_refund_id, refunded_total } = &refund.status else { panic!() };
+        let event = Event::RefundIssued(RefundIssued {
+            order_id: refund.order_id,
+            refund_id: refund.refund_id,
+            stripe_refund_id: stripe_refund_id.clone(),
+            amount: refund.amount,
+            reason: refund.reason,
+            return_id: None,
+            refunded_total: *refunded_total,
+        });
+        Envelope::new(Metadata::new(refund.order_id.to_string()), event)
+    }
+
+    fn succeeded(mut refund: Refund, total: i64) -> Refund {
+        refund.status = RefundStatus::Succeeded {
+            stripe_refund_id: "re_1".into(),
+            refunded_total: Money::new(total, Currency::EUR).unwrap(),
+        };
+        refund
+    }
+
+    #[tokio::test]
+    async fn two_reservations_read_from_the_same_payment_never_pass_the_captured_total() {
+        let table = table().await;
+        let (order_id, payment) = captured(&table).await;
+
+        // Both planned from the same read (2500 left): the second's condition sees the first.
+        let first = table.store.reserve_refund(&payment, &refund(order_id, "a", 2000)).await.unwrap();
+        let second = table.store.reserve_refund(&payment, &refund(order_id, "b", 1000)).await.unwrap();
+        let again = table.store.reserve_refund(&payment, &refund(order_id, "a", 2000)).await.unwrap();
+
+        assert_eq!((first, second), (Reserved::Done, Reserved::Moved));
+        assert!(matches!(again, Reserved::Exists(existing) if existing.source == Source::Key("a".into())));
+        let stored = table.store.get(order_id).await.unwrap().unwrap();
+        assert_eq!(stored.refunds.reserved, 2000);
+        let pending = table.store.pending_refunds(T0, None).await.unwrap();
+        assert_eq!(pending.items, vec![PendingRefund { order_id, source: Source::Key("a".into()) }]);
+    }
+
+    #[tokio::test]
+    async fn a_refund_settles_once_with_its_event_and_a_failed_one_gives_its_amount_back() {
+        let table = table().await;
+        let (order_id, payment) = captured(&table).await;
+        let (a, b) = (refund(order_id, "a", 1000), refund(order_id, "b", 500));
+        table.store.reserve_refund(&payment, &a).await.unwrap();
+        let payment = table.store.get(order_id).await.unwrap().unwrap();
+        table.store.reserve_refund(&payment, &b).await.unwrap();
+        let settled = succeeded(a.clone(), 1000);
+
+        let done = table.store.settle_refund(&payment, &settled, &issued(&settled)).await.unwrap();
+        let twice = table.store.settle_refund(&payment, &settled, &issued(&settled)).await.unwrap();
+        let mut refused = b.clone();
+        refused.status = RefundStatus::Failed { reason: "charge_disputed".into() };
+        let failed = table.store.fail_refund(&refused).await.unwrap();
+
+        assert_eq!(done, Recorded::Done);
+        assert!(matches!(twice, Recorded::Already(current) if current.status == settled.status));
+        assert_eq!(failed, Recorded::Done);
+        let stored = table.store.get(order_id).await.unwrap().unwrap();
+        assert_eq!((stored.refunds.reserved, stored.refunds.refunded), (1000, 1000));
+        assert_eq!(table.store.refund(order_id, &a.source).await.unwrap(), Some(settled));
+        assert_eq!(table.store.refunds(order_id).await.unwrap().len(), 2);
+        assert!(table.store.pending_refunds(T0, None).await.unwrap().items.is_empty(), "out of the index");
+        assert_eq!(table.outbox().await.iter().filter(|t| *t == "RefundIssued").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_settle_from_a_stale_refunded_sum_is_moved_and_a_stripe_refund_is_recorded_once() {
+        let table = table().await;
+        let (order_id, payment) = captured(&table).await;
+        let mut outside = succeeded(refund(order_id, "x", 300), 300);
+        outside.source = Source::Stripe("re_dash".into());
+
+        let recorded = table.store.record_stripe_refund(&payment, &outside, &issued(&outside)).await.unwrap();
+        let again = table.store.record_stripe_refund(&payment, &outside, &issued(&outside)).await.unwrap();
+        let a = refund(order_id, "a", 1000);
+        let fresh = table.store.get(order_id).await.unwrap().unwrap();
+        table.store.reserve_refund(&fresh, &a).await.unwrap();
+        let stale = succeeded(a, 1000);
+        let moved = table.store.settle_refund(&payment, &stale, &issued(&stale)).await.unwrap();
+
+        assert_eq!(recorded, Recorded::Done);
+        assert!(matches!(again, Recorded::Already(_)));
+        assert_eq!(moved, Recorded::Moved, "read before the dashboard refund: its sum is stale");
+        let stored = table.store.get(order_id).await.unwrap().unwrap();
+        assert_eq!((stored.refunds.reserved, stored.refunds.refunded), (1300, 300));
+    }
+
+    #[tokio::test]
+    async fn a_dispute_is_recorded_once() {
+        let table = table().await;
+        let (order_id, _) = captured(&table).await;
+        let event = |id: &str| {
+            let disputed = Event::PaymentDisputed(domain_events::payment::PaymentDisputed {
+                order_id,
+                payment_intent_id: "pi_refund1".into(),
+                dispute_id: id.into(),
+                amount: order().total,
+                reason: "fraudulent".into(),
+            });
+            Envelope::new(Metadata::new(order_id.to_string()), disputed)
+        };
+
+        let first = table.store.record_dispute(order_id, "dp_1", &event("dp_1")).await.unwrap();
+        let again = table.store.record_dispute(order_id, "dp_1", &event("dp_1")).await.unwrap();
+
+        assert_eq!((first, again), (true, false));
+        assert_eq!(table.outbox().await.iter().filter(|t| *t == "PaymentDisputed").count(), 1);
+    }
+}

@@ -1,0 +1,268 @@
+//! Refunds as data, and what may be refunded, decided without I/O.
+//!
+//! A refund pays back part or all of what an order's payment *captured*. Three things ask for
+//! one, each naming it by a [`Source`] that is unique per order, so asking twice finds the first
+//! refund instead of making a second:
+//!
+//! - an admin, `POST /admin/orders/{id}/refunds` with an `Idempotency-Key` ([`Source::Key`]);
+//! - checkout's `ReturnReceived` for a received return ([`Source::Return`]);
+//! - Stripe, for a refund made outside Ferrocart (the Dashboard), seen in `charge.refunded`
+//!   ([`Source::Stripe`]).
+//!
+//! ## Never more than was captured
+//!
+//! The payment keeps two running sums in minor units ([`RefundTotals`]): `reserved`, every refund
+//! not failed (pending or succeeded), and `refunded`, the succeeded ones. A refund is first
+//! *reserved*: one transaction adds its amount to `reserved`, on the condition that the sum stays
+//! within the captured total, and writes the refund `pending`. So two concurrent refunds can never
+//! together pass the total: the second one's condition fails and it is planned again from the
+//! payment as it is ([`Payment::refundable`] says how much room is left). Only then is Stripe
+//! called; a refusal gives the amount back (`failed`), a success records it `succeeded` with
+//! `RefundIssued` in one transaction. A refund made at Stripe by someone else has happened
+//! already: it is recorded as it is, whatever the sums say.
+//!
+//! ```text
+//!  reserve (room left)          Stripe accepts: settle + RefundIssued
+//! ─────────────────────▶ pending ─────────────────────────────────────▶ succeeded
+//!                           │ Stripe refuses: amount given back
+//!                           └──────────────────────────────────▶ failed
+//! ```
+
+use time::OffsetDateTime;
+
+use domain_events::payment::RefundReason;
+use kernel::{Money, OrderId, RefundId, ReturnId};
+
+use crate::model::{Payment, PaymentIntentId, Stage};
+
+/// What a payment has refunded, in minor units of its total's currency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefundTotals {
+    /// Every refund not failed: pending and succeeded. Never above the captured total for
+    /// Ferrocart's own refunds (the reservation's condition).
+    pub reserved: i64,
+    /// The succeeded refunds.
+    pub refunded: i64,
+}
+
+/// Who asked for a refund, unique per order: the same source asking again finds the same refund.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An admin's request, by its `Idempotency-Key`.
+    Key(String),
+    /// A received return.
+    Return(ReturnId),
+    /// A refund made at Stripe outside Ferrocart, by Stripe's refund id (`re_…`).
+    Stripe(String),
+}
+
+impl Source {
+    /// The source as one string (`key#…`, `return#ret_…`, `stripe#re_…`): the refund's sort key.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Key(key) => format!("key#{key}"),
+            Self::Return(id) => format!("return#{id}"),
+            Self::Stripe(id) => format!("stripe#{id}"),
+        }
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let (kind, value) = raw.split_once('#')?;
+        match kind {
+            "key" => Some(Self::Key(value.to_owned())),
+            "return" => value.parse().ok().map(Self::Return),
+            "stripe" => Some(Self::Stripe(value.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// A refund the sweep found pending, by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRefund {
+    pub order_id: OrderId,
+    pub source: Source,
+}
+
+impl std::fmt::Display for PendingRefund {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.order_id, self.source.encode())
+    }
+}
+
+/// Where a refund stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Reserved; Stripe may or may not have made it (a crash between Stripe's answer and our
+    /// record): whoever carries it on looks at Stripe first.
+    Pending,
+    /// Stripe took it (`re_…`); `refunded_total` is the order's refunded sum with it.
+    Succeeded { stripe_refund_id: String, refunded_total: Money },
+    /// Stripe refused it, with its code; the amount was given back.
+    Failed { reason: String },
+}
+
+impl RefundStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded { .. } => "succeeded",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// One refund of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub refund_id: RefundId,
+    pub order_id: OrderId,
+    pub source: Source,
+    pub amount: Money,
+    pub reason: RefundReason,
+    pub note: Option<String>,
+    pub return_id: Option<ReturnId>,
+    pub status: RefundStatus,
+    pub created_at: OffsetDateTime,
+    /// For an admin's request: its body in canonical JSON, which a replay must repeat.
+    pub request: Option<String>,
+}
+
+impl Refund {
+    /// Stripe's refund id, once Stripe took it.
+    pub fn stripe_refund_id(&self) -> Option<&str> {
+        match &self.status {
+            RefundStatus::Succeeded { stripe_refund_id, .. } => Some(stripe_refund_id),
+            _ => None,
+        }
+    }
+}
+
+/// Why a payment cannot be refunded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrefundable {
+    /// Nothing was captured (yet, or ever): an authorization is voided by cancelling the order.
+    #[error("the payment is not captured ({stage}); cancel the order instead")]
+    NotCaptured { stage: &'static str },
+    /// More than is left of the captured total.
+    #[error("{requested} is more than the {refundable} still refundable of the {captured} captured")]
+    Exceeds { requested: Money, refundable: Money, captured: Money },
+}
+
+/// A refund's amount, decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub amount: Money,
+    /// What was asked, when more than was left (a return's refund is cut to what is left).
+    pub cut_from: Option<Money>,
+}
+
+impl Payment {
+    /// The captured PaymentIntent, the captured total and what is left of it to refund.
+    pub fn refundable(&self) -> Result<(PaymentIntentId, Money, Money), Unrefundable> {
+        let not_captured = |stage| Unrefundable::NotCaptured { stage };
+        let intent = match &self.stage {
+            Stage::Captured { intent } => intent.clone(),
+            Stage::Pending => return Err(not_captured("pending")),
+            Stage::Authorizing { .. } | Stage::AwaitingAction { .. } => return Err(not_captured("authorizing")),
+            Stage::Authorized { .. } => return Err(not_captured("authorized")),
+            Stage::Capturing { .. } => return Err(not_captured("capturing")),
+            Stage::Failed => return Err(not_captured("failed")),
+            Stage::Voided { .. } => return Err(not_captured("voided")),
+            Stage::CaptureFailed { .. } => return Err(not_captured("capture_failed")),
+        };
+        let total = self.order.as_ref().map(|order| order.total).ok_or(not_captured("pending"))?;
+        let left = (total.amount() - self.refunds.reserved).max(0);
+        let left = Money::new(left, total.currency()).map_err(|_| not_captured("pending"))?;
+        Ok((intent, total, left))
+    }
+
+    /// An admin's refund of `requested` (everything left when `None`): refused when not captured,
+    /// or when more than is left (nothing left counts as more).
+    pub fn plan_refund(&self, requested: Option<i64>) -> Result<Planned, Unrefundable> {
+        let (_, captured, left) = self.refundable()?;
+        let requested = match requested {
+            Some(minor) => Money::new(minor, captured.currency()).unwrap_or(captured),
+            None => left,
+        };
+        if requested.amount() > left.amount() || left.amount() == 0 {
+            return Err(Unrefundable::Exceeds { requested, refundable: left, captured });
+        }
+        Ok(Planned { amount: requested, cut_from: None })
+    }
+
+    /// A return's refund of `wanted`: what is left when less, `None` when nothing is.
+    pub fn plan_return_refund(&self, wanted: Money) -> Result<Option<Planned>, Unrefundable> {
+        let (_, _, left) = self.refundable()?;
+        if left.amount() == 0 || wanted.amount() <= 0 {
+            return Ok(None);
+        }
+        Ok(Some(if wanted.amount() > left.amount() {
+            Planned { amount: left, cut_from: Some(wanted) }
+        } else {
+            Planned { amount: wanted, cut_from: None }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernel::Currency;
+
+    use super::*;
+    use crate::model::OrderPayment;
+
+    fn usd(minor: i64) -> Money {
+        Money::new(minor, Currency::USD).unwrap()
+    }
+
+    fn captured(reserved: i64) -> Payment {
+        let mut payment = Payment::new(OrderId::new());
+        payment.order = Some(OrderPayment { total: usd(3300), payment_method: "pm_card_visa".into() });
+        payment.stage = Stage::Captured { intent: PaymentIntentId::parse("pi_1").unwrap() };
+        payment.refunds = RefundTotals { reserved, refunded: reserved };
+        payment
+    }
+
+    #[test]
+    fn an_admin_refunds_part_then_the_rest_and_never_more() {
+        assert_eq!(captured(0).plan_refund(Some(1000)), Ok(Planned { amount: usd(1000), cut_from: None }));
+        assert_eq!(captured(1000).plan_refund(None), Ok(Planned { amount: usd(2300), cut_from: None }));
+        assert_eq!(
+            captured(1000).plan_refund(Some(2301)),
+            Err(Unrefundable::Exceeds { requested: usd(2301), refundable: usd(2300), captured: usd(3300) })
+        );
+        assert!(matches!(captured(3300).plan_refund(None), Err(Unrefundable::Exceeds { .. })), "nothing left");
+    }
+
+    #[test]
+    fn nothing_is_refunded_before_the_capture() {
+        let mut authorized = captured(0);
+        authorized.stage = Stage::Authorized { intent: PaymentIntentId::parse("pi_1").unwrap() };
+
+        assert_eq!(authorized.plan_refund(None), Err(Unrefundable::NotCaptured { stage: "authorized" }));
+        assert_eq!(
+            Payment::new(OrderId::new()).plan_return_refund(usd(1)),
+            Err(Unrefundable::NotCaptured { stage: "pending" })
+        );
+    }
+
+    #[test]
+    fn a_returns_refund_is_cut_to_what_is_left() {
+        assert_eq!(captured(0).plan_return_refund(usd(1200)), Ok(Some(Planned { amount: usd(1200), cut_from: None })));
+        assert_eq!(
+            captured(3000).plan_return_refund(usd(1200)),
+            Ok(Some(Planned { amount: usd(300), cut_from: Some(usd(1200)) }))
+        );
+        assert_eq!(captured(3300).plan_return_refund(usd(1200)), Ok(None));
+    }
+
+    #[test]
+    fn a_source_reads_back_as_written() {
+        let sources = [Source::Key("k-1#x".into()), Source::Return(ReturnId::new()), Source::Stripe("re_123".into())];
+        for source in sources {
+            assert_eq!(Source::decode(&source.encode()), Some(source.clone()));
+        }
+        assert_eq!(Source::decode("nope"), None);
+    }
+}

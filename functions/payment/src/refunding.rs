@@ -1,0 +1,653 @@
+//! Refunding: an admin's request, a received return, a refund stuck halfway, and a refund made
+//! at Stripe outside Ferrocart. What may be refunded is [`crate::refund`]'s to decide.
+//!
+//! ## One refund at Stripe, whatever crashes or repeats
+//!
+//! 1. *Reserve* ([`RefundStore::reserve_refund`]): the refund is written `pending` under its
+//!    source (the admin's `Idempotency-Key`, the return id) and its amount added to the payment's
+//!    reserved sum, in one transaction conditional on the sum staying within the captured total.
+//!    The same source asking again finds this refund and carries it on instead of making another;
+//!    a concurrent refund that took the room first makes the condition fail, and the refund is
+//!    planned again from the payment as it is (so it is refused, or, for a return, cut).
+//! 2. *Refund at Stripe* with the idempotency key `ferrocart:{refund_id}:refund` and the
+//!    refund's id in the metadata. A retry of step 2 for a pending refund first lists the
+//!    PaymentIntent's refunds at Stripe and takes the one carrying our id, if Stripe made it
+//!    before the crash; the key covers two retries racing each other.
+//! 3. *Record*: Stripe took it → `succeeded` with `RefundIssued` in one transaction; Stripe
+//!    refused it → `failed`, its amount given back (no event).
+//!
+//! A refund left `pending` (the invocation died between steps 1 and 3, or Stripe was down) is
+//! carried on by the same request again (an admin's retry with its key, the return event's
+//! redelivery) and by payment's sweep, which lists refunds pending for [`REFUND_TIMEOUT`].
+//!
+//! A Stripe answer saved under the idempotency key is replayed for 24 hours, a 5xx included: a
+//! refund that met a Stripe outage stays pending until a retry gets through, at worst a day.
+
+use time::{Duration, OffsetDateTime};
+
+use adapters::retry::{Attempt, until_won};
+use domain_events::Event;
+use domain_events::checkout::ReturnReceived;
+use domain_events::payment::{PaymentDisputed, RefundIssued, RefundReason};
+use kernel::page::Page;
+use kernel::{Money, OrderId, RefundId};
+
+use crate::authorize::envelope;
+use crate::error::PaymentError;
+use crate::model::{Payment, PaymentIntentId};
+use crate::ports::{GatewayError, Recorded, RefundGateway, RefundStore, Reserved, StoreError, StripeRefund};
+use crate::refund::{PendingRefund, Refund, RefundStatus, Source, Unrefundable};
+
+/// How long a refund may stay pending before the sweep carries it on: longer than an invocation
+/// (the admin function's 29 s, the consumer's 40 s), so its owner has surely finished or died.
+pub const REFUND_TIMEOUT: Duration = Duration::seconds(60);
+
+/// Why a refund was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("payment has no order {0}")]
+    NotFound(OrderId),
+    #[error("the Idempotency-Key was used for a different refund request")]
+    KeyReused,
+    #[error(transparent)]
+    Unrefundable(#[from] Unrefundable),
+    /// Other refunds kept changing the payment: try again.
+    #[error("the payment of {0} kept changing")]
+    Busy(OrderId),
+    /// Storage or Stripe failed; the refund, if reserved, stays pending and is carried on later.
+    #[error(transparent)]
+    Failed(#[from] PaymentError),
+}
+
+impl From<StoreError> for RefundError {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+impl From<GatewayError> for RefundError {
+    fn from(error: GatewayError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// A refund to make.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub order_id: OrderId,
+    pub source: Source,
+    /// Minor units; everything still refundable when `None`.
+    pub amount: Option<i64>,
+    pub reason: RefundReason,
+    pub note: Option<String>,
+    /// The admin request's canonical body, which a replay under the same key must repeat.
+    pub request: Option<String>,
+}
+
+/// `POST /admin/orders/{id}/refunds`: the refund as it ends (succeeded, or failed with Stripe's
+/// code), once per source however often it is asked.
+pub async fn request_refund(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    ask: Ask,
+    now: OffsetDateTime,
+) -> Result<Refund, RefundError> {
+    if let Some(existing) = store.refund(ask.order_id, &ask.source).await? {
+        return replay(store, gateway, existing, &ask).await;
+    }
+    let ask = &ask;
+    let reserved = until_won(|| async move {
+        let payment = store.get(ask.order_id).await?.ok_or(RefundError::NotFound(ask.order_id))?;
+        let planned = payment.plan_refund(ask.amount)?;
+        let refund = Refund {
+            refund_id: RefundId::new(),
+            order_id: ask.order_id,
+            source: ask.source.clone(),
+            amount: planned.amount,
+            reason: ask.reason,
+            note: ask.note.clone(),
+            return_id: None,
+            status: RefundStatus::Pending,
+            created_at: now,
+            request: ask.request.clone(),
+        };
+        Ok::<_, RefundError>(match store.reserve_refund(&payment, &refund).await? {
+            Reserved::Done => Attempt::Done(Ok(refund)),
+            Reserved::Exists(existing) => Attempt::Done(Err(existing)),
+            Reserved::Moved => Attempt::Lost,
+        })
+    })
+    .await?
+    .ok_or(RefundError::Busy(ask.order_id))?;
+    match reserved {
+        Ok(refund) => complete(store, gateway, refund, false).await,
+        // A concurrent request with the same key reserved first.
+        Err(existing) => replay(store, gateway, *existing, ask).await,
+    }
+}
+
+/// The refund already made from the ask's source: refused if the ask differs, else carried on.
+async fn replay(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    existing: Refund,
+    ask: &Ask,
+) -> Result<Refund, RefundError> {
+    if existing.request != ask.request {
+        return Err(RefundError::KeyReused);
+    }
+    carry_on(store, gateway, existing).await
+}
+
+/// A refund as it is: a pending one is finished (Stripe looked at first), others are final.
+pub async fn carry_on(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    refund: Refund,
+) -> Result<Refund, RefundError> {
+    match refund.status {
+        RefundStatus::Pending => {
+            tracing::info!(order_id = %refund.order_id, refund_id = %refund.refund_id, "carrying on a pending refund");
+            complete(store, gateway, refund, true).await
+        }
+        RefundStatus::Succeeded { .. } | RefundStatus::Failed { .. } => Ok(refund),
+    }
+}
+
+/// Steps 2 and 3 for a reserved refund; `look_first` for one that may have reached Stripe.
+async fn complete(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    refund: Refund,
+    look_first: bool,
+) -> Result<Refund, RefundError> {
+    let order_id = refund.order_id;
+    let payment = store.get(order_id).await?.ok_or(RefundError::NotFound(order_id))?;
+    let intent = captured_intent(&payment)?;
+    let made = if look_first {
+        gateway.list_refunds(&intent).await?.into_iter().find(|made| made.refund_id == Some(refund.refund_id))
+    } else {
+        None
+    };
+    let made = match made {
+        Some(made) => made,
+        None => match gateway.create_refund(&intent, &refund).await {
+            Ok(made) => made,
+            Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code).await,
+            Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code).await,
+            Err(error) => return Err(error.into()),
+        },
+    };
+    if made.taken() { settle(store, refund, &made.id).await } else { fail(store, refund, made.status).await }
+}
+
+/// The PaymentIntent a refund of this payment goes to (the payment stays captured once it is).
+fn captured_intent(payment: &Payment) -> Result<PaymentIntentId, RefundError> {
+    payment.refundable().map(|(intent, _, _)| intent).map_err(|unrefundable| {
+        RefundError::Failed(PaymentError::Store(StoreError::Corrupt {
+            order_id: payment.order_id,
+            detail: format!("a refund is pending but {unrefundable}"),
+        }))
+    })
+}
+
+/// Step 3, Stripe took it: `succeeded` with `RefundIssued`.
+async fn settle(store: &impl RefundStore, refund: Refund, stripe_refund_id: &str) -> Result<Refund, RefundError> {
+    let (refund, order_id) = (&refund, refund.order_id);
+    let settled = until_won(|| async move {
+        let payment = store.get(order_id).await?.ok_or(RefundError::NotFound(order_id))?;
+        let settled = succeeded(&payment, refund.clone(), stripe_refund_id)?;
+        let event = issued(&settled)?;
+        Ok::<_, RefundError>(match store.settle_refund(&payment, &settled, &event).await? {
+            Recorded::Done => {
+                tracing::info!(%order_id, refund_id = %settled.refund_id, stripe_refund_id, "refund issued");
+                Attempt::Done(settled)
+            }
+            Recorded::Already(current) => Attempt::Done(*current),
+            Recorded::Moved => Attempt::Lost,
+        })
+    })
+    .await?;
+    settled.ok_or(RefundError::Busy(order_id))
+}
+
+/// `refund`, succeeded as `stripe_refund_id`, with the payment's refunded sum after it.
+fn succeeded(payment: &Payment, mut refund: Refund, stripe_refund_id: &str) -> Result<Refund, RefundError> {
+    let total = payment.refunds.refunded.checked_add(refund.amount.amount());
+    let refunded_total = total
+        .and_then(|total| Money::new(total, refund.amount.currency()).ok())
+        .ok_or_else(|| StoreError::Corrupt { order_id: refund.order_id, detail: "refunded sum overflows".into() })?;
+    refund.status = RefundStatus::Succeeded { stripe_refund_id: stripe_refund_id.to_owned(), refunded_total };
+    Ok(refund)
+}
+
+fn issued(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
+    let RefundStatus::Succeeded { stripe_refund_id, refunded_total } = &refund.status else {
+        return Err(
+            StoreError::Corrupt { order_id: refund.order_id, detail: "announcing an unsettled refund".into() }.into()
+        );
+    };
+    let event = Event::RefundIssued(RefundIssued {
+        order_id: refund.order_id,
+        refund_id: refund.refund_id,
+        stripe_refund_id: stripe_refund_id.clone(),
+        amount: refund.amount,
+        reason: refund.reason,
+        return_id: refund.return_id,
+        refunded_total: *refunded_total,
+    });
+    Ok(envelope(refund.order_id, event))
+}
+
+/// Step 3, Stripe refused it: `failed`, the amount given back.
+async fn fail(store: &impl RefundStore, mut refund: Refund, reason: String) -> Result<Refund, RefundError> {
+    tracing::warn!(order_id = %refund.order_id, refund_id = %refund.refund_id, reason, "Stripe refused the refund");
+    refund.status = RefundStatus::Failed { reason };
+    match store.fail_refund(&refund).await? {
+        Recorded::Done | Recorded::Moved => Ok(refund),
+        Recorded::Already(current) => Ok(*current),
+    }
+}
+
+/// `ReturnReceived`: refund the return's amount once (keyed by the return id), cut to what is
+/// left of the captured total; nothing when nothing is left.
+pub async fn on_return_received(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    received: &ReturnReceived,
+    now: OffsetDateTime,
+) -> Result<(), PaymentError> {
+    let (order_id, source) = (received.order_id, Source::Return(received.return_id));
+    if let Some(existing) = store.refund(order_id, &source).await? {
+        return carry_on(store, gateway, existing).await.map(drop).map_err(payment_error(order_id));
+    }
+    let received = &received;
+    let source = &source;
+    let reserved = until_won(|| async move {
+        let payment = store
+            .get(order_id)
+            .await?
+            .ok_or(PaymentError::NothingToRefund { order_id, detail: "payment has no record of the order".into() })?;
+        if payment.order.as_ref().is_some_and(|order| order.total.currency() != received.refund.currency()) {
+            return Err(PaymentError::NothingToRefund {
+                order_id,
+                detail: "the refund's currency is not the order's".into(),
+            });
+        }
+        let planned = match payment.plan_return_refund(received.refund) {
+            Ok(Some(planned)) => planned,
+            Ok(None) => {
+                tracing::warn!(%order_id, return_id = %received.return_id, wanted = ?received.refund,
+                    "return received with nothing left to refund");
+                lambda_glue::metrics::count("ReturnRefundsCut", 1, ("Service", "payment-events"));
+                return Ok(Attempt::Done(None));
+            }
+            // A return comes after a delivery, so after the dispatch that captures: the capture is
+            // still on its way.
+            Err(Unrefundable::NotCaptured { stage: "authorized" | "capturing" }) => {
+                return Err(PaymentError::NotCapturableYet { order_id });
+            }
+            Err(unrefundable) => {
+                return Err(PaymentError::NothingToRefund { order_id, detail: unrefundable.to_string() });
+            }
+        };
+        if let Some(wanted) = planned.cut_from {
+            tracing::warn!(%order_id, return_id = %received.return_id, ?wanted, refunded = ?planned.amount,
+                "return refund cut to what is left of the captured total");
+            lambda_glue::metrics::count("ReturnRefundsCut", 1, ("Service", "payment-events"));
+        }
+        let refund = Refund {
+            refund_id: RefundId::new(),
+            order_id,
+            source: source.clone(),
+            amount: planned.amount,
+            reason: RefundReason::RequestedByCustomer,
+            note: None,
+            return_id: Some(received.return_id),
+            status: RefundStatus::Pending,
+            created_at: now,
+            request: None,
+        };
+        Ok(match store.reserve_refund(&payment, &refund).await? {
+            Reserved::Done => Attempt::Done(Some(refund)),
+            Reserved::Exists(existing) => Attempt::Done(Some(*existing)),
+            Reserved::Moved => Attempt::Lost,
+        })
+    })
+    .await?
+    .ok_or(PaymentError::Busy { order_id })?;
+    match reserved {
+        Some(refund) => carry_on(store, gateway, refund).await.map(drop).map_err(payment_error(order_id)),
+        None => Ok(()),
+    }
+}
+
+/// A refund error of the order's as the consumer, the sweep and the webhook see it.
+fn payment_error(order_id: OrderId) -> impl Fn(RefundError) -> PaymentError {
+    move |error| match error {
+        RefundError::Failed(error) => error,
+        RefundError::Busy(order_id) => PaymentError::Busy { order_id },
+        // Never for a refund carried on (it was planned when reserved); a person must look.
+        other @ (RefundError::NotFound(_) | RefundError::KeyReused | RefundError::Unrefundable(_)) => {
+            PaymentError::NothingToRefund { order_id, detail: other.to_string() }
+        }
+    }
+}
+
+/// One page of the refunds pending since [`REFUND_TIMEOUT`] before `now`, from `cursor` on.
+pub async fn list_pending<S: RefundStore>(
+    store: &S,
+    now: OffsetDateTime,
+    cursor: Option<S::RefundCursor>,
+) -> Result<Page<PendingRefund, S::RefundCursor>, PaymentError> {
+    Ok(store.pending_refunds(now - REFUND_TIMEOUT, cursor).await?)
+}
+
+/// Carries on one listed pending refund, as a retry of its request would.
+pub async fn finish_pending(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    PendingRefund { order_id, source }: PendingRefund,
+) -> Result<(), PaymentError> {
+    match store.refund(order_id, &source).await? {
+        Some(refund) if refund.status == RefundStatus::Pending => {
+            tracing::warn!(%order_id, refund_id = %refund.refund_id, "finishing a stalled refund");
+            carry_on(store, gateway, refund).await.map(drop).map_err(payment_error(order_id))
+        }
+        // The index lags the table: finished since it listed the refund.
+        _ => Ok(()),
+    }
+}
+
+/// `charge.refunded`: the refunds of the PaymentIntent as Stripe has them. Each Stripe refund we
+/// do not know is recorded once (`RefundIssued`, reason `other`): a refund made in the Dashboard.
+/// One carrying our refund id finishes our pending refund; one we recorded changes nothing.
+pub async fn reconcile(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    intent: &PaymentIntentId,
+    now: OffsetDateTime,
+) -> Result<(), PaymentError> {
+    let Some(order_id) = gateway.intent_order(intent).await? else {
+        tracing::info!(payment_intent_id = %intent, "refunds of a PaymentIntent that is not an order's; ignored");
+        return Ok(());
+    };
+    let ours = store.refunds(order_id).await?;
+    let mut made = gateway.list_refunds(intent).await?;
+    made.reverse(); // oldest first, so the refunded sums grow in Stripe's order
+    for made in made.into_iter().filter(StripeRefund::taken) {
+        if ours.iter().any(|refund| refund.stripe_refund_id() == Some(made.id.as_str())) {
+            continue;
+        }
+        match made.refund_id.and_then(|id| ours.iter().find(|refund| refund.refund_id == id)) {
+            Some(pending) if pending.status == RefundStatus::Pending => {
+                settle(store, pending.clone(), &made.id).await.map_err(payment_error(order_id))?;
+            }
+            Some(_) => {}
+            None => record_outside(store, order_id, &made, now).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Records a refund made at Stripe outside Ferrocart, once.
+async fn record_outside(
+    store: &impl RefundStore,
+    order_id: OrderId,
+    made: &StripeRefund,
+    now: OffsetDateTime,
+) -> Result<(), PaymentError> {
+    let recorded = until_won(|| async move {
+        let payment = store.get(order_id).await?.ok_or(PaymentError::NothingToRefund {
+            order_id,
+            detail: "Stripe refunded an order payment never heard of".into(),
+        })?;
+        let refund = Refund {
+            refund_id: RefundId::new(),
+            order_id,
+            source: Source::Stripe(made.id.clone()),
+            amount: made.amount,
+            reason: RefundReason::Other,
+            note: None,
+            return_id: None,
+            status: RefundStatus::Pending,
+            created_at: now,
+            request: None,
+        };
+        let refund = succeeded(&payment, refund, &made.id).map_err(payment_error(order_id))?;
+        let event = issued(&refund).map_err(payment_error(order_id))?;
+        Ok::<_, PaymentError>(match store.record_stripe_refund(&payment, &refund, &event).await? {
+            Recorded::Done => {
+                tracing::warn!(%order_id, stripe_refund_id = made.id, amount = ?made.amount,
+                    "recorded a refund made at Stripe outside Ferrocart");
+                Attempt::Done(())
+            }
+            Recorded::Already(_) => Attempt::Done(()),
+            Recorded::Moved => Attempt::Lost,
+        })
+    })
+    .await?;
+    recorded.ok_or(PaymentError::Busy { order_id })
+}
+
+/// A dispute as Stripe's `charge.dispute.created` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    /// `dp_…`
+    pub id: String,
+    pub intent: PaymentIntentId,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// `charge.dispute.created`: `PaymentDisputed`, once per dispute. The PaymentIntent is read back
+/// from Stripe to find its order (and that it is ours).
+pub async fn on_dispute(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    dispute: &Dispute,
+) -> Result<(), PaymentError> {
+    let Some(order_id) = gateway.intent_order(&dispute.intent).await? else {
+        tracing::info!(dispute_id = dispute.id, "dispute on a PaymentIntent that is not an order's; ignored");
+        return Ok(());
+    };
+    let event = Event::PaymentDisputed(PaymentDisputed {
+        order_id,
+        payment_intent_id: dispute.intent.to_string(),
+        dispute_id: dispute.id.clone(),
+        amount: dispute.amount,
+        reason: dispute.reason.clone(),
+    });
+    if store.record_dispute(order_id, &dispute.id, &envelope(order_id, event)).await? {
+        tracing::warn!(%order_id, dispute_id = dispute.id, reason = dispute.reason, "payment disputed; a person must answer it");
+    } else {
+        tracing::info!(%order_id, dispute_id = dispute.id, "dispute recorded before");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kernel::{Currency, ReturnId, Warehouse};
+
+    use super::*;
+    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, captured_order};
+
+    fn usd(minor: i64) -> Money {
+        Money::new(minor, Currency::USD).unwrap()
+    }
+
+    fn ask(order_id: OrderId, key: &str, amount: Option<i64>) -> Ask {
+        Ask {
+            order_id,
+            source: Source::Key(key.into()),
+            amount,
+            reason: RefundReason::RequestedByCustomer,
+            note: None,
+            request: Some(format!("{{\"amount\":{amount:?}}}")),
+        }
+    }
+
+    fn returned(order_id: OrderId, return_id: ReturnId, minor: i64) -> ReturnReceived {
+        ReturnReceived {
+            order_id,
+            return_id,
+            warehouse: Warehouse::parse("main").unwrap(),
+            lines: Vec::new(),
+            refund: usd(minor),
+        }
+    }
+
+    fn issued_amounts(store: &FakeStore) -> Vec<(i64, i64)> {
+        store
+            .events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::RefundIssued(issued) => Some((issued.amount.amount(), issued.refunded_total.amount())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn at_stripe(stripe: &FakeStripe, intent: &PaymentIntentId) -> i64 {
+        stripe.refunds_of(intent).iter().map(|made| made.amount.amount()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_refund_that_lost_the_room_to_a_concurrent_one_is_planned_again_and_refused() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        // Between our read (2500 left) and our reservation, another refund reserves 2000.
+        store.before_next_reserve(|payment| payment.refunds.reserved += 2000);
+
+        let refused = request_refund(&store, &stripe, ask(order_id, "k1", Some(1000)), T0).await;
+
+        assert!(matches!(refused, Err(RefundError::Unrefundable(Unrefundable::Exceeds { .. }))), "{refused:?}");
+        assert_eq!(at_stripe(&stripe, &intent), 0);
+        assert_eq!(store.payment(order_id).refunds.reserved, 2000, "nothing reserved beyond the total");
+    }
+
+    #[tokio::test]
+    async fn a_refund_whose_stripe_answer_was_lost_is_finished_by_its_retry_with_one_refund_at_stripe() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::AnswerLost);
+
+        let crashed = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await;
+        let retried = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert!(matches!(crashed, Err(RefundError::Failed(ref error)) if error.is_transient()), "{crashed:?}");
+        assert_eq!(retried.status.as_str(), "succeeded");
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_finishes_a_refund_left_pending_and_leaves_a_young_one_alone() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::AnswerLost);
+        let _crashed = request_refund(&store, &stripe, ask(order_id, "k1", None), T0).await;
+
+        let too_soon = list_pending(&store, T0 + REFUND_TIMEOUT - Duration::seconds(1), None).await.unwrap();
+        let due = list_pending(&store, T0 + REFUND_TIMEOUT, None).await.unwrap();
+        for listed in due.items.clone() {
+            finish_pending(&store, &stripe, listed).await.unwrap();
+        }
+
+        assert!(too_soon.items.is_empty());
+        assert_eq!(due.items.len(), 1);
+        assert_eq!(stripe.refunds_of(&intent).len(), 1);
+        assert_eq!(issued_amounts(&store), vec![(2500, 2500)]);
+        assert!(list_pending(&store, T0 + REFUND_TIMEOUT, None).await.unwrap().items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refund_stripe_refuses_gives_its_amount_back() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::Refused("charge_disputed"));
+
+        let refused = request_refund(&store, &stripe, ask(order_id, "k1", Some(2500)), T0).await.unwrap();
+        let then = request_refund(&store, &stripe, ask(order_id, "k2", Some(2500)), T0).await.unwrap();
+
+        assert_eq!(refused.status, RefundStatus::Failed { reason: "charge_disputed".into() });
+        assert_eq!(then.status.as_str(), "succeeded", "the room came back");
+        assert_eq!(issued_amounts(&store), vec![(2500, 2500)]);
+    }
+
+    #[tokio::test]
+    async fn a_return_delivered_twice_or_resent_refunds_once_and_is_cut_to_what_is_left() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        request_refund(&store, &stripe, ask(order_id, "k1", Some(1500)), T0).await.unwrap();
+        let received = returned(order_id, ReturnId::new(), 1200);
+
+        for _ in 0..3 {
+            on_return_received(&store, &stripe, &received, T0).await.unwrap();
+        }
+
+        assert_eq!(issued_amounts(&store), vec![(1500, 1500), (1000, 2500)], "cut to the 1000 left, once");
+        assert_eq!(at_stripe(&stripe, &intent), 2500);
+        let for_return = store.stored_refunds(order_id).into_iter().filter(|r| r.return_id.is_some()).count();
+        assert_eq!(for_return, 1);
+    }
+
+    #[tokio::test]
+    async fn a_return_before_the_capture_is_recorded_waits_for_it() {
+        let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
+        crate::testing::place_and_reserve(&store, &stripe, order_id, crate::testing::VISA).await;
+
+        let early = on_return_received(&store, &stripe, &returned(order_id, ReturnId::new(), 100), T0).await;
+
+        assert!(matches!(early, Err(PaymentError::NotCapturableYet { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_dashboard_refund_is_recorded_once_and_our_own_never_twice() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        request_refund(&store, &stripe, ask(order_id, "k1", Some(1000)), T0).await.unwrap();
+        stripe.refund_in_dashboard(&intent, usd(500));
+
+        for _ in 0..2 {
+            reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        }
+
+        assert_eq!(issued_amounts(&store), vec![(1000, 1000), (500, 1500)]);
+        let reasons: Vec<_> = store.stored_refunds(order_id).iter().map(|refund| refund.reason).collect();
+        assert!(reasons.contains(&RefundReason::Other));
+        let more = request_refund(&store, &stripe, ask(order_id, "k2", None), T0).await.unwrap();
+        assert_eq!(more.amount, usd(1000), "the dashboard's refund counts against the total");
+    }
+
+    #[tokio::test]
+    async fn stripes_word_on_our_pending_refund_finishes_it_once() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::AnswerLost);
+        let _crashed = request_refund(&store, &stripe, ask(order_id, "k1", Some(800)), T0).await;
+
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        let retried = request_refund(&store, &stripe, ask(order_id, "k1", Some(800)), T0).await.unwrap();
+
+        assert_eq!(retried.status.as_str(), "succeeded");
+        assert_eq!(issued_amounts(&store), vec![(800, 800)]);
+        assert_eq!(stripe.refunds_of(&intent).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dispute_is_announced_once() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let dispute = Dispute { id: "dp_1".into(), intent, amount: usd(2500), reason: "fraudulent".into() };
+
+        on_dispute(&store, &stripe, &dispute).await.unwrap();
+        on_dispute(&store, &stripe, &dispute).await.unwrap();
+
+        let disputed: Vec<_> =
+            store.events().into_iter().filter(|event| matches!(event, Event::PaymentDisputed(_))).collect();
+        assert_eq!(disputed.len(), 1);
+        assert!(matches!(&disputed[0], Event::PaymentDisputed(d) if d.order_id == order_id && d.dispute_id == "dp_1"));
+    }
+}
