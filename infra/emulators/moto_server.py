@@ -21,6 +21,9 @@ reader resuming after the phantom skips it. DynamoDB writes nothing for a cancel
 and reports every failed condition; so does this patch. A transaction whose conditions all hold
 then runs without moto's snapshot, whose deep copies made every transaction slower as its tables
 grew (the end-to-end suite ran twice as long with them).
+
+EventBridge → SQS also keeps each entry's `TraceHeader` as the message's `AWSTraceHeader`
+(`put_events_with_trace_headers`), so the order's X-Ray trace header reaches consumers as in AWS.
 """
 
 import copy
@@ -32,6 +35,8 @@ from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import ConditionalCheckFailed, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.events.models import EventsBackend
+from moto.sqs.models import SQSBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -135,6 +140,42 @@ KEEP_TABLES = KeepTables()
 
 
 DynamoDBBackend.transact_write_items = check_conditions_first(DynamoDBBackend.transact_write_items)
+
+
+# EventBridge carries a PutEvents entry's `TraceHeader` to the SQS messages its rules send, as
+# their `AWSTraceHeader` system attribute; moto drops it. Each entry is put on its own, with its
+# header in a thread-local that the SQS send reads (one request is one thread here).
+TRACE = threading.local()
+
+
+def put_events_with_trace_headers(put_events):
+    def put(self, events):
+        if len(events) > 10:
+            return put_events(self, events)  # moto's own validation error
+        entries = []
+        for event in events:
+            TRACE.header = event.get("TraceHeader")
+            try:
+                entries.extend(put_events(self, [event]))
+            finally:
+                TRACE.header = None
+        return entries
+
+    return put
+
+
+def send_message_with_trace_header(send_message):
+    def send(self, *args, **kwargs):
+        header = getattr(TRACE, "header", None)
+        if header and not kwargs.get("system_attributes"):
+            kwargs["system_attributes"] = {"AWSTraceHeader": {"StringValue": header, "DataType": "String"}}
+        return send_message(self, *args, **kwargs)
+
+    return send
+
+
+EventsBackend.put_events = put_events_with_trace_headers(EventsBackend.put_events)
+SQSBackend.send_message = send_message_with_trace_header(SQSBackend.send_message)
 
 
 def serialize_dynamodb(app):

@@ -94,6 +94,8 @@ impl EventBus for EventBridgeBus {
                     .detail_type(&record.detail_type)
                     .detail(&record.detail)
                     .resources(record.correlation_id.clone())
+                    // Not counted in the entry size; EventBridge and SQS carry it to consumers.
+                    .set_trace_header(record.trace_header.clone())
                     .build()
             })
             .collect::<Vec<_>>();

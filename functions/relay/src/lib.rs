@@ -178,7 +178,14 @@ fn count_business_metrics(record: &OutboxRecord) {
         Envelope::from_parts(&record.detail_type, &record.source, detail).map_err(|e| e.to_string())
     });
     match envelope {
-        Ok(envelope) => metrics::business(&envelope).iter().for_each(lambda_glue::metrics::Metric::emit),
+        Ok(envelope) => {
+            for metric in metrics::business(&envelope) {
+                metric
+                    .with("correlation_id", &envelope.metadata.correlation_id)
+                    .with("event_id", envelope.metadata.event_id.to_string())
+                    .emit();
+            }
+        }
         Err(error) => tracing::debug!(%error, "published event not counted"),
     }
 }

@@ -37,6 +37,10 @@ pub struct OutboxRecord {
     pub correlation_id: String,
     /// Epoch seconds; DynamoDB TTL deletes the item after this.
     pub expires_at: i64,
+    /// The X-Ray trace the event was written in ([`domain_events::trace`]); the relay publishes
+    /// the event in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_header: Option<String>,
 }
 
 /// Why an event could not be put in the outbox.
@@ -61,6 +65,7 @@ impl OutboxRecord {
             detail: envelope.detail()?.to_string(),
             correlation_id: envelope.metadata.correlation_id.clone(),
             expires_at: envelope.metadata.occurred_at.unix_timestamp() + RETENTION_SECS,
+            trace_header: domain_events::trace::current(),
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod fulfillment;
 pub mod inventory;
 pub mod payment;
 pub mod queries;
+pub mod trace;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

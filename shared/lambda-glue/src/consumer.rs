@@ -147,15 +147,19 @@ where
                 continue;
             }
         };
+        // The trace the event was published in (SQS's `AWSTraceHeader`): what the handler writes
+        // stays in the order's trace (`domain_events::trace`).
+        let trace = message.attributes.get(TRACE_ATTRIBUTE).cloned();
         let span = tracing::info_span!(
             "event",
             message_id = %id,
             event_id = %envelope.metadata.event_id,
             correlation_id = %envelope.metadata.correlation_id,
             detail_type = envelope.event.detail_type(),
+            trace = trace.as_deref().unwrap_or_default(),
         );
         ages.push(age_millis(envelope.metadata.occurred_at, OffsetDateTime::now_utc()));
-        match once(envelope, deadline, inbox, &handle).instrument(span).await {
+        match domain_events::trace::within(trace, once(envelope, deadline, inbox, &handle)).instrument(span).await {
             Outcome::Done => {}
             Outcome::Duplicate => duplicates += 1,
             Outcome::Again => response.add_failure(id),
@@ -164,6 +168,9 @@ where
     batch_metrics(ages, duplicates).iter().for_each(Metric::emit);
     response
 }
+
+/// The SQS system attribute that carries the X-Ray trace header.
+const TRACE_ATTRIBUTE: &str = "AWSTraceHeader";
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,10 +195,9 @@ fn batch_metrics(ages: Vec<u64>, duplicates: u64) -> Vec<Metric> {
     let function = crate::metrics::function_name();
     let mut metrics = Vec::new();
     if !ages.is_empty() {
-        metrics.push(
-            Metric { name: "EventAge", unit: Unit::Milliseconds, values: ages, dimensions: Vec::new() }
-                .by("FunctionName", function),
-        );
+        let mut age = Metric::value("EventAge", Unit::Milliseconds, 0).by("FunctionName", function);
+        age.values = ages;
+        metrics.push(age);
     }
     if duplicates > 0 {
         metrics.push(Metric::value("InboxDuplicates", Unit::Count, duplicates).by("FunctionName", function));

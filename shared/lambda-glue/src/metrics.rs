@@ -49,23 +49,33 @@ pub struct Metric {
     pub unit: Unit,
     pub values: Vec<u64>,
     pub dimensions: Vec<(&'static str, String)>,
+    /// Fields written beside the metric that are not dimensions (no metric cost): CloudWatch
+    /// Logs Insights finds the document by them, e.g. the `correlation_id` behind a value.
+    pub properties: Vec<(&'static str, String)>,
 }
 
 impl Metric {
     /// One count of `name`, without dimensions.
     pub fn count(name: &'static str) -> Self {
-        Self { name, unit: Unit::Count, values: vec![1], dimensions: Vec::new() }
+        Self { name, unit: Unit::Count, values: vec![1], dimensions: Vec::new(), properties: Vec::new() }
     }
 
     /// One value of `name` in `unit`, without dimensions.
     pub fn value(name: &'static str, unit: Unit, value: u64) -> Self {
-        Self { name, unit, values: vec![value], dimensions: Vec::new() }
+        Self { name, unit, values: vec![value], dimensions: Vec::new(), properties: Vec::new() }
     }
 
     /// The same metric with one more dimension.
     #[must_use]
     pub fn by(mut self, dimension: &'static str, value: impl Into<String>) -> Self {
         self.dimensions.push((dimension, value.into()));
+        self
+    }
+
+    /// The same metric with one more property (a field that is not a dimension).
+    #[must_use]
+    pub fn with(mut self, property: &'static str, value: impl Into<String>) -> Self {
+        self.properties.push((property, value.into()));
         self
     }
 
@@ -96,7 +106,7 @@ impl Metric {
                         }],
                     }),
                 );
-                for (key, value) in &self.dimensions {
+                for (key, value) in self.properties.iter().chain(&self.dimensions) {
                     document.insert((*key).to_owned(), Value::from(value.as_str()));
                 }
                 let value = match values {
@@ -126,7 +136,7 @@ pub fn function_name() -> &'static str {
 
 /// Records `value` for the counter `name` with one dimension, e.g. `("Sweep", "order-timeouts")`.
 pub fn count(name: &'static str, value: u64, (key, dimension): (&'static str, &str)) {
-    Metric { name, unit: Unit::Count, values: vec![value], dimensions: vec![(key, dimension.to_owned())] }.emit();
+    Metric::value(name, Unit::Count, value).by(key, dimension).emit();
 }
 
 /// Records that this process is a new execution environment: `ColdStart` by `FunctionName`.
@@ -174,12 +184,8 @@ mod tests {
 
     #[test]
     fn many_values_go_in_arrays_of_at_most_one_hundred() {
-        let metric = Metric {
-            name: "EventAge",
-            unit: Unit::Milliseconds,
-            values: (0..150).collect(),
-            dimensions: vec![("FunctionName", "shop-CheckoutEvents".to_owned())],
-        };
+        let mut metric = Metric::value("EventAge", Unit::Milliseconds, 0).by("FunctionName", "shop-CheckoutEvents");
+        metric.values = (0..150).collect();
 
         let documents: Vec<Value> = metric.documents("Ferrocart", at()).iter().map(|l| parse(l)).collect();
 
@@ -192,8 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn properties_are_fields_of_the_document_but_not_dimensions() {
+        let metric = Metric::count("OrdersPlaced").with("correlation_id", "ord_1");
+
+        let document = parse(&metric.documents("Ferrocart", at())[0]);
+
+        assert_eq!(document["correlation_id"], "ord_1");
+        assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+    }
+
+    #[test]
     fn a_metric_without_values_writes_nothing() {
-        let metric = Metric { name: "EventAge", unit: Unit::Milliseconds, values: Vec::new(), dimensions: Vec::new() };
+        let mut metric = Metric::value("EventAge", Unit::Milliseconds, 0);
+        metric.values.clear();
 
         assert!(metric.documents("Ferrocart", at()).is_empty());
     }

@@ -33,6 +33,8 @@ pub struct Shop {
     pub region: String,
     /// The Stripe emulator's URL.
     pub stripe_url: Option<String>,
+    /// The file every function and the local cloud write their logs to.
+    pub log: PathBuf,
     identity: localcloud::auth::LocalIdentity,
     tables: Vec<(String, String)>,
     physical: localcloud::template::Physical,
@@ -209,7 +211,7 @@ async fn launch(settings: Settings) -> anyhow::Result<(LocalCloud, Shop)> {
             )
             .try_init();
     }
-    options.logs = Logs::File(log);
+    options.logs = Logs::File(log.clone());
     let cloud = LocalCloud::start(options).await?;
     let identity = cloud.identity.clone().context("the template has no JWT authorizer")?;
     let shop = Shop {
@@ -217,6 +219,7 @@ async fn launch(settings: Settings) -> anyhow::Result<(LocalCloud, Shop)> {
         endpoint: cloud.endpoint.clone(),
         region: cloud.region.clone(),
         stripe_url: cloud.stripe_url.clone(),
+        log,
         identity,
         tables: cloud.tables.iter().map(|t| (t.logical_id.clone(), t.name.clone())).collect(),
         physical: cloud.physical.clone(),

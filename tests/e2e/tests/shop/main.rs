@@ -12,5 +12,7 @@ mod events;
 mod fulfillment;
 mod inbox;
 mod inventory;
+mod observability;
 mod orders;
+mod returns;
 mod three_d_secure;

@@ -1,0 +1,117 @@
+//! What an operator sees of one order: its business metrics in the functions' logs (EMF), one
+//! trace header from checkout through inventory and payment, and its timeline in the local
+//! cloud's journal.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use e2e::flows::{checkout_body, order_when, place, shopper_with_cart};
+use e2e::support::{call, eventually};
+
+/// Every JSON document the functions have written to the shared log so far.
+fn logged() -> Vec<Value> {
+    let text = std::fs::read_to_string(&testkit::shop().log).unwrap_or_default();
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// The EMF documents declaring metric `name`.
+fn metric<'a>(documents: &'a [Value], name: &str) -> Vec<&'a Value> {
+    documents
+        .iter()
+        .filter(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["Name"] == name))
+        })
+        .collect()
+}
+
+async fn confirmed_order() -> (String, Value) {
+    let shopper = shopper_with_cart(5, 2).await;
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    let id = placed.body["order_id"].as_str().expect("order id").to_owned();
+    let order = order_when(&shopper.token, &id, |o| o["status"] == "confirmed").await;
+    (id, order)
+}
+
+#[tokio::test]
+async fn a_confirmed_order_is_counted_with_its_value_and_saga_latency() {
+    let (id, order) = confirmed_order().await;
+
+    // The relays write the metrics as they publish; the last event may still be on its way.
+    let documents = eventually(20, || async {
+        let documents = logged();
+        let mine = |d: &&Value| d["correlation_id"] == id.as_str();
+        let confirmed = metric(&documents, "OrdersConfirmed").into_iter().any(|d| mine(&d));
+        confirmed.then_some(documents)
+    })
+    .await
+    .expect("OrdersConfirmed for the order in the logs");
+
+    let mine = |name: &str| -> Vec<Value> {
+        metric(&documents, name).into_iter().filter(|d| d["correlation_id"] == id.as_str()).cloned().collect()
+    };
+    assert_eq!(mine("OrdersPlaced").len(), 1, "placed once");
+    let value = &mine("OrderValue")[0];
+    assert_eq!(value["OrderValue"], order["totals"]["total"]["amount"], "{value}");
+    assert_eq!(value["Currency"], "USD");
+    assert_eq!(value["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["Currency"]]));
+    let latency = &mine("SagaLatency")[0];
+    assert_eq!(latency["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"], "Milliseconds");
+    assert!(latency["SagaLatency"].as_u64().is_some_and(|ms| ms < 60_000), "{latency}");
+    for name in ["PaymentsAuthorized", "OrdersConfirmed"] {
+        assert_eq!(mine(name).len(), 1, "{name} once for the order");
+    }
+    let text = documents.iter().map(Value::to_string).collect::<String>();
+    assert!(!text.contains("4242424242424242"), "no card number in any log line");
+}
+
+#[tokio::test]
+async fn each_consumer_reports_how_old_the_events_it_reads_are() {
+    confirmed_order().await;
+    let shop = testkit::shop();
+
+    for consumer in ["InventoryEventsFunction", "PaymentEventsFunction", "CheckoutEventsFunction"] {
+        let name = shop.resource(consumer).expect("a function name");
+        let ages = metric(&logged(), "EventAge").into_iter().filter(|d| d["FunctionName"] == name).count();
+        assert!(ages > 0, "no EventAge from {consumer} ({name})");
+    }
+}
+
+#[tokio::test]
+async fn one_trace_header_follows_the_order_through_checkout_inventory_and_payment() {
+    let (id, _) = confirmed_order().await;
+
+    let traces: std::collections::BTreeSet<String> = logged()
+        .iter()
+        .filter(|line| line["span"]["correlation_id"] == id.as_str())
+        .filter_map(|line| line["span"]["trace"].as_str().map(str::to_owned))
+        .collect();
+
+    assert_eq!(traces.len(), 1, "one trace for the whole saga: {traces:?}");
+    assert!(traces.iter().all(|t| t.starts_with("Root=1-")), "{traces:?}");
+}
+
+#[tokio::test]
+async fn the_orders_timeline_lists_every_function_that_touched_it() {
+    let (id, _) = confirmed_order().await;
+
+    let entries = call(Method::GET, &format!("/_localcloud/trace/{id}")).send().await.body;
+
+    let entries = entries.as_array().expect("a list of invocations");
+    let ran = |function: &str, handled: &str| {
+        entries.iter().any(|e| {
+            e["function"] == function
+                && e["outcome"] == "ok"
+                && e["handled"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|x| x.as_str().is_some_and(|x| x.contains(handled))))
+        })
+    };
+    assert!(ran("CheckoutFunction", "POST /checkout"), "{entries:#?}");
+    assert!(ran("InventoryEventsFunction", "OrderPlaced"), "{entries:#?}");
+    assert!(ran("PaymentEventsFunction", "StockReserved"), "{entries:#?}");
+    assert!(ran("CheckoutEventsFunction", "PaymentAuthorized"), "{entries:#?}");
+    assert!(entries.iter().any(|e| e["handled"].to_string().contains("publish OrderConfirmed")), "{entries:#?}");
+}
