@@ -14,5 +14,4 @@ mod inbox;
 mod inventory;
 mod observability;
 mod orders;
-mod returns;
 mod three_d_secure;
