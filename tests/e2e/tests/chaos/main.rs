@@ -2,7 +2,8 @@
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
 //! reservation expiry, an authorization stalled with the card held, an order with nothing to
 //! pay, dispatches that must capture the payment once (or report a capture Stripe refuses), and a
-//! customer cancel that crosses a dispatch. A stack of its own, so its chaos, its clock and its
+//! customer cancel that crosses a dispatch, and a received return whose event comes twice and
+//! again under a new id. A stack of its own, so its chaos, its clock and its
 //! pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
@@ -15,7 +16,7 @@ use tokio::sync::RwLock;
 
 use adapters::dynamo::Item;
 use domain_events::Event;
-use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced};
+use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced, ReturnReceived};
 use domain_events::fulfillment::ShipmentDispatched;
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
@@ -668,4 +669,53 @@ async fn a_dispatch_after_a_cancel_fulfillment_has_not_heard_of_is_refused_and_n
     assert_eq!(order["status"], "cancelled");
     let seen_by_admin = call(Method::GET, &format!("/orders/{id}")).admin().send().await.body;
     assert_eq!(seen_by_admin["flags"], json!([]), "nothing for an admin to sort out: {seen_by_admin}");
+}
+
+/// `on_hand` of `sku` in `warehouse`, by the admin stock API.
+async fn on_hand_in(sku: &str, warehouse: &str) -> Option<u64> {
+    let stock = call(Method::GET, &format!("/admin/inventory/{sku}")).admin().send().await.body;
+    let warehouses = stock["warehouses"].as_array()?;
+    warehouses.iter().find(|w| w["warehouse"] == warehouse).and_then(|w| w["on_hand"].as_u64())
+}
+
+#[tokio::test]
+async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_restocked_once() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 2).await;
+    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    assert_eq!(dispatch_shipment(&shipment).send().await.status, 200);
+    let delivered = call(Method::POST, &format!("/admin/shipments/{shipment}/deliver")).admin().send().await;
+    assert_eq!(delivered.status, 200, "{}", delivered.body);
+    order_when(&shopper.token, &id, |o| o["status"] == "delivered" && !o["payment"]["captured"].is_null()).await;
+    let asked = call(Method::POST, &format!("/orders/{id}/returns"))
+        .token(&shopper.token)
+        .json(&json!({ "lines": [{ "sku": shopper.sku, "quantity": 2 }], "reason": "wrong_item" }))
+        .send()
+        .await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+    let return_id = asked.body["id"].as_str().unwrap().to_owned();
+    let warehouse = testkit::unique("back").to_lowercase().replace('_', "-");
+    let tap = Tap::new(json!({ "source": ["ferrocart.checkout"], "detail-type": ["ReturnReceived"] })).await;
+
+    // Every message of this stack is delivered twice; the receive's one event among them.
+    let received = call(Method::POST, &format!("/admin/returns/{return_id}/receive"))
+        .admin()
+        .json(&json!({ "warehouse": warehouse }))
+        .send()
+        .await;
+    assert_eq!(received.status, 200, "{}", received.body);
+    let mine = |e: &Value| e["detail"]["data"]["return_id"] == return_id.as_str();
+    let events = tap.collect_until(|seen| seen.iter().any(mine)).await;
+    let event = events.iter().find(|e| mine(e)).expect("ReturnReceived on the bus");
+    let first = eventually(20, || async { on_hand_in(&shopper.sku, &warehouse).await.filter(|n| *n > 0) }).await;
+    // The same fact again under a new event id, as a republish would send it.
+    let fact: ReturnReceived = serde_json::from_value(event["detail"]["data"].clone()).unwrap();
+    let resent = publish(Event::ReturnReceived(fact), &id).await;
+    handled_by("InventoryTable", &[&resent]).await;
+
+    assert_eq!(first, Some(2), "both units back on hand in {warehouse}");
+    assert_eq!(on_hand_in(&shopper.sku, &warehouse).await, Some(2), "restocked once");
+    let ret = call(Method::GET, &format!("/admin/returns/{return_id}")).admin().send().await.body;
+    assert!(ret["status"] == "received" || ret["status"] == "refunded", "{ret}");
 }

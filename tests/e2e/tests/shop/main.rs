@@ -14,4 +14,5 @@ mod inbox;
 mod inventory;
 mod observability;
 mod orders;
+mod returns;
 mod three_d_secure;
