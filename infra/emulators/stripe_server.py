@@ -73,7 +73,23 @@ Test control (not in Stripe, which has no way to age an authorization on demand)
     confirm or after a passed challenge), payment_intent.payment_failed after a failed challenge,
     and payment_intent.canceled on cancel.
 
-Not emulated: confirming with a new payment_method, refunds beyond localstripe's own, webhooks' Event shape (`pending_webhooks`),
+Refunds and disputes (what Ferrocart's refunds and its charge.* webhooks need):
+
+  * POST /v1/refunds takes `reason` (duplicate, fraudulent, requested_by_customer; localstripe
+    answered 400 "Unexpected reason") and refuses more than the charge's captured amount minus its
+    refunds with 400 invalid_request_error `charge_already_refunded` (nothing left) or
+    `amount_too_large`, as Stripe does (localstripe refunded any amount). A refund names its
+    payment_intent even when made by charge. Every refund, ours or one made directly at the
+    emulator (the stand-in for the Dashboard), sends `charge.refunded` with the charge, as Stripe
+    does. GET /v1/refunds?payment_intent= lists them (localstripe's own).
+  * POST /_test/payment_intents/{id}/dispute (with the secret key; optional `reason`, default
+    `fraudulent`): the customer's bank disputes the PaymentIntent's charge for its whole amount.
+    The charge reads `disputed: true` and `charge.dispute.created` is sent with the dispute
+    (`dp_…`, charge, payment_intent, amount, currency, reason, status `needs_response`). Answers the
+    dispute; 404 for an unknown PaymentIntent, 400 payment_intent_unexpected_state for one with no
+    successful charge. Stripe has no such call (test cards dispute on their own).
+
+Not emulated: confirming with a new payment_method, webhooks' Event shape (`pending_webhooks`),
 off_session / error_on_requires_action / automatic_payment_methods (400 "Unexpected ...").
 """
 
@@ -420,6 +436,71 @@ async def route_overrides(request, handler):
     return await (override or handler)(request)
 
 
+# --- refunds and disputes ------------------------------------------------------------------------
+REFUND_REASONS = ('duplicate', 'fraudulent', 'requested_by_customer')
+_refund_init = R.Refund.__init__
+
+
+def _refund_init_for_stripe(self, charge=None, payment_intent=None, amount=None, metadata=None, reason=None,
+                            **kwargs):
+    if reason is not None and reason not in REFUND_REASONS:
+        raise stripe_error(400, 'Invalid reason: must be one of %s' % ', '.join(REFUND_REASONS), param='reason')
+    if payment_intent is not None and isinstance(payment_intent, str):
+        charge_obj = R.PaymentIntent._api_retrieve(payment_intent).latest_charge
+    elif isinstance(charge, str):
+        charge_obj = R.Charge._api_retrieve(charge)
+    else:
+        charge_obj = None
+    if charge_obj is not None:
+        left = amount_captured(charge_obj) - charge_obj.amount_refunded
+        wanted = R.try_convert_to_int(amount) if amount is not None else left
+        if left <= 0:
+            raise stripe_error(400, 'Charge %s has already been refunded.' % charge_obj.id,
+                               code='charge_already_refunded', param='amount')
+        if type(wanted) is int and wanted > left:
+            raise stripe_error(400, 'Refund amount (%d) is greater than unrefunded amount on charge (%d)'
+                               % (wanted, left), code='amount_too_large', param='amount')
+        if amount is None:
+            amount = left
+    _refund_init(self, charge=charge, payment_intent=payment_intent, amount=amount, metadata=metadata, **kwargs)
+    self.reason = reason
+    if self.payment_intent is None and charge_obj is not None:
+        self.payment_intent = charge_obj.payment_intent
+    if charge_obj is not None:
+        schedule_webhook(R.Event('charge.refunded', charge_obj))
+
+
+R.Refund.__init__ = _refund_init_for_stripe
+
+
+class Dispute(R.StripeObject):
+    object = 'dispute'
+    _id_prefix = 'dp_'
+
+    def __init__(self, charge, reason):
+        super().__init__()
+        self.charge = charge.id
+        self.payment_intent = charge.payment_intent
+        self.amount = amount_captured(charge) or charge.amount
+        self.currency = charge.currency
+        self.reason = reason
+        self.status = 'needs_response'
+        self.metadata = {}
+
+
+async def dispute(request):
+    """POST /_test/payment_intents/{id}/dispute: see the module's refunds and disputes."""
+    pi = R.PaymentIntent._api_retrieve(request.match_info['id'])
+    charge = pi.latest_charge
+    if charge is None or charge.status != 'succeeded':
+        raise unexpected_state(pi, 'dispute', 'disputed', ['succeeded', 'requires_capture'])
+    form = dict(parse_qsl((await request.read()).decode('utf-8', 'replace')))
+    made = Dispute(charge, form.get('reason') or 'fraudulent')
+    charge.disputed = True
+    schedule_webhook(R.Event('charge.dispute.created', made))
+    return S.json_response(made._export())
+
+
 # --- idempotency keys and error shapes -----------------------------------------------------------
 saved = {}  # (Authorization header, key) -> (endpoint, fingerprint, status, body bytes)
 in_flight = set()
@@ -510,6 +591,7 @@ S.app.middlewares.insert(0, stripe_compatibility)
 S.app.middlewares.append(route_overrides)
 S.app.router.add_post('/_test/payment_intents/{id}/expire_authorization', expire_authorization)
 S.app.router.add_post('/_test/payment_intents/{id}/fail_next_capture', fail_next_capture)
+S.app.router.add_post('/_test/payment_intents/{id}/dispute', dispute)
 
 
 # --- run -----------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@
 //! 2. The event is read into a [`Notice`] ([`Notice::parse`], pure): its id, and for the
 //!    PaymentIntent events payment handles, the order (the `order_id` metadata payment set when it
 //!    created the PaymentIntent), the PaymentIntent and what Stripe observed ([`Observed`]).
-//!    Every other event type, and PaymentIntents that are not ours, are acknowledged (200) and
-//!    nothing else; `charge.refunded` and `charge.dispute.created` are logged with their ids
-//!    (refunds and disputes are not built yet).
+//!    For `charge.refunded`, the charge's PaymentIntent; for `charge.dispute.created`, the
+//!    dispute (id, PaymentIntent, amount, reason). Every other event type, and PaymentIntents that
+//!    are not ours, are acknowledged (200) and nothing else.
 //! 3. The event is claimed in the webhook inbox by its Stripe id ([`WebhookInbox`], a
 //!    conditional write on the payment table): a redelivery of a handled event is a 200 with no
 //!    second effect; one still in progress elsewhere is a 409, which Stripe retries.
@@ -29,6 +29,13 @@
 //! | `payment_intent.canceled` | failed + `PaymentFailed { cancelled }` for a cancelled order, else `payment_intent_canceled` | nothing |
 //! | `payment_intent.succeeded` | nothing (payment never captures while authorizing) | a capture under way is recorded, as a redelivered dispatch would |
 //!
+//! `charge.refunded` reads the PaymentIntent's refunds back from Stripe ([`refunding::reconcile`]):
+//! one carrying our refund id finishes our refund if it is still pending, one we recorded changes
+//! nothing, and any other (made in the Dashboard) is recorded once with `RefundIssued` (reason
+//! `other`), matched by Stripe's refund id. `charge.dispute.created` announces `PaymentDisputed`
+//! once per dispute id ([`refunding::on_dispute`]); its order is read from the PaymentIntent at
+//! Stripe. Neither needs the payment's stage: both are facts about money already captured.
+//!
 //! A payment still authorizing *without* a recorded PaymentIntent cannot have been confirmed: the
 //! event is answered 500 and Stripe retries it (for up to three days).
 
@@ -44,7 +51,10 @@ use crate::authorize::{record_settlement, settle_status};
 use crate::cancel::abandon;
 use crate::error::PaymentError;
 use crate::model::{Heard, INTENT_CANCELED, PaymentIntentId, Settlement, Told};
-use crate::ports::{Decline, IntentStatus, PaymentGateway, PaymentStore, StripeEventId, WebhookInbox};
+use crate::ports::{
+    Decline, IntentStatus, PaymentGateway, PaymentStore, RefundGateway, RefundStore, StripeEventId, WebhookInbox,
+};
+use crate::refunding::{self, Dispute};
 use crate::signature::{SigningSecret, verify};
 
 /// How long a delivery holds its claim on an event: beyond the function's timeout (template.yaml),
@@ -87,6 +97,10 @@ pub struct Notice {
 pub enum NoticeKind {
     /// An event about one of our orders' PaymentIntents.
     Intent { order_id: OrderId, intent: PaymentIntentId, observed: Observed },
+    /// `charge.refunded`: the charge of this PaymentIntent was refunded (by us or elsewhere).
+    Refunded { intent: PaymentIntentId },
+    /// `charge.dispute.created`.
+    Disputed(Dispute),
     /// Acknowledged and logged with its type: another event type, or a PaymentIntent that is not
     /// an order's.
     Ignored { event_type: String },
@@ -123,6 +137,21 @@ struct WireIntent {
 }
 
 #[derive(Deserialize)]
+struct WireCharge {
+    payment_intent: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDispute {
+    id: String,
+    payment_intent: Option<String>,
+    amount: i64,
+    currency: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
 struct WireError {
     code: Option<String>,
     decline_code: Option<String>,
@@ -138,6 +167,26 @@ impl Notice {
             "payment_intent.payment_failed" => None,
             "payment_intent.canceled" => Some(Observed::Canceled),
             "payment_intent.succeeded" => Some(Observed::Succeeded),
+            "charge.refunded" => {
+                let charge: Option<WireCharge> = serde_json::from_value(event.data.object).ok();
+                let intent = charge.and_then(|c| c.payment_intent).and_then(|pi| PaymentIntentId::parse(&pi).ok());
+                let kind = match intent {
+                    Some(intent) => NoticeKind::Refunded { intent },
+                    None => NoticeKind::Ignored { event_type: event.event_type },
+                };
+                return Ok(Self { id, kind });
+            }
+            "charge.dispute.created" => {
+                let dispute: Option<WireDispute> = serde_json::from_value(event.data.object).ok();
+                let kind = dispute.and_then(|dispute| {
+                    let intent = PaymentIntentId::parse(dispute.payment_intent.as_deref()?).ok()?;
+                    let currency = kernel::Currency::parse(&dispute.currency.to_ascii_uppercase()).ok()?;
+                    let amount = crate::stripe::iso_amount(dispute.amount, currency).ok()?;
+                    Some(NoticeKind::Disputed(Dispute { id: dispute.id, intent, amount, reason: dispute.reason }))
+                });
+                let kind = kind.unwrap_or(NoticeKind::Ignored { event_type: event.event_type });
+                return Ok(Self { id, kind });
+            }
             _ => return Ok(Self { id, kind: NoticeKind::Ignored { event_type: event.event_type } }),
         };
         let not_an_intent = || NoticeError::NotAPaymentIntent { event_type: event.event_type.clone() };
@@ -206,8 +255,8 @@ pub async fn on_notice(
 
 /// Handles one request to `POST /webhooks/stripe`.
 pub async fn handle(
-    store: &impl PaymentStore,
-    gateway: &impl PaymentGateway,
+    store: &impl RefundStore,
+    gateway: &(impl PaymentGateway + RefundGateway),
     inbox: &impl WebhookInbox,
     secrets: &[SigningSecret],
     request: &Request,
@@ -229,18 +278,15 @@ pub async fn handle(
             return Reply::problem(&Problem::new(ProblemKind::MalformedRequest, unreadable.to_string()));
         }
     };
-    let (order_id, intent, observed) = match notice.kind {
-        NoticeKind::Intent { order_id, intent, observed } => (order_id, intent, observed),
-        NoticeKind::Ignored { event_type } => {
-            tracing::info!(stripe_event_id = %notice.id, event_type, "webhook acknowledged; nothing to do");
-            return received();
-        }
-    };
+    if let NoticeKind::Ignored { event_type } = &notice.kind {
+        tracing::info!(stripe_event_id = %notice.id, event_type, "webhook acknowledged; nothing to do");
+        return received();
+    }
     let lease_until = now + LEASE;
     match inbox.claim_notice(&notice.id, lease_until).await {
         Ok(Claim::Claimed) => {}
         Ok(Claim::Handled) => {
-            tracing::info!(stripe_event_id = %notice.id, %order_id, "webhook already handled; acknowledged");
+            tracing::info!(stripe_event_id = %notice.id, "webhook already handled; acknowledged");
             return received();
         }
         Ok(Claim::InProgress) => {
@@ -248,7 +294,15 @@ pub async fn handle(
         }
         Err(error) => return unavailable(&notice.id, &error),
     }
-    match on_notice(store, gateway, order_id, &intent, observed, now).await {
+    let handled = match notice.kind {
+        NoticeKind::Intent { order_id, intent, observed } => {
+            on_notice(store, gateway, order_id, &intent, observed, now).await
+        }
+        NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await,
+        NoticeKind::Disputed(dispute) => refunding::on_dispute(store, gateway, &dispute).await,
+        NoticeKind::Ignored { .. } => Ok(()),
+    };
+    match handled {
         Ok(()) => match inbox.notice_handled(&notice.id).await {
             Ok(()) => received(),
             // Handled, but not marked: the redelivery finds the payment settled and does nothing.
@@ -258,8 +312,7 @@ pub async fn handle(
             if let Err(release) = inbox.release_notice(&notice.id, lease_until).await {
                 tracing::warn!(stripe_event_id = %notice.id, error = %release, "could not release the webhook's claim");
             }
-            tracing::error!(stripe_event_id = %notice.id, %order_id, payment_intent_id = %intent, %error,
-                "webhook not handled; Stripe retries it");
+            tracing::error!(stripe_event_id = %notice.id, %error, "webhook not handled; Stripe retries it");
             lambda_glue::metrics::count("WebhooksFailed", 1, ("Service", "payment-webhooks"));
             Reply::problem(&Problem::new(ProblemKind::Internal, "the event could not be handled; retry later"))
         }
@@ -574,5 +627,39 @@ mod tests {
         assert_eq!(store.payment(order_id).stage, Stage::Captured { intent: intent.clone() });
         assert!(!store.events().iter().any(|e| matches!(e, Event::PaymentVoided(PaymentVoided { .. }))));
         assert!(matches!(store.events().last(), Some(Event::PaymentCaptured(_))));
+    }
+
+    #[tokio::test]
+    async fn a_dashboard_refund_and_a_dispute_are_each_recorded_once_however_often_stripe_tells() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = crate::testing::captured_order(&store, &stripe).await;
+        let inbox = FakeWebhookInbox::at(T0);
+        let secrets = [SigningSecret::new(SECRET).unwrap()];
+        stripe.refund_in_dashboard(&intent, kernel::Money::new(400, kernel::Currency::USD).unwrap());
+        let refunded = |id: &str| {
+            serde_json::json!({ "id": id, "object": "event", "type": "charge.refunded",
+                "data": { "object": { "id": "ch_1", "object": "charge", "payment_intent": intent.as_str() } } })
+            .to_string()
+        };
+        let disputed = |id: &str| {
+            serde_json::json!({ "id": id, "object": "event", "type": "charge.dispute.created",
+                "data": { "object": { "id": "dp_1", "object": "dispute", "payment_intent": intent.as_str(),
+                    "amount": 2500, "currency": "usd", "reason": "fraudulent" } } })
+            .to_string()
+        };
+
+        let mut statuses = Vec::new();
+        for body in [refunded("evt_r1"), refunded("evt_r1"), refunded("evt_r2"), disputed("evt_d1"), disputed("evt_d2")]
+        {
+            statuses.push(handle(&store, &stripe, &inbox, &secrets, &signed(&body), T0).await.status().as_u16());
+        }
+
+        assert_eq!(statuses, vec![200; 5]);
+        let events = store.events();
+        let refunds: Vec<_> = events.iter().filter(|e| matches!(e, Event::RefundIssued(_))).collect();
+        let disputes: Vec<_> = events.iter().filter(|e| matches!(e, Event::PaymentDisputed(_))).collect();
+        assert_eq!((refunds.len(), disputes.len()), (1, 1));
+        assert!(matches!(refunds[0], Event::RefundIssued(r) if r.order_id == order_id && r.amount.amount() == 400
+            && r.reason == domain_events::payment::RefundReason::Other));
     }
 }

@@ -206,3 +206,57 @@ async fn the_emulator_can_refuse_a_capture_as_an_expired_authorization() {
         "Stripe cancels a PaymentIntent whose authorization lapsed"
     );
 }
+
+mod refunds {
+    use domain_events::payment::RefundReason;
+    use kernel::RefundId;
+    use payment::ports::RefundGateway;
+    use payment::refund::{Refund, RefundStatus, Source};
+
+    use super::*;
+
+    async fn captured(stripe: &Emulator) -> (OrderId, PaymentIntentId) {
+        let order_id = OrderId::new();
+        let created = stripe.gateway.create_intent(order_id, &order("pm_card_visa")).await.unwrap();
+        stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
+        stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
+        (order_id, created.id)
+    }
+
+    fn refund(order_id: OrderId, minor: i64) -> Refund {
+        Refund {
+            refund_id: RefundId::new(),
+            order_id,
+            source: Source::Key("k".into()),
+            amount: Money::new(minor, Currency::USD).unwrap(),
+            reason: RefundReason::RequestedByCustomer,
+            note: None,
+            return_id: None,
+            status: RefundStatus::Pending,
+            created_at: time::OffsetDateTime::now_utc(),
+            request: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refund_is_made_once_per_refund_id_and_never_past_the_captured_amount() {
+        let stripe = emulator().await;
+        let (order_id, intent) = captured(&stripe).await;
+        let first = refund(order_id, 1000);
+
+        let made = stripe.gateway.create_refund(&intent, &first).await.unwrap();
+        let again = stripe.gateway.create_refund(&intent, &first).await.unwrap();
+        let too_much = stripe.gateway.create_refund(&intent, &refund(order_id, 1501)).await;
+        let listed = stripe.gateway.list_refunds(&intent).await.unwrap();
+
+        assert!(made.id.starts_with("re_") && made.taken(), "{made:?}");
+        assert_eq!(again, made, "the same idempotency key gives the same refund");
+        assert!(
+            matches!(&too_much, Err(GatewayError::Refused { code, .. }) if code == "amount_too_large"),
+            "{too_much:?}"
+        );
+        assert_eq!(listed, vec![made.clone()]);
+        assert_eq!(listed[0].refund_id, Some(first.refund_id), "our refund id travels in the metadata");
+        assert_eq!(stripe.gateway.intent_order(&intent).await.unwrap(), Some(order_id));
+    }
+}
