@@ -258,6 +258,11 @@ pub async fn on_return_received(
     now: OffsetDateTime,
 ) -> Result<(), PaymentError> {
     let (order_id, source) = (received.order_id, Source::Return(received.return_id));
+    // Checkout sends 0 for a return of an order nothing was captured for: nothing to pay back.
+    if received.refund.amount() <= 0 {
+        tracing::info!(%order_id, return_id = %received.return_id, "return with nothing to refund");
+        return Ok(());
+    }
     if let Some(existing) = store.refund(order_id, &source).await? {
         return carry_on(store, gateway, existing).await.map(drop).map_err(payment_error(order_id));
     }
