@@ -28,12 +28,14 @@ pub fn business(envelope: &Envelope) -> Vec<Metric> {
             let latency = u64::try_from((confirmed_at - placed_at) / 1_000_000).unwrap_or(0);
             vec![Metric::count("OrdersConfirmed"), Metric::value("SagaLatency", Unit::Milliseconds, latency)]
         }
-        Event::OrderCancelled(cancelled) => vec![Metric::count("OrdersCancelled").by("Reason", &cancelled.reason)],
+        Event::OrderCancelled(cancelled) => {
+            vec![Metric::count("OrdersCancelled").by("Reason", &cancelled.reason).and_total()]
+        }
         Event::StockRejected(rejected) => {
-            vec![Metric::count("StockRejected").by("Reason", rejected.reason.as_str())]
+            vec![Metric::count("StockRejected").by("Reason", rejected.reason.as_str()).and_total()]
         }
         Event::PaymentAuthorized(_) => vec![Metric::count("PaymentsAuthorized")],
-        Event::PaymentFailed(failed) => vec![Metric::count("PaymentsFailed").by("Reason", &failed.reason)],
+        Event::PaymentFailed(failed) => vec![Metric::count("PaymentsFailed").by("Reason", &failed.reason).and_total()],
         Event::PaymentCaptured(_) => vec![Metric::count("PaymentsCaptured")],
         Event::PaymentCaptureFailed(_) => vec![Metric::count("PaymentCaptureFailures")],
         Event::RefundIssued(refund) => vec![
@@ -153,9 +155,10 @@ mod tests {
         let cancelled = Event::OrderCancelled(OrderCancelled { order_id, reason: "payment_failed".into() });
 
         assert_eq!(
-            summary(&business(&envelope(order_id, cancelled))),
+            summary(&business(&envelope(order_id, cancelled.clone()))),
             vec![("OrdersCancelled", vec![1], vec![("Reason", "payment_failed")])]
         );
+        assert!(business(&envelope(order_id, cancelled)).iter().all(|m| m.with_total), "and a total of every reason");
     }
 
     #[test]

@@ -219,13 +219,15 @@ const EMULATED: &[&str] = &[
     "AWS::SecretsManager::Secret",
 ];
 /// Resource types that have no local behaviour: identity is emulated by the local JWT
-/// authorizer, logs go to the terminal, alarms, their SNS topic and IAM exist only in AWS.
+/// authorizer, logs go to the terminal, alarms, the dashboard, their SNS topic and IAM exist
+/// only in AWS.
 const ACCEPTED: &[&str] = &[
     "AWS::Cognito::UserPool",
     "AWS::Cognito::UserPoolClient",
     "AWS::Cognito::UserPoolGroup",
     "AWS::Logs::LogGroup",
     "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::SQS::QueuePolicy",
@@ -982,6 +984,46 @@ Resources:
             assert!(tells_topic, "{alarm} notifies no one");
         }
         assert!(alarms >= 20, "only {alarms} alarms");
+    }
+
+    /// An operator sees every function and queue on the dashboard and hears of each through an
+    /// alarm: a function's errors (its own alarm) and throttles (a grouped one), a queue's dead
+    /// letters (its DLQ's alarm, which names the DLQ) and its lag (on the dashboard).
+    #[test]
+    fn every_function_and_queue_is_on_the_dashboard_and_in_an_alarm() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        let text = |yaml: &Yaml| serde_norway::to_string(yaml).unwrap_or_default();
+        let dashboards: Vec<String> = template.of_type("AWS::CloudWatch::Dashboard").map(|(_, d)| text(d)).collect();
+        assert_eq!(dashboards.len(), 1, "one dashboard");
+        let alarms: Vec<(String, String)> =
+            template.of_type("AWS::CloudWatch::Alarm").map(|(id, alarm)| (id.clone(), text(alarm))).collect();
+        // In the serialized YAML a reference is `!Ref X` or `!GetAtt X.QueueName`, and inside a
+        // `!Sub` text `${X}` or `${X.QueueName}`.
+        let names = |body: &str, id: &str| {
+            let word = |at: usize| body[at..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric());
+            [format!("${{{id}}}"), format!("${{{id}.QueueName}}"), format!("!GetAtt {id}.QueueName")]
+                .iter()
+                .any(|pattern| body.contains(pattern.as_str()))
+                || body.match_indices(&format!("!Ref {id}")).any(|(at, found)| word(at + found.len()))
+        };
+        for (function, _) in template.of_type("AWS::Serverless::Function") {
+            assert!(names(&dashboards[0], function), "{function} is not on the dashboard");
+            for metric in ["Errors", "Throttles"] {
+                let covered = alarms.iter().any(|(_, alarm)| alarm.contains(metric) && names(alarm, function));
+                assert!(covered, "no {metric} alarm names {function}");
+            }
+        }
+        for (queue, _) in template.of_type("AWS::SQS::Queue") {
+            assert!(names(&dashboards[0], queue), "{queue} is not on the dashboard");
+            let dead_letters = if queue.ends_with("DeadLetterQueue") {
+                queue.clone()
+            } else {
+                queue.replace("Queue", "DeadLetterQueue")
+            };
+            let covered = alarms.iter().any(|(_, alarm)| names(alarm, &dead_letters));
+            assert!(covered, "no alarm watches {queue}'s dead letters ({dead_letters})");
+        }
     }
 
     /// A default everyone can read would let anyone sign Stripe webhooks: a deploy must name the

@@ -52,23 +52,41 @@ pub struct Metric {
     /// Fields written beside the metric that are not dimensions (no metric cost): CloudWatch
     /// Logs Insights finds the document by them, e.g. the `correlation_id` behind a value.
     pub properties: Vec<(&'static str, String)>,
+    /// Also record the metric without its dimensions (EMF's empty dimension set), so a total
+    /// exists beside the breakdown: `OrdersCancelled` and `OrdersCancelled` by `Reason`.
+    pub with_total: bool,
 }
 
 impl Metric {
     /// One count of `name`, without dimensions.
     pub fn count(name: &'static str) -> Self {
-        Self { name, unit: Unit::Count, values: vec![1], dimensions: Vec::new(), properties: Vec::new() }
+        Self {
+            name,
+            unit: Unit::Count,
+            values: vec![1],
+            dimensions: Vec::new(),
+            properties: Vec::new(),
+            with_total: false,
+        }
     }
 
     /// One value of `name` in `unit`, without dimensions.
     pub fn value(name: &'static str, unit: Unit, value: u64) -> Self {
-        Self { name, unit, values: vec![value], dimensions: Vec::new(), properties: Vec::new() }
+        Self { name, unit, values: vec![value], dimensions: Vec::new(), properties: Vec::new(), with_total: false }
     }
 
     /// The same metric with one more dimension.
     #[must_use]
     pub fn by(mut self, dimension: &'static str, value: impl Into<String>) -> Self {
         self.dimensions.push((dimension, value.into()));
+        self
+    }
+
+    /// The same metric, recorded with its dimensions and also as a total without them (one
+    /// more billed metric).
+    #[must_use]
+    pub fn and_total(mut self) -> Self {
+        self.with_total = true;
         self
     }
 
@@ -91,6 +109,7 @@ impl Metric {
     pub fn documents(&self, namespace: &str, at: OffsetDateTime) -> Vec<String> {
         let millis = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         let keys: Vec<&str> = self.dimensions.iter().map(|(key, _)| *key).collect();
+        let dimension_sets = if self.with_total && !keys.is_empty() { json!([keys, []]) } else { json!([keys]) };
         self.values
             .chunks(MAX_VALUES)
             .map(|values| {
@@ -101,7 +120,7 @@ impl Metric {
                         "Timestamp": millis,
                         "CloudWatchMetrics": [{
                             "Namespace": namespace,
-                            "Dimensions": [keys],
+                            "Dimensions": dimension_sets,
                             "Metrics": [{ "Name": self.name, "Unit": self.unit.as_str() }],
                         }],
                     }),
@@ -205,6 +224,16 @@ mod tests {
 
         assert_eq!(document["correlation_id"], "ord_1");
         assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+    }
+
+    #[test]
+    fn a_metric_with_its_total_declares_the_empty_dimension_set_too() {
+        let metric = Metric::count("OrdersCancelled").by("Reason", "timeout").and_total();
+
+        let document = parse(&metric.documents("Ferrocart", at())[0]);
+
+        assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Reason"], []]));
+        assert_eq!(document["Reason"], "timeout");
     }
 
     #[test]
