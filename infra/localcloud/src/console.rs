@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 /// Fields shown first, in this order, when a log line has them.
 const FIRST: [&str; 4] = ["correlation_id", "detail_type", "event_id", "requestId"];
 /// Fields that are noise on a terminal.
-const HIDDEN: [&str; 5] = ["timestamp", "level", "message", "xrayTraceId", "span"];
+const HIDDEN: [&str; 6] = ["timestamp", "level", "message", "xrayTraceId", "spans", "trace"];
 
 /// One line a function wrote, as the terminal shows it.
 pub fn render(function: &str, line: &str) -> String {
@@ -28,11 +28,12 @@ pub fn render(function: &str, line: &str) -> String {
     format!("{:<12} {function:<30} {level:<5} {message}  {}", clock(timestamp), fields.join(" ")).trim_end().to_owned()
 }
 
-/// The line's fields and its span's (request id, correlation id…), without the hidden ones.
+/// The line's fields and its spans' (request id, correlation id…), without the hidden ones.
 fn flatten(document: &Map<String, Value>) -> Vec<(String, String)> {
-    let span = document.get("span").and_then(Value::as_object).into_iter().flatten();
+    let spans = document.get("spans").and_then(Value::as_array).into_iter().flatten();
+    let span_fields = spans.filter_map(Value::as_object).flatten();
     let mut fields: Vec<(String, String)> = Vec::new();
-    for (key, value) in document.iter().chain(span) {
+    for (key, value) in document.iter().chain(span_fields) {
         if HIDDEN.contains(&key.as_str()) || key == "name" || fields.iter().any(|(seen, _)| seen == key) {
             continue;
         }
@@ -81,7 +82,7 @@ mod tests {
 
     #[test]
     fn a_log_line_shows_its_function_level_message_and_correlation_first() {
-        let line = r#"{"timestamp":"2026-11-28T09:15:02.125Z","level":"INFO","message":"event published","event_id":"evt_1","correlation_id":"ord_1","span":{"requestId":"abc","xrayTraceId":"Root=1-x","name":"Lambda runtime invoke"}}"#;
+        let line = r#"{"timestamp":"2026-11-28T09:15:02.125Z","level":"INFO","message":"event published","event_id":"evt_1","spans":[{"requestId":"abc","xrayTraceId":"Root=1-x","name":"Lambda runtime invoke"},{"name":"event","correlation_id":"ord_1","trace":"Root=1-x"}]}"#;
 
         let shown = render("CheckoutRelayFunction", line);
 

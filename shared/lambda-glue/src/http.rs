@@ -82,6 +82,27 @@ pub fn internal(error: &(dyn std::error::Error + 'static)) -> Problem {
     Problem::internal()
 }
 
+/// Runs an API function: each request is handled by `handle` inside a `request` span naming its
+/// route and, when the route has an `{id}`, that id as `correlation_id` (the order id on order
+/// routes), so every line the handler logs can be found with the saga's other lines.
+pub async fn serve<F, Fut>(handle: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: std::future::Future<Output = Response<Body>> + Send,
+{
+    let handle = &handle;
+    lambda_http::run(lambda_http::service_fn(move |request: Request| async move {
+        let span = request_span(&request);
+        Ok::<_, std::convert::Infallible>(tracing::Instrument::instrument(handle(request), span).await)
+    }))
+    .await
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let correlation_id = request.path_parameters_ref().and_then(|params| params.first("id")).unwrap_or_default();
+    tracing::info_span!("request", route = route_key(request), correlation_id)
+}
+
 /// The API Gateway route key (`GET /products/{id}`) the request matched; handlers dispatch on it
 /// so the routing table lives in template.yaml alone.
 pub fn route_key(request: &Request) -> &str {

@@ -1,8 +1,10 @@
 //! JSON logs for CloudWatch.
 //!
 //! One JSON object per line on stdout. The Lambda runtime wraps each invocation in a span with
-//! `requestId` and `xrayTraceId`; `with_current_span` copies them onto every line, so a log
-//! search by request id finds everything one invocation did.
+//! `requestId` and `xrayTraceId`; consumers open a span per event (`event_id`, `correlation_id`,
+//! `detail_type`, `trace`) and API functions one per request (`route`, `correlation_id`). Every
+//! line carries the list of its spans (`spans`), so a log search by request id, order id or
+//! event id finds everything done for it.
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,8 +23,8 @@ pub fn init() {
     let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
+        .with_current_span(false)
+        .with_span_list(true)
         .flatten_event(true)
         .with_target(false)
         .try_init();

@@ -2,7 +2,7 @@
 
 use catalog::Config;
 use catalog::dynamo::DynamoCatalog;
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,8 +13,5 @@ async fn main() -> Result<(), Error> {
         adapters::CursorKeys::load(&aws_sdk_secretsmanager::Client::new(&aws), &config.cursor_secret_arn).await?;
     let store = DynamoCatalog::new(aws_sdk_dynamodb::Client::new(&aws), config.table, cursor_keys);
     let store = &store;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, std::convert::Infallible>(catalog::api::handle(store, request).await)
-    }))
-    .await
+    lambda_glue::http::serve(|request| catalog::api::handle(store, request)).await
 }

@@ -5,7 +5,7 @@ use checkout::api::Context;
 use checkout::cart_client::LambdaCarts;
 use checkout::dynamo::DynamoOrders;
 use checkout::fulfillment_client::LambdaFulfillment;
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -25,8 +25,5 @@ async fn main() -> Result<(), Error> {
         settings: config.settings,
     };
     let context = &context;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, std::convert::Infallible>(checkout::api::handle(context, request).await)
-    }))
-    .await
+    lambda_glue::http::serve(|request| checkout::api::handle(context, request)).await
 }

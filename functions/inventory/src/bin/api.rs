@@ -2,7 +2,7 @@
 
 use inventory::Config;
 use inventory::dynamo::DynamoInventory;
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,8 +11,5 @@ async fn main() -> Result<(), Error> {
     let aws = adapters::aws::load_config().await;
     let store = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
     let store = &store;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, std::convert::Infallible>(inventory::api::handle(store, request).await)
-    }))
-    .await
+    lambda_glue::http::serve(|request| inventory::api::handle(store, request)).await
 }

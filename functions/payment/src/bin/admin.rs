@@ -1,7 +1,7 @@
 //! Payment's admin API Lambda (`POST /admin/orders/{id}/refunds`, group `admin`).
 
 use adapters::aws::load_config;
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
 use payment::stripe::StripeGateway;
@@ -15,9 +15,8 @@ async fn main() -> Result<(), Error> {
     let gateway = StripeGateway::new(&secret, config.stripe_api_base.as_deref())?;
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
     let (store, gateway) = (&store, &gateway);
-    lambda_http::run(service_fn(move |request| async move {
-        let now = time::OffsetDateTime::now_utc();
-        Ok::<_, std::convert::Infallible>(payment::admin::handle(store, gateway, &request, now).await)
-    }))
+    lambda_glue::http::serve(|request| async move {
+        payment::admin::handle(store, gateway, &request, time::OffsetDateTime::now_utc()).await
+    })
     .await
 }

@@ -1,7 +1,7 @@
 //! The Stripe webhook Lambda (`POST /webhooks/stripe`, no JWT: Stripe signs its requests).
 
 use adapters::aws::load_config;
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
 use payment::secrets::SigningSource;
@@ -19,11 +19,9 @@ async fn main() -> Result<(), Error> {
     let gateway = StripeGateway::new(&secret, config.stripe_api_base.as_deref())?;
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
     let (store, gateway, signing_secrets) = (&store, &gateway, signing_secrets.as_slice());
-    lambda_http::run(service_fn(move |request| async move {
+    lambda_glue::http::serve(|request| async move {
         let now = time::OffsetDateTime::now_utc();
-        Ok::<_, std::convert::Infallible>(
-            payment::webhook::handle(store, gateway, store, signing_secrets, &request, now).await,
-        )
-    }))
+        payment::webhook::handle(store, gateway, store, signing_secrets, &request, now).await
+    })
     .await
 }
