@@ -26,10 +26,11 @@ export FERROCART_PYTHON := $(EMULATORS)/bin/python
 LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=lint \
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
-.PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean
+.PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean \
+	browser-test chromium screenshots
 
 help:
-	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT)"
+	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT) (storefront: /shop/)"
 	@echo "make -s token SUB=alice     print a customer's bearer token (ADMIN=1 for an admin)"
 	@echo "make seed                   load the demo catalog into a running 'make dev'"
 	@echo "make tail [ORDER=ord_...]   stream the events on the running 'make dev' bus"
@@ -75,7 +76,7 @@ trace:
 	@cargo build -q -p localcloud --bin localcloud
 	@$(BIN)/localcloud --root $(ROOT) trace '$(ORDER)'
 
-test: fmt-check clippy unit-and-e2e lint
+test: fmt-check clippy unit-and-e2e browser-test lint
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -93,6 +94,35 @@ lint: $(TOOLS_STAMP)
 
 sam-build: $(TOOLS_STAMP)
 	$(LINT_ENV) sam build --template template.yaml
+
+# The storefront's browser tests (storefront/tests): Playwright (playwright-core, pinned in
+# storefront/package-lock.json, installed with npm ci) drives Debian's Chromium, installed with
+# apt-get when missing (as root, non-interactively: CI runs as root), against a local cloud the
+# tests start on a free port. Screenshots of failed journeys go to storefront/test-results/.
+CHROMIUM ?= /usr/bin/chromium
+NPM_STAMP := storefront/node_modules/.installed-$(shell sha256sum storefront/package-lock.json | cut -c1-16)
+
+$(NPM_STAMP):
+	@command -v npm >/dev/null || { echo "The browser tests need Node.js 20+ and npm (Debian: apt-get install nodejs npm)."; exit 1; }
+	@echo "Installing the storefront's test tools with npm ci (first run only)..."
+	@cd storefront && npm ci --no-audit --no-fund --loglevel=error
+	@rm -f storefront/node_modules/.installed-* && touch $@
+
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's chromium for the browser tests (first run only)..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): as root, apt-get install chromium (Debian),"; \
+	    echo "or set CHROMIUM=/path/to/chromium."; exit 1; \
+	  fi; \
+	fi
+	@$(CHROMIUM) --version
+
+browser-test: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
+	cd storefront && LOCALCLOUD=$(BIN)/localcloud CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 tests/
 
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.
 schemas:

@@ -126,6 +126,8 @@ pub struct Gateway {
     pub api_id: String,
     /// The API's `CorsConfiguration`, applied to API routes (not to the control and Invoke routes).
     pub cors: Option<CorsSpec>,
+    /// The storefront and the dev sign-in (`localcloud dev` only; see [`crate::site`]).
+    pub site: Option<crate::site::Site>,
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
@@ -142,6 +144,11 @@ pub async fn serve(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if let Some(site) = &gateway.site
+        && let Some(response) = site.serve(&method, path, &body, gateway.identities.first()).await
+    {
+        return response;
+    }
     if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
         return control_route(&gateway, &method, control, uri.query()).await;
     }

@@ -20,6 +20,8 @@
 //! `infra/emulators/stripe_server.py`, which makes it answer like Stripe's test mode) and the
 //! functions get `STRIPE_API_BASE`; in AWS that variable is unset and they talk to Stripe.
 //!
+//! [`site`] serves the storefront under `/shop/` with a dev sign-in, for `localcloud dev` only.
+//!
 //! [`seed`] loads a demo catalog through the admin API. The `localcloud` binary exposes all of
 //! this as `dev`, `token` and `seed` subcommands; tests start it in-process with
 //! [`LocalCloud::start`].
@@ -34,6 +36,7 @@ pub mod journal;
 pub mod provision;
 pub mod runtime;
 pub mod seed;
+pub mod site;
 pub mod tail;
 pub mod template;
 pub mod triggers;
@@ -77,6 +80,9 @@ pub struct Options {
     pub chaos: Chaos,
     /// Template parameter overrides (`sam deploy --parameter-overrides`).
     pub parameters: BTreeMap<String, String>,
+    /// The storefront's static files (`storefront/public`), served under `/shop/` with the dev
+    /// sign-in; `None` (the default, and the test kit's) serves neither.
+    pub storefront: Option<PathBuf>,
 }
 
 impl Options {
@@ -102,6 +108,7 @@ impl Options {
             logs: Logs::Inherit,
             chaos: Chaos::default(),
             parameters: BTreeMap::new(),
+            storefront: None,
         }
     }
 }
@@ -375,6 +382,11 @@ impl LocalCloud {
             identities: identities.clone(),
             api_id: physical.refs.get(api.as_ref().map_or("", |a| a.logical_id.as_str())).cloned().unwrap_or_default(),
             cors: api.as_ref().and_then(|a| a.cors.clone()),
+            site: options.storefront.clone().map(|root| site::Site {
+                root,
+                api_url: format!("http://{address}"),
+                stripe_url: stripe.as_ref().map(|s| s.url.clone()),
+            }),
         });
         let router = axum::Router::new()
             .fallback(gateway::serve)

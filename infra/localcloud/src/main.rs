@@ -103,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             let mut options = Options::for_checkout(&root, signing_key(&root)?);
             options.port = port;
             options.instances = concurrency;
+            options.storefront = Some(root.join("storefront/public"));
             let emulator = options.endpoint.clone().unwrap_or_else(|| "moto (started here)".to_owned());
             let cloud = LocalCloud::start(options).await?;
             let buses = Template::load(&root.join("template.yaml"))?.buses(&cloud.physical);
@@ -115,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(root.join(RUNNING), running.to_json().to_string())?;
             println!();
             println!("  Ferrocart is running on {}", cloud.api_url);
+            println!("  Storefront:    {}/shop/  (admin console: {}/shop/#/admin)", cloud.api_url, cloud.api_url);
             println!("  AWS emulator:  {emulator} -> {}", cloud.endpoint);
             if let Some(stripe) = &cloud.stripe_url {
                 println!("  Stripe emulator: {stripe} (webhooks -> {}/webhooks/stripe)", cloud.api_url);

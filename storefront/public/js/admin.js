@@ -1,0 +1,285 @@
+// The admin console (group `admin`): products, stock, orders and shipments, on the /admin routes.
+
+import { ApiError, call, get, query, session } from './api.js';
+import { announce, digits, decimal, field, fields, fill, h, money, showProblem, toMinor, when } from './dom.js';
+import { orderTable } from './shop.js';
+
+const TABS = [['/products', 'Products'], ['/stock', 'Stock'], ['/orders', 'Orders'], ['/shipments', 'Shipments']];
+const ORDER_STATUSES = ['pending', 'reserved', 'confirmed', 'partially_shipped', 'shipped', 'delivered', 'cancelled'];
+const FLAGS = ['capture_failed', 'dispatched_after_cancel'];
+const SHIPMENT_STATUSES = ['pending', 'dispatched', 'delivered', 'cancelled'];
+
+function frame(main, active, title, ...content) {
+  fill(main,
+    h('nav', { 'aria-label': 'Admin' }, h('ul', { class: 'tabs' }, TABS.map(([path, label]) =>
+      h('li', {}, h('a', { href: `#/admin${path}`, 'aria-current': path === active ? 'page' : null }, label))))),
+    h('h1', { tabindex: '-1' }, title), ...content);
+}
+
+export async function route(view, params, rest) {
+  const { main } = view;
+  if (!session()?.admin) {
+    fill(main, h('h1', { tabindex: '-1' }, 'Admin console'),
+      h('p', {}, 'This needs an admin. ', h('a', { href: `#/sign-in?next=${encodeURIComponent(location.hash)}` }, 'Sign in as an admin'), '.'));
+    return;
+  }
+  if (rest === '' || rest === '/' || rest === '/products') return products(view, params);
+  if (rest === '/products/new') return productForm(view, null);
+  const match = /^\/products\/(prod_[A-Za-z0-9]+)$/.exec(rest);
+  if (match) return productForm(view, match[1]);
+  if (rest === '/stock') return stock(view, params);
+  if (rest === '/orders') return ordersList(view, params);
+  if (rest === '/shipments') return shipments(view, params);
+  frame(main, '', 'Not found', h('p', {}, 'No such admin page.'));
+}
+
+async function products({ main }, params) {
+  const result = await get(`/products${query({ limit: 20, cursor: params.get('cursor') })}`);
+  const open = h('form', { class: 'row', onsubmit: (event) => {
+    event.preventDefault();
+    location.hash = `#/admin/products/${fields(open).id}`;
+  } }, field('Open a product by id (any status)', { name: 'id', placeholder: 'prod_…' }), h('button', { type: 'submit' }, 'Open'));
+  frame(main, '/products', 'Products',
+    h('p', {}, h('a', { class: 'button primary', href: '#/admin/products/new' }, 'New product')),
+    open,
+    h('p', { class: 'hint' }, 'Listed: active products, newest first (the API lists drafts and archived products nowhere; open them by id).'),
+    h('table', { class: 'lines' },
+      h('thead', {}, h('tr', {}, ['Title', 'Category', 'Variants', 'Price'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, result.items.map((p) => h('tr', {},
+        h('th', { scope: 'row' }, h('a', { href: `#/admin/products/${p.id}` }, p.title)),
+        h('td', {}, p.category), h('td', {}, p.variants.length), h('td', {}, money(p.variants[0].price)))))),
+    result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/products?cursor=${encodeURIComponent(result.next_cursor)}` }, 'Next page')) : null);
+}
+
+/** Every combination of the options' values: [{colour: 'Sand', size: 'S'}, …]. */
+function combinations(options) {
+  return options.reduce((acc, o) => acc.flatMap((c) => o.values.map((v) => ({ ...c, [o.name]: v }))), [{}]);
+}
+
+async function productForm(view, id) {
+  const { main } = view;
+  let product = null;
+  let etag = null;
+  if (id) {
+    const { data, headers } = await call('GET', `/admin/products/${id}`);
+    product = data;
+    etag = headers.get('etag');
+  }
+  const summary = h('div');
+  const variantsBox = h('div');
+  const options = (product?.options ?? []).map((o) => `${o.name}: ${o.values.join(', ')}`).join('\n');
+  const currency = product?.variants[0]?.price.currency ?? 'USD';
+  let rows = product?.variants.map((v) => ({ options: v.options, sku: v.sku, price: decimal(v.price.amount, digits(v.price.currency)) })) ?? [];
+
+  const parseOptions = (text) => text.split('\n').map((l) => l.trim()).filter(Boolean).map((line) => {
+    const [name, values = ''] = line.split(':');
+    return { name: name.trim(), values: values.split(',').map((v) => v.trim()).filter(Boolean) };
+  });
+  const drawVariants = () => {
+    const parsed = parseOptions(form.elements.options.value);
+    const wanted = combinations(parsed);
+    const keyOf = (o) => JSON.stringify(Object.keys(o).sort().map((k) => [k, o[k]]));
+    const known = new Map(rows.map((r) => [keyOf(r.options), r]));
+    rows = wanted.map((o) => known.get(keyOf(o)) ?? { options: o, sku: '', price: '' });
+    fill(variantsBox, h('div', { class: 'scroll' }, h('table', { class: 'lines' },
+      h('caption', { class: 'visually-hidden' }, 'Variants'),
+      h('thead', {}, h('tr', {}, ['Variant', 'SKU', `Price (${form.elements.currency.value || currency})`, 'Stock'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows.map((r, i) => {
+        const name = Object.values(r.options).join(' / ') || 'The only variant';
+        return h('tr', {},
+          h('th', { scope: 'row' }, name),
+          h('td', { class: 'field' }, h('input', { name: `sku-${i}`, value: r.sku, 'aria-label': `SKU of ${name}`, 'data-pointer': `/variants/${i}/sku`, oninput: (e) => { r.sku = e.target.value.trim(); } })),
+          h('td', { class: 'field' }, h('input', { name: `price-${i}`, value: r.price, inputmode: 'decimal', 'aria-label': `Price of ${name}`, 'data-pointer': `/variants/${i}/price/amount`, oninput: (e) => { r.price = e.target.value.trim(); } })),
+          h('td', {}, r.sku && id ? h('a', { href: `#/admin/stock?sku=${encodeURIComponent(r.sku)}` }, 'Stock') : ''));
+      })))));
+  };
+
+  const save = async (event) => {
+    event.preventDefault();
+    const f = fields(form);
+    const cur = f.currency.toUpperCase();
+    const body = {
+      slug: f.slug, title: f.title, description: f.description, category: f.category, status: f.status,
+      images: f.images.split('\n').map((l) => l.trim()).filter(Boolean),
+      options: parseOptions(f.options),
+      variants: rows.map((r) => ({ sku: r.sku, options: r.options, price: { amount: toMinor(r.price, cur) ?? -1, currency: cur } })),
+    };
+    const bad = rows.findIndex((r) => toMinor(r.price, cur) === null);
+    if (bad >= 0) {
+      showProblem(form, summary, new ApiError(422, { type: '/problems/validation-error', detail: 'price', errors: [{ pointer: `/variants/${bad}/price/amount`, detail: `enter an amount such as 18.00 (at most ${digits(cur)} decimals)` }] }));
+      return;
+    }
+    try {
+      const { data, headers } = id
+        ? await call('PUT', `/admin/products/${id}`, { body, headers: { 'if-match': etag } })
+        : await call('POST', '/admin/products', { body });
+      announce(id ? `Saved: version ${data.version}` : 'Product created');
+      if (!id) { location.hash = `#/admin/products/${data.id}`; return; }
+      product = data; etag = headers.get('etag');
+      fill(summary, h('p', { class: 'ok', role: 'status' }, `Saved: version ${data.version}.`));
+      fill(versionLine, `Version ${data.version}, ${data.status}, updated ${when(data.updated_at)}`);
+    } catch (error) {
+      if (error.kind === 'precondition-failed') {
+        fill(summary, h('p', { class: 'alert', role: 'alert' }, `Someone else changed this product meanwhile (${error.message}). `, h('a', { href: location.hash, onclick: () => setTimeout(() => location.reload()) }, 'Reload it'), ' and make your change again.'));
+        return;
+      }
+      showProblem(form, summary, error);
+    }
+  };
+
+  const archive = async () => {
+    try {
+      const { data, headers } = await call('DELETE', `/admin/products/${id}`, { headers: { 'if-match': etag } });
+      product = data; etag = headers.get('etag');
+      form.elements.status.value = data.status;
+      fill(summary, h('p', { class: 'ok', role: 'status' }, `Archived: shoppers no longer see it (version ${data.version}).`));
+      fill(versionLine, `Version ${data.version}, ${data.status}`);
+    } catch (error) { showProblem(form, summary, error); }
+  };
+
+  const versionLine = h('p', { class: 'muted' }, product ? `Version ${product.version}, ${product.status}, updated ${when(product.updated_at)}` : 'New products are drafts unless you make them active.');
+  const form = h('form', { novalidate: true, onsubmit: save },
+    summary,
+    field('Title', { name: 'title', value: product?.title, 'data-pointer': '/title' }),
+    field('Slug', { name: 'slug', value: product?.slug, 'data-pointer': '/slug' }, 'Lower-case words joined by hyphens, unique: stoneware-mug.'),
+    field('Category', { name: 'category', value: product?.category, 'data-pointer': '/category' }, 'Same form as a slug: mugs, t-shirts.'),
+    h('div', { class: 'field' }, h('label', { for: 'f-status' }, 'Status'),
+      h('select', { id: 'f-status', name: 'status', 'data-pointer': '/status' }, ['draft', 'active', 'archived'].map((s) =>
+        h('option', { value: s, selected: (product?.status ?? 'active') === s }, s)))),
+    field('Description', { tag: 'textarea', name: 'description', rows: 3, value: product?.description, 'data-pointer': '/description' }),
+    field('Image URLs (one per line)', { tag: 'textarea', name: 'images', rows: 2, value: product?.images.join('\n'), 'data-pointer': '/images' }),
+    field('Options (one per line, name: values)', { tag: 'textarea', name: 'options', rows: 3, value: options, 'data-pointer': '/options', placeholder: 'colour: Sand, Slate' }, 'Up to 3 options. Leave empty for a product with a single variant.'),
+    field('Currency', { name: 'currency', value: currency, maxlength: 3, 'data-pointer': '/variants/0/price/currency' }),
+    h('p', {}, h('button', { type: 'button', onclick: drawVariants }, 'Update the variants from the options')),
+    variantsBox,
+    h('div', { class: 'row' }, h('button', { type: 'submit', class: 'primary' }, id ? 'Save changes' : 'Create product'),
+      id && product.status !== 'archived' ? h('button', { type: 'button', onclick: archive }, 'Archive') : null));
+  frame(main, '/products', product ? `Edit ${product.title}` : 'New product', versionLine, form);
+  drawVariants();
+}
+
+async function stock({ main }, params) {
+  const sku = params.get('sku') ?? '';
+  const summary = h('div');
+  const lookup = h('form', { class: 'row', onsubmit: (event) => {
+    event.preventDefault();
+    location.hash = `#/admin/stock?sku=${encodeURIComponent(fields(lookup).sku)}`;
+  } }, field('SKU', { name: 'sku', value: sku, id: 'f-lookup' }), h('button', { type: 'submit' }, 'Show stock'));
+  if (!sku) { frame(main, '/stock', 'Stock', lookup); return; }
+  let level;
+  try { level = await get(`/admin/inventory/${encodeURIComponent(sku)}`); } catch (error) {
+    frame(main, '/stock', 'Stock', lookup, h('p', { class: 'alert', role: 'alert' }, error.message));
+    return;
+  }
+  const table = () => h('table', { class: 'lines', id: 'stock-table' },
+    h('caption', {}, `${level.sku}: ${level.on_hand} on hand, ${level.reserved} reserved, ${level.available} available`),
+    h('thead', {}, h('tr', {}, ['Warehouse', 'On hand', 'Reserved', 'Available'].map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, level.warehouses.map((w) => h('tr', {}, h('th', { scope: 'row' }, w.warehouse), h('td', {}, w.on_hand), h('td', {}, w.reserved), h('td', {}, w.available)))));
+  const box = h('div', {}, table());
+  const set = h('form', { novalidate: true, onsubmit: async (event) => {
+    event.preventDefault();
+    const f = fields(set);
+    const before = level.warehouses.find((w) => w.warehouse === f.warehouse);
+    const body = { warehouse: f.warehouse, on_hand: Number(f.on_hand) };
+    if (!/^\d+$/.test(f.on_hand)) body.on_hand = f.on_hand; // let the API say what is wrong
+    if (before) body.expected_on_hand = before.on_hand;
+    try {
+      level = (await call('PUT', `/admin/inventory/${encodeURIComponent(sku)}`, { body })).data;
+      fill(box, table());
+      showProblem(set, summary, null);
+      fill(summary, h('p', { class: 'ok', role: 'status' }, `Set ${f.warehouse} to ${body.on_hand}.`));
+    } catch (error) {
+      if (error.kind === 'precondition-failed') {
+        level = await get(`/admin/inventory/${encodeURIComponent(sku)}`);
+        fill(box, table());
+      }
+      showProblem(set, summary, error);
+    }
+  } },
+  summary,
+  h('div', { class: 'row' },
+    field('Warehouse', { name: 'warehouse', value: level.warehouses[0]?.warehouse ?? 'main', 'data-pointer': '/warehouse', list: 'warehouses' }),
+    field('On hand', { name: 'on_hand', inputmode: 'numeric', value: '', 'data-pointer': '/on_hand' }),
+    h('button', { type: 'submit', class: 'primary' }, 'Set stock')),
+  h('datalist', { id: 'warehouses' }, level.warehouses.map((w) => h('option', { value: w.warehouse }))),
+  h('p', { class: 'hint' }, 'The count you set replaces the warehouse’s on-hand units. If someone changed it since this page loaded, nothing is written and the new count is shown.'));
+  frame(main, '/stock', `Stock of ${sku}`, lookup, box, h('h2', {}, 'Set the count in a warehouse'), set);
+}
+
+async function ordersList({ main }, params) {
+  const flag = params.get('flag') ?? '';
+  const status = flag ? '' : params.get('status') ?? 'confirmed';
+  const result = await get(`/admin/orders${query({ status, flag, limit: 20, cursor: params.get('cursor') })}`);
+  const pick = h('form', { class: 'row', onsubmit: (event) => {
+    event.preventDefault();
+    const [kind, value] = fields(pick).filter.split(':');
+    location.hash = `#/admin/orders?${kind}=${value}`;
+  } },
+  h('div', { class: 'field' }, h('label', { for: 'f-filter' }, 'Show orders'),
+    h('select', { id: 'f-filter', name: 'filter' },
+      ORDER_STATUSES.map((s) => h('option', { value: `status:${s}`, selected: s === status }, `Status: ${s.replace(/_/g, ' ')}`)),
+      FLAGS.map((f) => h('option', { value: `flag:${f}`, selected: f === flag }, `Flag: ${f.replace(/_/g, ' ')}`)))),
+  h('button', { type: 'submit' }, 'Show'));
+  const base = `#/admin/orders?${flag ? `flag=${flag}` : `status=${status}`}`;
+  frame(main, '/orders', 'Orders', pick,
+    result.items.length ? orderTable(result.items, { customer: true }) : h('p', {}, 'No orders here.'),
+    result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `${base}&cursor=${encodeURIComponent(result.next_cursor)}` }, 'Next page')) : null);
+}
+
+async function shipments(view, params) {
+  const { main } = view;
+  const status = params.get('status') ?? 'pending';
+  const warehouse = params.get('warehouse') ?? '';
+  const result = await get(`/admin/shipments${query({ status, warehouse, limit: 20, cursor: params.get('cursor') })}`);
+  const pick = h('form', { class: 'row', onsubmit: (event) => {
+    event.preventDefault();
+    const f = fields(pick);
+    location.hash = `#/admin/shipments${query({ status: f.status, warehouse: f.warehouse })}`;
+  } },
+  h('div', { class: 'field' }, h('label', { for: 'f-shipstatus' }, 'Status'),
+    h('select', { id: 'f-shipstatus', name: 'status' }, SHIPMENT_STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)))),
+  field('Warehouse (optional)', { name: 'warehouse', value: warehouse, id: 'f-shipwarehouse' }),
+  h('button', { type: 'submit' }, 'Show'));
+
+  const card = (s) => {
+    const summary = h('div');
+    const li = h('li', { class: 'card', 'data-shipment': s.id, 'data-order': s.order_id },
+      h('h2', {}, h('span', { class: 'mono' }, s.id)),
+      h('p', {}, `Order `, h('a', { href: `#/orders/${s.order_id}`, class: 'mono' }, s.order_id), ` · from ${s.warehouse} · ${s.status}`),
+      h('p', {}, s.lines.map((l) => `${l.quantity} × ${l.sku}`).join(', ')),
+      h('p', { class: 'muted' }, `To ${s.shipping.address.name}, ${s.shipping.address.city} ${s.shipping.address.country} (${s.shipping.method})`),
+      s.carrier ? h('p', {}, `${s.carrier}: ${s.tracking_number}`) : null,
+      summary);
+    if (s.status === 'pending') {
+      const form = h('form', { novalidate: true, onsubmit: async (event) => {
+        event.preventDefault();
+        const f = fields(form);
+        const body = { carrier: f.carrier, tracking_number: f.tracking_number };
+        if (f.tracking_url) body.tracking_url = f.tracking_url;
+        try {
+          await call('POST', `/admin/shipments/${s.id}/dispatch`, { body });
+          fill(summary, h('p', { class: 'ok', role: 'status' }, `Dispatched with ${f.carrier}, tracking ${f.tracking_number}.`));
+          form.remove();
+        } catch (error) { showProblem(form, summary, error); }
+      } },
+      h('div', { class: 'row' },
+        field('Carrier', { name: 'carrier', id: `carrier-${s.id}`, 'data-pointer': '/carrier' }),
+        field('Tracking number', { name: 'tracking_number', id: `tracking-${s.id}`, 'data-pointer': '/tracking_number' }),
+        field('Tracking URL (optional, https)', { name: 'tracking_url', id: `url-${s.id}`, 'data-pointer': '/tracking_url' }),
+        h('button', { type: 'submit', class: 'primary' }, 'Dispatch')));
+      li.append(form);
+    } else if (s.status === 'dispatched') {
+      li.append(h('button', { type: 'button', onclick: async (event) => {
+        try {
+          await call('POST', `/admin/shipments/${s.id}/deliver`);
+          fill(summary, h('p', { class: 'ok', role: 'status' }, 'Marked delivered.'));
+          event.target.remove();
+        } catch (error) { fill(summary, h('p', { class: 'alert', role: 'alert' }, error.message)); }
+      } }, 'Mark delivered'));
+    }
+    return li;
+  };
+  frame(main, '/shipments', 'Shipments', pick,
+    result.items.length ? h('ul', { class: 'plain shipments', style: 'list-style:none;padding:0' }, result.items.map(card)) : h('p', {}, 'No shipments here.'),
+    result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/shipments${query({ status, warehouse, cursor: result.next_cursor })}` }, 'Next page')) : null);
+}

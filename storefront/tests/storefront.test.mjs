@@ -1,0 +1,314 @@
+// Browser journeys: the storefront and the admin console in headless Chromium, against a local
+// cloud started for this run. Each journey asserts what the shopper (or admin) sees; on failure
+// a screenshot of its last page is saved in storefront/test-results/.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { join } from 'node:path';
+import {
+  OUT, accessibilityProblems, client, fillAddress, launch, product, see, sellable, signedIn, startCloud, stock, token, unique, until,
+} from './support.mjs';
+
+let cloud;
+let browser;
+let admin;
+
+before(async () => {
+  cloud = await startCloud();
+  browser = await launch();
+  admin = client(cloud.url, await token(cloud.url, 'journey-admin', true));
+});
+
+after(async () => {
+  await browser?.close();
+  await cloud?.stop();
+});
+
+/** Runs a journey with pages that are screenshotted if it fails. */
+function journey(name, body) {
+  test(name, async () => {
+    const pages = [];
+    const open = async (context) => {
+      const page = await context.newPage();
+      page.on('pageerror', (error) => console.error(`[${name}] page error: ${error.message}`));
+      pages.push(page);
+      return page;
+    };
+    try {
+      await body(open);
+    } catch (error) {
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+      await Promise.all(pages.map((p, i) => p.screenshot({ path: join(OUT, `${slug}-${i}.png`), fullPage: true }).catch(() => {})));
+      throw error;
+    } finally {
+      await Promise.all(pages.map((p) => p.context().close().catch(() => {})));
+    }
+  });
+}
+
+/** Adds the product at `#/p/{id}` to the cart, with the options named in `picks` chosen. */
+async function addToCart(page, id, picks = []) {
+  await page.goto(`${cloud.shop}#/p/${id}`);
+  for (const pick of picks) await page.getByRole('radio', { name: pick, exact: true }).check();
+  await page.getByRole('button', { name: 'Add to cart' }).click();
+  await see(page.locator('.status'), 'Added to your cart');
+}
+
+async function placeOrder(page, card) {
+  await page.goto(`${cloud.shop}#/checkout`);
+  await fillAddress(page);
+  await page.getByRole('radio', { name: card }).check();
+  await page.getByRole('button', { name: 'Place order' }).click();
+  await page.waitForURL(/#\/orders\/ord_/);
+  return page.url().split('/').pop();
+}
+
+journey('a shopper browses, pages, searches, picks a variant and pays with the test Visa until the order is confirmed', async (open) => {
+  const u = unique();
+  const shopper = client(cloud.url, await token(cloud.url, `shopper-${u}`));
+  const category = `cat-${u}`;
+  // 13 products: one more than a page of the storefront's listing.
+  const plain = await Promise.all(Array.from({ length: 12 }, (_, i) => product(admin, shopper, {
+    slug: `plain-${u}-${i}`, title: `Plain ${u} ${i}`, category,
+    variants: [{ sku: `P${u.toUpperCase()}-${i}`, price: { amount: 900, currency: 'USD' } }],
+  })));
+  const mug = await product(admin, shopper, {
+    slug: `mug-${u}`, title: `Speckle${u} Mug`, category,
+    options: [{ name: 'colour', values: ['Sand', 'Slate'] }, { name: 'size', values: ['Small', 'Large'] }],
+    variants: [['Sand', 'Small'], ['Sand', 'Large'], ['Slate', 'Small'], ['Slate', 'Large']].map(([colour, size], i) => ({
+      sku: `M${u.toUpperCase()}-${i}`, options: { colour, size }, price: { amount: size === 'Large' ? 2250 : 1800, currency: 'USD' },
+    })),
+  });
+  const slateLarge = `M${u.toUpperCase()}-3`;
+  await stock(admin, slateLarge, 'main', 5);
+  await sellable(shopper, slateLarge);
+  await until(async () => (await admin('GET', `/products?category=${category}&limit=100`)).body.items.length === 13, 'the category lists 13 products');
+  assert.equal(plain.length, 12);
+
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 }, locale: 'en-US' });
+  const page = await open(context);
+  // Sign in through the dev sign-in form.
+  await page.goto(`${cloud.shop}#/`);
+  await page.getByRole('link', { name: 'Sign in' }).click();
+  await page.getByLabel('Name').fill(`shopper-${u}`);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await see(page.getByRole('button', { name: /Sign out/ }), `Sign out shopper-${u}`);
+
+  // Home → category: 12 on the first page, the 13th on the next.
+  await page.getByRole('link', { name: new RegExp(`Cat ${u}`) }).click();
+  await see(page.getByRole('heading', { level: 1 }), `Cat ${u}`);
+  await until(async () => (await page.locator('.card').count()) === 12, 'the first page shows 12 products');
+  await page.getByRole('link', { name: 'Next page' }).click();
+  await until(async () => (await page.locator('.card').count()) === 1, 'the second page shows the 13th product');
+  assert.equal(await page.getByRole('link', { name: 'Next page' }).count(), 0, 'the last page has no next page');
+
+  // Search by a word of the title.
+  await page.getByRole('searchbox', { name: 'Search products' }).fill(`speckle${u}`);
+  await page.keyboard.press('Enter');
+  await see(page.getByRole('heading', { level: 1 }), `Results for “speckle${u}”`);
+  await page.getByRole('link', { name: `Speckle${u} Mug` }).click();
+
+  // Pick Slate / Large: its price and stock show.
+  await see(page.getByRole('heading', { level: 1 }), `Speckle${u} Mug`);
+  await see(page.locator('.price.big'), '$18.00');
+  await see(page.locator('#availability'), 'Sold out');
+  await page.getByRole('radio', { name: 'Slate' }).check();
+  await page.getByRole('radio', { name: 'Large' }).check();
+  await see(page.locator('.price.big'), '$22.50');
+  await see(page.locator('#availability'), '5 in stock');
+  await page.getByRole('button', { name: 'Add to cart' }).click();
+  await see(page.locator('.status'), 'Added to your cart (1 items)');
+
+  // Cart: change the quantity to 2, totals from the API.
+  await page.getByRole('link', { name: 'View cart' }).click();
+  await page.getByLabel(`Quantity of Speckle${u} Mug`).fill('2');
+  await page.getByLabel(`Quantity of Speckle${u} Mug`).press('Tab');
+  await see(page.locator('#subtotal'), '$45.00');
+  await page.getByRole('link', { name: 'Check out' }).click();
+
+  // Checkout with the test Visa: the order page follows the saga to confirmed.
+  await see(page.getByRole('heading', { level: 1 }), 'Checkout');
+  await fillAddress(page);
+  await page.getByRole('radio', { name: /Visa 4242/ }).check();
+  await page.getByRole('button', { name: 'Place order' }).click();
+  await see(page.locator('#order-status'), 'Confirmed', 20_000);
+  await see(page.locator('.steps li.done'), 'Confirmed');
+  await see(page.locator('.totals'), '$50.00'); // 45.00 + 5.00 standard shipping, no US tax
+  await see(page.locator('#order-lines'), `2 × Speckle${u} Mug (${slateLarge})`);
+  void mug;
+});
+
+journey('a declined card: the order page says the payment was declined and the units are back on sale', async (open) => {
+  const u = unique();
+  const sub = `declined-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `D${u.toUpperCase()}`;
+  const item = await product(admin, shopper, { slug: `lamp-${u}`, title: `Lamp ${u}`, category: `lamps-${u}`, variants: [{ sku, price: { amount: 4000, currency: 'USD' } }] });
+  await stock(admin, sku, 'main', 3);
+  await sellable(shopper, sku);
+
+  const page = await open(await signedIn(browser, cloud.url, sub));
+  await addToCart(page, item.id);
+  await placeOrder(page, /declined/);
+  await see(page.locator('#order-status'), 'Cancelled', 20_000);
+  await see(page.locator('#cancel-reason'), 'The payment was declined: your card was declined. Nothing was charged');
+  await see(page.locator(`#order-lines [data-sku="${sku}"]`), '3 on sale now', 20_000);
+  await page.goto(`${cloud.shop}#/p/${item.id}`);
+  await see(page.locator('#availability'), '3 in stock');
+});
+
+journey('out of stock: two shoppers want the last unit; the second is told it sold out (on a phone-width screen)', async (open) => {
+  const u = unique();
+  const sku = `L${u.toUpperCase()}`;
+  const first = client(cloud.url, await token(cloud.url, `first-${u}`));
+  const item = await product(admin, first, { slug: `last-${u}`, title: `Last ${u}`, category: `rare-${u}`, variants: [{ sku, price: { amount: 1500, currency: 'USD' } }] });
+  await stock(admin, sku, 'main', 1);
+  await sellable(first, sku);
+
+  const phone = { width: 390, height: 844 };
+  const pageA = await open(await signedIn(browser, cloud.url, `first-${u}`));
+  const pageB = await open(await signedIn(browser, cloud.url, `second-${u}`, { viewport: phone }));
+  await addToCart(pageA, item.id);
+  await addToCart(pageB, item.id);
+
+  await placeOrder(pageA, /Visa 4242/);
+  await see(pageA.locator('#order-status'), 'Confirmed', 20_000);
+  await placeOrder(pageB, /Visa 4242/);
+  await see(pageB.locator('#order-status'), 'Cancelled', 20_000);
+  await see(pageB.locator('#cancel-reason'), 'Sorry: an item sold out before we could reserve it for you. Nothing was charged.');
+  await pageB.goto(`${cloud.shop}#/p/${item.id}`);
+  await see(pageB.locator('#availability'), 'Sold out');
+  assert.ok(await pageB.getByRole('button', { name: 'Add to cart' }).isDisabled(), 'a sold-out variant cannot be added');
+  const width = await pageB.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= phone.width, `the phone page scrolls sideways (${width}px wide)`);
+});
+
+journey('checkout form errors: a missing postcode shows the API\'s field error next to the field', async (open) => {
+  const u = unique();
+  const sub = `forms-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `F${u.toUpperCase()}`;
+  const item = await product(admin, shopper, { slug: `pen-${u}`, title: `Pen ${u}`, category: `pens-${u}`, variants: [{ sku, price: { amount: 300, currency: 'USD' } }] });
+  await stock(admin, sku, 'main', 2);
+  await sellable(shopper, sku);
+
+  const page = await open(await signedIn(browser, cloud.url, sub));
+  await addToCart(page, item.id);
+  await page.goto(`${cloud.shop}#/checkout`);
+  await fillAddress(page, { skip: ['Postcode'] });
+  await page.getByRole('button', { name: 'Place order' }).click();
+  const postcode = page.getByLabel('Postcode', { exact: true });
+  await see(page.locator('.field:has(#f-postal_code) .field-error'), 'must not be empty');
+  assert.equal(await postcode.getAttribute('aria-invalid'), 'true');
+  assert.match(await postcode.getAttribute('aria-describedby'), /err-f-postal_code/);
+  assert.ok(await postcode.evaluate((el) => el === document.activeElement), 'focus moves to the first invalid field');
+  await see(page.getByRole('alert'), 'One field needs attention.');
+
+  await postcode.fill('62701');
+  await page.getByRole('button', { name: 'Place order' }).click();
+  await see(page.locator('#order-status'), /Placed|Items reserved|Confirmed/, 20_000);
+});
+
+journey('admin: create and edit a product, stock it, dispatch an order\'s shipment; the shopper sees carrier and tracking', async (open) => {
+  const u = unique();
+  const warehouse = `wh-${u}`;
+  const page = await open(await signedIn(browser, cloud.url, `admin-${u}`, { admin: true }));
+
+  // Create with two colours.
+  await page.goto(`${cloud.shop}#/admin/products/new`);
+  await page.getByLabel('Title').fill(`Tote ${u}`);
+  await page.getByLabel('Slug').fill(`tote-${u}`);
+  await page.getByLabel('Category').fill(`bags-${u}`);
+  await page.getByLabel('Options (one per line, name: values)').fill('colour: Red, Blue');
+  await page.getByRole('button', { name: 'Update the variants from the options' }).click();
+  await page.getByLabel('SKU of Red').fill(`T${u.toUpperCase()}-RED`);
+  await page.getByLabel('Price of Red').fill('12.50');
+  await page.getByLabel('SKU of Blue').fill(`T${u.toUpperCase()}-BLUE`);
+  await page.getByLabel('Price of Blue').fill('12.5x');
+  await page.getByRole('button', { name: 'Create product' }).click();
+  await see(page.locator('.field-error'), 'enter an amount such as 18.00');
+  await page.getByLabel('Price of Blue').fill('13');
+  await page.getByRole('button', { name: 'Create product' }).click();
+  await see(page.getByRole('heading', { level: 1 }), `Edit Tote ${u}`);
+  const id = page.url().split('/').pop();
+
+  // Edit with If-Match: the version goes up.
+  await page.getByLabel('Title').fill(`Tote ${u} Deluxe`);
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await see(page.locator('[role=status]'), 'Saved: version 2.');
+
+  // Stock the red one in a warehouse of its own.
+  await page.getByRole('row', { name: /Red/ }).getByRole('link', { name: 'Stock' }).click();
+  await see(page.getByRole('heading', { level: 1 }), `Stock of T${u.toUpperCase()}-RED`);
+  await page.getByLabel('Warehouse').fill(warehouse);
+  await page.getByLabel('On hand').fill('4');
+  await page.getByRole('button', { name: 'Set stock' }).click();
+  await see(page.locator('#stock-table caption'), '4 on hand, 0 reserved, 4 available');
+
+  // A shopper buys one through the storefront.
+  const sub = `buyer-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  await sellable(shopper, `T${u.toUpperCase()}-RED`);
+  const buyer = await open(await signedIn(browser, cloud.url, sub));
+  await addToCart(buyer, id, ['Red']);
+  const orderId = await placeOrder(buyer, /Visa 4242/);
+  await see(buyer.locator('#order-status'), 'Confirmed', 20_000);
+
+  // The admin finds its shipment and dispatches it.
+  await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items.length === 1, 'the shipment is listed');
+  await page.goto(`${cloud.shop}#/admin/shipments?status=pending&warehouse=${warehouse}`);
+  const card = page.locator(`[data-order="${orderId}"]`);
+  await card.getByLabel('Carrier').fill('ups');
+  await card.getByLabel('Tracking number').fill(`1Z${u.toUpperCase()}`);
+  await card.getByRole('button', { name: 'Dispatch' }).click();
+  await see(card, `Dispatched with ups, tracking 1Z${u.toUpperCase()}.`);
+
+  // The shopper's order page (polling) shows it shipped with the carrier and tracking number.
+  await see(buyer.locator('#order-status'), 'Shipped', 20_000);
+  await see(buyer.locator('#shipments'), `UPS tracking 1Z${u.toUpperCase()}`);
+
+  // Archive: the shop no longer shows it.
+  await page.goto(`${cloud.shop}#/admin/products/${id}`);
+  await page.getByRole('button', { name: 'Archive' }).click();
+  await see(page.locator('[role=status]'), 'Archived: shoppers no longer see it');
+  await buyer.goto(`${cloud.shop}#/p/${id}`);
+  await see(buyer.getByRole('heading', { level: 1 }), 'Product not found');
+});
+
+journey('accessibility: the main pages have no serious or critical axe-core violations', async (open) => {
+  const u = unique();
+  const sub = `a11y-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `A${u.toUpperCase()}-S`;
+  const item = await product(admin, shopper, {
+    slug: `cap-${u}`, title: `Cap ${u}`, category: `caps-${u}`, options: [{ name: 'size', values: ['S', 'M'] }],
+    variants: [{ sku, options: { size: 'S' }, price: { amount: 2000, currency: 'EUR' } }, { sku: `A${u.toUpperCase()}-M`, options: { size: 'M' }, price: { amount: 2000, currency: 'EUR' } }],
+  });
+  await stock(admin, sku, 'main', 2);
+  await sellable(shopper, sku);
+  const page = await open(await signedIn(browser, cloud.url, sub, { admin: true }));
+  await addToCart(page, item.id);
+  const checks = [
+    ['home', '#/', 'Shop by category'],
+    ['category', `#/c/caps-${u}`, `Caps ${u}`],
+    ['product', `#/p/${item.id}`, `Cap ${u}`],
+    ['cart', '#/cart', 'Your cart'],
+    ['checkout', '#/checkout', 'Checkout'],
+    ['orders', '#/orders', 'Your orders'],
+    ['sign-in', '#/sign-in', 'Sign in'],
+    ['admin products', '#/admin/products', 'Products'],
+    ['admin new product', '#/admin/products/new', 'New product'],
+    ['admin shipments', '#/admin/shipments', 'Shipments'],
+  ];
+  const problems = [];
+  for (const [name, hash, title] of checks) {
+    await page.goto(`${cloud.shop}${hash}`);
+    await see(page.getByRole('heading', { level: 1 }), title);
+    await page.waitForLoadState('networkidle');
+    for (const problem of await accessibilityProblems(page)) problems.push(`${name}: ${problem}`);
+  }
+  // The price shows in the product's currency.
+  await page.goto(`${cloud.shop}#/p/${item.id}`);
+  await see(page.locator('.price.big'), '€20.00');
+  assert.deepEqual(problems, []);
+});
