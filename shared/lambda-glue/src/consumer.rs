@@ -237,7 +237,10 @@ where
         }
         Err(error) => {
             match &error {
-                HandlerError::Transient(cause) => tracing::warn!(error = %cause, "event failed; it will be retried"),
+                HandlerError::Transient(cause) => {
+                    let cause: &(dyn std::error::Error + 'static) = cause.as_ref();
+                    tracing::warn!(error = %crate::logging::cause_chain(cause), "event failed; it will be retried");
+                }
                 HandlerError::Permanent(reason) => {
                     tracing::error!(%reason, "event cannot be handled; it will reach the DLQ");
                 }

@@ -71,14 +71,7 @@ pub fn finish(result: ApiResult) -> Response<Body> {
 
 /// Logs an unexpected failure with its whole cause chain and returns the opaque 500.
 pub fn internal(error: &(dyn std::error::Error + 'static)) -> Problem {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    tracing::error!(error = %chain, "request failed");
+    tracing::error!(error = %crate::logging::cause_chain(error), "request failed");
     Problem::internal()
 }
 

@@ -32,3 +32,30 @@ pub fn init() {
         crate::metrics::cold_start();
     }
 }
+
+/// An error and its causes in one line (`outer: inner: root`), so a failure is logged once, at
+/// the edge that decides what to do with it, with everything that led to it.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not reserve")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_chain_names_every_cause_in_order() {
+        let error = Outer(std::io::Error::other("throttled"));
+
+        assert_eq!(super::cause_chain(&error), "could not reserve: throttled");
+    }
+}
