@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refund_answers_with_the_time_it_reads_back_with_so_its_replay_is_identical() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _) = captured_order(&store, &stripe).await;
+        let request = request(&order_id.to_string(), Some("k"), r#"{"amount":100,"reason":"other"}"#, true);
+        let now = T0 + time::Duration::milliseconds(250);
+
+        let first = handle(&store, &stripe, &request, now).await;
+        let first: serde_json::Value = serde_json::from_str(http::body_text(&first)).unwrap();
+
+        // The table keeps epoch seconds: what a replay reads back.
+        assert_eq!(first["created_at"], "2026-11-22T10:00:00Z");
+    }
+
+    #[tokio::test]
     async fn a_refund_before_the_capture_is_refused_and_says_to_cancel() {
         let (store, stripe, order_id) = (FakeStore::default(), FakeStripe::default(), OrderId::new());
         crate::testing::place_and_reserve(&store, &stripe, order_id, crate::testing::VISA).await;

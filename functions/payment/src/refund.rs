@@ -112,6 +112,13 @@ impl RefundStatus {
     }
 }
 
+/// `now` to the whole second, as a refund's `created_at` is stored (epoch seconds): a refund is
+/// created with the time it will read back with, so a replay answers exactly what the first
+/// request answered.
+pub fn created_at(now: OffsetDateTime) -> OffsetDateTime {
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
 /// One refund of an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refund {

@@ -36,7 +36,7 @@ use crate::authorize::envelope;
 use crate::error::PaymentError;
 use crate::model::{Payment, PaymentIntentId};
 use crate::ports::{GatewayError, Recorded, RefundGateway, RefundStore, Reserved, StoreError, StripeRefund};
-use crate::refund::{PendingRefund, Refund, RefundStatus, Source, Unrefundable};
+use crate::refund::{self, PendingRefund, Refund, RefundStatus, Source, Unrefundable};
 
 /// How long a refund may stay pending before the sweep carries it on: longer than an invocation
 /// (the admin function's 29 s, the consumer's 40 s), so its owner has surely finished or died.
@@ -108,7 +108,7 @@ pub async fn request_refund(
             note: ask.note.clone(),
             return_id: None,
             status: RefundStatus::Pending,
-            created_at: now,
+            created_at: refund::created_at(now),
             request: ask.request.clone(),
         };
         Ok::<_, RefundError>(match store.reserve_refund(&payment, &refund).await? {
@@ -310,7 +310,7 @@ pub async fn on_return_received(
             note: None,
             return_id: Some(received.return_id),
             status: RefundStatus::Pending,
-            created_at: now,
+            created_at: refund::created_at(now),
             request: None,
         };
         Ok(match store.reserve_refund(&payment, &refund).await? {
@@ -416,7 +416,7 @@ async fn record_outside(
             note: None,
             return_id: None,
             status: RefundStatus::Pending,
-            created_at: now,
+            created_at: refund::created_at(now),
             request: None,
         };
         let refund = succeeded(&payment, refund, &made.id).map_err(payment_error(order_id))?;

@@ -99,3 +99,29 @@ pub async fn order_when(token: &str, id: &str, done: impl Fn(&Value) -> bool) ->
     reached
         .unwrap_or_else(|| panic!("order {id} never reached the expected state; last seen: {:#}", seen.lock().unwrap()))
 }
+
+/// Places the shopper's cart (Visa) and waits until the order is confirmed with its one shipment;
+/// the order as its owner sees it then.
+pub async fn confirmed_with_one_shipment(shopper: &Shopper) -> Value {
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_when(&shopper.token, &id, |o| {
+        o["status"] == "confirmed" && o["shipments"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await
+}
+
+/// A confirmed order whose one shipment staff dispatched through the admin shipments API, which
+/// captures the payment; the order once it shows the capture.
+pub async fn captured(shopper: &Shopper) -> Value {
+    let order = confirmed_with_one_shipment(shopper).await;
+    let (id, shipment) = (order["order_id"].as_str().unwrap(), order["shipments"][0]["id"].as_str().unwrap());
+    let dispatched = call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"))
+        .admin()
+        .json(&json!({ "carrier": "ups", "tracking_number": "1ZREFUND" }))
+        .send()
+        .await;
+    assert_eq!(dispatched.status, 200, "{}", dispatched.body);
+    order_when(&shopper.token, id, |o| !o["payment"]["captured"].is_null()).await
+}

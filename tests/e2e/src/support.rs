@@ -214,3 +214,63 @@ pub async fn payment_intents(order_id: &str) -> Vec<Value> {
         .map(|all| all.iter().filter(|pi| pi["metadata"]["order_id"] == order_id).cloned().collect())
         .unwrap_or_default()
 }
+
+/// The Stripe emulator's URL.
+pub fn stripe_url() -> String {
+    testkit::shop().stripe_url.clone().expect("the local cloud runs a Stripe emulator")
+}
+
+/// The refunds the Stripe emulator holds for a PaymentIntent, newest first (Stripe's
+/// `GET /v1/refunds?payment_intent=`).
+pub async fn refunds_at_stripe(payment_intent: &str) -> Vec<Value> {
+    let list: Value = Client::new()
+        .get(format!("{}/v1/refunds", stripe_url()))
+        .query(&[("payment_intent", payment_intent), ("limit", "100")])
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["has_more"], false, "{list}");
+    list["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// A form POST to the Stripe emulator with the secret key, as someone working in the Stripe
+/// Dashboard (or a test control) would make it; the answer, which must be a success.
+pub async fn post_to_stripe(path: &str, form: &[(&str, &str)]) -> Value {
+    let reply = Client::new()
+        .post(format!("{}{path}", stripe_url()))
+        .bearer_auth("sk_test_local")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status();
+    let body: Value = reply.json().await.unwrap();
+    assert!(status.is_success(), "POST {path}: {status} {body}");
+    body
+}
+
+/// A `Stripe-Signature` header for `body` at `timestamp` (Unix seconds), signed with `secret`.
+pub fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("t={timestamp},v1={hex}")
+}
+
+/// Delivers a Stripe event to `POST /webhooks/stripe` signed now with the local cloud's signing
+/// secret, as Stripe (or its retry) would.
+pub async fn deliver_webhook(event: &Value) -> Reply {
+    let body = event.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature = stripe_signature(localcloud::LOCAL_WEBHOOK_SIGNING_SECRET, now, &body);
+    call(Method::POST, "/webhooks/stripe")
+        .header("stripe-signature", &signature)
+        .raw("application/json", body)
+        .send()
+        .await
+}

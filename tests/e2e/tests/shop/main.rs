@@ -14,5 +14,6 @@ mod inbox;
 mod inventory;
 mod observability;
 mod orders;
+mod refunds;
 mod returns;
 mod three_d_secure;

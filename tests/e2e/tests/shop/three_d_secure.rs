@@ -2,12 +2,11 @@
 //! `requires_action`, and moves on when Stripe says so through `POST /webhooks/stripe` (the Stripe
 //! emulator delivers its webhooks there, signed with the local secret).
 
-use aws_lc_rs::hmac;
 use reqwest::Method;
 use serde_json::Value;
 
 use e2e::flows::{Shopper, available, checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{call, eventually};
+use e2e::support::{call, eventually, stripe_signature as signature};
 
 /// The `StripeWebhookSigningSecret` the local cloud sets (the template has no default), which
 /// both the emulator and the webhook function use.
@@ -34,14 +33,6 @@ async fn challenge(order: &Value, success: bool) {
         .await
         .unwrap();
     assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
-}
-
-/// A Stripe-Signature header for `body` at `timestamp`, signed with `secret`.
-fn signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
-    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("t={timestamp},v1={hex}")
 }
 
 fn now() -> i64 {
