@@ -38,52 +38,86 @@ impl Running {
 const SOURCES: [&str; 5] =
     ["ferrocart.catalog", "ferrocart.inventory", "ferrocart.checkout", "ferrocart.payment", "ferrocart.fulfillment"];
 
-/// Taps `bus` and prints each event (only `order`'s when given) until Ctrl-C.
-pub async fn run(running: &Running, bus: &str, order: Option<&str>) -> anyhow::Result<()> {
-    let config = crate::sdk_config(&running.endpoint, &running.region).await;
-    let (events, sqs) = (aws_sdk_eventbridge::Client::new(&config), aws_sdk_sqs::Client::new(&config));
-    let name = format!("localcloud-tail-{}", std::process::id());
-    let queue_url = sqs.create_queue().queue_name(&name).send().await?.queue_url.context("no queue url")?;
-    let attributes =
-        sqs.get_queue_attributes().queue_url(&queue_url).attribute_names(QueueAttributeName::QueueArn).send().await?;
-    let queue_arn = attributes
-        .attributes
-        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
-        .context("no queue arn")?;
-    let pattern = json!({ "source": SOURCES }).to_string();
-    events.put_rule().name(&name).event_bus_name(bus).event_pattern(pattern).send().await?;
-    let target = aws_sdk_eventbridge::types::Target::builder().id("tail").arn(&queue_arn).build()?;
-    events.put_targets().rule(&name).event_bus_name(bus).targets(target).send().await?;
-    println!("Tailing {bus}{} (Ctrl-C stops)", order.map(|o| format!(" for {o}")).unwrap_or_default());
+/// A tap on a bus: a rule of its own matching every Ferrocart source, and a queue of its own
+/// as the rule's target.
+#[derive(Debug)]
+pub struct Tap {
+    events: aws_sdk_eventbridge::Client,
+    sqs: aws_sdk_sqs::Client,
+    bus: String,
+    name: String,
+    queue_url: String,
+}
 
-    let tailing = async {
-        loop {
-            let received = sqs
-                .receive_message()
-                .queue_url(&queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(5)
-                .send()
-                .await?;
-            for message in received.messages.unwrap_or_default() {
-                if let Some(line) = message.body.as_deref().and_then(|body| line(body, order)) {
-                    println!("{line}");
-                }
-                if let Some(handle) = message.receipt_handle {
-                    sqs.delete_message().queue_url(&queue_url).receipt_handle(handle).send().await?;
-                }
+impl Tap {
+    /// Creates the tap's queue and rule on `bus` of the emulator at `endpoint`.
+    pub async fn open(endpoint: &str, region: &str, bus: &str) -> anyhow::Result<Self> {
+        let config = crate::sdk_config(endpoint, region).await;
+        let (events, sqs) = (aws_sdk_eventbridge::Client::new(&config), aws_sdk_sqs::Client::new(&config));
+        let name = format!("localcloud-tail-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let queue_url = sqs.create_queue().queue_name(&name).send().await?.queue_url.context("no queue url")?;
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?;
+        let queue_arn = attributes
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+            .context("no queue arn")?;
+        let pattern = json!({ "source": SOURCES }).to_string();
+        events.put_rule().name(&name).event_bus_name(bus).event_pattern(pattern).send().await?;
+        let target = aws_sdk_eventbridge::types::Target::builder().id("tail").arn(&queue_arn).build()?;
+        events.put_targets().rule(&name).event_bus_name(bus).targets(target).send().await?;
+        Ok(Self { events, sqs, bus: bus.to_owned(), name, queue_url })
+    }
+
+    /// The events that arrived since the last call (waiting up to `wait_seconds` for one), as
+    /// lines, only `order`'s when given.
+    pub async fn next_lines(&self, order: Option<&str>, wait_seconds: i32) -> anyhow::Result<Vec<String>> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .send()
+            .await?;
+        let mut lines = Vec::new();
+        for message in received.messages.unwrap_or_default() {
+            lines.extend(message.body.as_deref().and_then(|body| line(body, order)));
+            if let Some(handle) = message.receipt_handle {
+                self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await?;
             }
         }
-        #[allow(unreachable_code)]
-        Ok::<(), anyhow::Error>(())
+        Ok(lines)
+    }
+
+    /// Deletes the tap's rule and queue.
+    pub async fn close(self) {
+        let _ = self.events.remove_targets().rule(&self.name).event_bus_name(&self.bus).ids("tail").send().await;
+        let _ = self.events.delete_rule().name(&self.name).event_bus_name(&self.bus).send().await;
+        let _ = self.sqs.delete_queue().queue_url(&self.queue_url).send().await;
+    }
+}
+
+/// Taps `bus` and prints each event (only `order`'s when given) until Ctrl-C.
+pub async fn run(running: &Running, bus: &str, order: Option<&str>) -> anyhow::Result<()> {
+    let tap = Tap::open(&running.endpoint, &running.region, bus).await?;
+    println!("Tailing {bus}{} (Ctrl-C stops)", order.map(|o| format!(" for {o}")).unwrap_or_default());
+    let tailing = async {
+        loop {
+            for line in tap.next_lines(order, 5).await? {
+                println!("{line}");
+            }
+        }
     };
-    let outcome = tokio::select! {
+    let outcome: anyhow::Result<()> = tokio::select! {
         outcome = tailing => outcome,
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
-    let _ = events.remove_targets().rule(&name).event_bus_name(bus).ids("tail").send().await;
-    let _ = events.delete_rule().name(&name).event_bus_name(bus).send().await;
-    let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
+    tap.close().await;
     outcome
 }
 

@@ -135,3 +135,28 @@ async fn the_orders_timeline_lists_every_function_that_touched_it() {
     assert!(ran("PaymentEventsFunction", "StockReserved"), "{entries:#?}");
     assert!(ran("CheckoutEventsFunction", "PaymentAuthorized"), "{entries:#?}");
 }
+
+#[tokio::test]
+async fn make_tail_shows_the_orders_events_as_they_pass_on_the_bus_and_only_them() {
+    let shop = testkit::shop();
+    let bus = shop.resource("EventBus").expect("the bus");
+    let tap = localcloud::tail::Tap::open(&shop.endpoint, &shop.region, bus).await.expect("a tap on the bus");
+    let shopper = shopper_with_cart(5, 1).await;
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    let id = placed.body["order_id"].as_str().expect("order id").to_owned();
+
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lines.iter().any(|line| line.contains("OrderConfirmed")) && std::time::Instant::now() < deadline {
+        lines.extend(tap.next_lines(Some(&id), 1).await.expect("the tap's queue"));
+    }
+    tap.close().await;
+
+    let types: Vec<&str> = ["OrderPlaced", "StockReserved", "PaymentAuthorized", "OrderConfirmed"]
+        .into_iter()
+        .filter(|detail_type| !lines.iter().any(|line| line.contains(detail_type)))
+        .collect();
+    assert!(types.is_empty(), "missing {types:?} in {lines:#?}");
+    assert!(lines.iter().all(|line| line.contains(&id)), "another order's event: {lines:#?}");
+    assert!(lines.iter().any(|line| line.contains("ferrocart.inventory")), "{lines:#?}");
+}
