@@ -299,6 +299,7 @@ journey('accessibility: the main pages have no serious or critical axe-core viol
     ['admin products', '#/admin/products', 'Products'],
     ['admin new product', '#/admin/products/new', 'New product'],
     ['admin shipments', '#/admin/shipments', 'Shipments'],
+    ['admin returns', '#/admin/returns', 'Returns'],
   ];
   const problems = [];
   for (const [name, hash, title] of checks) {
@@ -311,4 +312,58 @@ journey('accessibility: the main pages have no serious or critical axe-core viol
   await page.goto(`${cloud.shop}#/p/${item.id}`);
   await see(page.locator('.price.big'), '€20.00');
   assert.deepEqual(problems, []);
+});
+
+journey('returns and refunds: the shopper returns a delivered unit, an admin receives it and refunds more; the order page shows both', async (open) => {
+  const u = unique();
+  const sub = `returner-${u}`;
+  const warehouse = `wh-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `K${u.toUpperCase()}`;
+  await product(admin, shopper, { slug: `kettle-${u}`, title: `Kettle ${u}`, category: `kettles-${u}`, variants: [{ sku, price: { amount: 2000, currency: 'USD' } }] });
+  await stock(admin, sku, warehouse, 5);
+  await sellable(shopper, sku);
+  // An order for 2, confirmed, shipped and delivered, arranged through the API.
+  const cart = (await shopper('POST', '/carts')).body;
+  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 2 });
+  const placed = await shopper('POST', '/checkout', {
+    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_visa',
+    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
+  }, { 'idempotency-key': `k-${u}` });
+  const orderId = placed.body.order_id;
+  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/deliver`)).status, 200);
+  await until(async () => (await shopper('GET', `/orders/${orderId}`)).body.status === 'delivered', 'the order is delivered', 20_000);
+
+  // The shopper asks to return one of the two.
+  const page = await open(await signedIn(browser, cloud.url, sub));
+  await page.goto(`${cloud.shop}#/orders/${orderId}`);
+  await see(page.locator('#order-status'), 'Delivered');
+  await page.getByLabel(`Units of Kettle ${u} to return (of 2)`).fill('1');
+  await page.getByLabel('Reason').selectOption('damaged');
+  await page.getByRole('button', { name: 'Request a return' }).click();
+  await see(page.locator('[role=status]'), 'Return requested.');
+  await see(page.locator('#returns'), `Requested: 1 × ${sku} (damaged)`, 10_000);
+
+  // An admin receives it into a returns warehouse; the units go back on hand there.
+  const staff = await open(await signedIn(browser, cloud.url, `staff-${u}`, { admin: true }));
+  await until(async () => (await admin('GET', '/admin/returns?status=requested&limit=100')).body.items.some((r) => r.order_id === orderId), 'the return is listed');
+  await staff.goto(`${cloud.shop}#/admin/returns?status=requested`);
+  const card = staff.locator(`[data-order="${orderId}"]`);
+  await card.getByLabel('Receive into warehouse').fill(`returns-${u}`);
+  await card.getByRole('button', { name: 'Receive' }).click();
+  await see(card, `Received into returns-${u}`);
+
+  // Half the merchandise comes back: 20.00 of the 45.00 captured (never shipping).
+  await see(page.locator('#returns'), `Refunded: 1 × ${sku} (damaged), refund $20.00`, 20_000);
+  await see(page.locator('#refunded'), 'Refunded $20.00 in all.');
+  await see(page.locator('#order-status'), 'partially returned');
+
+  // The admin refunds another 1.00 from the order page.
+  await staff.goto(`${cloud.shop}#/orders/${orderId}`);
+  await staff.getByLabel('Amount (USD, optional)').fill('1.00');
+  await staff.getByRole('button', { name: 'Refund', exact: true }).click();
+  await see(staff.locator('[role=status]'), 'Refunded $1.00 ($21.00 in all).');
+  await see(page.locator('#refunded'), 'Refunded $21.00 in all.', 20_000);
 });

@@ -4,7 +4,8 @@ import { ApiError, call, get, query, session } from './api.js';
 import { announce, digits, decimal, field, fields, fill, h, money, showProblem, toMinor, when } from './dom.js';
 import { orderTable } from './shop.js';
 
-const TABS = [['/products', 'Products'], ['/stock', 'Stock'], ['/orders', 'Orders'], ['/shipments', 'Shipments']];
+const TABS = [['/products', 'Products'], ['/stock', 'Stock'], ['/orders', 'Orders'], ['/shipments', 'Shipments'], ['/returns', 'Returns']];
+const RETURN_STATUSES = ['requested', 'received', 'refunded', 'rejected'];
 const ORDER_STATUSES = ['pending', 'reserved', 'confirmed', 'partially_shipped', 'shipped', 'delivered', 'cancelled'];
 const FLAGS = ['capture_failed', 'dispatched_after_cancel'];
 const SHIPMENT_STATUSES = ['pending', 'dispatched', 'delivered', 'cancelled'];
@@ -30,6 +31,7 @@ export async function route(view, params, rest) {
   if (rest === '/stock') return stock(view, params);
   if (rest === '/orders') return ordersList(view, params);
   if (rest === '/shipments') return shipments(view, params);
+  if (rest === '/returns') return returns(view, params);
   frame(main, '', 'Not found', h('p', {}, 'No such admin page.'));
 }
 
@@ -282,4 +284,81 @@ async function shipments(view, params) {
   frame(main, '/shipments', 'Shipments', pick,
     result.items.length ? h('ul', { class: 'plain shipments', style: 'list-style:none;padding:0' }, result.items.map(card)) : h('p', {}, 'No shipments here.'),
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/shipments${query({ status, warehouse, cursor: result.next_cursor })}` }, 'Next page')) : null);
+}
+
+/** On an order page, for admins: refund part or all of what was captured. */
+export function refundForm(o) {
+  const currency = o.payment.captured.currency;
+  const summary = h('div');
+  // One key per refund the admin means to make; a retry of the same submit reuses it.
+  let key = crypto.randomUUID();
+  const form = h('form', { novalidate: true, class: 'card', onsubmit: async (event) => {
+    event.preventDefault();
+    const f = fields(form);
+    const body = { reason: f.reason };
+    if (f.amount) {
+      const amount = toMinor(f.amount, currency);
+      if (amount === null) {
+        showProblem(form, summary, new ApiError(422, { type: '/problems/validation-error', detail: 'amount', errors: [{ pointer: '/amount', detail: `enter an amount such as 10.00 in ${currency}` }] }));
+        return;
+      }
+      body.amount = amount;
+    }
+    if (f.note) body.note = f.note;
+    try {
+      const { data } = await call('POST', `/admin/orders/${o.order_id}/refunds`, { body, headers: { 'idempotency-key': key } });
+      key = crypto.randomUUID();
+      showProblem(form, summary, null);
+      fill(summary, h('p', { class: 'ok', role: 'status' }, `Refunded ${money(data.amount)} (${money(data.refunded_total)} in all).`));
+      form.elements.amount.value = '';
+    } catch (error) { showProblem(form, summary, error); }
+  } },
+  h('h2', {}, 'Refund (admin)'), summary,
+  h('p', { class: 'hint' }, `Captured ${money(o.payment.captured)}. Leave the amount empty to refund everything still refundable.`),
+  field(`Amount (${currency}, optional)`, { name: 'amount', inputmode: 'decimal', 'data-pointer': '/amount' }),
+  h('div', { class: 'field' }, h('label', { for: 'f-refund-reason' }, 'Reason'),
+    h('select', { id: 'f-refund-reason', name: 'reason', 'data-pointer': '/reason' },
+      ['requested_by_customer', 'duplicate', 'fraudulent', 'other'].map((r) => h('option', { value: r }, r.replace(/_/g, ' '))))),
+  field('Note (optional, kept with the refund)', { name: 'note', 'data-pointer': '/note' }),
+  h('button', { type: 'submit' }, 'Refund'));
+  return form;
+}
+
+async function returns({ main }, params) {
+  const status = params.get('status') ?? 'requested';
+  const result = await get(`/admin/returns${query({ status, limit: 20, cursor: params.get('cursor') })}`);
+  const pick = h('form', { class: 'row', onsubmit: (event) => {
+    event.preventDefault();
+    location.hash = `#/admin/returns?status=${fields(pick).status}`;
+  } },
+  h('div', { class: 'field' }, h('label', { for: 'f-retstatus' }, 'Status'),
+    h('select', { id: 'f-retstatus', name: 'status' }, RETURN_STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)))),
+  h('button', { type: 'submit' }, 'Show'));
+  const card = (r) => {
+    const summary = h('div');
+    const li = h('li', { class: 'card', 'data-return': r.id, 'data-order': r.order_id },
+      h('h2', {}, h('span', { class: 'mono' }, r.id)),
+      h('p', {}, 'Order ', h('a', { href: `#/orders/${r.order_id}`, class: 'mono' }, r.order_id), ` · ${r.status} · ${r.reason.replace(/_/g, ' ')} · ${when(r.requested_at)}`),
+      h('p', {}, r.lines.map((l) => `${l.quantity} × ${l.sku}`).join(', '), r.refund ? `, refund ${money(r.refund)}` : ''),
+      summary);
+    if (r.status === 'requested') {
+      const act = (path, body, done) => async (event) => {
+        event.preventDefault();
+        try {
+          await call('POST', `/admin/returns/${r.id}/${path}`, { body });
+          fill(summary, h('p', { class: 'ok', role: 'status' }, done));
+          receive.remove(); reject.remove();
+        } catch (error) { showProblem(event.target, summary, error); }
+      };
+      const receive = h('form', { novalidate: true, class: 'row', onsubmit: (e) => act('receive', { warehouse: fields(receive).warehouse }, `Received into ${fields(receive).warehouse}: the units are restocked there and the refund follows.`)(e) },
+        field('Receive into warehouse', { name: 'warehouse', id: `wh-${r.id}`, 'data-pointer': '/warehouse' }), h('button', { type: 'submit', class: 'primary' }, 'Receive'));
+      const reject = h('form', { novalidate: true, class: 'row', onsubmit: (e) => act('reject', { note: fields(reject).note }, 'Rejected.')(e) },
+        field('Why it is rejected', { name: 'note', id: `note-${r.id}`, 'data-pointer': '/note' }), h('button', { type: 'submit' }, 'Reject'));
+      li.append(receive, reject);
+    }
+    return li;
+  };
+  frame(main, '/returns', 'Returns', pick,
+    result.items.length ? h('ul', { class: 'plain', style: 'list-style:none;padding:0' }, result.items.map(card)) : h('p', {}, 'No returns here.'),
+    result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/returns?status=${status}&cursor=${encodeURIComponent(result.next_cursor)}` }, 'Next page')) : null);
 }

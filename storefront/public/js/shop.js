@@ -322,6 +322,8 @@ function cancelWords(order) {
   }
 }
 
+const RETURNS = { requested: 'Requested', received: 'Received', refunded: 'Refunded', rejected: 'Rejected' };
+const REASONS = { damaged: 'Damaged', defective: 'Defective', wrong_item: 'Wrong item', not_as_described: 'Not as described', no_longer_needed: 'No longer needed', other: 'Other' };
 const SAGA = ['pending', 'reserved', 'authorized', 'confirmed'];
 const OPEN = new Set(['pending', 'reserved', 'requires_action', 'authorized']);
 const CANCELLABLE = new Set(['pending', 'reserved', 'requires_action', 'confirmed']);
@@ -332,13 +334,17 @@ export async function order(view, _params, id) {
   loading(main, 'Order');
   const status = h('div', { class: 'status', role: 'status' });
   const body = h('div');
+  // Forms live outside the redrawn part, so a poll never wipes what is being typed.
+  const actions = h('div');
   let stockShown = false;
-  fill(main, heading('Order ', h('span', { class: 'mono' }, id)), status, body);
+  let returnForm = false;
+  let refundForm = false;
+  fill(main, heading('Order ', h('span', { class: 'mono' }, id)), status, body, actions);
 
   const draw = (o) => {
     const reached = new Set(o.history.map((e) => e.status));
     const cancelled = o.status === 'cancelled';
-    fill(status, h('p', { class: `badge ${o.status}`, id: 'order-status' }, STATUS[o.status] ?? o.status),
+    fill(status, h('p', { class: `badge ${o.status}`, id: 'order-status' }, STATUS[o.status] ?? o.status, o.return_status ? ` · ${o.return_status.replace(/_/g, ' ')}` : ''),
       cancelled ? h('p', { class: 'alert', id: 'cancel-reason' }, cancelWords(o)) : null);
     fill(body,
       h('ol', { class: 'steps', 'aria-label': 'Progress' }, SAGA.map((s) =>
@@ -358,10 +364,47 @@ export async function order(view, _params, id) {
           s.tracking_url?.startsWith('https://') ? h('a', { href: s.tracking_url, rel: 'noreferrer' }, s.tracking_number) : h('span', { class: 'mono' }, s.tracking_number)) : null)))] : null,
       h('h2', {}, 'Delivery'),
       h('p', {}, [o.shipping_address.name, o.shipping_address.line1, o.shipping_address.line2, o.shipping_address.city, o.shipping_address.region, o.shipping_address.postal_code, o.shipping_address.country].filter(Boolean).join(', ')),
+      o.payment?.refunded ? [h('h2', {}, 'Refunds'), h('p', { id: 'refunded' }, `Refunded ${money(o.payment.refunded)} in all.`),
+        h('ul', { class: 'plain' }, (o.payment.refunds ?? []).map((r) => h('li', {}, `${money(r.amount)}, ${r.return_id ? 'for a return' : (r.reason ?? 'other').replace(/_/g, ' ')}, ${when(r.at)}`)))] : null,
+      o.returns?.length ? [h('h2', {}, 'Returns'), h('ul', { class: 'plain', id: 'returns' }, o.returns.map((r) => h('li', {},
+        h('strong', {}, RETURNS[r.status] ?? r.status), `: ${r.lines.map((l) => `${l.quantity} × ${l.sku}`).join(', ')} (${r.reason.replace(/_/g, ' ')})`,
+        r.refund ? `, refund ${money(r.refund)}` : '', r.note ? ` · ${r.note}` : '')))] : null,
       h('h2', {}, 'Timeline'),
       h('ol', { class: 'plain timeline' }, o.timeline.map((t) => h('li', {}, h('time', { datetime: t.at }, when(t.at)), ` ${t.event.replace(/_/g, ' ')}${t.reason ? ` (${t.reason.replace(/_/g, ' ')})` : ''}`))),
       CANCELLABLE.has(o.status) ? h('button', { type: 'button', onclick: () => cancel(o) }, 'Cancel this order') : null);
     if (cancelled && !stockShown) { stockShown = true; restock(o); }
+    if (!returnForm && o.customer === session()?.sub && o.shipments.some((s) => s.status === 'delivered')) {
+      returnForm = true;
+      actions.append(requestReturn(o));
+    }
+    if (!refundForm && session()?.admin && o.payment?.captured) {
+      refundForm = true;
+      import('./admin.js').then((admin) => actions.append(admin.refundForm(o)));
+    }
+  };
+
+  const requestReturn = (o) => {
+    const summary = h('div');
+    const form = h('form', { novalidate: true, class: 'card', onsubmit: async (event) => {
+      event.preventDefault();
+      const inputs = [...form.querySelectorAll('input[data-sku]')];
+      const chosen = inputs.filter((i) => Number(i.value) > 0);
+      inputs.forEach((i) => i.removeAttribute('data-pointer'));
+      chosen.forEach((i, index) => i.setAttribute('data-pointer', `/lines/${index}/quantity`));
+      const lines = chosen.map((i) => ({ sku: i.dataset.sku, quantity: Number(i.value) }));
+      try {
+        await call('POST', `/orders/${o.order_id}/returns`, { body: { lines, reason: form.elements.reason.value } });
+        showProblem(form, summary, null);
+        fill(summary, h('p', { class: 'ok', role: 'status' }, 'Return requested. Send the items back; the refund follows when they arrive.'));
+        inputs.forEach((i) => { i.value = 0; });
+      } catch (error) { showProblem(form, summary, error); }
+    } },
+    h('h2', {}, 'Return items'), summary,
+    o.lines.map((l) => field(`Units of ${l.title} to return (of ${l.quantity})`, { name: `return-${l.sku}`, type: 'number', min: 0, max: l.quantity, value: 0, 'data-sku': l.sku })),
+    h('div', { class: 'field' }, h('label', { for: 'f-reason' }, 'Reason'),
+      h('select', { id: 'f-reason', name: 'reason', 'data-pointer': '/reason' }, Object.entries(REASONS).map(([value, label]) => h('option', { value }, label)))),
+    h('button', { type: 'submit' }, 'Request a return'));
+    return form;
   };
 
   const challenge = (o) => {
@@ -413,7 +456,8 @@ export async function order(view, _params, id) {
       draw(o);
       announce(STATUS[o.status] ?? o.status);
     }
-    if (o.status === 'cancelled' || o.status === 'delivered') return;
+    if (o.status === 'cancelled') return;
+    // After the saga, returns and refunds can still change the order: poll slowly.
     await new Promise((r) => setTimeout(r, OPEN.has(o.status) ? 1000 : 3000));
   }
 }
