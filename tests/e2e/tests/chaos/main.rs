@@ -2,9 +2,10 @@
 //! their work, poison messages, a stalled payment service, time travel for timeouts and
 //! reservation expiry, an authorization stalled with the card held, an order with nothing to
 //! pay, dispatches that must capture the payment once (or report a capture Stripe refuses), and a
-//! customer cancel that crosses a dispatch, and a received return whose event comes twice and
-//! again under a new id. A stack of its own, so its chaos, its clock and its
-//! pricing never touch `tests/shop`.
+//! customer cancel that crosses a dispatch, a received return whose event comes twice and again
+//! under a new id (restocked and refunded once), and Stripe's own word on refunds made in its
+//! Dashboard and on disputes, delivered again and under new event ids. A stack of its own, so its
+//! chaos, its clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -20,8 +21,11 @@ use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced, ReturnRece
 use domain_events::fulfillment::ShipmentDispatched;
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
-use e2e::flows::{available, checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{Tap, call, eventually, handled_by, payment_intents, publish, publish_envelope, stored};
+use e2e::flows::{available, captured, checkout_body, order_when, place, shopper_with_cart};
+use e2e::support::{
+    Tap, call, deliver_webhook, eventually, handled_by, payment_intents, post_to_stripe, publish, publish_envelope,
+    refunds_at_stripe, stored,
+};
 use kernel::{Currency, Money, OrderId, ShipmentId, Sku};
 
 /// Every message twice; failed messages visible again after 1 s instead of the queue's 180 s.
@@ -679,7 +683,7 @@ async fn on_hand_in(sku: &str, warehouse: &str) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_restocked_once() {
+async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_restocked_and_refunded_once() {
     shop();
     let _shared = CLOCK.read().await;
     let shopper = shopper_with_cart(5, 2).await;
@@ -697,6 +701,7 @@ async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_r
     let return_id = asked.body["id"].as_str().unwrap().to_owned();
     let warehouse = testkit::unique("back").to_lowercase().replace('_', "-");
     let tap = Tap::new(json!({ "source": ["ferrocart.checkout"], "detail-type": ["ReturnReceived"] })).await;
+    let refunds = payment_announces(&id, "RefundIssued").await;
 
     // Every message of this stack is delivered twice; the receive's one event among them.
     let received = call(Method::POST, &format!("/admin/returns/{return_id}/receive"))
@@ -713,9 +718,140 @@ async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_r
     let fact: ReturnReceived = serde_json::from_value(event["detail"]["data"].clone()).unwrap();
     let resent = publish(Event::ReturnReceived(fact), &id).await;
     handled_by("InventoryTable", &[&resent]).await;
+    handled_by("PaymentTable", &[&resent]).await;
 
     assert_eq!(first, Some(2), "both units back on hand in {warehouse}");
     assert_eq!(on_hand_in(&shopper.sku, &warehouse).await, Some(2), "restocked once");
-    let ret = call(Method::GET, &format!("/admin/returns/{return_id}")).admin().send().await.body;
-    assert!(ret["status"] == "received" || ret["status"] == "refunded", "{ret}");
+    let path = format!("/admin/returns/{return_id}");
+    let refunded = eventually(30, || async {
+        let ret = call(Method::GET, &path).admin().send().await.body;
+        (ret["status"] == "refunded").then_some(ret)
+    })
+    .await
+    .expect("payment refunded the received return");
+    // Waits out the tap's 15 s unless a second refund is announced.
+    let announced = refunds.collect_until(|seen| seen.len() >= 2).await;
+    assert_eq!(announced.len(), 1, "one RefundIssued: {announced:#?}");
+    let issued = &announced[0]["detail"]["data"];
+    assert_eq!((&issued["return_id"], &issued["amount"]), (&json!(return_id), &refunded["refund"]));
+    let intent = payment_intents(&id).await[0]["id"].as_str().unwrap().to_owned();
+    let made = refunds_at_stripe(&intent).await;
+    assert_eq!(made.len(), 1, "one refund at Stripe for the return: {made:#?}");
+    assert_eq!(
+        (&made[0]["amount"], &made[0]["metadata"]["refund_id"]),
+        (&refunded["refund"]["amount"], &refunded["refund_id"])
+    );
+    let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    assert_eq!(order["payment"]["refunds"].as_array().map(Vec::len), Some(1), "{order:#}");
+    assert_eq!(order["payment"]["refunded"], refunded["refund"]);
+}
+
+/// A tap on payment's `detail_type` events for one order.
+async fn payment_announces(order_id: &str, detail_type: &str) -> Tap {
+    Tap::new(json!({
+        "source": ["ferrocart.payment"],
+        "detail-type": [detail_type],
+        "detail": { "data": { "order_id": [order_id] } }
+    }))
+    .await
+}
+
+/// A Stripe event as Stripe sends it to the webhook, under a new event id.
+fn stripe_event(event_type: &str, object: &Value) -> Value {
+    json!({
+        "id": testkit::unique("evt_chaos").replace('-', "_"),
+        "object": "event",
+        "type": event_type,
+        "created": OffsetDateTime::now_utc().unix_timestamp(),
+        "data": { "object": object }
+    })
+}
+
+#[tokio::test]
+async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_stripe_tells_of_it() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let total = order["payment"]["captured"]["amount"].as_i64().unwrap();
+    let issued = payment_announces(&id, "RefundIssued").await;
+    let admin = shop().admin_token();
+
+    // Someone refunds 5.00 in the Stripe Dashboard: the emulator sends charge.refunded once.
+    let made = post_to_stripe("/v1/refunds", &[("payment_intent", intent), ("amount", "500")]).await;
+    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"].as_array().is_some_and(|r| !r.is_empty())).await;
+    // Stripe says it again: the same event twice at once, and charge.refunded under a new event id.
+    let charge = json!({ "id": made["charge"], "object": "charge", "payment_intent": intent });
+    let (again, another) = (stripe_event("charge.refunded", &charge), stripe_event("charge.refunded", &charge));
+    let (a, b, c) = tokio::join!(deliver_webhook(&again), deliver_webhook(&again), deliver_webhook(&another));
+
+    for reply in [&a, &b, &c] {
+        // 409: the same event is being handled by the other delivery; Stripe would retry it.
+        assert!(matches!(reply.status.as_u16(), 200 | 409), "{} {}", reply.status, reply.body);
+    }
+    assert_eq!(c.status, 200, "{}", c.body);
+    // Waits out the tap's 15 s unless a second refund is announced.
+    let announced = issued.collect_until(|seen| seen.len() >= 2).await;
+    assert_eq!(announced.len(), 1, "one RefundIssued: {announced:#?}");
+    let data = &announced[0]["detail"]["data"];
+    assert_eq!((&data["stripe_refund_id"], &data["reason"]), (&made["id"], &json!("other")));
+    assert_eq!(data["amount"], json!({ "amount": 500, "currency": "USD" }));
+    let refunds = shown["payment"]["refunds"].as_array().unwrap();
+    assert_eq!((refunds.len(), &refunds[0]["reason"]), (1, &json!("other")), "{shown:#}");
+    assert_eq!(shown["payment"]["refunded"], json!({ "amount": 500, "currency": "USD" }));
+    // The Dashboard's refund counts against what is left: everything else, and nothing more.
+    let rest = call(Method::POST, &format!("/admin/orders/{id}/refunds"))
+        .admin()
+        .header("idempotency-key", &testkit::unique("key"))
+        .json(&json!({ "reason": "requested_by_customer" }))
+        .send()
+        .await;
+    assert_eq!(
+        (rest.status.as_u16(), rest.body["amount"]["amount"].as_i64()),
+        (201, Some(total - 500)),
+        "{}",
+        rest.body
+    );
+    let at_stripe: i64 = refunds_at_stripe(intent).await.iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+    assert_eq!(at_stripe, total, "refunded in full at Stripe, never more");
+}
+
+#[tokio::test]
+async fn a_dispute_at_stripe_flags_the_order_for_an_admin_once() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let announced = payment_announces(&id, "PaymentDisputed").await;
+
+    // The customer's bank disputes the charge: the emulator sends charge.dispute.created once.
+    let dispute =
+        post_to_stripe(&format!("/_test/payment_intents/{intent}/dispute"), &[("reason", "product_not_received")])
+            .await;
+    let listed = || async {
+        let page = call(Method::GET, "/admin/orders?flag=disputed&limit=100").admin().send().await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let items = page.body["items"].as_array().unwrap().clone();
+        items.into_iter().filter(|o| o["order_id"] == json!(id)).collect::<Vec<Value>>()
+    };
+    let flagged = eventually(30, || async { Some(listed().await).filter(|found| !found.is_empty()) }).await;
+    // Stripe tells of the same dispute again under a new event id.
+    let again = deliver_webhook(&stripe_event("charge.dispute.created", &dispute)).await;
+
+    let flagged = flagged.expect("an admin finds the order under flag=disputed");
+    assert_eq!(again.status, 200, "{}", again.body);
+    // Waits out the tap's 15 s unless a second dispute is announced.
+    let disputes = announced.collect_until(|seen| seen.len() >= 2).await;
+    assert_eq!(disputes.len(), 1, "one PaymentDisputed: {disputes:#?}");
+    assert_eq!(disputes[0]["detail"]["data"]["dispute_id"], dispute["id"]);
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(listed().await.len(), 1, "listed once");
+    assert_eq!(flagged[0]["flags"], json!(["disputed"]), "{:#}", flagged[0]);
+    let seen = call(Method::GET, &format!("/orders/{id}")).admin().send().await.body;
+    let recorded = seen["disputes"].as_array().unwrap();
+    assert_eq!(recorded.len(), 1, "{seen:#}");
+    assert_eq!((&recorded[0]["dispute_id"], &recorded[0]["reason"]), (&dispute["id"], &json!("product_not_received")));
+    assert_eq!(recorded[0]["amount"], order["payment"]["captured"]);
 }
