@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use e2e::flows::{checkout_body, new_cart, place, shopper_with_cart};
 use e2e::support::{Reply, call};
-use kernel::{CartId, OrderId, ProductId, ShipmentId};
+use kernel::{CartId, OrderId, ProductId, ReturnId, ShipmentId};
 use localcloud::template::{Stack, Template};
 
 /// One route as the template declares it.
@@ -59,6 +59,7 @@ fn concrete(path: &str) -> String {
             ("{id}", "carts") => CartId::new().to_string(),
             ("{id}", "orders") => OrderId::new().to_string(),
             ("{id}", "shipments") => ShipmentId::new().to_string(),
+            ("{id}", "returns") => ReturnId::new().to_string(),
             (other, _) if other.starts_with('{') => panic!("no id for {path}: teach `concrete` this route"),
             (other, _) => other.to_owned(),
         });
