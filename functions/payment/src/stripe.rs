@@ -24,9 +24,16 @@
 //! 429 and 5xx make Stripe unavailable, and the rest (401/403, idempotency errors, unreadable
 //! answers) mean our side is misconfigured. Logs carry order and PaymentIntent ids; never the
 //! secret key, never card details from error bodies.
+//!
+//! Every call is measured ([`observed`]): `StripeLatency` (milliseconds, no dimension, one value per
+//! call whatever its outcome, so its `SampleCount` is the number of calls the `StripeErrorRateAlarm`
+//! divides by) and, for a call that failed for a reason other than the customer's card,
+//! `StripeErrors` by `Kind` ([`ErrorKind`]) and in total. A decline is a business result, not an
+//! error. The documents carry the operation's name and nothing else of the call.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use ::stripe::{
     ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
@@ -43,6 +50,7 @@ use stripe_types::Currency;
 
 use domain_events::payment::RefundReason;
 use kernel::{Money, OrderId};
+use lambda_glue::metrics::{Metric, Unit};
 
 use crate::StripeSecret;
 use crate::model::{ClientSecret, OrderPayment, PaymentIntentId};
@@ -96,55 +104,70 @@ impl PaymentGateway for StripeGateway {
         // Stripe wants lower-case ISO codes; a code async-stripe does not list becomes
         // `Currency::Unknown` and Stripe itself refuses it if it must.
         let Ok(currency) = order.total.currency().code().to_ascii_lowercase().parse::<Currency>();
-        CreatePaymentIntent::new(stripe_amount(order.total)?, currency)
-            .payment_method(&order.payment_method)
-            .capture_method(PaymentIntentCaptureMethod::Manual)
-            // Cards only: no redirect-based method, so confirming needs no return_url.
-            .allowed_payment_method_types(vec![PaymentIntentAllowedPaymentMethodTypes::Card])
-            .metadata(HashMap::from([("order_id".to_owned(), order_id.to_string())]))
-            .customize()
-            .request_strategy(idempotent(order_id, "pi-create")?)
-            .send(&self.client)
-            .await
-            .map_err(classify)
-            .and_then(intent)
+        observed(
+            "create_intent",
+            CreatePaymentIntent::new(stripe_amount(order.total)?, currency)
+                .payment_method(&order.payment_method)
+                .capture_method(PaymentIntentCaptureMethod::Manual)
+                // Cards only: no redirect-based method, so confirming needs no return_url.
+                .allowed_payment_method_types(vec![PaymentIntentAllowedPaymentMethodTypes::Card])
+                .metadata(HashMap::from([("order_id".to_owned(), order_id.to_string())]))
+                .customize()
+                .request_strategy(idempotent(order_id, "pi-create")?)
+                .send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(intent)
     }
 
     async fn retrieve_intent(&self, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        RetrievePaymentIntent::new(id.as_str()).send(&self.client).await.map_err(classify).and_then(intent)
+        observed("retrieve_intent", RetrievePaymentIntent::new(id.as_str()).send(&self.client))
+            .await
+            .map_err(classify)
+            .and_then(intent)
     }
 
     async fn confirm_intent(&self, _order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        ConfirmPaymentIntent::new(id.as_str())
-            .customize()
-            .request_strategy(RequestStrategy::Once)
-            .send(&self.client)
-            .await
-            .map_err(classify)
-            .and_then(intent)
+        observed(
+            "confirm_intent",
+            ConfirmPaymentIntent::new(id.as_str())
+                .customize()
+                .request_strategy(RequestStrategy::Once)
+                .send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(intent)
     }
 
     async fn cancel_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        CancelPaymentIntent::new(id.as_str())
-            .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
-            .customize()
-            .request_strategy(idempotent(order_id, "pi-cancel")?)
-            .send(&self.client)
-            .await
-            .map_err(classify)
-            .and_then(intent)
+        observed(
+            "cancel_intent",
+            CancelPaymentIntent::new(id.as_str())
+                .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+                .customize()
+                .request_strategy(idempotent(order_id, "pi-cancel")?)
+                .send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(intent)
     }
 
     async fn capture_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
         // No `amount_to_capture`: the whole amount capturable, which is the order's total.
         let _ = order_id;
-        CapturePaymentIntent::new(id.as_str())
-            .customize()
-            .request_strategy(RequestStrategy::Once)
-            .send(&self.client)
-            .await
-            .map_err(classify)
-            .and_then(intent)
+        observed(
+            "capture_intent",
+            CapturePaymentIntent::new(id.as_str())
+                .customize()
+                .request_strategy(RequestStrategy::Once)
+                .send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(intent)
     }
 }
 
@@ -215,6 +238,84 @@ fn decline(error: &ApiErrors) -> Decline {
     }
 }
 
+/// Why a call to Stripe failed, when it was not the customer's card: `StripeErrors`' `Kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Stripe failed (a 5xx, or an answer we cannot read).
+    Api,
+    /// Stripe throttled us (429).
+    RateLimited,
+    /// No answer: the network failed or the call timed out.
+    Connection,
+    /// Stripe refused our key (401, 403).
+    Authentication,
+    /// Stripe refused the request itself (any other 4xx that is not the card's).
+    InvalidRequest,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api_error",
+            Self::RateLimited => "rate_limited",
+            Self::Connection => "connection",
+            Self::Authentication => "authentication",
+            Self::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+/// What `StripeErrors` counts a failed call as; `None` for the customer's card (a decline, a card
+/// that needs authentication), which is a business result and not an error.
+pub fn error_kind(error: &StripeError) -> Option<ErrorKind> {
+    match error {
+        StripeError::Stripe(error, status) => {
+            api_error_kind(*status, &error.type_, error.code.as_ref().map(|code| code.as_str()))
+        }
+        StripeError::ClientError(_) | StripeError::Timeout => Some(ErrorKind::Connection),
+        StripeError::JSONDeserialize(_) => Some(ErrorKind::Api),
+        // Refused by the client before anything was sent: a request of ours that is wrong.
+        StripeError::ConfigError(_) => Some(ErrorKind::InvalidRequest),
+    }
+}
+
+/// [`error_kind`] of an error answer: its HTTP status, Stripe's error type and code.
+pub fn api_error_kind(status: u16, type_: &ApiErrorsType, code: Option<&str>) -> Option<ErrorKind> {
+    match status {
+        500.. => Some(ErrorKind::Api),
+        _ if *type_ == ApiErrorsType::CardError || code == Some("authentication_required") => None,
+        429 => Some(ErrorKind::RateLimited),
+        401 | 403 => Some(ErrorKind::Authentication),
+        400..=499 => Some(ErrorKind::InvalidRequest),
+        // Stripe answers errors with a 4xx or 5xx; anything else is not an answer we understand.
+        _ => Some(ErrorKind::Api),
+    }
+}
+
+/// The metrics of one call to Stripe that took `elapsed`: its latency, and its error if it failed
+/// for a reason that is not the card.
+pub fn call_metrics(operation: &'static str, elapsed: Duration, error: Option<&StripeError>) -> Vec<Metric> {
+    let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let mut metrics = vec![Metric::value("StripeLatency", Unit::Milliseconds, millis).with("operation", operation)];
+    if let Some(kind) = error.and_then(error_kind) {
+        metrics.push(Metric::count("StripeErrors").by("Kind", kind.as_str()).and_total().with("operation", operation));
+    }
+    metrics
+}
+
+/// Makes one call to Stripe and records it ([`call_metrics`]).
+async fn observed<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StripeError>>,
+) -> Result<T, StripeError> {
+    let started = Instant::now();
+    let result = call.await;
+    for metric in call_metrics(operation, started.elapsed(), result.as_ref().err()) {
+        metric.emit();
+    }
+    result
+}
+
 fn classify(error: StripeError) -> GatewayError {
     match error {
         StripeError::Stripe(error, status) => classify_api(&error, status),
@@ -263,19 +364,21 @@ impl RefundGateway for StripeGateway {
         };
         let key = IdempotencyKey::new(format!("ferrocart:{}:refund", refund.refund_id))
             .map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
-        request
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client)
-            .await
-            .map_err(classify)
-            .and_then(|made| stripe_refund(&made))
+        observed(
+            "create_refund",
+            request.customize().request_strategy(RequestStrategy::Idempotent(key)).send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(|made| stripe_refund(&made))
     }
 
     async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError> {
         // Stripe's largest page; an order is not refunded in 100 parts.
         let page =
-            ListRefund::new().payment_intent(intent.as_str()).limit(100).send(&self.client).await.map_err(classify)?;
+            observed("list_refunds", ListRefund::new().payment_intent(intent.as_str()).limit(100).send(&self.client))
+                .await
+                .map_err(classify)?;
         if page.has_more {
             return Err(GatewayError::Misconfigured(format!("{intent} has more than 100 refunds")));
         }
@@ -283,7 +386,9 @@ impl RefundGateway for StripeGateway {
     }
 
     async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError> {
-        let pi = RetrievePaymentIntent::new(intent.as_str()).send(&self.client).await.map_err(classify)?;
+        let pi = observed("retrieve_intent", RetrievePaymentIntent::new(intent.as_str()).send(&self.client))
+            .await
+            .map_err(classify)?;
         Ok(pi.metadata.get("order_id").and_then(|id| id.parse().ok()))
     }
 }
@@ -371,5 +476,60 @@ mod tests {
         assert_eq!(iso(499_000, "ISK").unwrap(), 4_990);
         assert_eq!(iso(1_500, "MGA").unwrap(), 150_000);
         assert!(iso(499_050, "ISK").is_err());
+    }
+    fn kind(status: u16, type_: ApiErrorsType, code: Option<&str>) -> Option<&'static str> {
+        api_error_kind(status, &type_, code).map(ErrorKind::as_str)
+    }
+
+    #[test]
+    fn a_decline_or_a_card_that_needs_authentication_is_not_an_error() {
+        assert_eq!(kind(402, ApiErrorsType::CardError, Some("card_declined")), None);
+        assert_eq!(kind(402, ApiErrorsType::CardError, Some("expired_card")), None);
+        assert_eq!(kind(402, ApiErrorsType::CardError, Some("authentication_required")), None);
+        assert_eq!(kind(400, ApiErrorsType::InvalidRequestError, Some("authentication_required")), None);
+    }
+
+    #[test]
+    fn stripe_failing_throttling_or_refusing_our_key_or_request_is_an_error_of_its_kind() {
+        assert_eq!(kind(500, ApiErrorsType::ApiError, None), Some("api_error"));
+        assert_eq!(kind(503, ApiErrorsType::ApiError, None), Some("api_error"));
+        assert_eq!(kind(429, ApiErrorsType::InvalidRequestError, Some("rate_limit")), Some("rate_limited"));
+        assert_eq!(kind(401, ApiErrorsType::InvalidRequestError, None), Some("authentication"));
+        assert_eq!(kind(403, ApiErrorsType::InvalidRequestError, None), Some("authentication"));
+        assert_eq!(kind(400, ApiErrorsType::InvalidRequestError, Some("amount_too_large")), Some("invalid_request"));
+        assert_eq!(kind(404, ApiErrorsType::InvalidRequestError, Some("resource_missing")), Some("invalid_request"));
+        assert_eq!(kind(400, ApiErrorsType::IdempotencyError, None), Some("invalid_request"));
+    }
+
+    #[test]
+    fn no_answer_is_a_connection_error_and_an_unreadable_one_stripes() {
+        let kind = |error: StripeError| error_kind(&error).map(ErrorKind::as_str);
+
+        assert_eq!(kind(StripeError::Timeout), Some("connection"));
+        assert_eq!(kind(StripeError::ClientError("connection refused".into())), Some("connection"));
+        assert_eq!(kind(StripeError::JSONDeserialize("expected value".into())), Some("api_error"));
+    }
+
+    fn documents(metrics: &[Metric]) -> Vec<serde_json::Value> {
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        metrics
+            .iter()
+            .flat_map(|metric| metric.documents("Ferrocart/test", at))
+            .map(|line| serde_json::from_str(&line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_call_records_its_latency_without_dimensions_and_a_failure_its_kind_and_the_total() {
+        let ok = documents(&call_metrics("confirm_intent", Duration::from_millis(182), None));
+        let down = documents(&call_metrics("capture_intent", Duration::from_millis(8000), Some(&StripeError::Timeout)));
+
+        assert_eq!(ok.len(), 1);
+        assert_eq!((ok[0]["StripeLatency"].as_u64(), ok[0]["operation"].as_str()), (Some(182), Some("confirm_intent")));
+        assert_eq!(ok[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(down.len(), 2, "the latency of a failed call counts too");
+        assert_eq!(down[0]["StripeLatency"], 8000);
+        assert_eq!((down[1]["StripeErrors"].as_u64(), down[1]["Kind"].as_str()), (Some(1), Some("connection")));
+        assert_eq!(down[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["Kind"], []]));
     }
 }

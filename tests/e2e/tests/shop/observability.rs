@@ -70,6 +70,29 @@ async fn a_confirmed_order_is_counted_with_its_value_and_saga_latency() {
 }
 
 #[tokio::test]
+async fn payment_times_every_call_to_stripe_and_counts_only_failures_that_are_not_the_card() {
+    confirmed_order().await;
+
+    let documents = logged();
+
+    let calls = metric(&documents, "StripeLatency");
+    let operations: std::collections::BTreeSet<&str> = calls.iter().filter_map(|d| d["operation"].as_str()).collect();
+    for operation in ["create_intent", "confirm_intent"] {
+        assert!(operations.contains(operation), "no StripeLatency for {operation}: {operations:?}");
+    }
+    for call in calls {
+        // No dimension: the Stripe error rate alarm counts every call by this metric's SampleCount.
+        assert_eq!(call["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]), "{call}");
+        assert_eq!(call["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"], "Milliseconds");
+    }
+    for error in metric(&documents, "StripeErrors") {
+        let kinds = ["api_error", "rate_limited", "connection", "authentication", "invalid_request"];
+        assert!(error["Kind"].as_str().is_some_and(|kind| kinds.contains(&kind)), "{error}");
+        assert_eq!(error["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["Kind"], []]));
+    }
+}
+
+#[tokio::test]
 async fn each_consumer_reports_how_old_the_events_it_reads_are() {
     confirmed_order().await;
     let shop = testkit::shop();
