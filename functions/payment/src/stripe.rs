@@ -279,11 +279,24 @@ pub fn error_kind(error: &StripeError) -> Option<ErrorKind> {
     }
 }
 
+/// Refusals the saga meets on purpose and decides on (a duplicate delivery finds the
+/// PaymentIntent already moved on, an authorization lapsed before its capture, a total below
+/// Stripe's minimum): answers about the payment's state, not about Stripe's health, so they do
+/// not count in `StripeErrors` and its error-rate alarm.
+const EXPECTED_REFUSALS: [&str; 5] = [
+    "payment_intent_unexpected_state",
+    "charge_expired_for_capture",
+    "charge_already_captured",
+    "charge_already_refunded",
+    "amount_too_small",
+];
+
 /// [`error_kind`] of an error answer: its HTTP status, Stripe's error type and code.
 pub fn api_error_kind(status: u16, type_: &ApiErrorsType, code: Option<&str>) -> Option<ErrorKind> {
     match status {
         500.. => Some(ErrorKind::Api),
         _ if *type_ == ApiErrorsType::CardError || code == Some("authentication_required") => None,
+        _ if code.is_some_and(|code| EXPECTED_REFUSALS.contains(&code)) => None,
         429 => Some(ErrorKind::RateLimited),
         401 | 403 => Some(ErrorKind::Authentication),
         400..=499 => Some(ErrorKind::InvalidRequest),
@@ -487,6 +500,14 @@ mod tests {
         assert_eq!(kind(402, ApiErrorsType::CardError, Some("expired_card")), None);
         assert_eq!(kind(402, ApiErrorsType::CardError, Some("authentication_required")), None);
         assert_eq!(kind(400, ApiErrorsType::InvalidRequestError, Some("authentication_required")), None);
+    }
+
+    #[test]
+    fn a_refusal_about_the_payments_state_that_the_saga_expects_is_not_an_error() {
+        for code in ["payment_intent_unexpected_state", "charge_expired_for_capture", "amount_too_small"] {
+            assert_eq!(kind(400, ApiErrorsType::InvalidRequestError, Some(code)), None, "{code}");
+        }
+        assert_eq!(kind(503, ApiErrorsType::ApiError, Some("payment_intent_unexpected_state")), Some("api_error"));
     }
 
     #[test]
