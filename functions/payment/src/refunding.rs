@@ -377,8 +377,11 @@ pub async fn reconcile(
         tracing::info!(payment_intent_id = %intent, "refunds of a PaymentIntent that is not an order's; ignored");
         return Ok(());
     };
-    let ours = store.refunds(order_id).await?;
+    // Stripe's refunds first, then ours: a refund of ours is reserved before Stripe makes it, so
+    // every one Stripe lists with our refund id is in what we read after. (Read the other way
+    // round, one of ours made in between would look made outside Ferrocart and count twice.)
     let mut made = gateway.list_refunds(intent).await?;
+    let ours = store.refunds(order_id).await?;
     made.reverse(); // oldest first, so the refunded sums grow in Stripe's order
     for made in made.into_iter().filter(StripeRefund::taken) {
         if ours.iter().any(|refund| refund.stripe_refund_id() == Some(made.id.as_str())) {
@@ -473,10 +476,12 @@ pub async fn on_dispute(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use kernel::{Currency, ReturnId, Warehouse};
 
     use super::*;
-    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, captured_order};
+    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, at_once, captured_order};
 
     fn usd(minor: i64) -> Money {
         Money::new(minor, Currency::USD).unwrap()
@@ -639,6 +644,25 @@ mod tests {
         assert_eq!(retried.status.as_str(), "succeeded");
         assert_eq!(issued_amounts(&store), vec![(800, 800)]);
         assert_eq!(stripe.refunds_of(&intent).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn charge_refunded_overtaken_by_our_own_refund_records_that_refund_once() {
+        let (store, stripe) = (Arc::new(FakeStore::default()), Arc::new(FakeStripe::default()));
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.refund_in_dashboard(&intent, usd(500));
+        // The webhook read our refunds; before it lists Stripe's, an admin's refund is made whole.
+        let (admin_store, admin_stripe) = (Arc::clone(&store), Arc::clone(&stripe));
+        stripe.meanwhile(Call::ListRefunds, move || {
+            at_once(request_refund(&*admin_store, &*admin_stripe, ask(order_id, "k1", Some(1000)), T0)).unwrap();
+        });
+
+        reconcile(&*store, &*stripe, &intent, T0).await.unwrap();
+
+        assert_eq!(issued_amounts(&store), vec![(1000, 1000), (500, 1500)], "each refund once");
+        assert_eq!(store.payment(order_id).refunds.refunded, 1500);
+        let more = request_refund(&*store, &*stripe, ask(order_id, "k2", None), T0).await.unwrap();
+        assert_eq!(more.amount, usd(1000), "what is left of the 2500 captured");
     }
 
     #[tokio::test]

@@ -252,6 +252,8 @@ pub enum Call {
     Confirm,
     Capture,
     Refund,
+    /// Listing a PaymentIntent's refunds.
+    ListRefunds,
 }
 
 /// How a call misbehaves once.
@@ -853,6 +855,7 @@ impl RefundGateway for FakeStripe {
     }
 
     async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError> {
+        self.run_meanwhile(Call::ListRefunds);
         let mut made = self.refunds_of(intent);
         made.reverse();
         Ok(made)
@@ -870,4 +873,14 @@ pub async fn captured_order(store: &FakeStore, stripe: &FakeStripe) -> (OrderId,
     let captured = crate::capture::on_shipment_dispatched(store, stripe, &dispatched(order_id, 1)).await;
     assert!(captured.is_ok(), "capturing: {captured:?}");
     (order_id, stripe.only_intent())
+}
+
+/// Runs a future of the in-memory fakes to its end at once: they never wait, so one poll
+/// finishes it. For another invocation's whole request, run from a [`FakeStripe::meanwhile`].
+pub fn at_once<F: std::future::Future>(future: F) -> F::Output {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("a future of the fakes waited"),
+    }
 }
