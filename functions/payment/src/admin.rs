@@ -183,9 +183,10 @@ fn problem(error: RefundError, raw_id: &str) -> Problem {
             format!("The refund cannot be made: {refused}."),
         )
         .with_errors(vec![FieldError::new("/amount", "exceeds what is left to refund")]),
-        RefundError::Busy(_) => {
-            Problem::new(ProblemKind::Conflict, "Other refunds of the order are being made; try again.")
-        }
+        RefundError::Busy(_) => Problem::new(
+            ProblemKind::Conflict,
+            "Other refunds of the order, or this one, are being made right now; try again with the same key.",
+        ),
         // Stripe or the table failed: the refund, if reserved, is pending; the same request with
         // the same key (or the sweep) finishes it.
         RefundError::Failed(error) => http::internal(&error),
@@ -198,7 +199,7 @@ mod tests {
     use lambda_http::request::from_str;
 
     use super::*;
-    use crate::testing::{FakeStore, FakeStripe, T0, captured_order};
+    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, captured_order};
 
     fn request(order_id: &str, key: Option<&str>, body: &str, admin: bool) -> Request {
         let groups = if admin { "[admin]" } else { "[]" };
@@ -281,6 +282,21 @@ mod tests {
 
         // The table keeps epoch seconds: what a replay reads back.
         assert_eq!(first["created_at"], "2026-11-22T10:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_meets_its_first_attempt_still_at_stripe_is_a_409_to_try_again_not_a_500() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let request = request(&order_id.to_string(), Some("k"), r#"{"amount":700,"reason":"other"}"#, true);
+        stripe.fail_once(Call::Refund, Fault::KeyInUse);
+
+        let racing = send(&store, &stripe, &request).await;
+        let retried = send(&store, &stripe, &request).await;
+
+        assert_eq!((racing.0, racing.1["type"].as_str()), (409, Some("/problems/conflict")), "{}", racing.1);
+        assert_eq!((retried.0, retried.1["amount"]["amount"].as_i64()), (201, Some(700)));
+        assert_eq!(stripe.refunds_of(&intent).len(), 1);
     }
 
     #[tokio::test]

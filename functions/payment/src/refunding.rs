@@ -51,7 +51,8 @@ pub enum RefundError {
     KeyReused,
     #[error(transparent)]
     Unrefundable(#[from] Unrefundable),
-    /// Other refunds kept changing the payment: try again.
+    /// Other refunds kept changing the payment, or another retry of this refund is at Stripe
+    /// right now: try again.
     #[error("the payment of {0} kept changing")]
     Busy(OrderId),
     /// Storage or Stripe failed; the refund, if reserved, stays pending and is carried on later.
@@ -175,6 +176,12 @@ async fn complete(
             Ok(made) => made,
             Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code).await,
             Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code).await,
+            // 409 `idempotency_key_in_use`: another retry of this refund is at Stripe right now
+            // and records it; this one is told to try again (it finds the refund made).
+            Err(GatewayError::Conflict(conflict)) => {
+                tracing::info!(%order_id, refund_id = %refund.refund_id, conflict, "refund under way at Stripe");
+                return Err(RefundError::Busy(order_id));
+            }
             Err(error) => return Err(error.into()),
         },
     };

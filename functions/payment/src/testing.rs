@@ -266,6 +266,9 @@ pub enum Fault {
     /// Captures only: Stripe refuses the capture with this code and, as it does when an
     /// authorization lapsed (`charge_expired_for_capture`), cancels the PaymentIntent.
     Refused(&'static str),
+    /// Refunds only: another request with the same idempotency key is still running at Stripe
+    /// (409 `idempotency_key_in_use`); nothing happens.
+    KeyInUse,
 }
 
 #[derive(Debug)]
@@ -809,6 +812,9 @@ impl RefundGateway for FakeStripe {
         let fault = self.fault(Call::Refund);
         if fault == Some(Fault::Unreachable) {
             return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        if fault == Some(Fault::KeyInUse) {
+            return Err(GatewayError::Conflict("HTTP 409 idempotency_key_in_use".into()));
         }
         let made = {
             let intents = lock(&self.intents);
