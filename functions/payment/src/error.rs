@@ -48,7 +48,8 @@ pub enum PaymentError {
     #[error("{order_id} was dispatched but has no authorization to capture ({detail}); a person must look")]
     NothingToCapture { order_id: OrderId, detail: String },
     /// A refund that cannot be made (a return of an order whose payment failed, was voided or
-    /// was never heard of, or in another currency): a person must look.
+    /// was never heard of, or in another currency; a return's refund Stripe refused): a person
+    /// must look.
     #[error("{order_id} cannot be refunded ({detail}); a person must look")]
     NothingToRefund { order_id: OrderId, detail: String },
 }

@@ -271,7 +271,7 @@ pub async fn on_return_received(
         return Ok(());
     }
     if let Some(existing) = store.refund(order_id, &source).await? {
-        return carry_on(store, gateway, existing).await.map(drop).map_err(payment_error(order_id));
+        return carry_on(store, gateway, existing).await.map_err(payment_error(order_id)).and_then(paid);
     }
     let received = &received;
     let source = &source;
@@ -329,8 +329,21 @@ pub async fn on_return_received(
     .await?
     .ok_or(PaymentError::Busy { order_id })?;
     match reserved {
-        Some(refund) => carry_on(store, gateway, refund).await.map(drop).map_err(payment_error(order_id)),
+        Some(refund) => carry_on(store, gateway, refund).await.map_err(payment_error(order_id)).and_then(paid),
         None => Ok(()),
+    }
+}
+
+/// A return's refund as it ended. Stripe refusing it (the charge disputed, …) leaves the customer
+/// unpaid with nobody told: it is an error for a person (the dead-letter queue, on every delivery),
+/// who refunds by hand (`POST /admin/orders/{id}/refunds`) once Stripe allows it.
+fn paid(refund: Refund) -> Result<(), PaymentError> {
+    match refund.status {
+        RefundStatus::Failed { reason } => Err(PaymentError::NothingToRefund {
+            order_id: refund.order_id,
+            detail: format!("Stripe refused the return's refund {} ({reason})", refund.refund_id),
+        }),
+        RefundStatus::Pending | RefundStatus::Succeeded { .. } => Ok(()),
     }
 }
 
@@ -670,6 +683,23 @@ mod tests {
         assert_eq!(store.payment(order_id).refunds.refunded, 1500);
         let more = request_refund(&*store, &*stripe, ask(order_id, "k2", None), T0).await.unwrap();
         assert_eq!(more.amount, usd(1000), "what is left of the 2500 captured");
+    }
+
+    #[tokio::test]
+    async fn a_return_refund_stripe_refuses_goes_to_a_person_on_every_delivery() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::Refused("charge_disputed"));
+        let received = returned(order_id, ReturnId::new(), 1200);
+
+        let first = on_return_received(&store, &stripe, &received, T0).await;
+        let redelivered = on_return_received(&store, &stripe, &received, T0).await;
+
+        for outcome in [first, redelivered] {
+            assert!(matches!(outcome, Err(ref error) if !error.is_transient()), "to a person: {outcome:?}");
+        }
+        assert_eq!(at_stripe(&stripe, &intent), 0);
+        assert_eq!(store.payment(order_id).refunds.reserved, 0, "the amount is free for the admin's refund");
     }
 
     #[tokio::test]

@@ -265,6 +265,7 @@ pub enum Fault {
     AnswerLost,
     /// Captures only: Stripe refuses the capture with this code and, as it does when an
     /// authorization lapsed (`charge_expired_for_capture`), cancels the PaymentIntent.
+    /// Refunds: Stripe refuses the refund with this code.
     Refused(&'static str),
     /// Refunds only: another request with the same idempotency key is still running at Stripe
     /// (409 `idempotency_key_in_use`); nothing happens.
