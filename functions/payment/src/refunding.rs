@@ -265,8 +265,11 @@ pub async fn on_return_received(
     now: OffsetDateTime,
 ) -> Result<(), PaymentError> {
     let (order_id, source) = (received.order_id, Source::Return(received.return_id));
+    // Checkout decides the return's share in ISO minor units; Stripe refunds some currencies only
+    // in larger steps (10 fils, whole ariary): the share is rounded down to one, never up.
+    let wanted = crate::stripe::chargeable_part(received.refund);
     // Checkout sends 0 for a return of an order nothing was captured for: nothing to pay back.
-    if received.refund.amount() <= 0 {
+    if wanted.amount() <= 0 {
         tracing::info!(%order_id, return_id = %received.return_id, "return with nothing to refund");
         return Ok(());
     }
@@ -286,7 +289,7 @@ pub async fn on_return_received(
                 detail: "the refund's currency is not the order's".into(),
             });
         }
-        let planned = match payment.plan_return_refund(received.refund) {
+        let planned = match payment.plan_return_refund(wanted) {
             Ok(Some(planned)) => planned,
             Ok(None) => {
                 tracing::warn!(%order_id, return_id = %received.return_id, wanted = ?received.refund,
@@ -501,7 +504,7 @@ mod tests {
     use kernel::{Currency, ReturnId, Warehouse};
 
     use super::*;
-    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, at_once, captured_order};
+    use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, at_once, captured_order, captured_order_of};
 
     fn usd(minor: i64) -> Money {
         Money::new(minor, Currency::USD).unwrap()
@@ -700,6 +703,20 @@ mod tests {
         }
         assert_eq!(at_stripe(&stripe, &intent), 0);
         assert_eq!(store.payment(order_id).refunds.reserved, 0, "the amount is free for the admin's refund");
+    }
+
+    #[tokio::test]
+    async fn a_three_decimal_return_refund_is_cut_to_what_stripe_can_refund() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let kwd = |minor| Money::new(minor, Currency::parse("KWD").unwrap()).unwrap();
+        let (order_id, intent) = captured_order_of(&store, &stripe, kwd(12_340)).await;
+        // Stripe charges dinars in steps of 10 fils; a return's share need not be one.
+        let received = ReturnReceived { refund: kwd(4_113), ..returned(order_id, ReturnId::new(), 0) };
+
+        on_return_received(&store, &stripe, &received, T0).await.unwrap();
+
+        assert_eq!(stripe.refunds_of(&intent).iter().map(|made| made.amount).collect::<Vec<_>>(), vec![kwd(4_110)]);
+        assert_eq!(issued_amounts(&store), vec![(4_110, 4_110)]);
     }
 
     #[tokio::test]

@@ -177,18 +177,39 @@ const STRIPE_ZERO_DECIMAL: &[&str] =
 /// Currencies Stripe takes with three decimals, the last of which must be 0.
 const STRIPE_THREE_DECIMAL: &[&str] = &["BHD", "JOD", "KWD", "OMR", "TND"];
 
-/// `total` in Stripe's minor units for its currency, or a refusal when Stripe cannot charge it
-/// exactly.
-pub fn stripe_amount(total: Money) -> Result<i64, GatewayError> {
-    let code = total.currency().code();
-    let stripe_exponent: u32 = if STRIPE_ZERO_DECIMAL.contains(&code) {
+/// The currency's exponents: Stripe's, then ISO 4217's.
+fn exponents(currency: kernel::Currency) -> (u32, u32) {
+    let code = currency.code();
+    let stripe = if STRIPE_ZERO_DECIMAL.contains(&code) {
         0
     } else if STRIPE_THREE_DECIMAL.contains(&code) {
         3
     } else {
         2
     };
-    let iso_exponent = u32::from(total.currency().exponent());
+    (stripe, u32::from(currency.exponent()))
+}
+
+/// The most of `wanted` Stripe can charge or refund exactly: `wanted` rounded down to the
+/// smallest step Stripe takes, in ISO minor units (100 for ariary, which Stripe takes whole; 10
+/// for the three-decimal dinars, whose last digit must be 0; 1 for most currencies).
+pub fn chargeable_part(wanted: Money) -> Money {
+    let (stripe_exponent, iso_exponent) = exponents(wanted.currency());
+    let step = if stripe_exponent < iso_exponent {
+        10_i64.pow(iso_exponent - stripe_exponent)
+    } else if stripe_exponent == 3 && iso_exponent == 3 {
+        10
+    } else {
+        1
+    };
+    Money::new(wanted.amount() - wanted.amount().rem_euclid(step), wanted.currency()).unwrap_or(wanted)
+}
+
+/// `total` in Stripe's minor units for its currency, or a refusal when Stripe cannot charge it
+/// exactly.
+pub fn stripe_amount(total: Money) -> Result<i64, GatewayError> {
+    let code = total.currency().code();
+    let (stripe_exponent, iso_exponent) = exponents(total.currency());
     let not_chargeable = |why: &str| GatewayError::Refused {
         code: "amount_not_chargeable".to_owned(),
         param: Some("amount".to_owned()),
@@ -420,14 +441,7 @@ fn stripe_refund(made: &stripe_core::Refund) -> Result<StripeRefund, GatewayErro
 /// An amount in Stripe's minor units back in ISO minor units: [`stripe_amount`]'s inverse.
 pub fn iso_amount(stripe_minor: i64, currency: kernel::Currency) -> Result<Money, GatewayError> {
     let code = currency.code();
-    let stripe_exponent: u32 = if STRIPE_ZERO_DECIMAL.contains(&code) {
-        0
-    } else if STRIPE_THREE_DECIMAL.contains(&code) {
-        3
-    } else {
-        2
-    };
-    let iso_exponent = u32::from(currency.exponent());
+    let (stripe_exponent, iso_exponent) = exponents(currency);
     let unreadable = || GatewayError::Misconfigured(format!("{stripe_minor} {code} from Stripe is not an ISO amount"));
     let amount = if stripe_exponent >= iso_exponent {
         let divisor = 10_i64.pow(stripe_exponent - iso_exponent);
@@ -479,6 +493,21 @@ mod tests {
         assert!(
             matches!(amount(5_124, "KWD"), Err(GatewayError::Refused { code, .. }) if code == "amount_not_chargeable")
         );
+    }
+
+    #[test]
+    fn the_chargeable_part_of_an_amount_is_the_most_of_it_stripe_takes() {
+        let part = |minor, code| chargeable_part(Money::new(minor, Currency::parse(code).unwrap()).unwrap()).amount();
+
+        assert_eq!(part(4_113, "KWD"), 4_110);
+        assert_eq!(part(150_050, "MGA"), 150_000);
+        assert_eq!((part(1_999, "USD"), part(501, "JPY"), part(4_990, "ISK")), (1_999, 501, 4_990));
+        for code in ["USD", "JPY", "ISK", "MGA", "KWD", "BHD", "HUF"] {
+            for minor in (0..2_000).step_by(7) {
+                assert!(amount(part(minor, code), code).is_ok(), "{minor} {code}");
+                assert!(minor - part(minor, code) < 100, "{minor} {code}");
+            }
+        }
     }
 
     #[test]

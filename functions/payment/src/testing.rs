@@ -817,6 +817,8 @@ impl RefundGateway for FakeStripe {
         if fault == Some(Fault::KeyInUse) {
             return Err(GatewayError::Conflict("HTTP 409 idempotency_key_in_use".into()));
         }
+        // What the adapter refuses before calling Stripe (an amount Stripe cannot refund exactly).
+        crate::stripe::stripe_amount(refund.amount)?;
         let made = {
             let intents = lock(&self.intents);
             let charged = intents.get(intent).ok_or_else(|| Self::missing(intent))?;
@@ -875,8 +877,15 @@ impl RefundGateway for FakeStripe {
 
 /// An order authorized and captured at the fake Stripe (25.00 USD), and its PaymentIntent.
 pub async fn captured_order(store: &FakeStore, stripe: &FakeStripe) -> (OrderId, PaymentIntentId) {
+    captured_order_of(store, stripe, placed(OrderId::new(), VISA).total).await
+}
+
+/// An order of `total` authorized and captured at the fake Stripe, and its PaymentIntent.
+pub async fn captured_order_of(store: &FakeStore, stripe: &FakeStripe, total: Money) -> (OrderId, PaymentIntentId) {
     let order_id = OrderId::new();
-    place_and_reserve(store, stripe, order_id, VISA).await;
+    let placed = on_order_placed(store, stripe, &OrderPlaced { total, ..placed(order_id, VISA) }, T0).await;
+    let reserved = on_stock_reserved(store, stripe, order_id, T0).await;
+    assert!(placed.is_ok() && reserved.is_ok(), "placing: {placed:?}, reserving: {reserved:?}");
     let captured = crate::capture::on_shipment_dispatched(store, stripe, &dispatched(order_id, 1)).await;
     assert!(captured.is_ok(), "capturing: {captured:?}");
     (order_id, stripe.only_intent())
