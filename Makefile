@@ -124,6 +124,10 @@ chromium:
 browser-test: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
 	cd storefront && LOCALCLOUD=$(BIN)/localcloud CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 tests/
 
+# The README's screenshots (docs/images/storefront.png, admin-console.png), on the demo catalog.
+screenshots: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
+	cd storefront && LOCALCLOUD=$(BIN)/localcloud CHROMIUM=$(CHROMIUM) node tests/screenshots.mjs
+
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.
 schemas:
 	UPDATE_SCHEMAS=1 cargo test -q -p domain-events committed_json_schemas
