@@ -273,24 +273,9 @@ impl DynamoPayments {
         values: Item,
         event: &Envelope,
     ) -> Result<Write, StoreError> {
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(order_id)))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        for (name, attribute) in NAMES {
-            if expression.contains(name) || condition.contains(name) {
-                update = update.expression_attribute_names(name, attribute);
-            }
-        }
         let mut transaction = Transaction::new();
         transaction
-            .push(
-                Action::StageChange,
-                TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build(),
-            )
+            .push(Action::StageChange, update_action(&self.table, key(order_id), expression, condition, values)?)
             .push(Action::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
         // The refused stage change is read from its cancellation reason, which carries the item
         // as it was (`ReturnValuesOnConditionCheckFailure: ALL_OLD` above).
@@ -795,6 +780,14 @@ fn update_action(
     Ok(TransactWriteItem::builder().update(update.build().map_err(Unavailable::from)?).build())
 }
 
+/// A refund's move out of `pending` (and so out of the sweep's index): `SET set`, `values`
+/// filling it, only while the refund is pending.
+fn leave_pending(table: &str, refund: &Refund, set: &str, mut values: Item) -> Result<TransactWriteItem, StoreError> {
+    values.insert(":pending".to_owned(), s(REFUND_PENDING));
+    let expression = format!("SET {set} REMOVE gsi1pk, gsi1sk");
+    update_action(table, refund_key(refund.order_id, &refund.source), &expression, "#status = :pending", values)
+}
+
 /// The condition that the payment's refunded sum is still the one read.
 fn refunded_is(seen: i64) -> &'static str {
     if seen == 0 { "attribute_not_exists(refunded) OR refunded = :seen" } else { "refunded = :seen" }
@@ -930,15 +923,12 @@ impl RefundStore for DynamoPayments {
         transaction
             .push(
                 RefundAction::Refund,
-                update_action(
+                leave_pending(
                     &self.table,
-                    refund_key(refund.order_id, &refund.source),
-                    "SET #status = :succeeded, stripe_refund_id = :stripe_refund_id, refunded_total = :refunded_total \
-                     REMOVE gsi1pk, gsi1sk",
-                    "#status = :pending",
+                    refund,
+                    "#status = :succeeded, stripe_refund_id = :stripe_refund_id, refunded_total = :refunded_total",
                     HashMap::from([
                         (":succeeded".to_owned(), s(REFUND_SUCCEEDED)),
-                        (":pending".to_owned(), s(REFUND_PENDING)),
                         (":stripe_refund_id".to_owned(), s(stripe_refund_id)),
                         (
                             ":refunded_total".to_owned(),
@@ -972,16 +962,11 @@ impl RefundStore for DynamoPayments {
         transaction
             .push(
                 RefundAction::Refund,
-                update_action(
+                leave_pending(
                     &self.table,
-                    refund_key(refund.order_id, &refund.source),
-                    "SET #status = :failed, failure_reason = :reason REMOVE gsi1pk, gsi1sk",
-                    "#status = :pending",
-                    HashMap::from([
-                        (":failed".to_owned(), s(REFUND_FAILED)),
-                        (":pending".to_owned(), s(REFUND_PENDING)),
-                        (":reason".to_owned(), s(reason)),
-                    ]),
+                    refund,
+                    "#status = :failed, failure_reason = :reason",
+                    HashMap::from([(":failed".to_owned(), s(REFUND_FAILED)), (":reason".to_owned(), s(reason))]),
                 )?,
             )
             .push(

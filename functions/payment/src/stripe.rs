@@ -104,7 +104,7 @@ impl PaymentGateway for StripeGateway {
         // Stripe wants lower-case ISO codes; a code async-stripe does not list becomes
         // `Currency::Unknown` and Stripe itself refuses it if it must.
         let Ok(currency) = order.total.currency().code().to_ascii_lowercase().parse::<Currency>();
-        observed(
+        intent_call(
             "create_intent",
             CreatePaymentIntent::new(stripe_amount(order.total)?, currency)
                 .payment_method(&order.payment_method)
@@ -117,19 +117,14 @@ impl PaymentGateway for StripeGateway {
                 .send(&self.client),
         )
         .await
-        .map_err(classify)
-        .and_then(intent)
     }
 
     async fn retrieve_intent(&self, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        observed("retrieve_intent", RetrievePaymentIntent::new(id.as_str()).send(&self.client))
-            .await
-            .map_err(classify)
-            .and_then(intent)
+        intent_call("retrieve_intent", RetrievePaymentIntent::new(id.as_str()).send(&self.client)).await
     }
 
     async fn confirm_intent(&self, _order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        observed(
+        intent_call(
             "confirm_intent",
             ConfirmPaymentIntent::new(id.as_str())
                 .customize()
@@ -137,12 +132,10 @@ impl PaymentGateway for StripeGateway {
                 .send(&self.client),
         )
         .await
-        .map_err(classify)
-        .and_then(intent)
     }
 
     async fn cancel_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
-        observed(
+        intent_call(
             "cancel_intent",
             CancelPaymentIntent::new(id.as_str())
                 .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
@@ -151,14 +144,12 @@ impl PaymentGateway for StripeGateway {
                 .send(&self.client),
         )
         .await
-        .map_err(classify)
-        .and_then(intent)
     }
 
     async fn capture_intent(&self, order_id: OrderId, id: &PaymentIntentId) -> Result<Intent, GatewayError> {
         // No `amount_to_capture`: the whole amount capturable, which is the order's total.
         let _ = order_id;
-        observed(
+        intent_call(
             "capture_intent",
             CapturePaymentIntent::new(id.as_str())
                 .customize()
@@ -166,9 +157,15 @@ impl PaymentGateway for StripeGateway {
                 .send(&self.client),
         )
         .await
-        .map_err(classify)
-        .and_then(intent)
     }
+}
+
+/// One call to Stripe that answers a PaymentIntent ([`observed`]), read as ours.
+async fn intent_call(
+    operation: &'static str,
+    call: impl Future<Output = Result<PaymentIntent, StripeError>>,
+) -> Result<Intent, GatewayError> {
+    observed(operation, call).await.map_err(classify).and_then(intent)
 }
 
 /// Currencies Stripe takes without a minor unit (stripe.com/docs/currencies, zero-decimal).

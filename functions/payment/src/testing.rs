@@ -60,7 +60,7 @@ pub struct FakeStore {
     /// Runs on the payment right after the next settle wrote it: another invocation's write
     /// landing between two of ours.
     after_settle: Mutex<Option<Landing>>,
-    refunds: Mutex<HashMap<(OrderId, Source), Refund>>,
+    refunds: Mutex<Refunds>,
     disputes: Mutex<Vec<(OrderId, String)>>,
     /// Runs on the payment right before the next refund reservation is decided: another
     /// refund's reservation landing between our read and our write.
@@ -661,6 +661,19 @@ impl FakeStore {
     }
 }
 
+/// The refunds in memory, by order and source.
+type Refunds = HashMap<(OrderId, Source), Refund>;
+
+/// `None` while the stored refund is pending (the condition of a settle or a fail); else what
+/// the write answers: the refund as it is.
+fn still_pending(refunds: &Refunds, key: &(OrderId, Source)) -> Result<Option<Recorded>, StoreError> {
+    match refunds.get(key) {
+        Some(stored) if stored.status == RefundStatus::Pending => Ok(None),
+        Some(stored) => Ok(Some(Recorded::Already(Box::new(stored.clone())))),
+        None => Err(StoreError::Corrupt { order_id: key.0, detail: "no such refund".into() }),
+    }
+}
+
 impl RefundStore for FakeStore {
     /// The last listed refund's creation time, order and source.
     type RefundCursor = (OffsetDateTime, OrderId, String);
@@ -727,10 +740,8 @@ impl RefundStore for FakeStore {
     ) -> Result<Recorded, StoreError> {
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);
-        match refunds.get(&key) {
-            Some(stored) if stored.status == RefundStatus::Pending => {}
-            Some(stored) => return Ok(Recorded::Already(Box::new(stored.clone()))),
-            None => return Err(StoreError::Corrupt { order_id: refund.order_id, detail: "no such refund".into() }),
+        if let Some(done) = still_pending(&refunds, &key)? {
+            return Ok(done);
         }
         if self.refund_conflict(payment) {
             return Ok(Recorded::Moved);
@@ -746,10 +757,8 @@ impl RefundStore for FakeStore {
     async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);
-        match refunds.get(&key) {
-            Some(stored) if stored.status == RefundStatus::Pending => {}
-            Some(stored) => return Ok(Recorded::Already(Box::new(stored.clone()))),
-            None => return Err(StoreError::Corrupt { order_id: refund.order_id, detail: "no such refund".into() }),
+        if let Some(done) = still_pending(&refunds, &key)? {
+            return Ok(done);
         }
         self.record(refund.order_id, |stored| stored.refunds.reserved -= refund.amount.amount());
         refunds.insert(key, refund.clone());
