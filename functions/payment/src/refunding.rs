@@ -228,7 +228,8 @@ fn succeeded(payment: &Payment, mut refund: Refund, stripe_refund_id: &str) -> R
     Ok(refund)
 }
 
-fn issued(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
+/// The `RefundIssued` of a succeeded refund, written with its settlement.
+pub fn issued(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
     let RefundStatus::Succeeded { stripe_refund_id, refunded_total } = &refund.status else {
         return Err(
             StoreError::Corrupt { order_id: refund.order_id, detail: "announcing an unsettled refund".into() }.into()

@@ -445,7 +445,7 @@ async fn a_stripe_event_is_claimed_once_and_a_handled_one_is_recognised() {
 }
 
 mod refunds {
-    use domain_events::payment::{RefundIssued, RefundReason};
+    use domain_events::payment::RefundReason;
     use kernel::RefundId;
     use payment::ports::{Recorded, RefundStore, Reserved};
     use payment::refund::{PendingRefund, Refund, RefundStatus, Source};
@@ -484,17 +484,7 @@ mod refunds {
     }
 
     fn issued(refund: &Refund) -> Envelope {
-        let RefundStatus::Succeeded { stripe_refund_id, refunded_total } = &refund.status else { panic!() };
-        let event = Event::RefundIssued(RefundIssued {
-            order_id: refund.order_id,
-            refund_id: refund.refund_id,
-            stripe_refund_id: stripe_refund_id.clone(),
-            amount: refund.amount,
-            reason: refund.reason,
-            return_id: None,
-            refunded_total: *refunded_total,
-        });
-        Envelope::new(Metadata::new(refund.order_id.to_string()), event)
+        payment::refunding::issued(refund).unwrap()
     }
 
     fn succeeded(mut refund: Refund, total: i64) -> Refund {
