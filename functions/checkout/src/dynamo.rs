@@ -42,7 +42,7 @@ use kernel::page::Page as SweepPage;
 
 use crate::returns::{Dispute, Return, ReturnStatus};
 use crate::service::{
-    OrderStore, Page, PageError, Placed, Placement, ReturnSummary, ReturnsPage, Saved, SavedReply, StoreError, Write,
+    OrderStore, Page, PageError, Placed, Placement, ReturnsPage, Saved, SavedReply, StoreError, Write,
 };
 
 /// The index of open orders by deadline, and its one partition.
@@ -209,30 +209,17 @@ impl DynamoOrders {
         Ok(put_if(&self.table, item, condition, values)?)
     }
 
-    /// A page of `index`'s `partition`, newest first; with `flag`, only the orders that carry it
-    /// (a filter: DynamoDB applies `Limit` before it, so a page can come back short).
-    async fn page(
+    /// A page of `index`'s `partition` read as `T`, newest first, and the signed cursor of the
+    /// next; with `flag`, only the orders that carry it (a filter: DynamoDB applies `Limit`
+    /// before it, so a page can come back short).
+    async fn query_page<T: serde::de::DeserializeOwned>(
         &self,
         index: &str,
         partition: (&str, String),
         flag: Option<Flag>,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page, PageError> {
-        let (items, next_cursor) = self.query_page(index, partition, flag, limit, cursor).await?;
-        let records: Vec<OrderRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
-        Ok(Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor })
-    }
-
-    /// The items of a page of `index`'s `partition`, newest first, and the signed cursor of the next.
-    async fn query_page(
-        &self,
-        index: &str,
-        partition: (&str, String),
-        flag: Option<Flag>,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<(Vec<Item>, Option<String>), PageError> {
+    ) -> Result<(Vec<T>, Option<String>), PageError> {
         let (pk_name, pk_value) = partition;
         let sk_name = pk_name.replace("pk", "sk");
         let key_names = ["pk", "sk", pk_name, sk_name.as_str()];
@@ -270,8 +257,14 @@ impl DynamoOrders {
             .as_ref()
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
             .map(|c| c.encode(&self.cursor_keys));
-        Ok((output.items.unwrap_or_default(), next_cursor))
+        let items = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
+        Ok((items, next_cursor))
     }
+}
+
+/// A page of orders as [`DynamoOrders::query_page`] read them.
+fn orders((records, next_cursor): (Vec<OrderRecord>, Option<String>)) -> Page {
+    Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor }
 }
 
 impl OrderStore for DynamoOrders {
@@ -396,20 +389,22 @@ impl OrderStore for DynamoOrders {
     ) -> Result<ReturnsPage, PageError> {
         let partition = ("gsi5pk", format!("RETURNS#{}", status.as_str()));
         let (items, next_cursor) = self.query_page(RETURNS_INDEX, partition, None, limit, cursor).await?;
-        let items: Vec<ReturnSummary> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         Ok(ReturnsPage { items, next_cursor })
     }
 
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        self.page("ByCustomer", ("gsi1pk", format!("CUSTOMER#{customer}")), None, limit, cursor).await
+        let partition = ("gsi1pk", format!("CUSTOMER#{customer}"));
+        Ok(orders(self.query_page("ByCustomer", partition, None, limit, cursor).await?))
     }
 
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        self.page("ByStatus", ("gsi3pk", format!("STATUS#{}", status.as_str())), None, limit, cursor).await
+        let partition = ("gsi3pk", format!("STATUS#{}", status.as_str()));
+        Ok(orders(self.query_page("ByStatus", partition, None, limit, cursor).await?))
     }
 
     async fn by_flag(&self, flag: Flag, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        self.page(FLAGGED_INDEX, ("gsi4pk", FLAGGED_PARTITION.to_owned()), Some(flag), limit, cursor).await
+        let partition = ("gsi4pk", FLAGGED_PARTITION.to_owned());
+        Ok(orders(self.query_page(FLAGGED_INDEX, partition, Some(flag), limit, cursor).await?))
     }
 
     async fn overdue(
