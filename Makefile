@@ -20,6 +20,8 @@ TOOLS := $(VENV)/tools
 # a fresh clone gives them a new mtime, and the hash already says whether they changed.
 EMULATORS_STAMP := $(EMULATORS)/.installed-$(shell sha256sum infra/requirements-emulators.txt | cut -c1-16)
 TOOLS_STAMP := $(TOOLS)/.installed-$(shell sha256sum infra/requirements-tools.txt | cut -c1-16)
+CHECKOV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV)/.installed-$(shell sha256sum infra/requirements-checkov.txt | cut -c1-16)
 
 export FERROCART_PYTHON := $(EMULATORS)/bin/python
 # cfn-lint and SAM read these; nothing here talks to AWS.
@@ -50,7 +52,14 @@ $(TOOLS_STAMP):
 	@$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-tools.txt
 	@rm -f $(TOOLS)/.installed-* && touch $@
 
-venv: $(EMULATORS_STAMP) $(TOOLS_STAMP)
+# checkov has a venv of its own, so its many dependencies cannot move the SAM CLI's pins.
+$(CHECKOV_STAMP):
+	@echo "Installing checkov into $(CHECKOV) (first run only)..."
+	@python3 -m venv $(CHECKOV)
+	@$(CHECKOV)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
+	@rm -f $(CHECKOV)/.installed-* && touch $@
+
+venv: $(EMULATORS_STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP)
 
 build:
 	cargo build --workspace --bins
@@ -88,9 +97,11 @@ clippy:
 unit-and-e2e: $(EMULATORS_STAMP) build
 	cargo test --workspace
 
-lint: $(TOOLS_STAMP)
+# checkov: zero failures; every check a resource skips says why, inline in template.yaml.
+lint: $(TOOLS_STAMP) $(CHECKOV_STAMP)
 	$(LINT_ENV) cfn-lint template.yaml
 	$(LINT_ENV) sam validate --lint --template template.yaml
+	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 sam-build: $(TOOLS_STAMP)
 	$(LINT_ENV) sam build --template template.yaml
