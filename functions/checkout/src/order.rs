@@ -793,7 +793,7 @@ impl Order {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pricing::Totals;
     use kernel::Currency;
@@ -802,7 +802,9 @@ mod tests {
         order_totalling(2500)
     }
 
-    fn order_totalling(total: i64) -> Order {
+    /// A pending order of `total` USD minor units with no lines, shipments or returns; the
+    /// other modules' tests start from it too.
+    pub(crate) fn order_totalling(total: i64) -> Order {
         let zero = Money::zero(Currency::USD);
         let total = Money::new(total, Currency::USD).unwrap();
         Order {

@@ -509,22 +509,6 @@ mod tests {
         Sku::parse(raw).unwrap()
     }
 
-    /// An order as stored, with no lines, shipments or returns yet.
-    fn bare_order() -> Order {
-        serde_json::from_value(serde_json::json!({
-            "order_id": "ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "customer": "alice", "email": "a@example.com",
-            "status": "delivered", "cancel_reason": null, "payment_failure": null, "lines": [],
-            "totals": { "subtotal": { "amount": 0, "currency": "USD" }, "discount": { "amount": 0, "currency": "USD" },
-                        "shipping": { "amount": 0, "currency": "USD" }, "tax": { "amount": 0, "currency": "USD" },
-                        "total": { "amount": 0, "currency": "USD" }, "promotions": [] },
-            "shipping_address": { "name": "A", "line1": "1", "city": "T", "postal_code": "1", "country": "US" },
-            "shipping_method": "standard", "promo_code": null, "payment_method": "pm_card_visa",
-            "payment_intent_id": "pi_1", "history": [], "version": 9,
-            "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z", "deadline": "1970-01-01T00:00:00Z"
-        }))
-        .unwrap()
-    }
-
     /// An order priced by `config` from `(sku, category, unit price, quantity)`, captured in
     /// full and delivered in one shipment on day 1.
     fn delivered_order(config: &PricingConfig, lines: &[(&str, &str, i64, u32)], country: &str) -> Order {
@@ -542,7 +526,8 @@ mod tests {
             })
             .collect();
         let (totals, discounts) = priced(config, &priced_lines, "standard", country, None).unwrap();
-        let mut order = bare_order();
+        let mut order = crate::order::tests::order_totalling(0);
+        order.status = Status::Delivered;
         order.lines = lines
             .iter()
             .zip(discounts)

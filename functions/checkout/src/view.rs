@@ -177,22 +177,9 @@ mod tests {
         OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seconds)
     }
 
-    fn order_json() -> serde_json::Value {
-        serde_json::json!({
-            "order_id": "ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "customer": "alice", "email": "a@example.com",
-            "status": "partially_shipped", "cancel_reason": null, "payment_failure": null, "lines": [],
-            "totals": { "subtotal": { "amount": 0, "currency": "USD" }, "discount": { "amount": 0, "currency": "USD" },
-                        "shipping": { "amount": 0, "currency": "USD" }, "tax": { "amount": 0, "currency": "USD" },
-                        "total": { "amount": 2500, "currency": "USD" }, "promotions": [] },
-            "shipping_address": { "name": "A", "line1": "1", "city": "T", "postal_code": "1", "country": "US" },
-            "shipping_method": "standard", "promo_code": null, "payment_method": "pm_card_visa",
-            "payment_intent_id": "pi_1", "history": [], "version": 5,
-            "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z", "deadline": "1970-01-01T00:00:00Z"
-        })
-    }
-
     fn shipped_order() -> Order {
-        let mut order: Order = serde_json::from_value(order_json()).unwrap();
+        let mut order = crate::order::tests::order_totalling(2500);
+        order.status = Status::PartiallyShipped;
         order.history = [(Status::Pending, 0), (Status::Reserved, 1), (Status::Authorized, 2), (Status::Confirmed, 2)]
             .into_iter()
             .chain([(Status::PartiallyShipped, 11)])
