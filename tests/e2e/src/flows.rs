@@ -112,16 +112,22 @@ pub async fn confirmed_with_one_shipment(shopper: &Shopper) -> Value {
     .await
 }
 
+/// [`confirmed_with_one_shipment`]'s order id and its shipment's id.
+pub async fn confirmed_shipment(shopper: &Shopper) -> (String, String) {
+    let order = confirmed_with_one_shipment(shopper).await;
+    let id = |value: &Value| value.as_str().unwrap().to_owned();
+    (id(&order["order_id"]), id(&order["shipments"][0]["id"]))
+}
+
 /// A confirmed order whose one shipment staff dispatched through the admin shipments API, which
 /// captures the payment; the order once it shows the capture.
 pub async fn captured(shopper: &Shopper) -> Value {
-    let order = confirmed_with_one_shipment(shopper).await;
-    let (id, shipment) = (order["order_id"].as_str().unwrap(), order["shipments"][0]["id"].as_str().unwrap());
+    let (id, shipment) = confirmed_shipment(shopper).await;
     let dispatched = call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"))
         .admin()
         .json(&json!({ "carrier": "ups", "tracking_number": "1ZREFUND" }))
         .send()
         .await;
     assert_eq!(dispatched.status, 200, "{}", dispatched.body);
-    order_when(&shopper.token, id, |o| !o["payment"]["captured"].is_null()).await
+    order_when(&shopper.token, &id, |o| !o["payment"]["captured"].is_null()).await
 }

@@ -196,19 +196,21 @@ pub async fn publish_envelope(events: &aws_sdk_eventbridge::Client, envelope: &d
     assert_eq!(output.failed_entry_count, 0, "PutEvents refused the event");
 }
 
-/// The PaymentIntents the Stripe emulator holds for an order (by `metadata.order_id`).
-pub async fn payment_intents(order_id: &str) -> Vec<Value> {
-    let shop = testkit::shop();
-    let stripe = shop.stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
-    let list: Value = Client::new()
-        .get(format!("{stripe}/v1/payment_intents?limit=100"))
+/// A GET from the Stripe emulator with the secret key: the answer as JSON.
+async fn get_from_stripe(path: &str, query: &[(&str, &str)]) -> Value {
+    let reply = Client::new()
+        .get(format!("{}{path}", stripe_url()))
+        .query(query)
         .bearer_auth("sk_test_local")
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    reply.json().await.unwrap()
+}
+
+/// The PaymentIntents the Stripe emulator holds for an order (by `metadata.order_id`).
+pub async fn payment_intents(order_id: &str) -> Vec<Value> {
+    let list = get_from_stripe("/v1/payment_intents", &[("limit", "100")]).await;
     list["data"]
         .as_array()
         .map(|all| all.iter().filter(|pi| pi["metadata"]["order_id"] == order_id).cloned().collect())
@@ -223,16 +225,7 @@ pub fn stripe_url() -> String {
 /// The refunds the Stripe emulator holds for a PaymentIntent, newest first (Stripe's
 /// `GET /v1/refunds?payment_intent=`).
 pub async fn refunds_at_stripe(payment_intent: &str) -> Vec<Value> {
-    let list: Value = Client::new()
-        .get(format!("{}/v1/refunds", stripe_url()))
-        .query(&[("payment_intent", payment_intent), ("limit", "100")])
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_from_stripe("/v1/refunds", &[("payment_intent", payment_intent), ("limit", "100")]).await;
     assert_eq!(list["has_more"], false, "{list}");
     list["data"].as_array().cloned().unwrap_or_default()
 }

@@ -21,7 +21,7 @@ use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced, ReturnRece
 use domain_events::fulfillment::ShipmentDispatched;
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
-use e2e::flows::{available, captured, checkout_body, order_when, place, shopper_with_cart};
+use e2e::flows::{available, captured, checkout_body, confirmed_shipment, order_when, place, shopper_with_cart};
 use e2e::support::{
     Tap, call, deliver_webhook, eventually, handled_by, payment_intents, post_to_stripe, publish, publish_envelope,
     refunds_at_stripe, stored,
@@ -399,34 +399,19 @@ async fn every_saga_event_sent_again_under_a_new_id_changes_nothing() {
 /// A PaymentIntent confirmed at the Stripe emulator for `order_id`, as an authorization whose
 /// invocation died right after the confirmation would leave it: the card is held.
 async fn held_payment_intent(order_id: &str) -> String {
-    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
-    let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{stripe}/v1/payment_intents"))
-        .bearer_auth("sk_test_local")
-        .form(&[
+    let created = post_to_stripe(
+        "/v1/payment_intents",
+        &[
             ("amount", "2500"),
             ("currency", "usd"),
             ("payment_method", "pm_card_visa"),
             ("capture_method", "manual"),
             ("metadata[order_id]", order_id),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let confirmed: Value = client
-        .post(format!("{stripe}/v1/payment_intents/{id}/confirm"))
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let confirmed = post_to_stripe(&format!("/v1/payment_intents/{id}/confirm"), &[]).await;
     assert_eq!(confirmed["status"], "requires_capture", "{confirmed}");
     id
 }
@@ -552,14 +537,7 @@ async fn a_capture_stripe_refuses_as_expired_is_reported_once_and_collects_nothi
     let intent = order["payment_intent_id"].as_str().unwrap().to_owned();
     let outcomes = capture_outcomes(&id).await;
     // The authorization lapsed (a card's lasts about 7 days): the emulator refuses its capture.
-    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
-    let expired = reqwest::Client::new()
-        .post(format!("{stripe}/_test/payment_intents/{intent}/expire_authorization"))
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap();
-    assert!(expired.status().is_success(), "{:?}", expired.text().await);
+    post_to_stripe(&format!("/_test/payment_intents/{intent}/expire_authorization"), &[]).await;
 
     let dispatched = publish(dispatch_of(id.parse().unwrap()), &id).await;
     handled_by("PaymentTable", &[&dispatched]).await;
@@ -574,18 +552,6 @@ async fn a_capture_stripe_refuses_as_expired_is_reported_once_and_collects_nothi
     assert_eq!((&intents[0]["status"], &intents[0]["amount_received"]), (&json!("canceled"), &json!(0)));
 }
 
-/// A confirmed order of `shopper`'s cart once checkout has heard of its (one) shipment.
-async fn confirmed_with_a_shipment(shopper: &e2e::flows::Shopper) -> (String, String) {
-    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
-    assert_eq!(placed.status, 202, "{}", placed.body);
-    let id = placed.body["order_id"].as_str().unwrap().to_owned();
-    let order = order_when(&shopper.token, &id, |o| {
-        o["status"] == "confirmed" && o["shipments"].as_array().is_some_and(|s| s.len() == 1)
-    })
-    .await;
-    (id, order["shipments"][0]["id"].as_str().unwrap().to_owned())
-}
-
 fn dispatch_shipment(shipment: &str) -> e2e::support::Call {
     call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"))
         .admin()
@@ -597,18 +563,11 @@ async fn a_dispatch_whose_authorization_lapsed_ships_flagged_for_an_admin_and_co
     shop();
     let _shared = CLOCK.read().await;
     let shopper = shopper_with_cart(5, 1).await;
-    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    let (id, shipment) = confirmed_shipment(&shopper).await;
     let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
     let intent = order["payment_intent_id"].as_str().unwrap().to_owned();
     // The card's authorization lapsed before the parcel left (about 7 days at Stripe).
-    let stripe = shop().stripe_url.as_deref().expect("the local cloud runs a Stripe emulator");
-    let expired = reqwest::Client::new()
-        .post(format!("{stripe}/_test/payment_intents/{intent}/expire_authorization"))
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap();
-    assert!(expired.status().is_success(), "{:?}", expired.text().await);
+    post_to_stripe(&format!("/_test/payment_intents/{intent}/expire_authorization"), &[]).await;
 
     let dispatched = dispatch_shipment(&shipment).send().await;
 
@@ -631,7 +590,7 @@ async fn a_cancel_after_a_dispatch_checkout_has_not_heard_of_is_refused_and_chan
     shop();
     let _exclusive = CLOCK.write().await;
     let shopper = shopper_with_cart(5, 1).await;
-    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    let (id, shipment) = confirmed_shipment(&shopper).await;
     // Checkout cannot hear of the dispatch: only fulfillment knows the parcel left.
     shop().control("CheckoutEventsFunction", "pause").await.unwrap();
     let dispatched = dispatch_shipment(&shipment).send().await;
@@ -652,7 +611,7 @@ async fn a_dispatch_after_a_cancel_fulfillment_has_not_heard_of_is_refused_and_n
     shop();
     let _exclusive = CLOCK.write().await;
     let shopper = shopper_with_cart(5, 1).await;
-    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    let (id, shipment) = confirmed_shipment(&shopper).await;
     // Fulfillment cannot hear of the cancellation: only the cancel's hold can stop the dispatch.
     shop().control("FulfillmentEventsFunction", "pause").await.unwrap();
     let cancelled = call(Method::POST, &format!("/orders/{id}/cancel")).token(&shopper.token).send().await;
@@ -687,7 +646,7 @@ async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_r
     shop();
     let _shared = CLOCK.read().await;
     let shopper = shopper_with_cart(5, 2).await;
-    let (id, shipment) = confirmed_with_a_shipment(&shopper).await;
+    let (id, shipment) = confirmed_shipment(&shopper).await;
     assert_eq!(dispatch_shipment(&shipment).send().await.status, 200);
     let delivered = call(Method::POST, &format!("/admin/shipments/{shipment}/deliver")).admin().send().await;
     assert_eq!(delivered.status, 200, "{}", delivered.body);

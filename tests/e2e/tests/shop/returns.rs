@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use domain_events::Event;
 use domain_events::fulfillment::ShipmentDelivered;
-use e2e::flows::{Shopper, checkout_body, order_when, place, shopper_with_cart};
+use e2e::flows::{Shopper, confirmed_shipment, order_when, shopper_with_cart};
 use e2e::support::{Reply, call, eventually, handled_by, publish};
 use kernel::{OrderId, ShipmentId};
 
@@ -19,21 +19,9 @@ fn warehouse(name: &str) -> String {
     testkit::unique(name).to_lowercase().replace('_', "-")
 }
 
-/// Places the shopper's cart and waits until the order is confirmed with its one shipment.
-async fn confirmed(shopper: &Shopper) -> (String, String) {
-    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
-    assert_eq!(placed.status, 202, "{}", placed.body);
-    let id = placed.body["order_id"].as_str().unwrap().to_owned();
-    let order = order_when(&shopper.token, &id, |o| {
-        o["status"] == "confirmed" && o["shipments"].as_array().is_some_and(|s| s.len() == 1)
-    })
-    .await;
-    (id, order["shipments"][0]["id"].as_str().unwrap().to_owned())
-}
-
 /// A delivered order whose total was captured: dispatched and delivered by staff.
 async fn delivered(shopper: &Shopper) -> (String, Value) {
-    let (id, shipment) = confirmed(shopper).await;
+    let (id, shipment) = confirmed_shipment(shopper).await;
     let tracking = json!({ "carrier": "ups", "tracking_number": "1ZRETURN" });
     let dispatched = call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch")).admin().json(&tracking);
     let dispatched = dispatched.send().await;
@@ -162,7 +150,7 @@ async fn another_customers_order_cannot_be_returned_and_is_not_found() {
 #[tokio::test]
 async fn units_delivered_longer_ago_than_the_window_cannot_be_returned() {
     let shopper = shopper_with_cart(5, 1).await;
-    let (id, shipment) = confirmed(&shopper).await;
+    let (id, shipment) = confirmed_shipment(&shopper).await;
     // Delivered 31 days ago (the window is 30): fulfillment's event says when, checkout keeps it.
     let long_ago = (OffsetDateTime::now_utc() - time::Duration::days(31)).format(&Rfc3339).unwrap();
     let (order_id, shipment_id): (OrderId, ShipmentId) = (id.parse().unwrap(), shipment.parse().unwrap());
