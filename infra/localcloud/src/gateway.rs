@@ -144,6 +144,9 @@ pub async fn serve(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if let Some(document) = crate::openapi::serve(&method, path) {
+        return document;
+    }
     if let Some(site) = &gateway.site
         && let Some(response) = site.serve(&method, path, &body, gateway.identities.first()).await
     {
