@@ -27,6 +27,15 @@ pub const SHOP_PREFIX: &str = "/shop/";
 pub const SIGN_IN_PATH: &str = "/_localcloud/sign-in";
 pub const CHALLENGE_PATH: &str = "/_localcloud/stripe/authenticate";
 
+/// The Content-Security-Policy CloudFront sends with the deployed storefront
+/// (`StorefrontHeadersPolicy` in template.yaml), less the API and login hosts: here the API is
+/// the page's own origin and sign-in is local. Served with every file, so the browser tests run
+/// under the policy a deployment enforces; a test checks it matches the template's.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self' https://js.stripe.com https://*.js.stripe.com; \
+     style-src 'self'; img-src 'self' data: https:; connect-src 'self' https://api.stripe.com; \
+     frame-src https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
 /// How long a dev sign-in lasts, as `make token`'s tokens.
 const SIGN_IN_TTL_SECS: u64 = 8 * 3600;
 
@@ -93,7 +102,15 @@ impl Site {
         };
         match tokio::fs::read(&path).await {
             // Revalidated on every load: `make dev` serves the files as they are being edited.
-            Ok(bytes) => (StatusCode::OK, [("content-type", media_type(&path)), ("cache-control", "no-cache")], bytes)
+            Ok(bytes) => (
+                StatusCode::OK,
+                [
+                    ("content-type", media_type(&path)),
+                    ("cache-control", "no-cache"),
+                    ("content-security-policy", CONTENT_SECURITY_POLICY),
+                ],
+                bytes,
+            )
                 .into_response(),
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
         }
@@ -199,6 +216,19 @@ mod tests {
         assert_eq!(inside(root, "../secret"), None);
         assert_eq!(inside(root, "js/../../secret"), None);
         assert_eq!(inside(root, "/etc/passwd"), None);
+    }
+
+    /// The policy `make dev` serves is the deployed one with the API and login hosts taken out.
+    #[test]
+    fn the_local_content_security_policy_is_the_templates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let policy = &template["Resources"]["StorefrontHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+            ["ContentSecurityPolicy"]["ContentSecurityPolicy"];
+        let serde_norway::Value::Tagged(sub) = policy else { panic!("the policy is not a !Sub: {policy:?}") };
+        let deployed = sub.value[0].as_str().expect("the !Sub's text");
+        assert!(deployed.contains("connect-src 'self' ${Api} ${Login} "), "{deployed}");
+        assert_eq!(deployed.replace(" ${Api} ${Login}", ""), CONTENT_SECURITY_POLICY);
     }
 
     #[test]

@@ -234,6 +234,15 @@ const ACCEPTED: &[&str] = &[
     "AWS::Lambda::Permission",
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
+    // The managed login domain and the storefront's hosting (S3 + CloudFront): `make dev` serves
+    // the storefront itself (site.rs) and signs in locally.
+    "AWS::Cognito::UserPoolDomain",
+    "AWS::S3::Bucket",
+    "AWS::S3::BucketPolicy",
+    "AWS::CloudFront::Distribution",
+    "AWS::CloudFront::OriginAccessControl",
+    "AWS::CloudFront::CachePolicy",
+    "AWS::CloudFront::ResponseHeadersPolicy",
 ];
 
 impl Template {

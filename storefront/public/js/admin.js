@@ -282,7 +282,7 @@ async function shipments(view, params) {
     return li;
   };
   frame(main, '/shipments', 'Shipments', pick,
-    result.items.length ? h('ul', { class: 'plain shipments', style: 'list-style:none;padding:0' }, result.items.map(card)) : h('p', {}, 'No shipments here.'),
+    result.items.length ? h('ul', { class: 'plain bare shipments' }, result.items.map(card)) : h('p', {}, 'No shipments here.'),
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/shipments${query({ status, warehouse, cursor: result.next_cursor })}` }, 'Next page')) : null);
 }
 
@@ -359,6 +359,6 @@ async function returns({ main }, params) {
     return li;
   };
   frame(main, '/returns', 'Returns', pick,
-    result.items.length ? h('ul', { class: 'plain', style: 'list-style:none;padding:0' }, result.items.map(card)) : h('p', {}, 'No returns here.'),
+    result.items.length ? h('ul', { class: 'plain bare' }, result.items.map(card)) : h('p', {}, 'No returns here.'),
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/returns?status=${status}&cursor=${encodeURIComponent(result.next_cursor)}` }, 'Next page')) : null);
 }
