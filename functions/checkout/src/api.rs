@@ -102,7 +102,7 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
         "GET /shipping-methods" => Reply::json(200, &MethodsBody { items: &context.settings.pricing.shipping_methods }),
         "POST /checkout" => {
             let caller = Caller::from_request(request)?;
-            let key = idempotency_key(request)?;
+            let key = http::idempotency_key(request, "retries place one order")?;
             let input: CheckoutInput = http::json_body(request, MAX_BODY_BYTES)?;
             // The canonical form of the body (keys sorted) is what a retry must repeat.
             let canonical: serde_json::Value = http::json_body(request, MAX_BODY_BYTES)?;
@@ -261,19 +261,6 @@ fn page_problem(error: PageError) -> Problem {
 fn bad_query(pointer: &str, detail: String) -> Problem {
     Problem::new(ProblemKind::MalformedRequest, format!("{pointer}: {detail}"))
         .with_errors(vec![FieldError::new(pointer, detail)])
-}
-
-/// `Idempotency-Key`: required, 1 to 255 visible ASCII characters (Stripe's rule).
-fn idempotency_key(request: &Request) -> Result<&str, Problem> {
-    let key = http::header(request, "idempotency-key").map(str::trim).unwrap_or("");
-    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(Problem::new(
-            ProblemKind::MalformedRequest,
-            "Send an Idempotency-Key header (1 to 255 visible ASCII characters, e.g. a UUID) so retries place one order.",
-        )
-        .with_errors(vec![FieldError::new("header:Idempotency-Key", "is required")]));
-    }
-    Ok(key)
 }
 
 fn return_id(request: &Request) -> Result<ReturnId, Problem> {

@@ -100,7 +100,7 @@ async fn route(
             Caller::admin(request)?;
             let raw = http::path_param(request, "id")?;
             let order_id: OrderId = raw.parse().map_err(|_| not_found(raw))?;
-            let key = idempotency_key(request)?;
+            let key = http::idempotency_key(request, "retries refund once")?;
             let body: RefundBody = http::json_body(request, MAX_BODY_BYTES)?;
             // The canonical form of the body (keys sorted) is what a retry must repeat.
             let canonical: serde_json::Value = http::json_body(request, MAX_BODY_BYTES)?;
@@ -137,19 +137,6 @@ fn validate(body: &RefundBody) -> Result<(), Problem> {
         errors.push(FieldError::new("/note", format!("must be at most {MAX_NOTE} characters")));
     }
     if errors.is_empty() { Ok(()) } else { Err(Problem::invalid_fields(errors)) }
-}
-
-/// `Idempotency-Key`: required, 1 to 255 visible ASCII characters (Stripe's rule, as checkout's).
-fn idempotency_key(request: &Request) -> Result<&str, Problem> {
-    let key = http::header(request, "idempotency-key").map(str::trim).unwrap_or("");
-    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(Problem::new(
-            ProblemKind::MalformedRequest,
-            "Send an Idempotency-Key header (1 to 255 visible ASCII characters, e.g. a UUID) so retries refund once.",
-        )
-        .with_errors(vec![FieldError::new("header:Idempotency-Key", "is required")]));
-    }
-    Ok(key)
 }
 
 fn not_found(raw: &str) -> Problem {

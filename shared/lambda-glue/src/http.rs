@@ -123,6 +123,21 @@ pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
+/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters (Stripe's rule),
+/// trimmed. Missing or malformed is a 400 that says why the key is needed: `so` ends "Send an
+/// Idempotency-Key header … so …" (e.g. "retries place one order").
+pub fn idempotency_key<'a>(request: &'a Request, so: &str) -> Result<&'a str, Problem> {
+    let key = header(request, "idempotency-key").map(str::trim).unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Problem::new(
+            ProblemKind::MalformedRequest,
+            format!("Send an Idempotency-Key header (1 to 255 visible ASCII characters, e.g. a UUID) so {so}."),
+        )
+        .with_errors(vec![FieldError::new("header:Idempotency-Key", "is required")]));
+    }
+    Ok(key)
+}
+
 /// Parses the JSON body into `T`, mapping every failure to the right problem.
 pub fn json_body<T: DeserializeOwned>(request: &Request, max_bytes: usize) -> Result<T, Problem> {
     if let Some(content_type) = header(request, "content-type") {
