@@ -39,6 +39,7 @@ help:
 	@echo "make trace ORDER=ord_...    an order's timeline: every invocation that touched it"
 	@echo "make test                   format, clippy, unit + end-to-end tests, template lint"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
+	@echo "make deploy-storefront STACK=...  upload the storefront and its config.json to a deployed stack"
 
 $(EMULATORS_STAMP):
 	@echo "Installing the emulators into $(EMULATORS) (first run only)..."
@@ -138,6 +139,15 @@ browser-test: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
 # The README's screenshots (docs/images/storefront.png, admin-console.png), on the demo catalog.
 screenshots: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
 	cd storefront && LOCALCLOUD=$(BIN)/localcloud CHROMIUM=$(CHROMIUM) node tests/screenshots.mjs
+
+# Uploads storefront/public to a stack deployed with StorefrontHosting=cloudfront, with the
+# config.json its outputs make (API, Cognito managed login, Stripe publishable key), and
+# invalidates index.html and config.json at CloudFront. Needs the AWS CLI and credentials;
+# DRY_RUN=1 prints the config.json and the uploads only. README: "Hosting the storefront".
+.PHONY: deploy-storefront
+deploy-storefront:
+	@test -n "$(STACK)" || { echo "usage: make deploy-storefront STACK=<stack> [REGION=<region>] [DRY_RUN=1]"; exit 2; }
+	node storefront/deploy/deploy.mjs --stack $(STACK) $(if $(REGION),--region $(REGION)) $(if $(DRY_RUN),--dry-run)
 
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.
 schemas:

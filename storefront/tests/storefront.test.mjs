@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   OUT, accessibilityProblems, client, fillAddress, launch, product, see, sellable, signedIn, startCloud, stock, token, unique, until,
@@ -28,14 +29,21 @@ after(async () => {
 function journey(name, body) {
   test(name, async () => {
     const pages = [];
+    // The files are served with the deployed Content-Security-Policy: anything it blocks
+    // (an inline style, a script from elsewhere) fails the journey.
+    const blocked = [];
     const open = async (context) => {
       const page = await context.newPage();
       page.on('pageerror', (error) => console.error(`[${name}] page error: ${error.message}`));
+      page.on('console', (message) => {
+        if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) blocked.push(message.text());
+      });
       pages.push(page);
       return page;
     };
     try {
       await body(open);
+      assert.deepEqual(blocked, [], 'the Content-Security-Policy blocked nothing');
     } catch (error) {
       const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
       await Promise.all(pages.map((p, i) => p.screenshot({ path: join(OUT, `${slug}-${i}.png`), fullPage: true }).catch(() => {})));
@@ -62,6 +70,27 @@ async function placeOrder(page, card) {
   await page.waitForURL(/#\/orders\/ord_/);
   return page.url().split('/').pop();
 }
+
+test('the storefront is served with the deployed Content-Security-Policy, which refuses an inline script', async () => {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const response = await page.goto(cloud.shop);
+    const policy = response.headers()['content-security-policy'] ?? '';
+    assert.match(policy, /default-src 'none'; script-src 'self' https:\/\/js\.stripe\.com /);
+    await see(page.locator('h1'), /\w/);
+    const outcome = await page.evaluate(() => new Promise((resolve) => {
+      document.addEventListener('securitypolicyviolation', (event) => resolve(`blocked by ${event.effectiveDirective}`), { once: true });
+      const script = document.createElement('script');
+      script.textContent = 'window.injected = true';
+      document.head.append(script);
+      setTimeout(() => resolve(window.injected ? 'ran' : 'neither'), 2000);
+    }));
+    assert.equal(outcome, 'blocked by script-src-elem');
+  } finally {
+    await context.close();
+  }
+});
 
 journey('a shopper browses, pages, searches, picks a variant and pays with the test Visa until the order is confirmed', async (open) => {
   const u = unique();
@@ -273,6 +302,63 @@ journey('admin: create and edit a product, stock it, dispatch an order\'s shipme
   await see(page.locator('[role=status]'), 'Archived: shoppers no longer see it');
   await buyer.goto(`${cloud.shop}#/p/${id}`);
   await see(buyer.getByRole('heading', { level: 1 }), 'Product not found');
+});
+
+// Cognito mode in the browser: config.json says "cognito" and the managed login's endpoints are
+// stood in for by routes on the page's own origin (the CSP here allows only that; no Cognito is
+// reachable). What is checked is the storefront: the PKCE pair it sends, the state it checks,
+// what it keeps where, the code leaving the address bar, and sign-out through /logout.
+journey('cognito mode: sign-in through the managed login with PKCE, a forged callback refused, sign-out through /logout', async (open) => {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await open(context);
+  const auth = { mode: 'cognito', domain: cloud.url, client_id: 'storefront-client', redirect_uri: cloud.shop, scopes: 'openid email' };
+  await page.route(`${cloud.url}/shop/config.json`, (route) => route.fulfill({
+    json: { api_base: cloud.url, auth, payments: { mode: 'test-cards' }, images: false },
+  }));
+  const access = await token(cloud.url, `cognito-${unique()}`); // a token the local API accepts
+  const idToken = `e30.${Buffer.from(JSON.stringify({ email: 'zoe@example.com', token_use: 'id' })).toString('base64url')}.sig`;
+  let authorize = null;
+  let exchange = null;
+  let logout = null;
+  await page.route(`${cloud.url}/oauth2/authorize?*`, (route) => {
+    authorize = Object.fromEntries(new URL(route.request().url()).searchParams);
+    route.fulfill({ status: 302, headers: { location: `${authorize.redirect_uri}?code=c0de&state=${authorize.state}` } });
+  });
+  await page.route(`${cloud.url}/oauth2/token`, (route) => {
+    exchange = Object.fromEntries(new URLSearchParams(route.request().postData()));
+    route.fulfill({ json: { access_token: access, id_token: idToken, token_type: 'Bearer', expires_in: 3600 } });
+  });
+  await page.route(`${cloud.url}/logout?*`, (route) => {
+    logout = Object.fromEntries(new URL(route.request().url()).searchParams);
+    route.fulfill({ status: 302, headers: { location: cloud.shop } });
+  });
+
+  await page.goto(`${cloud.shop}#/orders`);
+  await page.getByRole('link', { name: 'Sign in' }).first().click();
+  await page.getByRole('button', { name: 'Continue to sign in' }).click();
+  await see(page.locator('h1'), 'Your orders');
+  await see(page.locator('#account'), 'Sign out zoe@example.com');
+  assert.equal(authorize.code_challenge_method, 'S256');
+  assert.match(authorize.state, /^[A-Za-z0-9_-]{22}$/);
+  assert.deepEqual([authorize.response_type, authorize.client_id, authorize.scope], ['code', 'storefront-client', 'openid email']);
+  assert.deepEqual([exchange.grant_type, exchange.code, exchange.client_id, exchange.redirect_uri], ['authorization_code', 'c0de', 'storefront-client', cloud.shop]);
+  const challenge = createHash('sha256').update(exchange.code_verifier).digest('base64url');
+  assert.equal(challenge, authorize.code_challenge, 'the verifier sent for the token is the one the challenge was made from');
+  assert.ok(!page.url().includes('code='), `the code left the address bar: ${page.url()}`);
+  const kept = await page.evaluate(() => [sessionStorage.getItem('ferrocart.session'), localStorage.getItem('ferrocart.session'), sessionStorage.getItem('ferrocart.sign-in')]);
+  assert.equal(JSON.parse(kept[0]).token, access, 'the API is sent the access token, kept for the tab');
+  assert.deepEqual(kept.slice(1), [null, null], 'nothing on disk, and the pending sign-in is gone');
+
+  await page.getByRole('button', { name: 'Sign out zoe@example.com' }).click();
+  await see(page.locator('#account'), 'Sign in');
+  assert.deepEqual(logout, { client_id: 'storefront-client', logout_uri: cloud.shop });
+
+  // A callback this tab never started (another site's code) signs no one in.
+  exchange = null;
+  await page.goto(`${cloud.shop}?code=evil&state=forged`);
+  await see(page.locator('[role=alert]'), 'not started in this tab');
+  await see(page.locator('#account'), 'Sign in');
+  assert.equal(exchange, null, 'no token request for a forged callback');
 });
 
 journey('accessibility: the main pages have no serious or critical axe-core violations', async (open) => {

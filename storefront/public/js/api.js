@@ -27,11 +27,14 @@ export class ApiError extends Error {
 
 const SESSION_KEY = 'ferrocart.session';
 const listeners = new Set();
+// The dev sign-in's session is kept across tabs and restarts (localStorage); a Cognito one only
+// for the tab's life (sessionStorage, see cognito.js).
+const sessions = () => (config?.auth?.mode === 'cognito' ? sessionStorage : localStorage);
 
-/** The signed-in shopper: `{token, sub, admin, exp}`, or null. */
+/** The signed-in shopper: `{token, sub, admin, exp}` (and `name`, `email` from Cognito), or null. */
 export function session() {
   try {
-    const saved = JSON.parse(localStorage.getItem(SESSION_KEY) ?? 'null');
+    const saved = JSON.parse(sessions().getItem(SESSION_KEY) ?? 'null');
     if (saved && saved.exp * 1000 > Date.now()) return saved;
   } catch { /* a damaged entry is no session */ }
   return null;
@@ -39,9 +42,17 @@ export function session() {
 
 export function onSessionChange(listener) { listeners.add(listener); }
 
+/** Forgets the session in this browser (a token the API refused, or the first step of signing out). */
 export function signOut() {
-  localStorage.removeItem(SESSION_KEY);
+  sessions().removeItem(SESSION_KEY);
   for (const listener of listeners) listener(null);
+}
+
+/** Keeps a session and tells the listeners. */
+export function keepSession(saved) {
+  sessions().setItem(SESSION_KEY, JSON.stringify(saved));
+  for (const listener of listeners) listener(saved);
+  return saved;
 }
 
 /** Keeps a token, reading who it is for from its (already verified by the API) claims. */
@@ -49,11 +60,11 @@ export function keepToken(token) {
   const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
   const claims = JSON.parse(atob(payload));
   const groups = claims['cognito:groups'] ?? [];
-  const saved = { token, sub: claims.sub, admin: groups.includes('admin'), exp: claims.exp };
-  localStorage.setItem(SESSION_KEY, JSON.stringify(saved));
-  for (const listener of listeners) listener(saved);
-  return saved;
+  return keepSession({ token, sub: claims.sub, admin: groups.includes('admin'), exp: claims.exp });
 }
+
+/** Cognito mode: the managed login's sign-in and sign-out (cognito.js, loaded only then). */
+export const cognito = () => import('./cognito.js');
 
 /** Local mode: asks the local cloud for a token (`make dev` only). */
 export async function devSignIn(sub, admin) {

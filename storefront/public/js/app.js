@@ -2,7 +2,7 @@
 // account links and search box. Shopper views live in shop.js; the admin console in admin.js,
 // loaded only when an admin page is opened.
 
-import { loadConfig, onSessionChange, session, signOut } from './api.js';
+import { cognito, keepSession, loadConfig, onSessionChange, session, settings, signOut } from './api.js';
 import { fill, h } from './dom.js';
 import * as shop from './shop.js';
 
@@ -68,11 +68,31 @@ function account() {
   if (me) {
     items.push(h('li', {}, h('a', { href: '#/orders' }, 'Orders')));
     if (me.admin) items.push(h('li', {}, h('a', { href: '#/admin' }, 'Admin')));
-    items.push(h('li', {}, h('button', { type: 'button', class: 'link', onclick: () => { signOut(); location.hash = '#/'; } }, `Sign out ${me.sub}`)));
+    items.push(h('li', {}, h('button', { type: 'button', class: 'link', onclick: leave }, `Sign out ${me.name ?? me.sub}`)));
   } else {
     items.push(h('li', {}, h('a', { href: `#/sign-in?next=${encodeURIComponent(location.hash || '#/')}` }, 'Sign in')));
   }
   fill(document.getElementById('account'), items);
+}
+
+/** Signs out here, and with Cognito at the managed login too (it comes back to the shop). */
+async function leave() {
+  signOut();
+  const auth = settings().auth ?? {};
+  if (auth.mode === 'cognito') (await cognito()).leave(auth);
+  else location.hash = '#/';
+}
+
+/** Cognito mode: the managed login sent the shopper back with ?code=&state= (or ?error=). */
+async function returnFromLogin() {
+  const auth = settings().auth ?? {};
+  const query = new URLSearchParams(location.search);
+  if (auth.mode !== 'cognito' || !(query.has('code') || query.has('error'))) return;
+  try {
+    location.hash = await (await cognito()).finish(auth, keepSession);
+  } catch (error) {
+    location.hash = `#/sign-in?error=${encodeURIComponent(error.message)}`;
+  }
 }
 
 document.getElementById('search').addEventListener('submit', (event) => {
@@ -83,6 +103,7 @@ document.getElementById('search').addEventListener('submit', (event) => {
 
 try {
   await loadConfig();
+  await returnFromLogin();
   onSessionChange(account);
   account();
   window.addEventListener('hashchange', () => { account(); render(); });

@@ -1,6 +1,6 @@
 // The shopper's pages: home, category, search, product, cart, checkout, orders, sign-in.
 
-import { ApiError, call, cart, devSignIn, forgetCart, get, query, session, setQuantity, settings } from './api.js';
+import { ApiError, call, cart, cognito, devSignIn, forgetCart, get, query, session, setQuantity, settings } from './api.js';
 import { announce, field, fields, fill, h, money, showProblem, when } from './dom.js';
 
 const PAGE = 12;
@@ -236,6 +236,9 @@ export async function checkout(view) {
   const key = crypto.randomUUID();
   const summary = h('div', { class: 'summary-errors' });
   const payments = settings().payments ?? {};
+  // Stripe mode: the card field's PaymentMethod maker, once Stripe.js is loaded and mounted.
+  let stripeCard = null;
+  const cardProblem = h('p', { class: 'card-problem', id: 'card-problem', role: 'alert' });
   const shipping = methods.items.filter((m) => m.rates[currency] !== undefined);
   const radio = (name, value, label, pointer, checked) => h('label', { class: 'choice' },
     h('input', { type: 'radio', name, value, checked, 'data-pointer': pointer }), h('span', {}, label));
@@ -248,6 +251,16 @@ export async function checkout(view) {
     if (f.promo_code) body.promo_code = f.promo_code;
     submit.disabled = true;
     try {
+      if (stripeCard) {
+        // Stripe.js turns the card into a PaymentMethod; only its pm_… id goes to the API.
+        try {
+          body.payment_method = await (await stripeCard)({ name: f.name, email: f.email, address: { line1: f.line1, city: f.city, postal_code: f.postal_code, country: f.country } });
+        } catch (error) {
+          fill(cardProblem, error.message);
+          submit.disabled = false;
+          return;
+        }
+      }
       const { data } = await call('POST', '/checkout', { body, headers: { 'idempotency-key': key } });
       forgetCart();
       location.hash = `#/orders/${data.order_id}`;
@@ -259,7 +272,7 @@ export async function checkout(view) {
   } },
   summary,
   h('fieldset', {}, h('legend', {}, 'Contact'),
-    field('Email', { name: 'email', type: 'email', autocomplete: 'email', value: `${session().sub}@example.com`, 'data-pointer': '/email' })),
+    field('Email', { name: 'email', type: 'email', autocomplete: 'email', value: session().email ?? `${session().sub}@example.com`, 'data-pointer': '/email' })),
   h('fieldset', {}, h('legend', {}, 'Shipping address'),
     field('Full name', { name: 'name', autocomplete: 'name', 'data-pointer': '/shipping_address/name' }),
     field('Address', { name: 'line1', autocomplete: 'address-line1', 'data-pointer': '/shipping_address/line1' }),
@@ -279,12 +292,20 @@ export async function checkout(view) {
     ? h('fieldset', { class: 'field' }, h('legend', {}, 'Payment: test card'),
       h('p', { class: 'hint' }, 'Local mode: pick one of the Stripe emulator’s test cards. No card number is ever sent to the shop.'),
       CARDS.map(([id, label], i) => radio('payment_method', id, label, i === 0 ? '/payment_method' : null, i === 0)))
-    : h('p', { class: 'alert' }, 'Card payments with Stripe.js are not built yet: this storefront pays with test cards only, under make dev.'),
+    : payments.mode === 'stripe'
+      ? h('fieldset', { class: 'field' }, h('legend', {}, 'Payment: card'),
+        h('div', { class: 'card-field', id: 'card-field', 'data-pointer': '/payment_method' }),
+        cardProblem)
+      : h('p', { class: 'alert' }, `config.json asks for a payment mode this storefront does not know (${payments.mode}).`),
   h('p', { class: 'total' }, `Subtotal (${mine.item_count} items): `, h('strong', {}, money(mine.subtotal))),
   h('p', { class: 'muted' }, 'Shipping, discounts and tax are computed when the order is placed.'));
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Place order');
   form.append(submit);
   fill(main, heading('Checkout'), form);
+  if (payments.mode === 'stripe') {
+    stripeCard = import('./stripe.js').then((stripe) => stripe.cardField(form.querySelector('#card-field'), payments.publishable_key, (message) => fill(cardProblem, message)));
+    stripeCard.catch((error) => fill(cardProblem, error.message));
+  }
 }
 
 const STATUS = {
@@ -407,7 +428,27 @@ export async function order(view, _params, id) {
     return form;
   };
 
+  // Stripe mode: Stripe.js shows the bank's 3-D Secure page, once by itself, again on request.
+  let authenticating = false;
+  const authenticate = async (o, slot) => {
+    if (authenticating) return;
+    authenticating = true;
+    try {
+      await (await import('./stripe.js')).authenticate(settings().payments.publishable_key, o.payment.client_secret);
+      announce('Sent to your bank');
+    } catch (error) {
+      fill(slot, error.message);
+    } finally { authenticating = false; }
+  };
+  let asked = false;
   const challenge = (o) => {
+    if (settings().payments?.mode === 'stripe' && o.payment?.client_secret) {
+      const problem = h('p', { class: 'card-problem', role: 'alert' });
+      if (!asked) { asked = true; authenticate(o, problem); }
+      return h('section', { class: 'challenge', 'aria-labelledby': 'challenge-title' },
+        h('h2', { id: 'challenge-title' }, 'Your bank asks you to confirm this payment'), problem,
+        h('button', { type: 'button', class: 'primary', onclick: () => authenticate(o, problem) }, 'Confirm with your bank'));
+    }
     const url = settings().payments?.challenge_url;
     if (!url || !o.payment?.client_secret) return h('p', {}, 'Your bank needs you to confirm this payment.');
     const answer = async (success) => {
@@ -486,8 +527,17 @@ export function orderTable(items, { customer = false } = {}) {
 export async function signIn({ main }, params) {
   const next = params.get('next') || '#/';
   const auth = settings().auth ?? {};
+  if (auth.mode === 'cognito') {
+    // The managed login asks for the e-mail and password on its own page, then comes back.
+    const problem = params.get('error');
+    fill(main, heading('Sign in'),
+      problem ? h('p', { class: 'alert', role: 'alert' }, problem) : null,
+      h('p', {}, 'You sign in on the shop’s secure login page, then come back here.'),
+      h('button', { type: 'button', class: 'primary', onclick: async () => (await cognito()).start(auth, next) }, 'Continue to sign in'));
+    return;
+  }
   if (auth.mode !== 'local') {
-    fill(main, heading('Sign in'), h('p', {}, 'Sign-in with Cognito’s hosted login is not built yet. Locally, run make dev: it offers a dev sign-in.'));
+    fill(main, heading('Sign in'), h('p', { class: 'alert' }, `config.json asks for a sign-in mode this storefront does not know (${auth.mode}).`));
     return;
   }
   const summary = h('div');
