@@ -29,7 +29,7 @@ LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
 .PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean \
-	browser-test chromium screenshots
+	browser-test chromium screenshots bench
 
 help:
 	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT) (storefront: /shop/)"
@@ -39,6 +39,7 @@ help:
 	@echo "make trace ORDER=ord_...    an order's timeline: every invocation that touched it"
 	@echo "make test                   format, clippy, unit + end-to-end tests, template lint"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
+	@echo "make bench                  cold start, size, cost per order, flash sale -> BENCHMARKS.md"
 	@echo "make deploy-storefront STACK=...  upload the storefront and its config.json to a deployed stack"
 
 $(EMULATORS_STAMP):
@@ -148,6 +149,18 @@ screenshots: $(EMULATORS_STAMP) $(NPM_STAMP) chromium build
 deploy-storefront:
 	@test -n "$(STACK)" || { echo "usage: make deploy-storefront STACK=<stack> [REGION=<region>] [DRY_RUN=1]"; exit 2; }
 	node storefront/deploy/deploy.mjs --stack $(STACK) $(if $(REGION),--region $(REGION)) $(if $(DRY_RUN),--dry-run)
+
+# The benchmarks (not part of `make test`; clippy and the unit tests there compile the harness).
+# Builds the functions' release binaries and the hello-world baseline with the same profile,
+# then measures; BENCH_ARGS go to the harness, e.g. BENCH_ARGS="--customers 300" or
+# `make bench BENCH=cold` for one benchmark (cold, cost, flash; default all).
+FUNCTION_PACKAGES := $(patsubst functions/%/Cargo.toml,-p %,$(wildcard functions/*/Cargo.toml))
+BENCH ?= all
+bench: $(EMULATORS_STAMP)
+	cargo build --release $(FUNCTION_PACKAGES) --bins
+	cargo build --release -p hello-lambda
+	cargo build -p bench --bin ferrocart-bench
+	$(BIN)/ferrocart-bench --root $(ROOT) --bin-dir $(CARGO_TARGET_DIR)/release $(BENCH) $(BENCH_ARGS)
 
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.
 schemas:

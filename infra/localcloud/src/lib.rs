@@ -33,6 +33,7 @@ pub mod emulator;
 pub mod filter;
 pub mod gateway;
 pub mod journal;
+pub mod meter;
 pub mod openapi;
 pub mod provision;
 pub mod runtime;

@@ -194,6 +194,7 @@ impl FunctionHost {
             tracing::warn!(function = %self.spec.logical_id, "no instance was free within {} s", QUEUE_LIMIT.as_secs());
             return Outcome::TimedOut;
         }
+        let _metered = crate::meter::Running::begin(&self.spec.logical_id);
         let (started_at, clock) = (time::OffsetDateTime::now_utc(), std::time::Instant::now());
         let outcome = match tokio::time::timeout(timeout, outcome).await {
             Ok(Ok(outcome)) if self.take_crash() => {

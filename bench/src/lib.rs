@@ -1,0 +1,24 @@
+//! # Ferrocart's proof harness (`make bench`)
+//!
+//! Measures what the issue promises a team choosing a platform, and keeps the figures in the
+//! repository (`bench/results.json`, the tables in `BENCHMARKS.md`) so every later change shows
+//! its effect:
+//!
+//! - [`cold`]: each function's release binary started against a Lambda Runtime API served here,
+//!   interleaved with a hello-world `lambda_runtime` binary (`hello-lambda`) built with the same
+//!   profile; stripped and zipped size and peak RSS.
+//! - [`shop`]: a 3-line order from cart to `confirmed` and on to `delivered`, every AWS call
+//!   counted by the [`proxy`] in front of moto and priced by [`units`] (DynamoDB's billing rules)
+//!   and [`prices`] (on-demand list prices); and a flash sale on one SKU.
+//! - [`report`]: the JSON and the Markdown tables.
+//!
+//! The stacks come from [`stack`]: the template provisioned into a moto of the harness's own
+//! (cold starts) or the whole local cloud behind the proxy, running the release binaries.
+
+pub mod cold;
+pub mod prices;
+pub mod proxy;
+pub mod report;
+pub mod shop;
+pub mod stack;
+pub mod units;
