@@ -299,6 +299,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refund_stripe_refuses_is_a_422_refund_refused_and_its_key_answers_the_same() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let request = request(&order_id.to_string(), Some("k"), r#"{"amount":700,"reason":"other"}"#, true);
+        stripe.fail_once(Call::Refund, Fault::Refused("charge_disputed"));
+
+        let refused = send(&store, &stripe, &request).await;
+        let again = send(&store, &stripe, &request).await;
+
+        assert_eq!((refused.0, refused.1["type"].as_str()), (422, Some(REFUSED)), "{}", refused.1);
+        assert!(refused.1["detail"].as_str().is_some_and(|detail| detail.contains("charge_disputed")));
+        assert_eq!(again, refused, "the same key answers the same");
+        assert!(stripe.refunds_of(&intent).is_empty(), "nothing refunded at Stripe");
+    }
+
+    #[tokio::test]
     async fn bad_requests_are_problems_never_500s() {
         let (store, stripe) = (FakeStore::default(), FakeStripe::default());
         let (order_id, _) = captured_order(&store, &stripe).await;
