@@ -22,6 +22,8 @@ EMULATORS_STAMP := $(EMULATORS)/.installed-$(shell sha256sum infra/requirements-
 TOOLS_STAMP := $(TOOLS)/.installed-$(shell sha256sum infra/requirements-tools.txt | cut -c1-16)
 CHECKOV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV)/.installed-$(shell sha256sum infra/requirements-checkov.txt | cut -c1-16)
+SCHEMATHESIS := $(VENV)/schemathesis
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS)/.installed-$(shell sha256sum infra/requirements-schemathesis.txt | cut -c1-16)
 
 export FERROCART_PYTHON := $(EMULATORS)/bin/python
 # cfn-lint and SAM read these; nothing here talks to AWS.
@@ -29,7 +31,7 @@ LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
 .PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean \
-	browser-test chromium screenshots bench
+	browser-test chromium screenshots bench api-fuzz
 
 help:
 	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT) (storefront: /shop/)"
@@ -37,7 +39,8 @@ help:
 	@echo "make seed                   load the demo catalog into a running 'make dev'"
 	@echo "make tail [ORDER=ord_...]   stream the events on the running 'make dev' bus"
 	@echo "make trace ORDER=ord_...    an order's timeline: every invocation that touched it"
-	@echo "make test                   format, clippy, unit + end-to-end tests, template lint"
+	@echo "make test                   format, clippy, unit + end-to-end tests, API fuzzing, template lint"
+	@echo "make api-fuzz               Schemathesis against docs/openapi.yaml on a local cloud of its own"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
 	@echo "make bench                  cold start, size, cost per order, flash sale -> BENCHMARKS.md"
 	@echo "make deploy-storefront STACK=...  upload the storefront and its config.json to a deployed stack"
@@ -61,7 +64,14 @@ $(CHECKOV_STAMP):
 	@$(CHECKOV)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
 	@rm -f $(CHECKOV)/.installed-* && touch $@
 
-venv: $(EMULATORS_STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP)
+# Schemathesis too, for the same reason.
+$(SCHEMATHESIS_STAMP):
+	@echo "Installing Schemathesis into $(SCHEMATHESIS) (first run only)..."
+	@python3 -m venv $(SCHEMATHESIS)
+	@$(SCHEMATHESIS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-schemathesis.txt
+	@rm -f $(SCHEMATHESIS)/.installed-* && touch $@
+
+venv: $(EMULATORS_STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) $(SCHEMATHESIS_STAMP)
 
 build:
 	cargo build --workspace --bins
@@ -87,7 +97,7 @@ trace:
 	@cargo build -q -p localcloud --bin localcloud
 	@$(BIN)/localcloud --root $(ROOT) trace '$(ORDER)'
 
-test: fmt-check clippy unit-and-e2e browser-test lint
+test: fmt-check clippy unit-and-e2e api-fuzz browser-test lint
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -98,6 +108,13 @@ clippy:
 # The end-to-end tests run the function binaries, so build them first.
 unit-and-e2e: $(EMULATORS_STAMP) build
 	cargo test --workspace
+
+# Schemathesis against docs/openapi.yaml, served at /openapi.json by a local cloud of its own (free
+# port): real objects arranged first, then generated requests as a customer and an admin; no 5xx,
+# every status documented, every body valid against its schema. API_FUZZ_EXAMPLES (cases per
+# operation and phase, default 40) sets the volume; API_FUZZ_SEED=<n> replays a run.
+api-fuzz: $(EMULATORS_STAMP) $(SCHEMATHESIS_STAMP) build
+	LOCALCLOUD=$(BIN)/localcloud $(SCHEMATHESIS)/bin/python tests/schemathesis/run.py
 
 # checkov: zero failures; every check a resource skips says why, inline in template.yaml.
 lint: $(TOOLS_STAMP) $(CHECKOV_STAMP)
