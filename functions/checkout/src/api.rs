@@ -142,8 +142,13 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
         "POST /orders/{id}/returns" => {
             let caller = Caller::from_request(request)?;
             let input: ReturnInput = http::json_body(request, MAX_BODY_BYTES)?;
+            // Optional here (required at checkout): a client that sends one can retry safely.
+            let key = match http::header(request, "idempotency-key") {
+                Some(_) => Some(http::idempotency_key(request, "a retry answers the same return")?),
+                None => None,
+            };
             let (order_id, ret) =
-                service::request_return(store, &context.settings, order_id(request)?, &caller.subject, input, now)
+                service::request_return(store, &context.settings, order_id(request)?, &caller.subject, input, key, now)
                     .await
                     .map_err(problem)?;
             Reply::json(201, &ReturnView { order_id, ret: &ret })
@@ -221,7 +226,7 @@ fn raw_json(status: u16, body: String) -> ApiResult {
 fn problem(error: CheckoutError) -> Problem {
     match error {
         CheckoutError::Invalid(errors) => Problem::invalid_fields(errors),
-        CheckoutError::KeyReused => Problem::new(
+        CheckoutError::KeyReused | CheckoutError::Return(ReturnRefused::KeyReused) => Problem::new(
             ProblemKind::ValidationFailed,
             "This Idempotency-Key was already used with a different request body; use a new key for a new request.",
         )

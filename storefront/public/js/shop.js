@@ -406,6 +406,8 @@ export async function order(view, _params, id) {
 
   const requestReturn = (o) => {
     const summary = h('div');
+    // One key per return asked for: a retried request (a lost answer) records it once.
+    let key = crypto.randomUUID();
     const form = h('form', { novalidate: true, class: 'card', onsubmit: async (event) => {
       event.preventDefault();
       const inputs = [...form.querySelectorAll('input[data-sku]')];
@@ -414,7 +416,8 @@ export async function order(view, _params, id) {
       chosen.forEach((i, index) => i.setAttribute('data-pointer', `/lines/${index}/quantity`));
       const lines = chosen.map((i) => ({ sku: i.dataset.sku, quantity: Number(i.value) }));
       try {
-        await call('POST', `/orders/${o.order_id}/returns`, { body: { lines, reason: form.elements.reason.value } });
+        await call('POST', `/orders/${o.order_id}/returns`, { body: { lines, reason: form.elements.reason.value }, headers: { 'idempotency-key': key } });
+        key = crypto.randomUUID();
         showProblem(form, summary, null);
         fill(summary, h('p', { class: 'ok', role: 'status' }, 'Return requested. Send the items back; the refund follows when they arrive.'));
         inputs.forEach((i) => { i.value = 0; });

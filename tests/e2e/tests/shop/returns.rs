@@ -135,6 +135,31 @@ async fn returning_more_than_was_delivered_counting_earlier_returns_is_refused_n
 }
 
 #[tokio::test]
+async fn a_return_request_retried_with_its_idempotency_key_records_one_return() {
+    let shopper = shopper_with_cart(5, 2).await;
+    let (id, _) = delivered(&shopper).await;
+    let body = json!({ "lines": [{ "sku": shopper.sku, "quantity": 1 }], "reason": "damaged" });
+    let ask = |body: Value| {
+        call(Method::POST, &format!("/orders/{id}/returns"))
+            .token(&shopper.token)
+            .header("idempotency-key", "ret-1")
+            .json(&body)
+            .send()
+    };
+
+    let (first, retry) = tokio::join!(ask(body.clone()), ask(body.clone()));
+    let other = ask(json!({ "lines": [{ "sku": shopper.sku, "quantity": 2 }], "reason": "damaged" })).await;
+
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(first.body["id"], retry.body["id"], "the retry answers the same return");
+    other.expect_problem(422);
+    assert_eq!(other.pointers(), vec!["header:Idempotency-Key"]);
+    let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    assert_eq!(order["returns"].as_array().map(Vec::len), Some(1), "one return recorded: {order}");
+}
+
+#[tokio::test]
 async fn another_customers_order_cannot_be_returned_and_is_not_found() {
     let shopper = shopper_with_cart(5, 1).await;
     let (id, _) = delivered(&shopper).await;
