@@ -351,6 +351,8 @@ journey('cognito mode: sign-in through the managed login with PKCE, a forged cal
 
   await page.getByRole('button', { name: 'Sign out zoe@example.com' }).click();
   await see(page.locator('#account'), 'Sign in');
+  // The page forgets the session first, then leaves for /logout: wait for that request.
+  for (const deadline = Date.now() + 5000; logout === null && Date.now() < deadline;) await page.waitForTimeout(50);
   assert.deepEqual(logout, { client_id: 'storefront-client', logout_uri: cloud.shop });
 
   // A callback this tab never started (another site's code) signs no one in.
