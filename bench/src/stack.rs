@@ -92,6 +92,8 @@ pub struct Metered {
     /// Memory size (MB) of every function, by logical id, for Lambda's GB-seconds.
     pub memory_mb: std::collections::BTreeMap<String, u64>,
     pub started: std::time::Instant,
+    /// SQS event source mappings in the template (each polls its queue even when idle).
+    pub sqs_mappings: u64,
     _moto: Emulator,
 }
 
@@ -111,12 +113,14 @@ pub async fn metered(paths: &Paths, instances: usize, log: &Path) -> anyhow::Res
     let started = std::time::Instant::now();
     let template = Template::load(&paths.root.join("template.yaml"))?;
     let stack = Stack { name: STACK.to_owned(), region: REGION.to_owned(), endpoint: proxy_url };
-    let memory_mb = template
-        .functions(&stack, &cloud.physical)?
-        .into_iter()
-        .map(|function| (function.logical_id, function.memory_mb))
-        .collect();
-    Ok(Metered { cloud, proxy, memory_mb, started, _moto: moto })
+    let functions = template.functions(&stack, &cloud.physical)?;
+    let sqs_mappings = functions
+        .iter()
+        .flat_map(|function| function.triggers.iter())
+        .filter(|trigger| matches!(trigger, localcloud::template::TriggerSpec::Sqs { .. }))
+        .count() as u64;
+    let memory_mb = functions.into_iter().map(|function| (function.logical_id, function.memory_mb)).collect();
+    Ok(Metered { cloud, proxy, memory_mb, started, sqs_mappings, _moto: moto })
 }
 
 impl Metered {
