@@ -196,13 +196,25 @@ struct ReplyRecord {
 pub struct DynamoOrders {
     client: Client,
     table: String,
-    cursor_keys: CursorKeys,
+    /// Only the API lists, so only its store has the keys that sign listing cursors.
+    cursor_keys: Option<CursorKeys>,
 }
 
 impl DynamoOrders {
-    /// `cursor_keys` sign the order listings' cursors and check the ones clients send back.
-    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
-        Self { client, table: table.into(), cursor_keys }
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), cursor_keys: None }
+    }
+
+    /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
+    /// clients send back (the API's store; a consumer's never lists).
+    #[must_use]
+    pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
+        self.cursor_keys = Some(cursor_keys);
+        self
+    }
+
+    fn cursor_keys(&self) -> Result<&CursorKeys, PageError> {
+        self.cursor_keys.as_ref().ok_or(PageError::NotListing)
     }
 
     fn put(&self, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
@@ -227,10 +239,8 @@ impl DynamoOrders {
             Some(flag) => format!("{index}:{pk_value}:{}", flag.as_str()),
             None => format!("{index}:{pk_value}"),
         };
-        let start = cursor
-            .map(|raw| Cursor::decode(raw, &scope, &key_names, &self.cursor_keys))
-            .transpose()?
-            .map(|c| c.start_key());
+        let keys = self.cursor_keys()?;
+        let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
         let mut names = HashMap::from([("#pk".to_owned(), pk_name.to_owned())]);
         let mut values = HashMap::from([(":pk".to_owned(), AttributeValue::S(pk_value))]);
         if let Some(flag) = flag {
@@ -256,7 +266,7 @@ impl DynamoOrders {
             .last_evaluated_key
             .as_ref()
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
-            .map(|c| c.encode(&self.cursor_keys));
+            .map(|c| c.encode(keys));
         let items = serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(Unavailable::from)?;
         Ok((items, next_cursor))
     }

@@ -124,13 +124,25 @@ fn status_partition(status: &str) -> String {
 pub struct DynamoFulfillment {
     client: Client,
     table: String,
-    cursor_keys: CursorKeys,
+    /// Only the API lists, so only its store has the keys that sign listing cursors.
+    cursor_keys: Option<CursorKeys>,
 }
 
 impl DynamoFulfillment {
-    /// `cursor_keys` sign the listing's cursors and check the ones clients send back.
-    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
-        Self { client, table: table.into(), cursor_keys }
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), cursor_keys: None }
+    }
+
+    /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
+    /// clients send back (the API's store; a consumer's never lists).
+    #[must_use]
+    pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
+        self.cursor_keys = Some(cursor_keys);
+        self
+    }
+
+    fn cursor_keys(&self) -> Result<&CursorKeys, PageError> {
+        self.cursor_keys.as_ref().ok_or(PageError::NotListing)
     }
 
     /// Sets the fact `attribute` on the order item (creating it if need be), keeping a value
@@ -301,10 +313,8 @@ impl FulfillmentStore for DynamoFulfillment {
         let partition = status_partition(filter.status.as_str());
         let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
         let scope = format!("{BY_STATUS_INDEX}:{partition}:{}", warehouse.as_deref().unwrap_or("*"));
-        let start = cursor
-            .map(|raw| Cursor::decode(raw, &scope, &key_names, &self.cursor_keys))
-            .transpose()?
-            .map(|c| c.start_key());
+        let keys = self.cursor_keys()?;
+        let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
         let mut query = self
             .client
             .query()
@@ -324,7 +334,7 @@ impl FulfillmentStore for DynamoFulfillment {
             .last_evaluated_key
             .as_ref()
             .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
-            .map(|c| c.encode(&self.cursor_keys));
+            .map(|c| c.encode(keys));
         let records: Vec<ShipmentRecord> =
             serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(|e| StoreError(Unavailable::from(e)))?;
         Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor })

@@ -29,7 +29,7 @@ struct Table {
 async fn table() -> Table {
     let table = testkit::table::Table::new("FulfillmentTable").await;
     let keys = CursorKeys::new(&[7; 32], None).unwrap();
-    Table { store: DynamoFulfillment::new(table.client.clone(), &table.name, keys), table }
+    Table { store: DynamoFulfillment::new(table.client.clone(), &table.name).listing(keys), table }
 }
 
 impl Table {
@@ -287,4 +287,14 @@ async fn a_hold_before_fulfillment_heard_of_the_order_still_holds_its_shipments_
 
     assert_eq!(shipments.len(), 2, "the facts recorded after the hold still create the shipments");
     assert!(matches!(refused, Err(FulfillmentError::OrderClosed(_))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_store_built_without_cursor_keys_refuses_to_list() {
+    let t = table().await;
+    let consumer = DynamoFulfillment::new(t.table.client.clone(), &t.table.name);
+
+    let listed = consumer.list(&Filter { status: Status::Pending, warehouse: None }, 10, None).await;
+
+    assert!(matches!(listed, Err(fulfillment::service::PageError::NotListing)), "{listed:?}");
 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::{constant_time, hmac, rand};
+use aws_lc_rs::{constant_time, hmac};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -43,8 +43,6 @@ pub enum KeyError {
         min = CursorKeys::MIN_SECRET_LEN
     )]
     TooShort { arn: String, stage: Stage },
-    #[error("no randomness for an ephemeral cursor key")]
-    NoRandomness,
 }
 
 /// The keys cursors are signed with. New cursors are signed with the current key; a cursor is
@@ -96,14 +94,6 @@ impl CursorKeys {
                 None => None,
             },
         })
-    }
-
-    /// A random key no one else holds, for a function that never serves a listing (the
-    /// cursors it could sign would be accepted by no other process), so it needs no secret.
-    pub fn ephemeral() -> Result<Self, KeyError> {
-        let current =
-            hmac::Key::generate(hmac::HMAC_SHA256, &rand::SystemRandom::new()).map_err(|_| KeyError::NoRandomness)?;
-        Ok(Self { current, previous: None })
     }
 
     fn tag(key: &hmac::Key, payload: &str) -> [u8; TAG_LEN] {
@@ -284,7 +274,7 @@ mod tests {
     #[test]
     fn a_cursor_signed_with_another_key_is_refused() {
         let ours = keys("a");
-        let theirs = CursorKeys::ephemeral().unwrap();
+        let theirs = keys("b");
 
         assert_eq!(Cursor::decode(&issued(&theirs), SCOPE, &NAMES, &ours), Err(CursorError::Malformed));
     }

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     let lambda = aws_sdk_lambda::Client::new(&aws);
     let cursor_keys = adapters::CursorKeys::load(&aws_sdk_secretsmanager::Client::new(&aws), &cursor_secret).await?;
     let context = Context {
-        store: DynamoOrders::new(aws_sdk_dynamodb::Client::new(&aws), config.table, cursor_keys),
+        store: DynamoOrders::new(aws_sdk_dynamodb::Client::new(&aws), config.table).listing(cursor_keys),
         carts: LambdaCarts::new(lambda.clone(), cart_query),
         fulfillment: LambdaFulfillment::new(lambda, fulfillment_query),
         settings: config.settings,

@@ -12,6 +12,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
     // The consumer never lists orders for a client, so it signs no cursor anyone reads: a key of
     // its own, made up at cold start, spares it the secret and the IAM grant to read it.
-    let store = DynamoOrders::new(dynamodb, config.table, adapters::CursorKeys::ephemeral()?);
+    let store = DynamoOrders::new(dynamodb, config.table);
     lambda_glue::consumer::serve(|trigger| checkout::events::handle(&store, &inbox, trigger)).await
 }

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let cursor_secret = lambda_glue::config::required("CURSOR_SECRET_ARN")?;
     let aws = adapters::aws::load_config().await;
     let cursor_keys = adapters::CursorKeys::load(&aws_sdk_secretsmanager::Client::new(&aws), &cursor_secret).await?;
-    let store = DynamoFulfillment::new(aws_sdk_dynamodb::Client::new(&aws), config.table, cursor_keys);
+    let store = DynamoFulfillment::new(aws_sdk_dynamodb::Client::new(&aws), config.table).listing(cursor_keys);
     let store = &store;
     lambda_glue::http::serve(|request| fulfillment::api::handle(store, request)).await
 }

@@ -1,6 +1,5 @@
 //! The fulfillment event consumer Lambda (SQS queue).
 
-use adapters::CursorKeys;
 use adapters::inbox::DynamoInbox;
 use fulfillment::Config;
 use fulfillment::dynamo::DynamoFulfillment;
@@ -13,6 +12,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
     // The consumer never lists shipments, so it signs no cursor anyone reads: a key of its own
     // instead of the cursor secret (which it is not granted).
-    let store = DynamoFulfillment::new(dynamodb, config.table, CursorKeys::ephemeral()?);
+    let store = DynamoFulfillment::new(dynamodb, config.table);
     lambda_glue::consumer::serve(|trigger| fulfillment::events::handle(&store, &inbox, trigger)).await
 }

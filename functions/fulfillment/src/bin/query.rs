@@ -1,6 +1,5 @@
 //! The fulfillment query Lambda, invoked directly by checkout before a customer cancel.
 
-use adapters::CursorKeys;
 use domain_events::queries::HoldForCancel;
 use fulfillment::Config;
 use fulfillment::dynamo::DynamoFulfillment;
@@ -12,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&adapters::aws::load_config().await);
     // The query never lists shipments: a cursor key of its own, not the secret it is not granted.
-    let store = DynamoFulfillment::new(dynamodb, config.table, CursorKeys::ephemeral()?);
+    let store = DynamoFulfillment::new(dynamodb, config.table);
     let store = &store;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<HoldForCancel>| async move {
         Ok::<_, Error>(fulfillment::query::handle(store, event.payload, time::OffsetDateTime::now_utc()).await?)
