@@ -22,8 +22,13 @@
 //!
 //! [`site`] serves the storefront under `/shop/` with a dev sign-in, for `localcloud dev` only.
 //!
+//! What an operator would see: [`console`] makes the functions' output readable and tags it with
+//! the function (`dev`), [`journal`] records every invocation with the orders it named (`GET
+//! /_localcloud/trace/{order}`, the `trace` subcommand), and [`tail`] taps the bus (`tail`).
+//! [`meter`] counts invocations and run time for `make bench`.
+//!
 //! [`seed`] loads a demo catalog through the admin API. The `localcloud` binary exposes all of
-//! this as `dev`, `token` and `seed` subcommands; tests start it in-process with
+//! this as `dev`, `token`, `seed`, `tail` and `trace` subcommands; tests start it in-process with
 //! [`LocalCloud::start`].
 
 pub mod auth;
