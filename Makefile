@@ -15,15 +15,26 @@ PORT ?= 3000
 
 EMULATORS := $(VENV)/emulators
 TOOLS := $(VENV)/tools
+CHECKOV := $(VENV)/checkov
+SCHEMATHESIS := $(VENV)/schemathesis
+# One venv per pinned requirements file infra/requirements-NAME.txt, in $(VENV)/NAME: checkov and
+# Schemathesis have their own, so their many dependencies cannot move the SAM CLI's pins.
 # Stamps carry a hash of the pinned requirements, so a changed pin reinstalls and an unchanged
 # one (a cached venv in CI) does not. The requirement files are deliberately not prerequisites:
 # a fresh clone gives them a new mtime, and the hash already says whether they changed.
-EMULATORS_STAMP := $(EMULATORS)/.installed-$(shell sha256sum infra/requirements-emulators.txt | cut -c1-16)
-TOOLS_STAMP := $(TOOLS)/.installed-$(shell sha256sum infra/requirements-tools.txt | cut -c1-16)
-CHECKOV := $(VENV)/checkov
-CHECKOV_STAMP := $(CHECKOV)/.installed-$(shell sha256sum infra/requirements-checkov.txt | cut -c1-16)
-SCHEMATHESIS := $(VENV)/schemathesis
-SCHEMATHESIS_STAMP := $(SCHEMATHESIS)/.installed-$(shell sha256sum infra/requirements-schemathesis.txt | cut -c1-16)
+stamp = $(VENV)/$(1)/.installed-$(shell sha256sum infra/requirements-$(1).txt | cut -c1-16)
+EMULATORS_STAMP := $(call stamp,emulators)
+TOOLS_STAMP := $(call stamp,tools)
+CHECKOV_STAMP := $(call stamp,checkov)
+SCHEMATHESIS_STAMP := $(call stamp,schemathesis)
+
+# The recipe of a venv stamp: $(call install-venv,NAME,what it holds).
+define install-venv
+	@echo "Installing $(2) into $(VENV)/$(1) (first run only)..."
+	@python3 -m venv $(VENV)/$(1)
+	@$(VENV)/$(1)/bin/pip install -q --disable-pip-version-check -r infra/requirements-$(1).txt
+	@rm -f $(VENV)/$(1)/.installed-* && touch $@
+endef
 
 export FERROCART_PYTHON := $(EMULATORS)/bin/python
 # cfn-lint and SAM read these; nothing here talks to AWS.
@@ -46,30 +57,16 @@ help:
 	@echo "make deploy-storefront STACK=...  upload the storefront and its config.json to a deployed stack"
 
 $(EMULATORS_STAMP):
-	@echo "Installing the emulators into $(EMULATORS) (first run only)..."
-	@python3 -m venv $(EMULATORS)
-	@$(EMULATORS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-emulators.txt
-	@rm -f $(EMULATORS)/.installed-* && touch $@
+	$(call install-venv,emulators,the emulators)
 
 $(TOOLS_STAMP):
-	@echo "Installing cfn-lint, SAM CLI and cargo-lambda into $(TOOLS) (first run only)..."
-	@python3 -m venv $(TOOLS)
-	@$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-tools.txt
-	@rm -f $(TOOLS)/.installed-* && touch $@
+	$(call install-venv,tools,cfn-lint + SAM CLI + cargo-lambda)
 
-# checkov has a venv of its own, so its many dependencies cannot move the SAM CLI's pins.
 $(CHECKOV_STAMP):
-	@echo "Installing checkov into $(CHECKOV) (first run only)..."
-	@python3 -m venv $(CHECKOV)
-	@$(CHECKOV)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
-	@rm -f $(CHECKOV)/.installed-* && touch $@
+	$(call install-venv,checkov,checkov)
 
-# Schemathesis too, for the same reason.
 $(SCHEMATHESIS_STAMP):
-	@echo "Installing Schemathesis into $(SCHEMATHESIS) (first run only)..."
-	@python3 -m venv $(SCHEMATHESIS)
-	@$(SCHEMATHESIS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-schemathesis.txt
-	@rm -f $(SCHEMATHESIS)/.installed-* && touch $@
+	$(call install-venv,schemathesis,Schemathesis)
 
 venv: $(EMULATORS_STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) $(SCHEMATHESIS_STAMP)
 
