@@ -34,7 +34,7 @@ use adapters::dynamo::{
     ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, put_if,
 };
 use adapters::outbox;
-use adapters::{Cursor, CursorKeys};
+use adapters::{Cursor, CursorKeys, ListingKeys};
 use kernel::{OrderId, ReturnId};
 
 use crate::order::{CaptureFailure, Flag, Order, Status};
@@ -196,25 +196,20 @@ struct ReplyRecord {
 pub struct DynamoOrders {
     client: Client,
     table: String,
-    /// Only the API lists, so only its store has the keys that sign listing cursors.
-    cursor_keys: Option<CursorKeys>,
+    cursor_keys: ListingKeys,
 }
 
 impl DynamoOrders {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), cursor_keys: None }
+        Self { client, table: table.into(), cursor_keys: ListingKeys::default() }
     }
 
     /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
     /// clients send back (the API's store; a consumer's never lists).
     #[must_use]
     pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
-        self.cursor_keys = Some(cursor_keys);
+        self.cursor_keys = cursor_keys.into();
         self
-    }
-
-    fn cursor_keys(&self) -> Result<&CursorKeys, PageError> {
-        self.cursor_keys.as_ref().ok_or(PageError::NotListing)
     }
 
     fn put(&self, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
@@ -239,7 +234,7 @@ impl DynamoOrders {
             Some(flag) => format!("{index}:{pk_value}:{}", flag.as_str()),
             None => format!("{index}:{pk_value}"),
         };
-        let keys = self.cursor_keys()?;
+        let keys = self.cursor_keys.get()?;
         let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
         let mut names = HashMap::from([("#pk".to_owned(), pk_name.to_owned())]);
         let mut values = HashMap::from([(":pk".to_owned(), AttributeValue::S(pk_value))]);

@@ -103,9 +103,8 @@ pub enum PageError {
     Cursor(#[from] adapters::CursorError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A store built without cursor keys was asked to list (a wiring mistake).
-    #[error("this store was built without cursor keys and cannot list")]
-    NotListing,
+    #[error(transparent)]
+    NotListing(#[from] adapters::NotListing),
 }
 
 impl From<Unavailable> for PageError {

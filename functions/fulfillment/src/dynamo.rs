@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if};
-use adapters::{Cursor, CursorKeys, outbox};
+use adapters::{Cursor, CursorKeys, ListingKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
 use domain_events::inventory::ReservedLine;
@@ -124,25 +124,20 @@ fn status_partition(status: &str) -> String {
 pub struct DynamoFulfillment {
     client: Client,
     table: String,
-    /// Only the API lists, so only its store has the keys that sign listing cursors.
-    cursor_keys: Option<CursorKeys>,
+    cursor_keys: ListingKeys,
 }
 
 impl DynamoFulfillment {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), cursor_keys: None }
+        Self { client, table: table.into(), cursor_keys: ListingKeys::default() }
     }
 
     /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
     /// clients send back (the API's store; a consumer's never lists).
     #[must_use]
     pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
-        self.cursor_keys = Some(cursor_keys);
+        self.cursor_keys = cursor_keys.into();
         self
-    }
-
-    fn cursor_keys(&self) -> Result<&CursorKeys, PageError> {
-        self.cursor_keys.as_ref().ok_or(PageError::NotListing)
     }
 
     /// Sets the fact `attribute` on the order item (creating it if need be), keeping a value
@@ -313,7 +308,7 @@ impl FulfillmentStore for DynamoFulfillment {
         let partition = status_partition(filter.status.as_str());
         let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
         let scope = format!("{BY_STATUS_INDEX}:{partition}:{}", warehouse.as_deref().unwrap_or("*"));
-        let keys = self.cursor_keys()?;
+        let keys = self.cursor_keys.get()?;
         let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
         let mut query = self
             .client

@@ -45,6 +45,30 @@ pub enum KeyError {
     TooShort { arn: String, stage: Stage },
 }
 
+/// The cursor keys of a store that may serve listings. Only the API functions list, so only
+/// their stores are given keys (`ListingKeys::from(keys)`); a consumer's store has none
+/// (`ListingKeys::default()`) and no secret to read at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ListingKeys(Option<CursorKeys>);
+
+impl From<CursorKeys> for ListingKeys {
+    fn from(keys: CursorKeys) -> Self {
+        Self(Some(keys))
+    }
+}
+
+impl ListingKeys {
+    /// The keys, or [`NotListing`] for a store built without them (a wiring mistake).
+    pub fn get(&self) -> Result<&CursorKeys, NotListing> {
+        self.0.as_ref().ok_or(NotListing)
+    }
+}
+
+/// A store built without cursor keys was asked to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this store was built without cursor keys and cannot list")]
+pub struct NotListing;
+
 /// The keys cursors are signed with. New cursors are signed with the current key; a cursor is
 /// accepted under the current or the previous one, so rotating the secret does not break the
 /// listings clients are paging through (until it is rotated again).

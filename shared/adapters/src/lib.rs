@@ -27,4 +27,4 @@ pub mod outbox;
 pub mod retry;
 pub mod secrets;
 
-pub use cursor::{Cursor, CursorError, CursorKeys};
+pub use cursor::{Cursor, CursorError, CursorKeys, ListingKeys, NotListing};
