@@ -1,15 +1,20 @@
-//! The consumer inbox port: the record of which events a domain's consumer has taken, keyed by
-//! event id, that makes a duplicate delivery a no-op.
+//! The consumer inbox port: the record of which events a domain's consumer has handled, keyed by
+//! event id, that makes a later delivery of a handled event a no-op.
 //!
 //! It lives here, with the vocabulary every domain shares, so both sides can use it without
 //! depending on each other: the consumer loop (`lambda_glue::consumer`) drives it, and
 //! `adapters::inbox::DynamoInbox` implements it on each domain's own table.
-
-use time::OffsetDateTime;
+//!
+//! One write per event: the consumer reads the record before it runs a handler
+//! ([`Inbox::handled_before`], a read) and writes it once the handler succeeded
+//! ([`Inbox::handled`]). Nothing is written before the handler, so two deliveries of one event
+//! that arrive together may both run it: every handler is idempotent on its own (each state
+//! change is a conditional write on the state it leaves), which is what makes that safe.
 
 use crate::EventId;
 
-/// Whether an event may be handled now.
+/// What a conditional claim on an event found: the payment webhook's inbox
+/// (`STRIPE#{evt_…}`, payment's own store) still claims before it handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// First delivery (or the earlier handler's lease lapsed): handle it.
@@ -24,7 +29,7 @@ pub enum Claim {
 #[derive(Debug, thiserror::Error)]
 #[error("inbox {step} failed: {detail}")]
 pub struct InboxError {
-    /// `claim`, `handled` or `release`.
+    /// `read` or `handled`.
     pub step: &'static str,
     /// The cause with its whole context, for the log.
     pub detail: String,
@@ -35,11 +40,9 @@ pub struct InboxError {
 /// The record of which events a consumer has handled, keyed by event id.
 #[allow(async_fn_in_trait)]
 pub trait Inbox {
-    /// Claims `event` for this invocation until `lease_until`, unless it is handled or claimed.
-    async fn claim(&self, event: EventId, lease_until: OffsetDateTime) -> Result<Claim, InboxError>;
-    /// Marks a claimed event handled.
+    /// Whether `event` was recorded handled (a strongly consistent read: a delivery that comes
+    /// after the record was written always sees it).
+    async fn handled_before(&self, event: EventId) -> Result<bool, InboxError>;
+    /// Records `event` handled, after its handler succeeded: the inbox's one write per event.
     async fn handled(&self, event: EventId) -> Result<(), InboxError>;
-    /// Gives up this invocation's claim (the one leased until `lease_until`) after the handler
-    /// failed, so the retry may claim the event at once.
-    async fn release(&self, event: EventId, lease_until: OffsetDateTime) -> Result<(), InboxError>;
 }
