@@ -17,6 +17,8 @@
 //!   `POST /admin/returns/{id}/receive|reject`, `GET /shipping-methods` (binary `checkout`).
 //! - [`events`]: the saga consumer (stock, payment, refund, dispute and fulfillment events) and
 //!   timeout sweep (binary `checkout-events`).
+//! - `testing` (feature `test-util`): an in-memory [`service::OrderStore`] for unit tests and the
+//!   warm benchmark; never linked into the Lambda binaries.
 
 pub mod api;
 pub mod cart_client;
@@ -28,6 +30,8 @@ pub mod order;
 pub mod pricing;
 pub mod returns;
 pub mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod view;
 
 use lambda_glue::ConfigError;

@@ -575,76 +575,10 @@ pub const SWEEP_PAGE: usize = 25;
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Mutex;
 
-    use kernel::{Currency, Money};
-
     use super::*;
-    use crate::order::Address;
-    use crate::pricing::Totals;
-
-    /// Orders in memory; a save checks the version as the DynamoDB adapter's condition does.
-    #[derive(Default)]
-    struct MemoryOrders {
-        orders: Mutex<HashMap<OrderId, Order>>,
-        published: Mutex<Vec<Event>>,
-    }
-
-    fn empty() -> Page {
-        Page { orders: Vec::new(), next_cursor: None }
-    }
-
-    impl OrderStore for MemoryOrders {
-        type Cursor = ();
-        async fn saved_reply(&self, _: &str, _: &str) -> Result<Option<SavedReply>, StoreError> {
-            Ok(None)
-        }
-        async fn place(&self, _: &Placement) -> Result<Placed, StoreError> {
-            Ok(Placed::Done)
-        }
-        async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-            Ok(self.orders.lock().unwrap().get(&id).cloned())
-        }
-        async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError> {
-            let mut orders = self.orders.lock().unwrap();
-            if orders.get(&order.order_id).map(|o| o.version) != Some(expected) {
-                return Ok(Saved::Stale);
-            }
-            orders.insert(order.order_id, order.clone());
-            self.published.lock().unwrap().extend(write.events.iter().map(|e| e.event.clone()));
-            Ok(Saved::Done)
-        }
-        async fn get_return(&self, id: ReturnId) -> Result<Option<(OrderId, Return)>, StoreError> {
-            let orders = self.orders.lock().unwrap();
-            Ok(orders.values().find_map(|o| Some((o.order_id, o.find_return(id)?.clone()))))
-        }
-        async fn returns_by_status(
-            &self,
-            _: ReturnStatus,
-            _: usize,
-            _: Option<&str>,
-        ) -> Result<ReturnsPage, PageError> {
-            Ok(ReturnsPage { items: Vec::new(), next_cursor: None })
-        }
-        async fn by_customer(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page, PageError> {
-            Ok(empty())
-        }
-        async fn by_status(&self, _: Status, _: usize, _: Option<&str>) -> Result<Page, PageError> {
-            Ok(empty())
-        }
-        async fn by_flag(&self, _: Flag, _: usize, _: Option<&str>) -> Result<Page, PageError> {
-            Ok(empty())
-        }
-        async fn overdue(
-            &self,
-            _: OffsetDateTime,
-            _: usize,
-            _: Option<()>,
-        ) -> Result<SweepPage<OrderId, ()>, StoreError> {
-            Ok(SweepPage { items: Vec::new(), next: None })
-        }
-    }
+    use crate::testing::{MemoryOrders, order_in};
 
     /// Fulfillment's answer to every hold, and the orders it was asked about.
     struct Gate {
@@ -665,58 +599,8 @@ mod tests {
         }
     }
 
-    fn order_in(status: Status) -> Order {
-        let zero = Money::zero(Currency::USD);
-        Order {
-            order_id: OrderId::new(),
-            customer: "alice".into(),
-            email: "alice@example.com".into(),
-            status,
-            cancel_reason: None,
-            payment_failure: None,
-            lines: Vec::new(),
-            totals: Totals {
-                subtotal: zero,
-                discount: zero,
-                shipping: zero,
-                tax: zero,
-                rounding: None,
-                total: Money::new(2500, Currency::USD).unwrap(),
-                promotions: vec![],
-            },
-            shipping_address: Address {
-                name: "A".into(),
-                line1: "1 Way".into(),
-                line2: None,
-                city: "Town".into(),
-                region: None,
-                postal_code: "1".into(),
-                country: "US".into(),
-            },
-            shipping_method: "standard".into(),
-            promo_code: None,
-            payment_method: "pm_card_visa".into(),
-            payment_intent_id: Some("pi_1".into()),
-            payment: PaymentFacts::default(),
-            shipment_count: None,
-            shipments: Vec::new(),
-            returns: Vec::new(),
-            disputes: Vec::new(),
-            flags: Vec::new(),
-            capture_failure: None,
-            coupon_redemption: None,
-            history: vec![],
-            version: 3,
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-            deadline: OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
     fn stored(order: &Order) -> MemoryOrders {
-        let store = MemoryOrders::default();
-        store.orders.lock().unwrap().insert(order.order_id, order.clone());
-        store
+        MemoryOrders::holding(order)
     }
 
     const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
@@ -733,7 +617,7 @@ mod tests {
             (Status::Cancelled, Some("customer_cancelled"))
         );
         assert_eq!(*gate.asked.lock().unwrap(), vec![order.order_id]);
-        assert!(matches!(store.published.lock().unwrap().as_slice(), [Event::OrderCancelled(_)]));
+        assert!(matches!(store.published().as_slice(), [Event::OrderCancelled(_)]));
     }
 
     #[tokio::test]
@@ -748,7 +632,7 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(store.get(order.order_id).await.unwrap(), Some(order));
-        assert!(store.published.lock().unwrap().is_empty());
+        assert!(store.published().is_empty());
     }
 
     #[tokio::test]
@@ -760,7 +644,7 @@ mod tests {
 
         assert!(matches!(failed, Err(CheckoutError::Fulfillment(_))), "{failed:?}");
         assert_eq!(store.get(order.order_id).await.unwrap(), Some(order));
-        assert!(store.published.lock().unwrap().is_empty());
+        assert!(store.published().is_empty());
     }
 
     #[tokio::test]
