@@ -96,15 +96,22 @@ where
     Fut: Future<Output = Result<SqsBatchResponse, HandlerError>>,
 {
     let handle = &handle;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = i128::from(event.context.deadline) * 1_000_000;
-        let deadline = OffsetDateTime::from_unix_timestamp_nanos(deadline)?;
-        let trigger = Trigger::parse(event.payload, deadline)?;
-        // Boxed: a saga handler's future is deep, and inlining it into the runtime's future
-        // makes its layout exceed rustc's query depth ("queries overflow the depth limit").
-        Ok::<_, lambda_runtime::Error>(Box::pin(handle(trigger)).await?)
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| invoke(handle, event))).await
+}
+
+/// One invocation through `handle`, exactly as [`serve`] runs it (the warm benchmark,
+/// `bench/src/warm.rs`, calls this in-process without the Runtime API).
+pub async fn invoke<F, Fut>(handle: &F, event: LambdaEvent<Value>) -> Result<SqsBatchResponse, lambda_runtime::Error>
+where
+    F: Fn(Trigger) -> Fut,
+    Fut: Future<Output = Result<SqsBatchResponse, HandlerError>>,
+{
+    let deadline = i128::from(event.context.deadline) * 1_000_000;
+    let deadline = OffsetDateTime::from_unix_timestamp_nanos(deadline)?;
+    let trigger = Trigger::parse(event.payload, deadline)?;
+    // Boxed: a saga handler's future is deep, and inlining it into the runtime's future
+    // makes its layout exceed rustc's query depth ("queries overflow the depth limit").
+    Ok(Box::pin(handle(trigger)).await?)
 }
 
 /// The inbox port (`kernel::inbox`), implemented on each domain's own table

@@ -84,11 +84,18 @@ where
     Fut: std::future::Future<Output = Response<Body>> + Send,
 {
     let handle = &handle;
-    lambda_http::run(lambda_http::service_fn(move |request: Request| async move {
-        let span = request_span(&request);
-        Ok::<_, std::convert::Infallible>(tracing::Instrument::instrument(handle(request), span).await)
-    }))
-    .await
+    lambda_http::run(lambda_http::service_fn(move |request: Request| respond(handle, request))).await
+}
+
+/// One request through `handle`, exactly as [`serve`] runs it for each invocation (the warm
+/// benchmark, `bench/src/warm.rs`, calls this in-process without the Runtime API).
+pub async fn respond<F, Fut>(handle: &F, request: Request) -> Result<Response<Body>, std::convert::Infallible>
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    let span = request_span(&request);
+    Ok(tracing::Instrument::instrument(handle(request), span).await)
 }
 
 fn request_span(request: &Request) -> tracing::Span {
