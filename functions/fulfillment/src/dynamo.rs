@@ -23,10 +23,15 @@
 //! on the same item, so of a dispatch and a hold only one wins: the customer's cancel is refused
 //! (a shipment left) or no shipment leaves until the hold lapses or `cancelled` is recorded.
 //!
-//! **Listing.** GSI `ByStatus`: `gsi1pk = STATUS#{status}`, `gsi1sk = {warehouse}#{shipment_id}`
-//! (projection ALL). A status is one partition; a warehouse within it is a `begins_with` on the
-//! sort key (warehouse codes never contain `#`); shipment ids are ULIDs, so each warehouse's
-//! shipments read oldest first: a pick list. Every save rewrites both keys from the status.
+//! **Listing.** GSI `ByStatus`: `gsi1pk = STATUS#{status}#{k}`, `gsi1sk =
+//! {warehouse}#{shipment_id}` (projection ALL), `k` the shipment id's shard of [`SHARDS`]
+//! ([`adapters::shard`]): a status is 16 index partitions, so every order's shipment writes do
+//! not queue on one (~1,000 writes/s). A listing queries the 16 (and the bare `STATUS#{status}`
+//! of shipments saved before sharding) and merges them in sort-key order, so a page is what one
+//! partition would give: a warehouse within a status is a `begins_with` on the sort key
+//! (warehouse codes never contain `#`), and shipment ids are ULIDs, so each warehouse's
+//! shipments read oldest first: a pick list. The cursor carries the last sort key, unique per
+//! shipment. Every save rewrites both keys from the status.
 
 use std::collections::HashMap;
 
@@ -37,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if};
+use adapters::shard::{Listing, SHARDS, Sharded};
 use adapters::{Cursor, CursorKeys, ListingKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
@@ -108,15 +114,16 @@ impl ShipmentRecord {
         Self {
             pk: format!("SHIP#{id}"),
             sk: "SHIP".to_owned(),
-            gsi1pk: status_partition(shipment.status.as_str()),
+            gsi1pk: by_status(shipment.status.as_str()).key_for(&id.to_string()),
             gsi1sk: format!("{}#{id}", shipment.warehouse),
             shipment: shipment.clone(),
         }
     }
 }
 
-fn status_partition(status: &str) -> String {
-    format!("STATUS#{status}")
+/// A status's `ByStatus` partitions: `STATUS#{status}#{shard of the shipment id}`.
+fn by_status(status: &str) -> Sharded {
+    Sharded::owned(format!("STATUS#{status}"), SHARDS).reading_unsharded()
 }
 
 /// The DynamoDB implementation of [`FulfillmentStore`].
@@ -304,34 +311,32 @@ impl FulfillmentStore for DynamoFulfillment {
     }
 
     async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        let key_names = ["pk", "sk", "gsi1pk", "gsi1sk"];
-        let partition = status_partition(filter.status.as_str());
+        const SORT_KEY: &str = "gsi1sk";
+        let status = filter.status.as_str();
         let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
-        let scope = format!("{BY_STATUS_INDEX}:{partition}:{}", warehouse.as_deref().unwrap_or("*"));
+        let scope = format!("{BY_STATUS_INDEX}:STATUS#{status}:{}", warehouse.as_deref().unwrap_or("*"));
         let keys = self.cursor_keys.get()?;
-        let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_STATUS_INDEX)
-            .expression_attribute_values(":pk", AttributeValue::S(partition))
-            .limit(i32::try_from(limit).unwrap_or(100))
-            .set_exclusive_start_key(start);
-        query = match warehouse {
-            Some(prefix) => query
-                .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :warehouse)")
-                .expression_attribute_values(":warehouse", AttributeValue::S(prefix)),
-            None => query.key_condition_expression("gsi1pk = :pk"),
+        let after = match cursor {
+            Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
+            None => None,
         };
-        let output = query.send().await.map_err(|e| StoreError(Unavailable::from(e)))?;
-        let next_cursor = output
-            .last_evaluated_key
-            .as_ref()
-            .and_then(|last| Cursor::after(scope.clone(), last, &key_names))
-            .map(|c| c.encode(keys));
+        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
+        let listing = Listing {
+            index: BY_STATUS_INDEX,
+            partition_key: "gsi1pk",
+            sort_key: SORT_KEY,
+            sort_prefix: warehouse.as_deref(),
+        };
+        let (items, last) = by_status(status)
+            .merged_page(&self.client, &self.table, &listing, limit, after)
+            .await
+            .map_err(StoreError)?;
+        let next_cursor = last.map(|sort| {
+            let position = HashMap::from([(SORT_KEY.to_owned(), AttributeValue::S(sort))]);
+            Cursor::after(scope.clone(), &position, &[SORT_KEY]).map(|c| c.encode(keys))
+        });
         let records: Vec<ShipmentRecord> =
-            serde_dynamo::from_items(output.items.unwrap_or_default()).map_err(|e| StoreError(Unavailable::from(e)))?;
-        Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor })
+            serde_dynamo::from_items(items).map_err(|e| StoreError(Unavailable::from(e)))?;
+        Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor: next_cursor.flatten() })
     }
 }

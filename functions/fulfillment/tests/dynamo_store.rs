@@ -204,6 +204,61 @@ async fn a_listing_pages_with_signed_cursors_scoped_to_its_filter() {
     assert!(matches!(replayed, Err(service::PageError::Cursor(_))));
 }
 
+/// Every page of `filter`'s listing, `limit` at a time: the shipment ids and each page's size.
+async fn every_page(t: &Table, filter: &Filter, limit: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut listed, mut sizes, mut cursor) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = t.store.list(filter, limit, cursor.as_deref()).await.unwrap();
+        sizes.push(page.items.len());
+        listed.extend(page.items.iter().map(|s| format!("{}#{}", s.warehouse.as_str(), s.shipment_id)));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return (listed, sizes),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_listing_over_every_shard_returns_each_shipment_once_in_index_order_page_after_page() {
+    let t = table().await;
+    for _ in 0..12 {
+        let order = OrderId::new();
+        service::on_order_confirmed(&t.store, order, Some(&shipping()), T0).await.unwrap();
+        service::on_stock_committed(&t.store, order, &lines(), T0).await.unwrap();
+    }
+    // One shipment saved before the index was sharded: under the bare status key.
+    let scanned = t.table.client.scan().table_name(&t.table.name).send().await.unwrap().items.unwrap_or_default();
+    let shipments: Vec<_> = scanned.iter().filter(|item| item["sk"].as_s().unwrap() == "SHIP").collect();
+    let mut partitions: Vec<_> = shipments.iter().map(|item| item["gsi1pk"].as_s().unwrap().clone()).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    t.table
+        .client
+        .update_item()
+        .table_name(&t.table.name)
+        .key("pk", shipments[0]["pk"].clone())
+        .key("sk", shipments[0]["sk"].clone())
+        .update_expression("SET gsi1pk = :unsharded")
+        .expression_attribute_values(":unsharded", aws_sdk_dynamodb::types::AttributeValue::S("STATUS#pending".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = shipments.iter().map(|item| item["gsi1sk"].as_s().unwrap().clone()).collect();
+    expected.sort_unstable();
+    let all = Filter { status: Status::Pending, warehouse: None };
+    let west = Filter { status: Status::Pending, warehouse: Some(Warehouse::parse("west").unwrap()) };
+
+    let (listed, sizes) = every_page(&t, &all, 5).await;
+    let (west_listed, west_sizes) = every_page(&t, &west, 4).await;
+
+    assert!(partitions.len() > 4 && partitions.iter().all(|p| p.starts_with("STATUS#pending#")), "{partitions:?}");
+    assert_eq!(listed, expected, "every shipment once, east then west, oldest first in each");
+    assert_eq!(sizes, [5, 5, 5, 5, 4], "full pages, then the rest");
+    let west_expected: Vec<_> = expected.iter().filter(|k| k.starts_with("west#")).cloned().collect();
+    assert_eq!(west_listed, west_expected);
+    assert_eq!(west_sizes, [4, 4, 4]);
+}
+
 #[tokio::test]
 async fn of_two_invocations_that_both_saw_both_facts_only_one_creates_shipments() {
     let t = table().await;

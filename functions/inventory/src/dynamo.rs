@@ -12,6 +12,12 @@
 //! reservation decrements it under `available >= :quantity`, so stock never goes below zero
 //! however many orders race for the last unit. The reservation item is written in the same
 //! transaction under `attribute_not_exists`, which makes a redelivered `OrderPlaced` a no-op.
+//!
+//! **The `Expiring` index** (`gsi1pk`, `gsi1sk`): a held reservation is in it under
+//! `gsi1pk = HELD#{k}`, `k` = its order id's shard of [`SHARDS`] ([`adapters::shard`]), and
+//! `gsi1sk = {held_until:012}#{order_id}`; commit and release remove both keys. Sharded so the
+//! holds of every order in the shop do not share one index partition (~1,000 writes/s); the
+//! expiry sweep reads each shard in turn, and the bare `HELD` of items written before sharding.
 
 use std::collections::HashMap;
 
@@ -21,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, put_if,
-    query_partition,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if, query_partition,
 };
 use adapters::outbox;
+use adapters::shard::{SHARDS, Sharded, SweepPosition};
 use domain_events::Envelope;
 use kernel::{OrderId, ReturnId, Sku};
 
@@ -34,7 +40,8 @@ use crate::service::{InventoryStore, Reservation, ReservationStatus, StoreError,
 use crate::stock::{AllocatedLine, StockLevel, Warehouse};
 
 const EXPIRING_INDEX: &str = "Expiring";
-const HELD_PARTITION: &str = "HELD";
+/// The `Expiring` index's partitions: `HELD#{shard of the order id}`.
+const HELD: Sharded = Sharded::new("HELD", SHARDS).reading_unsharded();
 
 fn stock_key(sku: &Sku, warehouse: &Warehouse) -> Item {
     key(format!("STOCK#{sku}"), format!("WH#{warehouse}"))
@@ -196,8 +203,8 @@ impl DynamoInventory {
 }
 
 impl InventoryStore for DynamoInventory {
-    /// The index's `LastEvaluatedKey`.
-    type Cursor = Item;
+    /// The shard and its `LastEvaluatedKey`.
+    type Cursor = SweepPosition;
 
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, StoreError> {
         let mut levels = Vec::new();
@@ -283,7 +290,7 @@ impl InventoryStore for DynamoInventory {
                 status: ReservationStatus::Reserved,
                 lines: lines.to_vec(),
                 held_until,
-                gsi1pk: Some(HELD_PARTITION.to_owned()),
+                gsi1pk: Some(HELD.key_for(&order_id.to_string())),
                 gsi1sk: Some(expiring_sort_key(held_until, order_id)),
             })?,
         );
@@ -414,13 +421,13 @@ impl InventoryStore for DynamoInventory {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<Item>,
-    ) -> Result<Page<OrderId, Item>, StoreError> {
+        after: Option<SweepPosition>,
+    ) -> Result<Page<OrderId, SweepPosition>, StoreError> {
         // Index keys sort as `{held_until:012}#{order_id}`; `~` sorts after every id character.
         let below = format!("{:012}#~", now.unix_timestamp());
-        let partition = ("gsi1pk", HELD_PARTITION);
-        let (items, next) =
-            page_below(&self.client, &self.table, EXPIRING_INDEX, partition, ("gsi1sk", &below), limit, after).await?;
+        let (items, next) = HELD
+            .page_below(&self.client, &self.table, EXPIRING_INDEX, "gsi1pk", ("gsi1sk", &below), limit, after)
+            .await?;
         // Only the order id: a reservation whose other attributes cannot be read must not keep
         // the sweep from listing the ones behind it (it fails on its own when it is handled).
         let listed: Vec<Listed> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;

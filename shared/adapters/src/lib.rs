@@ -9,10 +9,12 @@
 //!   labelled transactions, shared reads.
 //! - [`retry`]: the one policy for retrying a lost race (exponential backoff, random jitter per
 //!   attempt).
-//! - [`inbox`]: the record of events a domain's consumer has taken, keyed by event id (with
-//!   TTL), that makes duplicate deliveries no-ops.
+//! - [`inbox`]: the record of events a domain's consumer has handled, keyed by event id (with
+//!   TTL), one write per event, that makes later deliveries of a handled event no-ops.
 //! - [`outbox`]: the outbox record a domain writes in the same transaction as its state change,
 //!   which the relay publishes from the table's stream.
+//! - [`shard`]: sparse index keys spread over [`shard::SHARDS`] partitions (`HELD#{k}`), with
+//!   the sweep that reads every shard and the listing that merges them in sort-key order.
 //! - [`secrets`]: Secrets Manager values read once at cold start (`AWSCURRENT`, and
 //!   `AWSPREVIOUS` for keys that must survive a rotation), never printed.
 //!
@@ -26,5 +28,6 @@ pub mod inbox;
 pub mod outbox;
 pub mod retry;
 pub mod secrets;
+pub mod shard;
 
 pub use cursor::{Cursor, CursorError, CursorKeys, ListingKeys, NotListing};
