@@ -15,11 +15,11 @@ use crate::{authorize, cancel, capture, refunding, sweep};
 /// calls of at most 8 s each (`stripe::TIMEOUT`, one attempt per call): create (or retrieve) the
 /// PaymentIntent, confirm it, then, when the order was cancelled meanwhile, cancel it and, if
 /// Stripe answers the cancel with a conflict, retrieve it: 32 s. Add seven DynamoDB requests
-/// (inbox claim, fact, claim, PaymentIntent, refused settlement, failed settlement, inbox mark),
+/// (inbox read, fact, claim, PaymentIntent, refused settlement, failed settlement, inbox write),
 /// milliseconds each, with 4 s for throttling retries: 36 s. template.yaml's function timeout
 /// (40 s) leaves 4 s beyond one message. A dispatch stays within it: at most three Stripe calls
 /// (a resumed capture retrieves the PaymentIntent, captures it, and after a conflict retrieves it
-/// again: 24 s) and five DynamoDB requests (inbox claim, read, capture claim, outcome, inbox mark).
+/// again: 24 s) and five DynamoDB requests (inbox read, read, capture claim, outcome, inbox write).
 pub const PER_MESSAGE: time::Duration = time::Duration::seconds(36);
 
 /// The sweep's name, in its logs and its `SweepFailures` metric.
