@@ -101,6 +101,7 @@ fmt-check:
 
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p bench --features warm --all-targets -- -D warnings
 
 # The end-to-end tests run the function binaries, so build them first.
 unit-and-e2e: $(EMULATORS_STAMP) build
@@ -167,13 +168,16 @@ deploy-storefront:
 # The benchmarks (not part of `make test`; clippy and the unit tests there compile the harness).
 # Builds the functions' release binaries and the hello-world baseline with the same profile,
 # then measures; BENCH_ARGS go to the harness, e.g. BENCH_ARGS="--customers 300" or
-# `make bench BENCH=cold` for one benchmark (cold, cost, flash; default all).
+# `make bench BENCH=cold` for one benchmark (cold, cost, flash, warm, latency; default all).
+# The warm benchmark runs the handlers in-process, so it is built in release like the functions
+# (feature `warm`: the in-memory stores, never unified into the Lambda binaries' build).
 FUNCTION_PACKAGES := $(patsubst functions/%/Cargo.toml,-p %,$(wildcard functions/*/Cargo.toml))
 BENCH ?= all
 bench: $(EMULATORS_STAMP)
 	cargo build --release $(FUNCTION_PACKAGES) --bins
 	cargo build --release -p hello-lambda
 	cargo build -p bench --bin ferrocart-bench
+	cargo build --release -p bench --features warm --bin ferrocart-warm
 	$(BIN)/ferrocart-bench --root $(ROOT) --bin-dir $(CARGO_TARGET_DIR)/release $(BENCH) $(BENCH_ARGS)
 
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.

@@ -10,6 +10,10 @@
 //! - [`shop`]: a 3-line order from cart to `confirmed` and on to `delivered`, every AWS call
 //!   counted by the [`proxy`] in front of moto and priced by [`units`] (DynamoDB's billing rules)
 //!   and [`prices`] (on-demand list prices); and a flash sale on one SKU.
+//! - `warm` (feature `warm`, binary `ferrocart-warm`, built in release): each handler called
+//!   in-process on its sample event with in-memory storage, p50/p99 over many calls.
+//! - `latency` in [`shop`]: orders placed one at a time on the local cloud, checkout's 201 →
+//!   `confirmed`, split into emulator time, our run time and the local cloud's plumbing.
 //! - [`report`]: the JSON and the Markdown tables.
 //!
 //! The stacks come from [`stack`]: the template provisioned into a moto of the harness's own
@@ -22,3 +26,5 @@ pub mod report;
 pub mod shop;
 pub mod stack;
 pub mod units;
+#[cfg(feature = "warm")]
+pub mod warm;

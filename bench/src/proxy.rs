@@ -98,6 +98,21 @@ pub struct Proxy {
     pub price_items: AtomicBool,
     /// When the last call that changes state (not a poll) went through.
     last_change: Mutex<Instant>,
+    /// Every call's time at the emulator, while `timing` is on (the latency scenario).
+    timed: Mutex<Vec<Timed>>,
+    pub timing: AtomicBool,
+    /// A DynamoDB write to watch for (every needle in its request) and when it was answered.
+    watch: Mutex<Option<(Vec<String>, Option<Instant>)>>,
+}
+
+/// One call forwarded to the emulator and how long the emulator took to answer it (the proxy's
+/// own hop excluded).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    /// `service:Operation`.
+    pub call: String,
+    pub started: Instant,
+    pub took: std::time::Duration,
 }
 
 const DYNAMODB: &str = "DynamoDB_20120810.";
@@ -112,6 +127,9 @@ impl Proxy {
             shapes: Mutex::new(BTreeMap::new()),
             price_items: AtomicBool::new(true),
             last_change: Mutex::new(Instant::now()),
+            timed: Mutex::new(Vec::new()),
+            timing: AtomicBool::new(false),
+            watch: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address: SocketAddr = listener.local_addr()?;
@@ -140,6 +158,31 @@ impl Proxy {
         self.last_change.lock().map(|at| *at).unwrap_or_else(|_| Instant::now())
     }
 
+    /// The calls timed since the last call, and a fresh list.
+    pub fn take_timed(&self) -> Vec<Timed> {
+        self.timed.lock().map(|mut timed| std::mem::take(&mut *timed)).unwrap_or_default()
+    }
+
+    /// Watches for the next DynamoDB write whose request holds every one of `needles` (an order
+    /// id and an event's detail type: the transaction that wrote that event), replacing any watch.
+    pub fn watch(&self, needles: &[&str]) {
+        if let Ok(mut watch) = self.watch.lock() {
+            *watch = Some((needles.iter().map(|n| (*n).to_owned()).collect(), None));
+        }
+    }
+
+    /// When the watched write was answered, if it was.
+    pub fn watched(&self) -> Option<Instant> {
+        self.watch.lock().ok().and_then(|watch| watch.as_ref().and_then(|(_, at)| *at))
+    }
+
+    fn matches_watch(&self, body: &[u8]) -> bool {
+        let Ok(watch) = self.watch.lock() else { return false };
+        let Some((needles, None)) = watch.as_ref() else { return false };
+        let text = String::from_utf8_lossy(body);
+        needles.iter().all(|needle| text.contains(needle.as_str()))
+    }
+
     fn record(&self, change: impl FnOnce(&mut Ledger)) {
         if let Ok(mut ledger) = self.ledger.lock() {
             change(&mut ledger);
@@ -164,6 +207,7 @@ impl Proxy {
                 request = request.header(name, value);
             }
         }
+        let started = Instant::now();
         let answer = request.send().await.context("forwarding to the emulator")?;
         let status = answer.status();
         let mut out = HeaderMap::new();
@@ -173,6 +217,12 @@ impl Proxy {
             }
         }
         let body = answer.bytes().await?;
+        if self.timing.load(Ordering::Relaxed) {
+            let call = call_name(headers, uri);
+            if let Ok(mut timed) = self.timed.lock() {
+                timed.push(Timed { call, started, took: started.elapsed() });
+            }
+        }
         Ok((status, out, body).into_response())
     }
 
@@ -283,7 +333,16 @@ async fn handle(
         None => ("other", uri.path().to_owned()),
     };
     if service == "dynamodb" {
-        return dynamodb_call(proxy, &operation, method, uri, headers, body).await;
+        let watched = operation.starts_with("Transact") && proxy.matches_watch(&body);
+        let response = dynamodb_call(proxy, &operation, method, uri, headers, body).await?;
+        if watched
+            && response.status().is_success()
+            && let Ok(mut watch) = proxy.watch.lock()
+            && let Some((_, at)) = watch.as_mut()
+        {
+            *at = Some(Instant::now());
+        }
+        return Ok(response);
     }
     let response = proxy.send(method, uri, headers, body.clone()).await?;
     let (parts, answer) = split(response).await?;
@@ -314,6 +373,15 @@ async fn handle(
         }
     }
     Ok((parts, answer).into_response())
+}
+
+/// `service:Operation` of a request, as the ledger names it.
+fn call_name(headers: &HeaderMap, uri: &Uri) -> String {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match target.split_once('.') {
+        Some((prefix, operation)) => format!("{}:{operation}", service_name(prefix)),
+        None => format!("other:{}", uri.path()),
+    }
 }
 
 fn service_name(prefix: &str) -> &'static str {

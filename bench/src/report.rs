@@ -276,7 +276,80 @@ pub fn markdown(results: &Value) -> String {
             r["inventory"],
         );
     }
+    if let Some(warm) = results.get("warm") {
+        warm_table(&mut out, warm);
+    }
+    if let Some(latency) = results.get("latency") {
+        latency_table(&mut out, latency);
+    }
     out
+}
+
+/// Nanoseconds as microseconds, one decimal.
+fn micros(ns: u64) -> String {
+    let tenths = (ns + 50) / 100;
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+fn warm_table(out: &mut String, warm: &Value) {
+    let first = &warm["functions"][0];
+    let _ = writeln!(
+        out,
+        "\n### Warm handler cost ({}, {}, {} build, {} calls per function after {} untimed)\n",
+        warm["date"].as_str().unwrap_or("?"),
+        warm["commit"].as_str().unwrap_or("?"),
+        warm["profile"].as_str().unwrap_or("?"),
+        first["calls"],
+        first["warmup"],
+    );
+    out.push_str("| function | p50 µs | p99 µs | max µs | mean µs | every call answered | sample |\n");
+    out.push_str("|---|---:|---:|---:|---:|---|---|\n");
+    for row in warm["functions"].as_array().into_iter().flatten() {
+        let f = |field: &str| micros(row[field].as_u64().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row["function"].as_str().unwrap_or("?"),
+            f("p50_ns"),
+            f("p99_ns"),
+            f("max_ns"),
+            f("mean_ns"),
+            row["answer"].as_str().unwrap_or("?"),
+            row["sample"].as_str().unwrap_or("?"),
+        );
+    }
+    let skipped: Vec<String> = warm["not_measured"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| format!("{} ({})", row["function"].as_str().unwrap_or("?"), row["why"].as_str().unwrap_or("?")))
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(out, "\nNot measured: {}.", skipped.join("; "));
+    }
+}
+
+fn latency_table(out: &mut String, latency: &Value) {
+    let _ = writeln!(
+        out,
+        "\n### Latency on the local cloud, placed → confirmed ({}, {}, {} orders one at a time, polled every {} ms)\n",
+        latency["date"].as_str().unwrap_or("?"),
+        latency["commit"].as_str().unwrap_or("?"),
+        latency["orders"].as_array().map_or(0, Vec::len),
+        latency["poll_interval_ms"],
+    );
+    out.push_str("| part | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|\n");
+    for (part, label) in [
+        ("wall", "**checkout's 202 → `confirmed`**"),
+        ("emulator", "emulator: our AWS calls answered by moto"),
+        ("ours", "ours: Lambda run time minus those calls (Stripe emulator included)"),
+        ("plumbing", "local cloud plumbing: no function running (polling, queues)"),
+        ("mapping calls", "… of which the event source mappings' own emulator calls"),
+    ] {
+        let p = &latency["percentiles"][part];
+        let at = |i: usize| ms(p[i].as_u64().unwrap_or(0));
+        let _ = writeln!(out, "| {label} | {} | {} | {} |", at(0), at(1), at(2));
+    }
 }
 
 /// Replaces the generated block of `BENCHMARKS.md`.

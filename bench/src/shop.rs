@@ -363,3 +363,139 @@ pub async fn flash_sale(
         calls: metered.proxy.take().calls,
     })
 }
+
+/// How long one order took from checkout's answer to `confirmed`, and where the time went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OrderLatency {
+    pub order_id: String,
+    /// Checkout's 202 → the order reading `confirmed`, µs.
+    pub wall_us: u64,
+    /// Our functions' calls to the AWS emulator (DynamoDB, EventBridge, Secrets Manager, Lambda),
+    /// summed: the emulator's time to answer them.
+    pub emulator_us: u64,
+    /// The functions' run time (invocations that ended in the window) minus their emulator calls:
+    /// our code, the Stripe emulator's answers (not metered apart) and the local runtime's hop.
+    pub ours_us: u64,
+    /// The rest of the wall time, when none of the order's functions ran: the local event source
+    /// mappings' polling (SQS receives, stream reads), EventBridge → SQS inside moto and the
+    /// harness's poll granularity. Negative overlap (two functions at once) counts as 0.
+    pub plumbing_us: u64,
+    /// Invocations that ended in the window.
+    pub invocations: u64,
+    /// The mappings' own calls to the emulator in the window (SQS receives and deletes, stream
+    /// reads), summed: part of the plumbing.
+    pub mapping_calls_us: u64,
+}
+
+/// Percentiles (µs) of each part over the orders.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub orders: Vec<OrderLatency>,
+    pub poll_interval_ms: u64,
+    /// `part → (p50, p99, max)` in µs.
+    pub percentiles: BTreeMap<String, (u64, u64, u64)>,
+}
+
+fn percentile(values: &mut [u64], q: usize) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    values[(values.len() * q).div_ceil(100).clamp(1, values.len()) - 1]
+}
+
+/// `orders` 3-line orders placed one after another (the saga settled in between, so every call
+/// of a window is that order's): each timed from checkout's 202 until DynamoDB answered the
+/// transaction that confirmed it (the one write holding the order id and its `OrderConfirmed`
+/// outbox event, seen by the proxy: from then on every read says `confirmed`), checked every
+/// `poll` with a deadline; the order is then read through the API to be sure. Nothing polls the
+/// emulator or invokes a function to wait, so the window holds only the saga's own work.
+pub async fn latency(metered: &Metered, orders: usize, poll: Duration) -> anyhow::Result<Latency> {
+    let api = Api::new(&metered.cloud.api_url);
+    let admin = metered.cloud.token("bench-admin", true)?;
+    let setup_shopper = metered.cloud.token("bench-setup", false)?;
+    let stock = u32::try_from(orders).unwrap_or(u32::MAX).saturating_add(10);
+    let skus = product(&api, &admin, &setup_shopper, 3, stock).await?;
+    let shopper = metered.cloud.token("bench-shopper", false)?;
+    metered.proxy.price_items.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut measured = Vec::with_capacity(orders);
+    for n in 0..orders {
+        metered.settle(Duration::from_secs(1), Duration::from_secs(60)).await;
+        metered.avoid_schedules(Duration::from_secs(5)).await;
+        let cart = new_cart(&api, &shopper).await?;
+        for sku in &skus {
+            let status = put_item(&api, &shopper, &cart, sku, 1).await?;
+            ensure!(status == 200, "adding {sku}: {status}");
+        }
+        metered.proxy.take_timed();
+        metered.proxy.timing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let order = checkout(&api, &shopper, &cart).await?;
+        let placed = Instant::now();
+        let meters = localcloud::meter::snapshot();
+        metered.proxy.watch(&[order.as_str(), "OrderConfirmed"]);
+        let deadline = placed + Duration::from_secs(30);
+        let confirmed = loop {
+            if let Some(at) = metered.proxy.watched() {
+                break at;
+            }
+            ensure!(Instant::now() < deadline, "{order} not confirmed within 30 s");
+            tokio::time::sleep(poll).await;
+        };
+        let now = localcloud::meter::snapshot();
+        metered.proxy.timing.store(false, std::sync::atomic::Ordering::Relaxed);
+        let wall = confirmed.saturating_duration_since(placed);
+        let (_, view) = api.call(Method::GET, &format!("/orders/{order}"), &shopper, None).await?;
+        ensure!(view["status"] == "confirmed", "{order} is not confirmed: {}", view["status"]);
+        let (mut run, mut invocations) = (Duration::ZERO, 0);
+        for (function, meter) in &now {
+            let old = meters.get(function).cloned().unwrap_or_default();
+            run += meter.busy - old.busy;
+            invocations += meter.invocations - old.invocations;
+        }
+        let (mut emulator, mut mappings) = (Duration::ZERO, Duration::ZERO);
+        for call in
+            metered.proxy.take_timed().into_iter().filter(|call| call.started >= placed && call.started < confirmed)
+        {
+            if call.call.starts_with("sqs:") || call.call.starts_with("dynamodbstreams:") {
+                mappings += call.took;
+            } else {
+                emulator += call.took;
+            }
+        }
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let one = OrderLatency {
+            order_id: order,
+            wall_us: micros(wall),
+            emulator_us: micros(emulator),
+            ours_us: micros(run.saturating_sub(emulator)),
+            plumbing_us: micros(wall.saturating_sub(run)),
+            invocations,
+            mapping_calls_us: micros(mappings),
+        };
+        eprintln!(
+            "  order {}/{orders}: {} ms (emulator {} ms, ours {} ms, plumbing {} ms)",
+            n + 1,
+            one.wall_us / 1000,
+            one.emulator_us / 1000,
+            one.ours_us / 1000,
+            one.plumbing_us / 1000
+        );
+        measured.push(one);
+    }
+    let mut percentiles = BTreeMap::new();
+    type Part = fn(&OrderLatency) -> u64;
+    let parts: [(&str, Part); 5] = [
+        ("wall", |o| o.wall_us),
+        ("emulator", |o| o.emulator_us),
+        ("ours", |o| o.ours_us),
+        ("plumbing", |o| o.plumbing_us),
+        ("mapping calls", |o| o.mapping_calls_us),
+    ];
+    for (name, part) in parts {
+        let mut values: Vec<u64> = measured.iter().map(part).collect();
+        let (p50, p99) = (percentile(&mut values, 50), percentile(&mut values, 99));
+        percentiles.insert(name.to_owned(), (p50, p99, values.last().copied().unwrap_or(0)));
+    }
+    let poll_interval_ms = u64::try_from(poll.as_millis()).unwrap_or(0);
+    Ok(Latency { orders: measured, poll_interval_ms, percentiles })
+}

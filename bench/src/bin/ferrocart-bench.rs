@@ -1,4 +1,5 @@
-//! `make bench`: cold start and size, cost per order and the flash sale; writes
+//! `make bench`: cold start and size, cost per order, the flash sale, warm handler cost and
+//! latency on the local cloud; writes
 //! `bench/results.json` and the generated tables of `BENCHMARKS.md`.
 
 use std::collections::BTreeMap;
@@ -41,7 +42,24 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         units: u32,
     },
-    /// Cold, cost and flash, in that order.
+    /// Each handler in-process on its sample events with storage in memory: p50/p99 per call.
+    /// Runs the release build of `ferrocart-warm` from the bin dir (`make bench` builds it).
+    Warm {
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        #[arg(long, default_value_t = 1_000)]
+        warmup: usize,
+    },
+    /// Orders placed one at a time on the local cloud: checkout's 202 → `confirmed`, split into
+    /// emulator time, ours and the local cloud's plumbing.
+    Latency {
+        #[arg(long, default_value_t = 50)]
+        orders: usize,
+        /// How often the order is read while waiting for `confirmed`.
+        #[arg(long, default_value_t = 10)]
+        poll_ms: u64,
+    },
+    /// Cold, cost, flash, warm and latency, in that order.
     All {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
@@ -70,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
             save(&root, "cold", run_cold(rounds).await?)?;
             save(&root, "cost", cost(&paths).await?)?;
             save(&root, "flash", flash(&paths, customers, 100).await?)?;
+            save(&root, "warm", warm(&paths, 10_000, 1_000)?)?;
+            save(&root, "latency", latency(&paths, 50, 10).await?)?;
         }
+        Command::Warm { calls, warmup } => save(&root, "warm", warm(&paths, calls, warmup)?)?,
+        Command::Latency { orders, poll_ms } => save(&root, "latency", latency(&paths, orders, poll_ms).await?)?,
         Command::Report => {
             let text = std::fs::read_to_string(&results).context("bench/results.json")?;
             report::write_markdown(&root.join("BENCHMARKS.md"), &serde_json::from_str(&text)?)?;
@@ -294,6 +316,48 @@ async fn idle(metered: &stack::Metered) -> anyhow::Result<Value> {
             dollars(polling_month)
         ),
     }))
+}
+
+/// Runs the release `ferrocart-warm` (the handlers must be timed as Lambda runs them: release)
+/// with its stdout (the functions' log and metric lines) discarded, and reads its JSON.
+fn warm(paths: &Paths, calls: usize, warmup: usize) -> anyhow::Result<Value> {
+    let binary = paths.bin_dir.join("ferrocart-warm");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is not built: cargo build --release -p bench --features warm --bin ferrocart-warm",
+        binary.display()
+    );
+    eprintln!("warm handlers: {calls} calls per function after {warmup} untimed ({})", binary.display());
+    let out = std::env::temp_dir().join(format!("ferrocart-warm-{}.json", std::process::id()));
+    let status = std::process::Command::new(&binary)
+        .arg("--root")
+        .arg(&paths.root)
+        .args(["--calls", &calls.to_string(), "--warmup", &warmup.to_string(), "--out"])
+        .arg(&out)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bench-warm")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running ferrocart-warm")?;
+    anyhow::ensure!(status.success(), "ferrocart-warm failed: {status}");
+    let measured: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let _ = std::fs::remove_file(&out);
+    let mut value = stamp();
+    for key in ["profile", "functions", "not_measured"] {
+        value[key] = measured[key].clone();
+    }
+    Ok(value)
+}
+
+async fn latency(paths: &Paths, orders: usize, poll_ms: u64) -> anyhow::Result<Value> {
+    eprintln!("latency: {orders} orders one at a time; starting the local cloud");
+    let log = std::env::temp_dir().join(format!("ferrocart-bench-latency-{}.log", std::process::id()));
+    let metered = stack::metered(paths, 1, &log).await?;
+    let result = shop::latency(&metered, orders, std::time::Duration::from_millis(poll_ms)).await?;
+    let mut value = stamp();
+    value["orders"] = serde_json::to_value(&result.orders)?;
+    value["poll_interval_ms"] = json!(result.poll_interval_ms);
+    value["percentiles"] = serde_json::to_value(&result.percentiles)?;
+    Ok(value)
 }
 
 async fn flash(paths: &Paths, customers: usize, units: u32) -> anyhow::Result<Value> {
