@@ -14,16 +14,21 @@
 //! `amount`, `reason`, `note`, `return_id`, `status` (`pending`, `succeeded`, `failed`),
 //! `created_at` (epoch seconds), `request` (an admin request's canonical body),
 //! `stripe_refund_id`, `refunded_total` and `failure_reason`. A pending refund is in the same
-//! sparse index as an authorization, under `gsi1pk = REFUNDING`, `gsi1sk = {created_at}#{order_id}`
+//! sparse index as an authorization, under `gsi1pk = REFUNDING#{k}`,
+//! `gsi1sk = {created_at}#{order_id}`
 //! (12-digit seconds), so the sweep finds refunds left pending; settling or failing removes it.
 //!
-//! One index, `Authorizing` (keys only), lists the payments being authorized, oldest claim first,
-//! for the stalled-authorization sweep: `gsi1pk = AUTHORIZING`, `gsi1sk = {since}#{order_id}`
+//! One index, `Authorizing` (keys only), lists the payments being authorized (each shard oldest
+//! claim first) for the stalled-authorization sweep: `gsi1pk = AUTHORIZING#{k}`,
+//! `gsi1sk = {since}#{order_id}`
 //! with `since` the claim's epoch seconds padded to 12 digits (so text order is time order). The
 //! claim sets both keys, a takeover rewrites `gsi1sk`, and settling removes both, so the index is
 //! sparse: it holds a payment only while it is authorizing, and costs two index writes per
 //! authorization (the claim's insert and the settlement's delete). Nothing else it projects ever
-//! changes, so recording facts and the PaymentIntent writes no index.
+//! changes, so recording facts and the PaymentIntent writes no index. `k` is the order id's shard
+//! of [`SHARDS`] ([`adapters::shard`]), so the authorizations of every order in the shop do not
+//! share one index partition (~1,000 writes/s); the sweeps read each shard, and the bare
+//! `AUTHORIZING` and `REFUNDING` where items written before sharding are.
 //!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
@@ -55,8 +60,9 @@ use aws_sdk_dynamodb::types::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use adapters::dynamo::{ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, page_below};
+use adapters::dynamo::{ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent};
 use adapters::outbox;
+use adapters::shard::{SHARDS, Sharded, SweepPosition};
 use domain_events::Envelope;
 use kernel::page::Page;
 use kernel::{Money, OrderId};
@@ -76,9 +82,9 @@ const CAPTURING: &str = "capturing";
 const CAPTURED: &str = "captured";
 const CAPTURE_FAILED: &str = "capture_failed";
 
-/// The sparse index of payments being authorized, and its one partition.
+/// The sparse index of payments being authorized, and its partitions.
 const AUTHORIZING_INDEX: &str = "Authorizing";
-const AUTHORIZING_PK: &str = "AUTHORIZING";
+const AUTHORIZING_PK: Sharded = Sharded::new("AUTHORIZING", SHARDS).reading_unsharded();
 /// Payments per page of the stalled listing.
 const STALLED_PAGE: usize = 25;
 
@@ -304,8 +310,8 @@ impl DynamoPayments {
 }
 
 impl PaymentStore for DynamoPayments {
-    /// The index's `LastEvaluatedKey`.
-    type Cursor = Item;
+    /// The shard and its `LastEvaluatedKey`.
+    type Cursor = SweepPosition;
 
     async fn get(&self, order_id: OrderId) -> Result<Option<Payment>, StoreError> {
         get_consistent(&self.client, &self.table, key(order_id)).await?.map(payment).transpose()
@@ -314,21 +320,21 @@ impl PaymentStore for DynamoPayments {
     async fn stalled(
         &self,
         claimed_by: OffsetDateTime,
-        cursor: Option<Item>,
-    ) -> Result<Page<OrderId, Item>, StoreError> {
+        cursor: Option<SweepPosition>,
+    ) -> Result<Page<OrderId, SweepPosition>, StoreError> {
         // Every key of a claim made at `claimed_by` or earlier sorts below the next second's.
         let below = format!("{:012}", claimed_by.unix_timestamp() + 1);
-        let partition = ("gsi1pk", AUTHORIZING_PK);
-        let (listed, next) = page_below(
-            &self.client,
-            &self.table,
-            AUTHORIZING_INDEX,
-            partition,
-            ("gsi1sk", &below),
-            STALLED_PAGE,
-            cursor,
-        )
-        .await?;
+        let (listed, next) = AUTHORIZING_PK
+            .page_below(
+                &self.client,
+                &self.table,
+                AUTHORIZING_INDEX,
+                "gsi1pk",
+                ("gsi1sk", &below),
+                STALLED_PAGE,
+                cursor,
+            )
+            .await?;
         let items = listed.iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
         Ok(Page { items, next })
     }
@@ -384,7 +390,7 @@ impl PaymentStore for DynamoPayments {
                 (":authorizing".to_owned(), s(AUTHORIZING)),
                 (":now".to_owned(), epoch(now)),
                 (":true".to_owned(), AttributeValue::Bool(true)),
-                (":index".to_owned(), s(AUTHORIZING_PK)),
+                (":index".to_owned(), s(AUTHORIZING_PK.key_for(&order_id.to_string()))),
                 (":since_key".to_owned(), since_key(now, order_id)),
             ]),
         )
@@ -632,8 +638,8 @@ impl WebhookInbox for DynamoPayments {
 const REFUND_PENDING: &str = "pending";
 const REFUND_SUCCEEDED: &str = "succeeded";
 const REFUND_FAILED: &str = "failed";
-/// The partition of pending refunds in the `Authorizing` index.
-const REFUNDING_PK: &str = "REFUNDING";
+/// The partitions of pending refunds in the `Authorizing` index.
+const REFUNDING_PK: Sharded = Sharded::new("REFUNDING", SHARDS).reading_unsharded();
 const REFUND_PREFIX: &str = "REFUND#";
 
 fn refund_key(order_id: OrderId, source: &Source) -> Item {
@@ -727,7 +733,7 @@ fn refund_item(refund: &Refund) -> Result<Item, StoreError> {
     }
     match &refund.status {
         RefundStatus::Pending => {
-            item.insert("gsi1pk".to_owned(), s(REFUNDING_PK));
+            item.insert("gsi1pk".to_owned(), s(REFUNDING_PK.key_for(&refund.order_id.to_string())));
             item.insert("gsi1sk".to_owned(), since_key(refund.created_at, refund.order_id));
         }
         RefundStatus::Succeeded { stripe_refund_id, refunded_total } => {
@@ -827,7 +833,7 @@ impl DynamoPayments {
 
 impl RefundStore for DynamoPayments {
     /// The index's `LastEvaluatedKey`.
-    type RefundCursor = Item;
+    type RefundCursor = SweepPosition;
 
     async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError> {
         get_consistent(&self.client, &self.table, refund_key(order_id, source)).await?.map(refund_of).transpose()
@@ -846,19 +852,20 @@ impl RefundStore for DynamoPayments {
     async fn pending_refunds(
         &self,
         since: OffsetDateTime,
-        cursor: Option<Item>,
-    ) -> Result<Page<PendingRefund, Item>, StoreError> {
+        cursor: Option<SweepPosition>,
+    ) -> Result<Page<PendingRefund, SweepPosition>, StoreError> {
         let below = format!("{:012}", since.unix_timestamp() + 1);
-        let (listed, next) = page_below(
-            &self.client,
-            &self.table,
-            AUTHORIZING_INDEX,
-            ("gsi1pk", REFUNDING_PK),
-            ("gsi1sk", &below),
-            STALLED_PAGE,
-            cursor,
-        )
-        .await?;
+        let (listed, next) = REFUNDING_PK
+            .page_below(
+                &self.client,
+                &self.table,
+                AUTHORIZING_INDEX,
+                "gsi1pk",
+                ("gsi1sk", &below),
+                STALLED_PAGE,
+                cursor,
+            )
+            .await?;
         let items = listed
             .iter()
             .map(|item| {
