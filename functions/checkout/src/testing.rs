@@ -15,7 +15,9 @@ use kernel::{Currency, Money, OrderId, ReturnId};
 use crate::order::{Address, Flag, Order, PaymentFacts, Status};
 use crate::pricing::Totals;
 use crate::returns::{Return, ReturnStatus};
-use crate::service::{OrderStore, Page, PageError, Placed, Placement, ReturnsPage, Saved, SavedReply, StoreError, Write};
+use crate::service::{
+    OrderStore, Page, PageError, Placed, Placement, ReturnsPage, Saved, SavedReply, StoreError, Write,
+};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
