@@ -1,11 +1,15 @@
-//! The Stripe secret key from AWS Secrets Manager, read once at cold start
-//! ([`adapters::secrets`] does the reading).
+//! The Stripe secret key from AWS Secrets Manager, read once per cold start
+//! ([`adapters::secrets`] does the reading). The functions start the read at init without
+//! waiting for it ([`adapters::secrets::Prefetched`], building the [`StripeGateway`] with
+//! [`gateway`]) and await it at their first invocation.
 //!
 //! The secret's `SecretString` is either the key itself (`sk_live_…`) or a JSON object with a
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
 //! the value, and errors name the secret's ARN only.
 
+use crate::ports::GatewayError;
 use crate::signature::SigningSecret;
+use crate::stripe::StripeGateway;
 use crate::{SecretSource, StripeSecret};
 
 /// Why the Stripe secret key could not be had.
@@ -17,6 +21,24 @@ pub enum SecretError {
         "the Stripe secret {arn} is empty, or JSON without a non-empty string `secret_key` (`signing_secret` for the webhook's)"
     )]
     NoKey { arn: String },
+}
+
+/// Why the Stripe gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("could not build the Stripe client")]
+    Client(#[from] GatewayError),
+}
+
+/// The Stripe gateway for `api_base` (Stripe itself when `None`), its key resolved from `source`.
+pub async fn gateway(
+    source: SecretSource,
+    client: &aws_sdk_secretsmanager::Client,
+    api_base: Option<&str>,
+) -> Result<StripeGateway, GatewayStartError> {
+    Ok(StripeGateway::new(&resolve(source, client).await?, api_base)?)
 }
 
 /// The key itself, fetching it from Secrets Manager when that is where it lives.

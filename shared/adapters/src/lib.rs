@@ -1,7 +1,9 @@
 //! AWS adapters every Ferrocart domain shares.
 //!
 //! - [`aws`]: the SDK configuration, loaded once per cold start. `AWS_ENDPOINT_URL` (set by the
-//!   local cloud) points every client at the emulator; in AWS it is unset.
+//!   local cloud) points every client at the emulator; in AWS it is unset. Every client shares
+//!   one HTTPS client trusting root certificates compiled into the binary, not the OS store's
+//!   files (see the module for the trade).
 //! - [`cursor`]: opaque pagination cursors that wrap a DynamoDB `LastEvaluatedKey`, signed
 //!   with HMAC-SHA256 under a key from the stack ([`CursorKeys`]), so an edited or forged cursor
 //!   is refused before any I/O, and refused too when replayed against a different query.
@@ -15,8 +17,10 @@
 //!   which the relay publishes from the table's stream.
 //! - [`shard`]: sparse index keys spread over [`shard::SHARDS`] partitions (`HELD#{k}`), with
 //!   the sweep that reads every shard and the listing that merges them in sort-key order.
-//! - [`secrets`]: Secrets Manager values read once at cold start (`AWSCURRENT`, and
-//!   `AWSPREVIOUS` for keys that must survive a rotation), never printed.
+//! - [`secrets`]: Secrets Manager values read once per cold start (`AWSCURRENT`, and
+//!   `AWSPREVIOUS` for keys that must survive a rotation), never printed; started at init and
+//!   awaited at first use ([`secrets::Prefetched`]), so the read overlaps the runtime's first
+//!   `/next`.
 //!
 //! Key formats are *not* here: each table's key layout lives in exactly one module of the
 //! domain that owns the table.

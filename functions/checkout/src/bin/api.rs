@@ -1,29 +1,48 @@
 //! The checkout API Lambda.
 
+use adapters::secrets::Prefetched;
 use checkout::Config;
 use checkout::api::Context;
 use checkout::cart_client::LambdaCarts;
 use checkout::dynamo::DynamoOrders;
 use checkout::fulfillment_client::LambdaFulfillment;
+use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
-    let config = Config::from_env()?;
+    let Config { table, settings } = Config::from_env()?;
     let cart_query = lambda_glue::config::required("CART_QUERY_FUNCTION")?;
     let fulfillment_query = lambda_glue::config::required("FULFILLMENT_QUERY_FUNCTION")?;
     // Only this function serves listings, so only it is given the cursor secret (not checkout-events).
     let cursor_secret = lambda_glue::config::required("CURSOR_SECRET_ARN")?;
     let aws = adapters::aws::load_config().await;
     let lambda = aws_sdk_lambda::Client::new(&aws);
-    let cursor_keys = adapters::CursorKeys::load(&aws_sdk_secretsmanager::Client::new(&aws), &cursor_secret).await?;
-    let context = Context {
-        store: DynamoOrders::new(aws_sdk_dynamodb::Client::new(&aws), config.table).listing(cursor_keys),
-        carts: LambdaCarts::new(lambda.clone(), cart_query),
-        fulfillment: LambdaFulfillment::new(lambda, fulfillment_query),
-        settings: config.settings,
-    };
+    let carts = LambdaCarts::new(lambda.clone(), cart_query);
+    let fulfillment = LambdaFulfillment::new(lambda, fulfillment_query);
+    let (dynamodb, secretsmanager) = (aws_sdk_dynamodb::Client::new(&aws), aws_sdk_secretsmanager::Client::new(&aws));
+    // The cursor secret is read while the runtime asks for the first request, not before it.
+    let context = Prefetched::start(move || {
+        let (dynamodb, secretsmanager, table, arn) =
+            (dynamodb.clone(), secretsmanager.clone(), table.clone(), cursor_secret.clone());
+        let (carts, fulfillment, settings) = (carts.clone(), fulfillment.clone(), settings.clone());
+        async move {
+            let cursor_keys = adapters::CursorKeys::load(&secretsmanager, &arn).await?;
+            Ok::<_, adapters::cursor::KeyError>(Context {
+                store: DynamoOrders::new(dynamodb, table).listing(cursor_keys),
+                carts,
+                fulfillment,
+                settings,
+            })
+        }
+    });
     let context = &context;
-    lambda_glue::http::serve(|request| checkout::api::handle(context, request)).await
+    lambda_glue::http::serve(|request| async move {
+        match context.get().await {
+            Ok(context) => checkout::api::handle(context, request).await,
+            Err(error) => Reply::problem(&internal(&error)),
+        }
+    })
+    .await
 }

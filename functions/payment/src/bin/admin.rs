@@ -1,22 +1,31 @@
 //! Payment's admin API Lambda (`POST /admin/orders/{id}/refunds`, group `admin`).
 
 use adapters::aws::load_config;
+use adapters::secrets::Prefetched;
+use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
-use payment::stripe::StripeGateway;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
-    let config = Config::from_env()?;
+    let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = load_config().await;
-    let secret = payment::secrets::resolve(config.stripe_secret, &aws_sdk_secretsmanager::Client::new(&aws)).await?;
-    let gateway = StripeGateway::new(&secret, config.stripe_api_base.as_deref())?;
-    let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
+    let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+    // The Stripe key is read while the runtime asks for the first request, not before it.
+    let gateway = Prefetched::start(move || {
+        let (secretsmanager, source, api_base) =
+            (secretsmanager.clone(), stripe_secret.clone(), stripe_api_base.clone());
+        async move { payment::secrets::gateway(source, &secretsmanager, api_base.as_deref()).await }
+    });
+    let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let (store, gateway) = (&store, &gateway);
     lambda_glue::http::serve(|request| async move {
-        payment::admin::handle(store, gateway, &request, time::OffsetDateTime::now_utc()).await
+        match gateway.get().await {
+            Ok(gateway) => payment::admin::handle(store, gateway, &request, time::OffsetDateTime::now_utc()).await,
+            Err(error) => Reply::problem(&internal(&error)),
+        }
     })
     .await
 }

@@ -1,19 +1,31 @@
 //! The payment event consumer Lambda (SQS queue).
 
 use adapters::inbox::DynamoInbox;
+use adapters::secrets::Prefetched;
+use lambda_glue::consumer::HandlerError;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
-use payment::stripe::StripeGateway;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
-    let config = Config::from_env()?;
+    let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = adapters::aws::load_config().await;
-    let secret = payment::secrets::resolve(config.stripe_secret, &aws_sdk_secretsmanager::Client::new(&aws)).await?;
-    let gateway = StripeGateway::new(&secret, config.stripe_api_base.as_deref())?;
+    let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+    // The Stripe key is read while the runtime asks for the first batch, not before it; a
+    // failed read fails that batch (SQS delivers it again) and the next batch reads again.
+    let gateway = Prefetched::start(move || {
+        let (secretsmanager, source, api_base) =
+            (secretsmanager.clone(), stripe_secret.clone(), stripe_api_base.clone());
+        async move { payment::secrets::gateway(source, &secretsmanager, api_base.as_deref()).await }
+    });
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
-    let store = DynamoPayments::new(dynamodb, config.table);
-    lambda_glue::consumer::serve(|trigger| payment::events::handle(&store, &gateway, &inbox, trigger)).await
+    let inbox = DynamoInbox::new(dynamodb.clone(), &table);
+    let store = DynamoPayments::new(dynamodb, table);
+    let (store, gateway, inbox) = (&store, &gateway, &inbox);
+    lambda_glue::consumer::serve(|trigger| async move {
+        let gateway = gateway.get().await.map_err(HandlerError::transient)?;
+        payment::events::handle(store, gateway, inbox, trigger).await
+    })
+    .await
 }
