@@ -32,6 +32,9 @@ enum Command {
     Cold {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// Only these functions (binary names, comma-separated), beside the hello-world.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// A 3-line order to confirmed and to delivered, every AWS call counted and priced.
     Cost,
@@ -79,13 +82,13 @@ async fn main() -> anyhow::Result<()> {
     });
     let paths = Paths::new(&root, bin_dir);
     let results = root.join("bench/results.json");
-    let run_cold = |rounds| cold_starts(&paths, rounds);
+    let run_cold = |rounds, only| cold_starts(&paths, rounds, only);
     match cli.command {
-        Command::Cold { rounds } => save(&root, "cold", run_cold(rounds).await?)?,
+        Command::Cold { rounds, only } => save(&root, "cold", run_cold(rounds, only).await?)?,
         Command::Cost => save(&root, "cost", cost(&paths).await?)?,
         Command::Flash { customers, units } => save(&root, "flash", flash(&paths, customers, units).await?)?,
         Command::All { rounds, customers } => {
-            save(&root, "cold", run_cold(rounds).await?)?;
+            save(&root, "cold", run_cold(rounds, Vec::new()).await?)?;
             save(&root, "cost", cost(&paths).await?)?;
             save(&root, "flash", flash(&paths, customers, 100).await?)?;
             save(&root, "warm", warm(&paths, 10_000, 1_000)?)?;
@@ -174,7 +177,7 @@ fn sample(root: &Path, binary: &str) -> anyhow::Result<(String, Value)> {
     }
 }
 
-async fn cold_starts(paths: &Paths, rounds: usize) -> anyhow::Result<Value> {
+async fn cold_starts(paths: &Paths, rounds: usize, only: Vec<String>) -> anyhow::Result<Value> {
     eprintln!("cold starts: provisioning the template into a moto of our own");
     let provisioned = stack::provision(paths).await?;
     let base_env = |name: &str, memory: u64| -> BTreeMap<String, String> {
@@ -217,6 +220,10 @@ async fn cold_starts(paths: &Paths, rounds: usize) -> anyhow::Result<Value> {
             event: event.to_string().into(),
         });
     }
+    if let Some(unknown) = only.iter().find(|name| !subjects.iter().any(|s| &s.name == *name)) {
+        anyhow::bail!("--only: no function runs the binary `{unknown}`");
+    }
+    subjects.retain(|s| only.is_empty() || only.contains(&s.name));
     // A binary that is not built is reported, not guessed: `make bench` builds them all.
     let (subjects, missing): (Vec<Subject>, Vec<Subject>) = subjects.into_iter().partition(|s| s.binary.is_file());
     let missing: Vec<String> = missing.into_iter().map(|s| s.name).collect();
