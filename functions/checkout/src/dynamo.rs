@@ -2,19 +2,30 @@
 //!
 //! | item        | pk                          | sk       | notes                                   |
 //! |-------------|-----------------------------|----------|-----------------------------------------|
-//! | order       | `ORDER#{id}`                | `ORDER`  | the order document and its version      |
-//! | idempotency | `IDEM#{customer}#{key}`     | `IDEM`   | the request and the reply to replay; TTL 24 h |
+//! | order head  | `ORDER#{id}`                | `ORDER`  | what changes: status, version, history, payment facts, shipments, returns, flags |
+//! | order details | `ORDER#{id}`              | `DETAILS`| what placement fixed: customer, e-mail, lines, totals, address, methods; written once |
+//! | idempotency | `IDEM#{customer}#{key}`     | `IDEM`   | the request's SHA-256 and the order id (the reply is rebuilt from the order); TTL 24 h |
 //! | coupon      | `COUPON#{code}`             | `COUPON` | `redeemed` count of a limited coupon: +1 on placement, −1 on cancellation |
 //! | outbox      | `OUTBOX#{event}`            | `OUTBOX` | see [`adapters::outbox`]                |
 //! | inbox       | `INBOX#{event}`             | `INBOX`  | events the consumer took; see [`adapters::inbox`] |
 //! | return      | `RETURN#{id}`               | `RETURN` | the admin listing's copy of a return, with its `order_id` |
 //!
-//! Order GSIs: `ByCustomer` (`CUSTOMER#{sub}`, id) for `GET /orders`; `ByStatus`
-//! (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`), present only
-//! while the order waits for the saga, for the timeout sweep; `Flagged` (`FLAGGED`, id), present
-//! only while the order has a flag, for `GET /admin/orders?flag=` (sparse: an order costs an
-//! index write only while flagged, which is rare; the flag itself is a filter on that small
-//! partition). Ids are ULIDs: newest first is descending key order.
+//! An order is two items of one partition, read together by one consistent `Query` (one read
+//! unit while both stay under 4 KB): the head, rewritten at every change and kept under 1 KB
+//! for a usual order (one write unit, where the whole 1.4–1.8 KB order cost two), and the
+//! details, written once in the placement transaction. Only the head is written afterwards; the
+//! domain never changes what the details hold.
+//!
+//! Order GSIs, all projecting keys only (a listing reads the orders it found with
+//! `BatchGetItem`, so a status change costs one small index write instead of a copy of the
+//! order): `ByCustomer` (`CUSTOMER#{sub}`, id), on the details, for `GET /orders`; on the head,
+//! `ByStatus` (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`),
+//! present only while the order waits for the saga, for the timeout sweep; `Flagged` (`FLAGGED`,
+//! id), present only while the order has a flag, for `GET /admin/orders?flag=` (sparse: an order
+//! costs an index write only while flagged, which is rare; the flag itself is a filter on that
+//! small partition, so it also projects `flags`). The index partitions are named in one place
+//! each ([`OPEN_PARTITION`], `status_partition`), ready to be sharded. Ids are ULIDs: newest
+//! first is descending key order.
 //!
 //! Returns live on their order item (which decides them under its version); each also has an
 //! item of its own, rewritten in the same transaction as the order whenever it changes, for the
@@ -31,13 +42,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, get_consistent, key, page_below, put_if,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, batch_get, get_consistent, key, page_below,
+    put_if, query_partition,
 };
 use adapters::outbox;
 use adapters::{Cursor, CursorKeys, ListingKeys};
-use kernel::{OrderId, ReturnId};
+use kernel::{Currency, Money, OrderId, ReturnId, Sku};
 
-use crate::order::{CaptureFailure, Flag, Order, Status};
+use crate::order::{Address, CaptureFailure, Flag, Order, OrderLine, PaymentFacts, Shipment, Status, Transition};
+use crate::pricing::Totals;
 use kernel::page::Page as SweepPage;
 
 use crate::returns::{Dispute, Return, ReturnStatus};
@@ -59,10 +72,6 @@ const RETURNS_INDEX: &str = "Returns";
 /// Saved replies are kept a day, as Stripe keeps idempotency keys.
 const REPLY_RETENTION_SECS: i64 = 24 * 3600;
 
-fn order_key(id: OrderId) -> Item {
-    key(format!("ORDER#{id}"), "ORDER")
-}
-
 fn reply_key(customer: &str, idempotency_key: &str) -> Item {
     key(format!("IDEM#{customer}#{idempotency_key}"), "IDEM")
 }
@@ -82,12 +91,13 @@ enum Action {
     Return,
 }
 
+/// The order's head (`ORDER#{id}`, `ORDER`): everything that may change after placement, and
+/// the keys of the indexes an order moves through. Rewritten on every change, so it is kept
+/// small (empty facts are left out): under 1 KB, one write unit, for a usual order.
 #[derive(Debug, Serialize, Deserialize)]
-struct OrderRecord {
+struct HeadRecord {
     pk: String,
     sk: String,
-    gsi1pk: String,
-    gsi1sk: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     gsi2pk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -98,59 +108,292 @@ struct OrderRecord {
     gsi4pk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     gsi4sk: Option<String>,
-    /// [`Order::coupon_redemption`], which the API does not show.
+    status: Status,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    coupon_redemption: Option<String>,
-    /// [`Order::flags`] and [`Order::capture_failure`], which only admins see.
+    cancel_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    payment_failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    payment_intent_id: Option<String>,
+    #[serde(skip_serializing_if = "is_default", default)]
+    payment: PaymentFacts,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    shipment_count: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    shipments: Vec<Shipment>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    returns: Vec<Return>,
+    /// [`Order::flags`], [`Order::capture_failure`] and [`Order::disputes`], which only admins see.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     flags: Vec<Flag>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     capture_failure: Option<CaptureFailure>,
-    /// [`Order::disputes`], which only admins see.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     disputes: Vec<Dispute>,
-    #[serde(flatten)]
-    order: Order,
+    /// Times in the head are Unix nanoseconds (a number of 11 bytes, where RFC 3339 text took 30):
+    /// the history grows by one entry per status.
+    history: Vec<StoredTransition>,
+    version: u64,
+    updated_at: i64,
 }
 
-impl OrderRecord {
+/// A [`Transition`] in the head.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTransition {
+    status: Status,
+    at: i64,
+}
+
+/// `at` in Unix nanoseconds (an `i64` holds them until the year 2262).
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(nanos: i64) -> Result<OffsetDateTime, Unavailable> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(Unavailable::new)
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// What placement fixed for good (`ORDER#{id}`, `DETAILS`): the lines, totals, address and
+/// payment method. Written once, in the placement transaction, and never again; it carries the
+/// `ByCustomer` keys, which never move either. Amounts are kept as numbers in the order's one
+/// `currency` (a money map per amount made a 3-line order's details 1.3 KB: two write units).
+#[derive(Debug, Serialize, Deserialize)]
+struct DetailsRecord {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    customer: String,
+    email: String,
+    currency: Currency,
+    lines: Vec<StoredLine>,
+    totals: StoredTotals,
+    shipping_address: Address,
+    shipping_method: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    promo_code: Option<String>,
+    payment_method: String,
+    /// [`Order::coupon_redemption`], which the API does not show.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    coupon_redemption: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    deadline: OffsetDateTime,
+}
+
+/// An [`OrderLine`] in the details: amounts in minor units of the order's currency.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredLine {
+    sku: Sku,
+    title: String,
+    quantity: u32,
+    unit_price: i64,
+    line_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    discount: Option<i64>,
+}
+
+/// [`Totals`] in the details: amounts in minor units of the order's currency.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTotals {
+    subtotal: i64,
+    discount: i64,
+    shipping: i64,
+    tax: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    rounding: Option<i64>,
+    total: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    promotions: Vec<String>,
+}
+
+const HEAD: &str = "ORDER";
+const DETAILS: &str = "DETAILS";
+
+fn order_pk(id: OrderId) -> String {
+    format!("ORDER#{id}")
+}
+
+/// The `ByStatus` partition of `status`.
+fn status_partition(status: Status) -> String {
+    format!("STATUS#{}", status.as_str())
+}
+
+impl HeadRecord {
     fn new(order: &Order) -> Self {
         let id = order.order_id.to_string();
         let open = order.status.is_open();
         let flagged = !order.flags.is_empty();
         Self {
-            pk: format!("ORDER#{id}"),
-            sk: "ORDER".to_owned(),
-            gsi1pk: format!("CUSTOMER#{}", order.customer),
-            gsi1sk: id.clone(),
+            pk: order_pk(order.order_id),
+            sk: HEAD.to_owned(),
             gsi2pk: open.then(|| OPEN_PARTITION.to_owned()),
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
-            gsi3pk: format!("STATUS#{}", order.status.as_str()),
+            gsi3pk: status_partition(order.status),
             gsi3sk: id.clone(),
             gsi4pk: flagged.then(|| FLAGGED_PARTITION.to_owned()),
             gsi4sk: flagged.then_some(id),
-            coupon_redemption: order.coupon_redemption.clone(),
+            status: order.status,
+            cancel_reason: order.cancel_reason.clone(),
+            payment_failure: order.payment_failure.clone(),
+            payment_intent_id: order.payment_intent_id.clone(),
+            payment: order.payment.clone(),
+            shipment_count: order.shipment_count,
+            shipments: order.shipments.clone(),
+            returns: order.returns.clone(),
             flags: order.flags.clone(),
             capture_failure: order.capture_failure.clone(),
             disputes: order.disputes.clone(),
-            order: order.clone(),
+            history: order.history.iter().map(|t| StoredTransition { status: t.status, at: nanos(t.at) }).collect(),
+            version: order.version,
+            updated_at: nanos(order.updated_at),
         }
     }
+}
 
-    fn into_order(self) -> Order {
-        let mut order = Order {
-            coupon_redemption: self.coupon_redemption,
-            flags: self.flags,
-            capture_failure: self.capture_failure,
-            disputes: self.disputes,
-            ..self.order
-        };
-        // Orders authorized before the order kept the amount: payment authorizes the total.
-        if order.payment.authorized.is_none() && order.history.iter().any(|t| t.status == Status::Authorized) {
-            order.payment.authorized = Some(order.totals.total);
+impl DetailsRecord {
+    fn new(order: &Order) -> Self {
+        Self {
+            pk: order_pk(order.order_id),
+            sk: DETAILS.to_owned(),
+            gsi1pk: format!("CUSTOMER#{}", order.customer),
+            gsi1sk: order.order_id.to_string(),
+            customer: order.customer.clone(),
+            email: order.email.clone(),
+            currency: order.totals.total.currency(),
+            lines: order
+                .lines
+                .iter()
+                .map(|line| StoredLine {
+                    sku: line.sku.clone(),
+                    title: line.title.clone(),
+                    quantity: line.quantity,
+                    unit_price: line.unit_price.amount(),
+                    line_total: line.line_total.amount(),
+                    discount: line.discount.map(|d| d.amount()),
+                })
+                .collect(),
+            totals: StoredTotals {
+                subtotal: order.totals.subtotal.amount(),
+                discount: order.totals.discount.amount(),
+                shipping: order.totals.shipping.amount(),
+                tax: order.totals.tax.amount(),
+                rounding: order.totals.rounding.map(|r| r.amount()),
+                total: order.totals.total.amount(),
+                promotions: order.totals.promotions.clone(),
+            },
+            shipping_address: order.shipping_address.clone(),
+            shipping_method: order.shipping_method.clone(),
+            promo_code: order.promo_code.clone(),
+            payment_method: order.payment_method.clone(),
+            coupon_redemption: order.coupon_redemption.clone(),
+            created_at: order.created_at,
+            deadline: order.deadline,
         }
-        order
     }
+}
+
+/// The order its two items make.
+fn order_of(head: HeadRecord, details: DetailsRecord) -> Result<Order, Unavailable> {
+    let order_id = details
+        .pk
+        .strip_prefix("ORDER#")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| Unavailable::because(format!("an order item's key `{}` holds no order id", details.pk)))?;
+    let money = |amount: i64| Money::new(amount, details.currency).map_err(Unavailable::new);
+    let lines = details
+        .lines
+        .into_iter()
+        .map(|line| {
+            Ok(OrderLine {
+                sku: line.sku,
+                title: line.title,
+                quantity: line.quantity,
+                unit_price: money(line.unit_price)?,
+                line_total: money(line.line_total)?,
+                discount: line.discount.map(money).transpose()?,
+            })
+        })
+        .collect::<Result<_, Unavailable>>()?;
+    let stored = details.totals;
+    let totals = Totals {
+        subtotal: money(stored.subtotal)?,
+        discount: money(stored.discount)?,
+        shipping: money(stored.shipping)?,
+        tax: money(stored.tax)?,
+        rounding: stored.rounding.map(money).transpose()?,
+        total: money(stored.total)?,
+        promotions: stored.promotions,
+    };
+    Ok(Order {
+        order_id,
+        customer: details.customer,
+        email: details.email,
+        status: head.status,
+        cancel_reason: head.cancel_reason,
+        payment_failure: head.payment_failure,
+        lines,
+        totals,
+        shipping_address: details.shipping_address,
+        shipping_method: details.shipping_method,
+        promo_code: details.promo_code,
+        payment_method: details.payment_method,
+        payment_intent_id: head.payment_intent_id,
+        payment: head.payment,
+        shipment_count: head.shipment_count,
+        shipments: head.shipments,
+        returns: head.returns,
+        disputes: head.disputes,
+        flags: head.flags,
+        capture_failure: head.capture_failure,
+        coupon_redemption: details.coupon_redemption,
+        history: head
+            .history
+            .into_iter()
+            .map(|t| Ok(Transition { status: t.status, at: from_nanos(t.at)? }))
+            .collect::<Result<_, Unavailable>>()?,
+        version: head.version,
+        created_at: details.created_at,
+        updated_at: from_nanos(head.updated_at)?,
+        deadline: details.deadline,
+    })
+}
+
+/// Orders from the items read of their partitions (any order, other items ignored), by id; an
+/// order missing either item is left out.
+fn assemble(items: Vec<Item>) -> Result<HashMap<String, Order>, Unavailable> {
+    let mut heads = HashMap::new();
+    let mut details = HashMap::new();
+    for item in items {
+        let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
+            Some(HEAD) => {
+                heads.insert(pk, serde_dynamo::from_item::<_, HeadRecord>(item)?);
+            }
+            Some(DETAILS) => {
+                details.insert(pk, serde_dynamo::from_item::<_, DetailsRecord>(item)?);
+            }
+            _ => {}
+        }
+    }
+    heads
+        .into_iter()
+        .filter_map(|(pk, head)| {
+            let details = details.remove(&pk)?;
+            Some(order_of(head, details).map(|order| (pk, order)))
+        })
+        .collect()
+}
+
+/// The table key of an order's item, from the `pk` an index entry carries.
+#[derive(Debug, Deserialize)]
+struct Entry {
+    pk: String,
 }
 
 /// A return's own item: the admin listing's copy, and where its order is.
@@ -180,13 +423,14 @@ impl ReturnRecord {
     }
 }
 
+/// What an idempotency key keeps: the request's fingerprint and the order it placed. The
+/// reply is rebuilt from the order ([`Order::as_placed`]), so this stays a fixed ~150 bytes
+/// whatever the order holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct ReplyRecord {
     pk: String,
     sk: String,
     request: String,
-    status: u16,
-    body: String,
     order_id: OrderId,
     expires_at: i64,
 }
@@ -267,9 +511,26 @@ impl DynamoOrders {
     }
 }
 
-/// A page of orders as [`DynamoOrders::query_page`] read them.
-fn orders((records, next_cursor): (Vec<OrderRecord>, Option<String>)) -> Page {
-    Page { orders: records.into_iter().map(OrderRecord::into_order).collect(), next_cursor }
+impl DynamoOrders {
+    /// A page of orders listed by a keys-only index: the index gives the order ids (in its
+    /// order), one `BatchGetItem` per 50 orders reads their heads and details, and `keep`
+    /// drops an order whose head has moved on since the index saw it (the index is eventually
+    /// consistent), so a page can come back short.
+    async fn orders(
+        &self,
+        (entries, next_cursor): (Vec<Entry>, Option<String>),
+        keep: impl Fn(&Order) -> bool,
+    ) -> Result<Page, PageError> {
+        let keys: Vec<Item> =
+            entries.iter().flat_map(|entry| [key(entry.pk.clone(), HEAD), key(entry.pk.clone(), DETAILS)]).collect();
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            items.extend(batch_get(&self.client, &self.table, chunk.to_vec()).await?);
+        }
+        let mut found = assemble(items)?;
+        let orders = entries.iter().filter_map(|entry| found.remove(&entry.pk)).filter(|order| keep(order)).collect();
+        Ok(Page { orders, next_cursor })
+    }
 }
 
 impl OrderStore for DynamoOrders {
@@ -280,7 +541,7 @@ impl OrderStore for DynamoOrders {
         let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await?;
         let Some(item) = item else { return Ok(None) };
         let record: ReplyRecord = serde_dynamo::from_item(item).map_err(Unavailable::from)?;
-        Ok(Some(SavedReply { request: record.request, status: record.status, body: record.body }))
+        Ok(Some(SavedReply { request: record.request, order_id: record.order_id }))
     }
 
     async fn place(&self, placement: &Placement) -> Result<Placed, StoreError> {
@@ -288,17 +549,17 @@ impl OrderStore for DynamoOrders {
         let reply = ReplyRecord {
             pk: format!("IDEM#{}#{}", order.customer, placement.idempotency_key),
             sk: "IDEM".to_owned(),
-            request: placement.reply.request.clone(),
-            status: placement.reply.status,
-            body: placement.reply.body.clone(),
+            request: placement.request.clone(),
             order_id: order.order_id,
             expires_at: order.created_at.unix_timestamp() + REPLY_RETENTION_SECS,
         };
         let mut tx = Transaction::new();
         let reply = serde_dynamo::to_item(reply).map_err(Unavailable::from)?;
-        let record = serde_dynamo::to_item(OrderRecord::new(order)).map_err(Unavailable::from)?;
+        let head = serde_dynamo::to_item(HeadRecord::new(order)).map_err(Unavailable::from)?;
+        let details = serde_dynamo::to_item(DetailsRecord::new(order)).map_err(Unavailable::from)?;
         tx.push(Action::Reply, self.put(reply, "attribute_not_exists(pk)", None)?)
-            .push(Action::Order, self.put(record, "attribute_not_exists(pk)", None)?)
+            .push(Action::Order, self.put(head, "attribute_not_exists(pk)", None)?)
+            .push(Action::Order, self.put(details, "attribute_not_exists(pk)", None)?)
             .push(Action::Outbox, outbox::put(&self.table, &placement.event).map_err(Unavailable::from)?);
         if let Some((code, max)) = &placement.coupon_limit {
             let update = Update::builder()
@@ -321,16 +582,18 @@ impl OrderStore for DynamoOrders {
         }
     }
 
+    /// One consistent `Query` of the order's partition: its head and details (1 read unit while
+    /// both together stay under 4 KB, as one `GetItem` of a single item would).
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let item = get_consistent(&self.client, &self.table, order_key(id)).await?;
-        let order = item.map(|item| serde_dynamo::from_item::<_, OrderRecord>(item).map(OrderRecord::into_order));
-        Ok(order.transpose().map_err(Unavailable::from)?)
+        let items = query_partition(&self.client, &self.table, &order_pk(id), true).await?;
+        Ok(assemble(items)?.into_values().next())
     }
 
     async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError> {
         let Write { events, returned_coupon, returns } = write;
         let values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
-        let record = serde_dynamo::to_item(OrderRecord::new(order)).map_err(Unavailable::from)?;
+        // Only the head: the details never change after placement.
+        let record = serde_dynamo::to_item(HeadRecord::new(order)).map_err(Unavailable::from)?;
         if events.is_empty() && returned_coupon.is_none() && returns.is_empty() {
             // Nothing to write with it (the shipment and capture steps announce nothing): one
             // conditional PutItem, since a transaction bills every write twice.
@@ -399,17 +662,20 @@ impl OrderStore for DynamoOrders {
 
     async fn by_customer(&self, customer: &str, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
         let partition = ("gsi1pk", format!("CUSTOMER#{customer}"));
-        Ok(orders(self.query_page("ByCustomer", partition, None, limit, cursor).await?))
+        let entries = self.query_page("ByCustomer", partition, None, limit, cursor).await?;
+        self.orders(entries, |_| true).await
     }
 
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        let partition = ("gsi3pk", format!("STATUS#{}", status.as_str()));
-        Ok(orders(self.query_page("ByStatus", partition, None, limit, cursor).await?))
+        let partition = ("gsi3pk", status_partition(status));
+        let entries = self.query_page("ByStatus", partition, None, limit, cursor).await?;
+        self.orders(entries, |order| order.status == status).await
     }
 
     async fn by_flag(&self, flag: Flag, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
         let partition = ("gsi4pk", FLAGGED_PARTITION.to_owned());
-        Ok(orders(self.query_page(FLAGGED_INDEX, partition, Some(flag), limit, cursor).await?))
+        let entries = self.query_page(FLAGGED_INDEX, partition, Some(flag), limit, cursor).await?;
+        self.orders(entries, |order| order.flags.contains(&flag)).await
     }
 
     async fn overdue(
@@ -427,5 +693,168 @@ impl OrderStore for DynamoOrders {
         let orders =
             items.iter().filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok()).collect();
         Ok(SweepPage { items: orders, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernel::ShipmentId;
+    use time::Duration;
+
+    use super::*;
+    use crate::order::{Dispatch, SagaStep, ShipmentLine};
+
+    /// An item's size as DynamoDB bills it: attribute names plus values (numbers by their
+    /// digits, maps and lists 3 bytes plus 1 per element).
+    fn size(item: &Item) -> usize {
+        fn value(v: &AttributeValue) -> usize {
+            match v {
+                AttributeValue::S(s) => s.len(),
+                AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+                AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+                AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value(v)).sum::<usize>(),
+                AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
+                _ => 0,
+            }
+        }
+        item.iter().map(|(name, v)| name.len() + value(v)).sum()
+    }
+
+    fn usd(amount: i64) -> Money {
+        Money::new(amount, Currency::USD).unwrap()
+    }
+
+    /// A usual order as placement writes it: three lines, a promotion, a full address.
+    fn placed() -> Order {
+        let at = OffsetDateTime::now_utc();
+        let lines: Vec<OrderLine> = (0..3)
+            .map(|i| OrderLine {
+                sku: Sku::parse(&format!("TEE-ORGANIC-{i}-LARGE")).unwrap(),
+                title: format!("Organic cotton tee, large, colour {i}"),
+                quantity: 2,
+                unit_price: usd(2499),
+                line_total: usd(4998),
+                discount: Some(usd(500)),
+            })
+            .collect();
+        Order {
+            order_id: OrderId::new(),
+            customer: "6f1c9a52-7d0e-4c1b-9b8e-2f4a0d3c5e71".into(),
+            email: "ada.lovelace@example.com".into(),
+            status: Status::Pending,
+            cancel_reason: None,
+            payment_failure: None,
+            lines,
+            totals: Totals {
+                subtotal: usd(14994),
+                discount: usd(1500),
+                shipping: usd(0),
+                tax: usd(2699),
+                rounding: None,
+                total: usd(16193),
+                promotions: vec!["10% off tees".into()],
+            },
+            shipping_address: Address {
+                name: "Ada Lovelace".into(),
+                line1: "12 Analytical Row".into(),
+                line2: Some("Flat 3".into()),
+                city: "London".into(),
+                region: None,
+                postal_code: "N1 9GU".into(),
+                country: "GB".into(),
+            },
+            shipping_method: "express".into(),
+            promo_code: Some("TEES10".into()),
+            payment_method: "pm_1QxYzAbCdEfGhIjKlMnOpQrS".into(),
+            payment_intent_id: None,
+            payment: PaymentFacts::default(),
+            shipment_count: None,
+            shipments: Vec::new(),
+            returns: Vec::new(),
+            disputes: Vec::new(),
+            flags: Vec::new(),
+            capture_failure: None,
+            coupon_redemption: Some("TEES10".into()),
+            history: vec![Transition { status: Status::Pending, at }],
+            version: 1,
+            created_at: at,
+            updated_at: at,
+            deadline: at + Duration::minutes(10),
+        }
+    }
+
+    /// The order's two items as the store writes them, and the order read back from them.
+    fn round_trip(order: &Order) -> (Item, Item, Order) {
+        let head: Item = serde_dynamo::to_item(HeadRecord::new(order)).unwrap();
+        let details: Item = serde_dynamo::to_item(DetailsRecord::new(order)).unwrap();
+        let read = assemble(vec![details.clone(), head.clone()]).unwrap().into_values().next().unwrap();
+        (head, details, read)
+    }
+
+    /// Everything that happens to a usual order on its way to `delivered`, in order.
+    fn saga(shipment: ShipmentId) -> Vec<SagaStep> {
+        let at = OffsetDateTime::now_utc();
+        let lines =
+            (0..3).map(|i| ShipmentLine { sku: Sku::parse(&format!("TEE-ORGANIC-{i}-LARGE")).unwrap(), quantity: 2 });
+        vec![
+            SagaStep::StockReserved,
+            SagaStep::PaymentAuthorized { payment_intent_id: "pi_3QxYzAbCdEfGhIjK1a2b3c4d".into(), amount: usd(16193) },
+            SagaStep::ShipmentCreated { shipment, count: 1, warehouse: "main".into(), lines: lines.collect() },
+            SagaStep::ShipmentDispatched(Dispatch {
+                shipment,
+                count: 1,
+                warehouse: "main".into(),
+                carrier: "dhl".into(),
+                tracking_number: "JD014600006281473690".into(),
+                tracking_url: Some("https://www.dhl.com/track?tracking-id=JD014600006281473690".into()),
+                at,
+            }),
+            SagaStep::PaymentCaptured { amount: usd(16193), at },
+            SagaStep::ShipmentDelivered { shipment, count: 1, at },
+        ]
+    }
+
+    #[test]
+    fn a_usual_orders_head_stays_under_1_kb_at_every_step_to_delivered_and_reads_back_whole() {
+        let mut order = placed();
+        let (_, details, read) = round_trip(&order);
+        assert_eq!(read, order);
+        assert!(size(&details) <= 1024, "details of 3 lines: {} bytes", size(&details));
+        for step in saga(ShipmentId::new()) {
+            order.apply(&step, OffsetDateTime::now_utc()).unwrap().unwrap();
+            let (head, again, read) = round_trip(&order);
+            assert_eq!(read, order, "after {step:?}");
+            assert_eq!(again, details, "the details never change");
+            assert!(size(&head) <= 1024, "head after {step:?}: {} bytes", size(&head));
+        }
+        assert_eq!(order.status, Status::Delivered);
+    }
+
+    #[test]
+    fn what_only_admins_see_and_the_coupon_survive_the_split() {
+        let mut order = placed();
+        order.flags = vec![Flag::CaptureFailed, Flag::Disputed];
+        order.capture_failure = Some(CaptureFailure { reason: "card_declined".into(), at: order.created_at });
+        order.disputes = vec![Dispute {
+            dispute_id: "dp_1".into(),
+            amount: usd(16193),
+            reason: "fraudulent".into(),
+            at: order.created_at,
+        }];
+        order.cancel_reason = Some("timeout".into());
+        order.payment_failure = Some("card_declined".into());
+
+        let (head, _, read) = round_trip(&order);
+
+        assert_eq!(read, order);
+        assert_eq!(head.get("gsi4pk").and_then(|v| v.as_s().ok()).map(String::as_str), Some(FLAGGED_PARTITION));
+    }
+
+    #[test]
+    fn an_order_missing_either_item_is_not_an_order() {
+        let order = placed();
+        let (head, details, _) = round_trip(&order);
+        assert!(assemble(vec![head]).unwrap().is_empty());
+        assert!(assemble(vec![details]).unwrap().is_empty());
     }
 }

@@ -567,6 +567,30 @@ fn merge(known: Option<&Shipment>, id: ShipmentId, step: &SagaStep) -> Shipment 
 }
 
 impl Order {
+    /// The order as placement wrote it: what it fixed for good (lines, totals, address, methods,
+    /// customer, times), `pending` since `created_at`, version 1, and nothing else yet. What a
+    /// retried `POST /checkout` answers, however far the order has gone since.
+    #[must_use]
+    pub fn as_placed(&self) -> Self {
+        Self {
+            status: Status::Pending,
+            cancel_reason: None,
+            payment_failure: None,
+            payment_intent_id: None,
+            payment: PaymentFacts::default(),
+            shipment_count: None,
+            shipments: Vec::new(),
+            returns: Vec::new(),
+            disputes: Vec::new(),
+            flags: Vec::new(),
+            capture_failure: None,
+            history: vec![Transition { status: Status::Pending, at: self.created_at }],
+            version: 1,
+            updated_at: self.created_at,
+            ..self.clone()
+        }
+    }
+
     fn enter(&mut self, status: Status, at: OffsetDateTime) {
         self.status = status;
         self.history.push(Transition { status, at });

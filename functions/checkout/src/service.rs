@@ -15,13 +15,20 @@ use crate::pricing::{self, PricingConfig, PricingError};
 use crate::returns::{Return, ReturnInput, ReturnRefused, ReturnStatus};
 use crate::view::OrderView;
 
-/// A response saved under an idempotency key, to replay to retries.
+/// What an idempotency key keeps, to answer retries: the request's fingerprint and the order
+/// it placed. The reply is rebuilt from that order as it was placed ([`Order::as_placed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedReply {
-    /// The request it answered, canonical JSON: a retry must match it exactly.
+    /// The [`fingerprint`] of the request it answered: a retry must match it exactly.
     pub request: String,
-    pub status: u16,
-    pub body: String,
+    pub order_id: OrderId,
+}
+
+/// The fingerprint of a request's canonical JSON body: its SHA-256 in hex (64 characters).
+/// Two bodies with the same fingerprint are taken as the same request.
+pub fn fingerprint(canonical_body: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical_body.as_bytes());
+    digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Everything one placement writes, atomically.
@@ -30,7 +37,8 @@ pub struct Placement {
     pub order: Order,
     pub event: Envelope,
     pub idempotency_key: String,
-    pub reply: SavedReply,
+    /// The request's [`fingerprint`], kept under the key with the order id.
+    pub request: String,
     /// A limited coupon: its code and how many redemptions it allows.
     pub coupon_limit: Option<(String, u64)>,
 }
@@ -122,7 +130,9 @@ pub trait OrderStore {
     async fn place(&self, placement: &Placement) -> Result<Placed, StoreError>;
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
     /// Writes `order` and what comes with it ([`Write`]) if the stored version is still
-    /// `expected`, in one transaction.
+    /// `expected`, in one transaction. What placement fixed (the customer, e-mail, lines,
+    /// totals, address, shipping and payment methods, coupon, creation time and deadline) never
+    /// changes afterwards, so a store may keep it apart and write it once.
     async fn save(&self, order: &Order, expected: u64, write: Write<'_>) -> Result<Saved, StoreError>;
     /// A return and its order, from the return's own item.
     async fn get_return(&self, id: ReturnId) -> Result<Option<(OrderId, Return)>, StoreError>;
@@ -251,9 +261,10 @@ pub async fn place_order(
     placing: PlaceRequest<'_>,
     now: OffsetDateTime,
 ) -> Result<Reply, CheckoutError> {
-    let PlaceRequest { customer, key, canonical_body: request_json, input } = placing;
+    let PlaceRequest { customer, key, canonical_body, input } = placing;
+    let request_fingerprint = fingerprint(canonical_body);
     if let Some(saved) = store.saved_reply(customer, key).await? {
-        return replay(saved, request_json);
+        return replay(store, saved, &request_fingerprint).await;
     }
     let request = input.parse().map_err(CheckoutError::Invalid)?;
     let cart = carts
@@ -334,15 +345,9 @@ pub async fn place_order(
             cart: Some(CartSnapshot { cart_id: cart.cart_id, version: cart.version }),
         }),
     );
-    let body = serde_json::to_string(&OrderView::new(&order, false))
-        .map_err(|e| CheckoutError::Store(StoreError(Unavailable::new(e))))?;
-    let placement = Placement {
-        order,
-        event,
-        idempotency_key: key.to_owned(),
-        reply: SavedReply { request: request_json.to_owned(), status: 202, body: body.clone() },
-        coupon_limit,
-    };
+    let body = placed_body(&order)?;
+    let placement =
+        Placement { order, event, idempotency_key: key.to_owned(), request: request_fingerprint.clone(), coupon_limit };
     // A conflict is another transaction on the same items at the same moment (a retry of this
     // very checkout, or a coupon's count): try the same placement again.
     let placement = &placement;
@@ -360,18 +365,27 @@ pub async fn place_order(
         }
         Placed::DuplicateKey => {
             let saved = store.saved_reply(customer, key).await?.ok_or(CheckoutError::Busy)?;
-            replay(saved, request_json)
+            replay(store, saved, &request_fingerprint).await
         }
         Placed::CouponExhausted => Err(invalid("/promo_code", "this promo code has been fully redeemed")),
         Placed::Conflict => Err(CheckoutError::Busy),
     }
 }
 
-fn replay(saved: SavedReply, request_json: &str) -> Result<Reply, CheckoutError> {
-    if saved.request != request_json {
+/// The body of `POST /checkout`'s 202: the order as placed, as its owner sees it.
+fn placed_body(order: &Order) -> Result<String, CheckoutError> {
+    serde_json::to_string(&OrderView::new(&order.as_placed(), false))
+        .map_err(|e| CheckoutError::Store(StoreError(Unavailable::new(e))))
+}
+
+/// The answer to a retry: the placement's 202 again, rebuilt from the order it placed (written
+/// in the same transaction as the key, so it exists).
+async fn replay(store: &impl OrderStore, saved: SavedReply, request: &str) -> Result<Reply, CheckoutError> {
+    if saved.request != request {
         return Err(CheckoutError::KeyReused);
     }
-    Ok(Reply { status: saved.status, body: saved.body, replayed: true })
+    let order = store.get(saved.order_id).await?.ok_or(CheckoutError::Busy)?;
+    Ok(Reply { status: 202, body: placed_body(&order)?, replayed: true })
 }
 
 /// An order its customer (or an admin) may see.
