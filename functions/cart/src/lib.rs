@@ -12,6 +12,8 @@
 //!   current; `OrderPlaced` empties the cart the order came from, unless it changed since.
 //! - [`query`]: `GetCart`, invoked directly by checkout to price a cart at placement
 //!   (binary `cart-query`).
+//! - `testing` (feature `test-util`): an in-memory [`service::CartStore`] for unit tests and the
+//!   warm benchmark (`bench/`, feature `warm`); never linked into the Lambda binaries.
 
 pub mod api;
 pub mod dynamo;
@@ -19,6 +21,8 @@ pub mod events;
 pub mod model;
 pub mod query;
 pub mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 /// The cart functions' configuration.
 #[derive(Debug, Clone)]

@@ -16,6 +16,8 @@
 //!   pending ones.
 //! - [`query`]: `HoldForCancel`, invoked directly by checkout before a customer cancel (binary
 //!   `fulfillment-query`): no dispatch while the hold lasts, or "already dispatched".
+//! - `testing` (feature `test-util`): an in-memory [`service::FulfillmentStore`] for unit tests
+//!   and the warm benchmark (`bench/`, feature `warm`); never linked into the Lambda binaries.
 
 pub mod api;
 pub mod dynamo;
@@ -23,6 +25,8 @@ pub mod events;
 pub mod model;
 pub mod query;
 pub mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 /// The fulfillment functions' configuration.
 #[derive(Debug, Clone)]

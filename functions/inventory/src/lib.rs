@@ -12,12 +12,16 @@
 //!   or rejects the order, `OrderConfirmed` commits, `OrderCancelled` releases, `ReturnReceived`
 //!   puts returned units back on hand (once per return), and a schedule releases reservations
 //!   that were never confirmed within the hold time.
+//! - `testing` (feature `test-util`): an in-memory [`service::InventoryStore`] for unit tests and
+//!   the warm benchmark (`bench/`, feature `warm`); never linked into the Lambda binaries.
 
 pub mod api;
 pub mod dynamo;
 pub mod events;
 pub mod service;
 pub mod stock;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 /// The inventory functions' configuration.
 #[derive(Debug, Clone)]
