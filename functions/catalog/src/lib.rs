@@ -9,6 +9,8 @@
 //! - [`api`]: the HTTP handler, dispatching on the route keys declared in template.yaml (binary
 //!   `catalog`, `src/bin/api.rs`).
 //! - [`Config`]: what the function reads from its environment at cold start.
+//! - `testing` (feature `test-util`): an in-memory [`service::CatalogStore`] for unit tests and
+//!   the warm benchmark (`bench/`, feature `warm`); never linked into the Lambda binary.
 //!
 //! Shoppers see only `active` products; admins (JWT group `admin`) create, update with
 //! optimistic concurrency (`If-Match`), and archive them. SKUs and slugs are unique across the
@@ -18,6 +20,8 @@ pub mod api;
 pub mod dynamo;
 pub mod product;
 pub mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 /// The catalog function's configuration.
 #[derive(Debug, Clone)]
