@@ -31,7 +31,8 @@
 //!   tolerance, constant-time), pure and checked before a webhook's body is read.
 //! - The adapters: [`dynamo`], the DynamoDB store and the only module that knows the table's key
 //!   layout (every state change is a conditional write); [`stripe`], the Stripe gateway
-//!   (async-stripe), creating and cancelling with idempotency keys derived from the order; [`secrets`], the Stripe secret
+//!   (async-stripe's requests), creating and cancelling with idempotency keys derived from the
+//!   order; [`stripe_client`], the HTTP client that sends them and the few answer fields read; [`secrets`], the Stripe secret
 //!   key and the webhook's signing secrets from Secrets Manager at cold start.
 //! - [`events`]: the Lambda entry point (binary `payment-events`): the SQS consumer, the sweep's
 //!   schedule driven by the glue's sweep loop, and the one mapping of [`error::PaymentError`] to
@@ -57,6 +58,7 @@ pub mod refunding;
 pub mod secrets;
 pub mod signature;
 pub mod stripe;
+pub mod stripe_client;
 pub mod sweep;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -1,7 +1,8 @@
 //! The Stripe adapter against the local Stripe emulator (`infra/emulators/stripe_server.py`).
 //!
-//! Proves that async-stripe reads what the emulator answers, that Stripe's documented test
-//! payment methods behave as in test mode, and that the emulator honours idempotency keys. Each
+//! Proves that our Stripe client (`payment::stripe_client`, sending async-stripe's requests) reads
+//! what the emulator answers, that Stripe's documented test payment methods behave as in test
+//! mode, and that the emulator honours idempotency keys. Each
 //! test starts its own emulator (about 0.4 s) with the emulators venv's Python (`make venv`), or
 //! the interpreter `FERROCART_PYTHON` names.
 
