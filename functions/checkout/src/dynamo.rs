@@ -19,13 +19,16 @@
 //! Order GSIs, all projecting keys only (a listing reads the orders it found with
 //! `BatchGetItem`, so a status change costs one small index write instead of a copy of the
 //! order): `ByCustomer` (`CUSTOMER#{sub}`, id), on the details, for `GET /orders`; on the head,
-//! `ByStatus` (`STATUS#{status}`, id) for the admin list; `Open` (`OPEN`, `{deadline}#{id}`),
-//! present only while the order waits for the saga, for the timeout sweep; `Flagged` (`FLAGGED`,
-//! id), present only while the order has a flag, for `GET /admin/orders?flag=` (sparse: an order
-//! costs an index write only while flagged, which is rare; the flag itself is a filter on that
-//! small partition, so it also projects `flags`). The index partitions are named in one place
-//! each ([`OPEN_PARTITION`], `status_partition`), ready to be sharded. Ids are ULIDs: newest
-//! first is descending key order.
+//! `ByStatus` (`STATUS#{status}#{k}`, the id turned around by [`newest_first`]) for the admin
+//! list; `Open` (`OPEN#{k}`, `{deadline}#{id}`), present only while the order waits for the
+//! saga, for the timeout sweep; `Flagged` (`FLAGGED`, id), present only while the order has a
+//! flag, for `GET /admin/orders?flag=` (sparse: an order costs an index write only while
+//! flagged, which is rare; the flag itself is a filter on that small partition, so it also
+//! projects `flags`). `k` is the order id's shard ([`adapters::shard`], 16): every order enters
+//! and leaves `Open` and each status it passes, and one constant partition would cap the shop
+//! near 1,000 index writes a second. The sweep reads the `Open` shards one after another; the
+//! status listing merges its shards. Ids are ULIDs: newest first is descending id order (the
+//! per-customer and flagged listings query backwards).
 //!
 //! Returns live on their order item (which decides them under its version); each also has an
 //! item of its own, rewritten in the same transaction as the order whenever it changes, for the
@@ -42,10 +45,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use adapters::dynamo::{
-    ConditionFailed, Item, Transaction, TransactionError, Unavailable, batch_get, get_consistent, key, page_below,
-    put_if, query_partition,
+    ConditionFailed, Item, Transaction, TransactionError, Unavailable, batch_get, get_consistent, key, put_if,
+    query_partition,
 };
 use adapters::outbox;
+use adapters::shard::{Listing, SHARDS, Sharded, SweepPosition};
 use adapters::{Cursor, CursorKeys, ListingKeys};
 use kernel::{Currency, Money, OrderId, ReturnId, Sku};
 
@@ -58,9 +62,13 @@ use crate::service::{
     OrderStore, Page, PageError, Placed, Placement, ReturnsPage, Saved, SavedReply, StoreError, Write,
 };
 
-/// The index of open orders by deadline, and its one partition.
+/// The index of open orders by deadline, and its partitions: `OPEN#{k}`, `k` the order id's
+/// shard ([`adapters::shard`]), so no one index partition takes every order's write.
 const OPEN_INDEX: &str = "Open";
-const OPEN_PARTITION: &str = "OPEN";
+const OPEN: Sharded = Sharded::new("OPEN", SHARDS);
+
+/// The index of orders by status.
+const BY_STATUS_INDEX: &str = "ByStatus";
 
 /// The sparse index of orders an admin must look at, and its one partition.
 const FLAGGED_INDEX: &str = "Flagged";
@@ -219,9 +227,22 @@ fn order_pk(id: OrderId) -> String {
     format!("ORDER#{id}")
 }
 
-/// The `ByStatus` partition of `status`.
-fn status_partition(status: Status) -> String {
-    format!("STATUS#{}", status.as_str())
+/// The `ByStatus` partitions of `status`: `STATUS#{status}#{k}`, `k` the order id's shard.
+fn by_status(status: Status) -> Sharded {
+    Sharded::owned(format!("STATUS#{}", status.as_str()), SHARDS)
+}
+
+/// An order id as `ByStatus` sorts it: each ULID character complemented in Crockford's base 32
+/// alphabet (`0` ↔ `Z`), so ascending key order, the one [`Sharded::merged_page`] merges shards
+/// in, is newest first. The `ord_` prefix is not in the alphabet and stays.
+fn newest_first(id: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    id.chars()
+        .map(|c| match ALPHABET.iter().position(|&a| char::from(a) == c) {
+            Some(i) => char::from(ALPHABET[31 - i]),
+            None => c,
+        })
+        .collect()
 }
 
 impl HeadRecord {
@@ -232,10 +253,10 @@ impl HeadRecord {
         Self {
             pk: order_pk(order.order_id),
             sk: HEAD.to_owned(),
-            gsi2pk: open.then(|| OPEN_PARTITION.to_owned()),
+            gsi2pk: open.then(|| OPEN.key_for(&id)),
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
-            gsi3pk: status_partition(order.status),
-            gsi3sk: id.clone(),
+            gsi3pk: by_status(order.status).key_for(&id),
+            gsi3sk: newest_first(&id),
             gsi4pk: flagged.then(|| FLAGGED_PARTITION.to_owned()),
             gsi4sk: flagged.then_some(id),
             status: order.status,
@@ -534,8 +555,8 @@ impl DynamoOrders {
 }
 
 impl OrderStore for DynamoOrders {
-    /// The `Open` index's `LastEvaluatedKey`.
-    type Cursor = Item;
+    /// The `Open` index's shard and `LastEvaluatedKey` there.
+    type Cursor = SweepPosition;
 
     async fn saved_reply(&self, customer: &str, key: &str) -> Result<Option<SavedReply>, StoreError> {
         let item = get_consistent(&self.client, &self.table, reply_key(customer, key)).await?;
@@ -666,10 +687,26 @@ impl OrderStore for DynamoOrders {
         self.orders(entries, |_| true).await
     }
 
+    /// Every shard of the status at once ([`Sharded::merged_page`]), newest first: the sort key
+    /// is the id turned around ([`newest_first`]).
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        let partition = ("gsi3pk", status_partition(status));
-        let entries = self.query_page("ByStatus", partition, None, limit, cursor).await?;
-        self.orders(entries, |order| order.status == status).await
+        const SORT_KEY: &str = "gsi3sk";
+        let scope = format!("{BY_STATUS_INDEX}:STATUS#{}", status.as_str());
+        let keys = self.cursor_keys.get()?;
+        let after = match cursor {
+            Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
+            None => None,
+        };
+        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
+        let listing =
+            Listing { index: BY_STATUS_INDEX, partition_key: "gsi3pk", sort_key: SORT_KEY, sort_prefix: None };
+        let (items, last) = by_status(status).merged_page(&self.client, &self.table, &listing, limit, after).await?;
+        let next_cursor = last.and_then(|sort| {
+            let position = HashMap::from([(SORT_KEY.to_owned(), AttributeValue::S(sort))]);
+            Cursor::after(scope.clone(), &position, &[SORT_KEY]).map(|c| c.encode(keys))
+        });
+        let entries = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
+        self.orders((entries, next_cursor), |order| order.status == status).await
     }
 
     async fn by_flag(&self, flag: Flag, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
@@ -682,13 +719,12 @@ impl OrderStore for DynamoOrders {
         &self,
         now: OffsetDateTime,
         limit: usize,
-        after: Option<Item>,
-    ) -> Result<SweepPage<OrderId, Item>, StoreError> {
+        after: Option<SweepPosition>,
+    ) -> Result<SweepPage<OrderId, SweepPosition>, StoreError> {
         // Index keys sort as `{deadline:012}#{order_id}`; `~` sorts after every id character.
         let below = format!("{:012}#~", now.unix_timestamp());
-        let partition = ("gsi2pk", OPEN_PARTITION);
         let (items, next) =
-            page_below(&self.client, &self.table, OPEN_INDEX, partition, ("gsi2sk", &below), limit, after).await?;
+            OPEN.page_below(&self.client, &self.table, OPEN_INDEX, "gsi2pk", ("gsi2sk", &below), limit, after).await?;
         // The `Open` index projects keys only: the order id is in the table key.
         let orders =
             items.iter().filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("ORDER#")?.parse().ok()).collect();
@@ -848,6 +884,23 @@ mod tests {
 
         assert_eq!(read, order);
         assert_eq!(head.get("gsi4pk").and_then(|v| v.as_s().ok()).map(String::as_str), Some(FLAGGED_PARTITION));
+    }
+
+    #[test]
+    fn by_status_sorts_newer_orders_first_and_spreads_them_over_the_shards() {
+        // A millisecond apart (the ULID's first 10 characters are its time), then a ms later still.
+        let ids =
+            ["ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "ord_01JD4X6Z8RAAAAAAAAAAAAAAAA", "ord_01JD4X6Z8S0000000000000000"];
+        let mut sorted = ids.map(newest_first);
+        sorted.sort();
+
+        assert_eq!(sorted, [ids[2], ids[1], ids[0]].map(newest_first), "newest first");
+        assert_eq!(newest_first("ord_0Z"), "ord_Z0");
+        let order = placed();
+        let head: HeadRecord = HeadRecord::new(&order);
+        let shard = |key: &str| key.rsplit_once('#').map(|(_, k)| k.parse::<u16>().unwrap());
+        assert!(head.gsi3pk.starts_with("STATUS#pending#") && shard(&head.gsi3pk) < Some(SHARDS));
+        assert!(head.gsi2pk.as_deref().is_some_and(|pk| pk.starts_with("OPEN#") && shard(pk) < Some(SHARDS)));
     }
 
     #[test]

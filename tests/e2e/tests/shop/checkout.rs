@@ -164,6 +164,42 @@ async fn orders_are_private_to_their_customer_and_visible_to_admins() {
     call(Method::GET, "/admin/orders?status=pending").token(&other).send().await.expect_problem(403);
 }
 
+#[tokio::test]
+async fn admins_list_orders_by_status_newest_first_page_after_page_across_the_index_shards() {
+    let shoppers = tokio::join!(shopper_with_cart(10, 1), shopper_with_cart(10, 1), shopper_with_cart(10, 1));
+    let mut ids = Vec::new();
+    for shopper in [&shoppers.0, &shoppers.1, &shoppers.2] {
+        let order = checkout_and_wait(shopper, "pm_card_visa", |o| o["status"] == "confirmed").await;
+        ids.push(order["order_id"].as_str().unwrap().to_owned());
+    }
+
+    let mut listed: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/admin/orders?status=confirmed&limit=5&cursor={cursor}");
+        let page = call(Method::GET, &path).admin().send().await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for order in page.body["items"].as_array().unwrap() {
+            assert_eq!(order["status"], "confirmed", "{order}");
+            listed.push(order["order_id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+
+    let mut newest_first = listed.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    newest_first.dedup();
+    assert_eq!(listed, newest_first, "every confirmed order once, newest first");
+    assert!(ids.iter().all(|id| listed.contains(id)), "{ids:?} in {listed:?}");
+    let pending = call(Method::GET, "/admin/orders?status=pending&limit=100").admin().send().await;
+    let pending: Vec<&str> =
+        pending.body["items"].as_array().unwrap().iter().filter_map(|o| o["order_id"].as_str()).collect();
+    assert!(ids.iter().all(|id| !pending.contains(&id.as_str())), "a confirmed order is not listed as pending");
+}
+
 async fn checkout_and_wait(
     shopper: &e2e::flows::Shopper,
     payment_method: &str,
