@@ -1,7 +1,9 @@
 //! AWS adapters every Ferrocart domain shares.
 //!
-//! - [`aws`]: the SDK configuration, loaded once per cold start. `AWS_ENDPOINT_URL` (set by the
-//!   local cloud) points every client at the emulator; in AWS it is unset. Every client shares
+//! - [`aws`]: the SDK configuration, loaded once per cold start from the environment only
+//!   (Lambda's credentials and region; no profile files, SSO or metadata endpoints: the trade is
+//!   in the module). `AWS_ENDPOINT_URL` (set by the local cloud) points every client at the
+//!   emulator; in AWS it is unset. Every client shares
 //!   one HTTPS client trusting root certificates compiled into the binary, not the OS store's
 //!   files (see the module for the trade).
 //! - [`cursor`]: opaque pagination cursors that wrap a DynamoDB `LastEvaluatedKey`, signed

@@ -6,14 +6,32 @@
 //!     --correlation-id ord_… [--event-id evt_…] [--dry-run]
 //! ```
 //!
-//! Credentials, region and `AWS_ENDPOINT_URL` (the local cloud) come from the environment as for
-//! any AWS SDK tool. Exits non-zero when nothing matched or an event was not published.
+//! Credentials, region and `AWS_ENDPOINT_URL` (the local cloud) come from the environment only,
+//! as for the functions; `--features operator` adds aws-config's default chain (profiles, SSO,
+//! `credential_process`). Exits non-zero when nothing matched or an event was not published.
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
 use relay::bus::EventBridgeBus;
 use relay::republish::{self, Selection};
+
+/// The SDK configuration: with the `operator` feature, aws-config's whole default chain (profiles,
+/// SSO, `credential_process`) for an operator's machine; without it, the environment only, as
+/// the Lambda functions read it.
+async fn load_config() -> aws_types::SdkConfig {
+    #[cfg(feature = "operator")]
+    {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(adapters::aws::https_client())
+            .load()
+            .await
+    }
+    #[cfg(not(feature = "operator"))]
+    {
+        adapters::aws::load_config().await
+    }
+}
 
 /// Publishes a correlation id's outbox events again, with their original event ids.
 #[derive(Debug, Parser)]
@@ -39,7 +57,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let aws = adapters::aws::load_config().await;
+    let aws = load_config().await;
     let selection = Selection { correlation_id: args.correlation_id.clone(), event_id: args.event_id.clone() };
     let found = republish::find(&aws_sdk_dynamodb::Client::new(&aws), &args.table, &selection)
         .await
