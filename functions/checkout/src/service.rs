@@ -27,7 +27,7 @@ pub struct SavedReply {
 /// The fingerprint of a request's canonical JSON body: its SHA-256 in hex (64 characters).
 /// Two bodies with the same fingerprint are taken as the same request.
 pub fn fingerprint(canonical_body: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical_body.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical_body.as_bytes());
     digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

@@ -17,7 +17,7 @@
 //!   using that client links the same deserializers whatever the answers are read into. Ours reads
 //!   an error into [`ApiError`]: type, code, decline code, message, parameter.
 //!
-//! The transport is hyper 1 with rustls (aws-lc-rs) and compiled-in roots (webpki-roots), the
+//! The transport is hyper 1 with rustls (ring) and compiled-in roots (webpki-roots), the
 //! stack the AWS SDK already links; HTTP/1.1, no idle connections kept (a frozen Lambda's pooled
 //! connection is dead when it thaws), `http://` allowed for the local emulator. One attempt per
 //! call whatever the strategy says (`Once` or `Idempotent`: the idempotency key is sent); SQS
@@ -144,14 +144,30 @@ impl fmt::Debug for Transport {
     }
 }
 
+/// rustls on ring, named explicitly (a build that also links aws-lc-rs, as the workspace's test
+/// tools do, has no single default provider for `ClientConfig::builder` to pick), trusting the
+/// compiled-in Mozilla roots.
+#[allow(clippy::expect_used, reason = "ring's default provider supports rustls' default protocol versions")]
+fn tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Transport {
     /// A client for `api_base` (Stripe itself when `None`) with `secret_key`, each attempt
     /// limited to `timeout`. `None` when the key cannot be a header value.
     pub fn new(secret_key: &str, api_base: Option<&str>, timeout: Duration) -> Option<Self> {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {secret_key}")).ok()?;
         authorization.set_sensitive(true);
-        let connector =
-            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config())
+            .https_or_http()
+            .enable_http1()
+            .build();
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
         let mut api_base = api_base.unwrap_or(STRIPE_API).to_owned();
         if !api_base.ends_with('/') {

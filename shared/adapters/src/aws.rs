@@ -14,8 +14,9 @@
 //! The SDK's default client trusts the OS certificate store, which `rustls-native-certs` reads
 //! when the first client is built: on Linux the bundle in `/etc/ssl/certs` and then each of the
 //! ~150 files beside it, before the function's first `/next` — about half of a function's cold
-//! init (BENCHMARKS.md). [`https_client`] is the same client (hyper 1, rustls on aws-lc-rs,
-//! the SDK's own timeouts and retries) trusting Mozilla's root certificates as compiled into the
+//! init (BENCHMARKS.md). [`https_client`] is the same client (hyper 1, rustls on ring rather
+//! than the default aws-lc-rs, which is 0.7 MiB more per binary; the SDK's own timeouts and
+//! retries) trusting Mozilla's root certificates as compiled into the
 //! binary by the `webpki-root-certs` crate instead, so a cold start opens no certificate file.
 //!
 //! The trade, chosen for Lambda: a certificate authority added to the OS store (a corporate
@@ -121,7 +122,7 @@ fn service_value(key: ServiceConfigKey<'_>, var: impl Fn(&str) -> Option<String>
 /// the OS.
 pub fn https_client() -> SharedHttpClient {
     let client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls_context())
         .build_https();
     SharedHttpClient::new(AtFirstRequest(client))
@@ -192,7 +193,7 @@ mod tests {
         // Building the connector parses every root (the SDK does it at the first request): a
         // bundle it could not read would panic here.
         let _connector = aws_smithy_http_client::Connector::builder()
-            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .tls_context(tls_context())
             .build();
     }

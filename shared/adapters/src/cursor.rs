@@ -10,16 +10,18 @@
 //! and the scope, so a cursor cannot be replayed against another filter either. Only string key
 //! attributes are carried: every Ferrocart key is a string.
 //!
-//! HMAC comes from `aws-lc-rs`, already linked into every function by the AWS SDK's TLS stack,
-//! so signing adds no second SHA-256 implementation to the binaries.
+//! HMAC comes from `ring`, already linked into every function as rustls' crypto provider (the
+//! SDK's TLS stack), so signing adds no second SHA-256 implementation to the binaries; the
+//! truncated tags are compared in constant time by `subtle`.
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::{constant_time, hmac};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use crate::secrets::{self, SecretError, Stage};
 
@@ -131,7 +133,7 @@ impl CursorKeys {
     fn verify(&self, payload: &str, tag: &[u8]) -> bool {
         std::iter::once(&self.current)
             .chain(&self.previous)
-            .any(|key| constant_time::verify_slices_are_equal(&Self::tag(key, payload), tag).is_ok())
+            .any(|key| bool::from(Self::tag(key, payload).as_slice().ct_eq(tag)))
     }
 }
 
