@@ -17,7 +17,7 @@
 //!   using that client links the same deserializers whatever the answers are read into. Ours reads
 //!   an error into [`ApiError`]: type, code, decline code, message, parameter.
 //!
-//! The transport is hyper 1 with rustls (ring) and compiled-in roots (webpki-roots), the
+//! The transport is hyper 1 with rustls (ring) and compiled-in roots (webpki-root-certs), the
 //! stack the AWS SDK already links; HTTP/1.1, no idle connections kept (a frozen Lambda's pooled
 //! connection is dead when it thaws), `http://` allowed for the local emulator. One attempt per
 //! call whatever the strategy says (`Once` or `Idempotent`: the idempotency key is sent); SQS
@@ -146,15 +146,23 @@ impl fmt::Debug for Transport {
 
 /// rustls on ring, named explicitly (a build that also links aws-lc-rs, as the workspace's test
 /// tools do, has no single default provider for `ClientConfig::builder` to pick), trusting the
-/// compiled-in Mozilla roots.
+/// compiled-in Mozilla roots: the same `webpki-root-certs` the SDK's client trusts
+/// (`adapters::aws`), so one copy of the roots is linked. They are parsed here, when the gateway
+/// is built at the first invocation that needs Stripe, not at init.
 #[allow(clippy::expect_used, reason = "ring's default provider supports rustls' default protocol versions")]
 fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
         .with_safe_default_protocol_versions()
         .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
+        .with_root_certificates(roots())
         .with_no_client_auth()
+}
+
+/// Every compiled-in root as a trust anchor.
+fn roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    roots
 }
 
 impl Transport {
@@ -240,6 +248,14 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_compiled_in_root_is_trusted() {
+        // The roots are the SDK's, as DER: one that rustls could not parse would be dropped.
+        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
+        assert_eq!(roots().len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        let _config = tls_config();
+    }
 
     #[test]
     fn an_error_answer_reads_as_stripes_type_code_and_decline_code() {
