@@ -212,6 +212,29 @@ impl DynamoPayments {
         Self { client, table: table.into() }
     }
 
+    /// One sweep page of a sharded `Authorizing` partition (`AUTHORIZING#k` or `REFUNDING#k`):
+    /// the items claimed at `since` or earlier (every key of a claim made then sorts below the
+    /// next second's), at most [`STALLED_PAGE`], after `cursor`.
+    async fn due(
+        &self,
+        partition: &Sharded,
+        since: OffsetDateTime,
+        cursor: Option<SweepPosition>,
+    ) -> Result<(Vec<Item>, Option<SweepPosition>), Unavailable> {
+        let below = format!("{:012}", since.unix_timestamp() + 1);
+        partition
+            .page_below(
+                &self.client,
+                &self.table,
+                AUTHORIZING_INDEX,
+                "gsi1pk",
+                ("gsi1sk", &below),
+                STALLED_PAGE,
+                cursor,
+            )
+            .await
+    }
+
     /// An UpdateItem on the payment. Without a condition it always succeeds (`Won`); with one,
     /// `Lost` carries the item as it was.
     async fn update(
@@ -322,19 +345,7 @@ impl PaymentStore for DynamoPayments {
         claimed_by: OffsetDateTime,
         cursor: Option<SweepPosition>,
     ) -> Result<Page<OrderId, SweepPosition>, StoreError> {
-        // Every key of a claim made at `claimed_by` or earlier sorts below the next second's.
-        let below = format!("{:012}", claimed_by.unix_timestamp() + 1);
-        let (listed, next) = AUTHORIZING_PK
-            .page_below(
-                &self.client,
-                &self.table,
-                AUTHORIZING_INDEX,
-                "gsi1pk",
-                ("gsi1sk", &below),
-                STALLED_PAGE,
-                cursor,
-            )
-            .await?;
+        let (listed, next) = self.due(&AUTHORIZING_PK, claimed_by, cursor).await?;
         let items = listed.iter().map(|item| order_of_key(item.get("pk"))).collect::<Result<_, _>>()?;
         Ok(Page { items, next })
     }
@@ -854,18 +865,7 @@ impl RefundStore for DynamoPayments {
         since: OffsetDateTime,
         cursor: Option<SweepPosition>,
     ) -> Result<Page<PendingRefund, SweepPosition>, StoreError> {
-        let below = format!("{:012}", since.unix_timestamp() + 1);
-        let (listed, next) = REFUNDING_PK
-            .page_below(
-                &self.client,
-                &self.table,
-                AUTHORIZING_INDEX,
-                "gsi1pk",
-                ("gsi1sk", &below),
-                STALLED_PAGE,
-                cursor,
-            )
-            .await?;
+        let (listed, next) = self.due(&REFUNDING_PK, since, cursor).await?;
         let items = listed
             .iter()
             .map(|item| {
