@@ -257,6 +257,9 @@ async fn a_listing_over_every_shard_returns_each_shipment_once_in_index_order_pa
     let west_expected: Vec<_> = expected.iter().filter(|k| k.starts_with("west#")).cloned().collect();
     assert_eq!(west_listed, west_expected);
     assert_eq!(west_sizes, [4, 4, 4]);
+    // One at a time: each shard's query after the cursor starts with the cursor's own item.
+    let (one_by_one, _) = every_page(&t, &west, 1).await;
+    assert_eq!(one_by_one, west_expected, "pages of one list every shipment once, in order");
 }
 
 #[tokio::test]

@@ -238,23 +238,27 @@ impl Listing<'_> {
             .expression_attribute_names("#pk", self.partition_key)
             .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
             .limit(i32::try_from(limit).unwrap_or(i32::MAX));
-        if self.sort_prefix.is_none() && after.is_none() {
-            return query.key_condition_expression("#pk = :pk");
-        }
-        // DynamoDB refuses a name the expression does not use.
-        let query = query.expression_attribute_names("#sk", self.sort_key);
         let text = |value: &str| AttributeValue::S(value.to_owned());
-        // One condition on the sort key per query: a prefix after a cursor is a range from the
-        // cursor (inclusive, its item skipped) to the prefix's end.
+        // One condition on the sort key per query (DynamoDB refuses a name the expression does
+        // not use, so `#sk` is named only where it is).
         match (self.sort_prefix, after) {
-            (None, None) => query,
+            (None, None) => query.key_condition_expression("#pk = :pk"),
             (None, Some(after)) => query
+                .expression_attribute_names("#sk", self.sort_key)
                 .key_condition_expression("#pk = :pk AND #sk > :after")
                 .expression_attribute_values(":after", text(after)),
             (Some(prefix), None) => query
+                .expression_attribute_names("#sk", self.sort_key)
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_values(":prefix", text(prefix)),
+            // A prefix after a cursor is a range from the cursor (inclusive: its item is skipped
+            // by the merge) to the prefix's end. The cursor's own item takes one of the places,
+            // so one more is asked for: with `limit` alone, a page of one would come back with
+            // only the cursor's item and a `LastEvaluatedKey`, and the shard's next item would
+            // be passed over by the merge.
             (Some(prefix), Some(after)) => query
+                .expression_attribute_names("#sk", self.sort_key)
+                .limit(i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX))
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :after AND :end")
                 .expression_attribute_values(":after", text(after))
                 .expression_attribute_values(":end", text(&format!("{prefix}\u{10FFFF}"))),
