@@ -185,12 +185,24 @@ impl Transport {
     }
 
     async fn attempt(&self, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), StripeError> {
-        let response =
-            self.client.request(request).await.map_err(|error| StripeError::Connection(error.to_string()))?;
+        let response = self.client.request(request).await.map_err(|error| StripeError::Connection(chain(&error)))?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(error.to_string()))?;
+        let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(chain(&error)))?;
         Ok((status, body.to_bytes()))
     }
+}
+
+/// An error with its causes (`client error (Connect): tcp connect error: Connection refused`):
+/// hyper's own message names only the stage that failed.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl StripeClient for Transport {
@@ -236,13 +248,27 @@ impl StripeClient for Transport {
     }
 }
 
-/// An error answer read as [`StripeError::Api`], or as unreadable when it is not Stripe's error
-/// object.
+/// An error answer read as [`StripeError::Api`]. One that is not Stripe's error object is
+/// unreadable, except a 429 or 5xx: a proxy or load balancer in front of Stripe answers those
+/// with a page of its own, and they are Stripe's `api_error` (try again later), not a contract
+/// break.
 fn api_error(status: u16, body: &[u8]) -> StripeError {
-    std::str::from_utf8(body).ok().and_then(|text| miniserde::json::from_str::<ErrorEnvelope>(text).ok()).map_or_else(
-        || StripeError::Unreadable(format!("HTTP {status} without Stripe's error object")),
-        |envelope| StripeError::Api(Box::new(envelope.error), status),
-    )
+    let envelope =
+        std::str::from_utf8(body).ok().and_then(|text| miniserde::json::from_str::<ErrorEnvelope>(text).ok());
+    match envelope {
+        Some(envelope) => StripeError::Api(Box::new(envelope.error), status),
+        None if status == 429 || status >= 500 => StripeError::Api(
+            Box::new(ApiError {
+                type_: "api_error".to_owned(),
+                code: None,
+                decline_code: None,
+                message: Some(format!("HTTP {status} without Stripe's error object")),
+                param: None,
+            }),
+            status,
+        ),
+        None => StripeError::Unreadable(format!("HTTP {status} without Stripe's error object")),
+    }
 }
 
 #[cfg(test)]
@@ -269,8 +295,15 @@ mod tests {
     }
 
     #[test]
-    fn an_error_answer_that_is_not_stripes_is_unreadable() {
-        assert!(matches!(api_error(502, b"<html>Bad Gateway</html>"), StripeError::Unreadable(_)));
+    fn an_error_answer_that_is_not_stripes_is_unreadable_unless_it_says_try_again() {
+        assert!(matches!(api_error(400, b"<html>Bad Request</html>"), StripeError::Unreadable(_)));
+        for status in [429, 500, 502, 503] {
+            let error = api_error(status, b"<html>Bad Gateway</html>");
+            assert!(
+                matches!(&error, StripeError::Api(api, s) if api.type_ == "api_error" && *s == status),
+                "{status}: {error}"
+            );
+        }
     }
 
     #[test]
