@@ -174,7 +174,7 @@ impl CartStore for DynamoCarts {
             return Ok(Vec::new());
         }
         let keys = skus.iter().map(offer_key).collect();
-        let items = batch_get(&self.client, &self.table, keys).await?;
+        let items = batch_get(&self.client, &self.table, keys, false).await?;
         let records: Vec<OfferRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         Ok(records
             .into_iter()

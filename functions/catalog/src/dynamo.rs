@@ -361,7 +361,7 @@ impl DynamoCatalog {
             self.collect(build, &scope, &TABLE_KEYS, query.limit, query.cursor.as_deref()).await?;
         let entries: Vec<KeywordRecord> = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         let keys = entries.iter().map(|entry| key(product_pk(entry.product_id), "PRODUCT")).collect();
-        let found = batch_get(&self.client, &self.table, keys).await?;
+        let found = batch_get(&self.client, &self.table, keys, false).await?;
         let mut products: HashMap<ProductId, Product> = serde_dynamo::from_items::<_, ProductRecord>(found)
             .map_err(Unavailable::from)?
             .into_iter()

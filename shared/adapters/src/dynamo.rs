@@ -229,16 +229,24 @@ impl<L: Clone + std::fmt::Debug> Transaction<L> {
     }
 }
 
-/// Reads up to 100 items by key (BatchGetItem's limit), retrying unprocessed keys with the
-/// shared backoff ([`crate::retry::delays`]), and returns them in no particular order. Keys
-/// still unprocessed after the last attempt (sustained throttling) are an error.
-pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, Unavailable> {
+/// Reads up to 100 items by key (BatchGetItem's limit), strongly consistent or not, retrying
+/// unprocessed keys with the shared backoff ([`crate::retry::delays`]), and returns them in no
+/// particular order. Keys still unprocessed after the last attempt (sustained throttling) are an
+/// error.
+pub async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+) -> Result<Vec<Item>, Unavailable> {
     let mut found = Vec::with_capacity(keys.len());
     let mut pending = keys;
     let mut delays = crate::retry::delays();
     while !pending.is_empty() {
-        let request =
-            KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut pending))).consistent_read(false).build()?;
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(std::mem::take(&mut pending)))
+            .consistent_read(consistent)
+            .build()?;
         let output = client.batch_get_item().request_items(table, request).send().await?;
         if let Some(mut responses) = output.responses {
             found.extend(responses.remove(table).unwrap_or_default());
