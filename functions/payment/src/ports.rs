@@ -197,8 +197,10 @@ impl std::fmt::Display for StripeEventId {
 
 /// The webhook's inbox: which Stripe events were handled, keyed by their id, on the payment
 /// table. A claim is a conditional write (no receipt, or one in progress whose lease lapsed),
-/// exactly like the consumers' inbox (`adapters::inbox`), so two deliveries of one event never
-/// run at once and a redelivery after it was handled is acknowledged without running again.
+/// so two deliveries of one event never run at once and a redelivery after it was handled is
+/// acknowledged without running again. (The SQS consumers' inbox, `adapters::inbox`, no longer
+/// leases: it records an event once it was handled. Stripe may deliver one event more than
+/// once, and a retry can overlap a slow first delivery, so this one keeps the lease.)
 #[allow(async_fn_in_trait)]
 pub trait WebhookInbox {
     async fn claim_notice(

@@ -266,7 +266,7 @@ pub struct MemoryInbox {
 
 #[cfg(any(test, feature = "test-util"))]
 impl MemoryInbox {
-    fn handled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<EventId>> {
+    fn events(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<EventId>> {
         self.handled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -274,11 +274,11 @@ impl MemoryInbox {
 #[cfg(any(test, feature = "test-util"))]
 impl Inbox for MemoryInbox {
     async fn handled_before(&self, event: EventId) -> Result<bool, InboxError> {
-        Ok(self.handled().contains(&event))
+        Ok(self.events().contains(&event))
     }
 
     async fn handled(&self, event: EventId) -> Result<(), InboxError> {
-        self.handled().insert(event);
+        self.events().insert(event);
         Ok(())
     }
 }
