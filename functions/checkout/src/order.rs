@@ -819,7 +819,6 @@ impl Order {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pricing::Totals;
     use kernel::Currency;
 
     fn order() -> Order {
@@ -829,52 +828,12 @@ pub(crate) mod tests {
     /// A pending order of `total` USD minor units with no lines, shipments or returns; the
     /// other modules' tests start from it too.
     pub(crate) fn order_totalling(total: i64) -> Order {
-        let zero = Money::zero(Currency::USD);
-        let total = Money::new(total, Currency::USD).unwrap();
-        Order {
-            order_id: OrderId::new(),
-            customer: "alice".into(),
-            email: "alice@example.com".into(),
-            status: Status::Pending,
-            cancel_reason: None,
-            payment_failure: None,
-            lines: Vec::new(),
-            totals: Totals {
-                subtotal: zero,
-                discount: zero,
-                shipping: zero,
-                tax: zero,
-                rounding: None,
-                total,
-                promotions: vec![],
-            },
-            shipping_address: Address {
-                name: "A".into(),
-                line1: "1 Way".into(),
-                line2: None,
-                city: "Town".into(),
-                region: None,
-                postal_code: "1".into(),
-                country: "US".into(),
-            },
-            shipping_method: "standard".into(),
-            promo_code: None,
-            payment_method: "pm_card_visa".into(),
-            payment_intent_id: None,
-            payment: PaymentFacts::default(),
-            shipment_count: None,
-            shipments: Vec::new(),
-            returns: Vec::new(),
-            disputes: Vec::new(),
-            flags: Vec::new(),
-            capture_failure: None,
-            coupon_redemption: None,
-            history: vec![],
-            version: 1,
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-            deadline: OffsetDateTime::UNIX_EPOCH,
-        }
+        // The shared fixture (`checkout::testing`), as placed: no intent yet, first version.
+        let mut order = crate::testing::order_in(Status::Pending);
+        order.totals.total = Money::new(total, Currency::USD).unwrap();
+        order.payment_intent_id = None;
+        order.version = 1;
+        order
     }
 
     fn authorized() -> SagaStep {
