@@ -28,3 +28,28 @@ pub mod stack;
 pub mod units;
 #[cfg(feature = "warm")]
 pub mod warm;
+
+/// The `q`th percentile of `values` by nearest rank (the smallest value with at least `q`% of
+/// them at or below it), sorting them in place; the default (zero) when there are none.
+pub fn percentile<T: Copy + Ord + Default>(values: &mut [T], q: usize) -> T {
+    values.sort_unstable();
+    let n = values.len();
+    if n == 0 {
+        return T::default();
+    }
+    values[(n * q).div_ceil(100).clamp(1, n) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn a_percentile_is_the_nearest_rank_of_the_sorted_values() {
+        let mut values = [9_u64, 1, 5, 3, 7, 2, 8, 4, 6, 10];
+
+        assert_eq!((percentile(&mut values, 50), percentile(&mut values, 99)), (5, 10));
+        assert_eq!(percentile(&mut values, 0), 1, "never below the smallest");
+        assert_eq!(percentile::<u64>(&mut [], 50), 0);
+    }
+}

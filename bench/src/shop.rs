@@ -396,14 +396,6 @@ pub struct Latency {
     pub percentiles: BTreeMap<String, (u64, u64, u64)>,
 }
 
-fn percentile(values: &mut [u64], q: usize) -> u64 {
-    if values.is_empty() {
-        return 0;
-    }
-    values.sort_unstable();
-    values[(values.len() * q).div_ceil(100).clamp(1, values.len()) - 1]
-}
-
 /// `orders` 3-line orders placed one after another (the saga settled in between, so every call
 /// of a window is that order's): each timed from checkout's 202 until DynamoDB answered the
 /// transaction that confirmed it (the one write holding the order id and its `OrderConfirmed`
@@ -493,7 +485,7 @@ pub async fn latency(metered: &Metered, orders: usize, poll: Duration) -> anyhow
     ];
     for (name, part) in parts {
         let mut values: Vec<u64> = measured.iter().map(part).collect();
-        let (p50, p99) = (percentile(&mut values, 50), percentile(&mut values, 99));
+        let (p50, p99) = (crate::percentile(&mut values, 50), crate::percentile(&mut values, 99));
         percentiles.insert(name.to_owned(), (p50, p99, values.last().copied().unwrap_or(0)));
     }
     let poll_interval_ms = u64::try_from(poll.as_millis()).unwrap_or(0);

@@ -57,12 +57,10 @@ pub fn percentiles(durations: &mut [Duration]) -> (u64, u64, u64, u64) {
     if durations.is_empty() {
         return (0, 0, 0, 0);
     }
-    durations.sort_unstable();
-    let n = durations.len();
-    let at = |q: usize| durations[(n * q).div_ceil(100).clamp(1, n) - 1];
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let mean = durations.iter().sum::<Duration>() / u32::try_from(n).unwrap_or(u32::MAX);
-    (nanos(at(50)), nanos(at(99)), nanos(durations[n - 1]), nanos(mean))
+    let (p50, p99) = (crate::percentile(durations, 50), crate::percentile(durations, 99));
+    let mean = durations.iter().sum::<Duration>() / u32::try_from(durations.len()).unwrap_or(u32::MAX);
+    (nanos(p50), nanos(p99), nanos(durations[durations.len() - 1]), nanos(mean))
 }
 
 /// Runs `warmup` untimed calls, then `calls` timed ones. `prepare(i)` builds call `i`'s input
