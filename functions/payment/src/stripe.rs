@@ -79,9 +79,10 @@ impl std::fmt::Debug for StripeGateway {
 impl StripeGateway {
     /// A client for `api_base` (Stripe itself when `None`).
     pub fn new(secret: &StripeSecret, api_base: Option<&str>) -> Result<Self, GatewayError> {
-        // A key with characters a header cannot carry: say so without repeating it.
+        // A key a header cannot carry (said without repeating it), or a base that would carry it
+        // in clear.
         let client = Transport::new(secret.expose(), api_base, TIMEOUT)
-            .ok_or_else(|| GatewayError::Misconfigured("the Stripe secret key is not a valid header".into()))?;
+            .map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
         Ok(Self { client, api_base: api_base.map(str::to_owned) })
     }
 }

@@ -18,10 +18,20 @@
 //!   an error into [`ApiError`]: type, code, decline code, message, parameter.
 //!
 //! The transport is hyper 1 with rustls (ring) and compiled-in roots (webpki-root-certs), the
-//! stack the AWS SDK already links; HTTP/1.1, no idle connections kept (a frozen Lambda's pooled
-//! connection is dead when it thaws), `http://` allowed for the local emulator. One attempt per
-//! call whatever the strategy says (`Once` or `Idempotent`: the idempotency key is sent); SQS
-//! redelivery is the retry ([`crate::stripe`]).
+//! stack the AWS SDK already links; HTTP/1.1.
+//!
+//! - **Kept connections.** Up to two idle connections are kept for 20 s, so the calls of one
+//!   message (up to four) and of the next pay one TCP + TLS handshake, not one each. A kept
+//!   connection may have died while the Lambda was frozen (the server or a NAT gateway dropped
+//!   it), which shows only when a request is written to it: hyper-util sends again a request
+//!   not yet written (`retry_canceled_requests`), and [`Transport`] sends once more a request
+//!   whose connection closed or was reset before any answer, if it may be sent twice: a `GET`,
+//!   or a request with an idempotency key (Stripe answers the repeat with the first result).
+//!   Otherwise one attempt per call whatever the strategy says (`Once` or `Idempotent`: the
+//!   key is sent); SQS redelivery is the retry ([`crate::stripe`]).
+//! - **Plain http** only to a loopback host (127.0.0.0/8, `::1`, `localhost`: the local
+//!   emulator); any other `http://` base is refused when the transport is built, so a
+//!   misconfigured `STRIPE_API_BASE` cannot send the secret key in clear.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,11 +43,20 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_A
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
 
 /// Stripe's API root.
 const STRIPE_API: &str = "https://api.stripe.com/";
+
+/// Idle connections kept to Stripe: a function handles one message at a time, so one is used
+/// at once; two leave room for a call racing the pool's return of the last one.
+const KEPT_CONNECTIONS: usize = 2;
+
+/// How long an idle connection is kept: long enough for the next call of the same message or
+/// batch (up to four per message), far below the keep-alive of the servers and NAT gateways on
+/// the way (NAT gateway: 350 s; common HTTP servers: 60–75 s).
+const KEPT_FOR: Duration = Duration::from_secs(20);
 
 /// A call to Stripe that did not answer what was asked.
 #[derive(Debug)]
@@ -128,6 +147,41 @@ pub struct RefundPage {
     pub has_more: bool,
 }
 
+/// Why a [`Transport`] was not built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Never repeats the key.
+    #[error("the Stripe secret key is not a valid header value")]
+    Key,
+    #[error("Stripe API base {0:?} is not an http:// or https:// URL with a host")]
+    NotUrl(String),
+    #[error(
+        "Stripe API base {0:?} would send the secret key unencrypted: http:// is only for a loopback host \
+         (127.0.0.0/8, ::1, localhost), such as the local emulator; use https://"
+    )]
+    PlainHttp(String),
+}
+
+/// An API base the key may be sent to: any `https://` URL, or `http://` to a loopback host
+/// (127.0.0.0/8, `::1`, `localhost`), where the local emulator listens. Plain http to anywhere
+/// else would put the secret key on the network in clear, so a misconfigured
+/// `STRIPE_API_BASE` fails here, before any request, rather than leaking it.
+fn check_base(base: &str) -> Result<(), TransportError> {
+    let not_url = || TransportError::NotUrl(base.to_owned());
+    let uri: hyper::Uri = base.parse().map_err(|_| not_url())?;
+    let host = uri.host().filter(|host| !host.is_empty()).ok_or_else(not_url)?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            // An IPv6 literal comes bracketed (`[::1]`).
+            let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+            let loopback = ip.is_ok_and(|ip| ip.is_loopback()) || host.eq_ignore_ascii_case("localhost");
+            if loopback { Ok(()) } else { Err(TransportError::PlainHttp(base.to_owned())) }
+        }
+        _ => Err(not_url()),
+    }
+}
+
 /// The HTTP client for Stripe: implements async-stripe's [`StripeClient`].
 #[derive(Clone)]
 pub struct Transport {
@@ -166,30 +220,78 @@ fn roots() -> rustls::RootCertStore {
 }
 
 impl Transport {
-    /// A client for `api_base` (Stripe itself when `None`) with `secret_key`, each attempt
-    /// limited to `timeout`. `None` when the key cannot be a header value.
-    pub fn new(secret_key: &str, api_base: Option<&str>, timeout: Duration) -> Option<Self> {
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {secret_key}")).ok()?;
+    /// A client for `api_base` (Stripe itself when `None`) with `secret_key`, each call
+    /// limited to `timeout`. Refused when the key cannot be a header value, or when `api_base`
+    /// would carry it in clear to another machine ([`check_base`]).
+    pub fn new(secret_key: &str, api_base: Option<&str>, timeout: Duration) -> Result<Self, TransportError> {
+        let mut api_base = api_base.unwrap_or(STRIPE_API).to_owned();
+        check_base(&api_base)?;
+        if !api_base.ends_with('/') {
+            api_base.push('/');
+        }
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {secret_key}")).map_err(|_| TransportError::Key)?;
         authorization.set_sensitive(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config())
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
-        let mut api_base = api_base.unwrap_or(STRIPE_API).to_owned();
-        if !api_base.ends_with('/') {
-            api_base.push('/');
-        }
-        Some(Self { client, api_base, authorization, timeout })
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(KEPT_CONNECTIONS)
+            .pool_idle_timeout(KEPT_FOR)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self { client, api_base, authorization, timeout })
     }
 
-    async fn attempt(&self, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), StripeError> {
-        let response = self.client.request(request).await.map_err(|error| StripeError::Connection(chain(&error)))?;
+    /// Sends the request `build` makes and reads the answer. A request that may be sent twice
+    /// is sent once more when its connection closed before any answer came: a kept connection
+    /// the server or a NAT gateway dropped while the Lambda was frozen looks open until a
+    /// request is written to it. (hyper-util already sends again, whatever the request, when a
+    /// kept connection is found closed before the request is written: `retry_canceled_requests`,
+    /// on by default.) A connection that fails after the answer began is not retried.
+    async fn attempt(
+        &self,
+        build: impl Fn() -> Result<hyper::Request<Full<Bytes>>, StripeError>,
+        repeatable: bool,
+    ) -> Result<(u16, Bytes), StripeError> {
+        let response = match self.client.request(build()?).await {
+            Err(error) if repeatable && closed_unanswered(&error) => {
+                tracing::warn!(error = %chain(&error), "Stripe connection closed before an answer; sending once more");
+                self.client.request(build()?).await
+            }
+            sent => sent,
+        };
+        let response = response.map_err(|error| StripeError::Connection(chain(&error)))?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(chain(&error)))?;
         Ok((status, body.to_bytes()))
     }
+}
+
+/// Whether a request's connection closed (or was reset) before the answer's head: the server
+/// ended it without answering (hyper's "connection closed before message completed") or the
+/// peer reset it. Failing to connect is not such a case: nothing was sent on a dead connection.
+fn closed_unanswered(error: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error with its causes (`client error (Connect): tcp connect error: Connection refused`):
@@ -220,27 +322,33 @@ impl StripeClient for Transport {
             StripeMethod::Post => hyper::Method::POST,
             StripeMethod::Delete => hyper::Method::DELETE,
         };
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(AUTHORIZATION, self.authorization.clone())
-            .header(USER_AGENT, "ferrocart (async-stripe-core)")
-            .header(HeaderName::from_static("stripe-version"), stripe_shared::version::VERSION.as_str());
-        if let Some(key) = config.request_strategy.as_ref().and_then(|strategy| strategy.get_key()) {
-            builder = builder.header(HeaderName::from_static("idempotency-key"), key.as_str());
-        }
-        if let Some(account) = &config.account_id {
-            builder = builder.header(HeaderName::from_static("stripe-account"), account.as_str());
-        }
-        if request.body.is_some() {
-            builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-        }
-        let request = builder
-            .body(Full::new(request.body.map(Bytes::from).unwrap_or_default()))
-            .map_err(|error| StripeError::Config(error.to_string()))?;
+        let key = config.request_strategy.as_ref().and_then(|strategy| strategy.get_key());
+        // A GET changes nothing, and Stripe answers a request sent again under its idempotency
+        // key with the first one's result: only those may be sent twice.
+        let repeatable = method == hyper::Method::GET || key.is_some();
+        let body = request.body.map(Bytes::from).unwrap_or_default();
+        let build = || {
+            let mut builder = hyper::Request::builder()
+                .method(method.clone())
+                .uri(uri.as_str())
+                .header(AUTHORIZATION, self.authorization.clone())
+                .header(USER_AGENT, "ferrocart (async-stripe-core)")
+                .header(HeaderName::from_static("stripe-version"), stripe_shared::version::VERSION.as_str());
+            if let Some(key) = &key {
+                builder = builder.header(HeaderName::from_static("idempotency-key"), key.as_str());
+            }
+            if let Some(account) = &config.account_id {
+                builder = builder.header(HeaderName::from_static("stripe-account"), account.as_str());
+            }
+            if !body.is_empty() {
+                builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+            }
+            builder.body(Full::new(body.clone())).map_err(|error| StripeError::Config(error.to_string()))
+        };
         let timeout = config.timeout.unwrap_or(self.timeout);
-        let (status, body) =
-            tokio::time::timeout(timeout, self.attempt(request)).await.map_err(|_| StripeError::Timeout)??;
+        let (status, body) = tokio::time::timeout(timeout, self.attempt(build, repeatable))
+            .await
+            .map_err(|_| StripeError::Timeout)??;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -273,7 +381,147 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use stripe_client_core::{IdempotencyKey, RequestBuilder, RequestStrategy};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
+
+    const REFUND: &str = r#"{"id": "re_1", "amount": 500, "currency": "usd", "status": "succeeded", "metadata": null}"#;
+
+    /// One request's head (with its body, if any) read off `stream`; `None` at end of stream.
+    async fn read_request(stream: &mut TcpStream) -> Option<String> {
+        let mut buffer = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                if buffer.len() >= end + 4 + length {
+                    return Some(head);
+                }
+            }
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// A Stripe on loopback whose first connection answers one request, then takes the next
+    /// and closes without answering a byte: what a kept connection that went stale while the
+    /// Lambda was frozen does (the server or a NAT dropped it). Later connections answer every
+    /// request. Returns its base URL and the heads of the requests it received.
+    async fn stripe_dropping_a_kept_connection() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&received);
+        tokio::spawn(async move {
+            for connection in 0.. {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    for request in 0.. {
+                        let Some(head) = read_request(&mut stream).await else { return };
+                        seen.lock().unwrap().push(head);
+                        if connection == 0 && request == 1 {
+                            return; // closed, not a byte answered
+                        }
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{REFUND}", REFUND.len());
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, received)
+    }
+
+    async fn refund(client: &Transport, strategy: RequestStrategy) -> Result<RefundReply, StripeError> {
+        RequestBuilder::new(StripeMethod::Post, "/refunds")
+            .form(&[("payment_intent", "pi_1")])
+            .customize::<RefundReply>()
+            .request_strategy(strategy)
+            .send(client)
+            .await
+    }
+
+    fn key(value: &str) -> RequestStrategy {
+        RequestStrategy::Idempotent(IdempotencyKey::new(value).unwrap())
+    }
+
+    fn idempotency_keys(received: &Mutex<Vec<String>>) -> Vec<String> {
+        let received = received.lock().unwrap();
+        received
+            .iter()
+            .map(|head| head.lines().find_map(|l| l.strip_prefix("idempotency-key: ")).unwrap_or("-").to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_before_any_answer_is_sent_again_once_under_the_same_key() {
+        let (base, received) = stripe_dropping_a_kept_connection().await;
+        let client = Transport::new("sk_test_1", Some(&base), Duration::from_secs(5)).unwrap();
+        refund(&client, key("ferrocart:first")).await.unwrap();
+
+        let second = refund(&client, key("ferrocart:second")).await;
+
+        assert_eq!(second.unwrap().id, "re_1");
+        assert_eq!(idempotency_keys(&received), ["ferrocart:first", "ferrocart:second", "ferrocart:second"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_idempotency_key_is_not_sent_again() {
+        let (base, received) = stripe_dropping_a_kept_connection().await;
+        let client = Transport::new("sk_test_1", Some(&base), Duration::from_secs(5)).unwrap();
+        refund(&client, key("ferrocart:first")).await.unwrap();
+
+        let second = refund(&client, RequestStrategy::Once).await;
+
+        assert!(matches!(second, Err(StripeError::Connection(_))), "{second:?}");
+        assert_eq!(idempotency_keys(&received), ["ferrocart:first", "-"]);
+    }
+
+    #[test]
+    fn the_key_goes_over_plain_http_only_to_a_loopback_host() {
+        for base in [
+            "https://api.stripe.com/",
+            "https://stripe.internal.example:8443",
+            "http://127.0.0.1:12111/",
+            "http://127.8.9.10",
+            "http://[::1]:12111/",
+            "http://localhost:12111",
+            "http://LOCALHOST/",
+        ] {
+            assert!(check_base(base).is_ok(), "{base}");
+        }
+
+        for base in
+            ["http://api.stripe.com/", "http://10.0.0.5:12111/", "http://[::2]/", "http://localhost.evil.example/"]
+        {
+            assert!(matches!(check_base(base), Err(TransportError::PlainHttp(_))), "{base}");
+        }
+        for base in ["ftp://127.0.0.1/", "api.stripe.com", "http:///v1", ""] {
+            assert!(matches!(check_base(base), Err(TransportError::NotUrl(_))), "{base}");
+        }
+    }
+
+    #[test]
+    fn a_transport_for_a_plain_http_base_elsewhere_is_refused_saying_why() {
+        let refused = Transport::new("sk_test_1", Some("http://stripe.example.com/"), Duration::from_secs(1));
+
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("http://stripe.example.com/") && message.contains("loopback"), "{message}");
+        assert!(!message.contains("sk_test"), "{message}");
+    }
 
     #[test]
     fn every_compiled_in_root_is_trusted() {
