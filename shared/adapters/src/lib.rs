@@ -22,7 +22,7 @@
 //! - [`secrets`]: Secrets Manager values read once per cold start (`AWSCURRENT`, and
 //!   `AWSPREVIOUS` for keys that must survive a rotation), never printed; started at init and
 //!   awaited at first use ([`secrets::Prefetched`]), so the read overlaps the runtime's first
-//!   `/next`.
+//!   `/next`; a failed read is tried again after a backoff that grows to a few seconds.
 //!
 //! Key formats are *not* here: each table's key layout lives in exactly one module of the
 //! domain that owns the table.

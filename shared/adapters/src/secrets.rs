@@ -9,7 +9,15 @@
 //! A function starts the read at init without waiting for it ([`Prefetched`]): the
 //! `GetSecretValue` round trip runs while the runtime asks for the first invocation, instead of
 //! before, and the first use awaits what is left of it. A failed read fails the invocation that
-//! needed it (its error names the ARN) and the next one reads again.
+//! needed it (its error names the ARN and stage) and a later one reads again, after a backoff
+//! that grows with each failure in a row ([`FIRST_BACKOFF`] to [`MAX_BACKOFF`]): during a
+//! Secrets Manager outage an instance does not call it at every invocation, and the invocations
+//! within the backoff fail at once with the last failure (its ARN and stage, never a value).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// A secret's `SecretString`. Its `Debug` prints `***` and it has no `Display`, so it cannot
 /// reach a log line by accident.
@@ -102,55 +110,162 @@ async fn read(client: &aws_sdk_secretsmanager::Client, arn: &str, stage: Stage) 
     }
 }
 
+/// One load of a [`Prefetched`] value, in flight.
+pub type Loading<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// After a failed load, no new one starts for [`FIRST_BACKOFF`]; each failure in a row doubles
+/// the wait, up to [`MAX_BACKOFF`]. Under a Secrets Manager outage an instance then reads at most
+/// about once per `MAX_BACKOFF` instead of at every invocation, and a passing glitch costs the
+/// invocations of a quarter second.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between two loads that failed.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
 /// A value loaded in the background from cold start on (a secret, or what is built from one)
 /// and awaited where it is first used.
 ///
 /// [`Prefetched::start`] spawns `load()` at once, so its I/O overlaps what `main` does next
 /// (the runtime's first `/next`); [`Prefetched::get`] awaits it, then hands out the value it
-/// keeps. A failed load is returned to that `get` and not kept: the next `get` calls `load`
-/// again. Concurrent `get`s share one load. Its `Debug` says whether the value is loaded, never
-/// what it is.
-pub struct Prefetched<T, E, F> {
+/// keeps. A failed load is returned to that `get` and not kept: a later `get` loads again, but
+/// not before a backoff ([`FIRST_BACKOFF`], doubling per failure in a row, at most
+/// [`MAX_BACKOFF`]); a `get` within it starts nothing and answers
+/// [`Unavailable::BackingOff`], which carries the failure that caused it. Concurrent `get`s
+/// share one load. Its `Debug` says whether the value is loaded, never what it is.
+pub struct Prefetched<T, E> {
     value: tokio::sync::OnceCell<T>,
-    first: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<T, E>>>>,
-    load: F,
+    first: Mutex<Option<tokio::task::JoinHandle<Result<T, E>>>>,
+    failures: Mutex<Option<Failures<E>>>,
+    /// Boxed, so a `Prefetched` is named by what it loads (a store can hold one), not by the
+    /// type of the closure that loads it.
+    load: Box<dyn Fn() -> Loading<T, E> + Send + Sync>,
 }
 
-impl<T, E, F, Fut> Prefetched<T, E, F>
+/// The failed loads in a row so far.
+struct Failures<E> {
+    count: u32,
+    last: Arc<E>,
+    /// No load starts before this.
+    retry_at: tokio::time::Instant,
+}
+
+impl<T, E> Prefetched<T, E>
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
-    E: Send + 'static,
+    E: Send + Sync + 'static,
 {
     /// Starts `load()` on the Tokio runtime now (call it inside the runtime, in `main`).
-    pub fn start(load: F) -> Self {
+    pub fn start<F, Fut>(load: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let first = tokio::spawn(load());
-        Self { value: tokio::sync::OnceCell::new(), first: std::sync::Mutex::new(Some(first)), load }
+        Self {
+            value: tokio::sync::OnceCell::new(),
+            first: Mutex::new(Some(first)),
+            failures: Mutex::new(None),
+            load: Box::new(move || Box::pin(load())),
+        }
     }
 
     /// The value, once loaded: the background load's result the first time, a new load after a
-    /// failure.
-    pub async fn get(&self) -> Result<&T, E> {
-        self.value
-            .get_or_try_init(|| async {
-                let first = self.first.lock().ok().and_then(|mut first| first.take());
-                match first {
-                    Some(task) => match task.await {
-                        Ok(result) => result,
-                        // The task was cancelled (the runtime is shutting down): load here.
-                        Err(_) => (self.load)().await,
-                    },
-                    None => (self.load)().await,
-                }
-            })
-            .await
+    /// failure once its backoff is over.
+    pub async fn get(&self) -> Result<&T, Unavailable<E>> {
+        self.value.get_or_try_init(|| self.load_now()).await
+    }
+
+    /// One load, unless the last failed too recently. `get` runs one at a time.
+    async fn load_now(&self) -> Result<T, Unavailable<E>> {
+        if let Some(backing_off) = self.backing_off() {
+            return Err(backing_off);
+        }
+        let first = lock(&self.first).take();
+        let loaded = match first {
+            Some(task) => match task.await {
+                Ok(loaded) => loaded,
+                // The task was cancelled (the runtime is shutting down): load here.
+                Err(_) => (self.load)().await,
+            },
+            None => (self.load)().await,
+        };
+        let mut failures = lock(&self.failures);
+        match loaded {
+            Ok(value) => {
+                *failures = None;
+                Ok(value)
+            }
+            Err(error) => {
+                let (error, count) = (Arc::new(error), failures.as_ref().map_or(0, |failed| failed.count) + 1);
+                let wait = FIRST_BACKOFF.saturating_mul(2_u32.saturating_pow(count - 1)).min(MAX_BACKOFF);
+                let retry_at = tokio::time::Instant::now() + wait;
+                *failures = Some(Failures { count, last: Arc::clone(&error), retry_at });
+                Err(Unavailable::Failed(error))
+            }
+        }
+    }
+
+    /// The error to answer instead of loading, while the last failure's backoff lasts.
+    fn backing_off(&self) -> Option<Unavailable<E>> {
+        let failures = lock(&self.failures);
+        let failed = failures.as_ref()?;
+        let retry_in = failed.retry_at.checked_duration_since(tokio::time::Instant::now())?;
+        (!retry_in.is_zero()).then(|| Unavailable::BackingOff {
+            failures: failed.count,
+            retry_in,
+            last: Arc::clone(&failed.last),
+        })
     }
 }
 
-impl<T, E, F> std::fmt::Debug for Prefetched<T, E, F> {
+/// A lock that a panic elsewhere does not poison for good: what it guards is whole at every
+/// point a panic could happen.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T, E> std::fmt::Debug for Prefetched<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prefetched").field("loaded", &self.value.initialized()).finish_non_exhaustive()
+    }
+}
+
+/// Why [`Prefetched::get`] has no value. Its message and cause chain are the failed load's
+/// (for a secret, they name its ARN and stage, never its value).
+#[derive(Debug)]
+pub enum Unavailable<E> {
+    /// This `get` loaded, and the load failed.
+    Failed(Arc<E>),
+    /// A load failed `retry_in` ago or less and no new one starts before then: this is the last
+    /// failure of `failures` in a row.
+    BackingOff { failures: u32, retry_in: Duration, last: Arc<E> },
+}
+
+impl<E> Unavailable<E> {
+    /// The failed load's error.
+    pub fn error(&self) -> &E {
+        match self {
+            Self::Failed(error) | Self::BackingOff { last: error, .. } => error,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Unavailable<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(error) => error.fmt(f),
+            Self::BackingOff { failures, retry_in, last } => {
+                write!(
+                    f,
+                    "{last}; unavailable, not tried again for another {retry_in:?} (failures in a row: {failures})"
+                )
+            }
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Unavailable<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error().source()
     }
 }
 
@@ -158,6 +273,8 @@ impl<T, E, F> std::fmt::Debug for Prefetched<T, E, F> {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::time::advance;
 
     use super::*;
 
@@ -190,16 +307,84 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "Prefetched { loaded: true, .. }");
     }
 
-    #[tokio::test]
-    async fn a_failed_load_fails_that_use_and_the_next_use_loads_again() {
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_load_fails_that_use_and_the_next_load_waits_for_its_backoff() {
         let (calls, load) = counted(&[1, 2]);
         let secret = Prefetched::start(load);
 
-        assert_eq!(secret.get().await.unwrap_err(), "load 1 failed");
-        assert_eq!(secret.get().await.unwrap_err(), "load 2 failed");
+        let first = secret.get().await.unwrap_err();
+        let within = secret.get().await.unwrap_err();
+        advance(FIRST_BACKOFF).await;
+        let second = secret.get().await.unwrap_err();
+        advance(FIRST_BACKOFF * 2 - Duration::from_millis(1)).await;
+        let still_within = secret.get().await.unwrap_err();
+        advance(Duration::from_millis(1)).await;
+        let third = secret.get().await.unwrap();
+
+        assert!(matches!(first, Unavailable::Failed(_)), "{first:?}");
+        assert_eq!(first.to_string(), "load 1 failed");
+        assert!(
+            matches!(within, Unavailable::BackingOff { failures: 1, retry_in, .. } if retry_in == FIRST_BACKOFF),
+            "{within:?}"
+        );
+        assert_eq!(
+            within.to_string(),
+            "load 1 failed; unavailable, not tried again for another 250ms (failures in a row: 1)"
+        );
+        assert_eq!(second.to_string(), "load 2 failed");
+        assert!(matches!(still_within, Unavailable::BackingOff { failures: 2, .. }), "{still_within:?}");
+        assert_eq!(third, "value 3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "no load within a backoff");
         assert_eq!(secret.get().await.unwrap(), "value 3");
-        assert_eq!(secret.get().await.unwrap(), "value 3");
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "a loaded value is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_doubles_with_each_failure_in_a_row_up_to_its_cap() {
+        let (calls, load) = counted(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let secret = Prefetched::start(load);
+        let mut waits = Vec::new();
+
+        for _ in 0..7 {
+            secret.get().await.unwrap_err();
+            match secret.get().await.unwrap_err() {
+                Unavailable::BackingOff { retry_in, .. } => waits.push(retry_in.as_millis()),
+                other => panic!("loaded again within the backoff: {other:?}"),
+            }
+            advance(MAX_BACKOFF).await;
+        }
+
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_uses_after_a_failure_start_one_load_between_them() {
+        let (calls, load) = counted(&[1]);
+        let secret = Prefetched::start(load);
+
+        let (a, b) = tokio::join!(secret.get(), secret.get());
+
+        assert!(matches!(a, Err(Unavailable::Failed(_))), "{a:?}");
+        assert!(matches!(b, Err(Unavailable::BackingOff { .. })), "{b:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_secret_read_names_the_arn_and_stage_within_the_backoff_too() {
+        let failed = || async {
+            Err::<SecretString, _>(SecretError::NotAString {
+                arn: "arn:aws:secretsmanager:cursor".into(),
+                stage: Stage::Current,
+            })
+        };
+        let secret = Prefetched::start(failed);
+
+        let (first, within) = (secret.get().await.unwrap_err(), secret.get().await.unwrap_err());
+
+        for error in [first, within] {
+            assert!(error.to_string().contains("arn:aws:secretsmanager:cursor (AWSCURRENT)"), "{error}");
+        }
     }
 
     #[tokio::test]
