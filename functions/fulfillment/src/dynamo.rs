@@ -26,12 +26,11 @@
 //! **Listing.** GSI `ByStatus`: `gsi1pk = STATUS#{status}#{k}`, `gsi1sk =
 //! {warehouse}#{shipment_id}` (projection ALL), `k` the shipment id's shard of [`SHARDS`]
 //! ([`adapters::shard`]): a status is 16 index partitions, so every order's shipment writes do
-//! not queue on one (~1,000 writes/s). A listing queries the 16 (and the bare `STATUS#{status}`
-//! of shipments saved before sharding) and merges them in sort-key order, so a page is what one
-//! partition would give: a warehouse within a status is a `begins_with` on the sort key
-//! (warehouse codes never contain `#`), and shipment ids are ULIDs, so each warehouse's
-//! shipments read oldest first: a pick list. The cursor carries the last sort key, unique per
-//! shipment. Every save rewrites both keys from the status.
+//! not queue on one (~1,000 writes/s). A listing queries the 16 and merges them in sort-key
+//! order, so a page is what one partition would give: a warehouse within a status is a
+//! `begins_with` on the sort key (warehouse codes never contain `#`), and shipment ids are
+//! ULIDs, so each warehouse's shipments read oldest first: a pick list. The cursor carries the
+//! last sort key, unique per shipment. Every save rewrites both keys from the status.
 
 use std::collections::HashMap;
 
@@ -123,7 +122,7 @@ impl ShipmentRecord {
 
 /// A status's `ByStatus` partitions: `STATUS#{status}#{shard of the shipment id}`.
 fn by_status(status: &str) -> Sharded {
-    Sharded::owned(format!("STATUS#{status}"), SHARDS).reading_unsharded()
+    Sharded::owned(format!("STATUS#{status}"), SHARDS)
 }
 
 /// The DynamoDB implementation of [`FulfillmentStore`].

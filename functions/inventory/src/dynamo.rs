@@ -17,7 +17,7 @@
 //! `gsi1pk = HELD#{k}`, `k` = its order id's shard of [`SHARDS`] ([`adapters::shard`]), and
 //! `gsi1sk = {held_until:012}#{order_id}`; commit and release remove both keys. Sharded so the
 //! holds of every order in the shop do not share one index partition (~1,000 writes/s); the
-//! expiry sweep reads each shard in turn, and the bare `HELD` of items written before sharding.
+//! expiry sweep reads each shard in turn.
 
 use std::collections::HashMap;
 
@@ -41,7 +41,7 @@ use crate::stock::{AllocatedLine, StockLevel, Warehouse};
 
 const EXPIRING_INDEX: &str = "Expiring";
 /// The `Expiring` index's partitions: `HELD#{shard of the order id}`.
-const HELD: Sharded = Sharded::new("HELD", SHARDS).reading_unsharded();
+const HELD: Sharded = Sharded::new("HELD", SHARDS);
 
 fn stock_key(sku: &Sku, warehouse: &Warehouse) -> Item {
     key(format!("STOCK#{sku}"), format!("WH#{warehouse}"))

@@ -27,8 +27,7 @@
 //! authorization (the claim's insert and the settlement's delete). Nothing else it projects ever
 //! changes, so recording facts and the PaymentIntent writes no index. `k` is the order id's shard
 //! of [`SHARDS`] ([`adapters::shard`]), so the authorizations of every order in the shop do not
-//! share one index partition (~1,000 writes/s); the sweeps read each shard, and the bare
-//! `AUTHORIZING` and `REFUNDING` where items written before sharding are.
+//! share one index partition (~1,000 writes/s); the sweeps read each shard in turn.
 //!
 //! Payment attributes: `order_id`; `total` (`{amount, currency}`) and `payment_method` from
 //! `OrderPlaced`; `stock_reserved` and `cancelled` (true once recorded, never removed); `status`
@@ -84,7 +83,7 @@ const CAPTURE_FAILED: &str = "capture_failed";
 
 /// The sparse index of payments being authorized, and its partitions.
 const AUTHORIZING_INDEX: &str = "Authorizing";
-const AUTHORIZING_PK: Sharded = Sharded::new("AUTHORIZING", SHARDS).reading_unsharded();
+const AUTHORIZING_PK: Sharded = Sharded::new("AUTHORIZING", SHARDS);
 /// Payments per page of the stalled listing.
 const STALLED_PAGE: usize = 25;
 
@@ -650,7 +649,7 @@ const REFUND_PENDING: &str = "pending";
 const REFUND_SUCCEEDED: &str = "succeeded";
 const REFUND_FAILED: &str = "failed";
 /// The partitions of pending refunds in the `Authorizing` index.
-const REFUNDING_PK: Sharded = Sharded::new("REFUNDING", SHARDS).reading_unsharded();
+const REFUNDING_PK: Sharded = Sharded::new("REFUNDING", SHARDS);
 const REFUND_PREFIX: &str = "REFUND#";
 
 fn refund_key(order_id: OrderId, source: &Source) -> Item {

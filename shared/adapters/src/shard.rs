@@ -34,12 +34,12 @@
 //! partitions take ~16,000 index writes a second, far past the shop's other limits; raising it
 //! means a release that reads both counts and rewrites the keys (a backfill), not a parameter.
 //!
-//! **Items written before sharding** carry the bare prefix (`HELD`, `STATUS#pending`) as their
-//! key. [`Sharded::reading_unsharded`] adds that partition to every read, so none is missed
-//! (reservations still expire, shipments still list) until they are rewritten or gone.
+//! **No bare key is read.** Every index was sharded before the first release, so no item was
+//! ever stored under the bare prefix (`HELD`, `STATUS#pending`) and reads visit the `n` shards
+//! only.
 //!
-//! **Using it** (inventory's `Expiring` and fulfillment's `ByStatus` do; checkout's `Open` and
-//! `ByStatus` are next):
+//! **Using it** (inventory's `Expiring`, payment's `Authorizing`, fulfillment's and checkout's
+//! `ByStatus`, checkout's `Open`):
 //!
 //! ```ignore
 //! const HELD: Sharded = Sharded::new("HELD", SHARDS); // a constant prefix
@@ -65,7 +65,6 @@ pub const SHARDS: u16 = 16;
 pub struct Sharded {
     prefix: Cow<'static, str>,
     shards: u16,
-    unsharded: bool,
 }
 
 /// 64-bit FNV-1a (Fowler–Noll–Vo): offset basis and prime from its specification. Stable across
@@ -80,19 +79,12 @@ impl Sharded {
     /// A constant prefix (`HELD`) over `shards` partitions (at least one).
     pub const fn new(prefix: &'static str, shards: u16) -> Self {
         let shards = if shards == 0 { 1 } else { shards };
-        Self { prefix: Cow::Borrowed(prefix), shards, unsharded: false }
+        Self { prefix: Cow::Borrowed(prefix), shards }
     }
 
     /// A prefix built at run time (`STATUS#{status}`).
     pub fn owned(prefix: String, shards: u16) -> Self {
-        Self { prefix: Cow::Owned(prefix), shards: shards.max(1), unsharded: false }
-    }
-
-    /// Reads the bare prefix's partition too: where items written before sharding still are.
-    #[must_use]
-    pub const fn reading_unsharded(mut self) -> Self {
-        self.unsharded = true;
-        self
+        Self { prefix: Cow::Owned(prefix), shards: shards.max(1) }
     }
 
     /// The shard of `id`: `fnv1a(id) mod shards`.
@@ -106,13 +98,9 @@ impl Sharded {
         format!("{}#{}", self.prefix, self.shard_of(id))
     }
 
-    /// Every partition a read must visit: each shard, then the unsharded key if it is read.
+    /// Every partition a read must visit: each shard.
     pub fn partitions(&self) -> Vec<String> {
-        let mut partitions: Vec<String> = (0..self.shards).map(|k| format!("{}#{k}", self.prefix)).collect();
-        if self.unsharded {
-            partitions.push(self.prefix.to_string());
-        }
-        partitions
+        (0..self.shards).map(|k| format!("{}#{k}", self.prefix)).collect()
     }
 
     /// One page of a sweep: items whose sort key sorts below `below`, shard after shard (each
@@ -297,11 +285,10 @@ mod tests {
     }
 
     #[test]
-    fn a_read_visits_every_shard_and_the_unsharded_key_when_asked() {
+    fn a_read_visits_every_shard_and_nothing_else() {
         let status = Sharded::owned("STATUS#pending".to_owned(), 3);
 
         assert_eq!(status.partitions(), ["STATUS#pending#0", "STATUS#pending#1", "STATUS#pending#2"]);
-        assert_eq!(status.reading_unsharded().partitions().last().map(String::as_str), Some("STATUS#pending"));
         assert_eq!(Sharded::new("HELD", 0).partitions(), ["HELD#0"], "never zero shards");
     }
 }
