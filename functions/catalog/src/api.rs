@@ -143,3 +143,51 @@ fn list_query(request: &Request) -> Result<ListQuery, Problem> {
     let cursor = http::query_param(request, "cursor").filter(|c| !c.is_empty()).map(str::to_owned);
     Ok(ListQuery { category, words, limit, cursor })
 }
+
+#[cfg(test)]
+mod tests {
+    use adapters::cursor::KeyError;
+    use adapters::secrets::{Prefetched, Stage};
+
+    use super::*;
+    use crate::testing::MemoryCatalog;
+
+    /// The sample API Gateway request `events/apigw/{name}`, `GET /products/{id}` asking for `id`.
+    fn sample(name: &str, id: Option<ProductId>) -> Request {
+        let event = match name {
+            "get-product.json" => include_str!("../../../events/apigw/get-product.json"),
+            _ => include_str!("../../../events/apigw/list-products.json"),
+        };
+        let event = id.map_or(event.to_owned(), |id| event.replace("prod_01M81C1XXH84G7ZWYRD6Z1RV0W", &id.to_string()));
+        lambda_http::request::from_str(&event).unwrap()
+    }
+
+    #[tokio::test]
+    async fn while_the_cursor_secret_cannot_be_read_products_are_served_and_only_listings_fail_naming_nothing() {
+        const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:CursorSigningSecret-AbCdEf";
+        let unreadable = || async { Err(KeyError::TooShort { arn: ARN.to_owned(), stage: Stage::Current }) };
+        let store = MemoryCatalog::with_cursor_keys(Prefetched::start(unreadable));
+        let input = serde_json::from_value(serde_json::json!({
+            "slug": "mug", "title": "Stoneware mug", "category": "mugs", "status": "active",
+            "variants": [{ "sku": "MUG-01", "price": { "amount": 1800, "currency": "USD" } }]
+        }))
+        .unwrap();
+        let mug = service::create(&store, input, OffsetDateTime::now_utc()).await.unwrap();
+
+        let read = handle(&store, sample("get-product.json", Some(mug.id))).await;
+        let listings = [
+            handle(&store, sample("list-products.json", None)).await,
+            handle(&store, sample("list-products.json", None)).await,
+        ];
+
+        assert_eq!(read.status(), 200, "{}", http::body_text(&read));
+        assert!(http::body_text(&read).contains(&mug.id.to_string()));
+        for listing in listings {
+            let body: serde_json::Value = serde_json::from_str(http::body_text(&listing)).unwrap();
+            assert_eq!(listing.status(), 500);
+            assert_eq!(listing.headers()["content-type"], "application/problem+json");
+            assert_eq!((body["type"].as_str(), body["status"].as_u64()), (Some("/problems/internal-error"), Some(500)));
+            assert!(!http::body_text(&listing).contains("secret"), "names nothing: {body}");
+        }
+    }
+}

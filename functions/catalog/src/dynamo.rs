@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use adapters::dynamo::{Item, TransactionError, Unavailable, batch_get, get_consistent, key, query_partition};
 use adapters::retry::{Attempt, until_won};
-use adapters::{Cursor, CursorKeys, outbox};
+use adapters::{Cursor, ListingKeys, outbox};
 use domain_events::Envelope;
 use kernel::{ProductId, Sku};
 
@@ -139,13 +139,14 @@ type Transaction = adapters::dynamo::Transaction<Action>;
 pub struct DynamoCatalog {
     client: Client,
     table: String,
-    cursor_keys: CursorKeys,
+    cursor_keys: ListingKeys,
 }
 
 impl DynamoCatalog {
-    /// `cursor_keys` sign the listings' cursors and check the ones clients send back.
-    pub fn new(client: Client, table: impl Into<String>, cursor_keys: CursorKeys) -> Self {
-        Self { client, table: table.into(), cursor_keys }
+    /// `cursor_keys` sign the listings' cursors and check the ones clients send back; only
+    /// listings await them (the API's are read from their secret in the background).
+    pub fn new(client: Client, table: impl Into<String>, cursor_keys: impl Into<ListingKeys>) -> Self {
+        Self { client, table: table.into(), cursor_keys: cursor_keys.into() }
     }
 
     /// A put, optionally only where no item has this key yet.
@@ -277,8 +278,9 @@ impl DynamoCatalog {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let keys = self.cursor_keys.get().await?;
         let mut start = match cursor {
-            Some(raw) => Some(Cursor::decode(raw, scope, key_names, &self.cursor_keys)?.start_key()),
+            Some(raw) => Some(Cursor::decode(raw, scope, key_names, keys)?.start_key()),
             None => None,
         };
         let mut items = Vec::with_capacity(limit + 1);
@@ -293,7 +295,7 @@ impl DynamoCatalog {
             if items.len() > limit {
                 items.truncate(limit);
                 let next = items.last().and_then(|last| Cursor::after(scope, last, key_names));
-                return Ok((items, next.map(|c| c.encode(&self.cursor_keys))));
+                return Ok((items, next.map(|c| c.encode(keys))));
             }
             match output.last_evaluated_key {
                 Some(last) => start = Some(last),
@@ -302,7 +304,7 @@ impl DynamoCatalog {
         }
         // The filter let few items through; hand back what we have and where we stopped.
         let next = start.as_ref().and_then(|last| Cursor::after(scope, last, key_names));
-        Ok((items, next.map(|c| c.encode(&self.cursor_keys))))
+        Ok((items, next.map(|c| c.encode(keys))))
     }
 
     async fn list_by_index(&self, query: &ListQuery) -> Result<Page, StoreError> {

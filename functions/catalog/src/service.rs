@@ -51,6 +51,9 @@ pub enum StoreError {
     VersionConflict,
     #[error(transparent)]
     Cursor(#[from] CursorError),
+    /// The cursor signing keys could not be read: listings fail, nothing else does.
+    #[error(transparent)]
+    Keys(#[from] adapters::KeysUnavailable),
     #[error("catalog storage failed")]
     Unavailable(#[from] adapters::dynamo::Unavailable),
 }

@@ -2,14 +2,15 @@
 //! `test-util`). Writes are decided as the DynamoDB adapter's transaction does: a SKU or slug
 //! belongs to one product, a replace needs the version it read. Listings are active products
 //! newest first (ULIDs sort by time), filtered by category and search words, with cursors
-//! signed and checked by [`adapters::Cursor`] as the adapter's are (under a fixed test key).
+//! signed and checked by [`adapters::Cursor`] as the adapter's are (under a fixed test key, or
+//! the keys given to [`MemoryCatalog::with_cursor_keys`]), awaited by listings only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use adapters::{Cursor, CursorKeys};
+use adapters::{Cursor, CursorKeys, ListingKeys};
 use domain_events::{Envelope, Event};
 use kernel::{ProductId, Sku};
 
@@ -52,7 +53,7 @@ impl State {
 /// Products, their SKU and slug claims and the events written with them, behind one lock.
 pub struct MemoryCatalog {
     state: Mutex<State>,
-    cursor_keys: CursorKeys,
+    cursor_keys: ListingKeys,
 }
 
 impl std::fmt::Debug for MemoryCatalog {
@@ -64,14 +65,16 @@ impl std::fmt::Debug for MemoryCatalog {
 impl Default for MemoryCatalog {
     fn default() -> Self {
         let cursor_keys = CursorKeys::new(b"the in-memory catalog signs cursors with this", None);
-        Self {
-            state: Mutex::default(),
-            cursor_keys: cursor_keys.unwrap_or_else(|| unreachable!("a key of 32 bytes or more")),
-        }
+        Self::with_cursor_keys(cursor_keys.unwrap_or_else(|| unreachable!("a key of 32 bytes or more")))
     }
 }
 
 impl MemoryCatalog {
+    /// An empty catalog whose listings sign and check cursors with `cursor_keys`.
+    pub fn with_cursor_keys(cursor_keys: impl Into<ListingKeys>) -> Self {
+        Self { state: Mutex::default(), cursor_keys: cursor_keys.into() }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -123,9 +126,10 @@ impl CatalogStore for MemoryCatalog {
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let scope = Self::scope(query);
+        let keys = self.cursor_keys.get().await?;
         let after = match &query.cursor {
             Some(raw) => {
-                let cursor = Cursor::decode(raw, &scope, &[KEY], &self.cursor_keys)?;
+                let cursor = Cursor::decode(raw, &scope, &[KEY], keys)?;
                 let id = cursor.start_key().remove(KEY).and_then(|value| value.as_s().ok().cloned());
                 id.and_then(|id| id.parse::<ProductId>().ok())
             }
@@ -147,7 +151,7 @@ impl CatalogStore for MemoryCatalog {
         let next_cursor = match (matching.next(), items.last()) {
             (Some(_), Some(last)) => {
                 let position = HashMap::from([(KEY.to_owned(), AttributeValue::S(last.id.to_string()))]);
-                Cursor::after(scope, &position, &[KEY]).map(|cursor| cursor.encode(&self.cursor_keys))
+                Cursor::after(scope, &position, &[KEY]).map(|cursor| cursor.encode(keys))
             }
             _ => None,
         };

@@ -260,7 +260,7 @@ fn page_problem(error: PageError) -> Problem {
     match error {
         PageError::Cursor(error) => bad_query("query:cursor", error.to_string()),
         PageError::Store(error) => http::internal(&error),
-        PageError::NotListing(error) => http::internal(&error),
+        PageError::Keys(error) => http::internal(&error),
     }
 }
 

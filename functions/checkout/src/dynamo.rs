@@ -50,7 +50,7 @@ use adapters::dynamo::{
 };
 use adapters::outbox;
 use adapters::shard::{Listing, SHARDS, Sharded, SweepPosition};
-use adapters::{Cursor, CursorKeys, ListingKeys};
+use adapters::{Cursor, ListingKeys};
 use kernel::{Currency, Money, OrderId, ReturnId, Sku};
 
 use crate::order::{Address, CaptureFailure, Flag, Order, OrderLine, PaymentFacts, Shipment, Status, Transition};
@@ -470,9 +470,10 @@ impl DynamoOrders {
     }
 
     /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
-    /// clients send back (the API's store; a consumer's never lists).
+    /// clients send back (the API's store, whose keys only listings await; a consumer's never
+    /// lists).
     #[must_use]
-    pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
+    pub fn listing(mut self, cursor_keys: impl Into<ListingKeys>) -> Self {
         self.cursor_keys = cursor_keys.into();
         self
     }
@@ -499,7 +500,7 @@ impl DynamoOrders {
             Some(flag) => format!("{index}:{pk_value}:{}", flag.as_str()),
             None => format!("{index}:{pk_value}"),
         };
-        let keys = self.cursor_keys.get()?;
+        let keys = self.cursor_keys.get().await?;
         let start = cursor.map(|raw| Cursor::decode(raw, &scope, &key_names, keys)).transpose()?.map(|c| c.start_key());
         let mut names = HashMap::from([("#pk".to_owned(), pk_name.to_owned())]);
         let mut values = HashMap::from([(":pk".to_owned(), AttributeValue::S(pk_value))]);
@@ -690,24 +691,15 @@ impl OrderStore for DynamoOrders {
         self.orders(entries, |_| true).await
     }
 
-    /// Every shard of the status at once ([`Sharded::merged_page`]), newest first: the sort key
-    /// is the id turned around ([`newest_first`]).
+    /// Every shard of the status at once ([`Sharded::listing_page`]), newest first: the sort
+    /// key is the id turned around ([`newest_first`]).
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        const SORT_KEY: &str = "gsi3sk";
-        let scope = format!("{BY_STATUS_INDEX}:STATUS#{}", status.as_str());
-        let keys = self.cursor_keys.get()?;
-        let after = match cursor {
-            Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
-            None => None,
-        };
-        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
+        let keys = self.cursor_keys.get().await?;
         let listing =
-            Listing { index: BY_STATUS_INDEX, partition_key: "gsi3pk", sort_key: SORT_KEY, sort_prefix: None };
-        let (items, last) = by_status(status).merged_page(&self.client, &self.table, &listing, limit, after).await?;
-        let next_cursor = last.and_then(|sort| {
-            let position = HashMap::from([(SORT_KEY.to_owned(), AttributeValue::S(sort))]);
-            Cursor::after(scope.clone(), &position, &[SORT_KEY]).map(|c| c.encode(keys))
-        });
+            Listing { index: BY_STATUS_INDEX, partition_key: "gsi3pk", sort_key: "gsi3sk", sort_prefix: None };
+        let (items, next_cursor) = by_status(status)
+            .listing_page::<PageError>(&self.client, &self.table, &listing, keys, limit, cursor)
+            .await?;
         let entries = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         self.orders((entries, next_cursor), |order| order.status == status).await
     }

@@ -111,8 +111,9 @@ pub enum PageError {
     Cursor(#[from] adapters::CursorError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store cannot list: built without cursor keys, or their secret cannot be read now.
     #[error(transparent)]
-    NotListing(#[from] adapters::NotListing),
+    Keys(#[from] adapters::KeysUnavailable),
 }
 
 impl From<Unavailable> for PageError {

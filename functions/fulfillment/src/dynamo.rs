@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if};
 use adapters::shard::{Listing, SHARDS, Sharded};
-use adapters::{Cursor, CursorKeys, ListingKeys, outbox};
+use adapters::{Cursor, ListingKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
 use domain_events::inventory::ReservedLine;
@@ -139,9 +139,10 @@ impl DynamoFulfillment {
     }
 
     /// The same store, able to list: `cursor_keys` sign the listings' cursors and check the ones
-    /// clients send back (the API's store; a consumer's never lists).
+    /// clients send back (the API's store, whose keys only listings await; a consumer's never
+    /// lists).
     #[must_use]
-    pub fn listing(mut self, cursor_keys: CursorKeys) -> Self {
+    pub fn listing(mut self, cursor_keys: impl Into<ListingKeys>) -> Self {
         self.cursor_keys = cursor_keys.into();
         self
     }
@@ -314,7 +315,7 @@ impl FulfillmentStore for DynamoFulfillment {
         let status = filter.status.as_str();
         let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
         let scope = format!("{BY_STATUS_INDEX}:STATUS#{status}:{}", warehouse.as_deref().unwrap_or("*"));
-        let keys = self.cursor_keys.get()?;
+        let keys = self.cursor_keys.get().await?;
         let after = match cursor {
             Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
             None => None,

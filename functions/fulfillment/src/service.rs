@@ -62,8 +62,15 @@ pub enum PageError {
     Cursor(#[from] adapters::CursorError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store cannot list: built without cursor keys, or their secret cannot be read now.
     #[error(transparent)]
-    NotListing(#[from] adapters::NotListing),
+    Keys(#[from] adapters::KeysUnavailable),
+}
+
+impl From<adapters::dynamo::Unavailable> for PageError {
+    fn from(error: adapters::dynamo::Unavailable) -> Self {
+        Self::Store(StoreError(error))
+    }
 }
 
 /// Which shipments a listing shows.

@@ -7,7 +7,9 @@
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
 #![allow(clippy::unwrap_used)]
 
-use adapters::CursorKeys;
+use adapters::cursor::KeyError;
+use adapters::secrets::{Prefetched, Stage};
+use adapters::{CursorKeys, KeysUnavailable};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -342,5 +344,33 @@ async fn a_store_built_without_cursor_keys_refuses_to_list() {
 
     let listed = consumer.list(&Filter { status: Status::Pending, warehouse: None }, 10, None).await;
 
-    assert!(matches!(listed, Err(fulfillment::service::PageError::NotListing(_))), "{listed:?}");
+    assert!(
+        matches!(listed, Err(fulfillment::service::PageError::Keys(KeysUnavailable::NotListing))),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn while_the_cursor_secret_cannot_be_read_shipments_are_made_read_and_dispatched_and_only_listings_fail() {
+    let t = table().await;
+    let unreadable = || async {
+        Err(KeyError::TooShort {
+            arn: "arn:aws:secretsmanager:us-east-1:1:secret:Cursor".into(),
+            stage: Stage::Current,
+        })
+    };
+    let api = DynamoFulfillment::new(t.table.client.clone(), &t.table.name).listing(Prefetched::start(unreadable));
+    let order = OrderId::new();
+    service::on_order_confirmed(&api, order, Some(&shipping()), T0).await.unwrap();
+    service::on_stock_committed(&api, order, &lines(), T0).await.unwrap();
+    let created = t.events("ShipmentCreated").await;
+    let id: kernel::ShipmentId = serde_json::from_value(created[0]["shipment_id"].clone()).unwrap();
+
+    let read = service::shipment(&api, id).await;
+    let dispatched = service::dispatch(&api, id, ups(), T0).await;
+    let listed = api.list(&Filter { status: Status::Pending, warehouse: None }, 10, None).await;
+
+    assert_eq!(read.map(|s| s.shipment_id).ok(), Some(id));
+    assert_eq!(dispatched.map(|s| s.status).ok(), Some(Status::Dispatched));
+    assert!(matches!(listed, Err(fulfillment::service::PageError::Keys(KeysUnavailable::NotLoaded(_)))), "{listed:?}");
 }

@@ -15,6 +15,7 @@
 //! truncated tags are compared in constant time by `subtle`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
@@ -23,7 +24,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::secrets::{self, SecretError, Stage};
+use crate::secrets::{self, Loading, Prefetched, SecretError, Stage, Unavailable};
 
 /// Why a cursor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,28 +49,59 @@ pub enum KeyError {
 }
 
 /// The cursor keys of a store that may serve listings. Only the API functions list, so only
-/// their stores are given keys (`ListingKeys::from(keys)`); a consumer's store has none
-/// (`ListingKeys::default()`) and no secret to read at start-up.
+/// their stores are given keys; a consumer's store has none (`ListingKeys::default()`) and no
+/// secret to read at start-up.
+///
+/// An API function's keys are read from the secret in the background from cold start on
+/// (`ListingKeys::from(Prefetched::start(CursorKeys::loader(..)))`): its store is built at once
+/// and only a listing awaits the keys ([`ListingKeys::get`]), so a secret that cannot be read
+/// fails the listings (each answers a 500, and a later one reads again after the
+/// [`Prefetched`] backoff) while every other route goes on. Tests give keys at hand
+/// (`ListingKeys::from(keys)`).
 #[derive(Debug, Clone, Default)]
-pub struct ListingKeys(Option<CursorKeys>);
+pub struct ListingKeys(Keys);
+
+#[derive(Debug, Clone, Default)]
+enum Keys {
+    #[default]
+    None,
+    Ready(CursorKeys),
+    Prefetched(Arc<Prefetched<CursorKeys, KeyError>>),
+}
 
 impl From<CursorKeys> for ListingKeys {
     fn from(keys: CursorKeys) -> Self {
-        Self(Some(keys))
+        Self(Keys::Ready(keys))
+    }
+}
+
+impl From<Prefetched<CursorKeys, KeyError>> for ListingKeys {
+    fn from(keys: Prefetched<CursorKeys, KeyError>) -> Self {
+        Self(Keys::Prefetched(Arc::new(keys)))
     }
 }
 
 impl ListingKeys {
-    /// The keys, or [`NotListing`] for a store built without them (a wiring mistake).
-    pub fn get(&self) -> Result<&CursorKeys, NotListing> {
-        self.0.as_ref().ok_or(NotListing)
+    /// The keys, once loaded; [`KeysUnavailable`] when they could not be read (or not yet
+    /// again: the backoff) or the store was built without them (a wiring mistake).
+    pub async fn get(&self) -> Result<&CursorKeys, KeysUnavailable> {
+        match &self.0 {
+            Keys::None => Err(KeysUnavailable::NotListing),
+            Keys::Ready(keys) => Ok(keys),
+            Keys::Prefetched(keys) => Ok(keys.get().await?),
+        }
     }
 }
 
-/// A store built without cursor keys was asked to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("this store was built without cursor keys and cannot list")]
-pub struct NotListing;
+/// Why a store cannot list now. Both are the stack's fault, never the request's: a 500 that
+/// names nothing (the log has the cause chain, with the secret's ARN and stage, never its value).
+#[derive(Debug, thiserror::Error)]
+pub enum KeysUnavailable {
+    #[error("this store was built without cursor keys and cannot list")]
+    NotListing,
+    #[error("the cursor signing keys are unavailable, so no listing can be served")]
+    NotLoaded(#[from] Unavailable<KeyError>),
+}
 
 /// The keys cursors are signed with. New cursors are signed with the current key; a cursor is
 /// accepted under the current or the previous one, so rotating the secret does not break the
@@ -102,6 +134,19 @@ impl CursorKeys {
 
     fn key(secret: &[u8]) -> Option<hmac::Key> {
         (secret.len() >= Self::MIN_SECRET_LEN).then(|| hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// What [`Prefetched::start`] runs to read the keys from the secret `arn` ([`Self::load`]):
+    /// an API function's `main` starts it at init and hands it to its store (see
+    /// [`ListingKeys`]).
+    pub fn loader(
+        client: aws_sdk_secretsmanager::Client,
+        arn: String,
+    ) -> impl Fn() -> Loading<Self, KeyError> + Send + Sync + 'static {
+        move || {
+            let (client, arn) = (client.clone(), arn.clone());
+            Box::pin(async move { Self::load(&client, &arn).await })
+        }
     }
 
     /// Reads the secret `arn` at cold start: its current value (`AWSCURRENT`) signs, and its
@@ -328,6 +373,35 @@ mod tests {
         assert!(Cursor::decode(&cursor, SCOPE, &NAMES, &after).is_ok());
         assert_eq!(Cursor::decode(&cursor, SCOPE, &NAMES, &after_next), Err(CursorError::Malformed));
         assert!(issued(&after) != cursor, "new cursors are signed with the new key");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cursor_keys_that_cannot_be_read_fail_each_listing_until_a_read_after_the_backoff_succeeds() {
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&reads);
+        let listing = ListingKeys::from(Prefetched::start(move || {
+            let read = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let too_short = KeyError::TooShort { arn: "arn:aws:secretsmanager:cursor".into(), stage: Stage::Current };
+            std::future::ready(if read == 0 { Err(too_short) } else { Ok(keys("a")) })
+        }));
+
+        let failed = listing.get().await.unwrap_err();
+        let within = listing.get().await.unwrap_err();
+        tokio::time::advance(secrets::FIRST_BACKOFF).await;
+        let after = listing.get().await.unwrap();
+
+        for refused in [&failed, &within] {
+            assert!(matches!(refused, KeysUnavailable::NotLoaded(_)), "{refused:?}");
+            let source = std::error::Error::source(refused).map(ToString::to_string).unwrap_or_default();
+            assert!(source.contains("arn:aws:secretsmanager:cursor (AWSCURRENT)"), "{source}");
+        }
+        assert_eq!(Cursor::decode(&issued(after), SCOPE, &NAMES, &keys("a")).map(|c| c.start_key().len()), Ok(2));
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2, "none within the backoff");
+    }
+
+    #[tokio::test]
+    async fn a_store_built_without_cursor_keys_cannot_list() {
+        assert!(matches!(ListingKeys::default().get().await, Err(KeysUnavailable::NotListing)));
     }
 
     #[test]

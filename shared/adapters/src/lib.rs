@@ -36,4 +36,4 @@ pub mod retry;
 pub mod secrets;
 pub mod shard;
 
-pub use cursor::{Cursor, CursorError, CursorKeys, ListingKeys, NotListing};
+pub use cursor::{Cursor, CursorError, CursorKeys, KeysUnavailable, ListingKeys};

@@ -1,12 +1,12 @@
 //! The checkout API Lambda.
 
+use adapters::CursorKeys;
 use adapters::secrets::Prefetched;
 use checkout::Config;
 use checkout::api::Context;
 use checkout::cart_client::LambdaCarts;
 use checkout::dynamo::DynamoOrders;
 use checkout::fulfillment_client::LambdaFulfillment;
-use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 
 #[tokio::main]
@@ -22,27 +22,11 @@ async fn main() -> Result<(), Error> {
     let carts = LambdaCarts::new(lambda.clone(), cart_query);
     let fulfillment = LambdaFulfillment::new(lambda, fulfillment_query);
     let (dynamodb, secretsmanager) = (aws_sdk_dynamodb::Client::new(&aws), aws_sdk_secretsmanager::Client::new(&aws));
-    // The cursor secret is read while the runtime asks for the first request, not before it.
-    let context = Prefetched::start(move || {
-        let (dynamodb, secretsmanager, table, arn) =
-            (dynamodb.clone(), secretsmanager.clone(), table.clone(), cursor_secret.clone());
-        let (carts, fulfillment, settings) = (carts.clone(), fulfillment.clone(), settings.clone());
-        async move {
-            let cursor_keys = adapters::CursorKeys::load(&secretsmanager, &arn).await?;
-            Ok::<_, adapters::cursor::KeyError>(Context {
-                store: DynamoOrders::new(dynamodb, table).listing(cursor_keys),
-                carts,
-                fulfillment,
-                settings,
-            })
-        }
-    });
+    // The cursor secret is read while the runtime asks for the first request, not before it;
+    // only listings await it, so a secret that cannot be read fails them alone.
+    let cursor_keys = Prefetched::start(CursorKeys::loader(secretsmanager, cursor_secret));
+    let store = DynamoOrders::new(dynamodb, table).listing(cursor_keys);
+    let context = Context { store, carts, fulfillment, settings };
     let context = &context;
-    lambda_glue::http::serve(|request| async move {
-        match context.get().await {
-            Ok(context) => checkout::api::handle(context, request).await,
-            Err(error) => Reply::problem(&internal(&error)),
-        }
-    })
-    .await
+    lambda_glue::http::serve(|request| checkout::api::handle(context, request)).await
 }
