@@ -67,12 +67,6 @@ pub enum PageError {
     Keys(#[from] adapters::KeysUnavailable),
 }
 
-impl From<adapters::dynamo::Unavailable> for PageError {
-    fn from(error: adapters::dynamo::Unavailable) -> Self {
-        Self::Store(StoreError(error))
-    }
-}
-
 /// Which shipments a listing shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
