@@ -691,24 +691,15 @@ impl OrderStore for DynamoOrders {
         self.orders(entries, |_| true).await
     }
 
-    /// Every shard of the status at once ([`Sharded::merged_page`]), newest first: the sort key
-    /// is the id turned around ([`newest_first`]).
+    /// Every shard of the status at once ([`Sharded::listing_page`]), newest first: the sort
+    /// key is the id turned around ([`newest_first`]).
     async fn by_status(&self, status: Status, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        const SORT_KEY: &str = "gsi3sk";
-        let scope = format!("{BY_STATUS_INDEX}:STATUS#{}", status.as_str());
         let keys = self.cursor_keys.get().await?;
-        let after = match cursor {
-            Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
-            None => None,
-        };
-        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
         let listing =
-            Listing { index: BY_STATUS_INDEX, partition_key: "gsi3pk", sort_key: SORT_KEY, sort_prefix: None };
-        let (items, last) = by_status(status).merged_page(&self.client, &self.table, &listing, limit, after).await?;
-        let next_cursor = last.and_then(|sort| {
-            let position = HashMap::from([(SORT_KEY.to_owned(), AttributeValue::S(sort))]);
-            Cursor::after(scope.clone(), &position, &[SORT_KEY]).map(|c| c.encode(keys))
-        });
+            Listing { index: BY_STATUS_INDEX, partition_key: "gsi3pk", sort_key: "gsi3sk", sort_prefix: None };
+        let (items, next_cursor) = by_status(status)
+            .listing_page::<PageError>(&self.client, &self.table, &listing, keys, limit, cursor)
+            .await?;
         let entries = serde_dynamo::from_items(items).map_err(Unavailable::from)?;
         self.orders((entries, next_cursor), |order| order.status == status).await
     }

@@ -67,6 +67,12 @@ pub enum PageError {
     Keys(#[from] adapters::KeysUnavailable),
 }
 
+impl From<adapters::dynamo::Unavailable> for PageError {
+    fn from(error: adapters::dynamo::Unavailable) -> Self {
+        Self::Store(StoreError(error))
+    }
+}
+
 /// Which shipments a listing shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {

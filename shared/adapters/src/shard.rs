@@ -15,10 +15,11 @@
 //!   oldest first. The order across shards does not matter to a sweep: each item is handled on
 //!   its own. The cursor ([`SweepPosition`]) is the shard and its `LastEvaluatedKey`; it stays in
 //!   the invocation, never reaches a client.
-//! - **Listings** ([`Sharded::merged_page`]): a page in the index's sort-key order across every
-//!   shard, as one unsharded partition would give it: each shard is queried (at once) for up to
-//!   `limit` items after the cursor, the answers merged (a k-way merge) and the first `limit`
-//!   kept. The client's cursor is a signed [`crate::Cursor`] holding the last sort key returned,
+//! - **Listings** ([`Sharded::listing_page`], over [`Sharded::merged_page`]): a page in the
+//!   index's sort-key order across every shard, as one unsharded partition would give it: each
+//!   shard is queried (at once) for up to `limit` items after the cursor, the answers merged (a
+//!   k-way merge) and the first `limit` kept. The client's cursor is a signed [`crate::Cursor`]
+//!   scoped to the index, the prefix and the sort prefix, holding the last sort key returned,
 //!   which is every shard's position at once: the listing's sort keys must be unique across the
 //!   index (end them with the item's id, as every Ferrocart index does), so "after this key" is
 //!   exact in every shard. Carrying one DynamoDB key per shard instead would make a cursor of
@@ -47,7 +48,7 @@
 //! HELD.page_below(&client, &table, "Expiring", "gsi1pk", ("gsi1sk", &below), limit, after).await?;
 //!
 //! let status = Sharded::owned(format!("STATUS#{status}"), SHARDS); // a prefix per status
-//! status.merged_page(&client, &table, &listing, limit, after_sort_key).await?;
+//! let (items, next_cursor) = status.listing_page(&client, &table, &listing, keys, limit, cursor).await?;
 //! ```
 
 use std::borrow::Cow;
@@ -55,6 +56,7 @@ use std::borrow::Cow;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::cursor::{Cursor, CursorError, CursorKeys};
 use crate::dynamo::{Item, Unavailable, page_below};
 
 /// The shard count of every sharded index: see the module docs for why it is a constant.
@@ -135,6 +137,45 @@ impl Sharded {
         }
         let next = (partition < partitions.len()).then_some(SweepPosition { partition, start });
         Ok((items, next))
+    }
+
+    /// One page of a client's listing: the items after `cursor` (the signed cursor the page
+    /// before returned, refused unless it is this listing's) by [`Self::merged_page`], and the
+    /// signed cursor of the next page (`None`: no more). `E` is the caller's listing error: a
+    /// refused cursor or an unavailable table.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn listing_page<E>(
+        &self,
+        client: &Client,
+        table: &str,
+        listing: &Listing<'_>,
+        keys: &CursorKeys,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<String>), E>
+    where
+        E: From<CursorError> + From<Unavailable>,
+    {
+        let scope = self.scope(listing);
+        let names = [listing.sort_key];
+        let after = match cursor {
+            Some(raw) => Cursor::decode(raw, &scope, &names, keys)?.start_key().remove(listing.sort_key),
+            None => None,
+        };
+        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
+        let (items, last) = self.merged_page(client, table, listing, limit, after).await?;
+        let next_cursor = last.and_then(|sort| {
+            let position = std::collections::HashMap::from([(listing.sort_key.to_owned(), AttributeValue::S(sort))]);
+            Cursor::after(scope, &position, &names).map(|cursor| cursor.encode(keys))
+        });
+        Ok((items, next_cursor))
+    }
+
+    /// What a listing's cursor is valid for: the index, this prefix (`STATUS#pending`) and the
+    /// sort prefix (`*` for none), so a cursor replayed against another status or warehouse is
+    /// refused.
+    fn scope(&self, listing: &Listing<'_>) -> String {
+        format!("{}:{}:{}", listing.index, self.prefix, listing.sort_prefix.unwrap_or("*"))
     }
 
     /// One page of a listing in sort-key order across every shard: the first `limit` items whose
@@ -282,6 +323,19 @@ mod tests {
             counts[usize::from(held.shard_of(&format!("ord_{n:026}")))] += 1;
         }
         assert!(counts.iter().all(|&c| (60..=140).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn a_listings_cursor_is_scoped_to_its_index_prefix_and_sort_prefix() {
+        let listing = |sort_prefix| Listing { index: "ByStatus", partition_key: "pk", sort_key: "sk", sort_prefix };
+        let pending = Sharded::owned("STATUS#pending".to_owned(), SHARDS);
+
+        assert_eq!(pending.scope(&listing(None)), "ByStatus:STATUS#pending:*");
+        assert_eq!(pending.scope(&listing(Some("west#"))), "ByStatus:STATUS#pending:west#");
+        assert_ne!(
+            Sharded::owned("STATUS#packed".to_owned(), SHARDS).scope(&listing(None)),
+            "ByStatus:STATUS#pending:*"
+        );
     }
 
     #[test]
