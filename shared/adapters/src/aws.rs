@@ -121,11 +121,15 @@ fn service_value(key: ServiceConfigKey<'_>, var: impl Fn(&str) -> Option<String>
 /// The SDK's hyper + rustls client, trusting the compiled-in Mozilla roots and nothing from
 /// the OS.
 pub fn https_client() -> SharedHttpClient {
-    let client = aws_smithy_http_client::Builder::new()
+    SharedHttpClient::new(AtFirstRequest(std::sync::OnceLock::new()))
+}
+
+/// The client [`AtFirstRequest`] builds when the first request needs it.
+fn build_https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls_context())
-        .build_https();
-    SharedHttpClient::new(AtFirstRequest(client))
+        .build_https()
 }
 
 /// Trust the compiled-in roots and nothing else (`TrustStore::empty` turns the OS store off).
@@ -137,22 +141,30 @@ fn tls_context() -> TlsContext {
         .expect("a TLS context of PEM roots builds")
 }
 
-/// The SDK's client as it is, except when its TLS connector is built. The SDK builds one (and
-/// with it parses every root certificate, ~0.3 ms for Mozilla's ~150) when each SDK client is
+/// The SDK's client as it is, except when it is built. The SDK builds a TLS connector (and with
+/// it parses every root certificate, ~0.3 ms for Mozilla's ~150) when each SDK client is
 /// constructed, to surface the OS store's errors early, then builds another at the first request
 /// (that one is kept). With compiled-in roots there is nothing to surface early, so this skips
-/// the construction-time build: a function's init parses no certificate, and every client with
-/// the same timeouts shares the one connector built at the first request.
+/// the construction-time build, and it builds the client itself (with its TLS context: the
+/// ~240 KB PEM bundle of the roots) at the first request too. A function's init touches no
+/// certificate, and every SDK client shares the one client and, for the same timeouts, the one
+/// connector built at the first request.
 #[derive(Debug)]
-struct AtFirstRequest(SharedHttpClient);
+struct AtFirstRequest(std::sync::OnceLock<SharedHttpClient>);
+
+impl AtFirstRequest {
+    fn client(&self) -> &SharedHttpClient {
+        self.0.get_or_init(build_https_client)
+    }
+}
 
 impl HttpClient for AtFirstRequest {
     fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
-        self.0.http_connector(settings, components)
+        self.client().http_connector(settings, components)
     }
 
     fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
-        self.0.connector_metadata()
+        self.client().connector_metadata()
     }
 }
 
