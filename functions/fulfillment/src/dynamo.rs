@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 
 use adapters::dynamo::{Item, Transaction, TransactionError, Unavailable, get_consistent, key, put_if};
 use adapters::shard::{Listing, SHARDS, Sharded};
-use adapters::{Cursor, ListingKeys, outbox};
+use adapters::{ListingKeys, outbox};
 use domain_events::Envelope;
 use domain_events::checkout::Shipping;
 use domain_events::inventory::ReservedLine;
@@ -311,32 +311,19 @@ impl FulfillmentStore for DynamoFulfillment {
     }
 
     async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page, PageError> {
-        const SORT_KEY: &str = "gsi1sk";
-        let status = filter.status.as_str();
         let warehouse = filter.warehouse.as_ref().map(|w| format!("{w}#"));
-        let scope = format!("{BY_STATUS_INDEX}:STATUS#{status}:{}", warehouse.as_deref().unwrap_or("*"));
         let keys = self.cursor_keys.get().await?;
-        let after = match cursor {
-            Some(raw) => Cursor::decode(raw, &scope, &[SORT_KEY], keys)?.start_key().remove(SORT_KEY),
-            None => None,
-        };
-        let after = after.as_ref().and_then(|value| value.as_s().ok()).map(String::as_str);
         let listing = Listing {
             index: BY_STATUS_INDEX,
             partition_key: "gsi1pk",
-            sort_key: SORT_KEY,
+            sort_key: "gsi1sk",
             sort_prefix: warehouse.as_deref(),
         };
-        let (items, last) = by_status(status)
-            .merged_page(&self.client, &self.table, &listing, limit, after)
-            .await
-            .map_err(StoreError)?;
-        let next_cursor = last.map(|sort| {
-            let position = HashMap::from([(SORT_KEY.to_owned(), AttributeValue::S(sort))]);
-            Cursor::after(scope.clone(), &position, &[SORT_KEY]).map(|c| c.encode(keys))
-        });
+        let (items, next_cursor) = by_status(filter.status.as_str())
+            .listing_page::<PageError>(&self.client, &self.table, &listing, keys, limit, cursor)
+            .await?;
         let records: Vec<ShipmentRecord> =
             serde_dynamo::from_items(items).map_err(|e| StoreError(Unavailable::from(e)))?;
-        Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor: next_cursor.flatten() })
+        Ok(Page { items: records.into_iter().map(|r| r.shipment).collect(), next_cursor })
     }
 }

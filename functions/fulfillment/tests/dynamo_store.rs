@@ -344,10 +344,7 @@ async fn a_store_built_without_cursor_keys_refuses_to_list() {
 
     let listed = consumer.list(&Filter { status: Status::Pending, warehouse: None }, 10, None).await;
 
-    assert!(
-        matches!(listed, Err(fulfillment::service::PageError::Keys(KeysUnavailable::NotListing))),
-        "{listed:?}"
-    );
+    assert!(matches!(listed, Err(fulfillment::service::PageError::Keys(KeysUnavailable::NotListing))), "{listed:?}");
 }
 
 #[tokio::test]
