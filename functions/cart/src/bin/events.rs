@@ -4,7 +4,7 @@ use adapters::inbox::DynamoInbox;
 use cart::Config;
 use cart::dynamo::DynamoCarts;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;

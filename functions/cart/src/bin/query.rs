@@ -3,7 +3,7 @@
 use domain_events::queries::GetCart;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let store = cart::store().await?;

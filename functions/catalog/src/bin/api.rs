@@ -6,7 +6,7 @@ use catalog::Config;
 use catalog::dynamo::DynamoCatalog;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table, cursor_secret_arn } = Config::from_env()?;

@@ -9,7 +9,7 @@ use checkout::dynamo::DynamoOrders;
 use checkout::fulfillment_client::LambdaFulfillment;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table, settings } = Config::from_env()?;

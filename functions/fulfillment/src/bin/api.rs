@@ -6,7 +6,7 @@ use fulfillment::Config;
 use fulfillment::dynamo::DynamoFulfillment;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table } = Config::from_env()?;

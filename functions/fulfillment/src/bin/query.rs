@@ -5,7 +5,7 @@ use fulfillment::Config;
 use fulfillment::dynamo::DynamoFulfillment;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;

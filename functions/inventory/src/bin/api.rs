@@ -4,7 +4,7 @@ use inventory::Config;
 use inventory::dynamo::DynamoInventory;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;

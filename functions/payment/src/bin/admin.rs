@@ -7,7 +7,7 @@ use lambda_http::Error;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;

@@ -6,7 +6,7 @@ use lambda_glue::consumer::HandlerError;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;

@@ -8,7 +8,7 @@ use payment::Config;
 use payment::dynamo::DynamoPayments;
 use payment::secrets::{GatewayStartError, SigningSource};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;

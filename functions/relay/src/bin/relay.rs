@@ -6,7 +6,7 @@ use relay::Config;
 use relay::bus::EventBridgeBus;
 use relay::dead_letter::SqsDeadLetters;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let config = Config::from_env()?;
