@@ -1,11 +1,15 @@
 //! The Stripe secret key from AWS Secrets Manager, read once per cold start
-//! ([`adapters::secrets`] does the reading). The functions start the read at init without
-//! waiting for it ([`adapters::secrets::Prefetched`], building the [`StripeGateway`] with
-//! [`gateway`]) and await it at their first invocation.
+//! ([`adapters::secrets`] does the reading). Each payment function starts the read at init
+//! without waiting for it, `Prefetched::start(gateway_loader(..))` ([`gateway_loader`] builds
+//! the [`StripeGateway`] with [`gateway`]; the webhook function also starts [`signing_loader`]),
+//! and awaits it at its first invocation; a failed read fails that invocation, and a later one
+//! reads again after [`adapters::secrets::Prefetched`]'s backoff.
 //!
 //! The secret's `SecretString` is either the key itself (`sk_live_…`) or a JSON object with a
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
 //! the value, and errors name the secret's ARN only.
+
+use adapters::secrets::Loading;
 
 use crate::ports::GatewayError;
 use crate::signature::SigningSecret;
@@ -39,6 +43,34 @@ pub async fn gateway(
     api_base: Option<&str>,
 ) -> Result<StripeGateway, GatewayStartError> {
     Ok(StripeGateway::new(&resolve(source, client).await?, api_base)?)
+}
+
+/// What [`Prefetched::start`] runs to build the Stripe gateway ([`gateway`]): every payment
+/// function's, so the three do not each spell out the same closure.
+///
+/// [`Prefetched::start`]: adapters::secrets::Prefetched::start
+pub fn gateway_loader(
+    client: aws_sdk_secretsmanager::Client,
+    source: SecretSource,
+    api_base: Option<String>,
+) -> impl Fn() -> Loading<StripeGateway, GatewayStartError> + Send + Sync + 'static {
+    move || {
+        let (client, source, api_base) = (client.clone(), source.clone(), api_base.clone());
+        Box::pin(async move { gateway(source, &client, api_base.as_deref()).await })
+    }
+}
+
+/// What [`Prefetched::start`] runs to read the webhook's signing secrets ([`signing_secrets`]).
+///
+/// [`Prefetched::start`]: adapters::secrets::Prefetched::start
+pub fn signing_loader(
+    client: aws_sdk_secretsmanager::Client,
+    source: SigningSource,
+) -> impl Fn() -> Loading<Vec<SigningSecret>, SecretError> + Send + Sync + 'static {
+    move || {
+        let (client, source) = (client.clone(), source.clone());
+        Box::pin(async move { signing_secrets(source, &client).await })
+    }
 }
 
 /// The key itself, fetching it from Secrets Manager when that is where it lives.
@@ -128,7 +160,26 @@ pub fn parse_signing(value: &str) -> Vec<SigningSecret> {
 
 #[cfg(test)]
 mod tests {
+    use adapters::secrets::Prefetched;
+
     use super::*;
+
+    #[tokio::test]
+    async fn the_gateway_loader_builds_the_gateway_and_a_failed_build_fails_the_use_that_awaited_it() {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(config);
+        let key = SecretSource::Key(StripeSecret::new("sk_test_1").unwrap());
+        let local =
+            Prefetched::start(gateway_loader(client.clone(), key.clone(), Some("http://127.0.0.1:12111".into())));
+        let in_clear = Prefetched::start(gateway_loader(client, key, Some("http://stripe.example.com".into())));
+
+        let (built, refused) = (local.get().await.is_ok(), in_clear.get().await.err());
+
+        assert!(built);
+        assert!(matches!(refused.as_ref().map(|e| e.error()), Some(GatewayStartError::Client(_))), "{refused:?}");
+    }
 
     #[test]
     fn a_signing_secret_is_bare_or_json_with_the_previous_one_while_rolling() {

@@ -14,11 +14,7 @@ async fn main() -> Result<(), Error> {
     let aws = load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
     // The Stripe key is read while the runtime asks for the first request, not before it.
-    let gateway = Prefetched::start(move || {
-        let (secretsmanager, source, api_base) =
-            (secretsmanager.clone(), stripe_secret.clone(), stripe_api_base.clone());
-        async move { payment::secrets::gateway(source, &secretsmanager, api_base.as_deref()).await }
-    });
+    let gateway = Prefetched::start(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let (store, gateway) = (&store, &gateway);
     lambda_glue::http::serve(|request| async move {

@@ -13,12 +13,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = adapters::aws::load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
     // The Stripe key is read while the runtime asks for the first batch, not before it; a
-    // failed read fails that batch (SQS delivers it again) and the next batch reads again.
-    let gateway = Prefetched::start(move || {
-        let (secretsmanager, source, api_base) =
-            (secretsmanager.clone(), stripe_secret.clone(), stripe_api_base.clone());
-        async move { payment::secrets::gateway(source, &secretsmanager, api_base.as_deref()).await }
-    });
+    // failed read fails that batch (SQS delivers it again) and a later batch reads again.
+    let gateway = Prefetched::start(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let inbox = DynamoInbox::new(dynamodb.clone(), &table);
     let store = DynamoPayments::new(dynamodb, table);

@@ -6,7 +6,7 @@ use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
-use payment::secrets::{GatewayStartError, SigningSource};
+use payment::secrets::{SigningSource, gateway_loader, signing_loader};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -16,24 +16,15 @@ async fn main() -> Result<(), Error> {
     let aws = load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
     // Both secrets are read, together, while the runtime asks for the first request.
-    let secrets = Prefetched::start(move || {
-        let (secretsmanager, source, api_base) =
-            (secretsmanager.clone(), stripe_secret.clone(), stripe_api_base.clone());
-        let signing = signing.clone();
-        async move {
-            let (gateway, signing_secrets) = tokio::join!(
-                payment::secrets::gateway(source, &secretsmanager, api_base.as_deref()),
-                payment::secrets::signing_secrets(signing, &secretsmanager),
-            );
-            Ok::<_, GatewayStartError>((gateway?, signing_secrets?))
-        }
-    });
+    let gateway = Prefetched::start(gateway_loader(secretsmanager.clone(), stripe_secret, stripe_api_base));
+    let signing_secrets = Prefetched::start(signing_loader(secretsmanager, signing));
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);
-    let (store, secrets) = (&store, &secrets);
+    let (store, gateway, signing_secrets) = (&store, &gateway, &signing_secrets);
     lambda_glue::http::serve(|request| async move {
-        let (gateway, signing_secrets) = match secrets.get().await {
-            Ok((gateway, signing_secrets)) => (gateway, signing_secrets.as_slice()),
-            Err(error) => return Reply::problem(&internal(&error)),
+        let (gateway, signing_secrets) = match tokio::join!(gateway.get(), signing_secrets.get()) {
+            (Ok(gateway), Ok(signing_secrets)) => (gateway, signing_secrets.as_slice()),
+            (Err(error), _) => return Reply::problem(&internal(&error)),
+            (_, Err(error)) => return Reply::problem(&internal(&error)),
         };
         let now = time::OffsetDateTime::now_utc();
         payment::webhook::handle(store, gateway, store, signing_secrets, &request, now).await
