@@ -535,9 +535,9 @@ impl DynamoOrders {
 
 impl DynamoOrders {
     /// A page of orders listed by a keys-only index: the index gives the order ids (in its
-    /// order), one strongly consistent `BatchGetItem` per 50 orders reads their heads and
-    /// details, and `keep` drops an order whose head has moved on since the index saw it (the
-    /// index is eventually consistent), so a page can come back short. The read must be
+    /// order), strongly consistent `BatchGetItem`s of 50 orders each, made at once, read their
+    /// heads and details, and `keep` drops an order whose head has moved on since the index saw
+    /// it (the index is eventually consistent), so a page can come back short. The read must be
     /// consistent: an eventually consistent one could return a head older than the index entry
     /// (an order the index already lists under its new status read with its old one), and the
     /// order would be dropped from both listings while the cursor moved past it.
@@ -548,11 +548,7 @@ impl DynamoOrders {
     ) -> Result<Page, PageError> {
         let keys: Vec<Item> =
             entries.iter().flat_map(|entry| [key(entry.pk.clone(), HEAD), key(entry.pk.clone(), DETAILS)]).collect();
-        let mut items = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            items.extend(batch_get(&self.client, &self.table, chunk.to_vec(), true).await?);
-        }
-        let mut found = assemble(items)?;
+        let mut found = assemble(batch_get(&self.client, &self.table, keys, true).await?)?;
         let orders = entries.iter().filter_map(|entry| found.remove(&entry.pk)).filter(|order| keep(order)).collect();
         Ok(Page { orders, next_cursor })
     }

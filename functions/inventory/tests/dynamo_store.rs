@@ -479,3 +479,23 @@ async fn a_received_return_goes_back_on_hand_once_in_its_warehouse_even_one_that
     assert!(table.events().await.iter().all(|(kind, _)| kind != "StockReleased"), "a restock announces nothing");
     assert!(table.store.reservation(order).await.unwrap().is_some());
 }
+
+/// `adapters::dynamo::batch_get` is shared by every table; it is proved here, on one.
+#[tokio::test]
+async fn a_batch_read_of_more_keys_than_one_batch_get_takes_returns_every_item_once() {
+    let table = table().await;
+    let key = |n: usize| adapters::dynamo::key(format!("BATCH#{n:03}"), "BATCH");
+    for n in 0..250 {
+        let mut item = key(n);
+        item.insert("n".into(), AttributeValue::N(n.to_string()));
+        table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
+    }
+    // 250 stored and 5 that are not: three batches of BatchGetItem's 100 keys at most.
+    let keys = (0..255).map(key).collect();
+
+    let found = adapters::dynamo::batch_get(&table.client, &table.name, keys, true).await.unwrap();
+
+    let mut numbers: Vec<usize> = found.iter().map(|item| item["n"].as_n().unwrap().parse().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..250).collect::<Vec<_>>());
+}

@@ -229,11 +229,56 @@ impl<L: Clone + std::fmt::Debug> Transaction<L> {
     }
 }
 
-/// Reads up to 100 items by key (BatchGetItem's limit), strongly consistent or not, retrying
-/// unprocessed keys with the shared backoff ([`crate::retry::delays`]), and returns them in no
-/// particular order. Keys still unprocessed after the last attempt (sustained throttling) are an
-/// error.
+/// Keys one `BatchGetItem` call takes at most.
+const BATCH_GET_KEYS: usize = 100;
+
+/// `BatchGetItem` calls one [`batch_get`] has in flight at once: a page of 100 orders (200
+/// keys) is read in the time of one call, while a larger read does not open a connection per
+/// 100 keys.
+const BATCH_GETS_AT_ONCE: usize = 4;
+
+/// Reads items by key, strongly consistent or not, in `BatchGetItem` calls of at most 100 keys
+/// (its limit) made at once (up to [`BATCH_GETS_AT_ONCE`] in flight), each retrying its
+/// unprocessed keys with the shared backoff ([`crate::retry::delays`]). Returns the items
+/// found, each call's after the one before it but in no particular order within a call
+/// (DynamoDB's): callers put them in their own order by key. Keys still unprocessed after a
+/// call's last attempt (sustained throttling) are an error.
 pub async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+) -> Result<Vec<Item>, Unavailable> {
+    if keys.len() <= BATCH_GET_KEYS {
+        return batch_get_call(client, table, keys, consistent).await;
+    }
+    let calls = keys.len().div_ceil(BATCH_GET_KEYS);
+    let mut rest = keys.into_iter();
+    let mut chunks = std::iter::from_fn(|| {
+        let chunk: Vec<Item> = rest.by_ref().take(BATCH_GET_KEYS).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
+    .enumerate();
+    let mut found: Vec<Vec<Item>> = vec![Vec::new(); calls];
+    let mut reads = tokio::task::JoinSet::new();
+    loop {
+        while reads.len() < BATCH_GETS_AT_ONCE
+            && let Some((n, chunk)) = chunks.next()
+        {
+            let (client, table) = (client.clone(), table.to_owned());
+            reads.spawn(async move { (n, batch_get_call(&client, &table, chunk, consistent).await) });
+        }
+        // An error returns at once; dropping the set aborts the calls still in flight.
+        let Some(done) = reads.join_next().await else { break };
+        let (n, items) = done.map_err(Unavailable::new)?;
+        found[n] = items?;
+    }
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// One `BatchGetItem` of at most 100 keys, asked again for its unprocessed keys until none is
+/// left or the backoff gives up.
+async fn batch_get_call(
     client: &Client,
     table: &str,
     keys: Vec<Item>,
