@@ -19,7 +19,7 @@
 //! Order GSIs, all projecting keys only (a listing reads the orders it found with
 //! `BatchGetItem`, so a status change costs one small index write instead of a copy of the
 //! order): `ByCustomer` (`CUSTOMER#{sub}`, id), on the details, for `GET /orders`; on the head,
-//! `ByStatus` (`STATUS#{status}#{k}`, the id turned around by [`newest_first`]) for the admin
+//! `ByStatus` (`STATUS#{status}#{k}`, the id's ULID complemented: [`newest_first`]) for the admin
 //! list; `Open` (`OPEN#{k}`, `{deadline}#{id}`), present only while the order waits for the
 //! saga, for the timeout sweep; `Flagged` (`FLAGGED`, id), present only while the order has a
 //! flag, for `GET /admin/orders?flag=` (sparse: an order costs an index write only while
@@ -232,17 +232,12 @@ fn by_status(status: Status) -> Sharded {
     Sharded::owned(format!("STATUS#{}", status.as_str()), SHARDS)
 }
 
-/// An order id as `ByStatus` sorts it: each ULID character complemented in Crockford's base 32
-/// alphabet (`0` ↔ `Z`), so ascending key order, the one [`Sharded::merged_page`] merges shards
-/// in, is newest first. The `ord_` prefix is not in the alphabet and stays.
-fn newest_first(id: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    id.chars()
-        .map(|c| match ALPHABET.iter().position(|&a| char::from(a) == c) {
-            Some(i) => char::from(ALPHABET[31 - i]),
-            None => c,
-        })
-        .collect()
+/// An order id as `ByStatus` sorts it: its ULID's 128 bits complemented, written as a ULID (26
+/// characters of Crockford's base 32, whose text order is numeric order). A later id is a larger
+/// number, so its complement is smaller: ascending key order, the one [`Sharded::merged_page`]
+/// merges shards in, is newest first.
+fn newest_first(id: OrderId) -> String {
+    ulid::Ulid(!id.ulid().0).to_string()
 }
 
 impl HeadRecord {
@@ -256,7 +251,7 @@ impl HeadRecord {
             gsi2pk: open.then(|| OPEN.key_for(&id)),
             gsi2sk: open.then(|| format!("{:012}#{id}", order.deadline.unix_timestamp())),
             gsi3pk: by_status(order.status).key_for(&id),
-            gsi3sk: newest_first(&id),
+            gsi3sk: newest_first(order.order_id),
             gsi4pk: flagged.then(|| FLAGGED_PARTITION.to_owned()),
             gsi4sk: flagged.then_some(id),
             status: order.status,
@@ -881,12 +876,16 @@ mod tests {
     fn by_status_sorts_newer_orders_first_and_spreads_them_over_the_shards() {
         // A millisecond apart (the ULID's first 10 characters are its time), then a ms later still.
         let ids =
-            ["ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "ord_01JD4X6Z8RAAAAAAAAAAAAAAAA", "ord_01JD4X6Z8S0000000000000000"];
+            ["ord_01JD4X6Z8Q9R2S3T4V5W6X7Y8Z", "ord_01JD4X6Z8RAAAAAAAAAAAAAAAA", "ord_01JD4X6Z8S0000000000000000"]
+                .map(|id| id.parse::<OrderId>().unwrap());
         let mut sorted = ids.map(newest_first);
         sorted.sort();
 
         assert_eq!(sorted, [ids[2], ids[1], ids[0]].map(newest_first), "newest first");
-        assert_eq!(newest_first("ord_0Z"), "ord_Z0");
+        // The stored format, pinned: the complement of the smallest and of the largest ULID.
+        let key = |id: &str| newest_first(id.parse().unwrap());
+        assert_eq!(key("ord_00000000000000000000000000"), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
+        assert_eq!(key("ord_7ZZZZZZZZZZZZZZZZZZZZZZZZZ"), "00000000000000000000000000");
         let order = placed();
         let head: HeadRecord = HeadRecord::new(&order);
         let shard = |key: &str| key.rsplit_once('#').map(|(_, k)| k.parse::<u16>().unwrap());
