@@ -147,7 +147,7 @@ fn list_query(request: &Request) -> Result<ListQuery, Problem> {
 #[cfg(test)]
 mod tests {
     use adapters::cursor::KeyError;
-    use adapters::secrets::{Prefetched, Stage};
+    use adapters::secrets::{OnFirstUse, Stage};
 
     use super::*;
     use crate::testing::MemoryCatalog;
@@ -166,7 +166,7 @@ mod tests {
     async fn while_the_cursor_secret_cannot_be_read_products_are_served_and_only_listings_fail_naming_nothing() {
         const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:CursorSigningSecret-AbCdEf";
         let unreadable = || async { Err(KeyError::TooShort { arn: ARN.to_owned(), stage: Stage::Current }) };
-        let store = MemoryCatalog::with_cursor_keys(Prefetched::start(unreadable));
+        let store = MemoryCatalog::with_cursor_keys(OnFirstUse::new(unreadable));
         let input = serde_json::from_value(serde_json::json!({
             "slug": "mug", "title": "Stoneware mug", "category": "mugs", "status": "active",
             "variants": [{ "sku": "MUG-01", "price": { "amount": 1800, "currency": "USD" } }]

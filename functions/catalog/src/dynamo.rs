@@ -144,7 +144,7 @@ pub struct DynamoCatalog {
 
 impl DynamoCatalog {
     /// `cursor_keys` sign the listings' cursors and check the ones clients send back; only
-    /// listings await them (the API's are read from their secret in the background).
+    /// listings await them (the API's are read from their secret by the first listing).
     pub fn new(client: Client, table: impl Into<String>, cursor_keys: impl Into<ListingKeys>) -> Self {
         Self { client, table: table.into(), cursor_keys: cursor_keys.into() }
     }

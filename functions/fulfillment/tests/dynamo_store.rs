@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use adapters::cursor::KeyError;
-use adapters::secrets::{Prefetched, Stage};
+use adapters::secrets::{OnFirstUse, Stage};
 use adapters::{CursorKeys, KeysUnavailable};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -356,7 +356,7 @@ async fn while_the_cursor_secret_cannot_be_read_shipments_are_made_read_and_disp
             stage: Stage::Current,
         })
     };
-    let api = DynamoFulfillment::new(t.table.client.clone(), &t.table.name).listing(Prefetched::start(unreadable));
+    let api = DynamoFulfillment::new(t.table.client.clone(), &t.table.name).listing(OnFirstUse::new(unreadable));
     let order = OrderId::new();
     service::on_order_confirmed(&api, order, Some(&shipping()), T0).await.unwrap();
     service::on_stock_committed(&api, order, &lines(), T0).await.unwrap();

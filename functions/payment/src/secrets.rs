@@ -1,9 +1,9 @@
 //! The Stripe secret key from AWS Secrets Manager, read once per cold start
-//! ([`adapters::secrets`] does the reading). Each payment function starts the read at init
-//! without waiting for it, `Prefetched::start(gateway_loader(..))` ([`gateway_loader`] builds
-//! the [`StripeGateway`] with [`gateway`]; the webhook function also starts [`signing_loader`]),
-//! and awaits it at its first invocation; a failed read fails that invocation, and a later one
-//! reads again after [`adapters::secrets::Prefetched`]'s backoff.
+//! ([`adapters::secrets`] does the reading). Each payment function reads it when an invocation
+//! first needs it, `OnFirstUse::new(gateway_loader(..))` ([`gateway_loader`] builds the
+//! [`StripeGateway`] with [`gateway`]; the webhook function also keeps [`signing_loader`]), not
+//! at init; a failed read fails that invocation, and a later one reads again after
+//! [`adapters::secrets::OnFirstUse`]'s backoff.
 //!
 //! The secret's `SecretString` is either the key itself (`sk_live_…`) or a JSON object with a
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
@@ -45,10 +45,10 @@ pub async fn gateway(
     Ok(StripeGateway::new(&resolve(source, client).await?, api_base)?)
 }
 
-/// What [`Prefetched::start`] runs to build the Stripe gateway ([`gateway`]): every payment
+/// What [`OnFirstUse`] runs to build the Stripe gateway ([`gateway`]): every payment
 /// function's, so the three do not each spell out the same closure.
 ///
-/// [`Prefetched::start`]: adapters::secrets::Prefetched::start
+/// [`OnFirstUse`]: adapters::secrets::OnFirstUse
 pub fn gateway_loader(
     client: aws_sdk_secretsmanager::Client,
     source: SecretSource,
@@ -60,9 +60,9 @@ pub fn gateway_loader(
     }
 }
 
-/// What [`Prefetched::start`] runs to read the webhook's signing secrets ([`signing_secrets`]).
+/// What [`OnFirstUse`] runs to read the webhook's signing secrets ([`signing_secrets`]).
 ///
-/// [`Prefetched::start`]: adapters::secrets::Prefetched::start
+/// [`OnFirstUse`]: adapters::secrets::OnFirstUse
 pub fn signing_loader(
     client: aws_sdk_secretsmanager::Client,
     source: SigningSource,
@@ -160,7 +160,7 @@ pub fn parse_signing(value: &str) -> Vec<SigningSecret> {
 
 #[cfg(test)]
 mod tests {
-    use adapters::secrets::Prefetched;
+    use adapters::secrets::OnFirstUse;
 
     use super::*;
 
@@ -171,9 +171,8 @@ mod tests {
             .build();
         let client = aws_sdk_secretsmanager::Client::from_conf(config);
         let key = SecretSource::Key(StripeSecret::new("sk_test_1").unwrap());
-        let local =
-            Prefetched::start(gateway_loader(client.clone(), key.clone(), Some("http://127.0.0.1:12111".into())));
-        let in_clear = Prefetched::start(gateway_loader(client, key, Some("http://stripe.example.com".into())));
+        let local = OnFirstUse::new(gateway_loader(client.clone(), key.clone(), Some("http://127.0.0.1:12111".into())));
+        let in_clear = OnFirstUse::new(gateway_loader(client, key, Some("http://stripe.example.com".into())));
 
         let (built, refused) = (local.get().await.is_ok(), in_clear.get().await.err());
 

@@ -24,7 +24,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::secrets::{self, Loading, Prefetched, SecretError, Stage, Unavailable};
+use crate::secrets::{self, Loading, OnFirstUse, SecretError, Stage, Unavailable};
 
 /// Why a cursor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,11 +52,11 @@ pub enum KeyError {
 /// their stores are given keys; a consumer's store has none (`ListingKeys::default()`) and no
 /// secret to read at start-up.
 ///
-/// An API function's keys are read from the secret in the background from cold start on
-/// (`ListingKeys::from(Prefetched::start(CursorKeys::loader(..)))`): its store is built at once
+/// An API function's keys are read from the secret by the first listing that needs them
+/// (`ListingKeys::from(OnFirstUse::new(CursorKeys::loader(..)))`): its store is built at once
 /// and only a listing awaits the keys ([`ListingKeys::get`]), so a secret that cannot be read
 /// fails the listings (each answers a 500, and a later one reads again after the
-/// [`Prefetched`] backoff) while every other route goes on. Tests give keys at hand
+/// [`OnFirstUse`] backoff) while every other route goes on. Tests give keys at hand
 /// (`ListingKeys::from(keys)`).
 #[derive(Debug, Clone, Default)]
 pub struct ListingKeys(Keys);
@@ -66,7 +66,7 @@ enum Keys {
     #[default]
     None,
     Ready(CursorKeys),
-    Prefetched(Arc<Prefetched<CursorKeys, KeyError>>),
+    OnFirstUse(Arc<OnFirstUse<CursorKeys, KeyError>>),
 }
 
 impl From<CursorKeys> for ListingKeys {
@@ -75,9 +75,9 @@ impl From<CursorKeys> for ListingKeys {
     }
 }
 
-impl From<Prefetched<CursorKeys, KeyError>> for ListingKeys {
-    fn from(keys: Prefetched<CursorKeys, KeyError>) -> Self {
-        Self(Keys::Prefetched(Arc::new(keys)))
+impl From<OnFirstUse<CursorKeys, KeyError>> for ListingKeys {
+    fn from(keys: OnFirstUse<CursorKeys, KeyError>) -> Self {
+        Self(Keys::OnFirstUse(Arc::new(keys)))
     }
 }
 
@@ -88,7 +88,7 @@ impl ListingKeys {
         match &self.0 {
             Keys::None => Err(KeysUnavailable::NotListing),
             Keys::Ready(keys) => Ok(keys),
-            Keys::Prefetched(keys) => Ok(keys.get().await?),
+            Keys::OnFirstUse(keys) => Ok(keys.get().await?),
         }
     }
 }
@@ -136,9 +136,9 @@ impl CursorKeys {
         (secret.len() >= Self::MIN_SECRET_LEN).then(|| hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
 
-    /// What [`Prefetched::start`] runs to read the keys from the secret `arn` ([`Self::load`]):
-    /// an API function's `main` starts it at init and hands it to its store (see
-    /// [`ListingKeys`]).
+    /// What [`OnFirstUse`] runs to read the keys from the secret `arn` ([`Self::load`]): an
+    /// API function's `main` hands it to its store (see [`ListingKeys`]), and the first listing
+    /// reads them.
     pub fn loader(
         client: aws_sdk_secretsmanager::Client,
         arn: String,
@@ -379,7 +379,7 @@ mod tests {
     async fn cursor_keys_that_cannot_be_read_fail_each_listing_until_a_read_after_the_backoff_succeeds() {
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&reads);
-        let listing = ListingKeys::from(Prefetched::start(move || {
+        let listing = ListingKeys::from(OnFirstUse::new(move || {
             let read = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let too_short = KeyError::TooShort { arn: "arn:aws:secretsmanager:cursor".into(), stage: Stage::Current };
             std::future::ready(if read == 0 { Err(too_short) } else { Ok(keys("a")) })

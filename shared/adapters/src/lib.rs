@@ -20,9 +20,9 @@
 //! - [`shard`]: sparse index keys spread over [`shard::SHARDS`] partitions (`HELD#{k}`), with
 //!   the sweep that reads every shard and the listing that merges them in sort-key order.
 //! - [`secrets`]: Secrets Manager values read once per cold start (`AWSCURRENT`, and
-//!   `AWSPREVIOUS` for keys that must survive a rotation), never printed; started at init and
-//!   awaited at first use ([`secrets::Prefetched`]), so the read overlaps the runtime's first
-//!   `/next`; a failed read is tried again after a backoff that grows to a few seconds.
+//!   `AWSPREVIOUS` for keys that must survive a rotation), never printed; read when an invocation first needs them
+//!   ([`secrets::OnFirstUse`]), not at init; a failed read is tried again after a backoff that
+//!   grows to a few seconds.
 //!
 //! Key formats are *not* here: each table's key layout lives in exactly one module of the
 //! domain that owns the table.

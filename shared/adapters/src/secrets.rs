@@ -6,9 +6,14 @@
 //! next cold start without a deployment. Nothing here logs or formats a value, and errors name
 //! the secret's ARN and version stage only.
 //!
-//! A function starts the read at init without waiting for it ([`Prefetched`]): the
-//! `GetSecretValue` round trip runs while the runtime asks for the first invocation, instead of
-//! before, and the first use awaits what is left of it. A failed read fails the invocation that
+//! A function reads a secret when an invocation first needs it ([`OnFirstUse`]), not at init:
+//! a cold start's init stays what the code needs to reach the first `/next` (on a current-thread
+//! runtime a read started at init would run its request building, signing and the HTTPS client's
+//! setup before that `/next`: catalog's init 1.1× → 2.1–2.3× the hello-world, BENCHMARKS.md),
+//! and a route that needs no secret never pays a `GetSecretValue`. The trade: under provisioned
+//! concurrency, or when Lambda initializes an environment ahead of its first request, the first
+//! invocation still waits for the read, where a read started at init would have finished
+//! already. The value is kept for the environment's life. A failed read fails the invocation that
 //! needed it (its error names the ARN and stage) and a later one reads again, after a backoff
 //! that grows with each failure in a row ([`FIRST_BACKOFF`] to [`MAX_BACKOFF`]): during a
 //! Secrets Manager outage an instance does not call it at every invocation, and the invocations
@@ -110,7 +115,7 @@ async fn read(client: &aws_sdk_secretsmanager::Client, arn: &str, stage: Stage) 
     }
 }
 
-/// One load of a [`Prefetched`] value, in flight.
+/// One load of a [`OnFirstUse`] value, in flight.
 pub type Loading<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// After a failed load, no new one starts for [`FIRST_BACKOFF`]; each failure in a row doubles
@@ -121,21 +126,19 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between two loads that failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
-/// A value loaded in the background from cold start on (a secret, or what is built from one)
-/// and awaited where it is first used.
+/// A value loaded where it is first used (a secret, or what is built from one), then kept.
 ///
-/// [`Prefetched::start`] spawns `load()` at once, so its I/O overlaps what `main` does next
-/// (the runtime's first `/next`); [`Prefetched::get`] awaits it, then hands out the value it
-/// keeps. A failed load is returned to that `get` and not kept: a later `get` loads again, but
+/// [`OnFirstUse::new`] only keeps `load`; the first [`OnFirstUse::get`] runs it and, once it
+/// succeeds, every `get` hands out the value. A failed load is returned to that `get` and not
+/// kept: a later `get` loads again, but
 /// not before a backoff ([`FIRST_BACKOFF`], doubling per failure in a row, at most
 /// [`MAX_BACKOFF`]); a `get` within it starts nothing and answers
 /// [`Unavailable::BackingOff`], which carries the failure that caused it. Concurrent `get`s
 /// share one load. Its `Debug` says whether the value is loaded, never what it is.
-pub struct Prefetched<T, E> {
+pub struct OnFirstUse<T, E> {
     value: tokio::sync::OnceCell<T>,
-    first: Mutex<Option<tokio::task::JoinHandle<Result<T, E>>>>,
     failures: Mutex<Option<Failures<E>>>,
-    /// Boxed, so a `Prefetched` is named by what it loads (a store can hold one), not by the
+    /// Boxed, so a `OnFirstUse` is named by what it loads (a store can hold one), not by the
     /// type of the closure that loads it.
     load: Box<dyn Fn() -> Loading<T, E> + Send + Sync>,
 }
@@ -148,28 +151,26 @@ struct Failures<E> {
     retry_at: tokio::time::Instant,
 }
 
-impl<T, E> Prefetched<T, E>
+impl<T, E> OnFirstUse<T, E>
 where
     T: Send + 'static,
     E: Send + Sync + 'static,
 {
-    /// Starts `load()` on the Tokio runtime now (call it inside the runtime, in `main`).
-    pub fn start<F, Fut>(load: F) -> Self
+    /// Keeps `load` for the first [`Self::get`]; nothing runs yet.
+    pub fn new<F, Fut>(load: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let first = tokio::spawn(load());
         Self {
             value: tokio::sync::OnceCell::new(),
-            first: Mutex::new(Some(first)),
             failures: Mutex::new(None),
             load: Box::new(move || Box::pin(load())),
         }
     }
 
-    /// The value, once loaded: the background load's result the first time, a new load after a
-    /// failure once its backoff is over.
+    /// The value, once loaded: loaded by the first call, again after a failure once its backoff
+    /// is over.
     pub async fn get(&self) -> Result<&T, Unavailable<E>> {
         self.value.get_or_try_init(|| self.load_now()).await
     }
@@ -179,15 +180,7 @@ where
         if let Some(backing_off) = self.backing_off() {
             return Err(backing_off);
         }
-        let first = lock(&self.first).take();
-        let loaded = match first {
-            Some(task) => match task.await {
-                Ok(loaded) => loaded,
-                // The task was cancelled (the runtime is shutting down): load here.
-                Err(_) => (self.load)().await,
-            },
-            None => (self.load)().await,
-        };
+        let loaded = (self.load)().await;
         let mut failures = lock(&self.failures);
         match loaded {
             Ok(value) => {
@@ -223,13 +216,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<T, E> std::fmt::Debug for Prefetched<T, E> {
+impl<T, E> std::fmt::Debug for OnFirstUse<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prefetched").field("loaded", &self.value.initialized()).finish_non_exhaustive()
+        f.debug_struct("OnFirstUse").field("loaded", &self.value.initialized()).finish_non_exhaustive()
     }
 }
 
-/// Why [`Prefetched::get`] has no value. Its message and cause chain are the failed load's
+/// Why [`OnFirstUse::get`] has no value. Its message and cause chain are the failed load's
 /// (for a secret, they name its ARN and stage, never its value).
 #[derive(Debug)]
 pub enum Unavailable<E> {
@@ -296,21 +289,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_load_starts_before_anyone_asks_and_its_value_is_kept() {
+    async fn nothing_loads_before_the_first_use_and_its_value_is_kept() {
         let (calls, load) = counted(&[]);
-        let secret = Prefetched::start(load);
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "started at once");
+        let secret = OnFirstUse::new(load);
+        tokio::task::yield_now().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing loaded before the first use");
+        assert_eq!(format!("{secret:?}"), "OnFirstUse { loaded: false, .. }");
 
         assert_eq!(secret.get().await.unwrap(), "value 1");
         assert_eq!(secret.get().await.unwrap(), "value 1");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(format!("{secret:?}"), "Prefetched { loaded: true, .. }");
+        assert_eq!(format!("{secret:?}"), "OnFirstUse { loaded: true, .. }");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_load_fails_that_use_and_the_next_load_waits_for_its_backoff() {
         let (calls, load) = counted(&[1, 2]);
-        let secret = Prefetched::start(load);
+        let secret = OnFirstUse::new(load);
 
         let first = secret.get().await.unwrap_err();
         let within = secret.get().await.unwrap_err();
@@ -342,7 +337,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_backoff_doubles_with_each_failure_in_a_row_up_to_its_cap() {
         let (calls, load) = counted(&[1, 2, 3, 4, 5, 6, 7, 8]);
-        let secret = Prefetched::start(load);
+        let secret = OnFirstUse::new(load);
         let mut waits = Vec::new();
 
         for _ in 0..7 {
@@ -361,7 +356,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_uses_after_a_failure_start_one_load_between_them() {
         let (calls, load) = counted(&[1]);
-        let secret = Prefetched::start(load);
+        let secret = OnFirstUse::new(load);
 
         let (a, b) = tokio::join!(secret.get(), secret.get());
 
@@ -378,7 +373,7 @@ mod tests {
                 stage: Stage::Current,
             })
         };
-        let secret = Prefetched::start(failed);
+        let secret = OnFirstUse::new(failed);
 
         let (first, within) = (secret.get().await.unwrap_err(), secret.get().await.unwrap_err());
 
@@ -388,9 +383,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_first_uses_share_the_background_load() {
+    async fn concurrent_first_uses_share_one_load() {
         let (calls, load) = counted(&[]);
-        let secret = Prefetched::start(load);
+        let secret = OnFirstUse::new(load);
 
         let (a, b) = tokio::join!(secret.get(), secret.get());
 

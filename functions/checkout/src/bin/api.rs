@@ -1,7 +1,7 @@
 //! The checkout API Lambda.
 
 use adapters::CursorKeys;
-use adapters::secrets::Prefetched;
+use adapters::secrets::OnFirstUse;
 use checkout::Config;
 use checkout::api::Context;
 use checkout::cart_client::LambdaCarts;
@@ -22,9 +22,9 @@ async fn main() -> Result<(), Error> {
     let carts = LambdaCarts::new(lambda.clone(), cart_query);
     let fulfillment = LambdaFulfillment::new(lambda, fulfillment_query);
     let (dynamodb, secretsmanager) = (aws_sdk_dynamodb::Client::new(&aws), aws_sdk_secretsmanager::Client::new(&aws));
-    // The cursor secret is read while the runtime asks for the first request, not before it;
-    // only listings await it, so a secret that cannot be read fails them alone.
-    let cursor_keys = Prefetched::start(CursorKeys::loader(secretsmanager, cursor_secret));
+    // The cursor secret is read by the first listing, not at init; only listings await it, so
+    // a secret that cannot be read fails them alone.
+    let cursor_keys = OnFirstUse::new(CursorKeys::loader(secretsmanager, cursor_secret));
     let store = DynamoOrders::new(dynamodb, table).listing(cursor_keys);
     let context = Context { store, carts, fulfillment, settings };
     let context = &context;

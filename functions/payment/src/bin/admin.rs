@@ -1,7 +1,7 @@
 //! Payment's admin API Lambda (`POST /admin/orders/{id}/refunds`, group `admin`).
 
 use adapters::aws::load_config;
-use adapters::secrets::Prefetched;
+use adapters::secrets::OnFirstUse;
 use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 use payment::Config;
@@ -13,8 +13,8 @@ async fn main() -> Result<(), Error> {
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
-    // The Stripe key is read while the runtime asks for the first request, not before it.
-    let gateway = Prefetched::start(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
+    // The Stripe key is read by the first request that needs it, not at init.
+    let gateway = OnFirstUse::new(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let (store, gateway) = (&store, &gateway);
     lambda_glue::http::serve(|request| async move {

@@ -1,7 +1,7 @@
 //! The payment event consumer Lambda (SQS queue).
 
 use adapters::inbox::DynamoInbox;
-use adapters::secrets::Prefetched;
+use adapters::secrets::OnFirstUse;
 use lambda_glue::consumer::HandlerError;
 use payment::Config;
 use payment::dynamo::DynamoPayments;
@@ -12,9 +12,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = adapters::aws::load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
-    // The Stripe key is read while the runtime asks for the first batch, not before it; a
-    // failed read fails that batch (SQS delivers it again) and a later batch reads again.
-    let gateway = Prefetched::start(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
+    // The Stripe key is read by the first batch, not at init; a failed read fails that batch
+    // (SQS delivers it again) and a later batch reads again.
+    let gateway = OnFirstUse::new(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let inbox = DynamoInbox::new(dynamodb.clone(), &table);
     let store = DynamoPayments::new(dynamodb, table);

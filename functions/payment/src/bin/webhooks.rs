@@ -1,7 +1,7 @@
 //! The Stripe webhook Lambda (`POST /webhooks/stripe`, no JWT: Stripe signs its requests).
 
 use adapters::aws::load_config;
-use adapters::secrets::Prefetched;
+use adapters::secrets::OnFirstUse;
 use lambda_glue::http::{Reply, internal};
 use lambda_http::Error;
 use payment::Config;
@@ -15,9 +15,9 @@ async fn main() -> Result<(), Error> {
     let signing = SigningSource::from_env()?;
     let aws = load_config().await;
     let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
-    // Both secrets are read, together, while the runtime asks for the first request.
-    let gateway = Prefetched::start(gateway_loader(secretsmanager.clone(), stripe_secret, stripe_api_base));
-    let signing_secrets = Prefetched::start(signing_loader(secretsmanager, signing));
+    // Both secrets are read, together, by the first request, not at init.
+    let gateway = OnFirstUse::new(gateway_loader(secretsmanager.clone(), stripe_secret, stripe_api_base));
+    let signing_secrets = OnFirstUse::new(signing_loader(secretsmanager, signing));
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let (store, gateway, signing_secrets) = (&store, &gateway, &signing_secrets);
     lambda_glue::http::serve(|request| async move {
