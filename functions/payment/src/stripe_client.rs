@@ -25,7 +25,7 @@
 //!   connection may have died while the Lambda was frozen (the server or a NAT gateway dropped
 //!   it), which shows only when a request is written to it: hyper-util sends again a request
 //!   not yet written (`retry_canceled_requests`), and [`Transport`] sends once more a request
-//!   whose connection closed or was reset before any answer, if it may be sent twice: a `GET`,
+//!   whose connection (kept or new) closed or was reset before any answer, if it may be sent twice: a `GET`,
 //!   or a request with an idempotency key (Stripe answers the repeat with the first result).
 //!   Otherwise one attempt per call whatever the strategy says (`Once` or `Idempotent`: the
 //!   key is sent); SQS redelivery is the retry ([`crate::stripe`]).

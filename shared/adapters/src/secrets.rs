@@ -353,9 +353,23 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 7);
     }
 
+    /// [`counted`], with each load taking a millisecond (on the paused clock), so that two
+    /// `get`s are both waiting while one load runs.
+    fn counted_slowly(failing: &'static [usize]) -> (Arc<AtomicUsize>, impl Fn() -> Loading<String, String>) {
+        let (calls, load) = counted(failing);
+        let slowly = move || -> Loading<String, String> {
+            let loaded = load();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                loaded.await
+            })
+        };
+        (calls, slowly)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn concurrent_uses_after_a_failure_start_one_load_between_them() {
-        let (calls, load) = counted(&[1]);
+        let (calls, load) = counted_slowly(&[1]);
         let secret = OnFirstUse::new(load);
 
         let (a, b) = tokio::join!(secret.get(), secret.get());
@@ -382,9 +396,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_first_uses_share_one_load() {
-        let (calls, load) = counted(&[]);
+        let (calls, load) = counted_slowly(&[]);
         let secret = OnFirstUse::new(load);
 
         let (a, b) = tokio::join!(secret.get(), secret.get());

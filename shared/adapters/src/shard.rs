@@ -19,7 +19,7 @@
 //!   index's sort-key order across every shard, as one unsharded partition would give it: each
 //!   shard is queried (at once) for up to `limit` items after the cursor, the answers merged (a
 //!   k-way merge) and the first `limit` kept. The client's cursor is a signed [`crate::Cursor`]
-//!   scoped to the index, the prefix and the sort prefix, holding the last sort key returned,
+//!   scoped to the table, the index, the prefix and the sort prefix, holding the last sort key returned,
 //!   which is every shard's position at once: the listing's sort keys must be unique across the
 //!   index (end them with the item's id, as every Ferrocart index does), so "after this key" is
 //!   exact in every shard. Carrying one DynamoDB key per shard instead would make a cursor of
@@ -156,7 +156,7 @@ impl Sharded {
     where
         E: From<CursorError> + From<Unavailable>,
     {
-        let scope = self.scope(listing);
+        let scope = self.scope(table, listing);
         let names = [listing.sort_key];
         let after = match cursor {
             Some(raw) => Cursor::decode(raw, &scope, &names, keys)?.start_key().remove(listing.sort_key),
@@ -171,11 +171,12 @@ impl Sharded {
         Ok((items, next_cursor))
     }
 
-    /// What a listing's cursor is valid for: the index, this prefix (`STATUS#pending`) and the
-    /// sort prefix (`*` for none), so a cursor replayed against another status or warehouse is
-    /// refused.
-    fn scope(&self, listing: &Listing<'_>) -> String {
-        format!("{}:{}:{}", listing.index, self.prefix, listing.sort_prefix.unwrap_or("*"))
+    /// What a listing's cursor is valid for: the table, the index, this prefix
+    /// (`STATUS#pending`) and the sort prefix (`*` for none), so a cursor replayed against another
+    /// status or warehouse is refused, and so is one from another domain's listing of the same
+    /// index and status (checkout's and fulfillment's `ByStatus`, signed with the same secret).
+    fn scope(&self, table: &str, listing: &Listing<'_>) -> String {
+        format!("{table}/{}:{}:{}", listing.index, self.prefix, listing.sort_prefix.unwrap_or("*"))
     }
 
     /// One page of a listing in sort-key order across every shard: the first `limit` items whose
@@ -326,16 +327,17 @@ mod tests {
     }
 
     #[test]
-    fn a_listings_cursor_is_scoped_to_its_index_prefix_and_sort_prefix() {
+    fn a_listings_cursor_is_scoped_to_its_table_index_prefix_and_sort_prefix() {
         let listing = |sort_prefix| Listing { index: "ByStatus", partition_key: "pk", sort_key: "sk", sort_prefix };
         let pending = Sharded::owned("STATUS#pending".to_owned(), SHARDS);
 
-        assert_eq!(pending.scope(&listing(None)), "ByStatus:STATUS#pending:*");
-        assert_eq!(pending.scope(&listing(Some("west#"))), "ByStatus:STATUS#pending:west#");
+        assert_eq!(pending.scope("orders", &listing(None)), "orders/ByStatus:STATUS#pending:*");
+        assert_eq!(pending.scope("orders", &listing(Some("west#"))), "orders/ByStatus:STATUS#pending:west#");
         assert_ne!(
-            Sharded::owned("STATUS#packed".to_owned(), SHARDS).scope(&listing(None)),
-            "ByStatus:STATUS#pending:*"
+            Sharded::owned("STATUS#packed".to_owned(), SHARDS).scope("orders", &listing(None)),
+            pending.scope("orders", &listing(None))
         );
+        assert_ne!(pending.scope("shipments", &listing(None)), pending.scope("orders", &listing(None)));
     }
 
     #[test]
