@@ -149,7 +149,7 @@ impl CursorKeys {
         }
     }
 
-    /// Reads the secret `arn` at cold start: its current value (`AWSCURRENT`) signs, and its
+    /// Reads the secret `arn` (once per cold start, at the first listing): its current value (`AWSCURRENT`) signs, and its
     /// previous value (`AWSPREVIOUS`), if it was ever changed, is still accepted. Two
     /// `GetSecretValue` calls, made together.
     pub async fn load(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<Self, KeyError> {
