@@ -8,7 +8,7 @@ use kernel::{FieldError, OrderId, Problem, ProblemKind, ReturnId, Warehouse};
 use lambda_glue::Caller;
 use lambda_glue::http::{self, ApiResult, Reply};
 
-use crate::order::{CheckoutInput, Flag, Refused, Status};
+use crate::order::{CheckoutInput, Flag, MAX_RESOLUTION_NOTE_CHARS, Refused, Status};
 use crate::pricing::ShippingMethod;
 use crate::returns::{MAX_NOTE_CHARS, Return, ReturnInput, ReturnRefused, ReturnStatus};
 use crate::service::{
@@ -84,6 +84,11 @@ struct ReceiveBody {
 
 #[derive(Deserialize)]
 struct RejectBody {
+    note: String,
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
     note: String,
 }
 
@@ -187,6 +192,23 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
             }
             let (order_id, ret) = service::reject_return(store, id, note, now).await.map_err(problem)?;
             Reply::json(200, &ReturnView { order_id, ret: &ret })
+        }
+        "POST /admin/orders/{id}/flags/{flag}/resolve" => {
+            let caller = Caller::admin(request)?;
+            let raw = http::path_param(request, "flag")?;
+            let flag = Flag::parse(raw).ok_or_else(|| {
+                let flags: Vec<_> = Flag::ALL.iter().map(|f| f.as_str()).collect();
+                bad_query("path:flag", format!("`{raw}` is not one of {}", one_of(&flags)))
+            })?;
+            let body: ResolveBody = http::json_body(request, MAX_BODY_BYTES)?;
+            let note = body.note.trim();
+            if note.is_empty() || note.chars().count() > MAX_RESOLUTION_NOTE_CHARS {
+                return Err(field("/note", format!("must be 1 to {MAX_RESOLUTION_NOTE_CHARS} characters")));
+            }
+            let order = service::resolve_flag(store, order_id(request)?, flag, &caller.subject, note, now)
+                .await
+                .map_err(problem)?;
+            Reply::json(200, &OrderView::new(&order, true))
         }
         "GET /admin/orders" => {
             Caller::admin(request)?;

@@ -53,7 +53,9 @@ use adapters::shard::{Listing, SHARDS, Sharded, SweepPosition};
 use adapters::{Cursor, ListingKeys};
 use kernel::{Currency, Money, OrderId, ReturnId, Sku};
 
-use crate::order::{Address, CaptureFailure, Flag, Order, OrderLine, PaymentFacts, Shipment, Status, Transition};
+use crate::order::{
+    Address, CaptureFailure, Flag, FlagResolution, Order, OrderLine, PaymentFacts, Shipment, Status, Transition,
+};
 use crate::pricing::Totals;
 use kernel::page::Page as SweepPage;
 
@@ -138,6 +140,9 @@ struct HeadRecord {
     capture_failure: Option<CaptureFailure>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     disputes: Vec<Dispute>,
+    /// [`Order::flag_resolutions`], admins only too.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    flag_resolutions: Vec<FlagResolution>,
     /// Times in the head are Unix nanoseconds (a number of 11 bytes, where RFC 3339 text took 30):
     /// the history grows by one entry per status.
     history: Vec<StoredTransition>,
@@ -265,6 +270,7 @@ impl HeadRecord {
             flags: order.flags.clone(),
             capture_failure: order.capture_failure.clone(),
             disputes: order.disputes.clone(),
+            flag_resolutions: order.flag_resolutions.clone(),
             history: order.history.iter().map(|t| StoredTransition { status: t.status, at: nanos(t.at) }).collect(),
             version: order.version,
             updated_at: nanos(order.updated_at),
@@ -366,6 +372,7 @@ fn order_of(head: HeadRecord, details: DetailsRecord) -> Result<Order, Unavailab
         returns: head.returns,
         disputes: head.disputes,
         flags: head.flags,
+        flag_resolutions: head.flag_resolutions,
         capture_failure: head.capture_failure,
         coupon_redemption: details.coupon_redemption,
         history: head
@@ -795,6 +802,7 @@ mod tests {
             returns: Vec::new(),
             disputes: Vec::new(),
             flags: Vec::new(),
+            flag_resolutions: Vec::new(),
             capture_failure: None,
             coupon_redemption: Some("TEES10".into()),
             history: vec![Transition { status: Status::Pending, at }],
@@ -861,6 +869,12 @@ mod tests {
             dispute_id: "dp_1".into(),
             amount: usd(16193),
             reason: "fraudulent".into(),
+            at: order.created_at,
+        }];
+        order.flag_resolutions = vec![crate::order::FlagResolution {
+            flag: Flag::DispatchedAfterCancel,
+            by: "root".into(),
+            note: "parcel recovered".into(),
             at: order.created_at,
         }];
         order.cancel_reason = Some("timeout".into());

@@ -350,6 +350,20 @@ impl Flag {
     }
 }
 
+/// The longest note an admin may give when resolving a flag.
+pub const MAX_RESOLUTION_NOTE_CHARS: usize = 500;
+
+/// An admin settled a flag: who, when and why. Kept in storage, shown to admins only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagResolution {
+    pub flag: Flag,
+    /// The admin's JWT `sub`.
+    pub by: String,
+    pub note: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 /// Why and when Stripe refused the capture. Shown to admins only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureFailure {
@@ -412,6 +426,9 @@ pub struct Order {
     /// What an admin must look at. Kept in storage, shown to admins only.
     #[serde(skip)]
     pub flags: Vec<Flag>,
+    /// Flags admins resolved, oldest first. Kept in storage, shown to admins only.
+    #[serde(skip)]
+    pub flag_resolutions: Vec<FlagResolution>,
     /// A capture Stripe refused. Kept in storage, shown to admins only.
     #[serde(skip)]
     pub capture_failure: Option<CaptureFailure>,
@@ -583,6 +600,7 @@ impl Order {
             returns: Vec::new(),
             disputes: Vec::new(),
             flags: Vec::new(),
+            flag_resolutions: Vec::new(),
             capture_failure: None,
             history: vec![Transition { status: Status::Pending, at: self.created_at }],
             version: 1,
@@ -596,10 +614,27 @@ impl Order {
         self.history.push(Transition { status, at });
     }
 
-    fn flag(&mut self, flag: Flag) {
+    pub(crate) fn flag(&mut self, flag: Flag) {
         if !self.flags.contains(&flag) {
             self.flags.push(flag);
         }
+    }
+
+    /// `POST /admin/orders/{id}/flags/{flag}/resolve`: an admin settled `flag`, saying why.
+    /// The flag goes (the order leaves the flagged listing with its last flag) and the
+    /// resolution is kept for the timeline. `false`: the flag is not raised (never was, or
+    /// resolved already): nothing changes, so a retried request changes nothing either. A flag
+    /// resolved is raised again only by a new fact (another shipment leaving a cancelled order,
+    /// another dispute, a dispute lost).
+    pub fn resolve_flag(&mut self, flag: Flag, by: &str, note: &str, now: OffsetDateTime) -> bool {
+        if !self.flags.contains(&flag) {
+            return false;
+        }
+        self.flags.retain(|f| *f != flag);
+        self.flag_resolutions.push(FlagResolution { flag, by: by.to_owned(), note: note.to_owned(), at: now });
+        self.version += 1;
+        self.updated_at = now;
+        true
     }
 
     /// `OrderConfirmed`, with where and how the order ships (fulfillment's half of the facts).
@@ -658,7 +693,9 @@ impl Order {
         if known == Some(&merged) && self.shipment_count == Some(count) {
             return false;
         }
-        let left = merged.status.has_left();
+        // Only a departure heard of now is news: a delivery of a shipment already known to have
+        // left does not raise again a flag an admin resolved.
+        let left = merged.status.has_left() && !known.is_some_and(|s| s.status.has_left());
         match position.and_then(|i| self.shipments.get_mut(i)) {
             Some(slot) => *slot = merged,
             None => self.shipments.push(merged),
@@ -779,8 +816,9 @@ impl Order {
                 self.payment.captured_at = Some(*captured_at);
                 // The money is in: a refusal heard of before (an earlier attempt) is settled.
                 self.flags.retain(|f| *f != Flag::CaptureFailed);
-                if self.status == Cancelled {
-                    // Payment captures only on a dispatch: something left a cancelled order.
+                if self.status == Cancelled && !self.shipments.iter().any(|s| s.status.has_left()) {
+                    // Payment captures only on a dispatch: something left a cancelled order (if
+                    // checkout heard of the departure already, it flagged it then).
                     self.flag(Flag::DispatchedAfterCancel);
                 }
                 Vec::new()
@@ -1363,6 +1401,59 @@ pub(crate) mod tests {
         quietly(&mut order, &capture_failed(), t(7));
 
         assert_eq!((order.status, order.flags.as_slice()), (Status::Cancelled, &[Flag::CaptureFailed][..]));
+    }
+
+    #[test]
+    fn an_admin_resolves_a_flag_once_and_the_resolution_is_kept_with_who_and_why() {
+        let mut order = confirmed();
+        order.apply(&SagaStep::CustomerCancelled, t(6)).unwrap();
+        quietly(&mut order, &dispatched(ShipmentId::new(), 1, t(7)), t(8));
+        quietly(&mut order, &capture_failed(), t(9));
+        let version = order.version;
+
+        assert!(order.resolve_flag(Flag::DispatchedAfterCancel, "root", "parcel recovered", t(10)));
+        assert!(!order.resolve_flag(Flag::DispatchedAfterCancel, "root", "again", t(11)), "a retry changes nothing");
+        assert!(!order.resolve_flag(Flag::Disputed, "root", "never raised", t(11)));
+
+        assert_eq!(order.flags, vec![Flag::CaptureFailed], "the other flag stays");
+        assert_eq!(order.version, version + 1);
+        assert_eq!(
+            order.flag_resolutions,
+            vec![FlagResolution {
+                flag: Flag::DispatchedAfterCancel,
+                by: "root".into(),
+                note: "parcel recovered".into(),
+                at: t(10)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_resolved_flag_is_raised_again_only_by_a_new_fact() {
+        let mut order = confirmed();
+        let (a, b) = (ShipmentId::new(), ShipmentId::new());
+        order.apply(&SagaStep::CustomerCancelled, t(6)).unwrap();
+        quietly(&mut order, &dispatched(a, 2, t(7)), t(8));
+        assert!(order.resolve_flag(Flag::DispatchedAfterCancel, "root", "parcel recovered", t(9)));
+
+        // The same shipment delivered, and the capture its dispatch made: nothing new left.
+        quietly(&mut order, &delivered(a, 2, t(10)), t(11));
+        quietly(&mut order, &captured(), t(12));
+        assert!(order.flags.is_empty(), "{:?}", order.flags);
+
+        quietly(&mut order, &dispatched(b, 2, t(13)), t(14));
+        assert_eq!(order.flags, vec![Flag::DispatchedAfterCancel], "another shipment left");
+    }
+
+    #[test]
+    fn a_resolved_capture_failure_is_never_raised_again_by_a_repeated_refusal() {
+        let mut order = confirmed();
+        quietly(&mut order, &capture_failed(), t(40));
+        assert!(order.resolve_flag(Flag::CaptureFailed, "root", "paid by bank transfer", t(41)));
+
+        assert_eq!(order.apply(&capture_failed(), t(42)), Ok(None));
+        assert!(order.flags.is_empty());
+        assert!(order.capture_failure.is_some(), "the refusal stays on record");
     }
 
     #[test]

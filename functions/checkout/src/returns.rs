@@ -423,7 +423,8 @@ impl Order {
         let captured = match self.payment.captured {
             Some(captured) => captured,
             // Stripe refused the capture: nothing was collected, so there is nothing to pay back.
-            None if self.flags.contains(&Flag::CaptureFailed) => Money::zero(self.totals.total.currency()),
+            // (The refusal on record, not the flag: an admin may have resolved the flag since.)
+            None if self.capture_failure.is_some() => Money::zero(self.totals.total.currency()),
             None => {
                 return Err(ReturnRefused::Conflict(
                     "the order's capture is not recorded yet, so its refund cannot be decided; try again shortly"
@@ -492,9 +493,7 @@ impl Order {
             return false;
         }
         self.disputes.push(dispute.clone());
-        if !self.flags.contains(&Flag::Disputed) {
-            self.flags.push(Flag::Disputed);
-        }
+        self.flag(Flag::Disputed);
         true
     }
 
@@ -814,7 +813,11 @@ mod tests {
         order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
 
         assert!(matches!(order.receive_return(id, main_warehouse(), at(3)), Err(ReturnRefused::Conflict(_))));
-        order.flags.push(Flag::CaptureFailed);
+        order
+            .apply(&SagaStep::PaymentCaptureFailed { reason: "charge_expired_for_capture".into(), at: at(3) }, at(3))
+            .unwrap();
+        assert!(order.resolve_flag(Flag::CaptureFailed, "root", "charged by bank transfer", at(3)));
+        assert!(order.flags.is_empty(), "resolved: the refusal stays on record");
         let Ok(Some(Event::ReturnReceived(received))) = order.receive_return(id, main_warehouse(), at(3)) else {
             panic!("received")
         };

@@ -322,6 +322,7 @@ pub async fn place_order(
         returns: Vec::new(),
         disputes: Vec::new(),
         flags: Vec::new(),
+        flag_resolutions: Vec::new(),
         capture_failure: None,
         coupon_redemption: coupon_limit.as_ref().map(|(code, _)| code.clone()),
         history: vec![Transition { status: Status::Pending, at: now }],
@@ -535,6 +536,24 @@ pub async fn reject_return(
     now: OffsetDateTime,
 ) -> Result<(OrderId, Return), CheckoutError> {
     decide_return(store, id, |order| Ok(order.reject_return(id, note.clone(), now)?.then(Vec::new))).await
+}
+
+/// `POST /admin/orders/{id}/flags/{flag}/resolve`: an admin settles a flag with a note (see
+/// [`Order::resolve_flag`]). The write is conditional on the version read and decided again on a
+/// lost race, so a flag raised meanwhile by the saga is never dropped. A flag that is not raised
+/// answers the order as it is.
+pub async fn resolve_flag(
+    store: &impl OrderStore,
+    id: OrderId,
+    flag: Flag,
+    by: &str,
+    note: &str,
+    now: OffsetDateTime,
+) -> Result<Order, CheckoutError> {
+    let order = store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?;
+    let order = update(store, order, |order| Ok(order.resolve_flag(flag, by, note, now).then(Vec::new))).await?;
+    tracing::info!(order_id = %id, flag = flag.as_str(), by, "flag resolved");
+    Ok(order)
 }
 
 /// `POST /orders/{id}/cancel`: the customer cancels until a shipment has left

@@ -134,6 +134,7 @@ pub fn order_in(status: Status) -> Order {
         returns: Vec::new(),
         disputes: Vec::new(),
         flags: Vec::new(),
+        flag_resolutions: Vec::new(),
         capture_failure: None,
         coupon_redemption: None,
         history: vec![],

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use kernel::{Money, ReturnId, ShipmentId};
 
-use crate::order::{CaptureFailure, Flag, Order, Status};
+use crate::order::{CaptureFailure, Flag, FlagResolution, Order, Status};
 use crate::returns::{Dispute, ReturnState};
 
 /// What happened, in a timeline entry.
@@ -34,6 +34,8 @@ pub enum Happening {
     Refunded,
     /// Admins only: the payment is disputed (`amount`, `reason`).
     Disputed,
+    /// Admins only: an admin resolved a flag (`flag`, `note`, `by`).
+    FlagResolved,
 }
 
 impl From<Status> for Happening {
@@ -70,11 +72,28 @@ pub struct Moment {
     /// The return a refund paid back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_id: Option<ReturnId>,
+    /// The flag an admin resolved, with their note and JWT `sub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<Flag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Moment {
     fn new(event: Happening, at: OffsetDateTime) -> Self {
-        Self { event, at, shipment_id: None, amount: None, reason: None, return_id: None }
+        Self {
+            event,
+            at,
+            shipment_id: None,
+            amount: None,
+            reason: None,
+            return_id: None,
+            flag: None,
+            note: None,
+            by: None,
+        }
     }
 }
 
@@ -84,6 +103,7 @@ pub struct AdminFacts<'a> {
     pub flags: &'a [Flag],
     pub capture_failure: Option<&'a CaptureFailure>,
     pub disputes: &'a [Dispute],
+    pub flag_resolutions: &'a [FlagResolution],
 }
 
 /// An order as a response body.
@@ -117,6 +137,7 @@ impl<'a> OrderView<'a> {
                 flags: &order.flags,
                 capture_failure: order.capture_failure.as_ref(),
                 disputes: &order.disputes,
+                flag_resolutions: &order.flag_resolutions,
             }),
         }
     }
@@ -124,7 +145,7 @@ impl<'a> OrderView<'a> {
 
 /// Everything that happened to the order, oldest first: every status it entered, each shipment's
 /// dispatch and delivery (at fulfillment's times), the capture (at payment's time) and, for
-/// admins, a refused capture. Entries at the same instant keep that order.
+/// admins, a refused capture, disputes and the flags admins resolved. Entries at the same instant keep that order.
 pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
     let mut moments: Vec<Moment> = order
         .history
@@ -162,6 +183,14 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
     for dispute in order.disputes.iter().filter(|_| admin) {
         let moment = Moment::new(Happening::Disputed, dispute.at);
         moments.push(Moment { amount: Some(dispute.amount), reason: Some(dispute.reason.clone()), ..moment });
+    }
+    for resolved in order.flag_resolutions.iter().filter(|_| admin) {
+        moments.push(Moment {
+            flag: Some(resolved.flag),
+            note: Some(resolved.note.clone()),
+            by: Some(resolved.by.clone()),
+            ..Moment::new(Happening::FlagResolved, resolved.at)
+        });
     }
     // Stable: the history's own order holds for entries written at one instant.
     moments.sort_by_key(|m| m.at);

@@ -55,6 +55,7 @@ fn concrete(path: &str) -> String {
         let previous = index.checked_sub(1).map_or("", |i| segments[i]);
         filled.push(match (*segment, previous) {
             ("{sku}", _) => "NOPE-SKU-1".to_owned(),
+            ("{flag}", _) => "disputed".to_owned(),
             ("{id}", "products") => ProductId::new().to_string(),
             ("{id}", "carts") => CartId::new().to_string(),
             ("{id}", "orders") => OrderId::new().to_string(),

@@ -234,23 +234,35 @@ async fn a_cancel_before_any_dispatch_still_cancels_and_its_shipment_is_cancelle
     assert_eq!(events_of(&order).last().map(String::as_str), Some("cancelled"));
 }
 
-/// Every page of `GET /admin/orders?flag=…`, until `id` shows up.
-async fn flagged(flag: &str, id: &str) -> Option<Value> {
-    eventually(20, || async {
-        let mut cursor = String::new();
-        loop {
-            let reply =
-                call(Method::GET, &format!("/admin/orders?flag={flag}&limit=100&cursor={cursor}")).admin().send().await;
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            let found = reply.body["items"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned();
-            match (found, reply.body["next_cursor"].as_str()) {
-                (Some(order), _) => return Some(order),
-                (None, Some(next)) => cursor = next.to_owned(),
-                (None, None) => return None,
-            }
+/// The order `id` as `GET /admin/orders?flag=…` lists it, reading every page; `None` if absent.
+pub(crate) async fn listed_under(flag: &str, id: &str) -> Option<Value> {
+    let mut cursor = String::new();
+    loop {
+        let reply =
+            call(Method::GET, &format!("/admin/orders?flag={flag}&limit=100&cursor={cursor}")).admin().send().await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let found = reply.body["items"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned();
+        match (found, reply.body["next_cursor"].as_str()) {
+            (Some(order), _) => return Some(order),
+            (None, Some(next)) => cursor = next.to_owned(),
+            (None, None) => return None,
         }
-    })
-    .await
+    }
+}
+
+/// Every page of `GET /admin/orders?flag=…`, until `id` shows up.
+pub(crate) async fn flagged(flag: &str, id: &str) -> Option<Value> {
+    eventually(20, || listed_under(flag, id)).await
+}
+
+/// `POST /admin/orders/{id}/flags/{flag}/resolve` with `note`, as an admin unless `token` is given.
+pub(crate) async fn resolve(id: &str, flag: &str, note: Value, token: Option<&str>) -> e2e::support::Reply {
+    let request =
+        call(Method::POST, &format!("/admin/orders/{id}/flags/{flag}/resolve")).json(&json!({ "note": note }));
+    match token {
+        Some(token) => request.token(token).send().await,
+        None => request.admin().send().await,
+    }
 }
 
 #[tokio::test]
@@ -307,4 +319,52 @@ async fn a_dispatch_that_reaches_a_cancelled_order_leaves_it_cancelled_and_flags
     assert_eq!(listed["status"], "cancelled");
     assert!(listed["flags"].as_array().unwrap().contains(&json!("dispatched_after_cancel")), "{}", listed["flags"]);
     assert!(listed["shipments"].as_array().unwrap().iter().any(|s| s["tracking_number"] == "1ZRACE"));
+}
+
+#[tokio::test]
+async fn an_admin_resolves_a_flag_with_a_note_and_the_order_leaves_the_flagged_listing() {
+    let shopper = shopper_with_cart(10, 1).await;
+    let (id, _) = confirmed_with_shipments(&shopper, 1).await;
+    assert_eq!(cancel(&shopper.token, &id).await.status, 200);
+    let raced = Event::ShipmentDispatched(ShipmentDispatched {
+        order_id: id.parse().unwrap(),
+        shipment_id: ShipmentId::new(),
+        shipment_count: 1,
+        warehouse: "main".into(),
+        carrier: "ups".into(),
+        tracking_number: "1ZFLAG".into(),
+        tracking_url: None,
+        dispatched_at: now(),
+    });
+    let raced = publish(raced, &id).await;
+    handled_by("CheckoutTable", &[&raced]).await;
+    flagged("dispatched_after_cancel", &id).await.expect("listed under flag=dispatched_after_cancel");
+
+    let by_customer = resolve(&id, "dispatched_after_cancel", json!("mine"), Some(&shopper.token)).await;
+    let unknown = resolve(&id, "lost_parcel", json!("x"), None).await;
+    let blank = resolve(&id, "dispatched_after_cancel", json!("  "), None).await;
+    let resolved = resolve(&id, "dispatched_after_cancel", json!("parcel returned by the carrier"), None).await;
+    let again = resolve(&id, "dispatched_after_cancel", json!("a retry"), None).await;
+
+    assert_eq!(by_customer.expect_problem(403)["type"], "/problems/forbidden");
+    let unknown = unknown.expect_problem(400);
+    assert_eq!(unknown["errors"][0]["pointer"], "path:flag");
+    assert!(unknown["detail"].as_str().unwrap().contains("lost_parcel"), "{unknown}");
+    assert_eq!(blank.expect_problem(422)["errors"][0]["pointer"], "/note");
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    let order = &resolved.body;
+    assert_eq!(order["flags"], json!([]));
+    let kept = &order["flag_resolutions"][0];
+    assert_eq!(
+        (&kept["flag"], &kept["note"]),
+        (&json!("dispatched_after_cancel"), &json!("parcel returned by the carrier"))
+    );
+    assert_eq!(kept["by"], "test-admin", "the admin's sub");
+    let moment = order["timeline"].as_array().unwrap().iter().find(|m| m["event"] == "flag_resolved").cloned();
+    assert_eq!(moment.map(|m| m["note"].clone()), Some(json!("parcel returned by the carrier")));
+    assert_eq!((again.status.as_u16(), &again.body["version"]), (200, &order["version"]), "a retry changes nothing");
+    assert_eq!(listed_under("dispatched_after_cancel", &id).await, None, "no longer listed");
+    let own = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
+    assert!(own.get("flag_resolutions").is_none(), "admins only: {own}");
+    assert!(!events_of(&own).contains(&"flag_resolved".to_owned()));
 }
