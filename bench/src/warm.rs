@@ -1,8 +1,8 @@
 //! Warm handler cost: each function's handler called in-process on its sample event, with
 //! storage (and Stripe, and EventBridge) answering from memory, so what is timed is our code on
 //! the path one Lambda invocation takes once the runtime has the event: the event's JSON read
-//! as the runtime reads it (`LambdaRequest` for an API function, the SQS batch or the stream
-//! batch for the others), the same handler the binary serves (`lambda_glue::http::respond`,
+//! as the runtime reads it (the HTTP API event for an API function, the SQS batch or the stream
+//! batch for the others), the same handler the binary serves (`lambda_glue::http::invoke`,
 //! `lambda_glue::consumer::invoke`, `relay::relay`), and the response written as JSON. The HTTP
 //! exchange with the Runtime API is not timed.
 //!
@@ -19,9 +19,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use lambda_http::request::LambdaRequest;
-use lambda_http::tower::Service as _;
-use lambda_http::{Adapter, LambdaEvent, Request};
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::{LambdaEvent, Request};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -125,17 +124,15 @@ fn context() -> lambda_http::Context {
     context
 }
 
-/// One API Gateway request through `handle` as `lambda_http::run` serves it: the payload read
-/// as a `LambdaRequest`, turned into a `Request`, answered, and the response written as JSON.
+/// One API Gateway request through `handle` as `lambda_glue::http::serve` serves it: the payload
+/// read as the HTTP API event, turned into a `Request`, answered, and the response written as JSON.
 async fn api_call<H, Fut>(handle: &H, payload: &[u8]) -> anyhow::Result<(Vec<u8>, String)>
 where
     H: Fn(Request) -> Fut + Sync,
     Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
 {
-    let event: LambdaRequest = serde_json::from_slice(payload)?;
-    let mut adapter =
-        Adapter::from(lambda_http::service_fn(|request: Request| lambda_glue::http::respond(handle, request)));
-    let response = adapter.call(LambdaEvent::new(event, context())).await?;
+    let event: ApiGatewayV2httpRequest = serde_json::from_slice(payload)?;
+    let response = lambda_glue::http::invoke(handle, LambdaEvent::new(event, context())).await;
     let body = serde_json::to_vec(&response)?;
     let status = serde_json::from_slice::<Value>(&body)?["statusCode"].as_u64().unwrap_or(0);
     Ok((body, format!("HTTP {status}")))

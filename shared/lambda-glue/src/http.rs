@@ -4,10 +4,11 @@
 //! size limit, 415 for a non-JSON media type, 400 for unreadable JSON, 422 for JSON of the wrong
 //! shape with a JSON Pointer to the offending field. No body shape can reach a 500.
 
-use lambda_http::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use lambda_http::http::{Response, StatusCode};
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::http::header::{CONTENT_TYPE, HeaderName, HeaderValue, SET_COOKIE};
+use lambda_http::http::{HeaderMap, Response, StatusCode};
+use lambda_http::request::{LambdaRequest, RequestContext};
+use lambda_http::{Body, LambdaEvent, Request, RequestExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -78,17 +79,50 @@ pub fn internal(error: &(dyn std::error::Error + 'static)) -> Problem {
 /// Runs an API function: each request is handled by `handle` inside a `request` span naming its
 /// route and, when the route has an `{id}`, that id as `correlation_id` (the order id on order
 /// routes), so every line the handler logs can be found with the saga's other lines.
+///
+/// The functions are behind an HTTP API (payload format 2.0) only, so the payload is read as
+/// that event and the answer written as its response ([`invoke`]), not through `lambda_http::run`:
+/// its adapter re-encodes every text body by the charset its content type names, which links
+/// encoding_rs's decoders of every legacy encoding (~150 KB per binary, BENCHMARKS.md) for
+/// bodies that [`Reply`] always writes as UTF-8 text.
 pub async fn serve<F, Fut>(handle: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut + Sync,
     Fut: std::future::Future<Output = Response<Body>> + Send,
 {
     let handle = &handle;
-    lambda_http::run(lambda_http::service_fn(move |request: Request| respond(handle, request))).await
+    // Boxed as lambda_http's adapter boxes it: the handler's future type stays out of the
+    // runtime's (whose layout the compiler otherwise computes past its depth limit).
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+            Box::pin(async move { Ok::<_, std::convert::Infallible>(invoke(handle, event).await) });
+        answer
+    }))
+    .await
 }
 
-/// One request through `handle`, exactly as [`serve`] runs it for each invocation (the warm
-/// benchmark, `bench/src/warm.rs`, calls this in-process without the Runtime API).
+/// One invocation as [`serve`] runs it (the warm benchmark, `bench/src/warm.rs`, calls this
+/// in-process without the Runtime API): the HTTP API event turned into a `Request` by
+/// lambda_http (path, query, headers, body decoded from base64 when flagged, request context),
+/// the invocation's X-Ray trace id as its `x-amzn-trace-id` header and its Lambda context as an
+/// extension (as `lambda_http::run` does), answered by [`respond`], and the response written as
+/// the HTTP API takes it (as `lambda_http` writes it for that origin: `Set-Cookie` headers
+/// moved to `cookies`, a binary body base64-encoded, no body as empty text).
+pub async fn invoke<F, Fut>(handle: &F, event: LambdaEvent<ApiGatewayV2httpRequest>) -> ApiGatewayV2httpResponse
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    let LambdaEvent { payload, context } = event;
+    let mut request: Request = LambdaRequest::ApiGatewayV2(payload).into();
+    if let Some(trace_id) = context.xray_trace_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+        request.headers_mut().insert(HeaderName::from_static("x-amzn-trace-id"), trace_id);
+    }
+    let Ok(response) = respond(handle, request.with_lambda_context(context)).await;
+    http_api_response(response)
+}
+
+/// One request through `handle` inside its `request` span.
 pub async fn respond<F, Fut>(handle: &F, request: Request) -> Result<Response<Body>, std::convert::Infallible>
 where
     F: Fn(Request) -> Fut,
@@ -96,6 +130,27 @@ where
 {
     let span = request_span(&request);
     Ok(tracing::Instrument::instrument(handle(request), span).await)
+}
+
+/// A response as the HTTP API (payload format 2.0) takes it.
+fn http_api_response(response: Response<Body>) -> ApiGatewayV2httpResponse {
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    let cookies =
+        headers.get_all(SET_COOKIE).iter().map(|value| value.to_str().unwrap_or_default().to_owned()).collect();
+    headers.remove(SET_COOKIE);
+    let mut answer = ApiGatewayV2httpResponse::default();
+    answer.status_code = i64::from(parts.status.as_u16());
+    answer.is_base64_encoded = matches!(body, Body::Binary(_));
+    // lambda_http writes no body as empty text ("body": ""), and so does this.
+    answer.body = match body {
+        Body::Text(_) | Body::Binary(_) => Some(body),
+        _ => Some(Body::Text(String::new())),
+    };
+    answer.headers = headers;
+    answer.multi_value_headers = HeaderMap::new();
+    answer.cookies = cookies;
+    answer
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -270,5 +325,72 @@ mod tests {
         assert_eq!(problem.status, 422);
         assert_eq!(problem.errors[0].pointer, "/lines/0/sku");
         assert_eq!(problem.errors[0].detail, "missing field `sku`");
+    }
+
+    /// What `lambda_http::run` answers for `reply` to `event`, and what [`invoke`] answers, as JSON.
+    async fn both_ways(event: &str, reply: fn() -> Response<Body>) -> (serde_json::Value, serde_json::Value) {
+        use lambda_http::Service;
+        let mut context = lambda_http::Context::default();
+        context.request_id = "req-1".to_owned();
+        context.xray_trace_id = Some("Root=1-00000000-000000000000000000000001".to_owned());
+        let handle = |request: Request| async move {
+            assert_eq!(route_key(&request), "GET /products/{id}");
+            assert_eq!(path_param(&request, "id").ok(), Some("prod_01M81C1XXH84G7ZWYRD6Z1RV0W"));
+            assert_eq!(header(&request, "x-amzn-trace-id"), Some("Root=1-00000000-000000000000000000000001"));
+            assert_eq!(request.lambda_context_ref().map(|c| c.request_id.as_str()), Some("req-1"));
+            reply()
+        };
+        let theirs: LambdaRequest = serde_json::from_str(event).unwrap_or_else(|e| panic!("{e}"));
+        let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|r: Request| respond(&handle, r)));
+        let theirs = adapter.call(LambdaEvent::new(theirs, context.clone())).await.unwrap_or_else(|e| match e {});
+        let ours: ApiGatewayV2httpRequest = serde_json::from_str(event).unwrap_or_else(|e| panic!("{e}"));
+        let ours = invoke(&handle, LambdaEvent::new(ours, context)).await;
+        let json = |value: &dyn erased::Json| value.to_json();
+        (json(&theirs), json(&ours))
+    }
+
+    mod erased {
+        pub trait Json {
+            fn to_json(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Json for T {
+            fn to_json(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn invoke_answers_as_lambda_http_run_does() {
+        let event = include_str!("../../../events/apigw/get-product.json");
+        let replies: [fn() -> Response<Body>; 5] = [
+            || {
+                Reply::json(200, &serde_json::json!({"name": "Café crème", "price": {"amount": 450}}))
+                    .unwrap_or_else(finish_err)
+            },
+            || Reply::problem(&Problem::new(ProblemKind::NotFound, "No such product.")),
+            Reply::no_content,
+            || {
+                let mut reply = Response::new(Body::Binary(vec![0, 159, 255]));
+                reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                reply.headers_mut().append(SET_COOKIE, HeaderValue::from_static("a=1"));
+                reply.headers_mut().append(SET_COOKIE, HeaderValue::from_static("b=2"));
+                reply.headers_mut().insert("location", HeaderValue::from_static("/products/p"));
+                reply
+            },
+            || Response::new(Body::Text("plain".to_owned())),
+        ];
+        for reply in replies {
+            let (theirs, ours) = both_ways(event, reply).await;
+            assert_eq!(ours, theirs);
+        }
+        let (_, ours) = both_ways(event, replies[3]).await;
+        assert_eq!(ours["cookies"], serde_json::json!(["a=1", "b=2"]));
+        assert_eq!(ours["isBase64Encoded"], true);
+        assert_eq!(ours["body"], "AJ//");
+    }
+
+    fn finish_err(problem: Problem) -> Response<Body> {
+        Reply::problem(&problem)
     }
 }
