@@ -451,7 +451,7 @@ async fn an_authorization_stalled_after_its_hold_is_released_by_the_sweep_once_i
         .item("status", s("authorizing"))
         .item("authorizing_since", AttributeValue::N(since.to_string()))
         .item("payment_intent_id", s(&intent))
-        .item("gsi1pk", s("AUTHORIZING"))
+        .item("gsi1pk", s(&adapters::shard::Sharded::new("AUTHORIZING", adapters::shard::SHARDS).key_for(&id)))
         .item("gsi1sk", s(&format!("{since:012}#{id}")))
         .send()
         .await
