@@ -82,6 +82,20 @@ Refunds and disputes (what Ferrocart's refunds and its charge.* webhooks need):
     payment_intent even when made by charge. Every refund, ours or one made directly at the
     emulator (the stand-in for the Dashboard), sends `charge.refunded` with the charge, as Stripe
     does. GET /v1/refunds?payment_intent= lists them (localstripe's own).
+  * Refunds that do not end at once (localstripe makes every refund `succeeded`): a refund of a
+    charge paid with pm_card_pendingRefund (4000000000007726) starts `pending`, as in Stripe's
+    test mode. POST /_test/refunds/{id}/end (with the secret key; `status` succeeded, failed or
+    canceled, and for a failure `failure_reason`, default `declined`) ends a pending one, as the
+    customer's bank does at Stripe some time later, and sends `charge.refund.updated` with the
+    refund (Stripe also sends `refund.updated` / `refund.failed` to endpoints that ask for them;
+    this sends the one). A failed or canceled refund reads `failure_reason` and no longer counts in
+    the charge's `amount_refunded` (localstripe counted every refund), so its amount can be
+    refunded again. Answers the refund; 400 for one that is not pending or an unknown status.
+    Stripe's pm_card_refundFail (a refund that succeeds, then fails) is not emulated.
+  * POST /_test/payment_intents/{id}/fail_next_refund (with the secret key): the next refund of
+    that PaymentIntent answers 500 api_error and refunds nothing, as a Stripe outage would. The
+    answer is saved under the request's Idempotency-Key, so a retry under the same key gets the
+    500 again (Stripe does the same for 24 h); a retry under another key is refunded.
   * POST /_test/payment_intents/{id}/dispute (with the secret key; optional `reason`, default
     `fraudulent`): the customer's bank disputes the PaymentIntent's charge for its whole amount.
     The charge reads `disputed: true` and `charge.dispute.created` is sent with the dispute
@@ -131,7 +145,11 @@ TEST_PAYMENT_METHODS = {
     # 3-D Secure: confirming leaves the PaymentIntent in requires_action.
     'pm_card_authenticationRequired': ('4000002760003184', 'visa', 'credit'),
     'pm_card_threeDSecure2Required': ('4000000000003220', 'visa', 'credit'),
+    # Refunds of the charge start `pending` (Stripe ends them later; here POST /_test/refunds/{id}/end).
+    'pm_card_pendingRefund': ('4000000000007726', 'visa', 'credit'),
 }
+PENDING_REFUND_CARDS = ('4000000000007726',)
+REFUND_ENDINGS = ('succeeded', 'failed', 'canceled')
 
 # card number -> (code, decline_code, message) of the failed charge
 GENERIC_DECLINE = ('card_declined', 'generic_decline', 'Your card was declined.')
@@ -441,8 +459,14 @@ REFUND_REASONS = ('duplicate', 'fraudulent', 'requested_by_customer')
 _refund_init = R.Refund.__init__
 
 
+failing_refunds = set()  # PaymentIntent ids whose next refund answers 500 (test control)
+
+
 def _refund_init_for_stripe(self, charge=None, payment_intent=None, amount=None, metadata=None, reason=None,
                             **kwargs):
+    if isinstance(payment_intent, str) and payment_intent in failing_refunds:
+        failing_refunds.discard(payment_intent)
+        raise stripe_error(500, 'An error occurred with our connection to Stripe.', type_='api_error')
     if reason is not None and reason not in REFUND_REASONS:
         raise stripe_error(400, 'Invalid reason: must be one of %s' % ', '.join(REFUND_REASONS), param='reason')
     if payment_intent is not None and isinstance(payment_intent, str):
@@ -464,6 +488,10 @@ def _refund_init_for_stripe(self, charge=None, payment_intent=None, amount=None,
             amount = left
     _refund_init(self, charge=charge, payment_intent=payment_intent, amount=amount, metadata=metadata, **kwargs)
     self.reason = reason
+    self.failure_reason = None
+    paid_with = charge_obj.payment_method if charge_obj is not None else None
+    if paid_with and getattr(R.PaymentMethod._api_retrieve(paid_with), '_card_number', None) in PENDING_REFUND_CARDS:
+        self.status = 'pending'
     if self.payment_intent is None and charge_obj is not None:
         self.payment_intent = charge_obj.payment_intent
     if charge_obj is not None:
@@ -471,6 +499,31 @@ def _refund_init_for_stripe(self, charge=None, payment_intent=None, amount=None,
 
 
 R.Refund.__init__ = _refund_init_for_stripe
+# A failed or canceled refund gave its amount back to the charge.
+R.Charge.amount_refunded = property(
+    lambda self: sum(r.amount for r in self.refunds._list if r.status not in ('failed', 'canceled')))
+
+
+async def end_refund(request):
+    """POST /_test/refunds/{id}/end: see the module's refunds and disputes."""
+    refund = R.Refund._api_retrieve(request.match_info['id'])
+    form = dict(parse_qsl((await request.read()).decode('utf-8', 'replace')))
+    status = form.get('status')
+    if refund.status != 'pending' or status not in REFUND_ENDINGS:
+        raise stripe_error(400, 'Refund %s is %s; it can end %s only while pending.'
+                           % (refund.id, refund.status, '|'.join(REFUND_ENDINGS)), param='status')
+    refund.status = status
+    if status != 'succeeded':
+        refund.failure_reason = form.get('failure_reason') or 'declined'
+    schedule_webhook(R.Event('charge.refund.updated', refund))
+    return S.json_response(refund._export())
+
+
+async def fail_next_refund(request):
+    """POST /_test/payment_intents/{id}/fail_next_refund: see the module's refunds and disputes."""
+    pi = R.PaymentIntent._api_retrieve(request.match_info['id'])
+    failing_refunds.add(pi.id)
+    return S.json_response(pi._export())
 
 
 class Dispute(R.StripeObject):
@@ -527,6 +580,7 @@ async def stripe_compatibility(request, handler):
         saved.clear()
         expired_authorizations.clear()
         failing_captures.clear()
+        failing_refunds.clear()
     key = request.headers.get('Idempotency-Key')
     if request.method != 'POST' or not key or not request.path.startswith('/v1/'):
         return await answer(request, handler)
@@ -592,6 +646,9 @@ S.app.middlewares.append(route_overrides)
 S.app.router.add_post('/_test/payment_intents/{id}/expire_authorization', expire_authorization)
 S.app.router.add_post('/_test/payment_intents/{id}/fail_next_capture', fail_next_capture)
 S.app.router.add_post('/_test/payment_intents/{id}/dispute', dispute)
+S.app.router.add_get('/v1/disputes/{id}', S.api_retrieve(Dispute, '/v1/disputes/{id}'))
+S.app.router.add_post('/_test/payment_intents/{id}/fail_next_refund', fail_next_refund)
+S.app.router.add_post('/_test/refunds/{id}/end', end_refund)
 
 
 # --- run -----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger
 use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::order::{Dispatch, SagaStep, ShipmentLine};
-use crate::returns::{Dispute, Refund};
+use crate::returns::{Dispute, Refund, RefundState};
 use crate::service::{self, CheckoutError, OrderStore, SWEEP_PAGE};
 
 /// The longest one message (or one timeout) takes: a read and a versioned transaction, retried a few times on a race.
@@ -107,8 +107,22 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
                 reason: e.reason,
                 return_id: e.return_id,
                 at: occurred_at,
+                status: RefundState::Succeeded,
+                failure_reason: None,
             };
             (e.order_id, SagaStep::RefundIssued(refund))
+        }
+        Event::RefundFailed(e) => {
+            let refund = Refund {
+                refund_id: e.refund_id,
+                amount: e.amount,
+                reason: e.reason,
+                return_id: e.return_id,
+                at: occurred_at,
+                status: RefundState::Failed,
+                failure_reason: Some(e.failure_reason),
+            };
+            (e.order_id, SagaStep::RefundFailed(refund))
         }
         Event::PaymentDisputed(e) => {
             let dispute = Dispute { dispute_id: e.dispute_id, amount: e.amount, reason: e.reason, at: occurred_at };

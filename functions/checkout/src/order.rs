@@ -313,10 +313,11 @@ pub struct PaymentFacts {
     /// once the order leaves `requires_action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
-    /// Everything paid back so far: the sum of `refunds`.
+    /// Everything paid back so far: the sum of the `succeeded` `refunds`.
     #[serde(default)]
     pub refunded: Option<Money>,
-    /// Each refund payment announced (`RefundIssued`), in the order checkout heard of them.
+    /// Each refund payment announced (`RefundIssued`, `RefundFailed`), in the order checkout
+    /// heard of them.
     #[serde(default)]
     pub refunds: Vec<Refund>,
 }
@@ -332,10 +333,13 @@ pub enum Flag {
     DispatchedAfterCancel,
     /// The customer's bank opened a dispute (chargeback) on the payment: answer it in Stripe.
     Disputed,
+    /// A refund did not pay the customer back (Stripe refused it, or it failed after `pending`):
+    /// its amount is refundable again, and the customer is still owed it.
+    RefundFailed,
 }
 
 impl Flag {
-    pub const ALL: [Self; 3] = [Self::CaptureFailed, Self::DispatchedAfterCancel, Self::Disputed];
+    pub const ALL: [Self; 4] = [Self::CaptureFailed, Self::DispatchedAfterCancel, Self::Disputed, Self::RefundFailed];
 
     pub fn parse(raw: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
@@ -346,6 +350,7 @@ impl Flag {
             Self::CaptureFailed => "capture_failed",
             Self::DispatchedAfterCancel => "dispatched_after_cancel",
             Self::Disputed => "disputed",
+            Self::RefundFailed => "refund_failed",
         }
     }
 }
@@ -495,6 +500,8 @@ pub enum SagaStep {
     },
     /// Payment paid money back (`RefundIssued`).
     RefundIssued(Refund),
+    /// A refund did not pay the money back (`RefundFailed`): the refund, `failed` with its reason.
+    RefundFailed(Refund),
     /// The customer's bank disputes the payment (`PaymentDisputed`).
     PaymentDisputed(Dispute),
 }
@@ -838,6 +845,13 @@ impl Order {
                 if !self.record_refund(refund) {
                     return Ok(None);
                 }
+                Vec::new()
+            }
+            (_, SagaStep::RefundFailed(refund)) => {
+                if !self.record_refund_failure(refund) {
+                    return Ok(None);
+                }
+                self.flag(Flag::RefundFailed);
                 Vec::new()
             }
             (_, SagaStep::PaymentDisputed(dispute)) => {

@@ -210,7 +210,7 @@ pub enum ReturnState {
     Returned,
 }
 
-/// A refund paid on the order, as payment announced it.
+/// A refund of the order, as payment announced it: paid (`RefundIssued`) or not (`RefundFailed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub refund_id: RefundId,
@@ -220,6 +220,20 @@ pub struct Refund {
     pub return_id: Option<ReturnId>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// `succeeded`, or `failed` (with `failure_reason`): nothing was paid back.
+    #[serde(default)]
+    pub status: RefundState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+/// How a refund ended at Stripe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    #[default]
+    Succeeded,
+    Failed,
 }
 
 /// A dispute (chargeback) on the order's payment. Kept in storage, shown to admins only.
@@ -463,6 +477,35 @@ impl Order {
         Ok(true)
     }
 
+    /// The sum of the refunds that paid money back, whatever order they came in.
+    fn sum_refunded(&mut self, currency: kernel::Currency) {
+        let paid = self.payment.refunds.iter().filter(|r| r.status == RefundState::Succeeded);
+        let sum = paid.map(|r| r.amount.amount()).sum();
+        self.payment.refunded = Money::new(sum, currency).ok();
+    }
+
+    /// Records a refund that did not pay the money back. `false`: known as failed already. One
+    /// heard of as paid (Stripe's late failure) no longer counts, and a return it paid is
+    /// `received` again.
+    pub(crate) fn record_refund_failure(&mut self, failed: &Refund) -> bool {
+        match self.payment.refunds.iter_mut().find(|r| r.refund_id == failed.refund_id) {
+            Some(known) if known.status == RefundState::Failed => return false,
+            Some(known) => {
+                known.status = RefundState::Failed;
+                known.failure_reason.clone_from(&failed.failure_reason);
+            }
+            None => self.payment.refunds.push(failed.clone()),
+        }
+        self.sum_refunded(failed.amount.currency());
+        let paid = self.returns.iter_mut().find(|r| r.refund_id == Some(failed.refund_id));
+        if let Some(slot) = paid.filter(|slot| slot.status == ReturnStatus::Refunded) {
+            slot.status = ReturnStatus::Received;
+            slot.refund_id = None;
+            slot.refunded_at = None;
+        }
+        true
+    }
+
     /// Records a refund payment made. `false`: known already. A return it pays becomes
     /// `refunded` (it is `received`: payment refunds a return only on `ReturnReceived`).
     pub(crate) fn record_refund(&mut self, refund: &Refund) -> bool {
@@ -470,10 +513,7 @@ impl Order {
             return false;
         }
         self.payment.refunds.push(refund.clone());
-        // The sum of the refunds heard of, whatever order they came in.
-        let currency = refund.amount.currency();
-        let sum = self.payment.refunds.iter().map(|r| r.amount.amount()).sum();
-        self.payment.refunded = Money::new(sum, currency).ok();
+        self.sum_refunded(refund.amount.currency());
         if let Some(slot) = refund.return_id.and_then(|id| self.returns.iter_mut().find(|r| r.id == id)) {
             if slot.status == ReturnStatus::Received {
                 slot.status = ReturnStatus::Refunded;
@@ -831,7 +871,50 @@ mod tests {
             reason: RefundReason::RequestedByCustomer,
             return_id,
             at: at(at_day),
+            status: RefundState::Succeeded,
+            failure_reason: None,
         }
+    }
+
+    #[test]
+    fn a_failed_refund_is_shown_failed_flags_the_order_and_leaves_its_return_received() {
+        let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
+        let id = ReturnId::new();
+        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.receive_return(id, main_warehouse(), at(3)).unwrap();
+        let paid = refund(None, 500, 4);
+        let failed = Refund {
+            status: RefundState::Failed,
+            failure_reason: Some("expired_or_canceled_card".into()),
+            ..refund(Some(id), 2000, 5)
+        };
+
+        order.apply(&SagaStep::RefundIssued(paid), at(6)).unwrap();
+        order.apply(&SagaStep::RefundFailed(failed.clone()), at(6)).unwrap();
+        let again = order.apply(&SagaStep::RefundFailed(failed.clone()), at(7));
+
+        assert_eq!(again, Ok(None), "a repeat changes nothing");
+        assert_eq!(order.payment.refunded, Some(usd(500)), "only what was paid back");
+        assert_eq!(order.payment.refunds[1].status, RefundState::Failed);
+        assert_eq!(order.flags, vec![Flag::RefundFailed]);
+        assert_eq!(order.find_return(id).unwrap().status, ReturnStatus::Received, "still owed");
+    }
+
+    #[test]
+    fn a_refund_stripe_fails_after_paying_it_no_longer_counts_and_reopens_its_return() {
+        let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
+        let id = ReturnId::new();
+        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.receive_return(id, main_warehouse(), at(3)).unwrap();
+        let paid = refund(Some(id), 2000, 4);
+        let failed = Refund { status: RefundState::Failed, failure_reason: Some("declined".into()), ..paid.clone() };
+
+        order.apply(&SagaStep::RefundIssued(paid), at(5)).unwrap();
+        order.apply(&SagaStep::RefundFailed(failed), at(6)).unwrap();
+
+        assert_eq!(order.payment.refunded, Some(usd(0)));
+        assert_eq!(order.payment.refunds.len(), 1);
+        assert_eq!(order.find_return(id).unwrap().status, ReturnStatus::Received);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use kernel::{Money, ReturnId, ShipmentId};
 
 use crate::order::{CaptureFailure, Flag, FlagResolution, Order, Status};
-use crate::returns::{Dispute, ReturnState};
+use crate::returns::{Dispute, RefundState, ReturnState};
 
 /// What happened, in a timeline entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +32,8 @@ pub enum Happening {
     CaptureFailed,
     /// Money paid back (`amount`, and `return_id` when it paid a return).
     Refunded,
+    /// A refund that did not pay the money back (`amount`, `reason`, `return_id`).
+    RefundFailed,
     /// Admins only: the payment is disputed (`amount`, `reason`).
     Disputed,
     /// Admins only: an admin resolved a flag (`flag`, `note`, `by`).
@@ -177,7 +179,12 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
             .push(Moment { reason: Some(failure.reason.clone()), ..Moment::new(Happening::CaptureFailed, failure.at) });
     }
     for refund in &order.payment.refunds {
-        let moment = Moment::new(Happening::Refunded, refund.at);
+        let moment = match refund.status {
+            RefundState::Succeeded => Moment::new(Happening::Refunded, refund.at),
+            RefundState::Failed => {
+                Moment { reason: refund.failure_reason.clone(), ..Moment::new(Happening::RefundFailed, refund.at) }
+            }
+        };
         moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, ..moment });
     }
     for dispute in order.disputes.iter().filter(|_| admin) {

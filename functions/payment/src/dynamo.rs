@@ -12,11 +12,13 @@
 //! Refunds: the payment item keeps `refund_reserved` (the amounts of every refund not failed)
 //! and `refunded` (the succeeded ones), in minor units. A refund item holds `refund_id`,
 //! `amount`, `reason`, `note`, `return_id`, `status` (`pending`, `succeeded`, `failed`),
-//! `created_at` (epoch seconds), `request` (an admin request's canonical body),
-//! `stripe_refund_id`, `refunded_total` and `failure_reason`. A pending refund is in the same
-//! sparse index as an authorization, under `gsi1pk = REFUNDING#{k}`,
-//! `gsi1sk = {created_at}#{order_id}`
-//! (12-digit seconds), so the sweep finds refunds left pending; settling or failing removes it.
+//! `created_at` (epoch seconds), `request` (an admin request's canonical body), `attempt` (the
+//! idempotency key's suffix, absent for the first), `stripe_refund_id`, `look_again_at` (epoch
+//! seconds; a refund Stripe holds `pending` has both while it stays `pending` here),
+//! `refunded_total` and `failure_reason`. A pending refund is in the same sparse index as an
+//! authorization, under `gsi1pk = REFUNDING#{k}`, `gsi1sk = {due}#{order_id}` (12-digit seconds:
+//! when the sweep should carry it on, [`Refund::due_at`]), so the sweep finds refunds left pending
+//! or due to be read back from Stripe; settling or failing removes it.
 //!
 //! One index, `Authorizing` (keys only), lists the payments being authorized (each shard oldest
 //! claim first) for the stalled-authorization sweep: `gsi1pk = AUTHORIZING#{k}`,
@@ -679,7 +681,9 @@ struct RefundRecord {
     status: String,
     created_at: i64,
     request: Option<String>,
+    attempt: Option<u32>,
     stripe_refund_id: Option<String>,
+    look_again_at: Option<i64>,
     refunded_total: Option<Money>,
     failure_reason: Option<String>,
 }
@@ -691,8 +695,14 @@ impl RefundRecord {
             |detail: &str| StoreError::Corrupt { order_id, detail: format!("refund {}: {detail}", self.refund_id) };
         let source =
             self.sk.strip_prefix(REFUND_PREFIX).and_then(Source::decode).ok_or_else(|| corrupt("unreadable source"))?;
+        let look_again_at = self.look_again_at.map(OffsetDateTime::from_unix_timestamp).transpose();
+        let look_again_at = look_again_at.map_err(|_| corrupt("look_again_at"))?;
         let status = match (self.status.as_str(), self.stripe_refund_id, self.refunded_total) {
-            (REFUND_PENDING, _, _) => RefundStatus::Pending,
+            (REFUND_PENDING, Some(stripe_refund_id), _) => RefundStatus::Processing {
+                stripe_refund_id,
+                look_again_at: look_again_at.ok_or_else(|| corrupt("pending at Stripe without look_again_at"))?,
+            },
+            (REFUND_PENDING, None, _) => RefundStatus::Pending,
             (REFUND_SUCCEEDED, Some(stripe_refund_id), Some(refunded_total)) => {
                 RefundStatus::Succeeded { stripe_refund_id, refunded_total }
             }
@@ -713,6 +723,7 @@ impl RefundRecord {
             status,
             created_at,
             request: self.request,
+            attempt: self.attempt.unwrap_or(0),
         })
     }
 }
@@ -741,10 +752,18 @@ fn refund_item(refund: &Refund) -> Result<Item, StoreError> {
     if let Some(request) = &refund.request {
         item.insert("request".to_owned(), s(request));
     }
+    if refund.attempt > 0 {
+        item.insert("attempt".to_owned(), n(i64::from(refund.attempt)));
+    }
+    if let Some(due) = refund.due_at() {
+        item.insert("gsi1pk".to_owned(), s(REFUNDING_PK.key_for(&refund.order_id.to_string())));
+        item.insert("gsi1sk".to_owned(), since_key(due, refund.order_id));
+    }
     match &refund.status {
-        RefundStatus::Pending => {
-            item.insert("gsi1pk".to_owned(), s(REFUNDING_PK.key_for(&refund.order_id.to_string())));
-            item.insert("gsi1sk".to_owned(), since_key(refund.created_at, refund.order_id));
+        RefundStatus::Pending => {}
+        RefundStatus::Processing { stripe_refund_id, look_again_at } => {
+            item.insert("stripe_refund_id".to_owned(), s(stripe_refund_id));
+            item.insert("look_again_at".to_owned(), epoch(*look_again_at));
         }
         RefundStatus::Succeeded { stripe_refund_id, refunded_total } => {
             item.insert("stripe_refund_id".to_owned(), s(stripe_refund_id));
@@ -859,12 +878,12 @@ impl RefundStore for DynamoPayments {
             .collect()
     }
 
-    async fn pending_refunds(
+    async fn due_refunds(
         &self,
-        since: OffsetDateTime,
+        now: OffsetDateTime,
         cursor: Option<SweepPosition>,
     ) -> Result<Page<PendingRefund, SweepPosition>, StoreError> {
-        let (listed, next) = self.due(&REFUNDING_PK, since, cursor).await?;
+        let (listed, next) = self.due(&REFUNDING_PK, now, cursor).await?;
         let items = listed
             .iter()
             .map(|item| {
@@ -960,7 +979,7 @@ impl RefundStore for DynamoPayments {
         Self::recorded(self.refund_transaction(&transaction).await?)
     }
 
-    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+    async fn fail_refund(&self, refund: &Refund, event: &Envelope) -> Result<Recorded, StoreError> {
         let RefundStatus::Failed { reason } = &refund.status else {
             return Err(Unavailable::because("failing a refund that has not failed").into());
         };
@@ -984,8 +1003,71 @@ impl RefundStore for DynamoPayments {
                     "attribute_exists(refund_reserved)",
                     HashMap::from([(":amount".to_owned(), n(refund.amount.amount()))]),
                 )?,
-            );
+            )
+            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
         Self::recorded(self.refund_transaction(&transaction).await?)
+    }
+
+    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+        let (RefundStatus::Processing { stripe_refund_id, look_again_at }, Some(due)) =
+            (&refund.status, refund.due_at())
+        else {
+            return Err(Unavailable::because("following a refund Stripe does not hold pending").into());
+        };
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(refund_key(refund.order_id, &refund.source)))
+            .update_expression("SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due")
+            .condition_expression(
+                "#status = :pending AND (attribute_not_exists(stripe_refund_id) OR stripe_refund_id = :id)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":id", s(stripe_refund_id))
+            .expression_attribute_values(":at", epoch(*look_again_at))
+            .expression_attribute_values(":due", since_key(due, refund.order_id))
+            .expression_attribute_values(":pending", s(REFUND_PENDING))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match update.send().await {
+            Ok(_) => Ok(Recorded::Done),
+            Err(error) if error.is_condition_failed() => {
+                // The exception carries the refund as it is (`ReturnValuesOnConditionCheckFailure`).
+                let old = match error.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed.item,
+                    _ => None,
+                };
+                let old = old.ok_or_else(|| Unavailable::because("following a refund that is not stored"))?;
+                Ok(Recorded::Already(Box::new(refund_of(old)?)))
+            }
+            Err(error) => Err(Unavailable::from(error).into()),
+        }
+    }
+
+    async fn next_attempt(&self, refund: &Refund) -> Result<bool, StoreError> {
+        let condition = if refund.attempt == 0 {
+            "#status = :pending AND attribute_not_exists(attempt)"
+        } else {
+            "#status = :pending AND attempt = :seen"
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(refund_key(refund.order_id, &refund.source)))
+            .update_expression("SET attempt = :next")
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":next", n(i64::from(refund.attempt) + 1))
+            .expression_attribute_values(":pending", s(REFUND_PENDING));
+        if refund.attempt > 0 {
+            update = update.expression_attribute_values(":seen", n(i64::from(refund.attempt)));
+        }
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_condition_failed() => Ok(false),
+            Err(error) => Err(Unavailable::from(error).into()),
+        }
     }
 
     async fn record_stripe_refund(

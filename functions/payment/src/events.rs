@@ -71,7 +71,8 @@ async fn sweep_stalled(
 
 /// The pending-refund sweep of the tick scheduled for `now`: refunds left pending past
 /// [`refunding::REFUND_TIMEOUT`] (their invocation died, or Stripe failed) are carried on as a
-/// retry of their request would.
+/// retry of their request would, and refunds Stripe holds `pending` are read back from Stripe
+/// every [`refunding::PENDING_RECHECK`] until they end.
 async fn sweep_refunds(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
@@ -81,7 +82,7 @@ async fn sweep_refunds(
     Sweep { name: REFUND_SWEEP, deadline, item_budget: PER_MESSAGE }
         .run(
             |cursor| async move { refunding::list_pending(store, now, cursor).await.map_err(handler_error) },
-            |pending| async move { refunding::finish_pending(store, gateway, pending).await.map_err(handler_error) },
+            |pending| async move { refunding::finish_pending(store, gateway, pending, now).await.map_err(handler_error) },
         )
         .await
 }

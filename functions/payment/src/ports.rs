@@ -139,9 +139,13 @@ pub enum GatewayError {
     /// idempotency key is running: look again later.
     #[error("conflict at Stripe: {0}")]
     Conflict(String),
-    /// Stripe could not be reached, timed out, throttled us or failed (5xx): retry later.
+    /// Stripe could not be reached, timed out or throttled us: retry later.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
+    /// Stripe answered 5xx: retry later. Stripe keeps this answer under the request's idempotency
+    /// key for 24 hours, so a retry under the same key gets it again.
+    #[error("Stripe failed: {0}")]
+    ServerError(String),
     /// Our side is wrong (credentials, an idempotency key reused with other parameters, a
     /// response we cannot read): retrying will not help.
     #[error("Stripe call is broken: {0}")]
@@ -151,7 +155,7 @@ pub enum GatewayError {
 impl GatewayError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Conflict(_) | Self::Unavailable(_))
+        matches!(self, Self::Conflict(_) | Self::Unavailable(_) | Self::ServerError(_))
     }
 }
 
@@ -245,10 +249,10 @@ pub trait RefundStore: PaymentStore {
     async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError>;
     /// Every refund of the order.
     async fn refunds(&self, order_id: OrderId) -> Result<Vec<Refund>, StoreError>;
-    /// One page of the refunds pending since `since` or earlier, oldest first.
-    async fn pending_refunds(
+    /// One page of the pending refunds due at `now` or earlier ([`Refund::due_at`]), oldest first.
+    async fn due_refunds(
         &self,
-        since: OffsetDateTime,
+        now: OffsetDateTime,
         cursor: Option<Self::RefundCursor>,
     ) -> Result<Page<PendingRefund, Self::RefundCursor>, StoreError>;
     /// Writes `refund` (pending) and adds its amount to the payment's reserved sum, only if no
@@ -259,8 +263,15 @@ pub trait RefundStore: PaymentStore {
     /// payment's refunded sum is still `payment`'s.
     async fn settle_refund(&self, payment: &Payment, refund: &Refund, event: &Envelope)
     -> Result<Recorded, StoreError>;
-    /// Records `refund` (now failed) and gives its amount back: only while it is pending.
-    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError>;
+    /// Records `refund` (now failed) with its event (`RefundFailed`) and gives its amount back:
+    /// only while it is pending.
+    async fn fail_refund(&self, refund: &Refund, event: &Envelope) -> Result<Recorded, StoreError>;
+    /// Records `refund` (now [`RefundStatus::Processing`](crate::refund::RefundStatus)): Stripe's
+    /// id and when to look again, only while it is pending with no other Stripe id.
+    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError>;
+    /// Moves `refund` on to its next attempt (idempotency key) after a 5xx answer: only while it is
+    /// pending at `refund.attempt` (false: another retry moved it on first).
+    async fn next_attempt(&self, refund: &Refund) -> Result<bool, StoreError>;
     /// Records a refund made at Stripe outside Ferrocart (succeeded, [`Source::Stripe`]) with its
     /// event: only once, and while the payment's refunded sum is still `payment`'s.
     async fn record_stripe_refund(
@@ -284,13 +295,29 @@ pub struct StripeRefund {
     pub status: String,
     /// Ours when payment made it: the `refund_id` metadata it set.
     pub refund_id: Option<RefundId>,
+    /// Why it failed (`lost_or_stolen_card`, `expired_or_canceled_card`, `declined`, …).
+    pub failure_reason: Option<String>,
+}
+
+/// Where a refund stands at Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Succeeded,
+    /// Not ended: `pending`, `requires_action` (or a status Stripe adds).
+    Pending,
+    /// `failed` or `canceled`, with Stripe's `failure_reason` (else the status).
+    Failed(String),
 }
 
 impl StripeRefund {
-    /// Whether Stripe took the refund (card refunds may be `pending` for a while: the money is
-    /// committed, and `failed` later is Stripe's rare exception).
-    pub fn taken(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "pending" | "requires_action")
+    pub fn outcome(&self) -> RefundOutcome {
+        match self.status.as_str() {
+            "succeeded" => RefundOutcome::Succeeded,
+            "failed" | "canceled" => {
+                RefundOutcome::Failed(self.failure_reason.clone().unwrap_or_else(|| self.status.clone()))
+            }
+            _ => RefundOutcome::Pending,
+        }
     }
 }
 
@@ -298,8 +325,11 @@ impl StripeRefund {
 #[allow(async_fn_in_trait)]
 pub trait RefundGateway {
     /// Refunds `refund.amount` of the PaymentIntent's charge, with the idempotency key
-    /// `ferrocart:{refund_id}:refund` and the metadata `order_id` and `refund_id`.
+    /// `ferrocart:{refund_id}:refund` (`…:refund:{attempt}` after the first attempt) and the
+    /// metadata `order_id` and `refund_id`.
     async fn create_refund(&self, intent: &PaymentIntentId, refund: &Refund) -> Result<StripeRefund, GatewayError>;
+    /// One refund as Stripe has it now (`GET /v1/refunds/{id}`).
+    async fn retrieve_refund(&self, stripe_refund_id: &str) -> Result<StripeRefund, GatewayError>;
     /// Every refund of the PaymentIntent's charge, newest first.
     async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError>;
     /// The order a PaymentIntent was made for (its `order_id` metadata), read from Stripe.

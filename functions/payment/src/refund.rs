@@ -17,18 +17,40 @@
 //! within the captured total, and writes the refund `pending`. So two concurrent refunds can never
 //! together pass the total: the second one's condition fails and it is planned again from the
 //! payment as it is ([`Payment::refundable`] says how much room is left). Only then is Stripe
-//! called; a refusal gives the amount back (`failed`), a success records it `succeeded` with
-//! `RefundIssued` in one transaction. A refund made at Stripe by someone else has happened
-//! already: it is recorded as it is, whatever the sums say.
+//! called. A refund made at Stripe by someone else has happened already: it is recorded as it is,
+//! whatever the sums say.
+//!
+//! ## Until Stripe says how it ended
+//!
+//! Stripe answers a refund `succeeded`, or `pending` (some cards and banks take days; it ends
+//! `succeeded`, `failed` or `canceled` later and Stripe sends `charge.refund.updated`), or refuses
+//! it. Only `succeeded` is announced (`RefundIssued`, with the settlement in one transaction). A
+//! refund Stripe holds `pending` stays pending here too, with Stripe's id ([`RefundStatus::Processing`]),
+//! and is followed until it ends: by Stripe's webhook (read back from Stripe, never taken from the
+//! event) and by payment's sweep, which reads it back ([`PENDING_RECHECK`] apart). One that ends
+//! `failed` or `canceled`, or that Stripe refused, gives its amount back (refundable again) and
+//! is announced (`RefundFailed`, with Stripe's reason), so the order shows it and is flagged.
 //!
 //! ```text
-//!  reserve (room left)          Stripe accepts: settle + RefundIssued
-//! ─────────────────────▶ pending ─────────────────────────────────────▶ succeeded
-//!                           │ Stripe refuses: amount given back
-//!                           └──────────────────────────────────▶ failed
+//!  reserve (room left)       Stripe: succeeded → settle + RefundIssued
+//! ─────────────────────▶ pending ──────────────────────────────────────────▶ succeeded
+//!                          │  │ Stripe: pending                                  ▲
+//!                          │  └──────────────▶ processing (re_…) ── succeeded ───┘
+//!                          │                        │ failed / canceled
+//!                          │ refused / failed       ▼
+//!                          └────────────────────▶ failed + RefundFailed (amount given back)
 //! ```
+//!
+//! ## A Stripe outage
+//!
+//! Stripe saves a 5xx answer under the request's idempotency key for 24 hours, so a retry under
+//! the same key would get the same 5xx all day. A refund keeps the number of its attempt
+//! ([`Refund::attempt`], the key's suffix): a 5xx answer moves it on with a conditional write,
+//! and the next retry first lists the PaymentIntent's refunds at Stripe for one carrying our
+//! refund id (Stripe may have made it before failing) and only then asks again under the new key.
+//! Only the current key can make a refund: an older one replays its saved 5xx.
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use domain_events::payment::RefundReason;
 use kernel::{Money, OrderId, RefundId, ReturnId};
@@ -77,6 +99,14 @@ impl Source {
     }
 }
 
+/// How long a refund may stay pending before the sweep carries it on: longer than an invocation
+/// (the admin function's 29 s, the consumer's 40 s), so its owner has surely finished or died.
+pub const REFUND_TIMEOUT: Duration = Duration::seconds(60);
+
+/// How long after Stripe last said `pending` the sweep reads a refund back again. The webhook
+/// normally tells first; this is for a webhook lost or never configured.
+pub const PENDING_RECHECK: Duration = Duration::minutes(15);
+
 /// A refund the sweep found pending, by its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRefund {
@@ -96,16 +126,20 @@ pub enum RefundStatus {
     /// Reserved; Stripe may or may not have made it (a crash between Stripe's answer and our
     /// record): whoever carries it on looks at Stripe first.
     Pending,
+    /// Stripe made it (`re_…`) and holds it `pending`: the money is on its way, not yet paid.
+    /// Looked at again at `look_again_at` unless Stripe's webhook says first how it ended.
+    Processing { stripe_refund_id: String, look_again_at: OffsetDateTime },
     /// Stripe took it (`re_…`); `refunded_total` is the order's refunded sum with it.
     Succeeded { stripe_refund_id: String, refunded_total: Money },
-    /// Stripe refused it, with its code; the amount was given back.
+    /// Stripe refused it, or it ended `failed` or `canceled` there, with Stripe's code or
+    /// `failure_reason`; the amount was given back.
     Failed { reason: String },
 }
 
 impl RefundStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
-            Self::Pending => "pending",
+            Self::Pending | Self::Processing { .. } => "pending",
             Self::Succeeded { .. } => "succeeded",
             Self::Failed { .. } => "failed",
         }
@@ -133,14 +167,34 @@ pub struct Refund {
     pub created_at: OffsetDateTime,
     /// For an admin's request: its body in canonical JSON, which a replay must repeat.
     pub request: Option<String>,
+    /// Which idempotency key Stripe is asked with (`ferrocart:{refund_id}:refund`, then `…:{n}`):
+    /// moved on after a 5xx answer, which Stripe keeps under its key for 24 hours.
+    pub attempt: u32,
 }
 
 impl Refund {
-    /// Stripe's refund id, once Stripe took it.
+    /// Stripe's refund id, once Stripe made it.
     pub fn stripe_refund_id(&self) -> Option<&str> {
         match &self.status {
-            RefundStatus::Succeeded { stripe_refund_id, .. } => Some(stripe_refund_id),
-            _ => None,
+            RefundStatus::Succeeded { stripe_refund_id, .. } | RefundStatus::Processing { stripe_refund_id, .. } => {
+                Some(stripe_refund_id)
+            }
+            RefundStatus::Failed { .. } | RefundStatus::Pending => None,
+        }
+    }
+
+    /// Whether it has not ended yet (reserved, or pending at Stripe).
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status, RefundStatus::Pending | RefundStatus::Processing { .. })
+    }
+
+    /// When the sweep should carry it on, while it is pending: [`REFUND_TIMEOUT`] after it was
+    /// reserved, or when Stripe should be asked again.
+    pub fn due_at(&self) -> Option<OffsetDateTime> {
+        match &self.status {
+            RefundStatus::Pending => Some(self.created_at + REFUND_TIMEOUT),
+            RefundStatus::Processing { look_again_at, .. } => Some(*look_again_at),
+            RefundStatus::Succeeded { .. } | RefundStatus::Failed { .. } => None,
         }
     }
 }

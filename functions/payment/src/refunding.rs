@@ -13,34 +13,37 @@
 //!    refund's id in the metadata. A retry of step 2 for a pending refund first lists the
 //!    PaymentIntent's refunds at Stripe and takes the one carrying our id, if Stripe made it
 //!    before the crash; the key covers two retries racing each other.
-//! 3. *Record*: Stripe took it → `succeeded` with `RefundIssued` in one transaction; Stripe
-//!    refused it → `failed`, its amount given back (no event).
+//! 3. *Record* what Stripe said ([`follow`]): `succeeded` → settled with `RefundIssued` in one
+//!    transaction; `pending` → followed (Stripe's id and when to look again); `failed` or
+//!    `canceled`, or refused → `failed`, its amount given back, with `RefundFailed`.
 //!
-//! A refund left `pending` (the invocation died between steps 1 and 3, or Stripe was down) is
-//! carried on by the same request again (an admin's retry with its key, the return event's
-//! redelivery) and by payment's sweep, which lists refunds pending for [`REFUND_TIMEOUT`].
+//! A refund left `pending` (the invocation died between steps 1 and 3, Stripe was down, or Stripe
+//! holds it `pending`) is carried on by the same request again (an admin's retry with its key,
+//! the return event's redelivery), by Stripe's webhook ([`reconcile`]) and by payment's sweep,
+//! which lists the refunds due ([`Refund::due_at`]): [`REFUND_TIMEOUT`] after they were reserved,
+//! or [`PENDING_RECHECK`] after Stripe last said `pending` (then read back by its `re_` id).
 //!
-//! A Stripe answer saved under the idempotency key is replayed for 24 hours, a 5xx included: a
-//! refund that met a Stripe outage stays pending until a retry gets through, at worst a day.
+//! A 5xx answer is saved by Stripe under the idempotency key for 24 hours: the refund moves on to
+//! its next attempt's key ([`RefundStore::next_attempt`]), and the retry looks at Stripe first
+//! (step 2), so it is made once whatever the 5xx hid (see [`crate::refund`]).
 
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use adapters::retry::{Attempt, until_won};
 use domain_events::Event;
 use domain_events::checkout::ReturnReceived;
-use domain_events::payment::{PaymentDisputed, RefundIssued, RefundReason};
+use domain_events::payment::{PaymentDisputed, RefundFailed, RefundIssued, RefundReason};
 use kernel::page::Page;
 use kernel::{Money, OrderId, RefundId};
 
 use crate::authorize::envelope;
 use crate::error::PaymentError;
 use crate::model::{Payment, PaymentIntentId};
-use crate::ports::{GatewayError, Recorded, RefundGateway, RefundStore, Reserved, StoreError, StripeRefund};
+use crate::ports::{
+    GatewayError, Recorded, RefundGateway, RefundOutcome, RefundStore, Reserved, StoreError, StripeRefund,
+};
 use crate::refund::{self, PendingRefund, Refund, RefundStatus, Source, Unrefundable};
-
-/// How long a refund may stay pending before the sweep carries it on: longer than an invocation
-/// (the admin function's 29 s, the consumer's 40 s), so its owner has surely finished or died.
-pub const REFUND_TIMEOUT: Duration = Duration::seconds(60);
+pub use crate::refund::{PENDING_RECHECK, REFUND_TIMEOUT};
 
 /// Why a refund was not made.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,7 @@ pub async fn request_refund(
     now: OffsetDateTime,
 ) -> Result<Refund, RefundError> {
     if let Some(existing) = store.refund(ask.order_id, &ask.source).await? {
-        return replay(store, gateway, existing, &ask).await;
+        return replay(store, gateway, existing, &ask, now).await;
     }
     let ask = &ask;
     let reserved = until_won(|| async move {
@@ -111,6 +114,7 @@ pub async fn request_refund(
             status: RefundStatus::Pending,
             created_at: refund::created_at(now),
             request: ask.request.clone(),
+            attempt: 0,
         };
         Ok::<_, RefundError>(match store.reserve_refund(&payment, &refund).await? {
             Reserved::Done => Attempt::Done(Ok(refund)),
@@ -121,9 +125,9 @@ pub async fn request_refund(
     .await?
     .ok_or(RefundError::Busy(ask.order_id))?;
     match reserved {
-        Ok(refund) => complete(store, gateway, refund, false).await,
+        Ok(refund) => complete(store, gateway, refund, false, now).await,
         // A concurrent request with the same key reserved first.
-        Err(existing) => replay(store, gateway, *existing, ask).await,
+        Err(existing) => replay(store, gateway, *existing, ask, now).await,
     }
 }
 
@@ -133,11 +137,12 @@ async fn replay(
     gateway: &impl RefundGateway,
     existing: Refund,
     ask: &Ask,
+    now: OffsetDateTime,
 ) -> Result<Refund, RefundError> {
     if existing.request != ask.request {
         return Err(RefundError::KeyReused);
     }
-    carry_on(store, gateway, existing).await
+    carry_on(store, gateway, existing, now).await
 }
 
 /// A refund as it is: a pending one is finished (Stripe looked at first), others are final.
@@ -145,11 +150,16 @@ pub async fn carry_on(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
     refund: Refund,
+    now: OffsetDateTime,
 ) -> Result<Refund, RefundError> {
-    match refund.status {
+    match &refund.status {
         RefundStatus::Pending => {
             tracing::info!(order_id = %refund.order_id, refund_id = %refund.refund_id, "carrying on a pending refund");
-            complete(store, gateway, refund, true).await
+            complete(store, gateway, refund, true, now).await
+        }
+        RefundStatus::Processing { stripe_refund_id, .. } => {
+            let made = gateway.retrieve_refund(stripe_refund_id).await?;
+            follow(store, refund, made, now).await
         }
         RefundStatus::Succeeded { .. } | RefundStatus::Failed { .. } => Ok(refund),
     }
@@ -161,6 +171,7 @@ async fn complete(
     gateway: &impl RefundGateway,
     refund: Refund,
     look_first: bool,
+    now: OffsetDateTime,
 ) -> Result<Refund, RefundError> {
     let order_id = refund.order_id;
     let payment = store.get(order_id).await?.ok_or(RefundError::NotFound(order_id))?;
@@ -174,18 +185,56 @@ async fn complete(
         Some(made) => made,
         None => match gateway.create_refund(&intent, &refund).await {
             Ok(made) => made,
-            Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code).await,
-            Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code).await,
+            Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code, None).await,
+            Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code, None).await,
             // 409 `idempotency_key_in_use`: another retry of this refund is at Stripe right now
             // and records it; this one is told to try again (it finds the refund made).
             Err(GatewayError::Conflict(conflict)) => {
                 tracing::info!(%order_id, refund_id = %refund.refund_id, conflict, "refund under way at Stripe");
                 return Err(RefundError::Busy(order_id));
             }
+            // Stripe keeps this 5xx under the key for 24 h: the next retry asks under the next
+            // attempt's key, after looking for the refund at Stripe (it may have been made).
+            Err(error @ GatewayError::ServerError(_)) => {
+                let moved = store.next_attempt(&refund).await?;
+                tracing::warn!(%order_id, refund_id = %refund.refund_id, attempt = refund.attempt, moved, %error,
+                    "Stripe answered 5xx; the retry uses the next idempotency key");
+                return Err(error.into());
+            }
             Err(error) => return Err(error.into()),
         },
     };
-    if made.taken() { settle(store, refund, &made.id).await } else { fail(store, refund, made.status).await }
+    follow(store, refund, made, now).await
+}
+
+/// Step 3: records what Stripe says of our pending refund, once, with conditional writes:
+/// succeeded → settled with `RefundIssued`; failed or canceled → failed with `RefundFailed`;
+/// still pending → followed, to be read back [`PENDING_RECHECK`] from `now`.
+async fn follow(
+    store: &impl RefundStore,
+    refund: Refund,
+    made: StripeRefund,
+    now: OffsetDateTime,
+) -> Result<Refund, RefundError> {
+    match made.outcome() {
+        RefundOutcome::Succeeded => settle(store, refund, &made.id).await,
+        RefundOutcome::Failed(reason) => fail(store, refund, reason, Some(made.id)).await,
+        RefundOutcome::Pending => {
+            let mut following = refund;
+            following.status =
+                RefundStatus::Processing { stripe_refund_id: made.id.clone(), look_again_at: now + PENDING_RECHECK };
+            match store.follow_refund(&following).await? {
+                Recorded::Done => {
+                    tracing::info!(order_id = %following.order_id, refund_id = %following.refund_id,
+                        stripe_refund_id = made.id, status = made.status, "refund pending at Stripe; followed");
+                    Ok(following)
+                }
+                Recorded::Already(current) => Ok(*current),
+                // Only a write of the payment's sums answers Moved; following writes none.
+                Recorded::Moved => Err(RefundError::Busy(following.order_id)),
+            }
+        }
+    }
 }
 
 /// The PaymentIntent a refund of this payment goes to (the payment stays captured once it is).
@@ -247,12 +296,42 @@ pub fn issued(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
     Ok(envelope(refund.order_id, event))
 }
 
-/// Step 3, Stripe refused it: `failed`, the amount given back.
-async fn fail(store: &impl RefundStore, mut refund: Refund, reason: String) -> Result<Refund, RefundError> {
-    tracing::warn!(order_id = %refund.order_id, refund_id = %refund.refund_id, reason, "Stripe refused the refund");
-    refund.status = RefundStatus::Failed { reason };
-    match store.fail_refund(&refund).await? {
-        Recorded::Done | Recorded::Moved => Ok(refund),
+/// The `RefundFailed` of a failed refund (`stripe_refund_id` when Stripe made it), written with
+/// its failure.
+pub fn failed(refund: &Refund, stripe_refund_id: Option<&str>) -> Result<domain_events::Envelope, RefundError> {
+    let RefundStatus::Failed { reason } = &refund.status else {
+        return Err(
+            StoreError::Corrupt { order_id: refund.order_id, detail: "announcing a refund not failed".into() }.into()
+        );
+    };
+    let event = Event::RefundFailed(RefundFailed {
+        order_id: refund.order_id,
+        refund_id: refund.refund_id,
+        stripe_refund_id: stripe_refund_id.map(str::to_owned),
+        amount: refund.amount,
+        reason: refund.reason,
+        failure_reason: reason.clone(),
+        return_id: refund.return_id,
+    });
+    Ok(envelope(refund.order_id, event))
+}
+
+/// Step 3, Stripe refused it or it ended failed: `failed`, the amount given back, `RefundFailed`.
+async fn fail(
+    store: &impl RefundStore,
+    mut refund: Refund,
+    reason: String,
+    stripe_refund_id: Option<String>,
+) -> Result<Refund, RefundError> {
+    let (order_id, refund_id) = (refund.order_id, refund.refund_id);
+    refund.status = RefundStatus::Failed { reason: reason.clone() };
+    let event = failed(&refund, stripe_refund_id.as_deref())?;
+    match store.fail_refund(&refund, &event).await? {
+        Recorded::Done | Recorded::Moved => {
+            tracing::warn!(%order_id, %refund_id, stripe_refund_id, reason,
+                "refund failed at Stripe; its amount is refundable again and a person must act");
+            Ok(refund)
+        }
         Recorded::Already(current) => Ok(*current),
     }
 }
@@ -275,7 +354,7 @@ pub async fn on_return_received(
         return Ok(());
     }
     if let Some(existing) = store.refund(order_id, &source).await? {
-        return carry_on(store, gateway, existing).await.map_err(payment_error(order_id)).and_then(paid);
+        return carry_on(store, gateway, existing, now).await.map_err(payment_error(order_id)).and_then(paid);
     }
     let received = &received;
     let source = &source;
@@ -323,6 +402,7 @@ pub async fn on_return_received(
             status: RefundStatus::Pending,
             created_at: refund::created_at(now),
             request: None,
+            attempt: 0,
         };
         Ok(match store.reserve_refund(&payment, &refund).await? {
             Reserved::Done => Attempt::Done(Some(refund)),
@@ -333,7 +413,7 @@ pub async fn on_return_received(
     .await?
     .ok_or(PaymentError::Busy { order_id })?;
     match reserved {
-        Some(refund) => carry_on(store, gateway, refund).await.map_err(payment_error(order_id)).and_then(paid),
+        Some(refund) => carry_on(store, gateway, refund, now).await.map_err(payment_error(order_id)).and_then(paid),
         None => Ok(()),
     }
 }
@@ -347,7 +427,7 @@ fn paid(refund: Refund) -> Result<(), PaymentError> {
             order_id: refund.order_id,
             detail: format!("Stripe refused the return's refund {} ({reason})", refund.refund_id),
         }),
-        RefundStatus::Pending | RefundStatus::Succeeded { .. } => Ok(()),
+        RefundStatus::Pending | RefundStatus::Processing { .. } | RefundStatus::Succeeded { .. } => Ok(()),
     }
 }
 
@@ -363,34 +443,40 @@ fn payment_error(order_id: OrderId) -> impl Fn(RefundError) -> PaymentError {
     }
 }
 
-/// One page of the refunds pending since [`REFUND_TIMEOUT`] before `now`, from `cursor` on.
+/// One page of the pending refunds due at `now` ([`Refund::due_at`]), from `cursor` on.
 pub async fn list_pending<S: RefundStore>(
     store: &S,
     now: OffsetDateTime,
     cursor: Option<S::RefundCursor>,
 ) -> Result<Page<PendingRefund, S::RefundCursor>, PaymentError> {
-    Ok(store.pending_refunds(now - REFUND_TIMEOUT, cursor).await?)
+    Ok(store.due_refunds(now, cursor).await?)
 }
 
-/// Carries on one listed pending refund, as a retry of its request would.
+/// Carries on one listed pending refund as of `now`, as a retry of its request would: one left
+/// halfway is finished, one Stripe holds `pending` is read back from Stripe.
 pub async fn finish_pending(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
     PendingRefund { order_id, source }: PendingRefund,
+    now: OffsetDateTime,
 ) -> Result<(), PaymentError> {
     match store.refund(order_id, &source).await? {
-        Some(refund) if refund.status == RefundStatus::Pending => {
-            tracing::warn!(%order_id, refund_id = %refund.refund_id, "finishing a stalled refund");
-            carry_on(store, gateway, refund).await.map(drop).map_err(payment_error(order_id))
+        Some(refund) if refund.due_at().is_some_and(|due| due <= now) => {
+            if refund.status == RefundStatus::Pending {
+                tracing::warn!(%order_id, refund_id = %refund.refund_id, "finishing a stalled refund");
+            }
+            carry_on(store, gateway, refund, now).await.map(drop).map_err(payment_error(order_id))
         }
-        // The index lags the table: finished since it listed the refund.
+        // The index lags the table: finished (or looked at) since it listed the refund.
         _ => Ok(()),
     }
 }
 
-/// `charge.refunded`: the refunds of the PaymentIntent as Stripe has them. Each Stripe refund we
-/// do not know is recorded once (`RefundIssued`, reason `other`): a refund made in the Dashboard.
-/// One carrying our refund id finishes our pending refund; one we recorded changes nothing.
+/// `charge.refunded`, `charge.refund.updated`, `refund.updated`, `refund.failed`: the refunds of
+/// the PaymentIntent as Stripe has them now (read back, never taken from the event). Each
+/// succeeded Stripe refund we do not know is recorded once (`RefundIssued`, reason `other`): a
+/// refund made in the Dashboard. One carrying our refund id finishes our pending refund as it
+/// stands at Stripe ([`follow`]); one we recorded as ended changes nothing.
 pub async fn reconcile(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
@@ -407,16 +493,31 @@ pub async fn reconcile(
     let mut made = gateway.list_refunds(intent).await?;
     let ours = store.refunds(order_id).await?;
     made.reverse(); // oldest first, so the refunded sums grow in Stripe's order
-    for made in made.into_iter().filter(StripeRefund::taken) {
-        if ours.iter().any(|refund| refund.stripe_refund_id() == Some(made.id.as_str())) {
-            continue;
-        }
-        match made.refund_id.and_then(|id| ours.iter().find(|refund| refund.refund_id == id)) {
-            Some(pending) if pending.status == RefundStatus::Pending => {
-                settle(store, pending.clone(), &made.id).await.map_err(payment_error(order_id))?;
+    for made in made {
+        let known = ours.iter().find(|refund| {
+            made.refund_id == Some(refund.refund_id) || refund.stripe_refund_id() == Some(made.id.as_str())
+        });
+        match known {
+            Some(pending) if pending.is_pending() => {
+                let unchanged = matches!(&pending.status, RefundStatus::Processing { .. })
+                    && made.outcome() == RefundOutcome::Pending;
+                if !unchanged {
+                    follow(store, pending.clone(), made, now).await.map_err(payment_error(order_id))?;
+                }
             }
-            Some(_) => {}
-            None => record_outside(store, order_id, &made, now).await?,
+            Some(ended) => {
+                if let (RefundStatus::Succeeded { .. }, RefundOutcome::Failed(reason)) = (&ended.status, made.outcome())
+                {
+                    // Stripe's rare late failure of a refund it had said succeeded: not followed.
+                    tracing::error!(%order_id, refund_id = %ended.refund_id, stripe_refund_id = made.id, reason,
+                        "Stripe failed a refund recorded as succeeded; a person must act");
+                    lambda_glue::metrics::count("RefundsFailedAfterSuccess", 1, ("Service", "payment-webhooks"));
+                }
+            }
+            // Only money paid back is recorded; a Dashboard refund still pending is recorded
+            // by the webhook that says it succeeded.
+            None if made.outcome() == RefundOutcome::Succeeded => record_outside(store, order_id, &made, now).await?,
+            None => {}
         }
     }
     Ok(())
@@ -445,6 +546,7 @@ async fn record_outside(
             status: RefundStatus::Pending,
             created_at: refund::created_at(now),
             request: None,
+            attempt: 0,
         };
         let refund = succeeded(&payment, refund, &made.id).map_err(payment_error(order_id))?;
         let event = issued(&refund).map_err(payment_error(order_id))?;
@@ -503,6 +605,7 @@ mod tests {
     use std::sync::Arc;
 
     use kernel::{Currency, ReturnId, Warehouse};
+    use time::Duration;
 
     use super::*;
     use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, at_once, captured_order, captured_order_of};
@@ -586,7 +689,7 @@ mod tests {
         let too_soon = list_pending(&store, T0 + REFUND_TIMEOUT - Duration::seconds(1), None).await.unwrap();
         let due = list_pending(&store, T0 + REFUND_TIMEOUT, None).await.unwrap();
         for listed in due.items.clone() {
-            finish_pending(&store, &stripe, listed).await.unwrap();
+            finish_pending(&store, &stripe, listed, T0 + REFUND_TIMEOUT).await.unwrap();
         }
 
         assert!(too_soon.items.is_empty());
@@ -594,6 +697,128 @@ mod tests {
         assert_eq!(stripe.refunds_of(&intent).len(), 1);
         assert_eq!(issued_amounts(&store), vec![(2500, 2500)]);
         assert!(list_pending(&store, T0 + REFUND_TIMEOUT, None).await.unwrap().items.is_empty());
+    }
+
+    fn failed_refunds(store: &FakeStore) -> Vec<(i64, String)> {
+        store
+            .events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::RefundFailed(failed) => Some((failed.amount.amount(), failed.failure_reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lists every refund due at `now` and carries each on: what one sweep tick does.
+    async fn sweep(store: &FakeStore, stripe: &FakeStripe, now: OffsetDateTime) -> usize {
+        let due = list_pending(store, now, None).await.unwrap().items;
+        for listed in due.clone() {
+            finish_pending(store, stripe, listed, now).await.unwrap();
+        }
+        due.len()
+    }
+
+    /// A refund of 900 that Stripe answered `pending`, and Stripe's id for it.
+    async fn pending_at_stripe(store: &FakeStore, stripe: &FakeStripe) -> (OrderId, PaymentIntentId, String) {
+        let (order_id, intent) = captured_order(store, stripe).await;
+        stripe.refunds_start_pending();
+        request_refund(store, stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        let stripe_refund_id = stripe.refunds_of(&intent)[0].id.clone();
+        (order_id, intent, stripe_refund_id)
+    }
+
+    #[tokio::test]
+    async fn a_refund_stripe_answers_pending_is_recorded_pending_and_not_issued() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _) = captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+
+        let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert_eq!(made.status.as_str(), "pending");
+        assert_eq!(issued_amounts(&store), vec![], "not announced before Stripe says succeeded");
+        assert_eq!(store.payment(order_id).refunds.refunded, 0);
+        assert_eq!(store.payment(order_id).refunds.reserved, 900, "its amount stays taken");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_reads_a_pending_refund_back_every_recheck_and_issues_it_once_it_succeeded() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _, re) = pending_at_stripe(&store, &stripe).await;
+
+        let too_soon = sweep(&store, &stripe, T0 + PENDING_RECHECK - Duration::seconds(1)).await;
+        let still_pending = sweep(&store, &stripe, T0 + PENDING_RECHECK).await;
+        let not_again_yet = sweep(&store, &stripe, T0 + PENDING_RECHECK + Duration::minutes(1)).await;
+        stripe.end_refund(&re, "succeeded", None);
+        let ended = sweep(&store, &stripe, T0 + PENDING_RECHECK * 2).await;
+        let after = sweep(&store, &stripe, T0 + PENDING_RECHECK * 10).await;
+
+        assert_eq!((too_soon, still_pending, not_again_yet, ended, after), (0, 1, 0, 1, 0));
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
+        assert_eq!(store.stored_refunds(order_id)[0].stripe_refund_id(), Some(re.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_pending_refund_that_fails_at_stripe_is_announced_once_and_its_amount_is_refundable_again() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent, re) = pending_at_stripe(&store, &stripe).await;
+        stripe.end_refund(&re, "failed", Some("expired_or_canceled_card"));
+
+        // What `charge.refund.updated` does, twice (Stripe delivers at least once), then the sweep.
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        sweep(&store, &stripe, T0 + PENDING_RECHECK).await;
+        let again = request_refund(&store, &stripe, ask(order_id, "k2", None), T0).await.unwrap();
+
+        assert_eq!(failed_refunds(&store), vec![(900, "expired_or_canceled_card".to_owned())]);
+        let first = store.stored_refunds(order_id).into_iter().find(|r| r.source == Source::Key("k1".into()));
+        assert_eq!(first.unwrap().status, RefundStatus::Failed { reason: "expired_or_canceled_card".into() });
+        assert_eq!(again.amount, usd(2500), "the whole captured total is refundable again");
+    }
+
+    #[tokio::test]
+    async fn a_refund_webhook_stripe_does_not_confirm_changes_nothing() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent, _) = pending_at_stripe(&store, &stripe).await;
+
+        // A forged or stale `refund.failed`: Stripe still holds the refund pending.
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+
+        assert!(failed_refunds(&store).is_empty() && issued_amounts(&store).is_empty());
+        assert_eq!(store.stored_refunds(order_id)[0].status.as_str(), "pending");
+        assert_eq!(store.payment(order_id).refunds.reserved, 900);
+    }
+
+    #[tokio::test]
+    async fn a_refund_that_met_a_stripe_5xx_is_retried_under_a_new_key_and_made_once() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::ServerError { made: false });
+
+        let outage = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await;
+        let retried = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        let again = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert!(matches!(outage, Err(RefundError::Failed(ref error)) if error.is_transient()), "{outage:?}");
+        assert_eq!((retried.status.as_str(), retried.attempt), ("succeeded", 1), "not the saved 5xx again");
+        assert_eq!(again, retried);
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
+    }
+
+    #[tokio::test]
+    async fn a_5xx_after_stripe_made_the_refund_is_found_at_stripe_and_never_refunded_twice() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::ServerError { made: true });
+
+        let outage = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await;
+        sweep(&store, &stripe, T0 + REFUND_TIMEOUT).await;
+
+        assert!(outage.is_err());
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "the new key was never used: the refund was found");
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
     }
 
     #[tokio::test]

@@ -44,7 +44,7 @@ use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent, ConfirmPaymentIntent,
     CreatePaymentIntent, RetrievePaymentIntent,
 };
-use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund};
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund, RetrieveRefund};
 use stripe_core::{PaymentIntentAllowedPaymentMethodTypes, PaymentIntentCaptureMethod};
 use stripe_types::Currency;
 
@@ -357,7 +357,8 @@ fn classify_api(error: &ApiError, status: u16) -> GatewayError {
     let described = || format!("HTTP {status} {} {}: {message}", error.type_, code.as_deref().unwrap_or("-"));
     match status {
         402 if error.type_ == "card_error" => GatewayError::Declined(decline(error)),
-        429 | 500.. => GatewayError::Unavailable(described()),
+        429 => GatewayError::Unavailable(described()),
+        500.. => GatewayError::ServerError(described()),
         409 => GatewayError::Conflict(described()),
         401 | 403 => GatewayError::Misconfigured(described()),
         _ if error.type_ == "idempotency_error" => GatewayError::Misconfigured(described()),
@@ -386,8 +387,8 @@ impl RefundGateway for StripeGateway {
             RefundReason::Fraudulent => request.reason(CreateRefundReason::Fraudulent),
             RefundReason::Other => request,
         };
-        let key = IdempotencyKey::new(format!("ferrocart:{}:refund", refund.refund_id))
-            .map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
+        let key =
+            IdempotencyKey::new(refund_key(refund)).map_err(|error| GatewayError::Misconfigured(error.to_string()))?;
         observed(
             "create_refund",
             request
@@ -419,6 +420,16 @@ impl RefundGateway for StripeGateway {
         page.data.iter().map(stripe_refund).collect()
     }
 
+    async fn retrieve_refund(&self, stripe_refund_id: &str) -> Result<StripeRefund, GatewayError> {
+        observed(
+            "retrieve_refund",
+            RetrieveRefund::new(stripe_refund_id).build().customize::<RefundReply>().send(&self.client),
+        )
+        .await
+        .map_err(classify)
+        .and_then(|made| stripe_refund(&made))
+    }
+
     async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError> {
         let pi = observed(
             "retrieve_intent",
@@ -430,6 +441,15 @@ impl RefundGateway for StripeGateway {
     }
 }
 
+/// The idempotency key of a refund's current attempt: `ferrocart:{refund_id}:refund`, then
+/// `…:refund:{attempt}` once a 5xx answer (saved by Stripe under the key) moved it on.
+pub fn refund_key(refund: &Refund) -> String {
+    match refund.attempt {
+        0 => format!("ferrocart:{}:refund", refund.refund_id),
+        attempt => format!("ferrocart:{}:refund:{attempt}", refund.refund_id),
+    }
+}
+
 fn stripe_refund(made: &RefundReply) -> Result<StripeRefund, GatewayError> {
     let currency = kernel::Currency::parse(&made.currency.to_ascii_uppercase())
         .map_err(|_| GatewayError::Misconfigured(format!("refund {} in an unknown currency", made.id)))?;
@@ -438,6 +458,7 @@ fn stripe_refund(made: &RefundReply) -> Result<StripeRefund, GatewayError> {
         amount: iso_amount(made.amount, currency)?,
         status: made.status.clone().unwrap_or_else(|| "succeeded".to_owned()),
         refund_id: made.metadata.as_ref().and_then(|metadata| metadata.get("refund_id")).and_then(|id| id.parse().ok()),
+        failure_reason: made.failure_reason.clone(),
     })
 }
 

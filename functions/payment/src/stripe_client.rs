@@ -138,6 +138,8 @@ pub struct RefundReply {
     pub currency: String,
     pub status: Option<String>,
     pub metadata: Option<HashMap<String, String>>,
+    /// Why a `failed` refund failed.
+    pub failure_reason: Option<String>,
 }
 
 /// A page of refunds (`GET /v1/refunds`).

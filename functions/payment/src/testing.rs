@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::ports::{
     Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, Recorded, RefundGateway,
-    RefundStore, Reserved, StoreError, StripeRefund, Write,
+    RefundOutcome, RefundStore, Reserved, StoreError, StripeRefund, Write,
 };
 use crate::refund::{PendingRefund, Refund, RefundStatus, Source};
 
@@ -270,6 +270,9 @@ pub enum Fault {
     /// Refunds only: another request with the same idempotency key is still running at Stripe
     /// (409 `idempotency_key_in_use`); nothing happens.
     KeyInUse,
+    /// Refunds only: Stripe answers 500, having made the refund first or not (`made`), and
+    /// saves that answer under the idempotency key: the same key gets it again (for 24 h).
+    ServerError { made: bool },
 }
 
 #[derive(Debug)]
@@ -289,12 +292,16 @@ pub struct FakeStripe {
     confirmations: Mutex<u32>,
     captures: Mutex<u32>,
     faults: Mutex<Vec<(Call, Fault)>>,
-    /// Refunds made, by PaymentIntent: each with the refund id it was made for (its idempotency
-    /// key), `None` for one made in the Dashboard.
-    refunds: Mutex<Vec<(PaymentIntentId, Option<kernel::RefundId>, StripeRefund)>>,
+    /// Refunds made, by PaymentIntent: each with the idempotency key it was made with, `None`
+    /// for one made in the Dashboard.
+    refunds: Mutex<Vec<(PaymentIntentId, Option<String>, StripeRefund)>>,
+    /// Idempotency keys whose saved answer is a 5xx.
+    failed_keys: Mutex<Vec<String>>,
     /// Run once by the call, after Stripe did its work and before it answers: something that
     /// happens elsewhere while Stripe is busy.
     meanwhile: Mutex<Vec<(Call, Meanwhile)>>,
+    /// The status new refunds start in (`succeeded` when unset), as a test card sets it.
+    refunds_start: Mutex<Option<&'static str>>,
 }
 
 impl fmt::Debug for FakeStripe {
@@ -668,14 +675,14 @@ type Refunds = HashMap<(OrderId, Source), Refund>;
 /// the write answers: the refund as it is.
 fn still_pending(refunds: &Refunds, key: &(OrderId, Source)) -> Result<Option<Recorded>, StoreError> {
     match refunds.get(key) {
-        Some(stored) if stored.status == RefundStatus::Pending => Ok(None),
+        Some(stored) if stored.is_pending() => Ok(None),
         Some(stored) => Ok(Some(Recorded::Already(Box::new(stored.clone())))),
         None => Err(StoreError::Corrupt { order_id: key.0, detail: "no such refund".into() }),
     }
 }
 
 impl RefundStore for FakeStore {
-    /// The last listed refund's creation time, order and source.
+    /// The last listed refund's due time, order and source.
     type RefundCursor = (OffsetDateTime, OrderId, String);
 
     async fn refund(&self, order_id: OrderId, source: &Source) -> Result<Option<Refund>, StoreError> {
@@ -686,15 +693,15 @@ impl RefundStore for FakeStore {
         Ok(self.stored_refunds(order_id))
     }
 
-    async fn pending_refunds(
+    async fn due_refunds(
         &self,
-        since: OffsetDateTime,
+        now: OffsetDateTime,
         cursor: Option<Self::RefundCursor>,
     ) -> Result<Page<PendingRefund, Self::RefundCursor>, StoreError> {
         let mut listed: Vec<(OffsetDateTime, OrderId, String)> = lock(&self.refunds)
             .values()
-            .filter(|refund| refund.status == RefundStatus::Pending && refund.created_at <= since)
-            .map(|refund| (refund.created_at, refund.order_id, refund.source.encode()))
+            .filter_map(|refund| Some((refund.due_at().filter(|due| *due <= now)?, refund)))
+            .map(|(due, refund)| (due, refund.order_id, refund.source.encode()))
             .filter(|key| cursor.as_ref().is_none_or(|after| key > after))
             .collect();
         listed.sort();
@@ -754,7 +761,7 @@ impl RefundStore for FakeStore {
         Ok(Recorded::Done)
     }
 
-    async fn fail_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+    async fn fail_refund(&self, refund: &Refund, event: &Envelope) -> Result<Recorded, StoreError> {
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);
         if let Some(done) = still_pending(&refunds, &key)? {
@@ -762,7 +769,35 @@ impl RefundStore for FakeStore {
         }
         self.record(refund.order_id, |stored| stored.refunds.reserved -= refund.amount.amount());
         refunds.insert(key, refund.clone());
+        lock(&self.events).push(event.event.clone());
         Ok(Recorded::Done)
+    }
+
+    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        if let Some(done) = still_pending(&refunds, &key)? {
+            return Ok(done);
+        }
+        let stored = refunds.get(&key).and_then(Refund::stripe_refund_id);
+        if stored.is_some_and(|stored| Some(stored) != refund.stripe_refund_id()) {
+            return Ok(Recorded::Already(Box::new(refunds[&key].clone())));
+        }
+        let attempt = refunds[&key].attempt;
+        refunds.insert(key, Refund { attempt, ..refund.clone() });
+        Ok(Recorded::Done)
+    }
+
+    async fn next_attempt(&self, refund: &Refund) -> Result<bool, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        match refunds.get_mut(&key) {
+            Some(stored) if stored.is_pending() && stored.attempt == refund.attempt => {
+                stored.attempt += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn record_stripe_refund(
@@ -802,16 +837,32 @@ impl RefundStore for FakeStore {
 }
 
 impl FakeStripe {
+    /// New refunds start `pending` at Stripe (Stripe's `pm_card_pendingRefund`).
+    pub fn refunds_start_pending(&self) {
+        *lock(&self.refunds_start) = Some("pending");
+    }
+
     /// The refunds Stripe made of the PaymentIntent, oldest first.
     pub fn refunds_of(&self, intent: &PaymentIntentId) -> Vec<StripeRefund> {
         lock(&self.refunds).iter().filter(|(pi, _, _)| pi == intent).map(|(_, _, made)| made.clone()).collect()
+    }
+
+    /// A refund Stripe held `pending` ends `status` (`succeeded`, `failed`, `canceled`), with
+    /// `failure_reason` for a failure, as the customer's bank decides.
+    pub fn end_refund(&self, stripe_refund_id: &str, status: &str, failure_reason: Option<&str>) {
+        let mut refunds = lock(&self.refunds);
+        if let Some((_, _, made)) = refunds.iter_mut().find(|(_, _, made)| made.id == stripe_refund_id) {
+            made.status = status.to_owned();
+            made.failure_reason = failure_reason.map(str::to_owned);
+        }
     }
 
     /// Refunds `amount` of the PaymentIntent in the Dashboard (no refund id of ours): its `re_`.
     pub fn refund_in_dashboard(&self, intent: &PaymentIntentId, amount: Money) -> String {
         let mut refunds = lock(&self.refunds);
         let id = format!("re_dash{}", refunds.len() + 1);
-        let made = StripeRefund { id: id.clone(), amount, status: "succeeded".into(), refund_id: None };
+        let made =
+            StripeRefund { id: id.clone(), amount, status: "succeeded".into(), refund_id: None, failure_reason: None };
         refunds.push((intent.clone(), None, made));
         id
     }
@@ -828,6 +879,15 @@ impl RefundGateway for FakeStripe {
         }
         // What the adapter refuses before calling Stripe (an amount Stripe cannot refund exactly).
         crate::stripe::stripe_amount(refund.amount)?;
+        let key = crate::stripe::refund_key(refund);
+        let server_error = || GatewayError::ServerError("HTTP 500 api_error".into());
+        if lock(&self.failed_keys).contains(&key) {
+            return Err(server_error()); // the saved answer, replayed
+        }
+        if fault == Some(Fault::ServerError { made: false }) {
+            lock(&self.failed_keys).push(key);
+            return Err(server_error());
+        }
         let made = {
             let intents = lock(&self.intents);
             let charged = intents.get(intent).ok_or_else(|| Self::missing(intent))?;
@@ -839,12 +899,16 @@ impl RefundGateway for FakeStripe {
                 });
             }
             let mut refunds = lock(&self.refunds);
-            // The same idempotency key (`ferrocart:{refund_id}:refund`) gives the same refund.
-            if let Some((_, _, made)) = refunds.iter().find(|(_, id, _)| *id == Some(refund.refund_id)) {
+            // The same idempotency key gives the same refund.
+            if let Some((_, _, made)) = refunds.iter().find(|(_, made_with, _)| made_with.as_ref() == Some(&key)) {
                 made.clone()
             } else {
-                let refunded: i64 =
-                    refunds.iter().filter(|(pi, _, _)| pi == intent).map(|(_, _, made)| made.amount.amount()).sum();
+                // A failed or canceled refund gave its amount back to the charge.
+                let refunded: i64 = refunds
+                    .iter()
+                    .filter(|(pi, _, made)| pi == intent && !matches!(made.outcome(), RefundOutcome::Failed(_)))
+                    .map(|(_, _, made)| made.amount.amount())
+                    .sum();
                 if let Some(Fault::Refused(code)) = fault {
                     return Err(GatewayError::Refused { code: code.into(), param: None, message: "refused".into() });
                 }
@@ -858,10 +922,11 @@ impl RefundGateway for FakeStripe {
                 let made = StripeRefund {
                     id: format!("re_{}", refunds.len() + 1),
                     amount: refund.amount,
-                    status: "succeeded".into(),
+                    status: lock(&self.refunds_start).unwrap_or("succeeded").into(),
                     refund_id: Some(refund.refund_id),
+                    failure_reason: None,
                 };
-                refunds.push((intent.clone(), Some(refund.refund_id), made.clone()));
+                refunds.push((intent.clone(), Some(key.clone()), made.clone()));
                 made
             }
         };
@@ -869,7 +934,23 @@ impl RefundGateway for FakeStripe {
         if fault == Some(Fault::AnswerLost) {
             return Err(GatewayError::Unavailable("timed out".into()));
         }
+        if fault == Some(Fault::ServerError { made: true }) {
+            lock(&self.failed_keys).push(key);
+            return Err(server_error());
+        }
         Ok(made)
+    }
+
+    async fn retrieve_refund(&self, stripe_refund_id: &str) -> Result<StripeRefund, GatewayError> {
+        lock(&self.refunds)
+            .iter()
+            .find(|(_, _, made)| made.id == stripe_refund_id)
+            .map(|(_, _, made)| made.clone())
+            .ok_or_else(|| GatewayError::Refused {
+                code: "resource_missing".into(),
+                param: Some("id".into()),
+                message: "no such refund".into(),
+            })
     }
 
     async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError> {

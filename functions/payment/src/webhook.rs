@@ -8,8 +8,8 @@
 //! 2. The event is read into a [`Notice`] ([`Notice::parse`], pure): its id, and for the
 //!    PaymentIntent events payment handles, the order (the `order_id` metadata payment set when it
 //!    created the PaymentIntent), the PaymentIntent and what Stripe observed ([`Observed`]).
-//!    For `charge.refunded`, the charge's PaymentIntent; for `charge.dispute.created`, the
-//!    dispute (id, PaymentIntent, amount, reason). Every other event type, and PaymentIntents that
+//!    For `charge.refunded` and the refund events, the PaymentIntent refunded; for
+//!    `charge.dispute.created`, the dispute (id, PaymentIntent, amount, reason). Every other event type, and PaymentIntents that
 //!    are not ours, are acknowledged (200) and nothing else.
 //! 3. The event is claimed in the webhook inbox by its Stripe id ([`WebhookInbox`], a
 //!    conditional write on the payment table): a redelivery of a handled event is a 200 with no
@@ -29,11 +29,13 @@
 //! | `payment_intent.canceled` | failed + `PaymentFailed { cancelled }` for a cancelled order, else `payment_intent_canceled` | nothing |
 //! | `payment_intent.succeeded` | nothing (payment never captures while authorizing) | a capture under way is recorded, as a redelivered dispatch would |
 //!
-//! `charge.refunded` reads the PaymentIntent's refunds back from Stripe ([`refunding::reconcile`]):
-//! one carrying our refund id finishes our refund if it is still pending, one we recorded changes
-//! nothing, and any other (made in the Dashboard) is recorded once with `RefundIssued` (reason
-//! `other`), matched by Stripe's refund id. `charge.dispute.created` announces `PaymentDisputed`
-//! once per dispute id ([`refunding::on_dispute`]); its order is read from the PaymentIntent at
+//! `charge.refunded`, `charge.refund.updated`, `refund.updated` and `refund.failed` read the
+//! PaymentIntent's refunds back from Stripe ([`refunding::reconcile`]): one carrying our refund id
+//! finishes our refund as Stripe has it now if it is still pending (succeeded → `RefundIssued`,
+//! failed or canceled → `RefundFailed`, still pending → nothing), one we recorded as ended changes
+//! nothing, and any other that succeeded (made in the Dashboard) is recorded once with
+//! `RefundIssued` (reason `other`), matched by Stripe's refund id.
+//! `charge.dispute.created` announces `PaymentDisputed` once per dispute id ([`refunding::on_dispute`]); its order is read from the PaymentIntent at
 //! Stripe. Neither needs the payment's stage: both are facts about money already captured.
 //!
 //! A payment still authorizing *without* a recorded PaymentIntent cannot have been confirmed: the
@@ -167,7 +169,8 @@ impl Notice {
             "payment_intent.payment_failed" => None,
             "payment_intent.canceled" => Some(Observed::Canceled),
             "payment_intent.succeeded" => Some(Observed::Succeeded),
-            "charge.refunded" => {
+            // A charge, or (the other three) a refund: both name the PaymentIntent.
+            "charge.refunded" | "charge.refund.updated" | "refund.updated" | "refund.failed" => {
                 let charge: Option<WireCharge> = serde_json::from_value(event.data.object).ok();
                 let intent = charge.and_then(|c| c.payment_intent).and_then(|pi| PaymentIntentId::parse(&pi).ok());
                 let kind = match intent {
@@ -627,6 +630,51 @@ mod tests {
         assert_eq!(store.payment(order_id).stage, Stage::Captured { intent: intent.clone() });
         assert!(!store.events().iter().any(|e| matches!(e, Event::PaymentVoided(PaymentVoided { .. }))));
         assert!(matches!(store.events().last(), Some(Event::PaymentCaptured(_))));
+    }
+
+    #[tokio::test]
+    async fn a_refund_that_failed_after_pending_is_announced_once_from_stripes_word() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = crate::testing::captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+        let ask = crate::refunding::Ask {
+            order_id,
+            source: crate::refund::Source::Key("k1".into()),
+            amount: Some(700),
+            reason: domain_events::payment::RefundReason::RequestedByCustomer,
+            note: None,
+            request: None,
+        };
+        crate::refunding::request_refund(&store, &stripe, ask, T0).await.unwrap();
+        let re = stripe.refunds_of(&intent)[0].id.clone();
+        let (inbox, secrets) = (FakeWebhookInbox::at(T0), [SigningSecret::new(SECRET).unwrap()]);
+        // The event's own word (failed) before Stripe's: only Stripe's status counts.
+        let updated = |id: &str, event_type: &str| {
+            serde_json::json!({ "id": id, "object": "event", "type": event_type,
+                "data": { "object": { "id": re, "object": "refund", "payment_intent": intent.as_str(),
+                    "status": "failed", "failure_reason": "lost_or_stolen_card" } } })
+            .to_string()
+        };
+        let failures =
+            |store: &FakeStore| store.events().iter().filter(|e| matches!(e, Event::RefundFailed(_))).count();
+
+        let early = handle(&store, &stripe, &inbox, &secrets, &signed(&updated("evt_u1", "refund.failed")), T0).await;
+        let before = failures(&store);
+        stripe.end_refund(&re, "failed", Some("lost_or_stolen_card"));
+        let mut statuses = vec![early.status().as_u16()];
+        for (id, event_type) in
+            [("evt_u2", "charge.refund.updated"), ("evt_u3", "refund.updated"), ("evt_u2", "charge.refund.updated")]
+        {
+            let reply = handle(&store, &stripe, &inbox, &secrets, &signed(&updated(id, event_type)), T0).await;
+            statuses.push(reply.status().as_u16());
+        }
+
+        assert_eq!(statuses, vec![200; 4]);
+        assert_eq!((before, failures(&store)), (0, 1), "nothing on the event's word, then once");
+        assert!(matches!(store.events().last(), Some(Event::RefundFailed(f))
+            if f.order_id == order_id && f.amount.amount() == 700 && f.failure_reason == "lost_or_stolen_card"
+                && f.stripe_refund_id.as_deref() == Some(re.as_str())));
+        assert_eq!(store.payment(order_id).refunds.reserved, 0, "refundable again");
     }
 
     #[tokio::test]

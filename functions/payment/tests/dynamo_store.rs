@@ -9,8 +9,8 @@
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the tests).
 #![allow(clippy::unwrap_used)]
 
-use time::OffsetDateTime;
 use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
 
 use domain_events::payment::{
     PaymentActionRequired, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed,
@@ -486,6 +486,7 @@ mod refunds {
             status: RefundStatus::Pending,
             created_at: T0,
             request: Some("{}".into()),
+            attempt: 0,
         }
     }
 
@@ -515,7 +516,9 @@ mod refunds {
         assert!(matches!(again, Reserved::Exists(existing) if existing.source == Source::Key("a".into())));
         let stored = table.store.get(order_id).await.unwrap().unwrap();
         assert_eq!(stored.refunds.reserved, 2000);
-        let pending = table.store.pending_refunds(T0, None).await.unwrap();
+        let due = payment::refund::REFUND_TIMEOUT;
+        assert!(table.store.due_refunds(T0 + due - Duration::seconds(1), None).await.unwrap().items.is_empty());
+        let pending = table.store.due_refunds(T0 + due, None).await.unwrap();
         assert_eq!(pending.items, vec![PendingRefund { order_id, source: Source::Key("a".into()) }]);
     }
 
@@ -533,7 +536,8 @@ mod refunds {
         let twice = table.store.settle_refund(&payment, &settled, &issued(&settled)).await.unwrap();
         let mut refused = b.clone();
         refused.status = RefundStatus::Failed { reason: "charge_disputed".into() };
-        let failed = table.store.fail_refund(&refused).await.unwrap();
+        let refused_event = payment::refunding::failed(&refused, None).unwrap();
+        let failed = table.store.fail_refund(&refused, &refused_event).await.unwrap();
 
         assert_eq!(done, Recorded::Done);
         assert!(matches!(twice, Recorded::Already(current) if current.status == settled.status));
@@ -542,8 +546,43 @@ mod refunds {
         assert_eq!((stored.refunds.reserved, stored.refunds.refunded), (1000, 1000));
         assert_eq!(table.store.refund(order_id, &a.source).await.unwrap(), Some(settled));
         assert_eq!(table.store.refunds(order_id).await.unwrap().len(), 2);
-        assert!(table.store.pending_refunds(T0, None).await.unwrap().items.is_empty(), "out of the index");
-        assert_eq!(table.outbox().await.iter().filter(|t| *t == "RefundIssued").count(), 1);
+        assert!(
+            table.store.due_refunds(T0 + Duration::days(1), None).await.unwrap().items.is_empty(),
+            "out of the index"
+        );
+        let outbox = table.outbox().await;
+        assert_eq!(outbox.iter().filter(|t| *t == "RefundIssued").count(), 1);
+        assert_eq!(outbox.iter().filter(|t| *t == "RefundFailed").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refund_stripe_holds_pending_is_followed_listed_when_due_and_moves_on_its_key_once() {
+        let table = table().await;
+        let (order_id, payment) = captured(&table).await;
+        let a = refund(order_id, "a", 1000);
+        table.store.reserve_refund(&payment, &a).await.unwrap();
+        let look_again_at = T0 + Duration::minutes(15);
+        let following =
+            Refund { status: RefundStatus::Processing { stripe_refund_id: "re_p".into(), look_again_at }, ..a.clone() };
+
+        let moved = table.store.next_attempt(&a).await.unwrap();
+        let stale = table.store.next_attempt(&a).await.unwrap();
+        let followed = table.store.follow_refund(&following).await.unwrap();
+        let other = Refund {
+            status: RefundStatus::Processing { stripe_refund_id: "re_other".into(), look_again_at },
+            ..a.clone()
+        };
+        let refused = table.store.follow_refund(&other).await.unwrap();
+
+        assert_eq!((moved, stale), (true, false), "one retry moves the key on");
+        assert_eq!(followed, Recorded::Done);
+        let stored = table.store.refund(order_id, &a.source).await.unwrap().unwrap();
+        assert_eq!((stored.status.clone(), stored.attempt), (following.status.clone(), 1));
+        assert!(matches!(refused, Recorded::Already(current) if current.status == following.status));
+        let before = table.store.due_refunds(look_again_at - Duration::seconds(1), None).await.unwrap();
+        let due = table.store.due_refunds(look_again_at, None).await.unwrap();
+        assert!(before.items.is_empty(), "not read back before its time");
+        assert_eq!(due.items, vec![PendingRefund { order_id, source: a.source.clone() }]);
     }
 
     #[tokio::test]

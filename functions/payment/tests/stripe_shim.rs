@@ -183,7 +183,7 @@ async fn a_capture_tried_again_after_a_stripe_500_goes_through() {
     // The queue's retry of the same dispatch: Stripe saved the 500 under a repeated key.
     let retry = stripe.gateway.capture_intent(order_id, &created.id).await;
 
-    assert!(matches!(first, Err(GatewayError::Unavailable(_))), "{first:?}");
+    assert!(matches!(first, Err(GatewayError::ServerError(_))), "{first:?}");
     assert_eq!(retry.map(|intent| intent.status), Ok(IntentStatus::Succeeded), "not the saved 500 again");
 }
 
@@ -212,6 +212,7 @@ mod refunds {
     use domain_events::payment::RefundReason;
     use kernel::RefundId;
     use payment::ports::RefundGateway;
+    use payment::ports::RefundOutcome;
     use payment::refund::{Refund, RefundStatus, Source};
 
     use super::*;
@@ -236,7 +237,60 @@ mod refunds {
             status: RefundStatus::Pending,
             created_at: time::OffsetDateTime::now_utc(),
             request: None,
+            attempt: 0,
         }
+    }
+
+    /// The emulator's test controls for refunds (see infra/emulators/stripe_server.py).
+    async fn control(stripe: &Emulator, path: &str, form: &[(&str, &str)]) {
+        let url = format!("{}/_test/{path}", stripe.process.url);
+        let response = reqwest::Client::new().post(url).bearer_auth(SECRET).form(form).send().await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+    }
+
+    #[tokio::test]
+    async fn a_refund_the_bank_takes_time_over_is_pending_then_read_back_as_it_ends() {
+        let stripe = emulator().await;
+        let order_id = OrderId::new();
+        let created = stripe.gateway.create_intent(order_id, &order("pm_card_pendingRefund")).await.unwrap();
+        stripe.gateway.confirm_intent(order_id, &created.id).await.unwrap();
+        stripe.gateway.capture_intent(order_id, &created.id).await.unwrap();
+        let (first, second) = (refund(order_id, 1500), refund(order_id, 1500));
+
+        let made = stripe.gateway.create_refund(&created.id, &first).await.unwrap();
+        let pending = stripe.gateway.retrieve_refund(&made.id).await.unwrap();
+        control(
+            &stripe,
+            &format!("refunds/{}/end", made.id),
+            &[("status", "failed"), ("failure_reason", "lost_or_stolen_card")],
+        )
+        .await;
+        let ended = stripe.gateway.retrieve_refund(&made.id).await.unwrap();
+        let again = stripe.gateway.create_refund(&created.id, &second).await;
+
+        assert_eq!((made.outcome(), pending.outcome()), (RefundOutcome::Pending, RefundOutcome::Pending));
+        assert_eq!(ended.outcome(), RefundOutcome::Failed("lost_or_stolen_card".into()));
+        assert!(again.is_ok(), "a failed refund gave its amount back to the charge: {again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refund_after_a_stripe_500_is_made_once_under_the_next_attempts_key() {
+        let stripe = emulator().await;
+        let (order_id, intent) = captured(&stripe).await;
+        control(&stripe, &format!("payment_intents/{intent}/fail_next_refund"), &[]).await;
+        let first = refund(order_id, 1000);
+
+        let outage = stripe.gateway.create_refund(&intent, &first).await;
+        let replayed = stripe.gateway.create_refund(&intent, &first).await;
+        let listed = stripe.gateway.list_refunds(&intent).await.unwrap();
+        let next = Refund { attempt: 1, ..first.clone() };
+        let made = stripe.gateway.create_refund(&intent, &next).await.unwrap();
+
+        assert!(matches!(outage, Err(GatewayError::ServerError(_))), "{outage:?}");
+        assert!(matches!(replayed, Err(GatewayError::ServerError(_))), "Stripe replays the saved 500: {replayed:?}");
+        assert!(listed.is_empty(), "nothing was refunded by the 500");
+        assert_eq!(stripe.gateway.list_refunds(&intent).await.unwrap(), vec![made.clone()], "exactly one refund");
+        assert_eq!(made.refund_id, Some(first.refund_id));
     }
 
     #[tokio::test]
@@ -250,7 +304,7 @@ mod refunds {
         let too_much = stripe.gateway.create_refund(&intent, &refund(order_id, 1501)).await;
         let listed = stripe.gateway.list_refunds(&intent).await.unwrap();
 
-        assert!(made.id.starts_with("re_") && made.taken(), "{made:?}");
+        assert!(made.id.starts_with("re_") && made.outcome() == RefundOutcome::Succeeded, "{made:?}");
         assert_eq!(again, made, "the same idempotency key gives the same refund");
         assert!(
             matches!(&too_much, Err(GatewayError::Refused { code, .. }) if code == "amount_too_large"),

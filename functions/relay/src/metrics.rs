@@ -43,6 +43,10 @@ pub fn business(envelope: &Envelope) -> Vec<Metric> {
             Metric::value("RefundValue", Unit::None, minor_units(refund.amount))
                 .by("Currency", refund.amount.currency().code()),
         ],
+        // A customer owed money nobody paid: alarmed on with the capture failures (template.yaml).
+        Event::RefundFailed(failed) => {
+            vec![Metric::count("RefundsFailed").by("Reason", &failed.failure_reason).and_total()]
+        }
         Event::PaymentDisputed(_) => vec![Metric::count("PaymentsDisputed")],
         Event::ShipmentDispatched(_) => vec![Metric::count("ShipmentsDispatched")],
         Event::ShipmentDelivered(_) => vec![Metric::count("ShipmentsDelivered")],

@@ -180,6 +180,7 @@ events! {
     PaymentCaptured => Payment, payment::PaymentCaptured;
     PaymentCaptureFailed => Payment, payment::PaymentCaptureFailed;
     RefundIssued => Payment, payment::RefundIssued;
+    RefundFailed => Payment, payment::RefundFailed;
     PaymentDisputed => Payment, payment::PaymentDisputed;
     ShipmentCreated => Fulfillment, fulfillment::ShipmentCreated;
     ShipmentDispatched => Fulfillment, fulfillment::ShipmentDispatched;

@@ -89,6 +89,28 @@ pub struct RefundIssued {
     pub refunded_total: Money,
 }
 
+/// A refund did not pay the money back: Stripe refused it, or it ended `failed` or `canceled`
+/// after Stripe had accepted it as `pending` (the customer's card was closed, …). Its amount is
+/// refundable again; the customer is still owed it, so a person must act (refund again, or
+/// pay another way). Never follows a `RefundIssued` of the same refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefundFailed {
+    pub order_id: OrderId,
+    pub refund_id: RefundId,
+    /// Stripe's refund id (`re_…`), when Stripe made the refund before it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_refund_id: Option<String>,
+    pub amount: Money,
+    /// Why the refund was asked for.
+    pub reason: RefundReason,
+    /// Stripe's `failure_reason` (`lost_or_stolen_card`, `expired_or_canceled_card`, `declined`,
+    /// …), `canceled`, or the error code Stripe refused the refund with (`charge_disputed`, …).
+    pub failure_reason: String,
+    /// The return the refund was for, when it was made for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<ReturnId>,
+}
+
 /// The customer's bank opened a dispute (chargeback) on the order's payment: a person must
 /// answer it in Stripe before its deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
