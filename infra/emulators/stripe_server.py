@@ -102,6 +102,14 @@ Refunds and disputes (what Ferrocart's refunds and its charge.* webhooks need):
     (`dp_…`, charge, payment_intent, amount, currency, reason, status `needs_response`). Answers the
     dispute; 404 for an unknown PaymentIntent, 400 payment_intent_unexpected_state for one with no
     successful charge. Stripe has no such call (test cards dispute on their own).
+  * POST /_test/disputes/{id}/close (with the secret key; `status` won, lost, warning_closed or
+    prevented, default won): the bank decides. The dispute takes that status and
+    `charge.dispute.closed` is sent with it, as Stripe does when a dispute closes. The charge is
+    left as it is (Stripe debits a dispute's funds apart from refunds; funds_withdrawn and
+    funds_reinstated are not sent). Answers the dispute; 404 for an unknown id, 400 for another
+    status or a dispute already closed. Stripe has no such call (in test mode, evidence
+    `winning_evidence` or `losing_evidence` closes a test dispute on its own).
+  * GET /v1/disputes/{id} (Stripe's): the dispute as it is now. localstripe has no disputes.
 
 Not emulated: confirming with a new payment_method, webhooks' Event shape (`pending_webhooks`),
 off_session / error_on_requires_action / automatic_payment_methods (400 "Unexpected ...").
@@ -541,6 +549,23 @@ class Dispute(R.StripeObject):
         self.metadata = {}
 
 
+CLOSED_DISPUTE = ('won', 'lost', 'warning_closed', 'prevented')
+
+
+async def close_dispute(request):
+    """POST /_test/disputes/{id}/close: see the module's refunds and disputes."""
+    made = Dispute._api_retrieve(request.match_info['id'])
+    form = dict(parse_qsl((await request.read()).decode('utf-8', 'replace')))
+    status = form.get('status') or 'won'
+    if status not in CLOSED_DISPUTE:
+        raise stripe_error(400, 'Invalid status: must be one of %s' % ', '.join(CLOSED_DISPUTE), param='status')
+    if made.status in CLOSED_DISPUTE:
+        raise stripe_error(400, 'Dispute %s is already closed (%s).' % (made.id, made.status))
+    made.status = status
+    schedule_webhook(R.Event('charge.dispute.closed', made))
+    return S.json_response(made._export())
+
+
 async def dispute(request):
     """POST /_test/payment_intents/{id}/dispute: see the module's refunds and disputes."""
     pi = R.PaymentIntent._api_retrieve(request.match_info['id'])
@@ -646,6 +671,7 @@ S.app.middlewares.append(route_overrides)
 S.app.router.add_post('/_test/payment_intents/{id}/expire_authorization', expire_authorization)
 S.app.router.add_post('/_test/payment_intents/{id}/fail_next_capture', fail_next_capture)
 S.app.router.add_post('/_test/payment_intents/{id}/dispute', dispute)
+S.app.router.add_post('/_test/disputes/{id}/close', close_dispute)
 S.app.router.add_get('/v1/disputes/{id}', S.api_retrieve(Dispute, '/v1/disputes/{id}'))
 S.app.router.add_post('/_test/payment_intents/{id}/fail_next_refund', fail_next_refund)
 S.app.router.add_post('/_test/refunds/{id}/end', end_refund)

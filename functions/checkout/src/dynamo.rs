@@ -870,6 +870,8 @@ mod tests {
             amount: usd(16193),
             reason: "fraudulent".into(),
             at: order.created_at,
+            outcome: Some(domain_events::payment::DisputeOutcome::Lost),
+            closed_at: Some(order.created_at),
         }];
         order.flag_resolutions = vec![crate::order::FlagResolution {
             flag: Flag::DispatchedAfterCancel,

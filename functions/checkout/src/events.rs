@@ -9,6 +9,7 @@ use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger
 use lambda_glue::sweep::{Sweep, Tick};
 
 use crate::order::{Dispatch, SagaStep, ShipmentLine};
+use crate::returns::DisputeClosing;
 use crate::returns::{Dispute, Refund, RefundState};
 use crate::service::{self, CheckoutError, OrderStore, SWEEP_PAGE};
 
@@ -125,8 +126,20 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
             (e.order_id, SagaStep::RefundFailed(refund))
         }
         Event::PaymentDisputed(e) => {
-            let dispute = Dispute { dispute_id: e.dispute_id, amount: e.amount, reason: e.reason, at: occurred_at };
+            let dispute = Dispute {
+                dispute_id: e.dispute_id,
+                amount: e.amount,
+                reason: e.reason,
+                at: occurred_at,
+                outcome: None,
+                closed_at: None,
+            };
             (e.order_id, SagaStep::PaymentDisputed(dispute))
+        }
+        Event::PaymentDisputeClosed(e) => {
+            let (dispute_id, amount, reason, outcome) = (e.dispute_id, e.amount, e.reason, e.outcome);
+            let closing = DisputeClosing { dispute_id, amount, reason, outcome, at: occurred_at };
+            (e.order_id, SagaStep::PaymentDisputeClosed(closing))
         }
         other => {
             return Err(HandlerError::Permanent(format!("checkout does not subscribe to {}", other.detail_type())));

@@ -36,7 +36,7 @@ use domain_events::inventory::RejectionReason;
 use kernel::{CartId, FieldError, Money, OrderId, ShipmentId, Sku};
 
 use crate::pricing::Totals;
-use crate::returns::{Dispute, Refund, Return};
+use crate::returns::{Dispute, DisputeClosing, Refund, Return};
 
 /// ISO 3166-1 alpha-2 country codes.
 const COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR \
@@ -504,6 +504,8 @@ pub enum SagaStep {
     RefundFailed(Refund),
     /// The customer's bank disputes the payment (`PaymentDisputed`).
     PaymentDisputed(Dispute),
+    /// A dispute closed: won, lost, or an inquiry closed (`PaymentDisputeClosed`).
+    PaymentDisputeClosed(DisputeClosing),
 }
 
 /// A shipment left its warehouse.
@@ -856,6 +858,12 @@ impl Order {
             }
             (_, SagaStep::PaymentDisputed(dispute)) => {
                 if !self.record_dispute(dispute) {
+                    return Ok(None);
+                }
+                Vec::new()
+            }
+            (_, SagaStep::PaymentDisputeClosed(closing)) => {
+                if !self.close_dispute(closing) {
                     return Ok(None);
                 }
                 Vec::new()

@@ -34,7 +34,7 @@ use time::{Duration, OffsetDateTime};
 
 use domain_events::Event;
 use domain_events::checkout::{ReturnLine, ReturnReceived};
-use domain_events::payment::RefundReason;
+use domain_events::payment::{DisputeOutcome, RefundReason};
 use kernel::{FieldError, Money, RefundId, ReturnId, Sku, Warehouse};
 
 use crate::order::{Flag, Order, ShipmentStatus, Status};
@@ -242,7 +242,23 @@ pub struct Dispute {
     pub dispute_id: String,
     pub amount: Money,
     pub reason: String,
+    /// When it opened (or, heard of only by its closing, when it closed).
     #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// How it ended, once payment announced it closed (`PaymentDisputeClosed`); absent while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<DisputeOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+}
+
+/// A dispute closed, as payment announced it (`PaymentDisputeClosed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeClosing {
+    pub dispute_id: String,
+    pub amount: Money,
+    pub reason: String,
+    pub outcome: DisputeOutcome,
     pub at: OffsetDateTime,
 }
 
@@ -534,6 +550,37 @@ impl Order {
         }
         self.disputes.push(dispute.clone());
         self.flag(Flag::Disputed);
+        true
+    }
+
+    /// Records a dispute's outcome. `false`: known already (a dispute closes once). A dispute
+    /// heard of only by its closing (Stripe does not order its webhooks) is recorded with it.
+    ///
+    /// Lost: the money is gone, so `disputed` is raised (again, if an admin resolved it while the
+    /// dispute was open) and stays until an admin resolves it. Won, or an inquiry that closed:
+    /// `disputed` clears itself once every dispute of the order is closed and none was lost (a
+    /// lost one keeps it for an admin, even one whose flag an admin resolved before).
+    pub(crate) fn close_dispute(&mut self, closing: &DisputeClosing) -> bool {
+        match self.disputes.iter_mut().find(|d| d.dispute_id == closing.dispute_id) {
+            Some(known) if known.outcome.is_some() => return false,
+            Some(known) => {
+                known.outcome = Some(closing.outcome);
+                known.closed_at = Some(closing.at);
+            }
+            None => self.disputes.push(Dispute {
+                dispute_id: closing.dispute_id.clone(),
+                amount: closing.amount,
+                reason: closing.reason.clone(),
+                at: closing.at,
+                outcome: Some(closing.outcome),
+                closed_at: Some(closing.at),
+            }),
+        }
+        if !closing.outcome.for_the_shop() {
+            self.flag(Flag::Disputed);
+        } else if self.disputes.iter().all(|d| d.outcome.is_some_and(DisputeOutcome::for_the_shop)) {
+            self.flags.retain(|f| *f != Flag::Disputed);
+        }
         true
     }
 
@@ -943,15 +990,93 @@ mod tests {
         assert_eq!(one.apply(&SagaStep::RefundIssued(for_return), at(7)), Ok(None), "a repeat changes nothing");
     }
 
+    fn opened(id: &str, day: i64) -> SagaStep {
+        let (dispute_id, reason) = (id.into(), "fraudulent".into());
+        SagaStep::PaymentDisputed(Dispute {
+            dispute_id,
+            amount: usd(2000),
+            reason,
+            at: at(day),
+            outcome: None,
+            closed_at: None,
+        })
+    }
+
+    fn closed(id: &str, outcome: DisputeOutcome, day: i64) -> SagaStep {
+        let (dispute_id, reason) = (id.into(), "fraudulent".into());
+        SagaStep::PaymentDisputeClosed(DisputeClosing { dispute_id, amount: usd(2000), reason, outcome, at: at(day) })
+    }
+
+    fn disputed_order() -> Order {
+        let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
+        order.apply(&opened("dp_1", 9), at(9)).unwrap();
+        order
+    }
+
     #[test]
     fn a_dispute_flags_the_order_once() {
-        let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
-        let dispute = Dispute { dispute_id: "dp_1".into(), amount: usd(2000), reason: "fraudulent".into(), at: at(9) };
-
-        order.apply(&SagaStep::PaymentDisputed(dispute.clone()), at(9)).unwrap();
+        let mut order = disputed_order();
 
         assert_eq!(order.flags, vec![Flag::Disputed]);
-        assert_eq!(order.apply(&SagaStep::PaymentDisputed(dispute), at(10)), Ok(None));
+        assert_eq!(order.apply(&opened("dp_1", 9), at(10)), Ok(None));
+    }
+
+    #[test]
+    fn a_won_dispute_clears_the_flag_itself_and_is_recorded_once() {
+        let mut order = disputed_order();
+
+        order.apply(&closed("dp_1", DisputeOutcome::Won, 20), at(20)).unwrap();
+
+        assert!(order.flags.is_empty());
+        assert_eq!((order.disputes[0].outcome, order.disputes[0].closed_at), (Some(DisputeOutcome::Won), Some(at(20))));
+        assert_eq!(order.apply(&closed("dp_1", DisputeOutcome::Lost, 21), at(21)), Ok(None), "closed once");
+    }
+
+    #[test]
+    fn a_lost_dispute_keeps_the_flag_and_raises_it_again_if_an_admin_resolved_it_while_open() {
+        let mut kept = disputed_order();
+        let mut resolved = disputed_order();
+        assert!(resolved.resolve_flag(Flag::Disputed, "root", "evidence sent to Stripe", at(10)));
+
+        for order in [&mut kept, &mut resolved] {
+            order.apply(&closed("dp_1", DisputeOutcome::Lost, 20), at(20)).unwrap();
+        }
+
+        assert_eq!(kept.flags, vec![Flag::Disputed]);
+        assert_eq!(resolved.flags, vec![Flag::Disputed], "the money is gone: the shop must decide");
+        assert!(resolved.resolve_flag(Flag::Disputed, "root", "written off", at(21)));
+        assert!(resolved.flags.is_empty());
+    }
+
+    #[test]
+    fn a_won_dispute_leaves_the_flag_while_another_is_open_or_was_lost() {
+        let mut order = disputed_order();
+        order.apply(&opened("dp_2", 10), at(10)).unwrap();
+
+        order.apply(&closed("dp_1", DisputeOutcome::Won, 20), at(20)).unwrap();
+        assert_eq!(order.flags, vec![Flag::Disputed], "dp_2 is still open");
+        order.apply(&closed("dp_2", DisputeOutcome::WarningClosed, 21), at(21)).unwrap();
+        assert!(order.flags.is_empty(), "both closed for the shop");
+
+        let mut lost_first = disputed_order();
+        lost_first.apply(&opened("dp_2", 10), at(10)).unwrap();
+        lost_first.apply(&closed("dp_1", DisputeOutcome::Lost, 20), at(20)).unwrap();
+        lost_first.apply(&closed("dp_2", DisputeOutcome::Won, 21), at(21)).unwrap();
+        assert_eq!(lost_first.flags, vec![Flag::Disputed], "dp_1 was lost");
+    }
+
+    #[test]
+    fn a_closing_heard_before_its_opening_records_the_dispute_and_the_late_opening_changes_nothing() {
+        let mut won = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
+        let mut lost = won.clone();
+
+        won.apply(&closed("dp_1", DisputeOutcome::Won, 20), at(20)).unwrap();
+        lost.apply(&closed("dp_1", DisputeOutcome::Lost, 20), at(20)).unwrap();
+
+        assert_eq!((won.disputes.len(), won.flags.len()), (1, 0));
+        assert_eq!(lost.flags, vec![Flag::Disputed]);
+        assert_eq!(won.apply(&opened("dp_1", 9), at(21)), Ok(None), "known already: not flagged again");
+        assert!(won.flags.is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use domain_events::payment::DisputeOutcome;
 use kernel::{Money, ReturnId, ShipmentId};
 
 use crate::order::{CaptureFailure, Flag, FlagResolution, Order, Status};
@@ -36,6 +37,8 @@ pub enum Happening {
     RefundFailed,
     /// Admins only: the payment is disputed (`amount`, `reason`).
     Disputed,
+    /// Admins only: a dispute closed (`amount`, `outcome`).
+    DisputeClosed,
     /// Admins only: an admin resolved a flag (`flag`, `note`, `by`).
     FlagResolved,
 }
@@ -81,6 +84,9 @@ pub struct Moment {
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// How a dispute ended, for `dispute_closed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<DisputeOutcome>,
 }
 
 impl Moment {
@@ -95,6 +101,7 @@ impl Moment {
             flag: None,
             note: None,
             by: None,
+            outcome: None,
         }
     }
 }
@@ -190,6 +197,10 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
     for dispute in order.disputes.iter().filter(|_| admin) {
         let moment = Moment::new(Happening::Disputed, dispute.at);
         moments.push(Moment { amount: Some(dispute.amount), reason: Some(dispute.reason.clone()), ..moment });
+        if let (Some(outcome), Some(at)) = (dispute.outcome, dispute.closed_at) {
+            let moment = Moment::new(Happening::DisputeClosed, at);
+            moments.push(Moment { amount: Some(dispute.amount), outcome: Some(outcome), ..moment });
+        }
     }
     for resolved in order.flag_resolutions.iter().filter(|_| admin) {
         moments.push(Moment {

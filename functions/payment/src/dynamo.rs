@@ -8,6 +8,7 @@
 //! | webhook inbox | `STRIPE#{evt_…}` | `STRIPE` | Stripe events the webhook took (`status`, `lease_until`, `expires_at`) |
 //! | refund  | `PAY#{order_id}` | `REFUND#{source}` | one refund; `source` is `key#{Idempotency-Key}`, `return#{ret_…}` or `stripe#{re_…}` |
 //! | dispute | `PAY#{order_id}` | `DISPUTE#{dp_…}` | a dispute announced (`PaymentDisputed`), once |
+//! | dispute closed | `PAY#{order_id}` | `DISPUTE#{dp_…}#CLOSED` | its closing announced (`PaymentDisputeClosed`), once |
 //!
 //! Refunds: the payment item keeps `refund_reserved` (the amounts of every refund not failed)
 //! and `refunded` (the succeeded ones), in minor units. A refund item holds `refund_id`,
@@ -1103,7 +1104,24 @@ impl RefundStore for DynamoPayments {
     }
 
     async fn record_dispute(&self, order_id: OrderId, dispute_id: &str, event: &Envelope) -> Result<bool, StoreError> {
-        let mut marker = adapters::dynamo::key(format!("PAY#{order_id}"), format!("DISPUTE#{dispute_id}"));
+        self.announce_once(order_id, format!("DISPUTE#{dispute_id}"), event).await
+    }
+
+    async fn record_dispute_closed(
+        &self,
+        order_id: OrderId,
+        dispute_id: &str,
+        event: &Envelope,
+    ) -> Result<bool, StoreError> {
+        self.announce_once(order_id, format!("DISPUTE#{dispute_id}#CLOSED"), event).await
+    }
+}
+
+impl DynamoPayments {
+    /// Writes the marker `sk` of the order's partition with `event`, in one transaction that
+    /// fails on the marker if it exists: false when it did (announced before).
+    async fn announce_once(&self, order_id: OrderId, sk: String, event: &Envelope) -> Result<bool, StoreError> {
+        let mut marker = adapters::dynamo::key(format!("PAY#{order_id}"), sk);
         marker.insert("order_id".to_owned(), s(order_id.to_string()));
         let mut transaction = Transaction::new();
         transaction

@@ -48,6 +48,7 @@ pub mod admin;
 pub mod authorize;
 pub mod cancel;
 pub mod capture;
+pub mod dispute;
 pub mod dynamo;
 pub mod error;
 pub mod events;

@@ -282,6 +282,14 @@ pub trait RefundStore: PaymentStore {
     ) -> Result<Recorded, StoreError>;
     /// Records a dispute with its event, once per dispute id: false when it was recorded before.
     async fn record_dispute(&self, order_id: OrderId, dispute_id: &str, event: &Envelope) -> Result<bool, StoreError>;
+    /// Records a dispute's closing with its event, once per dispute id: false when it was
+    /// recorded before.
+    async fn record_dispute_closed(
+        &self,
+        order_id: OrderId,
+        dispute_id: &str,
+        event: &Envelope,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A refund as Stripe has it.
@@ -334,4 +342,22 @@ pub trait RefundGateway {
     async fn list_refunds(&self, intent: &PaymentIntentId) -> Result<Vec<StripeRefund>, GatewayError>;
     /// The order a PaymentIntent was made for (its `order_id` metadata), read from Stripe.
     async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError>;
+    /// One dispute as Stripe has it now (`GET /v1/disputes/{id}`); `None` when Stripe has none.
+    async fn retrieve_dispute(&self, dispute_id: &str) -> Result<Option<StripeDispute>, GatewayError>;
+}
+
+/// A dispute as Stripe has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeDispute {
+    /// `dp_…`
+    pub id: String,
+    /// The disputed charge's PaymentIntent.
+    pub intent: Option<PaymentIntentId>,
+    /// In ISO minor units of the charge's currency.
+    pub amount: Money,
+    /// `fraudulent`, `product_not_received`, …
+    pub reason: String,
+    /// `warning_needs_response`, `warning_under_review`, `warning_closed`, `needs_response`,
+    /// `under_review`, `won`, `lost`, `prevented`.
+    pub status: String,
 }

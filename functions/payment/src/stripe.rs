@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_client_core::{IdempotencyKey, RequestBuilder, RequestStrategy, StripeMethod, StripeRequest};
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent, ConfirmPaymentIntent,
     CreatePaymentIntent, RetrievePaymentIntent,
@@ -54,9 +54,11 @@ use lambda_glue::metrics::{Metric, Unit};
 
 use crate::StripeSecret;
 use crate::model::{ClientSecret, OrderPayment, PaymentIntentId};
-use crate::ports::{Decline, GatewayError, Intent, IntentStatus, PaymentGateway, RefundGateway, StripeRefund};
+use crate::ports::{
+    Decline, GatewayError, Intent, IntentStatus, PaymentGateway, RefundGateway, StripeDispute, StripeRefund,
+};
 use crate::refund::Refund;
-use crate::stripe_client::{ApiError, IntentReply, RefundPage, RefundReply, StripeError, Transport};
+use crate::stripe_client::{ApiError, DisputeReply, IntentReply, RefundPage, RefundReply, StripeError, Transport};
 
 /// Per call (one attempt each). A message makes at most four calls, which with DynamoDB is
 /// `events::PER_MESSAGE` (36 s), within the function's 40 s timeout.
@@ -438,6 +440,27 @@ impl RefundGateway for StripeGateway {
         .await
         .map_err(classify)?;
         Ok(pi.metadata.as_ref().and_then(|metadata| metadata.get("order_id")).and_then(|id| id.parse().ok()))
+    }
+
+    async fn retrieve_dispute(&self, dispute_id: &str) -> Result<Option<StripeDispute>, GatewayError> {
+        // Built by hand: async-stripe's `RetrieveDispute` is behind async-stripe-core's `dispute`
+        // feature, whose generated types this one GET does not need.
+        let path = format!("/disputes/{dispute_id}");
+        let request = RequestBuilder::new(StripeMethod::Get, path).customize::<DisputeReply>().send(&self.client);
+        let found = match observed("retrieve_dispute", request).await.map_err(classify) {
+            Ok(found) => found,
+            Err(GatewayError::Refused { code, .. }) if code == "resource_missing" => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let currency = kernel::Currency::parse(&found.currency.to_ascii_uppercase())
+            .map_err(|_| GatewayError::Misconfigured(format!("dispute {} in an unknown currency", found.id)))?;
+        Ok(Some(StripeDispute {
+            amount: iso_amount(found.amount, currency)?,
+            intent: found.payment_intent.as_deref().and_then(|pi| PaymentIntentId::parse(pi).ok()),
+            reason: found.reason.unwrap_or_default(),
+            status: found.status,
+            id: found.id,
+        }))
     }
 }
 

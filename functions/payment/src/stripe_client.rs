@@ -149,6 +149,19 @@ pub struct RefundPage {
     pub has_more: bool,
 }
 
+/// A Dispute as the gateway reads it (`GET /v1/disputes/{id}`).
+#[derive(Debug, miniserde::Deserialize)]
+pub struct DisputeReply {
+    pub id: String,
+    /// In Stripe's minor units.
+    pub amount: i64,
+    /// Lower-case ISO code.
+    pub currency: String,
+    pub payment_intent: Option<String>,
+    pub reason: Option<String>,
+    pub status: String,
+}
+
 /// Why a [`Transport`] was not built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

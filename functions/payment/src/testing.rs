@@ -23,6 +23,7 @@ use crate::error::PaymentError;
 use crate::model::{
     CaptureSettlement, Change, ClientSecret, Fact, OrderPayment, Payment, PaymentIntentId, Settlement, Stage,
 };
+use crate::ports::StripeDispute;
 use crate::ports::{
     Claim, Decline, GatewayError, Intent, IntentStatus, PaymentGateway, PaymentStore, Recorded, RefundGateway,
     RefundOutcome, RefundStore, Reserved, StoreError, StripeRefund, Write,
@@ -62,6 +63,8 @@ pub struct FakeStore {
     after_settle: Mutex<Option<Landing>>,
     refunds: Mutex<Refunds>,
     disputes: Mutex<Vec<(OrderId, String)>>,
+    /// Disputes whose closing was recorded.
+    closed_disputes: Mutex<Vec<(OrderId, String)>>,
     /// Runs on the payment right before the next refund reservation is decided: another
     /// refund's reservation landing between our read and our write.
     before_reserve: Mutex<Option<Landing>>,
@@ -292,6 +295,8 @@ pub struct FakeStripe {
     confirmations: Mutex<u32>,
     captures: Mutex<u32>,
     faults: Mutex<Vec<(Call, Fault)>>,
+    /// Disputes opened at Stripe.
+    disputes: Mutex<Vec<StripeDispute>>,
     /// Refunds made, by PaymentIntent: each with the idempotency key it was made with, `None`
     /// for one made in the Dashboard.
     refunds: Mutex<Vec<(PaymentIntentId, Option<String>, StripeRefund)>>,
@@ -834,6 +839,21 @@ impl RefundStore for FakeStore {
         lock(&self.events).push(event.event.clone());
         Ok(true)
     }
+
+    async fn record_dispute_closed(
+        &self,
+        order_id: OrderId,
+        dispute_id: &str,
+        event: &Envelope,
+    ) -> Result<bool, StoreError> {
+        let mut closed = lock(&self.closed_disputes);
+        if closed.iter().any(|(order, id)| *order == order_id && id == dispute_id) {
+            return Ok(false);
+        }
+        closed.push((order_id, dispute_id.to_owned()));
+        lock(&self.events).push(event.event.clone());
+        Ok(true)
+    }
 }
 
 impl FakeStripe {
@@ -962,6 +982,36 @@ impl RefundGateway for FakeStripe {
 
     async fn intent_order(&self, intent: &PaymentIntentId) -> Result<Option<OrderId>, GatewayError> {
         Ok(lock(&self.intents).get(intent).map(|charged| charged.order_id))
+    }
+
+    async fn retrieve_dispute(&self, dispute_id: &str) -> Result<Option<StripeDispute>, GatewayError> {
+        Ok(lock(&self.disputes).iter().find(|d| d.id == dispute_id).cloned())
+    }
+}
+
+impl FakeStripe {
+    /// The customer's bank disputes the PaymentIntent's whole amount (reason `fraudulent`), in
+    /// Stripe status `status`; the dispute's id.
+    pub fn dispute(&self, intent: &PaymentIntentId, status: &str) -> String {
+        // An unknown PaymentIntent disputes nothing: Stripe would have no charge to dispute.
+        let amount = lock(&self.intents).get(intent).map_or(Money::zero(Currency::USD), |charged| charged.amount);
+        let mut disputes = lock(&self.disputes);
+        let id = format!("dp_fake{}", disputes.len() + 1);
+        disputes.push(StripeDispute {
+            id: id.clone(),
+            intent: Some(intent.clone()),
+            amount,
+            reason: "fraudulent".into(),
+            status: status.into(),
+        });
+        id
+    }
+
+    /// Stripe moves the dispute to `status` (`won`, `lost`, ...).
+    pub fn close_dispute(&self, dispute_id: &str, status: &str) {
+        if let Some(dispute) = lock(&self.disputes).iter_mut().find(|d| d.id == dispute_id) {
+            dispute.status = status.into();
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!    PaymentIntent events payment handles, the order (the `order_id` metadata payment set when it
 //!    created the PaymentIntent), the PaymentIntent and what Stripe observed ([`Observed`]).
 //!    For `charge.refunded` and the refund events, the PaymentIntent refunded; for
-//!    `charge.dispute.created`, the dispute (id, PaymentIntent, amount, reason). Every other event type, and PaymentIntents that
+//!    `charge.dispute.created`, the dispute (id, PaymentIntent, amount, reason); for
+//!    `charge.dispute.closed`, the dispute's id. Every other event type, and PaymentIntents that
 //!    are not ours, are acknowledged (200) and nothing else.
 //! 3. The event is claimed in the webhook inbox by its Stripe id ([`WebhookInbox`], a
 //!    conditional write on the payment table): a redelivery of a handled event is a 200 with no
@@ -36,7 +37,10 @@
 //! nothing, and any other that succeeded (made in the Dashboard) is recorded once with
 //! `RefundIssued` (reason `other`), matched by Stripe's refund id.
 //! `charge.dispute.created` announces `PaymentDisputed` once per dispute id ([`refunding::on_dispute`]); its order is read from the PaymentIntent at
-//! Stripe. Neither needs the payment's stage: both are facts about money already captured.
+//! Stripe. `charge.dispute.closed` reads the dispute back from Stripe and announces
+//! `PaymentDisputeClosed` with the outcome Stripe's dispute states, once per dispute
+//! ([`crate::dispute`]). None of them needs the payment's stage: they are facts about money
+//! already captured.
 //!
 //! A payment still authorizing *without* a recorded PaymentIntent cannot have been confirmed: the
 //! event is answered 500 and Stripe retries it (for up to three days).
@@ -103,6 +107,8 @@ pub enum NoticeKind {
     Refunded { intent: PaymentIntentId },
     /// `charge.dispute.created`.
     Disputed(Dispute),
+    /// `charge.dispute.closed`: the dispute to read back from Stripe (`dp_…`).
+    DisputeClosed { dispute_id: String },
     /// Acknowledged and logged with its type: another event type, or a PaymentIntent that is not
     /// an order's.
     Ignored { event_type: String },
@@ -144,6 +150,11 @@ struct WireCharge {
 }
 
 #[derive(Deserialize)]
+struct WireObject {
+    id: String,
+}
+
+#[derive(Deserialize)]
 struct WireDispute {
     id: String,
     payment_intent: Option<String>,
@@ -175,6 +186,15 @@ impl Notice {
                 let intent = charge.and_then(|c| c.payment_intent).and_then(|pi| PaymentIntentId::parse(&pi).ok());
                 let kind = match intent {
                     Some(intent) => NoticeKind::Refunded { intent },
+                    None => NoticeKind::Ignored { event_type: event.event_type },
+                };
+                return Ok(Self { id, kind });
+            }
+            "charge.dispute.closed" => {
+                // Only which dispute: its outcome is read back from Stripe.
+                let object: Option<WireObject> = serde_json::from_value(event.data.object).ok();
+                let kind = match object.filter(|o| o.id.starts_with("dp_") && o.id.len() <= 255) {
+                    Some(dispute) => NoticeKind::DisputeClosed { dispute_id: dispute.id },
                     None => NoticeKind::Ignored { event_type: event.event_type },
                 };
                 return Ok(Self { id, kind });
@@ -303,6 +323,9 @@ pub async fn handle(
         }
         NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await,
         NoticeKind::Disputed(dispute) => refunding::on_dispute(store, gateway, &dispute).await,
+        NoticeKind::DisputeClosed { dispute_id } => {
+            crate::dispute::on_dispute_closed(store, gateway, &dispute_id).await
+        }
         NoticeKind::Ignored { .. } => Ok(()),
     };
     match handled {
@@ -709,5 +732,44 @@ mod tests {
         assert_eq!((refunds.len(), disputes.len()), (1, 1));
         assert!(matches!(refunds[0], Event::RefundIssued(r) if r.order_id == order_id && r.amount.amount() == 400
             && r.reason == domain_events::payment::RefundReason::Other));
+    }
+
+    #[tokio::test]
+    async fn a_dispute_closing_is_announced_once_with_the_outcome_stripe_states_not_the_events() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = crate::testing::captured_order(&store, &stripe).await;
+        let inbox = FakeWebhookInbox::at(T0);
+        let secrets = [SigningSecret::new(SECRET).unwrap()];
+        let dispute = stripe.dispute(&intent, "under_review");
+        // The event body claims `won`; only Stripe's dispute is believed.
+        let closed = |id: &str| {
+            serde_json::json!({ "id": id, "object": "event", "type": "charge.dispute.closed",
+                "data": { "object": { "id": dispute, "object": "dispute", "payment_intent": intent.as_str(),
+                    "amount": 2500, "currency": "usd", "status": "won" } } })
+            .to_string()
+        };
+
+        let early = handle(&store, &stripe, &inbox, &secrets, &signed(&closed("evt_c0")), T0).await.status();
+        stripe.close_dispute(&dispute, "lost");
+        let mut statuses = Vec::new();
+        for id in ["evt_c1", "evt_c1", "evt_c2"] {
+            statuses.push(handle(&store, &stripe, &inbox, &secrets, &signed(&closed(id)), T0).await.status().as_u16());
+        }
+
+        assert_eq!(
+            (early.as_u16(), statuses),
+            (200, vec![200; 3]),
+            "still open at first: acknowledged, nothing announced"
+        );
+        let closings: Vec<_> = store
+            .events()
+            .into_iter()
+            .filter_map(|e| if let Event::PaymentDisputeClosed(c) = e { Some(c) } else { None })
+            .collect();
+        assert_eq!(closings.len(), 1, "{closings:?}");
+        assert_eq!(
+            (closings[0].order_id, closings[0].outcome),
+            (order_id, domain_events::payment::DisputeOutcome::Lost)
+        );
     }
 }

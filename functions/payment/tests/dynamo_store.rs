@@ -628,4 +628,27 @@ mod refunds {
         assert_eq!((first, again), (true, false));
         assert_eq!(table.outbox().await.iter().filter(|t| *t == "PaymentDisputed").count(), 1);
     }
+
+    #[tokio::test]
+    async fn a_disputes_closing_is_recorded_once_beside_its_opening() {
+        let table = table().await;
+        let (order_id, _) = captured(&table).await;
+        let closed = || {
+            let closed = Event::PaymentDisputeClosed(domain_events::payment::PaymentDisputeClosed {
+                order_id,
+                payment_intent_id: "pi_refund1".into(),
+                dispute_id: "dp_1".into(),
+                outcome: domain_events::payment::DisputeOutcome::Won,
+                amount: order().total,
+                reason: "fraudulent".into(),
+            });
+            Envelope::new(Metadata::new(order_id.to_string()), closed)
+        };
+
+        let first = table.store.record_dispute_closed(order_id, "dp_1", &closed()).await.unwrap();
+        let again = table.store.record_dispute_closed(order_id, "dp_1", &closed()).await.unwrap();
+
+        assert_eq!((first, again), (true, false));
+        assert_eq!(table.outbox().await.iter().filter(|t| *t == "PaymentDisputeClosed").count(), 1);
+    }
 }

@@ -182,6 +182,7 @@ events! {
     RefundIssued => Payment, payment::RefundIssued;
     RefundFailed => Payment, payment::RefundFailed;
     PaymentDisputed => Payment, payment::PaymentDisputed;
+    PaymentDisputeClosed => Payment, payment::PaymentDisputeClosed;
     ShipmentCreated => Fulfillment, fulfillment::ShipmentCreated;
     ShipmentDispatched => Fulfillment, fulfillment::ShipmentDispatched;
     ShipmentDelivered => Fulfillment, fulfillment::ShipmentDelivered;

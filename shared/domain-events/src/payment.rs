@@ -123,3 +123,54 @@ pub struct PaymentDisputed {
     /// Stripe's dispute reason (`fraudulent`, `product_not_received`, …).
     pub reason: String,
 }
+
+/// How a dispute ended, as Stripe's dispute says once it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeOutcome {
+    /// The bank decided for the shop: the disputed amount (and fee) came back.
+    Won,
+    /// The bank decided for the customer: the disputed amount is gone for good.
+    Lost,
+    /// An inquiry (a warning, not a chargeback) closed without becoming one: no money moved.
+    WarningClosed,
+    /// Prevented before it became a chargeback (Stripe's `prevented`): no money moved.
+    Prevented,
+}
+
+impl DisputeOutcome {
+    /// Stripe's dispute `status`, if it is a closed one (`needs_response`, `under_review` and
+    /// the `warning_` ones still open are not).
+    pub fn from_stripe(status: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(status.to_owned())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Won => "won",
+            Self::Lost => "lost",
+            Self::WarningClosed => "warning_closed",
+            Self::Prevented => "prevented",
+        }
+    }
+
+    /// The money stayed with the shop (or came back): nothing for a person to decide.
+    pub fn for_the_shop(self) -> bool {
+        !matches!(self, Self::Lost)
+    }
+}
+
+/// A dispute on the order's payment closed (Stripe's `charge.dispute.closed`, its outcome read
+/// back from Stripe): won, lost, or an inquiry that closed. Once per dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentDisputeClosed {
+    pub order_id: OrderId,
+    pub payment_intent_id: String,
+    /// Stripe's dispute id (`dp_…`), as in the `PaymentDisputed` that opened it.
+    pub dispute_id: String,
+    pub outcome: DisputeOutcome,
+    /// The disputed amount.
+    pub amount: Money,
+    /// Stripe's dispute reason (`fraudulent`, `product_not_received`, …).
+    pub reason: String,
+}

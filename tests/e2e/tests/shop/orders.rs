@@ -15,10 +15,10 @@ use domain_events::Event;
 use domain_events::fulfillment::{ShipmentDelivered, ShipmentDispatched};
 use domain_events::payment::{PaymentCaptureFailed, PaymentCaptured};
 use e2e::flows::{
-    Shopper, add_when_on_sale, available, checkout_body, new_cart, order_when, place, product_on_sale,
+    Shopper, add_when_on_sale, available, captured, checkout_body, new_cart, order_when, place, product_on_sale,
     shopper_with_cart,
 };
-use e2e::support::{call, eventually, handled_by, publish};
+use e2e::support::{call, eventually, handled_by, post_to_stripe, publish};
 use kernel::{Money, OrderId, ShipmentId};
 
 /// A warehouse of this test only.
@@ -367,4 +367,56 @@ async fn an_admin_resolves_a_flag_with_a_note_and_the_order_leaves_the_flagged_l
     let own = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
     assert!(own.get("flag_resolutions").is_none(), "admins only: {own}");
     assert!(!events_of(&own).contains(&"flag_resolved".to_owned()));
+}
+
+/// A captured order the customer's bank disputes at the Stripe emulator, once an admin finds it
+/// under `flag=disputed`: its id and the dispute's.
+async fn disputed_order() -> (String, String) {
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let dispute = post_to_stripe(&format!("/_test/payment_intents/{intent}/dispute"), &[]).await;
+    flagged("disputed", &id).await.expect("listed under flag=disputed");
+    (id, dispute["id"].as_str().unwrap().to_owned())
+}
+
+/// The order as an admin sees it once its dispute `dispute_id` is closed.
+async fn once_closed(id: &str, dispute_id: &str) -> Value {
+    let admin = testkit::shop().admin_token();
+    order_when(&admin, id, |o| {
+        o["disputes"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["dispute_id"] == dispute_id && !d["outcome"].is_null()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_won_dispute_clears_the_disputed_flag_by_itself() {
+    let (id, dispute) = disputed_order().await;
+
+    post_to_stripe(&format!("/_test/disputes/{dispute}/close"), &[("status", "won")]).await;
+
+    let order = once_closed(&id, &dispute).await;
+    assert_eq!(order["disputes"][0]["outcome"], "won");
+    assert_eq!(order["flags"], json!([]), "{order:#}");
+    assert!(events_of(&order).contains(&"dispute_closed".to_owned()));
+    assert_eq!(listed_under("disputed", &id).await, None);
+}
+
+#[tokio::test]
+async fn a_lost_dispute_keeps_the_flag_until_an_admin_resolves_it() {
+    let (id, dispute) = disputed_order().await;
+
+    post_to_stripe(&format!("/_test/disputes/{dispute}/close"), &[("status", "lost")]).await;
+
+    let order = once_closed(&id, &dispute).await;
+    assert_eq!(order["disputes"][0]["outcome"], "lost");
+    assert_eq!(order["flags"], json!(["disputed"]), "the money is gone: the shop decides");
+    let closed = order["timeline"].as_array().unwrap().iter().find(|m| m["event"] == "dispute_closed").cloned();
+    assert_eq!(closed.map(|m| m["outcome"].clone()), Some(json!("lost")));
+    assert!(listed_under("disputed", &id).await.is_some(), "still listed");
+    let resolved = resolve(&id, "disputed", json!("lost at the bank; written off"), None).await;
+    assert_eq!((resolved.status.as_u16(), &resolved.body["flags"]), (200, &json!([])), "{}", resolved.body);
+    assert_eq!(listed_under("disputed", &id).await, None);
 }
