@@ -103,7 +103,12 @@ pub async fn order_when(token: &str, id: &str, done: impl Fn(&Value) -> bool) ->
 /// Places the shopper's cart (Visa) and waits until the order is confirmed with its one shipment;
 /// the order as its owner sees it then.
 pub async fn confirmed_with_one_shipment(shopper: &Shopper) -> Value {
-    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, "pm_card_visa")).await;
+    confirmed_paid_with(shopper, "pm_card_visa").await
+}
+
+/// [`confirmed_with_one_shipment`], paid with the Stripe test payment method `payment_method`.
+pub async fn confirmed_paid_with(shopper: &Shopper, payment_method: &str) -> Value {
+    let placed = place(&shopper.token, &testkit::unique("key"), &checkout_body(&shopper.cart, payment_method)).await;
     assert_eq!(placed.status, 202, "{}", placed.body);
     let id = placed.body["order_id"].as_str().unwrap().to_owned();
     order_when(&shopper.token, &id, |o| {
@@ -122,7 +127,14 @@ pub async fn confirmed_shipment(shopper: &Shopper) -> (String, String) {
 /// A confirmed order whose one shipment staff dispatched through the admin shipments API, which
 /// captures the payment; the order once it shows the capture.
 pub async fn captured(shopper: &Shopper) -> Value {
-    let (id, shipment) = confirmed_shipment(shopper).await;
+    captured_paid_with(shopper, "pm_card_visa").await
+}
+
+/// [`captured`], paid with the Stripe test payment method `payment_method`.
+pub async fn captured_paid_with(shopper: &Shopper, payment_method: &str) -> Value {
+    let order = confirmed_paid_with(shopper, payment_method).await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let shipment = order["shipments"][0]["id"].as_str().unwrap().to_owned();
     let dispatched = call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"))
         .admin()
         .json(&json!({ "carrier": "ups", "tracking_number": "1ZREFUND" }))

@@ -8,10 +8,16 @@ use std::collections::BTreeMap;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use e2e::flows::{captured, confirmed_with_one_shipment, order_when, shopper_with_cart};
-use e2e::support::{Call, Reply, call, payment_intents, refunds_at_stripe};
+use e2e::flows::{captured, captured_paid_with, confirmed_with_one_shipment, order_when, shopper_with_cart};
+use e2e::support::{Call, Reply, call, payment_intents, post_to_stripe, refunds_at_stripe};
+
+use crate::orders::flagged;
 
 const EXCEEDS_CAPTURED: &str = "/problems/refund-exceeds-captured";
+const REFUSED: &str = "/problems/refund-refused";
+/// Stripe's test payment method whose refunds start `pending` (Stripe ends them later; the
+/// emulator when told to, `POST /_test/refunds/{id}/end`).
+const PENDING_REFUNDS: &str = "pm_card_pendingRefund";
 
 fn refund(order_id: &str, key: &str, body: &Value) -> Call {
     call(Method::POST, &format!("/admin/orders/{order_id}/refunds")).admin().header("idempotency-key", key).json(body)
@@ -190,4 +196,127 @@ async fn refunds_are_refused_before_the_capture_for_an_unknown_order_and_to_cust
     assert_eq!(pi["status"], "requires_capture", "the authorization is untouched: {pi}");
     let seen = call(Method::GET, &format!("/orders/{id}")).admin().send().await.body;
     assert_eq!((&seen["payment"]["refunded"], &seen["payment"]["refunds"]), (&Value::Null, &json!([])), "{seen}");
+}
+
+/// Ends a refund Stripe holds `pending`, as the customer's bank does some time later: Stripe then
+/// sends `charge.refund.updated` to payment's webhook.
+async fn end_at_stripe(stripe_refund_id: &str, status: &str, failure_reason: Option<&str>) {
+    let mut form = vec![("status", status)];
+    form.extend(failure_reason.map(|reason| ("failure_reason", reason)));
+    let ended = post_to_stripe(&format!("/_test/refunds/{stripe_refund_id}/end"), &form).await;
+    assert_eq!(ended["status"], status, "{ended}");
+}
+
+/// A refund answered 201 while Stripe holds it `pending`: Stripe's id for it.
+fn pending_at_stripe(reply: &Reply, order_id: &str, amount: i64) -> String {
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let body = &reply.body;
+    assert_eq!((body["order_id"].as_str(), body["status"].as_str()), (Some(order_id), Some("pending")), "{body}");
+    assert_eq!(body["amount"], json!({ "amount": amount, "currency": "USD" }));
+    assert!(body.get("refunded_total").is_none(), "nothing is paid back yet: {body}");
+    let made = body["stripe_refund_id"].as_str().unwrap_or_else(|| panic!("Stripe made it: {body}"));
+    assert!(made.starts_with("re_"), "{body}");
+    made.to_owned()
+}
+
+/// Stripe's statuses of the PaymentIntent's refunds by their id.
+async fn statuses_at_stripe(intent: &str) -> BTreeMap<String, String> {
+    let made = refunds_at_stripe(intent).await;
+    made.iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned())).collect()
+}
+
+fn refunded_on(order: &Value) -> i64 {
+    order["payment"]["refunded"]["amount"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_refund_stripe_holds_pending_is_paid_back_on_the_order_only_once_stripe_says_it_succeeded() {
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured_paid_with(&shopper, PENDING_REFUNDS).await;
+    let (id, intent) = ids(&order);
+    let (key, body) = (testkit::unique("key"), json!({ "amount": 600, "reason": "requested_by_customer" }));
+
+    let asked = refund(&id, &key, &body).send().await;
+    let made = pending_at_stripe(&asked, &id, 600);
+    let while_pending = refund(&id, &key, &body).send().await;
+    let admin = testkit::shop().admin_token();
+    let before = call(Method::GET, &format!("/orders/{id}")).token(&admin).send().await.body;
+    end_at_stripe(&made, "succeeded", None).await;
+
+    assert_eq!(statuses_at_stripe(&intent).await, BTreeMap::from([(made.clone(), "succeeded".to_owned())]));
+    // While Stripe held it, the retry read it back still pending and the order showed no refund.
+    assert_eq!((while_pending.status.as_u16(), &while_pending.body), (201, &asked.body), "the same refund");
+    assert_eq!((refunded_on(&before), &before["payment"]["refunds"]), (0, &json!([])), "{before:#}");
+    // Once Stripe says succeeded (charge.refund.updated, read back): RefundIssued reached checkout.
+    let shown = order_when(&admin, &id, |o| refunded_on(o) == 600).await;
+    let refunds = shown["payment"]["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{shown:#}");
+    assert_eq!((&refunds[0]["refund_id"], &refunds[0]["status"]), (&asked.body["id"], &json!("succeeded")));
+    assert!(refunds[0].get("failure_reason").is_none(), "{shown:#}");
+    assert_eq!(shown["flags"], json!([]), "{shown:#}");
+    // The admin's retry now answers it succeeded, with the order's refunded total.
+    assert_refund(&refund(&id, &key, &body).send().await, &id, 600, 600);
+}
+
+#[tokio::test]
+async fn a_refund_that_fails_after_pending_flags_the_order_and_its_amount_can_be_refunded_again() {
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured_paid_with(&shopper, PENDING_REFUNDS).await;
+    let (id, intent) = ids(&order);
+    let total = amount(&order["payment"]["captured"]);
+    let (key, body) = (testkit::unique("key"), json!({ "reason": "requested_by_customer" }));
+
+    let asked = refund(&id, &key, &body).send().await;
+    let made = pending_at_stripe(&asked, &id, total);
+    end_at_stripe(&made, "failed", Some("expired_or_canceled_card")).await;
+
+    // On the order, as an admin reads it: the refund failed with Stripe's reason, nothing paid back.
+    let admin = testkit::shop().admin_token();
+    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"][0]["status"] == "failed").await;
+    let failed = &shown["payment"]["refunds"][0];
+    assert_eq!(failed["refund_id"], asked.body["id"], "{shown:#}");
+    assert_eq!(failed["failure_reason"], "expired_or_canceled_card", "{shown:#}");
+    assert_eq!(amount(&failed["amount"]), total);
+    assert_eq!(refunded_on(&shown), 0, "{shown:#}");
+    assert_eq!(shown["flags"], json!(["refund_failed"]), "{shown:#}");
+    let moment = shown["timeline"].as_array().unwrap().iter().find(|m| m["event"] == "refund_failed").cloned();
+    assert_eq!(moment.map(|m| m["reason"].clone()), Some(json!("expired_or_canceled_card")), "{shown:#}");
+    assert!(flagged("refund_failed", &id).await.is_some(), "listed under flag=refund_failed");
+    // The admin's retry with the same key says it failed; a new refund may take the whole amount.
+    let replayed = refund(&id, &key, &body).send().await;
+    assert_eq!(replayed.expect_problem(422)["type"], REFUSED, "{}", replayed.body);
+    let again = refund(&id, &testkit::unique("key"), &body).send().await;
+    let made_again = pending_at_stripe(&again, &id, total);
+    end_at_stripe(&made_again, "succeeded", None).await;
+    let paid = order_when(&admin, &id, |o| refunded_on(o) == total).await;
+    let states: Vec<&Value> = paid["payment"]["refunds"].as_array().unwrap().iter().map(|r| &r["status"]).collect();
+    assert_eq!(states, [&json!("failed"), &json!("succeeded")], "{paid:#}");
+    let at_stripe = statuses_at_stripe(&intent).await;
+    let expected = [(made, "failed"), (made_again, "succeeded")].map(|(id, status)| (id, status.to_owned()));
+    assert_eq!(at_stripe, BTreeMap::from(expected));
+}
+
+#[tokio::test]
+async fn a_refund_stripe_answers_500_is_made_once_when_the_admin_retries_with_its_key() {
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = ids(&order);
+    let (key, body) = (testkit::unique("key"), json!({ "amount": 700, "reason": "requested_by_customer" }));
+    post_to_stripe(&format!("/_test/payment_intents/{intent}/fail_next_refund"), &[]).await;
+
+    let outage = refund(&id, &key, &body).send().await;
+    let during = refunds_at_stripe(&intent).await;
+    let retried = refund(&id, &key, &body).send().await;
+    let again = refund(&id, &key, &body).send().await;
+
+    assert!(outage.status.is_server_error(), "{} {}", outage.status, outage.body);
+    assert!(during.is_empty(), "Stripe refunded nothing on its 500: {during:#?}");
+    assert_refund(&retried, &id, 700, 700);
+    assert_eq!((again.status.as_u16(), &again.body), (201, &retried.body), "the same refund");
+    let made = at_stripe(&intent).await;
+    let ours = retried.body["id"].as_str().unwrap().to_owned();
+    let expected = (retried.body["stripe_refund_id"].as_str().unwrap().to_owned(), (700, ours));
+    assert_eq!(made, BTreeMap::from([expected]), "exactly one refund at Stripe");
+    let shown = with_refunds(&id, 1).await;
+    assert_eq!((refunded_on(&shown), &shown["payment"]["refunds"][0]["status"]), (700, &json!("succeeded")));
 }
