@@ -43,7 +43,7 @@ pub fn business(envelope: &Envelope) -> Vec<Metric> {
             Metric::value("RefundValue", Unit::None, minor_units(refund.amount))
                 .by("Currency", refund.amount.currency().code()),
         ],
-        // A customer owed money nobody paid: alarmed on with the capture failures (template.yaml).
+        // A customer owed money nobody paid: RefundsFailedAlarm watches the total (template.yaml).
         Event::RefundFailed(failed) => {
             vec![Metric::count("RefundsFailed").by("Reason", &failed.failure_reason).and_total()]
         }
