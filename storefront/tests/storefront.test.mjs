@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  OUT, accessibilityProblems, client, fillAddress, launch, product, see, sellable, signedIn, startCloud, stock, token, unique, until,
+  OUT, accessibilityProblems, client, fillAddress, launch, product, see, sellable, signedIn, startCloud, stock, stripeControl, token, unique, until,
 } from './support.mjs';
 
 let cloud;
@@ -386,6 +386,7 @@ journey('accessibility: the main pages have no serious or critical axe-core viol
     ['sign-in', '#/sign-in', 'Sign in'],
     ['admin products', '#/admin/products', 'Products'],
     ['admin new product', '#/admin/products/new', 'New product'],
+    ['admin orders by flag', '#/admin/orders?flag=disputed', 'Orders'],
     ['admin shipments', '#/admin/shipments', 'Shipments'],
     ['admin returns', '#/admin/returns', 'Returns'],
   ];
@@ -454,4 +455,81 @@ journey('returns and refunds: the shopper returns a delivered unit, an admin rec
   await staff.getByRole('button', { name: 'Refund', exact: true }).click();
   await see(staff.locator('[role=status]'), 'Refunded $1.00 ($21.00 in all).');
   await see(page.locator('#refunded'), 'Refunded $21.00 in all.', 20_000);
+});
+
+// A refund that fails at the bank and a lost dispute, arranged through the API and the Stripe
+// emulator's controls (as tests/e2e does): the admin finds the order under its flag, sees both on
+// its page, and resolves the failed refund with a note (a blank note first).
+journey('flags: an admin finds a flagged order, sees the failed refund and the lost dispute, and resolves a flag with a note', async (open) => {
+  const u = unique();
+  const sub = `flagged-${u}`;
+  const warehouse = `wh-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `F${u.toUpperCase()}`;
+  await product(admin, shopper, { slug: `lamp-${u}`, title: `Lamp ${u}`, category: `lamps-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
+  await stock(admin, sku, warehouse, 2);
+  await sellable(shopper, sku);
+  // Paid with the card whose refunds Stripe holds pending; dispatched, so the payment is captured.
+  const cart = (await shopper('POST', '/carts')).body;
+  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
+  const placed = await shopper('POST', '/checkout', {
+    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_pendingRefund',
+    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
+  }, { 'idempotency-key': `k-${u}` });
+  const orderId = placed.body.order_id;
+  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
+  const captured = await until(async () => {
+    const o = (await admin('GET', `/orders/${orderId}`)).body;
+    return o.payment?.captured ? o : null;
+  }, 'the payment is captured', 20_000);
+  // A refund of 5.00 the bank fails; then the customer's bank disputes the payment and wins.
+  const refund = await admin('POST', `/admin/orders/${orderId}/refunds`, { amount: 500, reason: 'requested_by_customer' }, { 'idempotency-key': `r-${u}` });
+  assert.equal(refund.status, 201, JSON.stringify(refund.body));
+  await stripeControl(cloud.stripe, `/_test/refunds/${refund.body.stripe_refund_id}/end`, { status: 'failed', failure_reason: 'expired_or_canceled_card' });
+  const dispute = await stripeControl(cloud.stripe, `/_test/payment_intents/${captured.payment_intent_id}/dispute`);
+  await until(async () => (await admin('GET', `/orders/${orderId}`)).body.disputes?.length, 'the dispute is on the order', 20_000);
+  await stripeControl(cloud.stripe, `/_test/disputes/${dispute.id}/close`, { status: 'lost' });
+  await until(async () => {
+    const o = (await admin('GET', `/orders/${orderId}`)).body;
+    return o.disputes?.[0]?.outcome === 'lost' && o.flags.includes('refund_failed') && o.flags.includes('disputed');
+  }, 'the order is flagged refund_failed and disputed, the dispute lost', 20_000);
+
+  // The flag filter offers every flag in words; the order is listed under "Refund failed".
+  const page = await open(await signedIn(browser, cloud.url, `staff-${u}`, { admin: true }));
+  await page.goto(`${cloud.shop}#/admin/orders`);
+  await see(page.getByRole('heading', { level: 1 }), 'Orders');
+  const options = await page.getByLabel('Show orders').locator('option[value^="flag:"]').allTextContents();
+  assert.deepEqual(options, ['Flag: Payment not collected', 'Flag: Shipped after cancelling', 'Flag: Payment disputed', 'Flag: Refund failed']);
+  await page.getByLabel('Show orders').selectOption('flag:refund_failed');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(/flag=refund_failed/);
+  await page.getByRole('link', { name: orderId }).click();
+
+  // The order page: the failed refund with the bank's reason, the lost dispute, both flags.
+  await see(page.locator('#refunds'), 'Failed: nothing paid back: $5.00, requested by customer');
+  await see(page.locator('#refunds'), 'the bank’s reason: expired or canceled card');
+  await see(page.locator('#refunded'), 'Refunded $0.00 in all.');
+  await see(page.locator('#disputes'), 'Lost: the money is gone: $');
+  const flag = page.locator('[data-flag="refund_failed"]');
+  await see(flag, 'Refund failed');
+  await see(page.locator('[data-flag="disputed"]'), 'Payment disputed');
+  assert.deepEqual(await accessibilityProblems(page), [], 'no serious or critical axe-core violations on a flagged order');
+
+  // A blank note: the API's error beside the field, focus on it; nothing resolved.
+  await flag.getByRole('button', { name: 'Resolve' }).click();
+  await see(flag.locator('.field-error'), /./);
+  await see(flag.locator('[role=alert]'), 'One field needs attention.');
+  assert.equal(await flag.getByLabel('Note (required: what was done)').evaluate((el) => el === document.activeElement && el.getAttribute('aria-invalid')), 'true');
+
+  // With a note: the flag leaves, the resolution shows who and what.
+  await flag.getByLabel('Note (required: what was done)').fill(`paid back by bank transfer ${u}`);
+  await flag.getByRole('button', { name: 'Resolve' }).click();
+  await see(page.locator('#flag-resolutions'), `Refund failed resolved by staff-${u}`);
+  await see(page.locator('#flag-resolutions'), `paid back by bank transfer ${u}`);
+  assert.equal(await page.locator('[data-flag="refund_failed"]').count(), 0, 'the resolved flag has no Resolve form');
+  await see(page.locator('[data-flag="disputed"]'), 'Payment disputed');
+  const after = (await admin('GET', `/orders/${orderId}`)).body;
+  assert.deepEqual(after.flags, ['disputed']);
+  assert.deepEqual(await accessibilityProblems(page), []);
 });

@@ -16,13 +16,14 @@ const target = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
 const LOCALCLOUD = process.env.LOCALCLOUD ?? join(target, 'debug/localcloud');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-/** Starts `localcloud dev` on a free port; resolves to `{url, stop}` once it serves. */
+/** Starts `localcloud dev` on a free port; resolves to `{url, shop, stripe, stop}` once it serves
+ *  (`stripe`: the Stripe emulator's URL, for its `/_test` controls). */
 export async function startCloud() {
   if (!existsSync(LOCALCLOUD)) throw new Error(`no ${LOCALCLOUD}: run cargo build --workspace --bins (make test does), or set LOCALCLOUD`);
   const log = createWriteStream(join(OUT, 'localcloud.log'));
   const child = spawn(LOCALCLOUD, ['--root', ROOT, 'dev', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stderr.pipe(log);
-  const url = await new Promise((resolveUrl, reject) => {
+  const [url, stripe] = await new Promise((resolveUrl, reject) => {
     let seen = '';
     const timer = setTimeout(() => reject(new Error(`localcloud did not start in 60 s; see ${OUT}/localcloud.log`)), 60_000);
     timer.unref();
@@ -31,8 +32,9 @@ export async function startCloud() {
     child.stdout.on('data', (chunk) => {
       log.write(chunk);
       seen += chunk;
-      const match = /running on (http:\/\/[\d.]+:\d+)/.exec(seen);
-      if (match) { clearTimeout(timer); resolveUrl(match[1]); }
+      // The Stripe emulator's line follows the API's (printed together at start).
+      const match = /running on (http:\/\/[\d.]+:\d+)[\s\S]*Stripe emulator: (http:\/\/[\d.]+:\d+)/.exec(seen);
+      if (match) { clearTimeout(timer); resolveUrl(match.slice(1)); }
     });
   });
   child.stdout.on('data', (chunk) => log.write(chunk));
@@ -43,7 +45,7 @@ export async function startCloud() {
     child.kill('SIGINT'); // like Ctrl-C: it stops moto, the Stripe emulator and every function
     setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
   });
-  return { url, shop: `${url}/shop/`, stop };
+  return { url, shop: `${url}/shop/`, stripe, stop };
 }
 
 export function launch() {
@@ -94,6 +96,16 @@ export function client(base, token) {
     const text = await response.text();
     return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
   };
+}
+
+/** Calls one of the Stripe emulator's `/_test` controls (a form body) and resolves to its answer. */
+export async function stripeControl(stripe, path, form = {}) {
+  const response = await fetch(stripe + path, {
+    method: 'POST', headers: { authorization: 'Bearer sk_test_local' }, body: new URLSearchParams(form),
+  });
+  const body = await response.json();
+  if (!response.ok) throw new Error(`POST ${path}: ${response.status} ${JSON.stringify(body)}`);
+  return body;
 }
 
 /** A token from the dev sign-in, as the storefront gets one. */

@@ -7,7 +7,16 @@ import { orderTable } from './shop.js';
 const TABS = [['/products', 'Products'], ['/stock', 'Stock'], ['/orders', 'Orders'], ['/shipments', 'Shipments'], ['/returns', 'Returns']];
 const RETURN_STATUSES = ['requested', 'received', 'refunded', 'rejected'];
 const ORDER_STATUSES = ['pending', 'reserved', 'confirmed', 'partially_shipped', 'shipped', 'delivered', 'cancelled'];
-const FLAGS = ['capture_failed', 'dispatched_after_cancel'];
+// Every flag the API raises (docs/api.md, `GET /admin/orders?flag=`), in a shop person's words:
+// a short name for lists and what to do about it. The flag filter and the order page read it.
+export const FLAGS = {
+  capture_failed: ['Payment not collected', 'Stripe refused to collect the payment: the goods ship or shipped unpaid. Charge the customer another way or stop the shipments.'],
+  dispatched_after_cancel: ['Shipped after cancelling', 'A parcel left after the order was cancelled. Recover it or charge the customer.'],
+  disputed: ['Payment disputed', 'The customer’s bank disputed the payment. Answer it in Stripe before its deadline; if it was lost, the money is gone: decide what the shop does.'],
+  refund_failed: ['Refund failed', 'A refund paid nothing back (the reason is under Refunds): the customer is still owed it. Refund again or pay them another way.'],
+};
+/** A flag's short name (an unknown one as the API spells it). */
+export const flagName = (flag) => FLAGS[flag]?.[0] ?? flag.replace(/_/g, ' ');
 const SHIPMENT_STATUSES = ['pending', 'dispatched', 'delivered', 'cancelled'];
 
 function frame(main, active, title, ...content) {
@@ -220,11 +229,11 @@ async function ordersList({ main }, params) {
   h('div', { class: 'field' }, h('label', { for: 'f-filter' }, 'Show orders'),
     h('select', { id: 'f-filter', name: 'filter' },
       ORDER_STATUSES.map((s) => h('option', { value: `status:${s}`, selected: s === status }, `Status: ${s.replace(/_/g, ' ')}`)),
-      FLAGS.map((f) => h('option', { value: `flag:${f}`, selected: f === flag }, `Flag: ${f.replace(/_/g, ' ')}`)))),
+      Object.keys(FLAGS).map((f) => h('option', { value: `flag:${f}`, selected: f === flag }, `Flag: ${flagName(f)}`)))),
   h('button', { type: 'submit' }, 'Show'));
   const base = `#/admin/orders?${flag ? `flag=${flag}` : `status=${status}`}`;
   frame(main, '/orders', 'Orders', pick,
-    result.items.length ? orderTable(result.items, { customer: true }) : h('p', {}, 'No orders here.'),
+    result.items.length ? orderTable(result.items, { customer: true, flagName }) : h('p', {}, 'No orders here.'),
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `${base}&cursor=${encodeURIComponent(result.next_cursor)}` }, 'Next page')) : null);
 }
 
@@ -284,6 +293,37 @@ async function shipments(view, params) {
   frame(main, '/shipments', 'Shipments', pick,
     result.items.length ? h('ul', { class: 'plain bare shipments' }, result.items.map(card)) : h('p', {}, 'No shipments here.'),
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/admin/shipments${query({ status, warehouse, cursor: result.next_cursor })}` }, 'Next page')) : null);
+}
+
+/** On an order page, for admins: the order's raised flags, each with a "Resolve" form asking for
+ *  the note the API keeps, and the flags resolved before (who, when, the note). `resolved(order)`
+ *  gets the order the API answers. */
+export function flagsPanel(o, resolved) {
+  const raised = o.flags ?? [];
+  const done = o.flag_resolutions ?? [];
+  if (!raised.length && !done.length) return null;
+  const resolveForm = (flag) => {
+    const summary = h('div');
+    const form = h('form', { novalidate: true, class: 'card', 'data-flag': flag, onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        const { data } = await call('POST', `/admin/orders/${o.order_id}/flags/${flag}/resolve`, { body: { note: fields(form).note } });
+        announce(`${flagName(flag)}: resolved`);
+        resolved(data);
+      } catch (error) { showProblem(form, summary, error); }
+    } },
+    h('h3', {}, flagName(flag)),
+    h('p', {}, FLAGS[flag]?.[1] ?? ''),
+    summary,
+    field('Note (required: what was done)', { tag: 'textarea', name: 'note', id: `f-note-${flag}`, rows: 2, maxlength: 500, 'data-pointer': '/note' }, 'Kept with the order, with your name. Up to 500 characters.'),
+    h('button', { type: 'submit' }, 'Resolve'));
+    return form;
+  };
+  return h('section', { 'aria-labelledby': 'flags-title', id: 'flags' },
+    h('h2', { id: 'flags-title' }, 'Flags (admin)'),
+    raised.length ? raised.map(resolveForm) : h('p', {}, 'No flag is raised.'),
+    done.length ? [h('h3', {}, 'Resolved'), h('ul', { class: 'plain', id: 'flag-resolutions' }, done.map((r) => h('li', {},
+      h('strong', {}, flagName(r.flag)), ` resolved by ${r.by}, `, h('time', { datetime: r.at }, when(r.at)), `: ${r.note}`)))] : null);
 }
 
 /** On an order page, for admins: refund part or all of what was captured. */

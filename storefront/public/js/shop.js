@@ -345,6 +345,8 @@ function cancelWords(order) {
 
 const RETURNS = { requested: 'Requested', received: 'Received', refunded: 'Refunded', rejected: 'Rejected' };
 const REASONS = { damaged: 'Damaged', defective: 'Defective', wrong_item: 'Wrong item', not_as_described: 'Not as described', no_longer_needed: 'No longer needed', other: 'Other' };
+const REFUND_STATUS = { succeeded: 'Paid back', pending: 'Pending at the bank', failed: 'Failed: nothing paid back' };
+const DISPUTE_OUTCOME = { won: 'Won', lost: 'Lost: the money is gone', warning_closed: 'Closed without a charge back', prevented: 'Prevented' };
 const SAGA = ['pending', 'reserved', 'authorized', 'confirmed'];
 const OPEN = new Set(['pending', 'reserved', 'requires_action', 'authorized']);
 const CANCELLABLE = new Set(['pending', 'reserved', 'requires_action', 'confirmed']);
@@ -360,7 +362,12 @@ export async function order(view, _params, id) {
   let stockShown = false;
   let returnForm = false;
   let refundForm = false;
-  fill(main, heading('Order ', h('span', { class: 'mono' }, id)), status, body, actions);
+  // Admins: the flags and their Resolve forms, redrawn only when the flags change (a poll never
+  // wipes a note being typed).
+  const flagsBox = h('div');
+  let flagsShown = '[]';
+  let last = 0;
+  fill(main, heading('Order ', h('span', { class: 'mono' }, id)), status, flagsBox, body, actions);
 
   const draw = (o) => {
     const reached = new Set(o.history.map((e) => e.status));
@@ -385,18 +392,31 @@ export async function order(view, _params, id) {
           s.tracking_url?.startsWith('https://') ? h('a', { href: s.tracking_url, rel: 'noreferrer' }, s.tracking_number) : h('span', { class: 'mono' }, s.tracking_number)) : null)))] : null,
       h('h2', {}, 'Delivery'),
       h('p', {}, [o.shipping_address.name, o.shipping_address.line1, o.shipping_address.line2, o.shipping_address.city, o.shipping_address.region, o.shipping_address.postal_code, o.shipping_address.country].filter(Boolean).join(', ')),
-      o.payment?.refunded ? [h('h2', {}, 'Refunds'), h('p', { id: 'refunded' }, `Refunded ${money(o.payment.refunded)} in all.`),
-        h('ul', { class: 'plain' }, (o.payment.refunds ?? []).map((r) => h('li', {}, `${money(r.amount)}, ${r.return_id ? 'for a return' : (r.reason ?? 'other').replace(/_/g, ' ')}, ${when(r.at)}`)))] : null,
+      o.payment?.refunded || o.payment?.refunds?.length ? [h('h2', {}, 'Refunds'), h('p', { id: 'refunded' }, `Refunded ${money(o.payment.refunded ?? { amount: 0, currency: o.totals.total.currency })} in all.`),
+        h('ul', { class: 'plain', id: 'refunds' }, (o.payment.refunds ?? []).map((r) => h('li', {},
+          h('strong', {}, REFUND_STATUS[r.status] ?? title(r.status ?? 'succeeded')), `: ${money(r.amount)}, ${r.return_id ? 'for a return' : (r.reason ?? 'other').replace(/_/g, ' ')}, ${when(r.at)}`,
+          r.failure_reason ? ` · the bank’s reason: ${r.failure_reason.replace(/_/g, ' ')}` : '')))] : null,
+      o.disputes?.length ? [h('h2', {}, 'Disputes (admin)'), h('ul', { class: 'plain', id: 'disputes' }, o.disputes.map((d) => h('li', {},
+        h('strong', {}, DISPUTE_OUTCOME[d.outcome] ?? (d.outcome ? title(d.outcome) : 'Open')), `: ${money(d.amount)}, ${d.reason.replace(/_/g, ' ')}, opened ${when(d.at)}`,
+        d.closed_at ? `, closed ${when(d.closed_at)}` : '', ' · ', h('span', { class: 'mono' }, d.dispute_id))))] : null,
       o.returns?.length ? [h('h2', {}, 'Returns'), h('ul', { class: 'plain', id: 'returns' }, o.returns.map((r) => h('li', {},
         h('strong', {}, RETURNS[r.status] ?? r.status), `: ${r.lines.map((l) => `${l.quantity} × ${l.sku}`).join(', ')} (${r.reason.replace(/_/g, ' ')})`,
         r.refund ? `, refund ${money(r.refund)}` : '', r.note ? ` · ${r.note}` : '')))] : null,
       h('h2', {}, 'Timeline'),
-      h('ol', { class: 'plain timeline' }, o.timeline.map((t) => h('li', {}, h('time', { datetime: t.at }, when(t.at)), ` ${t.event.replace(/_/g, ' ')}${t.reason ? ` (${t.reason.replace(/_/g, ' ')})` : ''}`))),
+      h('ol', { class: 'plain timeline' }, o.timeline.map((t) => h('li', {}, h('time', { datetime: t.at }, when(t.at)), ` ${t.event.replace(/_/g, ' ')}${(t.reason ?? t.outcome ?? t.flag) ? ` (${(t.reason ?? t.outcome ?? t.flag).replace(/_/g, ' ')})` : ''}`))),
       CANCELLABLE.has(o.status) ? h('button', { type: 'button', onclick: () => cancel(o) }, 'Cancel this order') : null);
     if (cancelled && !stockShown) { stockShown = true; restock(o); }
     if (!returnForm && o.customer === session()?.sub && o.shipments.some((s) => s.status === 'delivered')) {
       returnForm = true;
       actions.append(requestReturn(o));
+    }
+    const flagsNow = JSON.stringify([o.flags ?? [], o.flag_resolutions ?? []]);
+    if (session()?.admin && o.flags && flagsNow !== flagsShown) {
+      flagsShown = flagsNow;
+      import('./admin.js').then((admin) => {
+        if (flagsShown !== flagsNow) return; // a later order is already being drawn
+        fill(flagsBox, admin.flagsPanel(o, (resolved) => { last = resolved.version; draw(resolved); }));
+      });
     }
     if (!refundForm && session()?.admin && o.payment?.captured) {
       refundForm = true;
@@ -487,7 +507,6 @@ export async function order(view, _params, id) {
   };
 
   // Poll while the saga runs (1 s), then slower while shipments can still change (3 s).
-  let last = 0;
   while (view.live()) {
     let o;
     try { o = await get(`/orders/${id}`); } catch (error) {
@@ -516,13 +535,13 @@ export async function orders(view, params) {
     result.next_cursor ? h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: `#/orders?cursor=${encodeURIComponent(result.next_cursor)}` }, 'Older orders')) : null);
 }
 
-export function orderTable(items, { customer = false } = {}) {
+export function orderTable(items, { customer = false, flagName = (f) => f } = {}) {
   return h('table', { class: 'lines' },
     h('thead', {}, h('tr', {}, ['Order', 'Placed', customer ? 'Customer' : null, 'Status', 'Total'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, items.map((o) => h('tr', {},
       h('th', { scope: 'row' }, h('a', { href: `#/orders/${o.order_id}`, class: 'mono' }, o.order_id)),
       h('td', {}, when(o.created_at)),
-      customer ? h('td', {}, o.customer, o.flags?.length ? h('span', { class: 'badge cancelled' }, ` ${o.flags.join(', ')}`) : null) : null,
+      customer ? h('td', {}, o.customer, o.flags?.length ? [' ', h('span', { class: 'badge cancelled' }, o.flags.map(flagName).join(', '))] : null) : null,
       h('td', {}, STATUS[o.status] ?? o.status),
       h('td', {}, money(o.totals.total))))));
 }
