@@ -95,7 +95,8 @@ Refunds and disputes (what Ferrocart's refunds and its charge.* webhooks need):
   * POST /_test/payment_intents/{id}/fail_next_refund (with the secret key): the next refund of
     that PaymentIntent answers 500 api_error and refunds nothing, as a Stripe outage would. The
     answer is saved under the request's Idempotency-Key, so a retry under the same key gets the
-    500 again (Stripe does the same for 24 h); a retry under another key is refunded.
+    500 again with `Idempotent-Replayed: true` (Stripe does the same for 24 h); a retry under
+    another key is refunded.
   * POST /_test/payment_intents/{id}/dispute (with the secret key; optional `reason`, default
     `fraudulent`): the customer's bank disputes the PaymentIntent's charge for its whole amount.
     The charge reads `disputed: true` and `charge.dispute.created` is sent with the dispute

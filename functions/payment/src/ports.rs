@@ -142,10 +142,12 @@ pub enum GatewayError {
     /// Stripe could not be reached, timed out or throttled us: retry later.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
-    /// Stripe answered 5xx: retry later. Stripe keeps this answer under the request's idempotency
-    /// key for 24 hours, so a retry under the same key gets it again.
-    #[error("Stripe failed: {0}")]
-    ServerError(String),
+    /// Stripe answered 5xx: retry later. Stripe saves the answer under the request's idempotency
+    /// key (for 24 hours) once the request began executing, and a retry under the same key gets
+    /// it again, `replayed` (Stripe's `Idempotent-Replayed: true` header). A 5xx not replayed may
+    /// not have been saved: a retry under the same key may then run the request.
+    #[error("Stripe failed{}: {detail}", if *replayed { " (replayed)" } else { "" })]
+    ServerError { detail: String, replayed: bool },
     /// Our side is wrong (credentials, an idempotency key reused with other parameters, a
     /// response we cannot read): retrying will not help.
     #[error("Stripe call is broken: {0}")]
@@ -155,7 +157,7 @@ pub enum GatewayError {
 impl GatewayError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Conflict(_) | Self::Unavailable(_) | Self::ServerError(_))
+        matches!(self, Self::Conflict(_) | Self::Unavailable(_) | Self::ServerError { .. })
     }
 }
 

@@ -43,12 +43,16 @@
 //!
 //! ## A Stripe outage
 //!
-//! Stripe saves a 5xx answer under the request's idempotency key for 24 hours, so a retry under
-//! the same key would get the same 5xx all day. A refund keeps the number of its attempt
-//! ([`Refund::attempt`], the key's suffix): a 5xx answer moves it on with a conditional write,
-//! and the next retry first lists the PaymentIntent's refunds at Stripe for one carrying our
-//! refund id (Stripe may have made it before failing) and only then asks again under the new key.
-//! Only the current key can make a refund: an older one replays its saved 5xx.
+//! Stripe saves a 5xx answer under the request's idempotency key for 24 hours once the request
+//! began executing, so a retry under the same key would get the same 5xx all day; a 5xx given
+//! before that is not saved, and a retry under the same key runs the request. A refund keeps the
+//! number of its attempt ([`Refund::attempt`], the key's suffix). A 5xx is retried under the same
+//! key; only a 5xx Stripe *replays* (`Idempotent-Replayed: true`: the key is spent) moves it on,
+//! with a conditional write, and the retry then lists the PaymentIntent's refunds at Stripe for
+//! one carrying our refund id (Stripe may have made it before failing) and only then asks again
+//! under the new key. Only the current key can make a refund: an older one replays its saved 5xx.
+//! Moving on after a 5xx that was not saved would leave two live keys (a retry still holding the
+//! old one runs under it), and two retries could each make a refund.
 
 use time::{Duration, OffsetDateTime};
 
@@ -168,7 +172,7 @@ pub struct Refund {
     /// For an admin's request: its body in canonical JSON, which a replay must repeat.
     pub request: Option<String>,
     /// Which idempotency key Stripe is asked with (`ferrocart:{refund_id}:refund`, then `…:{n}`):
-    /// moved on after a 5xx answer, which Stripe keeps under its key for 24 hours.
+    /// moved on once Stripe replays a 5xx saved under the current key (kept there for 24 hours).
     pub attempt: u32,
 }
 

@@ -23,9 +23,12 @@
 //! which lists the refunds due ([`Refund::due_at`]): [`REFUND_TIMEOUT`] after they were reserved,
 //! or [`PENDING_RECHECK`] after Stripe last said `pending` (then read back by its `re_` id).
 //!
-//! A 5xx answer is saved by Stripe under the idempotency key for 24 hours: the refund moves on to
-//! its next attempt's key ([`RefundStore::next_attempt`]), and the retry looks at Stripe first
-//! (step 2), so it is made once whatever the 5xx hid (see [`crate::refund`]).
+//! Stripe saves an answer under the idempotency key (for 24 hours) once the request began
+//! executing, 5xx included, and replays it to a retry under that key with `Idempotent-Replayed:
+//! true`. A 5xx is retried under the same key (it may not have been saved, and then the retry
+//! runs the request); only when Stripe replays a 5xx does the refund move on to its next
+//! attempt's key ([`RefundStore::next_attempt`], conditional on the attempt it was at), looking at
+//! Stripe first (step 2), so it is made once whatever the 5xx hid (see [`crate::refund`]).
 
 use time::OffsetDateTime;
 
@@ -169,22 +172,26 @@ pub async fn carry_on(
 async fn complete(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
-    refund: Refund,
-    look_first: bool,
+    mut refund: Refund,
+    mut look_first: bool,
     now: OffsetDateTime,
 ) -> Result<Refund, RefundError> {
     let order_id = refund.order_id;
     let payment = store.get(order_id).await?.ok_or(RefundError::NotFound(order_id))?;
     let intent = captured_intent(&payment)?;
-    let made = if look_first {
-        gateway.list_refunds(&intent).await?.into_iter().find(|made| made.refund_id == Some(refund.refund_id))
-    } else {
-        None
-    };
-    let made = match made {
-        Some(made) => made,
-        None => match gateway.create_refund(&intent, &refund).await {
-            Ok(made) => made,
+    // At most one move to the next attempt's key per call.
+    let mut moved = false;
+    let made = loop {
+        let found = if look_first {
+            gateway.list_refunds(&intent).await?.into_iter().find(|made| made.refund_id == Some(refund.refund_id))
+        } else {
+            None
+        };
+        if let Some(made) = found {
+            break made;
+        }
+        match gateway.create_refund(&intent, &refund).await {
+            Ok(made) => break made,
             Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code, None).await,
             Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code, None).await,
             // 409 `idempotency_key_in_use`: another retry of this refund is at Stripe right now
@@ -193,16 +200,33 @@ async fn complete(
                 tracing::info!(%order_id, refund_id = %refund.refund_id, conflict, "refund under way at Stripe");
                 return Err(RefundError::Busy(order_id));
             }
-            // Stripe keeps this 5xx under the key for 24 h: the next retry asks under the next
-            // attempt's key, after looking for the refund at Stripe (it may have been made).
-            Err(error @ GatewayError::ServerError(_)) => {
-                let moved = store.next_attempt(&refund).await?;
-                tracing::warn!(%order_id, refund_id = %refund.refund_id, attempt = refund.attempt, moved, %error,
-                    "Stripe answered 5xx; the retry uses the next idempotency key");
+            // Stripe replayed a 5xx it saved under this key: the key is spent for 24 h (the
+            // request ran no further, or made the refund: the listing finds it). Every retry
+            // under it gets the same 5xx, so none can make a refund with it; the refund moves
+            // to the next attempt's key, conditionally, and asks again after looking at Stripe.
+            Err(error @ GatewayError::ServerError { replayed: true, .. }) => {
+                if moved || !store.next_attempt(&refund).await? {
+                    // Another retry moved it first (and carries it on), or this one already did.
+                    tracing::warn!(%order_id, refund_id = %refund.refund_id, attempt = refund.attempt, %error,
+                        "Stripe replayed a 5xx; the refund is retried later");
+                    return Err(error.into());
+                }
+                tracing::warn!(%order_id, refund_id = %refund.refund_id, attempt = refund.attempt, %error,
+                    "Stripe replayed a saved 5xx; moving to the next idempotency key");
+                refund.attempt += 1;
+                (moved, look_first) = (true, true);
+            }
+            // A 5xx Stripe did not replay may not be saved under the key (Stripe saves an answer
+            // only once the request began executing): a retry under the same key may run the
+            // request, so the key stays until Stripe replays a 5xx under it. Moving on now would
+            // let a retry still holding this key and one holding the next each make a refund.
+            Err(error @ GatewayError::ServerError { .. }) => {
+                tracing::warn!(%order_id, refund_id = %refund.refund_id, attempt = refund.attempt, %error,
+                    "Stripe answered 5xx; the retry asks under the same idempotency key");
                 return Err(error.into());
             }
             Err(error) => return Err(error.into()),
-        },
+        }
     };
     follow(store, refund, made, now).await
 }
@@ -803,6 +827,25 @@ mod tests {
         assert!(matches!(outage, Err(RefundError::Failed(ref error)) if error.is_transient()), "{outage:?}");
         assert_eq!((retried.status.as_str(), retried.attempt), ("succeeded", 1), "not the saved 5xx again");
         assert_eq!(again, retried);
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
+    }
+
+    #[tokio::test]
+    async fn a_5xx_stripe_did_not_save_is_retried_under_the_same_key() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::ServerErrorUnsaved);
+
+        let outage = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await;
+        let stored = store.stored_refunds(order_id);
+        let retried = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert!(matches!(outage, Err(RefundError::Failed(ref error)) if error.is_transient()), "{outage:?}");
+        // A retry still holding attempt 0 would run under a key Stripe never burnt: moving on
+        // here could make a second refund.
+        assert_eq!(stored[0].attempt, 0, "a 5xx Stripe did not replay keeps the key");
+        assert_eq!((retried.status.as_str(), retried.attempt), ("succeeded", 0));
         assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
         assert_eq!(issued_amounts(&store), vec![(900, 900)]);
     }

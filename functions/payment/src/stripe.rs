@@ -284,7 +284,7 @@ impl ErrorKind {
 /// that needs authentication), which is a business result and not an error.
 pub fn error_kind(error: &StripeError) -> Option<ErrorKind> {
     match error {
-        StripeError::Api(error, status) => api_error_kind(*status, &error.type_, error.code.as_deref()),
+        StripeError::Api { error, status, .. } => api_error_kind(*status, &error.type_, error.code.as_deref()),
         StripeError::Connection(_) | StripeError::Timeout => Some(ErrorKind::Connection),
         StripeError::Unreadable(_) => Some(ErrorKind::Api),
         // Refused by the client before anything was sent: a request of ours that is wrong.
@@ -344,7 +344,7 @@ async fn observed<T>(
 
 fn classify(error: StripeError) -> GatewayError {
     match error {
-        StripeError::Api(error, status) => classify_api(&error, status),
+        StripeError::Api { error, status, replayed } => classify_api(&error, status, replayed),
         StripeError::Connection(message) => GatewayError::Unavailable(message),
         StripeError::Timeout => GatewayError::Unavailable(format!("no answer within {TIMEOUT:?}")),
         StripeError::Unreadable(message) => GatewayError::Misconfigured(format!("unreadable answer: {message}")),
@@ -352,7 +352,7 @@ fn classify(error: StripeError) -> GatewayError {
     }
 }
 
-fn classify_api(error: &ApiError, status: u16) -> GatewayError {
+fn classify_api(error: &ApiError, status: u16, replayed: bool) -> GatewayError {
     let code = error.code.clone();
     // Stripe's message: the error object we read has nothing else of the call.
     let message = error.message.clone().unwrap_or_default();
@@ -360,7 +360,7 @@ fn classify_api(error: &ApiError, status: u16) -> GatewayError {
     match status {
         402 if error.type_ == "card_error" => GatewayError::Declined(decline(error)),
         429 => GatewayError::Unavailable(described()),
-        500.. => GatewayError::ServerError(described()),
+        500.. => GatewayError::ServerError { detail: described(), replayed },
         409 => GatewayError::Conflict(described()),
         401 | 403 => GatewayError::Misconfigured(described()),
         _ if error.type_ == "idempotency_error" => GatewayError::Misconfigured(described()),

@@ -61,8 +61,9 @@ const KEPT_FOR: Duration = Duration::from_secs(20);
 /// A call to Stripe that did not answer what was asked.
 #[derive(Debug)]
 pub enum StripeError {
-    /// Stripe answered an error (its body and the HTTP status).
-    Api(Box<ApiError>, u16),
+    /// Stripe answered an error: its body, the HTTP status, and whether Stripe replayed an
+    /// answer saved under the request's idempotency key (`Idempotent-Replayed: true`).
+    Api { error: Box<ApiError>, status: u16, replayed: bool },
     /// No answer: the connection failed.
     Connection(String),
     /// No answer within the call's timeout.
@@ -76,12 +77,13 @@ pub enum StripeError {
 impl fmt::Display for StripeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Api(error, status) => write!(
+            Self::Api { error, status, replayed } => write!(
                 f,
-                "HTTP {status} {} {}: {}",
+                "HTTP {status} {} {}: {}{}",
                 error.type_,
                 error.code.as_deref().unwrap_or("-"),
-                error.message.as_deref().unwrap_or("")
+                error.message.as_deref().unwrap_or(""),
+                if *replayed { " (replayed)" } else { "" }
             ),
             Self::Connection(message) => write!(f, "could not reach Stripe: {message}"),
             Self::Timeout => f.write_str("no answer from Stripe in time"),
@@ -270,7 +272,7 @@ impl Transport {
         &self,
         build: impl Fn() -> Result<hyper::Request<Full<Bytes>>, StripeError>,
         repeatable: bool,
-    ) -> Result<(u16, Bytes), StripeError> {
+    ) -> Result<Answer, StripeError> {
         let response = match self.client.request(build()?).await {
             Err(error) if repeatable && closed_unanswered(&error) => {
                 tracing::warn!(error = %chain(&error), "Stripe connection closed before an answer; sending once more");
@@ -280,9 +282,27 @@ impl Transport {
         };
         let response = response.map_err(|error| StripeError::Connection(chain(&error)))?;
         let status = response.status().as_u16();
+        let replayed = replayed(response.headers());
         let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(chain(&error)))?;
-        Ok((status, body.to_bytes()))
+        Ok(Answer { status, replayed, body: body.to_bytes() })
     }
+}
+
+/// An answer as [`Transport::attempt`] read it.
+struct Answer {
+    status: u16,
+    /// Stripe replayed the answer saved under the request's idempotency key.
+    replayed: bool,
+    body: Bytes,
+}
+
+/// Whether the answer carries `Idempotent-Replayed: true`: the answer Stripe saved under the
+/// idempotency key when a request with it first began executing, sent again.
+fn replayed(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(HeaderName::from_static("idempotent-replayed"))
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Whether a request's connection closed (or was reset) before the answer's head: the server
@@ -361,13 +381,13 @@ impl StripeClient for Transport {
             builder.body(Full::new(body.clone())).map_err(|error| StripeError::Config(error.to_string()))
         };
         let timeout = config.timeout.unwrap_or(self.timeout);
-        let (status, body) = tokio::time::timeout(timeout, self.attempt(build, repeatable))
+        let answer = tokio::time::timeout(timeout, self.attempt(build, repeatable))
             .await
             .map_err(|_| StripeError::Timeout)??;
-        if (200..300).contains(&status) {
-            return Ok(body);
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
         }
-        Err(api_error(status, &body))
+        Err(api_error(answer.status, answer.replayed, &answer.body))
     }
 }
 
@@ -375,13 +395,13 @@ impl StripeClient for Transport {
 /// unreadable, except a 429 or 5xx: a proxy or load balancer in front of Stripe answers those
 /// with a page of its own, and they are Stripe's `api_error` (try again later), not a contract
 /// break.
-fn api_error(status: u16, body: &[u8]) -> StripeError {
+fn api_error(status: u16, replayed: bool, body: &[u8]) -> StripeError {
     let envelope =
         std::str::from_utf8(body).ok().and_then(|text| miniserde::json::from_str::<ErrorEnvelope>(text).ok());
     match envelope {
-        Some(envelope) => StripeError::Api(Box::new(envelope.error), status),
-        None if status == 429 || status >= 500 => StripeError::Api(
-            Box::new(ApiError {
+        Some(envelope) => StripeError::Api { error: Box::new(envelope.error), status, replayed },
+        None if status == 429 || status >= 500 => StripeError::Api {
+            error: Box::new(ApiError {
                 type_: "api_error".to_owned(),
                 code: None,
                 decline_code: None,
@@ -389,7 +409,8 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
                 param: None,
             }),
             status,
-        ),
+            replayed,
+        },
         None => StripeError::Unreadable(format!("HTTP {status} without Stripe's error object")),
     }
 }
@@ -505,6 +526,43 @@ mod tests {
         assert_eq!(idempotency_keys(&received), ["ferrocart:first", "-"]);
     }
 
+    /// A Stripe on loopback answering every request with a 500, the first one fresh and the
+    /// next ones replayed under the key, as Stripe answers a 5xx it saved.
+    async fn stripe_failing_then_replaying() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let body = r#"{"error": {"type": "api_error", "message": "An unknown error occurred"}}"#;
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            for request in 0.. {
+                if read_request(&mut stream).await.is_none() {
+                    return;
+                }
+                let replayed = if request == 0 { "" } else { "Idempotent-Replayed: true\r\n" };
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\n{replayed}content-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_5xx_answer_says_whether_stripe_replayed_it() {
+        let client =
+            Transport::new("sk_test_1", Some(&stripe_failing_then_replaying().await), Duration::from_secs(5)).unwrap();
+
+        let first = refund(&client, key("ferrocart:k")).await;
+        let again = refund(&client, key("ferrocart:k")).await;
+
+        assert!(matches!(first, Err(StripeError::Api { status: 500, replayed: false, .. })), "{first:?}");
+        assert!(matches!(again, Err(StripeError::Api { status: 500, replayed: true, .. })), "{again:?}");
+    }
+
     #[test]
     fn the_key_goes_over_plain_http_only_to_a_loopback_host() {
         for base in [
@@ -551,7 +609,9 @@ mod tests {
         let body = br#"{"error": {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
             "message": "Your card has insufficient funds.", "payment_intent": {"id": "pi_1", "object": "payment_intent"}}}"#;
 
-        let StripeError::Api(error, 402) = api_error(402, body) else { panic!("not an API error") };
+        let StripeError::Api { error, status: 402, replayed: false } = api_error(402, false, body) else {
+            panic!("not an API error")
+        };
         assert_eq!((error.type_.as_str(), error.code.as_deref()), ("card_error", Some("card_declined")));
         assert_eq!(error.decline_code.as_deref(), Some("insufficient_funds"));
         assert_eq!(error.param, None);
@@ -559,11 +619,11 @@ mod tests {
 
     #[test]
     fn an_error_answer_that_is_not_stripes_is_unreadable_unless_it_says_try_again() {
-        assert!(matches!(api_error(400, b"<html>Bad Request</html>"), StripeError::Unreadable(_)));
+        assert!(matches!(api_error(400, false, b"<html>Bad Request</html>"), StripeError::Unreadable(_)));
         for status in [429, 500, 502, 503] {
-            let error = api_error(status, b"<html>Bad Gateway</html>");
+            let error = api_error(status, false, b"<html>Bad Gateway</html>");
             assert!(
-                matches!(&error, StripeError::Api(api, s) if api.type_ == "api_error" && *s == status),
+                matches!(&error, StripeError::Api { error: api, status: s, .. } if api.type_ == "api_error" && *s == status),
                 "{status}: {error}"
             );
         }

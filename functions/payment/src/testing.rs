@@ -274,8 +274,12 @@ pub enum Fault {
     /// (409 `idempotency_key_in_use`); nothing happens.
     KeyInUse,
     /// Refunds only: Stripe answers 500, having made the refund first or not (`made`), and
-    /// saves that answer under the idempotency key: the same key gets it again (for 24 h).
+    /// saves that answer under the idempotency key: the same key gets it again (for 24 h),
+    /// replayed.
     ServerError { made: bool },
+    /// Refunds only: Stripe answers 500 before the request began executing: nothing is made
+    /// and nothing saved, so the same key runs the request next time.
+    ServerErrorUnsaved,
 }
 
 #[derive(Debug)]
@@ -900,13 +904,16 @@ impl RefundGateway for FakeStripe {
         // What the adapter refuses before calling Stripe (an amount Stripe cannot refund exactly).
         crate::stripe::stripe_amount(refund.amount)?;
         let key = crate::stripe::refund_key(refund);
-        let server_error = || GatewayError::ServerError("HTTP 500 api_error".into());
+        let server_error = |replayed| GatewayError::ServerError { detail: "HTTP 500 api_error".into(), replayed };
         if lock(&self.failed_keys).contains(&key) {
-            return Err(server_error()); // the saved answer, replayed
+            return Err(server_error(true)); // the saved answer, replayed
+        }
+        if fault == Some(Fault::ServerErrorUnsaved) {
+            return Err(server_error(false));
         }
         if fault == Some(Fault::ServerError { made: false }) {
             lock(&self.failed_keys).push(key);
-            return Err(server_error());
+            return Err(server_error(false));
         }
         let made = {
             let intents = lock(&self.intents);
@@ -956,7 +963,7 @@ impl RefundGateway for FakeStripe {
         }
         if fault == Some(Fault::ServerError { made: true }) {
             lock(&self.failed_keys).push(key);
-            return Err(server_error());
+            return Err(server_error(false));
         }
         Ok(made)
     }

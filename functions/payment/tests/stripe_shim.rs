@@ -183,7 +183,7 @@ async fn a_capture_tried_again_after_a_stripe_500_goes_through() {
     // The queue's retry of the same dispatch: Stripe saved the 500 under a repeated key.
     let retry = stripe.gateway.capture_intent(order_id, &created.id).await;
 
-    assert!(matches!(first, Err(GatewayError::ServerError(_))), "{first:?}");
+    assert!(matches!(first, Err(GatewayError::ServerError { .. })), "{first:?}");
     assert_eq!(retry.map(|intent| intent.status), Ok(IntentStatus::Succeeded), "not the saved 500 again");
 }
 
@@ -286,8 +286,11 @@ mod refunds {
         let next = Refund { attempt: 1, ..first.clone() };
         let made = stripe.gateway.create_refund(&intent, &next).await.unwrap();
 
-        assert!(matches!(outage, Err(GatewayError::ServerError(_))), "{outage:?}");
-        assert!(matches!(replayed, Err(GatewayError::ServerError(_))), "Stripe replays the saved 500: {replayed:?}");
+        assert!(matches!(outage, Err(GatewayError::ServerError { replayed: false, .. })), "{outage:?}");
+        assert!(
+            matches!(replayed, Err(GatewayError::ServerError { replayed: true, .. })),
+            "Stripe replays the saved 500, saying so: {replayed:?}"
+        );
         assert!(listed.is_empty(), "nothing was refunded by the 500");
         assert_eq!(stripe.gateway.list_refunds(&intent).await.unwrap(), vec![made.clone()], "exactly one refund");
         assert_eq!(made.refund_id, Some(first.refund_id));
