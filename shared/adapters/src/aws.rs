@@ -69,6 +69,41 @@ fn from_env(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
     config.build()
 }
 
+/// An SDK client built by its first use instead of at init, for a client most invocations of
+/// a function never call (Secrets Manager, read once per cold start; checkout's Lambda client,
+/// used by placement and cancellation but not by order reads): building one sets up its
+/// configuration, runtime plugins and endpoint resolver, page faults included, and a cold
+/// start that never needs it should not pay for it. Clones share the one client.
+pub struct Deferred<C> {
+    config: SdkConfig,
+    client: std::sync::Arc<std::sync::OnceLock<C>>,
+    build: fn(&SdkConfig) -> C,
+}
+
+impl<C> Deferred<C> {
+    /// Keeps `config` for `build` (an SDK client's `Client::new`), called at the first [`Self::get`].
+    pub fn new(config: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
+        Self { config: config.clone(), client: std::sync::Arc::default(), build }
+    }
+
+    /// The client, built now if this is its first use.
+    pub fn get(&self) -> &C {
+        self.client.get_or_init(|| (self.build)(&self.config))
+    }
+}
+
+impl<C> Clone for Deferred<C> {
+    fn clone(&self) -> Self {
+        Self { config: self.config.clone(), client: std::sync::Arc::clone(&self.client), build: self.build }
+    }
+}
+
+impl<C> std::fmt::Debug for Deferred<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred").field("built", &self.client.get().is_some()).finish_non_exhaustive()
+    }
+}
+
 /// The execution role's credentials, read from the environment when the SDK asks (once, then
 /// cached by the SDK's identity cache), as aws-config's environment provider reads them.
 #[derive(Debug)]
@@ -212,6 +247,22 @@ mod tests {
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+
+    #[test]
+    fn a_deferred_client_is_built_by_its_first_use_and_shared_by_its_clones() {
+        static BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn build(config: &SdkConfig) -> Option<String> {
+            BUILT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            config.region().map(|region| region.to_string())
+        }
+        let deferred = Deferred::new(&from_env(env(&[("AWS_REGION", "eu-west-1")])), build);
+        let clone = deferred.clone();
+        assert_eq!(BUILT.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing built at init");
+
+        assert_eq!(clone.get().as_deref(), Some("eu-west-1"));
+        assert_eq!(deferred.get().as_deref(), Some("eu-west-1"));
+        assert_eq!(BUILT.load(std::sync::atomic::Ordering::SeqCst), 1, "built once, for both");
     }
 
     #[test]

@@ -140,12 +140,12 @@ impl CursorKeys {
     /// API function's `main` hands it to its store (see [`ListingKeys`]), and the first listing
     /// reads them.
     pub fn loader(
-        client: aws_sdk_secretsmanager::Client,
+        client: crate::aws::Deferred<aws_sdk_secretsmanager::Client>,
         arn: String,
     ) -> impl Fn() -> Loading<Self, KeyError> + Send + Sync + 'static {
         move || {
             let (client, arn) = (client.clone(), arn.clone());
-            Box::pin(async move { Self::load(&client, &arn).await })
+            Box::pin(async move { Self::load(client.get(), &arn).await })
         }
     }
 

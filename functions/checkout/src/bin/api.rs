@@ -18,10 +18,12 @@ async fn main() -> Result<(), Error> {
     // Only this function serves listings, so only it is given the cursor secret (not checkout-events).
     let cursor_secret = lambda_glue::config::required("CURSOR_SECRET_ARN")?;
     let aws = adapters::aws::load_config().await;
-    let lambda = aws_sdk_lambda::Client::new(&aws);
+    // Built by the first placement or cancellation that asks another domain, not at init.
+    let lambda = adapters::aws::Deferred::new(&aws, aws_sdk_lambda::Client::new);
     let carts = LambdaCarts::new(lambda.clone(), cart_query);
     let fulfillment = LambdaFulfillment::new(lambda, fulfillment_query);
-    let (dynamodb, secretsmanager) = (aws_sdk_dynamodb::Client::new(&aws), aws_sdk_secretsmanager::Client::new(&aws));
+    let (dynamodb, secretsmanager) =
+        (aws_sdk_dynamodb::Client::new(&aws), adapters::aws::Deferred::new(&aws, aws_sdk_secretsmanager::Client::new));
     // The cursor secret is read by the first listing, not at init; only listings await it, so
     // a secret that cannot be read fails them alone.
     let cursor_keys = OnFirstUse::new(CursorKeys::loader(secretsmanager, cursor_secret));

@@ -10,8 +10,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&adapters::aws::load_config().await);
     let inbox = DynamoInbox::new(dynamodb.clone(), &config.table);
-    // The consumer never lists orders for a client, so it signs no cursor anyone reads: a key of
-    // its own, made up at cold start, spares it the secret and the IAM grant to read it.
+    // The consumer never lists orders for a client: its store has no cursor keys, so it needs
+    // neither the cursor secret nor the IAM grant to read it.
     let store = DynamoOrders::new(dynamodb, config.table);
     lambda_glue::consumer::serve(|trigger| checkout::events::handle(&store, &inbox, trigger)).await
 }
