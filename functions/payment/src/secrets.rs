@@ -9,6 +9,7 @@
 //! `secret_key` field (what the console's key/value editor writes). Nothing here logs or formats
 //! the value, and errors name the secret's ARN only.
 
+use adapters::aws::Deferred;
 use adapters::secrets::Loading;
 
 use crate::ports::GatewayError;
@@ -50,13 +51,13 @@ pub async fn gateway(
 ///
 /// [`OnFirstUse`]: adapters::secrets::OnFirstUse
 pub fn gateway_loader(
-    client: aws_sdk_secretsmanager::Client,
+    client: Deferred<aws_sdk_secretsmanager::Client>,
     source: SecretSource,
     api_base: Option<String>,
 ) -> impl Fn() -> Loading<StripeGateway, GatewayStartError> + Send + Sync + 'static {
     move || {
         let (client, source, api_base) = (client.clone(), source.clone(), api_base.clone());
-        Box::pin(async move { gateway(source, &client, api_base.as_deref()).await })
+        Box::pin(async move { gateway(source, client.get(), api_base.as_deref()).await })
     }
 }
 
@@ -64,12 +65,12 @@ pub fn gateway_loader(
 ///
 /// [`OnFirstUse`]: adapters::secrets::OnFirstUse
 pub fn signing_loader(
-    client: aws_sdk_secretsmanager::Client,
+    client: Deferred<aws_sdk_secretsmanager::Client>,
     source: SigningSource,
 ) -> impl Fn() -> Loading<Vec<SigningSecret>, SecretError> + Send + Sync + 'static {
     move || {
         let (client, source) = (client.clone(), source.clone());
-        Box::pin(async move { signing_secrets(source, &client).await })
+        Box::pin(async move { signing_secrets(source, client.get()).await })
     }
 }
 
@@ -166,10 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_gateway_loader_builds_the_gateway_and_a_failed_build_fails_the_use_that_awaited_it() {
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .build();
-        let client = aws_sdk_secretsmanager::Client::from_conf(config);
+        let client = Deferred::new(&adapters::aws::load_config().await, aws_sdk_secretsmanager::Client::new);
         let key = SecretSource::Key(StripeSecret::new("sk_test_1").unwrap());
         let local = OnFirstUse::new(gateway_loader(client.clone(), key.clone(), Some("http://127.0.0.1:12111".into())));
         let in_clear = OnFirstUse::new(gateway_loader(client, key, Some("http://stripe.example.com".into())));

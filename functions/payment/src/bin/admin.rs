@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     lambda_glue::logging::init();
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = load_config().await;
-    let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+    let secretsmanager = adapters::aws::Deferred::new(&aws, aws_sdk_secretsmanager::Client::new);
     // The Stripe key is read by the first request that needs it, not at init.
     let gateway = OnFirstUse::new(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));
     let store = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&aws), table);

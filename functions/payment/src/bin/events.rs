@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_glue::logging::init();
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let aws = adapters::aws::load_config().await;
-    let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+    let secretsmanager = adapters::aws::Deferred::new(&aws, aws_sdk_secretsmanager::Client::new);
     // The Stripe key is read by the first batch, not at init; a failed read fails that batch
     // (SQS delivers it again) and a later batch reads again.
     let gateway = OnFirstUse::new(payment::secrets::gateway_loader(secretsmanager, stripe_secret, stripe_api_base));

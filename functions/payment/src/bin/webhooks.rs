@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let Config { table, stripe_secret, stripe_api_base } = Config::from_env()?;
     let signing = SigningSource::from_env()?;
     let aws = load_config().await;
-    let secretsmanager = aws_sdk_secretsmanager::Client::new(&aws);
+    let secretsmanager = adapters::aws::Deferred::new(&aws, aws_sdk_secretsmanager::Client::new);
     // Both secrets are read, together, by the first request, not at init.
     let gateway = OnFirstUse::new(gateway_loader(secretsmanager.clone(), stripe_secret, stripe_api_base));
     let signing_secrets = OnFirstUse::new(signing_loader(secretsmanager, signing));
