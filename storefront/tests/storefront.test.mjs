@@ -522,8 +522,19 @@ journey('flags: an admin finds a flagged order, sees the failed refund and the l
   await see(flag.locator('[role=alert]'), 'One field needs attention.');
   assert.equal(await flag.getByLabel('Note (required: what was done)').evaluate((el) => el === document.activeElement && el.getAttribute('aria-invalid')), 'true');
 
-  // With a note: the flag leaves, the resolution shows who and what.
+  // A second refund fails while the page is open: the flag is raised again by a new fact, so a
+  // resolution decided on the page as shown is refused (412); the page reloads the order and says so.
+  const second = await admin('POST', `/admin/orders/${orderId}/refunds`, { amount: 500, reason: 'requested_by_customer' }, { 'idempotency-key': `r2-${u}` });
+  assert.equal(second.status, 201, JSON.stringify(second.body));
+  await stripeControl(cloud.stripe, `/_test/refunds/${second.body.stripe_refund_id}/end`, { status: 'failed', failure_reason: 'lost_or_stolen_card' });
+  await until(async () => (await admin('GET', `/orders/${orderId}`)).body.payment?.refunds?.filter((r) => r.status === 'failed').length === 2, 'the second failed refund is on the order', 20_000);
   await flag.getByLabel('Note (required: what was done)').fill(`paid back by bank transfer ${u}`);
+  await flag.getByRole('button', { name: 'Resolve' }).click();
+  await see(flag.locator('[role=alert]'), 'This order changed since you opened it');
+  await see(page.locator('#refunds'), 'the bank’s reason: lost or stolen card');
+  assert.equal(await page.locator('#flag-resolutions').count(), 0, 'nothing resolved');
+
+  // With a note, on the order as it is: the flag leaves, the resolution shows who and what.
   await flag.getByRole('button', { name: 'Resolve' }).click();
   await see(page.locator('#flag-resolutions'), `Refund failed resolved by staff-${u}`);
   await see(page.locator('#flag-resolutions'), `paid back by bank transfer ${u}`);

@@ -90,6 +90,8 @@ struct RejectBody {
 #[derive(Deserialize)]
 struct ResolveBody {
     note: String,
+    /// The order's `version` the admin decided on.
+    version: u64,
 }
 
 #[derive(Serialize)]
@@ -205,9 +207,10 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
             if note.is_empty() || note.chars().count() > MAX_RESOLUTION_NOTE_CHARS {
                 return Err(field("/note", format!("must be 1 to {MAX_RESOLUTION_NOTE_CHARS} characters")));
             }
-            let order = service::resolve_flag(store, order_id(request)?, flag, &caller.subject, note, now)
-                .await
-                .map_err(problem)?;
+            let order =
+                service::resolve_flag(store, order_id(request)?, flag, body.version, &caller.subject, note, now)
+                    .await
+                    .map_err(problem)?;
             Reply::json(200, &OrderView::new(&order, true))
         }
         "GET /admin/orders" => {
@@ -268,6 +271,14 @@ fn problem(error: CheckoutError) -> Problem {
         CheckoutError::Return(refused @ ReturnRefused::Conflict(_)) => {
             Problem::new(ProblemKind::Conflict, refused.to_string())
         }
+        CheckoutError::Stale { seen, current } => Problem::new(
+            ProblemKind::PreconditionFailed,
+            format!(
+                "You decided on version {seen} of the order, but it is at version {current} now: nothing was \
+                 changed. Read the order again and decide on it as it is."
+            ),
+        )
+        .with_errors(vec![FieldError::new("/version", format!("the order is at version {current}"))]),
         CheckoutError::Busy => {
             Problem::new(ProblemKind::Conflict, "The order is being changed by another request; try again.")
         }

@@ -199,6 +199,9 @@ pub enum CheckoutError {
     ReturnNotFound(String),
     #[error("the order kept changing")]
     Busy,
+    /// The order is no longer at the version the request was decided on.
+    #[error("the order changed since version {seen}: it is at version {current}")]
+    Stale { seen: u64, current: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -539,21 +542,45 @@ pub async fn reject_return(
 }
 
 /// `POST /admin/orders/{id}/flags/{flag}/resolve`: an admin settles a flag with a note (see
-/// [`Order::resolve_flag`]). The write is conditional on the version read and decided again on a
-/// lost race, so a flag raised meanwhile by the saga is never dropped. A flag that is not raised
-/// answers the order as it is.
+/// [`Order::resolve_flag`]), having seen the order at version `seen`. A flag that is not raised
+/// (resolved already, by this request's retry or another admin, or never raised) answers the
+/// order as it is. A raised flag is resolved only on the order the admin saw: if it changed since
+/// (a new fact may have raised the flag again: a second failed refund, a second dispute),
+/// nothing is written and [`CheckoutError::Stale`] says so; the write is conditional on `seen`.
 pub async fn resolve_flag(
     store: &impl OrderStore,
     id: OrderId,
     flag: Flag,
+    seen: u64,
     by: &str,
     note: &str,
     now: OffsetDateTime,
 ) -> Result<Order, CheckoutError> {
-    let order = store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string()))?;
-    let order = update(store, order, |order| Ok(order.resolve_flag(flag, by, note, now).then(Vec::new))).await?;
-    tracing::info!(order_id = %id, flag = flag.as_str(), by, "flag resolved");
-    Ok(order)
+    let read = || async { store.get(id).await?.ok_or_else(|| CheckoutError::NotFound(id.to_string())) };
+    let order = read().await?;
+    if !order.flags.contains(&flag) {
+        return Ok(order);
+    }
+    if order.version != seen {
+        return Err(CheckoutError::Stale { seen, current: order.version });
+    }
+    let mut resolved = order;
+    resolved.resolve_flag(flag, by, note, now);
+    match store.save(&resolved, seen, Write { events: &[], returned_coupon: None, returns: &[] }).await? {
+        Saved::Done => {
+            tracing::info!(order_id = %id, flag = flag.as_str(), by, "flag resolved");
+            Ok(resolved)
+        }
+        // Changed between the read and the write: decided as above on the order as it is now.
+        Saved::Stale => {
+            let current = read().await?;
+            if current.flags.contains(&flag) {
+                Err(CheckoutError::Stale { seen, current: current.version })
+            } else {
+                Ok(current)
+            }
+        }
+    }
 }
 
 /// `POST /orders/{id}/cancel`: the customer cancels until a shipment has left
@@ -638,6 +665,41 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
+
+    /// A delivered order flagged `refund_failed`, at version 3.
+    fn refund_failed() -> Order {
+        let mut order = order_in(Status::Delivered);
+        order.flags = vec![Flag::RefundFailed];
+        order
+    }
+
+    #[tokio::test]
+    async fn a_flag_raised_again_after_the_admin_looked_is_not_resolved() {
+        let order = refund_failed();
+        let store = stored(&order);
+        // A second refund fails after the admin read version 3: the order moves on, still flagged.
+        let mut again = order.clone();
+        again.version = 4;
+        store.insert(&again);
+
+        let stale = resolve_flag(&store, order.order_id, Flag::RefundFailed, 3, "root", "paid by hand", NOW).await;
+
+        assert!(matches!(stale, Err(CheckoutError::Stale { seen: 3, current: 4 })), "{stale:?}");
+        let kept = store.get(order.order_id).await.unwrap().unwrap();
+        assert_eq!((kept.flags, kept.flag_resolutions.len(), kept.version), (vec![Flag::RefundFailed], 0, 4));
+    }
+
+    #[tokio::test]
+    async fn a_flag_resolved_on_the_version_seen_goes_and_a_retry_answers_the_order_as_it_is() {
+        let order = refund_failed();
+        let store = stored(&order);
+
+        let resolved = resolve_flag(&store, order.order_id, Flag::RefundFailed, 3, "root", "paid", NOW).await.unwrap();
+        let retried = resolve_flag(&store, order.order_id, Flag::RefundFailed, 3, "root", "paid", NOW).await.unwrap();
+
+        assert_eq!((resolved.flags.len(), resolved.version), (0, 4));
+        assert_eq!(retried, resolved, "resolved already: nothing written, whatever the version");
+    }
 
     #[tokio::test]
     async fn a_confirmed_order_fulfillment_holds_is_cancelled_and_announced() {

@@ -297,20 +297,31 @@ async function shipments(view, params) {
 
 /** On an order page, for admins: the order's raised flags, each with a "Resolve" form asking for
  *  the note the API keeps, and the flags resolved before (who, when, the note). `resolved(order)`
- *  gets the order the API answers. */
+ *  gets the order the API answers, or the order read again when it changed since it was shown. */
 export function flagsPanel(o, resolved) {
   const raised = o.flags ?? [];
   const done = o.flag_resolutions ?? [];
   if (!raised.length && !done.length) return null;
+  // The version the admin decides on: the API resolves nothing on an order that changed since.
+  let seen = o.version;
   const resolveForm = (flag) => {
     const summary = h('div');
     const form = h('form', { novalidate: true, class: 'card', 'data-flag': flag, onsubmit: async (event) => {
       event.preventDefault();
       try {
-        const { data } = await call('POST', `/admin/orders/${o.order_id}/flags/${flag}/resolve`, { body: { note: fields(form).note } });
+        const { data } = await call('POST', `/admin/orders/${o.order_id}/flags/${flag}/resolve`, { body: { note: fields(form).note, version: seen } });
         announce(`${flagName(flag)}: resolved`);
         resolved(data);
-      } catch (error) { showProblem(form, summary, error); }
+      } catch (error) {
+        if (error.status !== 412) { showProblem(form, summary, error); return; }
+        const message = 'This order changed since you opened it (something new may have raised the flag again). Nothing was resolved: the page now shows the order as it is; read it, then resolve again if still needed.';
+        try {
+          const { data } = await call('GET', `/orders/${o.order_id}`);
+          seen = data.version;
+          fill(summary, h('p', { class: 'alert', role: 'alert' }, message));
+          resolved(data);
+        } catch (reload) { showProblem(form, summary, reload); }
+      }
     } },
     h('h3', {}, flagName(flag)),
     h('p', {}, FLAGS[flag]?.[1] ?? ''),

@@ -255,10 +255,27 @@ pub(crate) async fn flagged(flag: &str, id: &str) -> Option<Value> {
     eventually(20, || listed_under(flag, id)).await
 }
 
-/// `POST /admin/orders/{id}/flags/{flag}/resolve` with `note`, as an admin unless `token` is given.
-pub(crate) async fn resolve(id: &str, flag: &str, note: Value, token: Option<&str>) -> e2e::support::Reply {
-    let request =
-        call(Method::POST, &format!("/admin/orders/{id}/flags/{flag}/resolve")).json(&json!({ "note": note }));
+/// The order's `version` as an admin reads it now.
+pub(crate) async fn admin_version(id: &str) -> u64 {
+    let order = call(Method::GET, &format!("/orders/{id}")).admin().send().await.body;
+    order["version"].as_u64().unwrap_or_else(|| panic!("no version: {order}"))
+}
+
+/// `POST /admin/orders/{id}/flags/{flag}/resolve` with `note`, decided on the order's `version`
+/// (the current one when `None`), as an admin unless `token` is given.
+pub(crate) async fn resolve(
+    id: &str,
+    flag: &str,
+    note: Value,
+    version: Option<u64>,
+    token: Option<&str>,
+) -> e2e::support::Reply {
+    let version = match version {
+        Some(version) => version,
+        None => admin_version(id).await,
+    };
+    let request = call(Method::POST, &format!("/admin/orders/{id}/flags/{flag}/resolve"))
+        .json(&json!({ "note": note, "version": version }));
     match token {
         Some(token) => request.token(token).send().await,
         None => request.admin().send().await,
@@ -340,17 +357,30 @@ async fn an_admin_resolves_a_flag_with_a_note_and_the_order_leaves_the_flagged_l
     handled_by("CheckoutTable", &[&raced]).await;
     flagged("dispatched_after_cancel", &id).await.expect("listed under flag=dispatched_after_cancel");
 
-    let by_customer = resolve(&id, "dispatched_after_cancel", json!("mine"), Some(&shopper.token)).await;
-    let unknown = resolve(&id, "lost_parcel", json!("x"), None).await;
-    let blank = resolve(&id, "dispatched_after_cancel", json!("  "), None).await;
-    let resolved = resolve(&id, "dispatched_after_cancel", json!("parcel returned by the carrier"), None).await;
-    let again = resolve(&id, "dispatched_after_cancel", json!("a retry"), None).await;
+    let seen = admin_version(&id).await;
+
+    let by_customer = resolve(&id, "dispatched_after_cancel", json!("mine"), Some(seen), Some(&shopper.token)).await;
+    let unknown = resolve(&id, "lost_parcel", json!("x"), Some(seen), None).await;
+    let blank = resolve(&id, "dispatched_after_cancel", json!("  "), Some(seen), None).await;
+    let stale = resolve(&id, "dispatched_after_cancel", json!("on an old page"), Some(seen - 1), None).await;
+    let resolved =
+        resolve(&id, "dispatched_after_cancel", json!("parcel returned by the carrier"), Some(seen), None).await;
+    let again = resolve(&id, "dispatched_after_cancel", json!("a retry"), Some(seen), None).await;
 
     assert_eq!(by_customer.expect_problem(403)["type"], "/problems/forbidden");
     let unknown = unknown.expect_problem(400);
     assert_eq!(unknown["errors"][0]["pointer"], "path:flag");
     assert!(unknown["detail"].as_str().unwrap().contains("lost_parcel"), "{unknown}");
     assert_eq!(blank.expect_problem(422)["errors"][0]["pointer"], "/note");
+    let stale = stale.expect_problem(412);
+    assert_eq!(
+        (&stale["type"], &stale["errors"][0]["pointer"]),
+        (&json!("/problems/precondition-failed"), &json!("/version"))
+    );
+    assert!(
+        stale["detail"].as_str().unwrap().contains(&format!("version {seen}")),
+        "names the current version: {stale}"
+    );
     assert_eq!(resolved.status, 200, "{}", resolved.body);
     let order = &resolved.body;
     assert_eq!(order["flags"], json!([]));
@@ -416,7 +446,7 @@ async fn a_lost_dispute_keeps_the_flag_until_an_admin_resolves_it() {
     let closed = order["timeline"].as_array().unwrap().iter().find(|m| m["event"] == "dispute_closed").cloned();
     assert_eq!(closed.map(|m| m["outcome"].clone()), Some(json!("lost")));
     assert!(listed_under("disputed", &id).await.is_some(), "still listed");
-    let resolved = resolve(&id, "disputed", json!("lost at the bank; written off"), None).await;
+    let resolved = resolve(&id, "disputed", json!("lost at the bank; written off"), None, None).await;
     assert_eq!((resolved.status.as_u16(), &resolved.body["flags"]), (200, &json!([])), "{}", resolved.body);
     assert_eq!(listed_under("disputed", &id).await, None);
 }
