@@ -340,7 +340,9 @@ pub fn failed(refund: &Refund, stripe_refund_id: Option<&str>) -> Result<domain_
     Ok(envelope(refund.order_id, event))
 }
 
-/// Step 3, Stripe refused it or it ended failed: `failed`, the amount given back, `RefundFailed`.
+/// Step 3, Stripe refused it or it ended failed: `failed`, the amount given back, `RefundFailed`,
+/// written before it is answered: a write that loses to another on the payment is tried again
+/// ([`RefundError::Busy`] if it never wins; the refund stays pending and is carried on later).
 async fn fail(
     store: &impl RefundStore,
     mut refund: Refund,
@@ -350,14 +352,22 @@ async fn fail(
     let (order_id, refund_id) = (refund.order_id, refund.refund_id);
     refund.status = RefundStatus::Failed { reason: reason.clone() };
     let event = failed(&refund, stripe_refund_id.as_deref())?;
-    match store.fail_refund(&refund, &event).await? {
-        Recorded::Done | Recorded::Moved => {
-            tracing::warn!(%order_id, %refund_id, stripe_refund_id, reason,
-                "refund failed at Stripe; its amount is refundable again and a person must act");
-            Ok(refund)
-        }
-        Recorded::Already(current) => Ok(*current),
-    }
+    let (refund, event, stripe_refund_id, reason) = (&refund, &event, &stripe_refund_id, &reason);
+    let recorded = until_won(|| async move {
+        Ok::<_, RefundError>(match store.fail_refund(refund, event).await? {
+            Recorded::Done => {
+                tracing::warn!(%order_id, %refund_id, stripe_refund_id, reason,
+                    "refund failed at Stripe; its amount is refundable again and a person must act");
+                Attempt::Done(refund.clone())
+            }
+            Recorded::Already(current) => Attempt::Done(*current),
+            // Another write on the payment at the same moment (a transaction conflict): nothing
+            // was written; the refund stays pending until this write wins.
+            Recorded::Moved => Attempt::Lost,
+        })
+    })
+    .await?;
+    recorded.ok_or(RefundError::Busy(order_id))
 }
 
 /// `ReturnReceived`: refund the return's amount once (keyed by the return id), cut to what is
@@ -876,6 +886,36 @@ mod tests {
         assert_eq!(refused.status, RefundStatus::Failed { reason: "charge_disputed".into() });
         assert_eq!(then.status.as_str(), "succeeded", "the room came back");
         assert_eq!(issued_amounts(&store), vec![(2500, 2500)]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_recorded_after_a_lost_race_is_written_before_it_is_answered() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::Refused("charge_disputed"));
+        store.conflict_next_fails(1);
+
+        let refused = request_refund(&store, &stripe, ask(order_id, "k1", Some(2500)), T0).await.unwrap();
+
+        assert_eq!(refused.status, RefundStatus::Failed { reason: "charge_disputed".into() });
+        assert_eq!(store.stored_refunds(order_id)[0].status, refused.status, "what the admin is told is written");
+        assert_eq!(failed_refunds(&store), vec![(2500, "charge_disputed".to_owned())]);
+        assert_eq!(store.payment(order_id).refunds.reserved, 0, "the amount is free again");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_never_wins_its_write_is_not_answered_failed() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _) = captured_order(&store, &stripe).await;
+        stripe.fail_once(Call::Refund, Fault::Refused("charge_disputed"));
+        store.conflict_next_fails(1_000);
+
+        let busy = request_refund(&store, &stripe, ask(order_id, "k1", Some(2500)), T0).await;
+
+        assert!(matches!(busy, Err(RefundError::Busy(id)) if id == order_id), "{busy:?}");
+        assert_eq!(store.stored_refunds(order_id)[0].status.as_str(), "pending", "carried on later");
+        assert!(failed_refunds(&store).is_empty());
+        assert_eq!(store.payment(order_id).refunds.reserved, 2500);
     }
 
     #[tokio::test]

@@ -68,6 +68,9 @@ pub struct FakeStore {
     /// Runs on the payment right before the next refund reservation is decided: another
     /// refund's reservation landing between our read and our write.
     before_reserve: Mutex<Option<Landing>>,
+    /// How many of the next refund failures lose to a concurrent transaction on the same items
+    /// (DynamoDB's `TransactionConflict`): `Moved`, nothing written.
+    fail_conflicts: Mutex<u32>,
 }
 
 impl fmt::Debug for FakeStore {
@@ -670,6 +673,11 @@ impl crate::ports::WebhookInbox for FakeWebhookInbox {
 }
 
 impl FakeStore {
+    /// The next `times` refund failures lose to a concurrent transaction: nothing is written.
+    pub fn conflict_next_fails(&self, times: u32) {
+        *lock(&self.fail_conflicts) = times;
+    }
+
     fn refund_conflict(&self, payment: &Payment) -> bool {
         lock(&self.payments)
             .get(&payment.order_id)
@@ -775,6 +783,13 @@ impl RefundStore for FakeStore {
         let mut refunds = lock(&self.refunds);
         if let Some(done) = still_pending(&refunds, &key)? {
             return Ok(done);
+        }
+        {
+            let mut conflicts = lock(&self.fail_conflicts);
+            if *conflicts > 0 {
+                *conflicts -= 1;
+                return Ok(Recorded::Moved);
+            }
         }
         self.record(refund.order_id, |stored| stored.refunds.reserved -= refund.amount.amount());
         refunds.insert(key, refund.clone());
