@@ -705,6 +705,7 @@ impl Order {
         // Only a departure heard of now is news: a delivery of a shipment already known to have
         // left does not raise again a flag an admin resolved.
         let left = merged.status.has_left() && !known.is_some_and(|s| s.status.has_left());
+        let none_left_before = !self.shipments.iter().any(|s| s.status.has_left());
         match position.and_then(|i| self.shipments.get_mut(i)) {
             Some(slot) => *slot = merged,
             None => self.shipments.push(merged),
@@ -712,7 +713,11 @@ impl Order {
         self.shipment_count = Some(count);
         if self.status == Status::Cancelled {
             // The race with an in-flight dispatch: the order stays cancelled, an admin sorts it out.
-            if left {
+            // Payment captures on the first departure, so a capture heard of before any departure
+            // reported this one and flagged it then: it does not raise again a flag an admin
+            // resolved since. A later departure is news.
+            let reported_by_capture = self.payment.captured.is_some() && none_left_before;
+            if left && !reported_by_capture {
                 self.flag(Flag::DispatchedAfterCancel);
             }
             return true;
@@ -1448,6 +1453,22 @@ pub(crate) mod tests {
                 at: t(10)
             }]
         );
+    }
+
+    #[test]
+    fn a_resolved_flag_is_not_raised_again_by_the_departure_its_capture_reported() {
+        let mut order = confirmed();
+        let (a, b) = (ShipmentId::new(), ShipmentId::new());
+        order.apply(&SagaStep::CustomerCancelled, t(6)).unwrap();
+        // The capture (made on a's dispatch) overtakes the dispatch's own event.
+        quietly(&mut order, &captured(), t(7));
+        assert!(order.resolve_flag(Flag::DispatchedAfterCancel, "root", "parcel recovered", t(8)));
+
+        quietly(&mut order, &dispatched(a, 2, t(7)), t(9));
+        assert!(order.flags.is_empty(), "the departure the capture reported: {:?}", order.flags);
+
+        quietly(&mut order, &dispatched(b, 2, t(10)), t(11));
+        assert_eq!(order.flags, vec![Flag::DispatchedAfterCancel], "another shipment left");
     }
 
     #[test]
