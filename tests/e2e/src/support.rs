@@ -214,6 +214,21 @@ pub async fn payment_intents(order_id: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Waits until payment's webhook has handled the Stripe emulator's `event_type` event whose
+/// object mentions `about` (a PaymentIntent's or a refund's id): its inbox item `STRIPE#{evt}`
+/// reads `handled`. The event's id.
+pub async fn stripe_event_handled(event_type: &str, about: &str) -> String {
+    let handled = eventually(20, || async {
+        let list = get_from_stripe("/v1/events", &[("type", event_type), ("limit", "100")]).await;
+        let event = list["data"].as_array()?.iter().find(|e| e["data"]["object"].to_string().contains(about))?.clone();
+        let id = event["id"].as_str()?.to_owned();
+        let inbox = stored("PaymentTable", &format!("STRIPE#{id}"), "STRIPE").await?;
+        (inbox.get("status")?.as_s().ok()? == "handled").then_some(id)
+    })
+    .await;
+    handled.unwrap_or_else(|| panic!("payment's webhook never handled a {event_type} about {about}"))
+}
+
 /// The Stripe emulator's URL.
 pub fn stripe_url() -> String {
     testkit::shop().stripe_url.clone().expect("the local cloud runs a Stripe emulator")
