@@ -208,15 +208,15 @@ async fn order_phases(
     api.taken();
     let meters = localcloud::meter::snapshot();
     let started = Instant::now();
-    let cart = new_cart(&api, &shopper).await?;
+    let cart = new_cart(api, shopper).await?;
     for sku in skus {
-        let status = put_item(&api, &shopper, &cart, sku, 1).await?;
+        let status = put_item(api, shopper, &cart, sku, 1).await?;
         ensure!(status == 200, "adding {sku}: {status}");
     }
-    let order = checkout(&api, &shopper, &cart).await?;
+    let order = checkout(api, shopper, &cart).await?;
     ensure!(metered.settle(Duration::from_secs(3), Duration::from_secs(120)).await, "the saga never settled");
     let settled = metered.proxy.last_change() - started;
-    let (_, view) = api.call(Method::GET, &format!("/orders/{order}"), &shopper, None).await?;
+    let (_, view) = api.call(Method::GET, &format!("/orders/{order}"), shopper, None).await?;
     ensure!(view["status"] == "confirmed", "the order is not confirmed: {view}");
     let confirmed = Phase {
         name: "cart → confirmed".into(),
@@ -231,7 +231,7 @@ async fn order_phases(
     metered.proxy.take();
     let meters = localcloud::meter::snapshot();
     let started = Instant::now();
-    let (status, list) = api.call(Method::GET, "/admin/shipments?status=pending&limit=100", &admin, None).await?;
+    let (status, list) = api.call(Method::GET, "/admin/shipments?status=pending&limit=100", admin, None).await?;
     ensure!(status == 200, "listing shipments: {status} {list}");
     let shipments: Vec<String> = list["items"]
         .as_array()
@@ -244,15 +244,15 @@ async fn order_phases(
     for shipment in &shipments {
         let body = json!({ "carrier": "ups", "tracking_number": "1Z999AA10123456784" });
         let (status, answer) =
-            api.call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"), &admin, Some(&body)).await?;
+            api.call(Method::POST, &format!("/admin/shipments/{shipment}/dispatch"), admin, Some(&body)).await?;
         ensure!(status == 200, "dispatching: {status} {answer}");
         let (status, answer) =
-            api.call(Method::POST, &format!("/admin/shipments/{shipment}/deliver"), &admin, None).await?;
+            api.call(Method::POST, &format!("/admin/shipments/{shipment}/deliver"), admin, None).await?;
         ensure!(status == 200, "delivering: {status} {answer}");
     }
     ensure!(metered.settle(Duration::from_secs(3), Duration::from_secs(120)).await, "the saga never settled");
     let settled = metered.proxy.last_change() - started;
-    let (_, view) = api.call(Method::GET, &format!("/orders/{order}"), &shopper, None).await?;
+    let (_, view) = api.call(Method::GET, &format!("/orders/{order}"), shopper, None).await?;
     ensure!(view["status"] == "delivered", "the order is not delivered: {view}");
     let delivered = Phase {
         name: "confirmed → delivered".into(),
