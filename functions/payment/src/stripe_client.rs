@@ -17,18 +17,25 @@
 //!   using that client links the same deserializers whatever the answers are read into. Ours reads
 //!   an error into [`ApiError`]: type, code, decline code, message, parameter.
 //!
-//! The transport is hyper 1 with rustls (ring) and compiled-in roots (webpki-root-certs), the
-//! stack the AWS SDK already links; HTTP/1.1.
+//! The transport is the AWS SDK's own HTTP connector (`aws_smithy_http_client::Connector`, built
+//! by [`adapters::aws::https_connector`]): hyper 1 with rustls on ring and the compiled-in roots
+//! (webpki-root-certs), the one HTTP stack a payment binary links for DynamoDB, Secrets Manager
+//! and Stripe alike. A client of its own (hyper-util's client over hyper-rustls) was a second
+//! instantiation of hyper's client beside the SDK's: 0.18 MB stripped and 0.1 MB zipped per
+//! payment binary (BENCHMARKS.md). HTTP/1.1, or HTTP/2 where the server's TLS handshake (ALPN)
+//! picks it, as for the SDK's requests; plain http is always HTTP/1.1.
 //!
 //! - **Kept connections.** Up to two idle connections are kept for 20 s, so the calls of one
 //!   message (up to four) and of the next pay one TCP + TLS handshake, not one each. A kept
 //!   connection may have died while the Lambda was frozen (the server or a NAT gateway dropped
 //!   it), which shows only when a request is written to it: hyper-util sends again a request
 //!   not yet written (`retry_canceled_requests`), and [`Transport`] sends once more a request
-//!   whose connection (kept or new) closed or was reset before any answer, if it may be sent twice: a `GET`,
-//!   or a request with an idempotency key (Stripe answers the repeat with the first result).
+//!   whose connection (kept or new) closed or was reset before any answer, if it may be sent
+//!   twice: a `GET`, or a request with an idempotency key (Stripe answers the repeat with the
+//!   first result). A connection that could not be made is not such a case (nothing was sent).
 //!   Otherwise one attempt per call whatever the strategy says (`Once` or `Idempotent`: the
-//!   key is sent); SQS redelivery is the retry ([`crate::stripe`]).
+//!   key is sent); SQS redelivery is the retry ([`crate::stripe`]). The connector has no
+//!   timeouts of its own: each call, retry included, is bounded by the call's timeout.
 //! - **Plain http** only to a loopback host (127.0.0.0/8, `::1`, `localhost`: the local
 //!   emulator); any other `http://` base is refused when the transport is built, so a
 //!   misconfigured `STRIPE_API_BASE` cannot send the secret key in clear.
@@ -37,13 +44,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::http::{HttpConnector as _, SharedHttpConnector};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::http::Headers;
+use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
 
 /// Stripe's API root.
@@ -202,7 +210,7 @@ fn check_base(base: &str) -> Result<(), TransportError> {
 /// The HTTP client for Stripe: implements async-stripe's [`StripeClient`].
 #[derive(Clone)]
 pub struct Transport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: SharedHttpConnector,
     api_base: String,
     authorization: HeaderValue,
     timeout: Duration,
@@ -215,31 +223,11 @@ impl fmt::Debug for Transport {
     }
 }
 
-/// rustls on ring, named explicitly (a build that also links aws-lc-rs, as the workspace's test
-/// tools do, has no single default provider for `ClientConfig::builder` to pick), trusting the
-/// compiled-in Mozilla roots: the same `webpki-root-certs` the SDK's client trusts
-/// (`adapters::aws`), so one copy of the roots is linked. They are parsed here, when the gateway
-/// is built at the first invocation that needs Stripe, not at init.
-#[allow(clippy::expect_used, reason = "ring's default provider supports rustls' default protocol versions")]
-fn tls_config() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots())
-        .with_no_client_auth()
-}
-
-/// Every compiled-in root as a trust anchor.
-fn roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-    roots
-}
-
 impl Transport {
     /// A client for `api_base` (Stripe itself when `None`) with `secret_key`, each call
     /// limited to `timeout`. Refused when the key cannot be a header value, or when `api_base`
-    /// would carry it in clear to another machine ([`check_base`]).
+    /// would carry it in clear to another machine ([`check_base`]). The roots are parsed here,
+    /// when the gateway is built at the first invocation that needs Stripe, not at init.
     pub fn new(secret_key: &str, api_base: Option<&str>, timeout: Duration) -> Result<Self, TransportError> {
         let mut api_base = api_base.unwrap_or(STRIPE_API).to_owned();
         check_base(&api_base)?;
@@ -249,17 +237,8 @@ impl Transport {
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {secret_key}")).map_err(|_| TransportError::Key)?;
         authorization.set_sensitive(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(KEPT_CONNECTIONS)
-            .pool_idle_timeout(KEPT_FOR)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(Self { client, api_base, authorization, timeout })
+        let connector = adapters::aws::https_connector(KEPT_CONNECTIONS, KEPT_FOR);
+        Ok(Self { connector, api_base, authorization, timeout })
     }
 
     /// Sends the request `build` makes and reads the answer. A request that may be sent twice
@@ -270,20 +249,20 @@ impl Transport {
     /// on by default.) A connection that fails after the answer began is not retried.
     async fn attempt(
         &self,
-        build: impl Fn() -> Result<hyper::Request<Full<Bytes>>, StripeError>,
+        build: impl Fn() -> Result<HttpRequest, StripeError>,
         repeatable: bool,
     ) -> Result<Answer, StripeError> {
-        let response = match self.client.request(build()?).await {
+        let response = match self.connector.call(build()?).await {
             Err(error) if repeatable && closed_unanswered(&error) => {
                 tracing::warn!(error = %chain(&error), "Stripe connection closed before an answer; sending once more");
-                self.client.request(build()?).await
+                self.connector.call(build()?).await
             }
             sent => sent,
         };
         let response = response.map_err(|error| StripeError::Connection(chain(&error)))?;
         let status = response.status().as_u16();
         let replayed = replayed(response.headers());
-        let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(chain(&error)))?;
+        let body = response.into_body().collect().await.map_err(|error| StripeError::Connection(chain(&*error)))?;
         Ok(Answer { status, replayed, body: body.to_bytes() })
     }
 }
@@ -298,39 +277,42 @@ struct Answer {
 
 /// Whether the answer carries `Idempotent-Replayed: true`: the answer Stripe saved under the
 /// idempotency key when a request with it first began executing, sent again.
-fn replayed(headers: &hyper::HeaderMap) -> bool {
-    headers
-        .get(HeaderName::from_static("idempotent-replayed"))
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+fn replayed(headers: &Headers) -> bool {
+    headers.get("idempotent-replayed").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Whether a request's connection closed (or was reset) before the answer's head: the server
 /// ended it without answering (hyper's "connection closed before message completed") or the
-/// peer reset it. Failing to connect is not such a case: nothing was sent on a dead connection.
-fn closed_unanswered(error: &hyper_util::client::legacy::Error) -> bool {
+/// peer reset it (over HTTP/2 too: hyper hands on h2's I/O errors as I/O errors). Failing to
+/// connect (hyper-util's connect error, whatever its cause) is not such a case: nothing was sent.
+/// Read from the causes the SDK's connector keeps under its [`ConnectorError`].
+fn closed_unanswered(error: &ConnectorError) -> bool {
     use std::error::Error as _;
     use std::io::ErrorKind;
-    if error.is_connect() {
-        return false;
-    }
     let mut source = error.source();
     while let Some(cause) = source {
+        if cause.downcast_ref::<hyper_util::client::legacy::Error>().is_some_and(|error| error.is_connect()) {
+            return false;
+        }
         if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
             return true;
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
-        {
-            return true;
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
+                return true;
+            }
+            // An io::Error's `source` is its payload's source: the payload (another io::Error,
+            // say, as the TLS connector wraps a reset) would be skipped.
+            source = io.get_ref().map(|payload| payload as &(dyn std::error::Error + 'static));
+            continue;
         }
         source = cause.source();
     }
     false
 }
 
-/// An error with its causes (`client error (Connect): tcp connect error: Connection refused`):
-/// hyper's own message names only the stage that failed.
+/// An error with its causes (`io error: client error (Connect): tcp connect error: Connection
+/// refused`): each message names only its own stage.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -378,7 +360,9 @@ impl StripeClient for Transport {
             if !body.is_empty() {
                 builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
             }
-            builder.body(Full::new(body.clone())).map_err(|error| StripeError::Config(error.to_string()))
+            let request =
+                builder.body(SdkBody::from(body.clone())).map_err(|error| StripeError::Config(error.to_string()))?;
+            HttpRequest::try_from(request).map_err(|error| StripeError::Config(error.to_string()))
         };
         let timeout = config.timeout.unwrap_or(self.timeout);
         let answer = tokio::time::timeout(timeout, self.attempt(build, repeatable))
@@ -526,6 +510,36 @@ mod tests {
         assert_eq!(idempotency_keys(&received), ["ferrocart:first", "-"]);
     }
 
+    /// A server on loopback that takes each connection's first byte (the start of a TLS
+    /// ClientHello) and closes it with the rest unread, so the client sees a reset during the
+    /// handshake. Returns its `https://` base and how many connections it took.
+    async fn resetting_every_handshake() -> (String, Arc<Mutex<usize>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://{}/", listener.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                let _ = stream.read(&mut [0_u8; 1]).await;
+            }
+        });
+        (base, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_while_connecting_is_not_sent_again() {
+        let (base, accepted) = resetting_every_handshake().await;
+        let client = Transport::new("sk_test_1", Some(&base), Duration::from_secs(5)).unwrap();
+
+        let read: Result<RefundReply, _> =
+            RequestBuilder::new(StripeMethod::Get, "/refunds/re_1").customize().send(&client).await;
+
+        let Err(StripeError::Connection(message)) = read else { panic!("not a connection error: {read:?}") };
+        assert!(message.contains("Connect"), "{message}");
+        assert_eq!(*accepted.lock().unwrap(), 1, "a GET whose connection was never made is sent once");
+    }
+
     /// A Stripe on loopback answering every request with a 500, the first one fresh and the
     /// next ones replayed under the key, as Stripe answers a 5xx it saved.
     async fn stripe_failing_then_replaying() -> String {
@@ -596,12 +610,12 @@ mod tests {
         assert!(!message.contains("sk_test"), "{message}");
     }
 
-    #[test]
-    fn every_compiled_in_root_is_trusted() {
-        // The roots are the SDK's, as DER: one that rustls could not parse would be dropped.
-        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
-        assert_eq!(roots().len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
-        let _config = tls_config();
+    #[tokio::test]
+    async fn a_transport_to_stripe_trusts_every_compiled_in_root() {
+        // The connector adds every root of adapters::aws's bundle to its trust store and panics
+        // on one it cannot parse.
+        let transport = Transport::new("sk_test_1", None, Duration::from_secs(1)).unwrap();
+        assert_eq!(transport.api_base, STRIPE_API);
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! retries) trusting Mozilla's root certificates as compiled into the
 //! binary by the `webpki-root-certs` crate instead, so a cold start opens no certificate file.
 //!
+//! [`https_connector`] is a connector of that client for another HTTPS API (payment's Stripe
+//! client), so a binary links one HTTP stack.
+//!
 //! The trade, chosen for Lambda: a certificate authority added to the OS store (a corporate
 //! TLS-inspecting proxy's, say) is not trusted, and the roots change when the crate is updated
 //! (`cargo update -p webpki-root-certs`), not when the OS image is. AWS's endpoints chain to
@@ -159,6 +162,23 @@ pub fn https_client() -> SharedHttpClient {
     SharedHttpClient::new(AtFirstRequest(std::sync::OnceLock::new()))
 }
 
+/// A connector of the SDK's client for another HTTPS API (payment's Stripe client): the same
+/// hyper client and rustls-on-ring connector as [`https_client`]'s, so a binary links one
+/// instantiation of hyper's client for both, trusting the same compiled-in roots (parsed now),
+/// keeping up to `kept` idle connections per host for `kept_for`. No timeouts of its own: the
+/// caller bounds each call. `http://` URIs are sent in clear; where that is allowed is the
+/// caller's to decide.
+pub fn https_connector(kept: usize, kept_for: Duration) -> SharedHttpConnector {
+    SharedHttpConnector::new(
+        aws_smithy_http_client::Connector::builder()
+            .pool_max_idle_per_host(kept)
+            .pool_idle_timeout(kept_for)
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls_context())
+            .build(),
+    )
+}
+
 /// The client [`AtFirstRequest`] builds when the first request needs it.
 fn build_https_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
@@ -239,10 +259,7 @@ mod tests {
     async fn the_tls_connector_builds_on_the_compiled_in_roots() {
         // Building the connector parses every root (the SDK does it at the first request): a
         // bundle it could not read would panic here.
-        let _connector = aws_smithy_http_client::Connector::builder()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context())
-            .build();
+        let _connector = https_connector(2, Duration::from_secs(20));
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
