@@ -15,6 +15,8 @@
 //! BENCHMARKS.md ("Unwind tables") has the measurements and what is given up (a panic's
 //! backtrace, which `RUST_BACKTRACE` would print and Lambda never sets).
 
+#![allow(clippy::expect_used, reason = "a build script fails by panicking: Cargo prints the message")]
+
 use std::{env, fs, path::PathBuf};
 
 const DISCARD_UNWIND_TABLES: &str = "\
@@ -54,10 +56,11 @@ fn release_aborts(workspace_manifest: &std::path::Path) -> bool {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_release = line == "[profile.release]";
-        } else if in_release && let Some((key, value)) = line.split_once('=') {
-            if key.trim() == "panic" {
-                return value.split('#').next().unwrap_or("").trim() == "\"abort\"";
-            }
+        } else if in_release
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "panic"
+        {
+            return value.split('#').next().unwrap_or("").trim() == "\"abort\"";
         }
     }
     false
