@@ -116,6 +116,9 @@ api-fuzz: $(EMULATORS_STAMP) $(SCHEMATHESIS_STAMP) build
 
 # checkov: zero failures; every check a resource skips says why, inline in template.yaml.
 lint: $(TOOLS_STAMP) $(CHECKOV_STAMP)
+	@# What `sam build` links (the default members' features): one crypto library, ring.
+	@if cargo tree -e normal,build -i aws-lc-sys 2>/dev/null | grep -q aws-lc-sys; then \
+	  echo "a function links aws-lc (cargo tree -e normal,build -i aws-lc-sys): see default-members in Cargo.toml"; exit 1; fi
 	$(LINT_ENV) cfn-lint template.yaml
 	$(LINT_ENV) sam validate --lint --template template.yaml
 	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
