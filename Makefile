@@ -119,6 +119,9 @@ lint: $(TOOLS_STAMP) $(CHECKOV_STAMP)
 	@# What `sam build` links (the default members' features): one crypto library, ring.
 	@if cargo tree -e normal,build -i aws-lc-sys 2>/dev/null | grep -q aws-lc-sys; then \
 	  echo "a function links aws-lc (cargo tree -e normal,build -i aws-lc-sys): see default-members in Cargo.toml"; exit 1; fi
+	@# ... and HTTP/1.1 only: no h2 (adapters::http; the SDK's aws-smithy-http-client would bring it).
+	@if cargo tree -e normal,build -i h2 2>/dev/null | grep -q '^h2 '; then \
+	  echo "a function links h2 (cargo tree -e normal,build -i h2): see adapters::http"; exit 1; fi
 	$(LINT_ENV) cfn-lint template.yaml
 	$(LINT_ENV) sam validate --lint --template template.yaml
 	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download

@@ -14,36 +14,34 @@
 //! The SDK's default client trusts the OS certificate store, which `rustls-native-certs` reads
 //! when the first client is built: on Linux the bundle in `/etc/ssl/certs` and then each of the
 //! ~150 files beside it, before the function's first `/next` — about half of a function's cold
-//! init (BENCHMARKS.md). [`https_client`] is the same client (hyper 1, rustls on ring rather
-//! than the default aws-lc-rs, which is 0.7 MiB more per binary; the SDK's own timeouts and
-//! retries) trusting Mozilla's root certificates as compiled into the
-//! binary by the `webpki-root-certs` crate instead, so a cold start opens no certificate file.
+//! init (BENCHMARKS.md). [`https_client`] is ours instead ([`crate::http`]): hyper 1 over rustls
+//! on ring (the default aws-lc-rs is 0.7 MiB more per binary), HTTP/1.1 only (the SDK's client
+//! links h2 whether or not a service speaks HTTP/2, and none we call needs it), the SDK's own
+//! timeouts and retries, trusting Mozilla's root certificates as compiled into the binary by the
+//! `webpki-roots` crate, already parsed, so a cold start opens no certificate file and parses
+//! none. Nothing of it is built before the first request.
 //!
 //! [`https_connector`] is a connector of that client for another HTTPS API (payment's Stripe
 //! client), so a binary links one HTTP stack.
 //!
 //! The trade, chosen for Lambda: a certificate authority added to the OS store (a corporate
 //! TLS-inspecting proxy's, say) is not trusted, and the roots change when the crate is updated
-//! (`cargo update -p webpki-root-certs`), not when the OS image is. AWS's endpoints chain to
-//! Amazon Trust Services roots, which are in Mozilla's list.
+//! (`cargo update -p webpki-roots`), not when the OS image is; no HTTP/2 and no proxy support
+//! (the module [`crate::http`] says what else). AWS's endpoints chain to Amazon Trust Services
+//! roots, which are in Mozilla's list.
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_smithy_async::rt::sleep::default_async_sleep;
 use aws_smithy_async::time::SharedTimeSource;
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
-use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::client::http::{SharedHttpClient, SharedHttpConnector};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use std::time::Duration;
 
 /// Loads the shared SDK configuration from the environment (see the module docs), with
@@ -156,111 +154,25 @@ fn service_value(key: ServiceConfigKey<'_>, var: impl Fn(&str) -> Option<String>
     var(&format!("{}_{service}", key.env())).filter(|value| !value.is_empty())
 }
 
-/// The SDK's hyper + rustls client, trusting the compiled-in Mozilla roots and nothing from
-/// the OS.
+/// The HTTP client of every SDK client ([`crate::http::Client`]: HTTP/1.1, rustls on ring, the
+/// compiled-in Mozilla roots and nothing from the OS). Nothing is built until the first request.
 pub fn https_client() -> SharedHttpClient {
-    SharedHttpClient::new(AtFirstRequest(std::sync::OnceLock::new()))
+    SharedHttpClient::new(crate::http::Client::default())
 }
 
-/// A connector of the SDK's client for another HTTPS API (payment's Stripe client): the same
-/// hyper client and rustls-on-ring connector as [`https_client`]'s, so a binary links one
-/// instantiation of hyper's client for both, trusting the same compiled-in roots (parsed now),
-/// keeping up to `kept` idle connections per host for `kept_for`. No timeouts of its own: the
-/// caller bounds each call. `http://` URIs are sent in clear; where that is allowed is the
-/// caller's to decide.
+/// A connector of the same client for another HTTPS API (payment's Stripe client): the same
+/// instantiation of hyper's client and the same TLS configuration as [`https_client`]'s, keeping
+/// up to `kept` idle connections per host for `kept_for`. No timeouts of its own: the caller
+/// bounds each call. `http://` URIs are sent in clear; where that is allowed is the caller's to
+/// decide.
 pub fn https_connector(kept: usize, kept_for: Duration) -> SharedHttpConnector {
-    SharedHttpConnector::new(
-        aws_smithy_http_client::Connector::builder()
-            .pool_max_idle_per_host(kept)
-            .pool_idle_timeout(kept_for)
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context())
-            .build(),
-    )
-}
-
-/// The client [`AtFirstRequest`] builds when the first request needs it.
-fn build_https_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .tls_context(tls_context())
-        .build_https()
-}
-
-/// Trust the compiled-in roots and nothing else (`TrustStore::empty` turns the OS store off).
-#[allow(clippy::expect_used, reason = "TlsContextBuilder::build has no failing path (aws-smithy-http-client 1.5)")]
-fn tls_context() -> TlsContext {
-    TlsContext::builder()
-        .with_trust_store(TrustStore::empty().with_pem_certificate(root_bundle()))
-        .build()
-        .expect("a TLS context of PEM roots builds")
-}
-
-/// The SDK's client as it is, except when it is built. The SDK builds a TLS connector (and with
-/// it parses every root certificate, ~0.3 ms for Mozilla's ~150) when each SDK client is
-/// constructed, to surface the OS store's errors early, then builds another at the first request
-/// (that one is kept). With compiled-in roots there is nothing to surface early, so this skips
-/// the construction-time build, and it builds the client itself (with its TLS context: the
-/// ~240 KB PEM bundle of the roots) at the first request too. A function's init touches no
-/// certificate, and every SDK client shares the one client and, for the same timeouts, the one
-/// connector built at the first request.
-#[derive(Debug)]
-struct AtFirstRequest(std::sync::OnceLock<SharedHttpClient>);
-
-impl AtFirstRequest {
-    fn client(&self) -> &SharedHttpClient {
-        self.0.get_or_init(build_https_client)
-    }
-}
-
-impl HttpClient for AtFirstRequest {
-    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
-        self.client().http_connector(settings, components)
-    }
-
-    fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
-        self.client().connector_metadata()
-    }
-}
-
-/// Every compiled-in root as one PEM bundle: the SDK's trust store takes PEM, the crate holds
-/// DER.
-fn root_bundle() -> Vec<u8> {
-    let mut bundle = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2048);
-    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-        bundle.push_str("-----BEGIN CERTIFICATE-----\n");
-        STANDARD.encode_string(cert.as_ref(), &mut bundle);
-        bundle.push_str("\n-----END CERTIFICATE-----\n");
-    }
-    bundle.into_bytes()
+    let pool = crate::http::Pool { idle_for: kept_for, per_host: kept };
+    SharedHttpConnector::new(crate::http::Connector::new(pool, None, None))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bundle_holds_every_compiled_in_root_once() {
-        let bundle = String::from_utf8(root_bundle()).unwrap();
-        let certs: Vec<Vec<u8>> = bundle
-            .split("-----BEGIN CERTIFICATE-----\n")
-            .skip(1)
-            .map(|block| {
-                STANDARD.decode(block.trim_end().trim_end_matches("-----END CERTIFICATE-----").trim()).unwrap()
-            })
-            .collect();
-
-        assert!(certs.len() > 100, "Mozilla's list has ~150 roots, got {}", certs.len());
-        let expected: Vec<&[u8]> = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| c.as_ref()).collect();
-        assert_eq!(certs.iter().map(Vec::as_slice).collect::<Vec<_>>(), expected);
-    }
-
-    #[tokio::test]
-    async fn the_tls_connector_builds_on_the_compiled_in_roots() {
-        // Building the connector parses every root (the SDK does it at the first request): a
-        // bundle it could not read would panic here.
-        let _connector = https_connector(2, Duration::from_secs(20));
-    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())

@@ -6,6 +6,9 @@
 //!   emulator; in AWS it is unset. Every client shares
 //!   one HTTPS client trusting root certificates compiled into the binary, not the OS store's
 //!   files (see the module for the trade).
+//! - [`http`]: that client, ours rather than the SDK's: HTTP/1.1 only (no h2 linked), rustls on
+//!   ring, Mozilla's roots as compiled-in trust anchors, the SDK's timeouts, error kinds and
+//!   connection poisoning; payment's Stripe client sends through it too.
 //! - [`cursor`]: opaque pagination cursors that wrap a DynamoDB `LastEvaluatedKey`, signed
 //!   with HMAC-SHA256 under a key from the stack ([`CursorKeys`]), so an edited or forged cursor
 //!   is refused before any I/O, and refused too when replayed against a different query.
@@ -30,6 +33,7 @@
 pub mod aws;
 pub mod cursor;
 pub mod dynamo;
+pub mod http;
 pub mod inbox;
 pub mod outbox;
 pub mod retry;
