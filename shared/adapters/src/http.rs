@@ -276,39 +276,33 @@ mod tests {
     use aws_types::SdkConfig;
     use aws_types::region::Region;
     use http_body_util::BodyExt as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
     const ITEM: &str = r#"{"Item":{"pk":{"S":"order#1"},"total":{"N":"1200"}}}"#;
 
-    /// One request (head and `content-length` body) read off `stream`; `None` when it closed first.
-    async fn read_request(stream: &mut TcpStream) -> Option<String> {
-        let mut buffer = Vec::new();
-        let mut chunk = [0_u8; 4096];
+    /// One request off `stream`: its head, lower-cased (the `content-length` body is read and
+    /// dropped); `None` when the connection closed first.
+    async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<String> {
+        let mut head = String::new();
         loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|line| line.strip_prefix("content-length:"))
-                    .map_or(0, |value| value.trim().parse::<usize>().unwrap());
-                while buffer.len() < end + 4 + length {
-                    let read = stream.read(&mut chunk).await.ok()?;
-                    if read == 0 {
-                        return None;
-                    }
-                    buffer.extend_from_slice(&chunk[..read]);
-                }
-                return Some(head);
-            }
-            let read = stream.read(&mut chunk).await.ok()?;
-            if read == 0 {
+            let start = head.len();
+            if stream.read_line(&mut head).await.ok()? == 0 {
                 return None;
             }
-            buffer.extend_from_slice(&chunk[..read]);
+            if &head[start..] == "\r\n" {
+                break;
+            }
         }
+        let head = head.to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |value| value.trim().parse::<usize>().unwrap());
+        stream.read_exact(&mut vec![0; length]).await.ok()?;
+        Some(head)
     }
 
     fn answer(body: &str) -> String {
@@ -338,21 +332,23 @@ mod tests {
     }
 
     /// Answers every request on a connection with [`ITEM`], keeping it open.
-    async fn answering(mut stream: TcpStream) {
+    async fn answering(stream: TcpStream) {
+        let mut stream = BufReader::new(stream);
         while read_request(&mut stream).await.is_some() {
-            if stream.write_all(answer(ITEM).as_bytes()).await.is_err() {
+            if stream.get_mut().write_all(answer(ITEM).as_bytes()).await.is_err() {
                 return;
             }
         }
     }
 
     /// Reads the request, then closes the connection without a word.
-    async fn hanging_up(mut stream: TcpStream) {
-        let _ = read_request(&mut stream).await;
+    async fn hanging_up(stream: TcpStream) {
+        let _ = read_request(&mut BufReader::new(stream)).await;
     }
 
     /// Reads the request and never answers (holds the connection until the client goes).
-    async fn silent(mut stream: TcpStream) {
+    async fn silent(stream: TcpStream) {
+        let mut stream = BufReader::new(stream);
         let _ = read_request(&mut stream).await;
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;
