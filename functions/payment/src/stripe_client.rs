@@ -17,13 +17,13 @@
 //!   using that client links the same deserializers whatever the answers are read into. Ours reads
 //!   an error into [`ApiError`]: type, code, decline code, message, parameter.
 //!
-//! The transport is the AWS SDK's own HTTP connector (`aws_smithy_http_client::Connector`, built
-//! by [`adapters::aws::https_connector`]): hyper 1 with rustls on ring and the compiled-in roots
-//! (webpki-root-certs), the one HTTP stack a payment binary links for DynamoDB, Secrets Manager
-//! and Stripe alike. A client of its own (hyper-util's client over hyper-rustls) was a second
+//! The transport is the HTTP client every SDK client of a payment binary sends through
+//! ([`adapters::aws::https_connector`], [`adapters::http`]): hyper 1 and hyper-util's pooled
+//! client, HTTP/1.1 only, over rustls on ring trusting Mozilla's roots (`webpki-roots`), with a
+//! pool of its own. So a payment binary links one HTTP stack for DynamoDB, Secrets Manager and
+//! Stripe alike; a client of its own (hyper-util's client over hyper-rustls) was a second
 //! instantiation of hyper's client beside the SDK's: 0.18 MB stripped and 0.1 MB zipped per
-//! payment binary (BENCHMARKS.md). HTTP/1.1, or HTTP/2 where the server's TLS handshake (ALPN)
-//! picks it, as for the SDK's requests; plain http is always HTTP/1.1.
+//! payment binary (BENCHMARKS.md).
 //!
 //! - **Kept connections.** Up to two idle connections are kept for 20 s, so the calls of one
 //!   message (up to four) and of the next pay one TCP + TLS handshake, not one each. A kept
@@ -283,9 +283,9 @@ fn replayed(headers: &Headers) -> bool {
 
 /// Whether a request's connection closed (or was reset) before the answer's head: the server
 /// ended it without answering (hyper's "connection closed before message completed") or the
-/// peer reset it (over HTTP/2 too: hyper hands on h2's I/O errors as I/O errors). Failing to
+/// peer reset it. Failing to
 /// connect (hyper-util's connect error, whatever its cause) is not such a case: nothing was sent.
-/// Read from the causes the SDK's connector keeps under its [`ConnectorError`].
+/// Read from the causes the connector keeps under its [`ConnectorError`].
 fn closed_unanswered(error: &ConnectorError) -> bool {
     use std::error::Error as _;
     use std::io::ErrorKind;
