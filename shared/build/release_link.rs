@@ -11,7 +11,11 @@
 //! build script the panic strategy (`CARGO_CFG_PANIC` is the target's default, `unwind`), so
 //! this reads it where Cargo does, `CARGO_PROFILE_RELEASE_PANIC` or else the workspace
 //! manifest's `[profile.release]`. A binary that unwinds and has no tables aborts on its first
-//! panic instead of catching it; tests and debug builds unwind and keep their tables.
+//! panic instead of catching it; tests and debug builds unwind and keep their tables, and the
+//! functions' `[[bin]]`s have `test = false`, so no test harness is built from them. Two edges
+//! this cannot see, neither used here: `--config profile.release.panic=...` on the command line,
+//! and `cargo test --release`, which builds a package's bins for its integration tests with
+//! `panic = "unwind"` under the release profile (those bins would abort on a panic).
 //! BENCHMARKS.md ("Unwind tables") has the measurements and what is given up (a panic's
 //! backtrace, which `RUST_BACKTRACE` would print and Lambda never sets).
 

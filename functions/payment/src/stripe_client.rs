@@ -226,8 +226,8 @@ impl fmt::Debug for Transport {
 impl Transport {
     /// A client for `api_base` (Stripe itself when `None`) with `secret_key`, each call
     /// limited to `timeout`. Refused when the key cannot be a header value, or when `api_base`
-    /// would carry it in clear to another machine ([`check_base`]). The roots are parsed here,
-    /// when the gateway is built at the first invocation that needs Stripe, not at init.
+    /// would carry it in clear to another machine ([`check_base`]). Built with the gateway, at
+    /// the first invocation that needs Stripe, not at init.
     pub fn new(secret_key: &str, api_base: Option<&str>, timeout: Duration) -> Result<Self, TransportError> {
         let mut api_base = api_base.unwrap_or(STRIPE_API).to_owned();
         check_base(&api_base)?;
@@ -282,10 +282,11 @@ fn replayed(headers: &Headers) -> bool {
 }
 
 /// Whether a request's connection closed (or was reset) before the answer's head: the server
-/// ended it without answering (hyper's "connection closed before message completed") or the
-/// peer reset it. Failing to
-/// connect (hyper-util's connect error, whatever its cause) is not such a case: nothing was sent.
-/// Read from the causes the connector keeps under its [`ConnectorError`].
+/// ended it without answering (hyper's "connection closed before message completed"; over TLS,
+/// rustls' "peer closed connection without sending TLS close_notify", an `UnexpectedEof`) or the
+/// peer reset it. Failing to connect (hyper-util's connect error, whatever its cause) is not
+/// such a case: nothing was sent. Read from the causes the connector keeps under its
+/// [`ConnectorError`].
 fn closed_unanswered(error: &ConnectorError) -> bool {
     use std::error::Error as _;
     use std::io::ErrorKind;
@@ -298,7 +299,13 @@ fn closed_unanswered(error: &ConnectorError) -> bool {
             return true;
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ) {
                 return true;
             }
             // An io::Error's `source` is its payload's source: the payload (another io::Error,
@@ -525,6 +532,15 @@ mod tests {
             }
         });
         (base, accepted)
+    }
+
+    #[test]
+    fn a_tls_connection_closed_without_close_notify_is_closed_before_any_answer() {
+        // What rustls answers when a kept HTTPS connection was closed by the server (FIN, no
+        // close_notify) and the request is written to it; plain http reads the same close as
+        // hyper's incomplete message, which the tests above meet.
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
+        assert!(closed_unanswered(&ConnectorError::io(Box::new(eof))));
     }
 
     #[tokio::test]
