@@ -15,11 +15,16 @@
 //!   tokio's timer (every function runs a current-thread tokio runtime). [`Client`] keeps one
 //!   [`Connector`] (one pool) per distinct pair of timeouts: our SDK clients all share one.
 //! - **Errors** as [`ConnectorError`]s the SDK's standard retry reads: a connect or read timeout is
-//!   `timeout`; a failure to resolve or connect (refused, unreachable, TLS handshake) and a
-//!   connection closed, reset or aborted before the answer are `io` (transient: retried); a
-//!   request that cannot be built, or whose body fails while it is sent, is `user`; anything
-//!   else (hyper-util's own refusals, such as a URI without a host, among them) `other`. The causes are kept
-//!   (hyper-util's error, then hyper's, then the `io::Error`), so a caller can read them.
+//!   `timeout`; a failure to resolve or connect (refused, unreachable, reset or closed during the
+//!   TLS handshake) and a connection closed, reset or aborted before the answer are `io`
+//!   (transient: retried); a TLS handshake that rustls refused (a certificate that does not
+//!   verify for the host, an unknown issuer, an alert from the server) is `other` with no kind,
+//!   which the SDK's standard retry does not retry: the next attempt would meet the same
+//!   certificate, and each attempt costs a TCP and TLS handshake and retry tokens (the SDK's own
+//!   client calls it `io` and sends it 3 times). A request that cannot be built, or whose body
+//!   fails while it is sent, is `user`; anything else (hyper-util's own refusals, such as a URI
+//!   without a host, among them) `other`. The causes are kept (hyper-util's error, then hyper's,
+//!   then the `io::Error`, whose payload holds rustls' error), so a caller can read them.
 //! - **Connection poisoning**: when the request carries the SDK's `CaptureSmithyConnection`, it
 //!   gets the connection's addresses and a poison function (hyper-util's `Connected::poison`), so
 //!   after a transient error the SDK's retry does not go out on the same connection.
@@ -109,22 +114,43 @@ impl HttpClient for Client {
 pub struct Connector {
     client: hyper_util::client::legacy::Client<Connect, SdkBody>,
     read_timeout: Option<Duration>,
+    /// The TLS config its connections use, for the tests to read (hyper-rustls does not say).
+    #[cfg(test)]
+    tls: Arc<ClientConfig>,
 }
 
 impl Connector {
     /// A connector keeping idle connections as `pool` says; `connect_timeout` bounds TCP and TLS
     /// together, `read_timeout` the wait for the response head. `None`: no bound.
     pub fn new(pool: Pool, connect_timeout: Option<Duration>, read_timeout: Option<Duration>) -> Self {
+        Self::with_tls(pool, connect_timeout, read_timeout, tls_config())
+    }
+
+    /// [`Connector::new`] with `tls` for its TLS connections: [`tls_config`] in production, a
+    /// config trusting a certificate authority made at test time in the tests.
+    fn with_tls(
+        pool: Pool,
+        connect_timeout: Option<Duration>,
+        read_timeout: Option<Duration>,
+        tls: Arc<ClientConfig>,
+    ) -> Self {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        let https = HttpsConnector::from((tcp, tls_config()));
+        #[cfg(test)]
+        let kept = Arc::clone(&tls);
+        let https = HttpsConnector::from((tcp, tls));
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(pool.idle_for)
             .pool_max_idle_per_host(pool.per_host)
             .build(Connect { https, timeout: connect_timeout });
-        Self { client, read_timeout }
+        Self {
+            client,
+            read_timeout,
+            #[cfg(test)]
+            tls: kept,
+        }
     }
 }
 
@@ -178,6 +204,12 @@ fn classify(error: hyper_util::client::legacy::Error) -> ConnectorError {
         return ConnectorError::timeout(error.into());
     }
     if error.is_connect() {
+        // rustls judged what the server sent (its certificate, an alert) and refused: another
+        // attempt meets the same certificate. A reset or close during the handshake carries no
+        // rustls error and stays `io`.
+        if cause::<rustls::Error>(&error).is_some() {
+            return ConnectorError::other(error.into(), None);
+        }
         return ConnectorError::io(error.into());
     }
     if let Some(hyper) = cause::<hyper::Error>(&error) {
@@ -197,9 +229,15 @@ fn classify(error: hyper_util::client::legacy::Error) -> ConnectorError {
     ConnectorError::other(error.into(), None)
 }
 
-/// The first error of type `E` among `error` and its causes.
+/// The first error of type `E` among `error` and its causes, an `io::Error`'s payload included:
+/// an `io::Error`'s `source` is its payload's source, skipping the payload itself (rustls'
+/// error, under tokio-rustls' `io::Error`, under hyper-rustls' `io::Error`).
 fn cause<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
-    std::iter::successors(Some(error), |&error| error.source()).find_map(|error| error.downcast_ref::<E>())
+    std::iter::successors(Some(error), |&error| match error.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|payload| payload as &(dyn StdError + 'static)),
+        None => error.source(),
+    })
+    .find_map(|error| error.downcast_ref::<E>())
 }
 
 /// A connect or read timeout ran out.
@@ -243,21 +281,27 @@ impl tower_service::Service<Uri> for Connect {
     }
 }
 
-/// rustls on ring, trusting Mozilla's roots (`webpki-roots`) and nothing else, offering
-/// `http/1.1` by ALPN. Built once, at the first connector, and shared.
-#[allow(clippy::expect_used, reason = "ring's default provider supports rustls' default versions")]
+/// The production TLS config: [`client_config`] trusting Mozilla's roots (`webpki-roots`) and
+/// nothing else. Built once, at the first connector, and shared.
 fn tls_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }))
+    Arc::clone(
+        CONFIG
+            .get_or_init(|| Arc::new(client_config(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }))),
+    )
+}
+
+/// rustls on ring (TLS 1.2 and 1.3), verifying servers against `roots`, offering `http/1.1` by
+/// ALPN.
+#[allow(clippy::expect_used, reason = "ring's default provider supports rustls' default versions")]
+fn client_config(roots: RootCertStore) -> ClientConfig {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
 }
 
 #[cfg(test)]
@@ -270,13 +314,15 @@ mod tests {
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_smithy_async::rt::sleep::default_async_sleep;
     use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+    use aws_smithy_runtime_api::client::http::{SharedHttpClient, http_client_fn};
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
     use aws_smithy_types::retry::RetryConfig;
     use aws_smithy_types::timeout::TimeoutConfig;
     use aws_types::SdkConfig;
     use aws_types::region::Region;
     use http_body_util::BodyExt as _;
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    use rustls::{AlertDescription, CertificateError};
+    use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -285,7 +331,7 @@ mod tests {
 
     /// One request off `stream`: its head, lower-cased (the `content-length` body is read and
     /// dropped); `None` when the connection closed first.
-    async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<String> {
+    async fn read_request<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Option<String> {
         let mut head = String::new();
         loop {
             let start = head.len();
@@ -362,9 +408,19 @@ mod tests {
 
     /// A DynamoDB client on our HTTP client, against `endpoint`, with `retry` and `timeouts`.
     fn dynamodb(endpoint: &str, retry: RetryConfig, timeouts: TimeoutConfig) -> aws_sdk_dynamodb::Client {
+        dynamodb_via(crate::aws::https_client(), endpoint, retry, timeouts)
+    }
+
+    /// A DynamoDB client on `http`, against `endpoint`, with `retry` and `timeouts`.
+    fn dynamodb_via(
+        http: SharedHttpClient,
+        endpoint: &str,
+        retry: RetryConfig,
+        timeouts: TimeoutConfig,
+    ) -> aws_sdk_dynamodb::Client {
         let config = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
-            .http_client(crate::aws::https_client())
+            .http_client(http)
             .sleep_impl(default_async_sleep().unwrap())
             .region(Region::new("us-east-1"))
             .endpoint_url(endpoint)
@@ -486,7 +542,7 @@ mod tests {
     }
 
     /// The local address of the connection `request` went out on, read through the SDK's capture.
-    async fn sent_from(connector: &Connector, endpoint: &str) -> (std::net::SocketAddr, ConnectionMetadata) {
+    async fn sent_from(connector: &impl HttpConnector, endpoint: &str) -> (std::net::SocketAddr, ConnectionMetadata) {
         let capture = CaptureSmithyConnection::new();
         let mut request = request(endpoint);
         request.add_extension(capture.clone());
@@ -518,29 +574,241 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
-    #[test]
-    fn one_connector_per_distinct_timeouts() {
+    #[tokio::test]
+    async fn equal_timeouts_share_one_connector_and_its_pool_other_timeouts_get_their_own() {
+        let (endpoint, accepted) = server(answering).await;
         let client = Client::default();
         let components = RuntimeComponentsBuilder::for_tests().build().unwrap();
-        let settings = |connect: u64, read: Option<u64>| {
-            let mut settings = HttpConnectorSettings::builder().connect_timeout(Duration::from_millis(connect));
+        let settings = |read: Option<u64>| {
+            let mut settings = HttpConnectorSettings::builder().connect_timeout(Duration::from_millis(3100));
             settings.set_read_timeout(read.map(Duration::from_millis));
             settings.build()
         };
-        let a = client.http_connector(&settings(3100, None), &components);
-        let again = client.http_connector(&settings(3100, None), &components);
-        let other = client.http_connector(&settings(3100, Some(500)), &components);
-        let id = |connector: &SharedHttpConnector| format!("{connector:?}");
+
+        let (first, _) = sent_from(&client.http_connector(&settings(None), &components), &endpoint).await;
+        let (again, _) = sent_from(&client.http_connector(&settings(None), &components), &endpoint).await;
+        let (other, _) = sent_from(&client.http_connector(&settings(Some(5000)), &components), &endpoint).await;
+
+        assert_eq!(again, first, "the second connector for equal timeouts sent on the first one's kept connection");
+        assert_ne!(other, first, "a connector for other timeouts has a pool of its own");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(client.connectors.lock().unwrap().len(), 2);
-        assert_eq!(id(&a), id(&again));
-        assert_ne!(id(&a), id(&other));
     }
 
     #[test]
-    fn tls_trusts_the_compiled_in_roots_and_offers_http_1_1_only() {
-        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100, "Mozilla's list has ~150 roots");
-        let config = tls_config();
+    fn a_connector_trusts_exactly_the_compiled_in_roots_and_offers_http_1_1_only() {
+        let connector = Connector::new(SDK_POOL, None, None);
+
+        let config = &connector.tls;
+        assert!(Arc::ptr_eq(config, &tls_config()), "the one production config, built once and shared");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        assert!(Arc::ptr_eq(&config, &tls_config()), "built once and shared");
+        // rustls has no accessor for the trust anchors a config holds; its verifier's Debug
+        // prints the size of its store (`RootCertStore { roots: "(146 roots)" }`).
+        let debug = format!("{config:?}");
+        let store = format!(r#"RootCertStore {{ roots: "({} roots)" }}"#, webpki_roots::TLS_SERVER_ROOTS.len());
+        assert_eq!((debug.matches("RootCertStore").count(), debug.matches(&store).count()), (1, 1), "{debug}");
+    }
+
+    /// A certificate authority made for one test.
+    struct Ca(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
+
+    impl Ca {
+        /// An authority named `name` (webpki looks an issuer up by name, then checks its key).
+        fn new(name: &str) -> Self {
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+            Self(rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap())
+        }
+
+        /// A client config as the production one, trusting this authority and nothing else.
+        fn trusted(&self) -> Arc<ClientConfig> {
+            let mut roots = RootCertStore::empty();
+            roots.add(self.0.der().clone()).unwrap();
+            Arc::new(client_config(roots))
+        }
+
+        /// A server certificate for `name`, issued by this authority.
+        fn issue(&self, name: &str) -> Identity {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let certificate = server_params(name).signed_by(&key, &self.0).unwrap();
+            Identity { certificate: certificate.der().clone(), key }
+        }
+    }
+
+    /// A server certificate for `name` that signs itself.
+    fn self_signed(name: &str) -> Identity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = server_params(name).self_signed(&key).unwrap();
+        Identity { certificate: certificate.der().clone(), key }
+    }
+
+    fn server_params(name: &str) -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params
+    }
+
+    /// What a TLS server presents: its certificate and key.
+    struct Identity {
+        certificate: rustls::pki_types::CertificateDer<'static>,
+        key: rcgen::KeyPair,
+    }
+
+    /// What a TLS server saw: the server name and protocol of each handshake it completed, the
+    /// error that ended each it did not, and the requests it read.
+    #[derive(Debug, Default)]
+    struct Seen {
+        handshakes: Vec<(Option<String>, Option<Vec<u8>>)>,
+        refused: Vec<rustls::Error>,
+        requests: usize,
+    }
+
+    /// A TLS server on a local port presenting `identity`, answering every request with
+    /// [`ITEM`]. It prefers `h2` to `http/1.1`: a handshake that agrees on `http/1.1` had no `h2`
+    /// offered.
+    async fn tls_server(identity: Identity) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Seen>>) {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key.serialize_der().into());
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![identity.certificate], key)
+                .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let log = Arc::clone(&seen);
+        let (endpoint, accepted) = server(move |stream| serve_tls(acceptor.clone(), Arc::clone(&log), stream)).await;
+        let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        (port, accepted, seen)
+    }
+
+    async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, seen: Arc<Mutex<Seen>>, stream: TcpStream) {
+        let stream = match acceptor.accept(stream).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                let refusal = cause::<rustls::Error>(&error).cloned();
+                seen.lock().unwrap().refused.push(refusal.unwrap_or(rustls::Error::General(error.to_string())));
+                return;
+            }
+        };
+        let (_, connection) = stream.get_ref();
+        let handshake = (connection.server_name().map(str::to_owned), connection.alpn_protocol().map(<[u8]>::to_vec));
+        seen.lock().unwrap().handshakes.push(handshake);
+        let mut stream = BufReader::new(stream);
+        while read_request(&mut stream).await.is_some() {
+            seen.lock().unwrap().requests += 1;
+            if stream.get_mut().write_all(answer(ITEM).as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn localhost(port: u16) -> String {
+        format!("https://localhost:{port}/")
+    }
+
+    /// The SDK's HTTP client with every connector's TLS config `tls`.
+    fn trusting(tls: Arc<ClientConfig>) -> SharedHttpClient {
+        http_client_fn(move |_, _| {
+            SharedHttpConnector::new(Connector::with_tls(SDK_POOL, None, None, Arc::clone(&tls)))
+        })
+    }
+
+    /// Sends one GetItem through `http` to the TLS server on `port` with the SDK's standard
+    /// retry (3 attempts) and asserts: the handshake failed as an `other` error with no kind (the
+    /// SDK does not send again: one connection), the server got `alert` from the client and never
+    /// a request. rustls' error on the client's side.
+    async fn refused_once(
+        http: SharedHttpClient,
+        port: u16,
+        accepted: &AtomicUsize,
+        seen: &Mutex<Seen>,
+        alert: AlertDescription,
+    ) -> rustls::Error {
+        let retry = RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(1));
+        let client = dynamodb_via(http, &localhost(port), retry, TimeoutConfig::builder().build());
+
+        let error = get_item(&client).send().await.unwrap_err();
+
+        let error = connector_error(&error);
+        assert!(error.is_other() && error.as_other().is_none(), "{error:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt: {error:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().refused.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.refused, vec![rustls::Error::AlertReceived(alert)], "the client ended the handshake");
+        assert!(seen.handshakes.is_empty() && seen.requests == 0, "{seen:?}");
+        cause::<rustls::Error>(error).cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_https_request_checks_the_servers_certificate_for_its_host_and_agrees_on_http_1_1() {
+        let ca = Ca::new("Ferrocart test CA");
+        let (port, accepted, seen) = tls_server(ca.issue("localhost")).await;
+        let connector = Connector::with_tls(SDK_POOL, Some(Duration::from_secs(5)), None, ca.trusted());
+
+        let (first, _) = sent_from(&connector, &localhost(port)).await;
+        let (second, _) = sent_from(&connector, &localhost(port)).await;
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.handshakes, vec![(Some("localhost".to_owned()), Some(b"http/1.1".to_vec()))]);
+        assert_eq!((seen.requests, seen.refused.len()), (2, 0));
+        assert_eq!(second, first, "the TLS connection is kept and used again");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_is_refused_before_the_request_and_not_sent_again() {
+        let ca = Ca::new("Ferrocart test CA");
+        let (port, accepted, seen) = tls_server(ca.issue("other.example")).await;
+
+        let error =
+            refused_once(trusting(ca.trusted()), port, &accepted, &seen, AlertDescription::BadCertificate).await;
+
+        assert!(
+            matches!(
+                error,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+                )
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_untrusted_authority_is_refused_before_the_request_and_not_sent_again() {
+        let (trusted, other) = (Ca::new("Ferrocart test CA"), Ca::new("Someone else's CA"));
+        let (port, accepted, seen) = tls_server(other.issue("localhost")).await;
+
+        let error =
+            refused_once(trusting(trusted.trusted()), port, &accepted, &seen, AlertDescription::UnknownCA).await;
+
+        assert_eq!(error, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+    }
+
+    #[tokio::test]
+    async fn the_production_trust_store_refuses_a_self_signed_server_for_the_sdk_and_for_stripe() {
+        let (port, accepted, seen) = tls_server(self_signed("localhost")).await;
+
+        let error = refused_once(crate::aws::https_client(), port, &accepted, &seen, AlertDescription::UnknownCA).await;
+        assert_eq!(error, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+
+        // payment's Stripe transport's connector.
+        let stripe = crate::aws::https_connector(2, Duration::from_secs(20));
+        let error = stripe.call(request(&localhost(port))).await.unwrap_err();
+        assert!(error.is_other() && error.as_other().is_none(), "{error:?}");
+        assert_eq!(
+            cause::<rustls::Error>(&error),
+            Some(&rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(seen.lock().unwrap().requests, 0);
     }
 }
