@@ -626,14 +626,6 @@ mod tests {
         assert!(!message.contains("sk_test"), "{message}");
     }
 
-    #[tokio::test]
-    async fn a_transport_to_stripe_trusts_every_compiled_in_root() {
-        // The connector adds every root of adapters::aws's bundle to its trust store and panics
-        // on one it cannot parse.
-        let transport = Transport::new("sk_test_1", None, Duration::from_secs(1)).unwrap();
-        assert_eq!(transport.api_base, STRIPE_API);
-    }
-
     #[test]
     fn an_error_answer_reads_as_stripes_type_code_and_decline_code() {
         let body = br#"{"error": {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
