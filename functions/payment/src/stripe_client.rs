@@ -539,7 +539,10 @@ mod tests {
         // What rustls answers when a kept HTTPS connection was closed by the server (FIN, no
         // close_notify) and the request is written to it; plain http reads the same close as
         // hyper's incomplete message, which the tests above meet.
-        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify",
+        );
         assert!(closed_unanswered(&ConnectorError::io(Box::new(eof))));
     }
 
