@@ -2,7 +2,7 @@
 //! here, timed from exec to its first `GET /next` (init) and to its first response on a sample
 //! event from `events/`, with its peak RSS read from `/proc/<pid>/status` (`VmHWM`) after that
 //! response. Starts are interleaved round by round with the hello-world baseline, so a busy
-//! machine slows both alike and the ratio holds.
+//! machine slows both alike and the ratio holds; each round starts them in another order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -195,14 +195,15 @@ pub struct Summary {
     pub zip_bytes: u64,
 }
 
-/// Runs `rounds` rounds; in each, the baseline then every subject starts once.
+/// Runs `rounds` rounds; in each, the baseline and every subject start once, in an order
+/// shuffled per round ([`round_order`]).
 pub async fn measure(baseline: &Subject, subjects: &[Subject], rounds: usize) -> anyhow::Result<Vec<Summary>> {
     let mut all: Vec<&Subject> = vec![baseline];
     all.extend(subjects);
     let mut starts: Vec<Vec<Start>> = vec![Vec::new(); all.len()];
     for round in 0..rounds {
-        for (index, subject) in all.iter().enumerate() {
-            starts[index].push(start_once(subject).await.with_context(|| format!("round {round}"))?);
+        for index in round_order(all.len(), round) {
+            starts[index].push(start_once(all[index]).await.with_context(|| format!("round {round}"))?);
         }
         eprint!("\r  cold starts: round {}/{rounds}", round + 1);
     }
@@ -231,6 +232,23 @@ pub async fn measure(baseline: &Subject, subjects: &[Subject], rounds: usize) ->
         });
     }
     Ok(summaries)
+}
+
+/// The order of the starts in round `round`: `0..len` shuffled (Fisher–Yates on a xorshift
+/// seeded by the round, so a run is repeatable). In a fixed order every function started right
+/// after the same one, and the emulator work a heavy first response leaves behind (relay's,
+/// checkout-events') could land in the next function's init, round after round.
+fn round_order(len: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut state = (round as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for i in (1..len).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = usize::try_from(state % (i as u64 + 1)).unwrap_or(0);
+        order.swap(i, j);
+    }
+    order
 }
 
 /// Size of the deployment zip Lambda gets: the binary as `bootstrap`, deflated (`zip -9`, as
@@ -285,4 +303,30 @@ pub fn api_event(
         }
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn every_round_starts_each_binary_once_and_no_binary_always_follows_the_same_one() {
+        let (len, rounds) = (16, 20);
+        let orders: Vec<Vec<usize>> = (0..rounds).map(|round| round_order(len, round)).collect();
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..len).collect::<Vec<_>>());
+        }
+        for subject in 0..len {
+            let predecessors: std::collections::BTreeSet<Option<usize>> = orders
+                .iter()
+                .map(|order| {
+                    order.iter().position(|&i| i == subject).and_then(|at| at.checked_sub(1).map(|p| order[p]))
+                })
+                .collect();
+            assert!(predecessors.len() >= 5, "binary {subject} followed only {predecessors:?} over {rounds} rounds");
+        }
+        assert_eq!(round_order(len, 3), round_order(len, 3), "a round's order is repeatable");
+    }
 }
