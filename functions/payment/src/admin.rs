@@ -4,7 +4,9 @@
 //! [`crate::refund`]'s, and how a refund is made once is [`crate::refunding`]'s. The
 //! `Idempotency-Key` follows checkout's rules: required, 1 to 255 visible ASCII characters;
 //! the same key with the same body answers the same refund (carrying on a refund a crash left
-//! pending), with another body 422. Keys are per order.
+//! pending), with another body 422. Keys are per order. Stripe or the table failing right now
+//! (an outage, a timeout, a 5xx, throttling) answers 503 [`UNAVAILABLE`] with `Retry-After`: the
+//! refund, if reserved, is pending and the same request with the same key finishes it.
 
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,9 @@ use domain_events::payment::RefundReason;
 use kernel::{FieldError, Money, OrderId, Problem, ProblemKind, RefundId, ReturnId};
 use lambda_glue::Caller;
 use lambda_glue::http::{self, ApiResult, Reply};
+use lambda_glue::logging::cause_chain;
 
+use crate::error::PaymentError;
 use crate::ports::{RefundGateway, RefundStore};
 use crate::refund::{Refund, RefundStatus, Source, Unrefundable};
 use crate::refunding::{Ask, RefundError, request_refund};
@@ -29,6 +33,13 @@ pub const EXCEEDS_CAPTURED: &str = "/problems/refund-exceeds-captured";
 pub const BEFORE_CAPTURE: &str = "/problems/refund-before-capture";
 /// `/problems/refund-refused` (422): Stripe refused the refund (its code in `detail`).
 pub const REFUSED: &str = "/problems/refund-refused";
+/// `/problems/refund-unavailable` (503): Stripe or payment's table is failing right now (an
+/// outage, a timeout, a 5xx, throttling); the refund, if it was reserved, is pending and the same
+/// request with the same `Idempotency-Key` (or payment's sweep) finishes it, once.
+pub const UNAVAILABLE: &str = "/problems/refund-unavailable";
+/// The `Retry-After` of a [`UNAVAILABLE`] answer, in seconds: about when the sweep would carry on
+/// a reserved refund by itself ([`crate::refund::REFUND_TIMEOUT`]).
+const RETRY_AFTER_SECONDS: &str = "60";
 
 /// Handles one API Gateway request.
 pub async fn handle(
@@ -113,7 +124,10 @@ async fn route(
                 note: body.note.filter(|note| !note.trim().is_empty()),
                 request: Some(canonical.to_string()),
             };
-            let refund = request_refund(store, gateway, ask, now).await.map_err(|error| problem(error, raw))?;
+            let refund = match request_refund(store, gateway, ask, now).await {
+                Ok(refund) => refund,
+                Err(error) => return refused(error, raw),
+            };
             match &refund.status {
                 RefundStatus::Failed { reason } => Err(refund_problem(
                     REFUSED,
@@ -148,6 +162,16 @@ fn refund_problem(type_uri: &str, title: &str, status: u16, detail: String) -> P
     Problem { type_uri: type_uri.to_owned(), title: title.to_owned(), status, detail: Some(detail), errors: Vec::new() }
 }
 
+/// The answer to a refund that was not made: its problem, with `Retry-After` when Stripe or the
+/// table is failing right now.
+fn refused(error: RefundError, raw_id: &str) -> ApiResult {
+    let problem = problem(error, raw_id);
+    if problem.type_uri == UNAVAILABLE {
+        return Reply::with_header(Reply::problem(&problem), "retry-after", RETRY_AFTER_SECONDS);
+    }
+    Err(problem)
+}
+
 /// The single mapping from refund errors to HTTP problems.
 fn problem(error: RefundError, raw_id: &str) -> Problem {
     match error {
@@ -174,8 +198,27 @@ fn problem(error: RefundError, raw_id: &str) -> Problem {
             ProblemKind::Conflict,
             "Other refunds of the order, or this one, are being made right now; try again with the same key.",
         ),
-        // Stripe or the table failed: the refund, if reserved, is pending; the same request with
-        // the same key (or the sweep) finishes it.
+        // Stripe or the table is failing right now: the refund, if reserved, is pending; the same
+        // request with the same key (or the sweep) finishes it. The cause is logged, not told.
+        RefundError::Failed(error) if error.is_transient() => {
+            tracing::warn!(order_id = raw_id, error = %cause_chain(&error), "refund not finished; answered 503");
+            let failing = match error {
+                PaymentError::Store(_) => "Payment's storage is busy",
+                PaymentError::Stripe(_) => "Stripe could not be reached or failed",
+                _ => "The payment is busy",
+            };
+            refund_problem(
+                UNAVAILABLE,
+                "The refund cannot be finished right now",
+                503,
+                format!(
+                    "{failing}. If the refund was recorded it is pending, and nothing is refunded twice: \
+                     send the same request with the same Idempotency-Key again in a minute to finish it."
+                ),
+            )
+        }
+        // Retrying cannot mend it (a broken Stripe call, a payment that cannot be): an opaque 500,
+        // the cause chain logged.
         RefundError::Failed(error) => http::internal(&error),
     }
 }
@@ -185,7 +228,10 @@ mod tests {
     use lambda_http::http::Request as HttpRequest;
     use lambda_http::request::from_str;
 
+    use adapters::dynamo::Unavailable;
+
     use super::*;
+    use crate::ports::{GatewayError, StoreError};
     use crate::testing::{Call, FakeStore, FakeStripe, Fault, T0, captured_order};
 
     fn request(order_id: &str, key: Option<&str>, body: &str, admin: bool) -> Request {
@@ -284,6 +330,42 @@ mod tests {
         assert_eq!((racing.0, racing.1["type"].as_str()), (409, Some("/problems/conflict")), "{}", racing.1);
         assert_eq!((retried.0, retried.1["amount"]["amount"].as_i64()), (201, Some(700)));
         assert_eq!(stripe.refunds_of(&intent).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refund_while_stripe_is_unreachable_is_a_503_to_retry_with_the_same_key_not_a_500() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let request = request(&order_id.to_string(), Some("k"), r#"{"amount":700,"reason":"other"}"#, true);
+        stripe.fail_once(Call::Refund, Fault::Unreachable);
+
+        let outage = handle(&store, &stripe, &request, T0).await;
+        let retried = send(&store, &stripe, &request).await;
+
+        let body: serde_json::Value = serde_json::from_str(http::body_text(&outage)).unwrap_or_default();
+        assert_eq!((outage.status().as_u16(), body["type"].as_str()), (503, Some(UNAVAILABLE)), "{body}");
+        assert_eq!(outage.headers()["content-type"], "application/problem+json");
+        assert_eq!(outage.headers()["retry-after"], RETRY_AFTER_SECONDS);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("pending") && detail.contains("same Idempotency-Key"), "{detail}");
+        assert_eq!((retried.0, retried.1["amount"]["amount"].as_i64()), (201, Some(700)), "{}", retried.1);
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
+    }
+
+    #[test]
+    fn storage_throttling_is_a_503_too_and_what_retrying_cannot_mend_stays_an_opaque_500() {
+        let order_id = OrderId::new();
+        let throttled = RefundError::from(StoreError::Unavailable(Unavailable::because("ThrottlingException")));
+        let corrupt = RefundError::from(StoreError::Corrupt { order_id, detail: "no captured total".into() });
+        let misconfigured = RefundError::from(GatewayError::Misconfigured("HTTP 401".into()));
+
+        let throttled = problem(throttled, "ord");
+        let (corrupt, misconfigured) = (problem(corrupt, "ord"), problem(misconfigured, "ord"));
+
+        assert_eq!((throttled.status, throttled.type_uri.as_str()), (503, UNAVAILABLE));
+        assert!(throttled.detail.as_deref().is_some_and(|detail| !detail.contains("Throttling")), "{throttled:?}");
+        assert_eq!((corrupt.status, corrupt.type_uri.as_str()), (500, "/problems/internal-error"));
+        assert_eq!((misconfigured.status, misconfigured.type_uri.as_str()), (500, "/problems/internal-error"));
     }
 
     #[tokio::test]

@@ -312,7 +312,9 @@ async fn a_refund_stripe_answers_500_is_made_once_when_the_admin_retries_with_it
     let retried = refund(&id, &key, &body).send().await;
     let again = refund(&id, &key, &body).send().await;
 
-    assert!(outage.status.is_server_error(), "{} {}", outage.status, outage.body);
+    // A 503 that says to try again with the same key, not an opaque 500.
+    let told = (outage.status.as_u16(), outage.body["type"].as_str(), outage.headers.get("retry-after").is_some());
+    assert_eq!(told, (503, Some("/problems/refund-unavailable"), true), "{} {}", outage.status, outage.body);
     assert!(during.is_empty(), "Stripe refunded nothing on its 500: {during:#?}");
     assert_refund(&retried, &id, 700, 700);
     assert_eq!((again.status.as_u16(), &again.body), (201, &retried.body), "the same refund");
