@@ -324,7 +324,7 @@ pub async fn handle(
         NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await,
         NoticeKind::Disputed(dispute) => refunding::on_dispute(store, gateway, &dispute).await,
         NoticeKind::DisputeClosed { dispute_id } => {
-            crate::dispute::on_dispute_closed(store, gateway, &dispute_id).await
+            crate::dispute::on_dispute_closed(store, gateway, &dispute_id).await.map(drop)
         }
         NoticeKind::Ignored { .. } => Ok(()),
     };
