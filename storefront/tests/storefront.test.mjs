@@ -457,6 +457,101 @@ journey('returns and refunds: the shopper returns a delivered unit, an admin rec
   await see(page.locator('#refunded'), 'Refunded $21.00 in all.', 20_000);
 });
 
+// The refund form says what the API answered (docs/api.md, POST /admin/orders/{id}/refunds):
+// a refund Stripe holds `pending` (no `refunded_total` yet), a Stripe outage's 503 and its retry
+// under the same Idempotency-Key, and Stripe's refusal. Pending and the outage are real, made with
+// the Stripe emulator's pm_card_pendingRefund and fail_next_refund; a refusal at request time
+// (e.g. `charge_disputed`) is not emulated, so that one answer is stubbed with page.route.
+journey('admin refund form: a pending refund says Stripe is processing it, a 503 says retry and the retry reuses the key, a refusal says nothing was paid back', async (open) => {
+  const u = unique();
+  const sub = `pender-${u}`;
+  const warehouse = `wh-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `P${u.toUpperCase()}`;
+  await product(admin, shopper, { slug: `vase-${u}`, title: `Vase ${u}`, category: `vases-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
+  await stock(admin, sku, warehouse, 2);
+  await sellable(shopper, sku);
+  // Paid with the card whose refunds Stripe holds pending; dispatched, so the payment is captured.
+  const cart = (await shopper('POST', '/carts')).body;
+  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
+  const placed = await shopper('POST', '/checkout', {
+    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_pendingRefund',
+    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
+  }, { 'idempotency-key': `k-${u}` });
+  const orderId = placed.body.order_id;
+  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
+  const intent = (await until(async () => {
+    const o = (await admin('GET', `/orders/${orderId}`)).body;
+    return o.payment?.captured ? o : null;
+  }, 'the payment is captured', 20_000)).payment_intent_id;
+
+  const page = await open(await signedIn(browser, cloud.url, `staff-${u}`, { admin: true }));
+  const keys = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url().endsWith(`/admin/orders/${orderId}/refunds`)) keys.push(request.headers()['idempotency-key']);
+  });
+  const refundButton = page.getByRole('button', { name: 'Refund', exact: true });
+  const refund = async (amount) => {
+    await page.getByLabel('Amount (USD, optional)').fill(amount);
+    const answered = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/refunds'));
+    await refundButton.click();
+    return answered;
+  };
+  await page.goto(`${cloud.shop}#/orders/${orderId}`);
+  await see(page.getByRole('heading', { name: 'Refund (admin)' }), 'Refund (admin)');
+
+  // Pending at Stripe: the API answers 201 `pending` without `refunded_total`; the form says
+  // Stripe is processing it (no total, no "—"), and the order lists nothing refunded yet.
+  const pending = await (await refund('5.00')).json();
+  assert.equal(pending.status, 'pending', JSON.stringify(pending));
+  assert.equal(pending.refunded_total, undefined);
+  const said = await see(page.locator('[role=status]'), 'Stripe is processing the refund of $5.00');
+  assert.doesNotMatch(said, /in all|—/);
+  assert.equal(await page.locator('#refunded').count(), 0, 'nothing refunded yet');
+  // The bank pays it: the order page (polling) shows it refunded.
+  await stripeControl(cloud.stripe, `/_test/refunds/${pending.stripe_refund_id}/end`, { status: 'succeeded' });
+  await see(page.locator('#refunded'), 'Refunded $5.00 in all.', 20_000);
+
+  // Stripe answers 500: a 503 with the problem's detail and what a retry does; the amount stays.
+  await stripeControl(cloud.stripe, `/_test/payment_intents/${intent}/fail_next_refund`);
+  const outage = await refund('2.00');
+  assert.equal(outage.status(), 503);
+  const alert = page.locator('[role=alert]');
+  await see(alert, (await outage.json()).detail);
+  await see(alert, 'Try again in 60 seconds: pressing Refund with the same amount, reason and note sends the same Idempotency-Key');
+  assert.equal(await page.getByLabel('Amount (USD, optional)').inputValue(), '2.00');
+  // The retry sends the same key; Stripe makes the refund once (pending again, this card).
+  const again = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/refunds'));
+  await refundButton.click();
+  assert.equal((await again).status(), 201);
+  await see(page.locator('[role=status]'), 'Stripe is processing the refund of $2.00');
+  assert.equal(await alert.count(), 0, 'the outage message is gone');
+  assert.equal(keys.length, 3);
+  assert.notEqual(keys[1], keys[0], 'a new refund, a new key');
+  assert.equal(keys[2], keys[1], 'the retry reuses the key');
+  const atStripe = await (await fetch(`${cloud.stripe}/v1/refunds?payment_intent=${intent}`, { headers: { authorization: 'Bearer sk_test_local' } })).json();
+  assert.deepEqual(atStripe.data.map((r) => r.amount).sort((a, b) => a - b), [200, 500], 'the 2.00 refund made once at Stripe');
+
+  // Stripe refuses (stubbed for this one request): the problem's detail and that nothing was
+  // paid back; the next Refund is a new refund with a new key (the refused one's key would
+  // answer the refusal again).
+  await page.route(`**/admin/orders/${orderId}/refunds`, (route) => route.fulfill({
+    status: 422, contentType: 'application/problem+json',
+    body: JSON.stringify({ type: '/problems/refund-refused', title: 'Stripe refused the refund', status: 422, detail: 'Stripe refused refund rfd_01JD (charge_disputed); nothing was refunded.' }),
+  }), { times: 1 });
+  await refund('1.00');
+  await see(alert, 'Stripe refused refund rfd_01JD (charge_disputed)');
+  await see(alert, 'Nothing was paid back; the amount can be refunded again.');
+  const real = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/refunds'));
+  await refundButton.click();
+  assert.equal((await real).status(), 201);
+  await see(page.locator('[role=status]'), 'Stripe is processing the refund of $1.00');
+  assert.equal(keys.length, 5);
+  assert.notEqual(keys[4], keys[3], 'a new key after a refusal');
+  assert.deepEqual(await accessibilityProblems(page), []);
+});
+
 // A refund that fails at the bank and a lost dispute, arranged through the API and the Stripe
 // emulator's controls (as tests/e2e does): the admin finds the order under its flag, sees both on
 // its page, and resolves the failed refund with a note (a blank note first).

@@ -337,11 +337,29 @@ export function flagsPanel(o, resolved) {
       h('strong', {}, flagName(r.flag)), ` resolved by ${r.by}, `, h('time', { datetime: r.at }, when(r.at)), `: ${r.note}`)))] : null);
 }
 
+/** What a 201 of `POST /admin/orders/{id}/refunds` means, in words (docs/api.md): `succeeded`
+ *  carries `refunded_total`; `pending` (Stripe holds it until the customer's bank pays it) has
+ *  none, and the order shows nothing refunded until it ends. */
+export function refundOutcome(refund) {
+  const amount = money(refund.amount);
+  switch (refund.status) {
+    case 'succeeded':
+      return refund.refunded_total ? `Refunded ${amount} (${money(refund.refunded_total)} in all).` : `Refunded ${amount}.`;
+    case 'pending':
+      return `Stripe is processing the refund of ${amount}: nothing is paid back yet. The order lists it under Refunds when the bank completes it (or flags it “Refund failed” if the bank fails it).`;
+    case 'failed':
+      return `The refund of ${amount} failed: nothing was paid back, and the amount can be refunded again.`;
+    default:
+      return `Stripe answered the refund of ${amount} “${refund.status}”; the order’s Refunds show how it ends.`;
+  }
+}
+
 /** On an order page, for admins: refund part or all of what was captured. */
 export function refundForm(o) {
   const currency = o.payment.captured.currency;
   const summary = h('div');
-  // One key per refund the admin means to make; a retry of the same submit reuses it.
+  // One key per refund the admin means to make: a retry after a 503 (or any answer that is not
+  // final) reuses it, so the refund is made once; a 201 or Stripe's refusal ends it.
   let key = crypto.randomUUID();
   const form = h('form', { novalidate: true, class: 'card', onsubmit: async (event) => {
     event.preventDefault();
@@ -360,9 +378,22 @@ export function refundForm(o) {
       const { data } = await call('POST', `/admin/orders/${o.order_id}/refunds`, { body, headers: { 'idempotency-key': key } });
       key = crypto.randomUUID();
       showProblem(form, summary, null);
-      fill(summary, h('p', { class: 'ok', role: 'status' }, `Refunded ${money(data.amount)} (${money(data.refunded_total)} in all).`));
+      fill(summary, h('p', { class: data.status === 'failed' ? 'alert' : 'ok', role: 'status' }, refundOutcome(data)));
       form.elements.amount.value = '';
-    } catch (error) { showProblem(form, summary, error); }
+    } catch (error) {
+      // Stripe's refusal is final (the same key answers it again): the next submit is a new refund.
+      if (error instanceof ApiError && error.kind === 'refund-refused') key = crypto.randomUUID();
+      showProblem(form, summary, error);
+      const alert = summary.querySelector('[role=alert]');
+      if (alert && error instanceof ApiError && error.kind === 'refund-unavailable') {
+        const after = Number.parseInt(error.headers?.get('retry-after') ?? '', 10);
+        alert.append(h('p', { id: 'refund-retry' }, `${after > 0 ? `Try again in ${after} seconds` : 'Try again shortly'}: `
+          + 'pressing Refund with the same amount, reason and note sends the same Idempotency-Key, so the refund is made once; '
+          + 'payment also finishes a recorded refund by itself within a few minutes.'));
+      } else if (alert && error instanceof ApiError && error.kind === 'refund-refused') {
+        alert.append(h('p', {}, 'Nothing was paid back; the amount can be refunded again.'));
+      }
+    }
   } },
   h('h2', {}, 'Refund (admin)'), summary,
   h('p', { class: 'hint' }, `Captured ${money(o.payment.captured)}. Leave the amount empty to refund everything still refundable.`),

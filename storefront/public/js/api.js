@@ -13,13 +13,15 @@ export async function loadConfig() {
 
 export const settings = () => config;
 
-/** A failed call: `status`, and the problem+json body when the API sent one. */
+/** A failed call: `status`, the problem+json body when the API sent one, and the response's
+ *  headers (`Retry-After` of a 503, when the browser lets the page read it). */
 export class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, headers = null) {
     const problem = body && typeof body === 'object' && body.type ? body : null;
     super(problem?.detail ?? body?.message ?? `HTTP ${status}`);
     this.status = status;
     this.problem = problem;
+    this.headers = headers;
   }
   /** The problem type's last segment: 'validation-error', 'already-shipped', … */
   get kind() { return this.problem?.type?.split('/').pop() ?? null; }
@@ -95,7 +97,7 @@ export async function call(method, path, { body, headers = {} } = {}) {
   if (!response.ok) {
     // The authorizer refused the token (expired, or signed by another key): sign out.
     if (response.status === 401 && token) signOut();
-    throw new ApiError(response.status, data);
+    throw new ApiError(response.status, data, response.headers);
   }
   return { data, headers: response.headers };
 }
