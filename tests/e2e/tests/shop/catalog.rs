@@ -436,5 +436,6 @@ async fn a_storefront_on_another_origin_may_call_the_api_as_cors_allows() {
     assert!(headers.contains("authorization") && headers.contains("idempotency-key"), "{headers}");
     assert_eq!(listed.status, 200);
     assert_eq!(listed.header("access-control-allow-origin"), Some("*"));
-    assert!(listed.header("access-control-expose-headers").unwrap_or_default().contains("etag"));
+    let exposed = listed.header("access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("etag") && exposed.contains("retry-after"), "{exposed}");
 }
