@@ -90,8 +90,10 @@ Refunds and disputes (what Ferrocart's refunds and its charge.* webhooks need):
     refund (Stripe also sends `refund.updated` / `refund.failed` to endpoints that ask for them;
     this sends the one). A failed or canceled refund reads `failure_reason` and no longer counts in
     the charge's `amount_refunded` (localstripe counted every refund), so its amount can be
-    refunded again. Answers the refund; 400 for one that is not pending or an unknown status.
-    Stripe's pm_card_refundFail (a refund that succeeds, then fails) is not emulated.
+    refunded again. A `succeeded` refund may end `failed` too, as Stripe's pm_card_refundFail
+    does (a refund that succeeds, then fails: the card's account closed). Answers the refund; 400
+    for one already failed or canceled, a succeeded one ending other than failed, or an unknown
+    status.
   * POST /_test/payment_intents/{id}/fail_next_refund (with the secret key): the next refund of
     that PaymentIntent answers 500 api_error and refunds nothing, as a Stripe outage would. The
     answer is saved under the request's Idempotency-Key, so a retry under the same key gets the
@@ -518,8 +520,9 @@ async def end_refund(request):
     refund = R.Refund._api_retrieve(request.match_info['id'])
     form = dict(parse_qsl((await request.read()).decode('utf-8', 'replace')))
     status = form.get('status')
-    if refund.status != 'pending' or status not in REFUND_ENDINGS:
-        raise stripe_error(400, 'Refund %s is %s; it can end %s only while pending.'
+    late_failure = refund.status == 'succeeded' and status == 'failed'
+    if not late_failure and (refund.status != 'pending' or status not in REFUND_ENDINGS):
+        raise stripe_error(400, 'Refund %s is %s; it can end %s while pending, or failed once succeeded.'
                            % (refund.id, refund.status, '|'.join(REFUND_ENDINGS)), param='status')
     refund.status = status
     if status != 'succeeded':

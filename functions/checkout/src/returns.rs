@@ -501,9 +501,9 @@ impl Order {
     }
 
     /// Records a refund that did not pay the money back. `false`: known as failed already. One
-    /// heard of as paid no longer counts, and a return it paid is `received` again: defensive
-    /// only, as payment never announces `RefundFailed` after a `RefundIssued` of the same refund
-    /// (Stripe's late failure of a succeeded refund is counted `RefundsFailedAfterSuccess`).
+    /// heard of as paid no longer counts, and a return it paid is `received` again: payment
+    /// announces `RefundFailed` after a `RefundIssued` of the same refund when Stripe fails a
+    /// refund after saying it succeeded.
     pub(crate) fn record_refund_failure(&mut self, failed: &Refund) -> bool {
         match self.payment.refunds.iter_mut().find(|r| r.refund_id == failed.refund_id) {
             Some(known) if known.status == RefundState::Failed => return false,

@@ -845,6 +845,22 @@ impl DynamoPayments {
         }
     }
 
+    /// A refund's move to `failed` (`failing`), the release of its amount on the payment
+    /// (`released`) and its `RefundFailed`, in one transaction.
+    async fn record_failure(
+        &self,
+        failing: TransactWriteItem,
+        released: TransactWriteItem,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let mut transaction = Transaction::new();
+        transaction
+            .push(RefundAction::Refund, failing)
+            .push(RefundAction::Payment, released)
+            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+        Self::recorded(self.refund_transaction(&transaction).await?)
+    }
+
     /// The outcome of a settle, fail or record from the conditions that failed.
     fn recorded(failed: Vec<(RefundAction, Option<Item>)>) -> Result<Recorded, StoreError> {
         if failed.is_empty() {
@@ -984,29 +1000,53 @@ impl RefundStore for DynamoPayments {
         let RefundStatus::Failed { reason } = &refund.status else {
             return Err(Unavailable::because("failing a refund that has not failed").into());
         };
-        let mut transaction = Transaction::new();
-        transaction
-            .push(
-                RefundAction::Refund,
-                leave_pending(
-                    &self.table,
-                    refund,
-                    "#status = :failed, failure_reason = :reason",
-                    HashMap::from([(":failed".to_owned(), s(REFUND_FAILED)), (":reason".to_owned(), s(reason))]),
-                )?,
-            )
-            .push(
-                RefundAction::Payment,
-                update_action(
-                    &self.table,
-                    key(refund.order_id),
-                    "SET refund_reserved = refund_reserved - :amount",
-                    "attribute_exists(refund_reserved)",
-                    HashMap::from([(":amount".to_owned(), n(refund.amount.amount()))]),
-                )?,
-            )
-            .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
-        Self::recorded(self.refund_transaction(&transaction).await?)
+        let failing = leave_pending(
+            &self.table,
+            refund,
+            "#status = :failed, failure_reason = :reason",
+            HashMap::from([(":failed".to_owned(), s(REFUND_FAILED)), (":reason".to_owned(), s(reason))]),
+        )?;
+        let released = update_action(
+            &self.table,
+            key(refund.order_id),
+            "SET refund_reserved = refund_reserved - :amount",
+            "attribute_exists(refund_reserved)",
+            HashMap::from([(":amount".to_owned(), n(refund.amount.amount()))]),
+        )?;
+        self.record_failure(failing, released, event).await
+    }
+
+    async fn fail_succeeded_refund(
+        &self,
+        refund: &Refund,
+        stripe_refund_id: &str,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let RefundStatus::Failed { reason } = &refund.status else {
+            return Err(Unavailable::because("failing a refund that has not failed").into());
+        };
+        let failing = update_action(
+            &self.table,
+            refund_key(refund.order_id, &refund.source),
+            "SET #status = :failed, failure_reason = :reason REMOVE refunded_total",
+            "#status = :succeeded AND stripe_refund_id = :stripe_refund_id",
+            HashMap::from([
+                (":failed".to_owned(), s(REFUND_FAILED)),
+                (":reason".to_owned(), s(reason)),
+                (":succeeded".to_owned(), s(REFUND_SUCCEEDED)),
+                (":stripe_refund_id".to_owned(), s(stripe_refund_id)),
+            ]),
+        )?;
+        // Commutative: a settle racing this one conditions on the refunded sum it read, so it
+        // loses and plans again from the sum without this refund.
+        let released = update_action(
+            &self.table,
+            key(refund.order_id),
+            "SET refunded = refunded - :amount, refund_reserved = refund_reserved - :amount",
+            "refunded >= :amount AND refund_reserved >= :amount",
+            HashMap::from([(":amount".to_owned(), n(refund.amount.amount()))]),
+        )?;
+        self.record_failure(failing, released, event).await
     }
 
     async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {

@@ -268,6 +268,15 @@ pub trait RefundStore: PaymentStore {
     /// Records `refund` (now failed) with its event (`RefundFailed`) and gives its amount back:
     /// only while it is pending.
     async fn fail_refund(&self, refund: &Refund, event: &Envelope) -> Result<Recorded, StoreError>;
+    /// Records `refund` (now failed), which had succeeded as `stripe_refund_id` before Stripe
+    /// failed it, with its event (`RefundFailed`), and takes its amount off the payment's
+    /// refunded and reserved sums: only while it is succeeded as `stripe_refund_id`, so once.
+    async fn fail_succeeded_refund(
+        &self,
+        refund: &Refund,
+        stripe_refund_id: &str,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError>;
     /// Records `refund` (now [`RefundStatus::Processing`](crate::refund::RefundStatus)): Stripe's
     /// id and when to look again, only while it is pending with no other Stripe id.
     async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError>;

@@ -23,6 +23,14 @@
 //! which lists the refunds due ([`Refund::due_at`]): [`REFUND_TIMEOUT`] after they were reserved,
 //! or [`PENDING_RECHECK`] after Stripe last said `pending` (then read back by its `re_` id).
 //!
+//! A refund recorded `succeeded` that Stripe fails later (the card's account closed) is failed
+//! the same way when the webhook reads it back ([`reconcile`]): its amount off the refunded and
+//! reserved sums, `RefundFailed`, in one write conditional on it still succeeded, which is also
+//! what makes its `RefundsFailedAfterSuccess` count once. A succeeded refund at Stripe with no
+//! record of ours is recorded against the order (`RefundIssued`, reason `other`: the money left
+//! the shop's balance, as docs/events.md promises) and counted `RefundsUnrecorded` by the call
+//! whose write recorded it ([`Reconciled::metrics`]).
+//!
 //! Stripe saves an answer under the idempotency key (for 24 hours) once the request began
 //! executing, 5xx included, and replays it to a retry under that key with `Idempotent-Replayed:
 //! true`. A 5xx is retried under the same key (it may not have been saved, and then the retry
@@ -38,6 +46,7 @@ use domain_events::checkout::ReturnReceived;
 use domain_events::payment::{PaymentDisputed, RefundFailed, RefundIssued, RefundReason};
 use kernel::page::Page;
 use kernel::{Money, OrderId, RefundId};
+use lambda_glue::metrics::{Metric, Unit};
 
 use crate::authorize::envelope;
 use crate::error::PaymentError;
@@ -506,21 +515,88 @@ pub async fn finish_pending(
     }
 }
 
+/// What one [`reconcile`] changed that a person must hear of. Each entry is there only for the
+/// call whose conditional write made the change, so [`Reconciled::metrics`] counts it once
+/// however often Stripe delivers, or redelivers, the events about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The order the PaymentIntent is for; `None` when it is not an order's.
+    pub order_id: Option<OrderId>,
+    /// Succeeded Stripe refunds we had no record of (the Dashboard, or a record of ours lost),
+    /// recorded by this call.
+    pub unrecorded: Vec<StripeRefund>,
+    /// Refunds recorded as succeeded that Stripe failed afterwards, failed by this call.
+    pub failed_after_success: Vec<Refund>,
+}
+
+impl Reconciled {
+    /// `RefundsUnrecorded` (count, no dimension: `RefundsUnrecordedAlarm` watches it) and
+    /// `UnrecordedRefundValue` (minor units by `Currency`, as `RefundValue`) per refund recorded
+    /// from Stripe; `RefundsFailedAfterSuccess` (by `Service`) per refund failed after success.
+    /// The order id (`correlation_id`) and Stripe's `re_…` are properties, for Logs Insights.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let order_id = self.order_id.map(|id| id.to_string()).unwrap_or_default();
+        let mut metrics = Vec::new();
+        for made in &self.unrecorded {
+            let minor = u64::try_from(made.amount.amount()).unwrap_or(0);
+            metrics.push(
+                Metric::count("RefundsUnrecorded")
+                    .with("correlation_id", order_id.clone())
+                    .with("stripe_refund_id", made.id.clone()),
+            );
+            metrics.push(
+                Metric::value("UnrecordedRefundValue", Unit::None, minor)
+                    .by("Currency", made.amount.currency().code())
+                    .with("correlation_id", order_id.clone())
+                    .with("stripe_refund_id", made.id.clone()),
+            );
+        }
+        for failed in &self.failed_after_success {
+            metrics.push(
+                Metric::count("RefundsFailedAfterSuccess")
+                    .by("Service", "payment-webhooks")
+                    .with("correlation_id", order_id.clone())
+                    .with("refund_id", failed.refund_id.to_string()),
+            );
+        }
+        metrics
+    }
+}
+
 /// `charge.refunded`, `charge.refund.updated`, `refund.updated`, `refund.failed`: the refunds of
 /// the PaymentIntent as Stripe has them now (read back, never taken from the event). Each
 /// succeeded Stripe refund we do not know is recorded once (`RefundIssued`, reason `other`): a
-/// refund made in the Dashboard. One carrying our refund id finishes our pending refund as it
-/// stands at Stripe ([`follow`]); one we recorded as ended changes nothing.
+/// refund made in the Dashboard, counted `RefundsUnrecorded`. One carrying our refund id finishes
+/// our pending refund as it stands at Stripe ([`follow`]); one we recorded as succeeded that
+/// Stripe has since failed is failed as a pending one would be; one we recorded as failed
+/// changes nothing. Answers what it changed ([`Reconciled`]), its metrics emitted.
 pub async fn reconcile(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
     intent: &PaymentIntentId,
     now: OffsetDateTime,
-) -> Result<(), PaymentError> {
+) -> Result<Reconciled, PaymentError> {
     let Some(order_id) = gateway.intent_order(intent).await? else {
         tracing::info!(payment_intent_id = %intent, "refunds of a PaymentIntent that is not an order's; ignored");
-        return Ok(());
+        return Ok(Reconciled::default());
     };
+    let mut reconciled = Reconciled { order_id: Some(order_id), ..Reconciled::default() };
+    let changed = reconcile_order(store, gateway, intent, order_id, now, &mut reconciled).await;
+    // What was recorded is counted even when a later refund of the listing failed to record.
+    for metric in reconciled.metrics() {
+        metric.emit();
+    }
+    changed.map(|()| reconciled)
+}
+
+async fn reconcile_order(
+    store: &impl RefundStore,
+    gateway: &impl RefundGateway,
+    intent: &PaymentIntentId,
+    order_id: OrderId,
+    now: OffsetDateTime,
+    reconciled: &mut Reconciled,
+) -> Result<(), PaymentError> {
     // Stripe's refunds first, then ours: a refund of ours is reserved before Stripe makes it, so
     // every one Stripe lists with our refund id is in what we read after. (Read the other way
     // round, one of ours made in between would look made outside Ferrocart and count twice.)
@@ -542,28 +618,33 @@ pub async fn reconcile(
             Some(ended) => {
                 if let (RefundStatus::Succeeded { .. }, RefundOutcome::Failed(reason)) = (&ended.status, made.outcome())
                 {
-                    // Stripe's rare late failure of a refund it had said succeeded: not followed.
-                    tracing::error!(%order_id, refund_id = %ended.refund_id, stripe_refund_id = made.id, reason,
-                        "Stripe failed a refund recorded as succeeded; a person must act");
-                    lambda_glue::metrics::count("RefundsFailedAfterSuccess", 1, ("Service", "payment-webhooks"));
+                    let failed = fail_succeeded(store, ended.clone(), reason, &made.id).await;
+                    if let Some(failed) = failed.map_err(payment_error(order_id))? {
+                        reconciled.failed_after_success.push(failed);
+                    }
                 }
             }
             // Only money paid back is recorded; a Dashboard refund still pending is recorded
             // by the webhook that says it succeeded.
-            None if made.outcome() == RefundOutcome::Succeeded => record_outside(store, order_id, &made, now).await?,
+            None if made.outcome() == RefundOutcome::Succeeded => {
+                let recorded_now = record_outside(store, order_id, &made, now).await?;
+                if recorded_now {
+                    reconciled.unrecorded.push(made);
+                }
+            }
             None => {}
         }
     }
     Ok(())
 }
 
-/// Records a refund made at Stripe outside Ferrocart, once.
+/// Records a refund made at Stripe outside Ferrocart, once: true for the call that recorded it.
 async fn record_outside(
     store: &impl RefundStore,
     order_id: OrderId,
     made: &StripeRefund,
     now: OffsetDateTime,
-) -> Result<(), PaymentError> {
+) -> Result<bool, PaymentError> {
     let recorded = until_won(|| async move {
         let payment = store.get(order_id).await?.ok_or(PaymentError::NothingToRefund {
             order_id,
@@ -587,15 +668,45 @@ async fn record_outside(
         Ok::<_, PaymentError>(match store.record_stripe_refund(&payment, &refund, &event).await? {
             Recorded::Done => {
                 tracing::warn!(%order_id, stripe_refund_id = made.id, amount = ?made.amount,
-                    "recorded a refund made at Stripe outside Ferrocart");
-                Attempt::Done(())
+                    "recorded a refund made at Stripe outside Ferrocart; a person must check it");
+                Attempt::Done(true)
             }
-            Recorded::Already(_) => Attempt::Done(()),
+            Recorded::Already(_) => Attempt::Done(false),
             Recorded::Moved => Attempt::Lost,
         })
     })
     .await?;
     recorded.ok_or(PaymentError::Busy { order_id })
+}
+
+/// Stripe failed `refund` after saying it succeeded as `stripe_refund_id` (the card's account
+/// closed, …): the money did not go back. Followed as a pending refund that fails: `failed`, its
+/// amount off the refunded and reserved sums (refundable again), `RefundFailed`, in one write
+/// conditional on it still succeeded as `stripe_refund_id`. The refund this call failed, `None`
+/// when another call (a redelivery, the other refund event) did first.
+async fn fail_succeeded(
+    store: &impl RefundStore,
+    mut refund: Refund,
+    reason: String,
+    stripe_refund_id: &str,
+) -> Result<Option<Refund>, RefundError> {
+    let (order_id, refund_id) = (refund.order_id, refund.refund_id);
+    refund.status = RefundStatus::Failed { reason: reason.clone() };
+    let event = failed(&refund, Some(stripe_refund_id))?;
+    let (refund, event, reason) = (&refund, &event, &reason);
+    let recorded = until_won(|| async move {
+        Ok::<_, RefundError>(match store.fail_succeeded_refund(refund, stripe_refund_id, event).await? {
+            Recorded::Done => {
+                tracing::error!(%order_id, %refund_id, stripe_refund_id, reason,
+                    "Stripe failed a refund after it succeeded; its amount is refundable again and a person must act");
+                Attempt::Done(Some(refund.clone()))
+            }
+            Recorded::Already(_) => Attempt::Done(None),
+            Recorded::Moved => Attempt::Lost,
+        })
+    })
+    .await?;
+    recorded.ok_or(RefundError::Busy(order_id))
 }
 
 /// A dispute as Stripe's `charge.dispute.created` tells it.
@@ -961,6 +1072,88 @@ mod tests {
         assert!(reasons.contains(&RefundReason::Other));
         let more = request_refund(&store, &stripe, ask(order_id, "k2", None), T0).await.unwrap();
         assert_eq!(more.amount, usd(1000), "the dashboard's refund counts against the total");
+    }
+
+    /// What `reconciled` counted, as (name, values, dimension values).
+    fn counted(reconciled: &[Reconciled]) -> Vec<(&'static str, Vec<u64>, Vec<String>)> {
+        let emitted = reconciled.iter().flat_map(Reconciled::metrics);
+        emitted.map(|m| (m.name, m.values, m.dimensions.into_iter().map(|(_, v)| v).collect())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_dashboard_refund_seen_by_two_webhooks_is_counted_unrecorded_once_with_its_amount() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        request_refund(&store, &stripe, ask(order_id, "k1", Some(1000)), T0).await.unwrap();
+        let re = stripe.refund_in_dashboard(&intent, usd(500));
+
+        // `charge.refunded`, then `charge.refund.updated` for the same refund (or a redelivery).
+        let first = reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        let again = reconcile(&store, &stripe, &intent, T0).await.unwrap();
+
+        assert_eq!(
+            counted(&[first.clone(), again]),
+            [("RefundsUnrecorded", vec![1], vec![]), ("UnrecordedRefundValue", vec![500], vec!["USD".to_owned()])],
+            "our own refund is not counted; the dashboard's once"
+        );
+        for metric in first.metrics() {
+            assert!(metric.properties.contains(&("correlation_id", order_id.to_string())));
+            assert!(metric.properties.contains(&("stripe_refund_id", re.clone())));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refund_stripe_fails_after_success_is_followed_as_a_failed_one_and_refundable_again() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        let re = made.stripe_refund_id().unwrap().to_owned();
+        stripe.end_refund(&re, "failed", Some("expired_or_canceled_card"));
+
+        // `charge.refund.updated` and `refund.failed` for the same failure, each maybe twice.
+        for _ in 0..3 {
+            reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        }
+        let again = request_refund(&store, &stripe, ask(order_id, "k2", None), T0).await.unwrap();
+
+        assert_eq!(failed_refunds(&store), vec![(900, "expired_or_canceled_card".to_owned())], "announced once");
+        let failed =
+            store.events().into_iter().find_map(|e| if let Event::RefundFailed(f) = e { Some(f) } else { None });
+        assert_eq!(failed.unwrap().stripe_refund_id.as_deref(), Some(re.as_str()));
+        let first = store.stored_refunds(order_id).into_iter().find(|r| r.source == Source::Key("k1".into()));
+        assert_eq!(first.unwrap().status, RefundStatus::Failed { reason: "expired_or_canceled_card".into() });
+        assert_eq!(again.amount, usd(2500), "the whole captured total is refundable again");
+        assert_eq!(issued_amounts(&store), vec![(900, 900), (2500, 2500)], "the refunded sum lost the 900");
+    }
+
+    #[tokio::test]
+    async fn a_refund_failed_after_success_is_counted_once_however_often_stripe_says_so() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        stripe.end_refund(made.stripe_refund_id().unwrap(), "failed", Some("lost_or_stolen_card"));
+
+        let mut reconciled = Vec::new();
+        for _ in 0..3 {
+            reconciled.push(reconcile(&store, &stripe, &intent, T0).await.unwrap());
+        }
+
+        assert_eq!(counted(&reconciled), [("RefundsFailedAfterSuccess", vec![1], vec!["payment-webhooks".to_owned()])]);
+    }
+
+    #[tokio::test]
+    async fn a_dashboard_refund_stripe_fails_after_success_no_longer_counts_against_the_total() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        let re = stripe.refund_in_dashboard(&intent, usd(500));
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        stripe.end_refund(&re, "failed", Some("declined"));
+
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+
+        assert_eq!(failed_refunds(&store), vec![(500, "declined".to_owned())]);
+        assert_eq!((store.payment(order_id).refunds.reserved, store.payment(order_id).refunds.refunded), (0, 0));
     }
 
     #[tokio::test]

@@ -797,6 +797,31 @@ impl RefundStore for FakeStore {
         Ok(Recorded::Done)
     }
 
+    async fn fail_succeeded_refund(
+        &self,
+        refund: &Refund,
+        stripe_refund_id: &str,
+        event: &Envelope,
+    ) -> Result<Recorded, StoreError> {
+        let key = (refund.order_id, refund.source.clone());
+        let mut refunds = lock(&self.refunds);
+        let stored =
+            refunds.get(&key).ok_or(StoreError::Corrupt { order_id: key.0, detail: "no such refund".into() })?;
+        let succeeded_as =
+            matches!(&stored.status, RefundStatus::Succeeded { stripe_refund_id: id, .. } if id == stripe_refund_id);
+        if !succeeded_as {
+            return Ok(Recorded::Already(Box::new(stored.clone())));
+        }
+        let amount = refund.amount.amount();
+        self.record(refund.order_id, |stored| {
+            stored.refunds.refunded -= amount;
+            stored.refunds.reserved -= amount;
+        });
+        refunds.insert(key, refund.clone());
+        lock(&self.events).push(event.event.clone());
+        Ok(Recorded::Done)
+    }
+
     async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);

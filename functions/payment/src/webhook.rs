@@ -33,9 +33,11 @@
 //! `charge.refunded`, `charge.refund.updated`, `refund.updated` and `refund.failed` read the
 //! PaymentIntent's refunds back from Stripe ([`refunding::reconcile`]): one carrying our refund id
 //! finishes our refund as Stripe has it now if it is still pending (succeeded → `RefundIssued`,
-//! failed or canceled → `RefundFailed`, still pending → nothing), one we recorded as ended changes
-//! nothing, and any other that succeeded (made in the Dashboard) is recorded once with
-//! `RefundIssued` (reason `other`), matched by Stripe's refund id.
+//! failed or canceled → `RefundFailed`, still pending → nothing), one we recorded as succeeded
+//! that Stripe has since failed is failed the same way (once, counted `RefundsFailedAfterSuccess`),
+//! one we recorded as failed changes nothing, and any other that succeeded (made in the
+//! Dashboard) is recorded once with `RefundIssued` (reason `other`), matched by Stripe's refund
+//! id, and counted `RefundsUnrecorded` once.
 //! `charge.dispute.created` announces `PaymentDisputed` once per dispute id ([`refunding::on_dispute`]); its order is read from the PaymentIntent at
 //! Stripe. `charge.dispute.closed` reads the dispute back from Stripe and announces
 //! `PaymentDisputeClosed` with the outcome Stripe's dispute states, once per dispute
@@ -321,7 +323,7 @@ pub async fn handle(
         NoticeKind::Intent { order_id, intent, observed } => {
             on_notice(store, gateway, order_id, &intent, observed, now).await
         }
-        NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await,
+        NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await.map(drop),
         NoticeKind::Disputed(dispute) => refunding::on_dispute(store, gateway, &dispute).await,
         NoticeKind::DisputeClosed { dispute_id } => {
             crate::dispute::on_dispute_closed(store, gateway, &dispute_id).await.map(drop)

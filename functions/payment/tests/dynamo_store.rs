@@ -556,6 +556,36 @@ mod refunds {
     }
 
     #[tokio::test]
+    async fn a_refund_stripe_fails_after_success_is_failed_once_and_its_amount_freed() {
+        let table = table().await;
+        let (order_id, payment) = captured(&table).await;
+        let (a, b) = (refund(order_id, "a", 1000), refund(order_id, "b", 500));
+        table.store.reserve_refund(&payment, &a).await.unwrap();
+        let settled = succeeded(a.clone(), 1000);
+        table.store.settle_refund(&payment, &settled, &issued(&settled)).await.unwrap();
+        let payment = table.store.get(order_id).await.unwrap().unwrap();
+        table.store.reserve_refund(&payment, &b).await.unwrap();
+        let late = Refund { status: RefundStatus::Failed { reason: "lost_or_stolen_card".into() }, ..a.clone() };
+        let event = payment::refunding::failed(&late, Some("re_1")).unwrap();
+
+        let other_id = table.store.fail_succeeded_refund(&late, "re_other", &event).await.unwrap();
+        let done = table.store.fail_succeeded_refund(&late, "re_1", &event).await.unwrap();
+        let twice = table.store.fail_succeeded_refund(&late, "re_1", &event).await.unwrap();
+        let still_pending = Refund { status: late.status.clone(), ..b.clone() };
+        let not_succeeded = table.store.fail_succeeded_refund(&still_pending, "re_1", &event).await.unwrap();
+
+        assert!(matches!(other_id, Recorded::Already(current) if current.status == settled.status));
+        assert_eq!(done, Recorded::Done);
+        assert!(matches!(twice, Recorded::Already(current) if current.status == late.status));
+        assert!(matches!(not_succeeded, Recorded::Already(current) if current.status == RefundStatus::Pending));
+        let stored = table.store.get(order_id).await.unwrap().unwrap();
+        assert_eq!((stored.refunds.reserved, stored.refunds.refunded), (500, 0), "b's 500 stays reserved");
+        assert_eq!(table.store.refund(order_id, &a.source).await.unwrap(), Some(late));
+        let outbox = table.outbox().await;
+        assert_eq!(outbox.iter().filter(|t| *t == "RefundFailed").count(), 1);
+    }
+
+    #[tokio::test]
     async fn a_refund_stripe_holds_pending_is_followed_listed_when_due_and_moves_on_its_key_once() {
         let table = table().await;
         let (order_id, payment) = captured(&table).await;

@@ -300,6 +300,38 @@ async fn a_refund_that_fails_after_pending_flags_the_order_and_its_amount_can_be
 }
 
 #[tokio::test]
+async fn a_refund_stripe_fails_after_it_succeeded_is_taken_off_the_order_flagged_and_refundable_again() {
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = ids(&order);
+    let total = amount(&order["payment"]["captured"]);
+    let (key, body) = (testkit::unique("key"), json!({ "reason": "requested_by_customer" }));
+    let asked = refund(&id, &key, &body).send().await;
+    assert_refund(&asked, &id, total, total);
+    let admin = testkit::shop().admin_token();
+    order_when(&admin, &id, |o| refunded_on(o) == total).await;
+    let made = asked.body["stripe_refund_id"].as_str().unwrap().to_owned();
+
+    // Stripe's pm_card_refundFail: the refund succeeded, then the card's account was closed.
+    end_at_stripe(&made, "failed", Some("expired_or_canceled_card")).await;
+
+    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"][0]["status"] == "failed").await;
+    assert_eq!(shown["payment"]["refunds"][0]["failure_reason"], "expired_or_canceled_card", "{shown:#}");
+    assert_eq!(refunded_on(&shown), 0, "nothing was paid back: {shown:#}");
+    assert_eq!(shown["flags"], json!(["refund_failed"]), "{shown:#}");
+    // The whole captured amount is refundable again, and is paid back by a new refund.
+    let again = refund(&id, &testkit::unique("key"), &body).send().await;
+    assert_refund(&again, &id, total, total);
+    let paid = order_when(&admin, &id, |o| refunded_on(o) == total).await;
+    let states: Vec<&Value> = paid["payment"]["refunds"].as_array().unwrap().iter().map(|r| &r["status"]).collect();
+    assert_eq!(states, [&json!("failed"), &json!("succeeded")], "{paid:#}");
+    let at_stripe = statuses_at_stripe(&intent).await;
+    let made_again = again.body["stripe_refund_id"].as_str().unwrap().to_owned();
+    let expected = [(made, "failed"), (made_again, "succeeded")].map(|(id, status)| (id, status.to_owned()));
+    assert_eq!(at_stripe, BTreeMap::from(expected));
+}
+
+#[tokio::test]
 async fn a_refund_stripe_answers_500_is_made_once_when_the_admin_retries_with_its_key() {
     let shopper = shopper_with_cart(5, 1).await;
     let order = captured(&shopper).await;
