@@ -171,7 +171,7 @@ pub async fn carry_on(
         }
         RefundStatus::Processing { stripe_refund_id, .. } => {
             let made = gateway.retrieve_refund(stripe_refund_id).await?;
-            follow(store, refund, made, now).await
+            follow(store, refund, made, now).await.map(Followed::refund)
         }
         RefundStatus::Succeeded { .. } | RefundStatus::Failed { .. } => Ok(refund),
     }
@@ -201,8 +201,12 @@ async fn complete(
         }
         match gateway.create_refund(&intent, &refund).await {
             Ok(made) => break made,
-            Err(GatewayError::Refused { code, .. }) => return fail(store, refund, code, None).await,
-            Err(GatewayError::Declined(decline)) => return fail(store, refund, decline.code, None).await,
+            Err(GatewayError::Refused { code, .. }) => {
+                return fail(store, refund, code, None).await.map(Followed::refund);
+            }
+            Err(GatewayError::Declined(decline)) => {
+                return fail(store, refund, decline.code, None).await.map(Followed::refund);
+            }
             // 409 `idempotency_key_in_use`: another retry of this refund is at Stripe right now
             // and records it; this one is told to try again (it finds the refund made).
             Err(GatewayError::Conflict(conflict)) => {
@@ -237,7 +241,24 @@ async fn complete(
             Err(error) => return Err(error.into()),
         }
     };
-    follow(store, refund, made, now).await
+    follow(store, refund, made, now).await.map(Followed::refund)
+}
+
+/// What [`follow`] left of our pending refund.
+enum Followed {
+    /// The refund as it now is.
+    Now(Refund),
+    /// Another call settled it (Stripe said `succeeded` to it a moment earlier) just before
+    /// this one recorded Stripe's failure of it: this call failed it after success.
+    FailedAfterSuccess(Refund),
+}
+
+impl Followed {
+    fn refund(self) -> Refund {
+        match self {
+            Followed::Now(refund) | Followed::FailedAfterSuccess(refund) => refund,
+        }
+    }
 }
 
 /// Step 3: records what Stripe says of our pending refund, once, with conditional writes:
@@ -248,9 +269,9 @@ async fn follow(
     refund: Refund,
     made: StripeRefund,
     now: OffsetDateTime,
-) -> Result<Refund, RefundError> {
+) -> Result<Followed, RefundError> {
     match made.outcome() {
-        RefundOutcome::Succeeded => settle(store, refund, &made.id).await,
+        RefundOutcome::Succeeded => settle(store, refund, &made.id).await.map(Followed::Now),
         RefundOutcome::Failed(reason) => fail(store, refund, reason, Some(made.id)).await,
         RefundOutcome::Pending => {
             let mut following = refund;
@@ -260,9 +281,9 @@ async fn follow(
                 Recorded::Done => {
                     tracing::info!(order_id = %following.order_id, refund_id = %following.refund_id,
                         stripe_refund_id = made.id, status = made.status, "refund pending at Stripe; followed");
-                    Ok(following)
+                    Ok(Followed::Now(following))
                 }
-                Recorded::Already(current) => Ok(*current),
+                Recorded::Already(current) => Ok(Followed::Now(*current)),
                 // Only a write of the payment's sums answers Moved; following writes none.
                 Recorded::Moved => Err(RefundError::Busy(following.order_id)),
             }
@@ -352,31 +373,53 @@ pub fn failed(refund: &Refund, stripe_refund_id: Option<&str>) -> Result<domain_
 /// Step 3, Stripe refused it or it ended failed: `failed`, the amount given back, `RefundFailed`,
 /// written before it is answered: a write that loses to another on the payment is tried again
 /// ([`RefundError::Busy`] if it never wins; the refund stays pending and is carried on later).
+/// One another call settled as `stripe_refund_id` in the meantime (Stripe said `succeeded` to
+/// it, then failed the refund) is failed after success ([`fail_succeeded`]), not left settled.
 async fn fail(
     store: &impl RefundStore,
     mut refund: Refund,
     reason: String,
     stripe_refund_id: Option<String>,
-) -> Result<Refund, RefundError> {
+) -> Result<Followed, RefundError> {
     let (order_id, refund_id) = (refund.order_id, refund.refund_id);
     refund.status = RefundStatus::Failed { reason: reason.clone() };
     let event = failed(&refund, stripe_refund_id.as_deref())?;
-    let (refund, event, stripe_refund_id, reason) = (&refund, &event, &stripe_refund_id, &reason);
+    let (failing, event, failed_as, why) = (&refund, &event, &stripe_refund_id, &reason);
     let recorded = until_won(|| async move {
-        Ok::<_, RefundError>(match store.fail_refund(refund, event).await? {
+        Ok::<_, RefundError>(match store.fail_refund(failing, event).await? {
             Recorded::Done => {
-                tracing::warn!(%order_id, %refund_id, stripe_refund_id, reason,
+                tracing::warn!(%order_id, %refund_id, stripe_refund_id = failed_as, reason = why,
                     "refund failed at Stripe; its amount is refundable again and a person must act");
-                Attempt::Done(refund.clone())
+                Attempt::Done(None)
             }
-            Recorded::Already(current) => Attempt::Done(*current),
+            Recorded::Already(current) => Attempt::Done(Some(*current)),
             // Another write on the payment at the same moment (a transaction conflict): nothing
             // was written; the refund stays pending until this write wins.
             Recorded::Moved => Attempt::Lost,
         })
     })
     .await?;
-    recorded.ok_or(RefundError::Busy(order_id))
+    let current = match recorded.ok_or(RefundError::Busy(order_id))? {
+        None => return Ok(Followed::Now(refund)),
+        Some(current) => current,
+    };
+    // Another call settled it as the very refund Stripe now says failed: the late failure it is.
+    let succeeded = matches!(current.status, RefundStatus::Succeeded { .. });
+    let failed_as = match stripe_refund_id {
+        Some(failed_as) if succeeded && current.stripe_refund_id() == Some(failed_as.as_str()) => failed_as,
+        _ => return Ok(Followed::Now(current)),
+    };
+    let source = current.source.clone();
+    match fail_succeeded(store, current, reason, &failed_as).await? {
+        Some(failed) => Ok(Followed::FailedAfterSuccess(failed)),
+        // A redelivery or the other refund event failed it first.
+        None => {
+            let stored = store.refund(order_id, &source).await?;
+            stored
+                .map(Followed::Now)
+                .ok_or_else(|| StoreError::Corrupt { order_id, detail: "a refund being failed is gone".into() }.into())
+        }
+    }
 }
 
 /// `ReturnReceived`: refund the return's amount once (keyed by the return id), cut to what is
@@ -612,7 +655,10 @@ async fn reconcile_order(
                 let unchanged = matches!(&pending.status, RefundStatus::Processing { .. })
                     && made.outcome() == RefundOutcome::Pending;
                 if !unchanged {
-                    follow(store, pending.clone(), made, now).await.map_err(payment_error(order_id))?;
+                    let followed = follow(store, pending.clone(), made, now).await;
+                    if let Followed::FailedAfterSuccess(failed) = followed.map_err(payment_error(order_id))? {
+                        reconciled.failed_after_success.push(failed);
+                    }
                 }
             }
             Some(ended) => {
@@ -1138,6 +1184,38 @@ mod tests {
             reconciled.push(reconcile(&store, &stripe, &intent, T0).await.unwrap());
         }
 
+        assert_eq!(counted(&reconciled), [("RefundsFailedAfterSuccess", vec![1], vec!["payment-webhooks".to_owned()])]);
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_read_while_pending_is_not_lost_to_a_concurrent_settle() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+        let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        let re = made.stripe_refund_id().unwrap().to_owned();
+        // Stripe said succeeded (the admin's retry or the sweep read it so), then failed it
+        // (`pm_card_refundFail`): the webhook read our refund pending, the settle landed after.
+        stripe.end_refund(&re, "failed", Some("expired_or_canceled_card"));
+        let settled_as = re.clone();
+        store.before_next_fail(move |store| {
+            let pending = store.stored_refunds(order_id).remove(0);
+            at_once(settle(store, pending, &settled_as)).unwrap();
+        });
+
+        // The one `refund.failed` Stripe sends; once acked, Stripe does not send it again.
+        let mut reconciled = vec![reconcile(&store, &stripe, &intent, T0).await.unwrap()];
+
+        let refund = store.stored_refunds(order_id).remove(0);
+        assert_eq!(refund.status, RefundStatus::Failed { reason: "expired_or_canceled_card".into() });
+        assert_eq!(issued_amounts(&store), vec![(900, 900)], "the settle that landed first");
+        assert_eq!(failed_refunds(&store), vec![(900, "expired_or_canceled_card".to_owned())]);
+        assert_eq!((store.payment(order_id).refunds.refunded, store.payment(order_id).refunds.reserved), (0, 0));
+        // `charge.refund.updated` and a redelivery find it failed: nothing more.
+        for _ in 0..2 {
+            reconciled.push(reconcile(&store, &stripe, &intent, T0).await.unwrap());
+        }
+        assert_eq!(failed_refunds(&store).len(), 1, "announced once");
         assert_eq!(counted(&reconciled), [("RefundsFailedAfterSuccess", vec![1], vec!["payment-webhooks".to_owned()])]);
     }
 

@@ -49,6 +49,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 type Payments = Arc<Mutex<HashMap<OrderId, Payment>>>;
 /// A write of another invocation, landing on the payment right after one of ours.
 type Landing = Box<dyn FnOnce(&mut Payment) + Send>;
+/// A write of another invocation, landing on the store right before one of ours.
+type StoreLanding = Box<dyn FnOnce(&FakeStore) + Send>;
 /// Something that happens elsewhere while Stripe is busy with a call.
 type Meanwhile = Box<dyn FnOnce() + Send>;
 
@@ -71,6 +73,9 @@ pub struct FakeStore {
     /// How many of the next refund failures lose to a concurrent transaction on the same items
     /// (DynamoDB's `TransactionConflict`): `Moved`, nothing written.
     fail_conflicts: Mutex<u32>,
+    /// Runs on the store right before the next refund failure is decided: another invocation's
+    /// write (a settle) landing between our read of the refund and our fail.
+    before_fail: Mutex<Option<StoreLanding>>,
 }
 
 impl fmt::Debug for FakeStore {
@@ -100,6 +105,11 @@ impl FakeStore {
     /// Runs `landing` on the payment right before the next refund reservation is decided.
     pub fn before_next_reserve(&self, landing: impl FnOnce(&mut Payment) + Send + 'static) {
         *lock(&self.before_reserve) = Some(Box::new(landing));
+    }
+
+    /// Runs `landing` on the store right before the next refund failure is decided.
+    pub fn before_next_fail(&self, landing: impl FnOnce(&FakeStore) + Send + 'static) {
+        *lock(&self.before_fail) = Some(Box::new(landing));
     }
 
     /// Every refund stored for the order, oldest first.
@@ -779,6 +789,10 @@ impl RefundStore for FakeStore {
     }
 
     async fn fail_refund(&self, refund: &Refund, event: &Envelope) -> Result<Recorded, StoreError> {
+        let landing = lock(&self.before_fail).take();
+        if let Some(landing) = landing {
+            landing(self);
+        }
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);
         if let Some(done) = still_pending(&refunds, &key)? {
