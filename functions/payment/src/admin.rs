@@ -352,18 +352,61 @@ mod tests {
         assert_eq!(stripe.refunds_of(&intent).len(), 1, "one refund at Stripe");
     }
 
+    /// What payment's store gives when DynamoDB answers `status` with error code `code`.
+    fn storage_answered(status: u16, code: &str) -> RefundError {
+        use aws_sdk_dynamodb::error::SdkError;
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let error = TransactWriteItemsError::generic(ErrorMetadata::builder().code(code).build());
+        let response = Response::new(StatusCode::try_from(status).expect("a status"), SdkBody::empty());
+        RefundError::from(StoreError::Unavailable(Unavailable::from(SdkError::service_error(error, response))))
+    }
+
+    /// `problem(error)` and the lines it logged.
+    fn problem_logged(error: RefundError) -> (Problem, String) {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+        let problem = tracing::subscriber::with_default(subscriber, || problem(error, "ord"));
+        let logged =
+            String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        (problem, logged)
+    }
+
     #[test]
-    fn storage_throttling_is_a_503_too_and_what_retrying_cannot_mend_stays_an_opaque_500() {
+    fn storage_throttling_is_a_503_too_and_what_retrying_cannot_mend_stays_an_opaque_500_logged_as_an_error() {
         let order_id = OrderId::new();
-        let throttled = RefundError::from(StoreError::Unavailable(Unavailable::because("ThrottlingException")));
+        let throttled = storage_answered(400, "ThrottlingException");
+        let failing = storage_answered(500, "InternalServerError");
+        let invalid = storage_answered(400, "ValidationException");
         let corrupt = RefundError::from(StoreError::Corrupt { order_id, detail: "no captured total".into() });
         let misconfigured = RefundError::from(GatewayError::Misconfigured("HTTP 401".into()));
 
-        let throttled = problem(throttled, "ord");
+        let (throttled, throttled_log) = problem_logged(throttled);
+        let (failing, _) = problem_logged(failing);
+        let (invalid, invalid_log) = problem_logged(invalid);
         let (corrupt, misconfigured) = (problem(corrupt, "ord"), problem(misconfigured, "ord"));
 
         assert_eq!((throttled.status, throttled.type_uri.as_str()), (503, UNAVAILABLE));
         assert!(throttled.detail.as_deref().is_some_and(|detail| !detail.contains("Throttling")), "{throttled:?}");
+        assert!(throttled_log.contains("WARN") && throttled_log.contains("ThrottlingException"), "{throttled_log}");
+        assert_eq!((failing.status, failing.type_uri.as_str()), (503, UNAVAILABLE));
+        assert_eq!((invalid.status, invalid.type_uri.as_str()), (500, "/problems/internal-error"), "{invalid:?}");
+        assert!(invalid_log.contains("ERROR") && invalid_log.contains("ValidationException"), "{invalid_log}");
         assert_eq!((corrupt.status, corrupt.type_uri.as_str()), (500, "/problems/internal-error"));
         assert_eq!((misconfigured.status, misconfigured.type_uri.as_str()), (500, "/problems/internal-error"));
     }

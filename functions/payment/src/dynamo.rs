@@ -313,10 +313,7 @@ impl DynamoPayments {
         let failed = match transaction.commit_returning_old(&self.client).await {
             Ok(()) => return Ok(Write::Done),
             Err(TransactionError::ConditionsFailed(failed)) => failed,
-            Err(error @ (TransactionError::Conflict | TransactionError::TooLarge(_))) => {
-                return Err(Unavailable::new(error).into());
-            }
-            Err(TransactionError::Unavailable(error)) => return Err(error.into()),
+            Err(error) => return Err(Unavailable::from(error).into()),
         };
         match failed.into_iter().find(|(action, _)| *action == Action::StageChange) {
             Some((_, old)) => {
@@ -840,8 +837,7 @@ impl DynamoPayments {
             Err(TransactionError::ConditionsFailed(failed)) => Ok(failed),
             // Another write on the same items at the same moment: like a lost race.
             Err(TransactionError::Conflict) => Ok(vec![(RefundAction::Payment, None)]),
-            Err(error @ TransactionError::TooLarge(_)) => Err(Unavailable::new(error).into()),
-            Err(TransactionError::Unavailable(error)) => Err(error.into()),
+            Err(error) => Err(Unavailable::from(error).into()),
         }
     }
 

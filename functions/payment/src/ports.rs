@@ -32,7 +32,9 @@ pub enum Write {
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Throttling, the network, or an item that does not read as a payment: try again later.
+    /// Throttling, the network, a request DynamoDB refused as built, or an item that does not
+    /// read as a payment; only the first two may mend if tried again
+    /// ([`adapters::dynamo::Unavailable::is_transient`]).
     #[error("payment storage failed: {0}")]
     Unavailable(#[from] adapters::dynamo::Unavailable),
     #[error("the stored payment of {order_id} is inconsistent: {detail}")]
@@ -40,9 +42,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed: storage throttled, failing or unreachable.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(unavailable) if unavailable.is_transient())
     }
 }
 

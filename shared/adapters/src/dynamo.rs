@@ -4,7 +4,8 @@
 //!
 //! - [`key`]: a `pk`/`sk` key (every Ferrocart table has the same key schema).
 //! - [`Unavailable`]: a storage failure the domain cannot act on, carrying the SDK's whole
-//!   context; it converts from every SDK, builder and serde_dynamo error, so stores use `?`.
+//!   context and whether retrying may mend it ([`Unavailable::is_transient`]); it converts from
+//!   every SDK, builder and serde_dynamo error, so stores use `?`.
 //! - [`ConditionFailed`]: whether a `PutItem`/`UpdateItem`/`DeleteItem` failed its condition,
 //!   from the SDK's typed error variants.
 //! - [`Transaction`]: `TransactWriteItems` whose actions carry labels, so a cancellation says
@@ -24,6 +25,9 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes, Put, TransactWriteItem};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::ErrorKind;
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -54,41 +58,117 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
 }
 
 /// Storage failed in a way the domain cannot act on: throttling, the network, a request we built
-/// wrongly, an item that does not read as its record. A domain's `StoreError` wraps it.
+/// wrongly, an item that does not read as its record. A domain's `StoreError` wraps it. Whether
+/// retrying may mend it ([`Unavailable::is_transient`]) is decided where it is built: only an
+/// SDK error that says so (its kind, HTTP status or error code) or a transaction conflict is.
 #[derive(Debug, thiserror::Error)]
 #[error("{context}")]
 pub struct Unavailable {
     /// The error with its whole chain (an SDK error's own `Display` says only "service error").
     context: String,
+    transient: bool,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl Unavailable {
-    /// Wraps any error, keeping its context for the log.
+    /// Wraps any error, keeping its context for the log. Not transient: an error that is not
+    /// the SDK's says nothing about a retry (a bad timestamp, a task that panicked).
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { context: DisplayErrorContext(&error).to_string(), source: Box::new(error) }
+        Self::classified(error, false)
     }
 
-    /// A failure we detected ourselves.
+    /// A failure we detected ourselves (an item that is not what its key says, a refused write
+    /// that found no item): not transient, the same request would find it again.
     pub fn because(reason: impl Into<String>) -> Self {
         Self::new(std::io::Error::other(reason.into()))
     }
+
+    fn classified(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        Self { context: DisplayErrorContext(&error).to_string(), transient, source: Box::new(error) }
+    }
+
+    /// Whether the same request may succeed later: DynamoDB throttled it, failed (5xx), timed
+    /// out or could not be reached, or another transaction held its items. A request DynamoDB
+    /// refused as built (`ValidationException`, an item too large), an item that does not
+    /// decode and a failure we detected ourselves are not: retrying meets them again.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
-impl<E, R> From<SdkError<E, R>> for Unavailable
+/// The error codes DynamoDB answers with a 400 that a retry with backoff mends (its
+/// "Error handling" guide marks them "OK to retry? Yes"): the table's or index's provisioned
+/// throughput or a partition's, the control plane's or the account's request rate, and an item
+/// another transaction holds right now (`TransactionConflictException`, a single-item write
+/// meeting a `TransactWriteItems` in flight). 5xx (`InternalServerError`, `ServiceUnavailable`)
+/// are told by their status.
+const RETRYABLE_CODES: [&str; 4] = [
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+];
+
+/// The transaction cancellation reasons a retry mends (the same guide's
+/// `TransactionCanceledException`): throttling, and the conflicts [`Transaction`] reports
+/// itself. `ValidationError` and `ItemCollectionSizeLimitExceeded` are not.
+const RETRYABLE_CANCELLATIONS: [&str; 4] =
+    ["None", "ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"];
+
+/// Whether a call that failed this way may succeed if made again.
+fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        // No answer in time, or one that did not parse (cut off): the call may not have run.
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => {
+            failure.is_io()
+                || failure.is_timeout()
+                || matches!(
+                    failure.as_other(),
+                    Some(ErrorKind::TransientError | ErrorKind::ThrottlingError | ErrorKind::ServerError)
+                )
+        }
+        SdkError::ServiceError(failure) => {
+            failure.raw().status().is_server_error()
+                || failure.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code))
+        }
+        // A request that could not be built (a missing required field) fails the same again.
+        _ => false,
+    }
+}
+
+impl<E> From<SdkError<E, HttpResponse>> for Unavailable
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    fn from(error: SdkError<E, R>) -> Self {
-        Self::new(error)
+    fn from(error: SdkError<E, HttpResponse>) -> Self {
+        let transient = is_transient(&error);
+        Self::classified(error, transient)
     }
 }
 
 impl From<aws_sdk_dynamodb::Error> for Unavailable {
+    /// The service's error without its response: told by its code alone.
     fn from(error: aws_sdk_dynamodb::Error) -> Self {
-        Self::new(error)
+        let transient = matches!(error, aws_sdk_dynamodb::Error::InternalServerError(_))
+            || error.code().is_some_and(|code| RETRYABLE_CODES.contains(&code));
+        Self::classified(error, transient)
+    }
+}
+
+impl<L> From<TransactionError<L>> for Unavailable
+where
+    L: std::fmt::Debug + Send + Sync + 'static,
+{
+    /// A transaction that did not happen, as a storage failure: a conflict is transient, one too
+    /// large or whose conditions failed is not, and an SDK failure is as it was classified.
+    fn from(error: TransactionError<L>) -> Self {
+        match error {
+            TransactionError::Unavailable(unavailable) => unavailable,
+            conflict @ TransactionError::Conflict => Self::classified(conflict, true),
+            other => Self::new(other),
+        }
     }
 }
 
@@ -224,7 +304,8 @@ impl<L: Clone + std::fmt::Debug> Transaction<L> {
         } else if codes.contains(&"TransactionConflict") {
             Err(TransactionError::Conflict)
         } else {
-            Err(Unavailable::from(error).into())
+            let transient = codes.iter().all(|code| RETRYABLE_CANCELLATIONS.contains(code));
+            Err(Unavailable::classified(error, transient).into())
         }
     }
 }
@@ -303,9 +384,11 @@ async fn batch_get_call(
             .unwrap_or_default();
         if !pending.is_empty() {
             // Unprocessed keys mean throttling: back off before asking for them again.
-            let delay = delays
-                .next()
-                .ok_or_else(|| Unavailable::because(format!("{} keys of {table} stayed unprocessed", pending.len())))?;
+            let delay = delays.next().ok_or_else(|| {
+                let unprocessed =
+                    std::io::Error::other(format!("{} keys of {table} stayed unprocessed", pending.len()));
+                Unavailable::classified(unprocessed, true)
+            })?;
             tokio::time::sleep(delay).await;
         }
     }
@@ -372,5 +455,58 @@ pub async fn query_partition(
         if start.is_none() {
             return Ok(items);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    /// What the SDK gives for a DynamoDB answer of `status` with `__type` `code`.
+    fn answered(status: u16, code: &str) -> Unavailable {
+        let error = PutItemError::generic(ErrorMetadata::builder().code(code).message("from the test").build());
+        let response = HttpResponse::new(StatusCode::try_from(status).expect("a status"), SdkBody::empty());
+        Unavailable::from(SdkError::service_error(error, response))
+    }
+
+    #[test]
+    fn throttling_5xx_timeouts_and_lost_connections_are_transient() {
+        for code in RETRYABLE_CODES {
+            assert!(answered(400, code).is_transient(), "{code}");
+        }
+        assert!(answered(500, "InternalServerError").is_transient());
+        assert!(answered(503, "ServiceUnavailable").is_transient());
+        let timeout = SdkError::<GetItemError, HttpResponse>::timeout_error("no answer in 3.1 s");
+        assert!(Unavailable::from(timeout).is_transient());
+        let reset = SdkError::<GetItemError, HttpResponse>::dispatch_failure(ConnectorError::io("reset".into()));
+        assert!(Unavailable::from(reset).is_transient());
+        assert!(Unavailable::from(TransactionError::<u8>::Conflict).is_transient());
+    }
+
+    #[test]
+    fn a_request_built_wrongly_an_undecodable_item_and_our_own_findings_are_not() {
+        let validation = answered(400, "ValidationException");
+        assert!(!validation.is_transient());
+        assert!(validation.to_string().contains("ValidationException"), "the log says which: {validation}");
+        assert!(!answered(400, "ConditionalCheckFailedException").is_transient());
+        assert!(!answered(400, "ItemCollectionSizeLimitExceededException").is_transient());
+
+        let item = key("ORDER#1", "PAYMENT");
+        let undecodable = serde_dynamo::from_item::<_, HashMap<String, u64>>(item).expect_err("pk is a string");
+        assert!(!Unavailable::from(undecodable).is_transient());
+
+        let unbuilt = Put::builder().table_name("t").build().expect_err("a put needs its item");
+        assert!(!Unavailable::from(unbuilt).is_transient());
+        let misconfigured =
+            SdkError::<GetItemError, HttpResponse>::dispatch_failure(ConnectorError::user("no endpoint".into()));
+        assert!(!Unavailable::from(misconfigured).is_transient());
+        assert!(!Unavailable::because("a refused write found no item").is_transient());
+        assert!(!Unavailable::from(TransactionError::<u8>::TooLarge(101)).is_transient());
     }
 }
