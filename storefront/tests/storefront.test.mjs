@@ -552,6 +552,82 @@ journey('admin refund form: a pending refund says Stripe is processing it, a 503
   assert.deepEqual(await accessibilityProblems(page), []);
 });
 
+// After a 503 the form keeps the key; an admin who then changes the amount sends it with another
+// body, which the API answers 422 (field error on header:Idempotency-Key). The form says the
+// earlier request may still complete on its own and offers an explicit new refund (new key); the
+// earlier one is then finished by payment's sweep, so Stripe ends with both, each once.
+journey('admin refund form: a changed amount after a 503 says the earlier refund may still complete and offers a new, separate refund', async (open) => {
+  const u = unique();
+  const sub = `changer-${u}`;
+  const warehouse = `wh-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `C${u.toUpperCase()}`;
+  await product(admin, shopper, { slug: `jug-${u}`, title: `Jug ${u}`, category: `jugs-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
+  await stock(admin, sku, warehouse, 2);
+  await sellable(shopper, sku);
+  const cart = (await shopper('POST', '/carts')).body;
+  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
+  const placed = await shopper('POST', '/checkout', {
+    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_visa',
+    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
+  }, { 'idempotency-key': `k-${u}` });
+  const orderId = placed.body.order_id;
+  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
+  const intent = (await until(async () => {
+    const o = (await admin('GET', `/orders/${orderId}`)).body;
+    return o.payment?.captured ? o : null;
+  }, 'the payment is captured', 20_000)).payment_intent_id;
+  const atStripe = async () => (await (await fetch(`${cloud.stripe}/v1/refunds?payment_intent=${intent}`, { headers: { authorization: 'Bearer sk_test_local' } })).json())
+    .data.map((r) => r.amount).sort((a, b) => a - b);
+
+  const page = await open(await signedIn(browser, cloud.url, `staff-${u}`, { admin: true }));
+  const keys = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url().endsWith(`/admin/orders/${orderId}/refunds`)) keys.push(request.headers()['idempotency-key']);
+  });
+  const answer = () => page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/refunds'));
+  const refund = async (amount) => {
+    await page.getByLabel('Amount (USD, optional)').fill(amount);
+    const answered = answer();
+    await page.getByRole('button', { name: 'Refund', exact: true }).click();
+    return answered;
+  };
+  await page.goto(`${cloud.shop}#/orders/${orderId}`);
+  await see(page.getByRole('heading', { name: 'Refund (admin)' }), 'Refund (admin)');
+
+  // A Stripe outage: 503, the key is kept for a retry.
+  await stripeControl(cloud.stripe, `/_test/payment_intents/${intent}/fail_next_refund`);
+  assert.equal((await refund('2.00')).status(), 503);
+  // The admin changes the amount instead: the kept key with another body is the API's 422.
+  const changed = await refund('3.00');
+  assert.equal(changed.status(), 422);
+  assert.ok((await changed.json()).errors.some((e) => e.pointer === 'header:Idempotency-Key'));
+  const alert = page.locator('[role=alert]');
+  await see(alert, 'The earlier refund request (amount $2.00) may still be in progress at Stripe: it completes on its own');
+  assert.equal(keys.length, 2);
+  assert.equal(keys[1], keys[0], 'the key is not renewed silently');
+  assert.deepEqual(await atStripe(), [], 'nothing refunded yet');
+  assert.deepEqual(await accessibilityProblems(page), []);
+
+  // "Make a new refund": a separate refund of $3.00 under a new key.
+  const made = answer();
+  await page.getByRole('button', { name: 'Make a new refund' }).click();
+  assert.equal((await made).status(), 201);
+  await see(page.locator('[role=status]'), 'Refunded $3.00');
+  assert.equal(await alert.count(), 0, 'the message is gone');
+  assert.equal(keys.length, 3);
+  assert.notEqual(keys[2], keys[0], 'a new refund, a new key');
+  assert.deepEqual(await atStripe(), [300], 'only the new refund so far');
+
+  // The earlier request completes on its own: payment's sweep, fired as if its time had come.
+  const later = new Date(Date.now() + 5 * 60_000).toISOString();
+  const swept = await fetch(`${cloud.url}/_localcloud/schedules/PaymentSweepFunction/StalledSweep?time=${encodeURIComponent(later)}`, { method: 'POST' });
+  assert.ok(swept.ok, await swept.text());
+  assert.deepEqual(await atStripe(), [200, 300], 'the earlier $2.00 once and the new $3.00 once');
+  await see(page.locator('#refunded'), 'Refunded $5.00 in all.', 20_000);
+});
+
 // A refund that fails at the bank and a lost dispute, arranged through the API and the Stripe
 // emulator's controls (as tests/e2e does): the admin finds the order under its flag, sees both on
 // its page, and resolves the failed refund with a note (a blank note first).

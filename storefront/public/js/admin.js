@@ -360,9 +360,15 @@ export function refundForm(o) {
   const summary = h('div');
   // One key per refund the admin means to make: a retry after a 503 (or any answer that is not
   // final) reuses it, so the refund is made once; a 201 or Stripe's refusal ends it.
+  // After a 503 the kept key belongs to a refund that may still complete (the sweep carries it
+  // on); `sent` is the body it first went out with, so the API's 422 on the key can name it.
   let key = crypto.randomUUID();
+  let sent = null;
+  let renew = false;
   const form = h('form', { novalidate: true, class: 'card', onsubmit: async (event) => {
     event.preventDefault();
+    // "Make a new refund" asks for it explicitly: the earlier request is left to finish on its own.
+    if (renew) { key = crypto.randomUUID(); sent = null; renew = false; }
     const f = fields(form);
     const body = { reason: f.reason };
     if (f.amount) {
@@ -375,14 +381,32 @@ export function refundForm(o) {
     }
     if (f.note) body.note = f.note;
     try {
+      sent ??= body;
       const { data } = await call('POST', `/admin/orders/${o.order_id}/refunds`, { body, headers: { 'idempotency-key': key } });
       key = crypto.randomUUID();
+      sent = null;
       showProblem(form, summary, null);
       fill(summary, h('p', { class: data.status === 'failed' ? 'alert' : 'ok', role: 'status' }, refundOutcome(data)));
       form.elements.amount.value = '';
     } catch (error) {
       // Stripe's refusal is final (the same key answers it again): the next submit is a new refund.
-      if (error instanceof ApiError && error.kind === 'refund-refused') key = crypto.randomUUID();
+      if (error instanceof ApiError && error.kind === 'refund-refused') { key = crypto.randomUUID(); sent = null; }
+      // The key went out before with another body (an earlier request, e.g. the one a 503 left
+      // unfinished): recognised by its field error, not by the words.
+      const reused = error instanceof ApiError && error.kind === 'validation-error'
+        && (error.problem.errors ?? []).some((e) => e.pointer === 'header:Idempotency-Key');
+      if (reused) {
+        const earlier = sent;
+        showProblem(form, summary, null);
+        fill(summary, h('div', { class: 'alert', role: 'alert' },
+          h('p', {}, `The earlier refund request (${earlier?.amount === undefined ? 'everything still refundable' : `amount ${money({ amount: earlier.amount, currency })}`}) `
+            + 'may still be in progress at Stripe: it completes on its own within a few minutes, and the order lists it under Refunds. '
+            + 'Changing the amount, reason or note does not change that request.'),
+          h('p', {}, 'To refund this amount as well, as a new and separate refund, press “Make a new refund”. '
+            + 'To finish the earlier request instead, put back its amount, reason and note and press Refund.'),
+          h('button', { type: 'button', onclick: () => { renew = true; form.requestSubmit(); } }, 'Make a new refund')));
+        return;
+      }
       showProblem(form, summary, error);
       const alert = summary.querySelector('[role=alert]');
       if (alert && error instanceof ApiError && error.kind === 'refund-unavailable') {
