@@ -110,6 +110,7 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
                 at: occurred_at,
                 status: RefundState::Succeeded,
                 failure_reason: None,
+                failed_at: None,
             };
             (e.order_id, SagaStep::RefundIssued(refund))
         }
@@ -122,6 +123,7 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
                 at: occurred_at,
                 status: RefundState::Failed,
                 failure_reason: Some(e.failure_reason),
+                failed_at: None,
             };
             (e.order_id, SagaStep::RefundFailed(refund))
         }

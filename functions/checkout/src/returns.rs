@@ -225,6 +225,11 @@ pub struct Refund {
     pub status: RefundState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// When a refund paid back (`at`) was failed by Stripe afterwards (`RefundFailed` after its
+    /// `RefundIssued`); `None` for one never paid, whose `at` is its failure. Orders saved before
+    /// it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub failed_at: Option<OffsetDateTime>,
 }
 
 /// How a refund ended at Stripe.
@@ -501,15 +506,16 @@ impl Order {
     }
 
     /// Records a refund that did not pay the money back. `false`: known as failed already. One
-    /// heard of as paid no longer counts, and a return it paid is `received` again: payment
-    /// announces `RefundFailed` after a `RefundIssued` of the same refund when Stripe fails a
-    /// refund after saying it succeeded.
+    /// heard of as paid no longer counts (it keeps `at`, when it was paid, and gains `failed_at`),
+    /// and a return it paid is `received` again: payment announces `RefundFailed` after a
+    /// `RefundIssued` of the same refund when Stripe fails a refund after saying it succeeded.
     pub(crate) fn record_refund_failure(&mut self, failed: &Refund) -> bool {
         match self.payment.refunds.iter_mut().find(|r| r.refund_id == failed.refund_id) {
             Some(known) if known.status == RefundState::Failed => return false,
             Some(known) => {
                 known.status = RefundState::Failed;
                 known.failure_reason.clone_from(&failed.failure_reason);
+                known.failed_at = Some(failed.at);
             }
             None => self.payment.refunds.push(failed.clone()),
         }
@@ -921,6 +927,7 @@ mod tests {
             at: at(at_day),
             status: RefundState::Succeeded,
             failure_reason: None,
+            failed_at: None,
         }
     }
 
@@ -955,13 +962,19 @@ mod tests {
         order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
         order.receive_return(id, main_warehouse(), at(3)).unwrap();
         let paid = refund(Some(id), 2000, 4);
-        let failed = Refund { status: RefundState::Failed, failure_reason: Some("declined".into()), ..paid.clone() };
+        let failed =
+            Refund { at: at(6), status: RefundState::Failed, failure_reason: Some("declined".into()), ..paid.clone() };
 
         order.apply(&SagaStep::RefundIssued(paid), at(5)).unwrap();
         order.apply(&SagaStep::RefundFailed(failed), at(6)).unwrap();
 
         assert_eq!(order.payment.refunded, Some(usd(0)));
         assert_eq!(order.payment.refunds.len(), 1);
+        assert_eq!((order.payment.refunds[0].at, order.payment.refunds[0].failed_at), (at(4), Some(at(6))));
+        let mut saved_before = serde_json::to_value(&order.payment.refunds[0]).unwrap();
+        saved_before.as_object_mut().unwrap().remove("failed_at");
+        let read: Refund = serde_json::from_value(saved_before).unwrap();
+        assert_eq!(read.failed_at, None, "an order saved before failed_at reads as it was");
         assert_eq!(order.find_return(id).unwrap().status, ReturnStatus::Received);
     }
 

@@ -186,13 +186,16 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
             .push(Moment { reason: Some(failure.reason.clone()), ..Moment::new(Happening::CaptureFailed, failure.at) });
     }
     for refund in &order.payment.refunds {
-        let moment = match refund.status {
-            RefundState::Succeeded => Moment::new(Happening::Refunded, refund.at),
-            RefundState::Failed => {
-                Moment { reason: refund.failure_reason.clone(), ..Moment::new(Happening::RefundFailed, refund.at) }
-            }
-        };
-        moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, ..moment });
+        // One Stripe failed after paying it: paid at `at`, failed at `failed_at`.
+        if refund.status == RefundState::Succeeded || refund.failed_at.is_some() {
+            let moment = Moment::new(Happening::Refunded, refund.at);
+            moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, ..moment });
+        }
+        if refund.status == RefundState::Failed {
+            let moment = Moment::new(Happening::RefundFailed, refund.failed_at.unwrap_or(refund.at));
+            let reason = refund.failure_reason.clone();
+            moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, reason, ..moment });
+        }
     }
     for dispute in order.disputes.iter().filter(|_| admin) {
         let moment = Moment::new(Happening::Disputed, dispute.at);
@@ -306,5 +309,39 @@ mod tests {
         assert_eq!(customer["payment"]["captured"], serde_json::json!({ "amount": 2500, "currency": "USD" }));
         assert_eq!(customer["shipments"][0]["tracking_url"], serde_json::Value::Null);
         assert_eq!(customer["timeline"][4]["shipment_id"], customer["shipments"][0]["id"]);
+    }
+
+    #[test]
+    fn a_refund_that_fails_after_it_was_paid_shows_both_moments_each_at_its_time() {
+        let mut order = shipped_order();
+        let paid = crate::returns::Refund {
+            refund_id: kernel::RefundId::new(),
+            amount: Money::new(1000, kernel::Currency::USD).unwrap(),
+            reason: domain_events::payment::RefundReason::RequestedByCustomer,
+            return_id: None,
+            at: at(20),
+            status: RefundState::Succeeded,
+            failure_reason: None,
+            failed_at: None,
+        };
+        let failed = crate::returns::Refund {
+            at: at(30),
+            status: RefundState::Failed,
+            failure_reason: Some("declined".into()),
+            ..paid.clone()
+        };
+
+        order.apply(&crate::order::SagaStep::RefundIssued(paid), at(20)).unwrap();
+        order.apply(&crate::order::SagaStep::RefundFailed(failed), at(30)).unwrap();
+
+        let events: Vec<_> = timeline(&order, false).into_iter().map(|m| (m.event, m.at)).skip(7).collect();
+        assert_eq!(events, vec![(Happening::Refunded, at(20)), (Happening::RefundFailed, at(30))]);
+        let view = serde_json::to_value(OrderView::new(&order, false)).unwrap();
+        let listed = &view["payment"]["refunds"][0];
+        assert_eq!(
+            (&listed["status"], &listed["at"]),
+            (&serde_json::json!("failed"), &serde_json::json!("1970-01-01T00:00:20Z"))
+        );
+        assert_eq!(listed["failed_at"], "1970-01-01T00:00:30Z");
     }
 }
