@@ -62,6 +62,36 @@ async function addToCart(page, id, picks = []) {
   await see(page.locator('.status'), 'Added to your cart');
 }
 
+/**
+ * One unit of a new product bought by a new customer `who` with `card`, then dispatched, so the
+ * payment is captured (arranged through the API): the order's id and the order as the admin reads
+ * it once captured, and the run's unique suffix `u`.
+ */
+async function capturedOrder(who, noun, card) {
+  const u = unique();
+  const sub = `${who}-${u}`;
+  const warehouse = `wh-${u}`;
+  const shopper = client(cloud.url, await token(cloud.url, sub));
+  const sku = `${who[0].toUpperCase()}${u.toUpperCase()}`;
+  await product(admin, shopper, { slug: `${noun}-${u}`, title: `${noun[0].toUpperCase()}${noun.slice(1)} ${u}`, category: `${noun}s-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
+  await stock(admin, sku, warehouse, 2);
+  await sellable(shopper, sku);
+  const cart = (await shopper('POST', '/carts')).body;
+  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
+  const placed = await shopper('POST', '/checkout', {
+    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: card,
+    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
+  }, { 'idempotency-key': `k-${u}` });
+  const orderId = placed.body.order_id;
+  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
+  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
+  const order = await until(async () => {
+    const o = (await admin('GET', `/orders/${orderId}`)).body;
+    return o.payment?.captured ? o : null;
+  }, 'the payment is captured', 20_000);
+  return { u, orderId, order };
+}
+
 async function placeOrder(page, card) {
   await page.goto(`${cloud.shop}#/checkout`);
   await fillAddress(page);
@@ -463,28 +493,8 @@ journey('returns and refunds: the shopper returns a delivered unit, an admin rec
 // the Stripe emulator's pm_card_pendingRefund and fail_next_refund; a refusal at request time
 // (e.g. `charge_disputed`) is not emulated, so that one answer is stubbed with page.route.
 journey('admin refund form: a pending refund says Stripe is processing it, a 503 says retry and the retry reuses the key, a refusal says nothing was paid back', async (open) => {
-  const u = unique();
-  const sub = `pender-${u}`;
-  const warehouse = `wh-${u}`;
-  const shopper = client(cloud.url, await token(cloud.url, sub));
-  const sku = `P${u.toUpperCase()}`;
-  await product(admin, shopper, { slug: `vase-${u}`, title: `Vase ${u}`, category: `vases-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
-  await stock(admin, sku, warehouse, 2);
-  await sellable(shopper, sku);
-  // Paid with the card whose refunds Stripe holds pending; dispatched, so the payment is captured.
-  const cart = (await shopper('POST', '/carts')).body;
-  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
-  const placed = await shopper('POST', '/checkout', {
-    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_pendingRefund',
-    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
-  }, { 'idempotency-key': `k-${u}` });
-  const orderId = placed.body.order_id;
-  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
-  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
-  const intent = (await until(async () => {
-    const o = (await admin('GET', `/orders/${orderId}`)).body;
-    return o.payment?.captured ? o : null;
-  }, 'the payment is captured', 20_000)).payment_intent_id;
+  const { u, orderId, order } = await capturedOrder('pender', 'vase', 'pm_card_pendingRefund');
+  const intent = order.payment_intent_id;
 
   const page = await open(await signedIn(browser, cloud.url, `staff-${u}`, { admin: true }));
   const keys = [];
@@ -557,27 +567,8 @@ journey('admin refund form: a pending refund says Stripe is processing it, a 503
 // earlier request may still complete on its own and offers an explicit new refund (new key); the
 // earlier one is then finished by payment's sweep, so Stripe ends with both, each once.
 journey('admin refund form: a changed amount after a 503 says the earlier refund may still complete and offers a new, separate refund', async (open) => {
-  const u = unique();
-  const sub = `changer-${u}`;
-  const warehouse = `wh-${u}`;
-  const shopper = client(cloud.url, await token(cloud.url, sub));
-  const sku = `C${u.toUpperCase()}`;
-  await product(admin, shopper, { slug: `jug-${u}`, title: `Jug ${u}`, category: `jugs-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
-  await stock(admin, sku, warehouse, 2);
-  await sellable(shopper, sku);
-  const cart = (await shopper('POST', '/carts')).body;
-  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
-  const placed = await shopper('POST', '/checkout', {
-    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_visa',
-    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
-  }, { 'idempotency-key': `k-${u}` });
-  const orderId = placed.body.order_id;
-  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
-  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
-  const intent = (await until(async () => {
-    const o = (await admin('GET', `/orders/${orderId}`)).body;
-    return o.payment?.captured ? o : null;
-  }, 'the payment is captured', 20_000)).payment_intent_id;
+  const { u, orderId, order } = await capturedOrder('changer', 'jug', 'pm_card_visa');
+  const intent = order.payment_intent_id;
   const atStripe = async () => (await (await fetch(`${cloud.stripe}/v1/refunds?payment_intent=${intent}`, { headers: { authorization: 'Bearer sk_test_local' } })).json())
     .data.map((r) => r.amount).sort((a, b) => a - b);
 
@@ -632,28 +623,7 @@ journey('admin refund form: a changed amount after a 503 says the earlier refund
 // emulator's controls (as tests/e2e does): the admin finds the order under its flag, sees both on
 // its page, and resolves the failed refund with a note (a blank note first).
 journey('flags: an admin finds a flagged order, sees the failed refund and the lost dispute, and resolves a flag with a note', async (open) => {
-  const u = unique();
-  const sub = `flagged-${u}`;
-  const warehouse = `wh-${u}`;
-  const shopper = client(cloud.url, await token(cloud.url, sub));
-  const sku = `F${u.toUpperCase()}`;
-  await product(admin, shopper, { slug: `lamp-${u}`, title: `Lamp ${u}`, category: `lamps-${u}`, variants: [{ sku, price: { amount: 3000, currency: 'USD' } }] });
-  await stock(admin, sku, warehouse, 2);
-  await sellable(shopper, sku);
-  // Paid with the card whose refunds Stripe holds pending; dispatched, so the payment is captured.
-  const cart = (await shopper('POST', '/carts')).body;
-  await shopper('PUT', `/carts/${cart.id}/items/${sku}`, { quantity: 1 });
-  const placed = await shopper('POST', '/checkout', {
-    cart_id: cart.id, email: `${sub}@example.com`, shipping_method: 'standard', payment_method: 'pm_card_pendingRefund',
-    shipping_address: { name: 'Ada', line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' },
-  }, { 'idempotency-key': `k-${u}` });
-  const orderId = placed.body.order_id;
-  const shipment = await until(async () => (await admin('GET', `/admin/shipments?status=pending&warehouse=${warehouse}`)).body.items[0], 'the shipment exists', 20_000);
-  assert.equal((await admin('POST', `/admin/shipments/${shipment.id}/dispatch`, { carrier: 'dhl', tracking_number: `T${u}` })).status, 200);
-  const captured = await until(async () => {
-    const o = (await admin('GET', `/orders/${orderId}`)).body;
-    return o.payment?.captured ? o : null;
-  }, 'the payment is captured', 20_000);
+  const { u, orderId, order: captured } = await capturedOrder('flagged', 'lamp', 'pm_card_pendingRefund');
   // A refund of 5.00 the bank fails; then the customer's bank disputes the payment and wins.
   const refund = await admin('POST', `/admin/orders/${orderId}/refunds`, { amount: 500, reason: 'requested_by_customer' }, { 'idempotency-key': `r-${u}` });
   assert.equal(refund.status, 201, JSON.stringify(refund.body));
