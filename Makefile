@@ -42,7 +42,7 @@ LINT_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=
 	AWS_SECRET_ACCESS_KEY=lint SAM_CLI_TELEMETRY=0 PATH="$(TOOLS)/bin:$$PATH"
 
 .PHONY: help dev test token seed tail trace venv build fmt-check clippy unit-and-e2e lint sam-build schemas clean \
-	browser-test chromium screenshots bench api-fuzz
+	browser-test chromium screenshots bench api-fuzz sweep
 
 help:
 	@echo "make dev                    run the shop locally on http://127.0.0.1:$(PORT) (storefront: /shop/)"
@@ -54,6 +54,7 @@ help:
 	@echo "make api-fuzz               Schemathesis against docs/openapi.yaml on a local cloud of its own"
 	@echo "make sam-build              build every function for Lambda with SAM + cargo-lambda"
 	@echo "make bench                  cold start, size, cost per order, flash sale -> BENCHMARKS.md"
+	@echo "make sweep                  delete the build output no build here uses any more"
 	@echo "make deploy-storefront STACK=...  upload the storefront and its config.json to a deployed stack"
 
 $(EMULATORS_STAMP):
@@ -189,6 +190,11 @@ bench: $(EMULATORS_STAMP)
 # Regenerate events/schemas/*.json from the event types in shared/domain-events.
 schemas:
 	UPDATE_SCHEMAS=1 cargo test -q -p domain-events committed_json_schemas
+
+# Deletes from $(CARGO_TARGET_DIR) every unit that no build above uses (old dependency versions,
+# feature sets and flags); the builds run first, so this is quick when they are up to date.
+sweep:
+	python3 infra/sweep-target.py all
 
 clean:
 	cargo clean
