@@ -279,3 +279,22 @@ pub async fn deliver_webhook(event: &Value) -> Reply {
         .send()
         .await
 }
+
+/// Every JSON document the shop's functions have written to its shared log so far: their log
+/// lines and their metrics (EMF).
+pub fn logged(shop: &testkit::Shop) -> Vec<Value> {
+    let text = std::fs::read_to_string(&shop.log).unwrap_or_default();
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// The EMF documents among `documents` that declare metric `name`.
+pub fn metric<'a>(documents: &'a [Value], name: &str) -> Vec<&'a Value> {
+    documents
+        .iter()
+        .filter(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["Name"] == name))
+        })
+        .collect()
+}

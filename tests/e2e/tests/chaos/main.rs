@@ -4,7 +4,8 @@
 //! pay, dispatches that must capture the payment once (or report a capture Stripe refuses), and a
 //! customer cancel that crosses a dispatch, a received return whose event comes twice and again
 //! under a new id (restocked and refunded once), and Stripe's own word on refunds made in its
-//! Dashboard and on disputes, delivered again and under new event ids. A stack of its own, so its
+//! Dashboard, on a refund it fails after success and on disputes, delivered at once, again and
+//! under new event ids (recorded and counted once, in the metrics too). A stack of its own, so its
 //! chaos, its clock and its pricing never touch `tests/shop`.
 
 // Test helpers may fail loudly: a panic is how a test reports.
@@ -23,8 +24,8 @@ use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
 use e2e::flows::{available, captured, checkout_body, confirmed_shipment, order_when, place, shopper_with_cart};
 use e2e::support::{
-    Tap, call, deliver_webhook, eventually, handled_by, payment_intents, post_to_stripe, publish, publish_envelope,
-    refunds_at_stripe, stored,
+    Tap, call, deliver_webhook, eventually, handled_by, logged, metric, payment_intents, post_to_stripe, publish,
+    publish_envelope, refunds_at_stripe, stored,
 };
 use kernel::{Currency, Money, OrderId, ShipmentId, Sku};
 
@@ -737,13 +738,14 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_st
     let issued = payment_announces(&id, "RefundIssued").await;
     let admin = shop().admin_token();
 
-    // Someone refunds 5.00 in the Stripe Dashboard: the emulator sends charge.refunded once.
+    // Someone refunds 5.00 in the Stripe Dashboard: the emulator sends charge.refunded ~1 s later.
     let made = post_to_stripe("/v1/refunds", &[("payment_intent", intent), ("amount", "500")]).await;
-    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"].as_array().is_some_and(|r| !r.is_empty())).await;
-    // Stripe says it again: the same event twice at once, and charge.refunded under a new event id.
+    // Stripe says it more than once, and at once: the same event twice, and charge.refunded
+    // under a new event id, all racing to record the refund first (and the emulator's after).
     let charge = json!({ "id": made["charge"], "object": "charge", "payment_intent": intent });
     let (again, another) = (stripe_event("charge.refunded", &charge), stripe_event("charge.refunded", &charge));
     let (a, b, c) = tokio::join!(deliver_webhook(&again), deliver_webhook(&again), deliver_webhook(&another));
+    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"].as_array().is_some_and(|r| !r.is_empty())).await;
 
     for reply in [&a, &b, &c] {
         // 409: the same event is being handled by the other delivery; Stripe would retry it.
@@ -753,6 +755,8 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_st
     // Waits out the tap's 15 s unless a second refund is announced.
     let announced = issued.collect_until(|seen| seen.len() >= 2).await;
     assert_eq!(announced.len(), 1, "one RefundIssued: {announced:#?}");
+    // Counted once, by the delivery whose write recorded it (RefundsUnrecordedAlarm watches it).
+    assert_eq!(counted_for(&id, "RefundsUnrecorded"), vec![json!(1)]);
     let data = &announced[0]["detail"]["data"];
     assert_eq!((&data["stripe_refund_id"], &data["reason"]), (&made["id"], &json!("other")));
     assert_eq!(data["amount"], json!({ "amount": 500, "currency": "USD" }));
@@ -774,6 +778,68 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_st
     );
     let at_stripe: i64 = refunds_at_stripe(intent).await.iter().map(|r| r["amount"].as_i64().unwrap()).sum();
     assert_eq!(at_stripe, total, "refunded in full at Stripe, never more");
+}
+
+/// The values of metric `name` the shop's functions have emitted for order `id` (EMF).
+fn counted_for(id: &str, name: &str) -> Vec<Value> {
+    let documents = logged(shop());
+    metric(&documents, name).into_iter().filter(|d| d["correlation_id"] == id).map(|d| d[name].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_refund_stripe_fails_after_success_told_at_once_by_every_refund_event_is_failed_and_counted_once() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let shopper = shopper_with_cart(5, 1).await;
+    let order = captured(&shopper).await;
+    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let total = order["payment"]["captured"]["amount"].as_i64().unwrap();
+    let refunded = call(Method::POST, &format!("/admin/orders/{id}/refunds"))
+        .admin()
+        .header("idempotency-key", &testkit::unique("key"))
+        .json(&json!({ "reason": "requested_by_customer" }))
+        .send()
+        .await;
+    assert_eq!((refunded.status.as_u16(), &refunded.body["status"]), (201, &json!("succeeded")), "{}", refunded.body);
+    let admin = shop().admin_token();
+    order_when(&admin, &id, |o| o["payment"]["refunded"]["amount"] == total).await;
+    let failed = payment_announces(&id, "RefundFailed").await;
+    let made = refunded.body["stripe_refund_id"].as_str().unwrap();
+
+    // Stripe fails it after success (pm_card_refundFail: the card's account closed). The emulator
+    // sends charge.refund.updated ~1 s later; Stripe sends refund.updated and refund.failed too.
+    // Here all three at once, one of them twice, racing to fail it first.
+    let ended =
+        post_to_stripe(&format!("/_test/refunds/{made}/end"), &[("status", "failed"), ("failure_reason", "declined")])
+            .await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let refund = json!({ "id": made, "object": "refund", "payment_intent": intent });
+    let events = ["refund.failed", "refund.updated", "charge.refund.updated"].map(|kind| stripe_event(kind, &refund));
+    let replies = tokio::join!(
+        deliver_webhook(&events[0]),
+        deliver_webhook(&events[0]),
+        deliver_webhook(&events[1]),
+        deliver_webhook(&events[2])
+    );
+
+    let (a, b, c, d) = replies;
+    for reply in [&a, &b] {
+        // 409: the same event is being handled by the other delivery; Stripe would retry it.
+        assert!(matches!(reply.status.as_u16(), 200 | 409), "{} {}", reply.status, reply.body);
+    }
+    for reply in [&c, &d] {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // Waits out the tap's 15 s unless a second failure is announced.
+    let announced = failed.collect_until(|seen| seen.len() >= 2).await;
+    assert_eq!(announced.len(), 1, "one RefundFailed: {announced:#?}");
+    assert_eq!(announced[0]["detail"]["data"]["stripe_refund_id"], json!(made));
+    assert_eq!(counted_for(&id, "RefundsFailedAfterSuccess"), vec![json!(1)], "counted once");
+    let shown = order_when(&admin, &id, |o| o["payment"]["refunds"][0]["status"] == "failed").await;
+    assert_eq!(shown["payment"]["refunds"].as_array().map(Vec::len), Some(1), "{shown:#}");
+    assert_eq!(shown["payment"]["refunds"][0]["failure_reason"], "declined", "{shown:#}");
+    assert_eq!(shown["payment"]["refunded"]["amount"].as_i64().unwrap_or(0), 0, "nothing paid back: {shown:#}");
+    assert_eq!(shown["flags"], json!(["refund_failed"]), "{shown:#}");
 }
 
 #[tokio::test]

@@ -6,24 +6,11 @@ use reqwest::Method;
 use serde_json::Value;
 
 use e2e::flows::{checkout_body, order_when, place, shopper_with_cart};
-use e2e::support::{call, eventually};
+use e2e::support::{self, call, eventually, metric};
 
 /// Every JSON document the functions have written to the shared log so far.
 fn logged() -> Vec<Value> {
-    let text = std::fs::read_to_string(&testkit::shop().log).unwrap_or_default();
-    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
-}
-
-/// The EMF documents declaring metric `name`.
-fn metric<'a>(documents: &'a [Value], name: &str) -> Vec<&'a Value> {
-    documents
-        .iter()
-        .filter(|d| {
-            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-                .as_array()
-                .is_some_and(|ms| ms.iter().any(|m| m["Name"] == name))
-        })
-        .collect()
+    support::logged(testkit::shop())
 }
 
 async fn confirmed_order() -> (String, Value) {
