@@ -26,10 +26,11 @@
 //! A refund recorded `succeeded` that Stripe fails later (the card's account closed) is failed
 //! the same way when the webhook reads it back ([`reconcile`]): its amount off the refunded and
 //! reserved sums, `RefundFailed`, in one write conditional on it still succeeded, which is also
-//! what makes its `RefundsFailedAfterSuccess` count once. A succeeded refund at Stripe with no
-//! record of ours is recorded against the order (`RefundIssued`, reason `other`: the money left
-//! the shop's balance, as docs/events.md promises) and counted `RefundsUnrecorded` by the call
-//! whose write recorded it ([`Reconciled::metrics`]).
+//! what makes its `RefundsFailedAfterSuccess` count once, by the call whose write failed it:
+//! the webhook, or the sweep or a retry that met the failure as it read a pending refund back. A
+//! succeeded refund at Stripe with no record of ours is recorded against the order
+//! (`RefundIssued`, reason `other`: the money left the shop's balance, as docs/events.md
+//! promises) and counted `RefundsUnrecorded` by the call whose write recorded it.
 //!
 //! Stripe saves an answer under the idempotency key (for 24 hours) once the request began
 //! executing, 5xx included, and replays it to a retry under that key with `Idempotent-Replayed:
@@ -171,7 +172,7 @@ pub async fn carry_on(
         }
         RefundStatus::Processing { stripe_refund_id, .. } => {
             let made = gateway.retrieve_refund(stripe_refund_id).await?;
-            follow(store, refund, made, now).await.map(Followed::refund)
+            follow(store, refund, made, now).await
         }
         RefundStatus::Succeeded { .. } | RefundStatus::Failed { .. } => Ok(refund),
     }
@@ -202,10 +203,10 @@ async fn complete(
         match gateway.create_refund(&intent, &refund).await {
             Ok(made) => break made,
             Err(GatewayError::Refused { code, .. }) => {
-                return fail(store, refund, code, None).await.map(Followed::refund);
+                return fail(store, refund, code, None).await;
             }
             Err(GatewayError::Declined(decline)) => {
-                return fail(store, refund, decline.code, None).await.map(Followed::refund);
+                return fail(store, refund, decline.code, None).await;
             }
             // 409 `idempotency_key_in_use`: another retry of this refund is at Stripe right now
             // and records it; this one is told to try again (it finds the refund made).
@@ -241,24 +242,7 @@ async fn complete(
             Err(error) => return Err(error.into()),
         }
     };
-    follow(store, refund, made, now).await.map(Followed::refund)
-}
-
-/// What [`follow`] left of our pending refund.
-enum Followed {
-    /// The refund as it now is.
-    Now(Refund),
-    /// Another call settled it (Stripe said `succeeded` to it a moment earlier) just before
-    /// this one recorded Stripe's failure of it: this call failed it after success.
-    FailedAfterSuccess(Refund),
-}
-
-impl Followed {
-    fn refund(self) -> Refund {
-        match self {
-            Followed::Now(refund) | Followed::FailedAfterSuccess(refund) => refund,
-        }
-    }
+    follow(store, refund, made, now).await
 }
 
 /// Step 3: records what Stripe says of our pending refund, once, with conditional writes:
@@ -269,9 +253,9 @@ async fn follow(
     refund: Refund,
     made: StripeRefund,
     now: OffsetDateTime,
-) -> Result<Followed, RefundError> {
+) -> Result<Refund, RefundError> {
     match made.outcome() {
-        RefundOutcome::Succeeded => settle(store, refund, &made.id).await.map(Followed::Now),
+        RefundOutcome::Succeeded => settle(store, refund, &made.id).await,
         RefundOutcome::Failed(reason) => fail(store, refund, reason, Some(made.id)).await,
         RefundOutcome::Pending => {
             let mut following = refund;
@@ -281,9 +265,9 @@ async fn follow(
                 Recorded::Done => {
                     tracing::info!(order_id = %following.order_id, refund_id = %following.refund_id,
                         stripe_refund_id = made.id, status = made.status, "refund pending at Stripe; followed");
-                    Ok(Followed::Now(following))
+                    Ok(following)
                 }
-                Recorded::Already(current) => Ok(Followed::Now(*current)),
+                Recorded::Already(current) => Ok(*current),
                 // Only a write of the payment's sums answers Moved; following writes none.
                 Recorded::Moved => Err(RefundError::Busy(following.order_id)),
             }
@@ -380,7 +364,7 @@ async fn fail(
     mut refund: Refund,
     reason: String,
     stripe_refund_id: Option<String>,
-) -> Result<Followed, RefundError> {
+) -> Result<Refund, RefundError> {
     let (order_id, refund_id) = (refund.order_id, refund.refund_id);
     refund.status = RefundStatus::Failed { reason: reason.clone() };
     let event = failed(&refund, stripe_refund_id.as_deref())?;
@@ -400,23 +384,22 @@ async fn fail(
     })
     .await?;
     let current = match recorded.ok_or(RefundError::Busy(order_id))? {
-        None => return Ok(Followed::Now(refund)),
+        None => return Ok(refund),
         Some(current) => current,
     };
     // Another call settled it as the very refund Stripe now says failed: the late failure it is.
     let succeeded = matches!(current.status, RefundStatus::Succeeded { .. });
     let failed_as = match stripe_refund_id {
         Some(failed_as) if succeeded && current.stripe_refund_id() == Some(failed_as.as_str()) => failed_as,
-        _ => return Ok(Followed::Now(current)),
+        _ => return Ok(current),
     };
     let source = current.source.clone();
     match fail_succeeded(store, current, reason, &failed_as).await? {
-        Some(failed) => Ok(Followed::FailedAfterSuccess(failed)),
+        Some(failed) => Ok(failed),
         // A redelivery or the other refund event failed it first.
         None => {
             let stored = store.refund(order_id, &source).await?;
             stored
-                .map(Followed::Now)
                 .ok_or_else(|| StoreError::Corrupt { order_id, detail: "a refund being failed is gone".into() }.into())
         }
     }
@@ -558,88 +541,24 @@ pub async fn finish_pending(
     }
 }
 
-/// What one [`reconcile`] changed that a person must hear of. Each entry is there only for the
-/// call whose conditional write made the change, so [`Reconciled::metrics`] counts it once
-/// however often Stripe delivers, or redelivers, the events about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reconciled {
-    /// The order the PaymentIntent is for; `None` when it is not an order's.
-    pub order_id: Option<OrderId>,
-    /// Succeeded Stripe refunds we had no record of (the Dashboard, or a record of ours lost),
-    /// recorded by this call.
-    pub unrecorded: Vec<StripeRefund>,
-    /// Refunds recorded as succeeded that Stripe failed afterwards, failed by this call.
-    pub failed_after_success: Vec<Refund>,
-}
-
-impl Reconciled {
-    /// `RefundsUnrecorded` (count, no dimension: `RefundsUnrecordedAlarm` watches it) and
-    /// `UnrecordedRefundValue` (minor units by `Currency`, as `RefundValue`) per refund recorded
-    /// from Stripe; `RefundsFailedAfterSuccess` (by `Service`) per refund failed after success.
-    /// The order id (`correlation_id`) and Stripe's `re_…` are properties, for Logs Insights.
-    pub fn metrics(&self) -> Vec<Metric> {
-        let order_id = self.order_id.map(|id| id.to_string()).unwrap_or_default();
-        let mut metrics = Vec::new();
-        for made in &self.unrecorded {
-            let minor = u64::try_from(made.amount.amount()).unwrap_or(0);
-            metrics.push(
-                Metric::count("RefundsUnrecorded")
-                    .with("correlation_id", order_id.clone())
-                    .with("stripe_refund_id", made.id.clone()),
-            );
-            metrics.push(
-                Metric::value("UnrecordedRefundValue", Unit::None, minor)
-                    .by("Currency", made.amount.currency().code())
-                    .with("correlation_id", order_id.clone())
-                    .with("stripe_refund_id", made.id.clone()),
-            );
-        }
-        for failed in &self.failed_after_success {
-            metrics.push(
-                Metric::count("RefundsFailedAfterSuccess")
-                    .by("Service", "payment-webhooks")
-                    .with("correlation_id", order_id.clone())
-                    .with("refund_id", failed.refund_id.to_string()),
-            );
-        }
-        metrics
-    }
-}
-
 /// `charge.refunded`, `charge.refund.updated`, `refund.updated`, `refund.failed`: the refunds of
 /// the PaymentIntent as Stripe has them now (read back, never taken from the event). Each
 /// succeeded Stripe refund we do not know is recorded once (`RefundIssued`, reason `other`): a
 /// refund made in the Dashboard, counted `RefundsUnrecorded`. One carrying our refund id finishes
 /// our pending refund as it stands at Stripe ([`follow`]); one we recorded as succeeded that
 /// Stripe has since failed is failed as a pending one would be; one we recorded as failed
-/// changes nothing. Answers what it changed ([`Reconciled`]), its metrics emitted.
+/// changes nothing. Each change is counted by the write that made it, so once however often
+/// Stripe delivers, or redelivers, the events about it.
 pub async fn reconcile(
     store: &impl RefundStore,
     gateway: &impl RefundGateway,
     intent: &PaymentIntentId,
     now: OffsetDateTime,
-) -> Result<Reconciled, PaymentError> {
+) -> Result<(), PaymentError> {
     let Some(order_id) = gateway.intent_order(intent).await? else {
         tracing::info!(payment_intent_id = %intent, "refunds of a PaymentIntent that is not an order's; ignored");
-        return Ok(Reconciled::default());
+        return Ok(());
     };
-    let mut reconciled = Reconciled { order_id: Some(order_id), ..Reconciled::default() };
-    let changed = reconcile_order(store, gateway, intent, order_id, now, &mut reconciled).await;
-    // What was recorded is counted even when a later refund of the listing failed to record.
-    for metric in reconciled.metrics() {
-        metric.emit();
-    }
-    changed.map(|()| reconciled)
-}
-
-async fn reconcile_order(
-    store: &impl RefundStore,
-    gateway: &impl RefundGateway,
-    intent: &PaymentIntentId,
-    order_id: OrderId,
-    now: OffsetDateTime,
-    reconciled: &mut Reconciled,
-) -> Result<(), PaymentError> {
     // Stripe's refunds first, then ours: a refund of ours is reserved before Stripe makes it, so
     // every one Stripe lists with our refund id is in what we read after. (Read the other way
     // round, one of ours made in between would look made outside Ferrocart and count twice.)
@@ -655,42 +574,34 @@ async fn reconcile_order(
                 let unchanged = matches!(&pending.status, RefundStatus::Processing { .. })
                     && made.outcome() == RefundOutcome::Pending;
                 if !unchanged {
-                    let followed = follow(store, pending.clone(), made, now).await;
-                    if let Followed::FailedAfterSuccess(failed) = followed.map_err(payment_error(order_id))? {
-                        reconciled.failed_after_success.push(failed);
-                    }
+                    follow(store, pending.clone(), made, now).await.map_err(payment_error(order_id))?;
                 }
             }
             Some(ended) => {
                 if let (RefundStatus::Succeeded { .. }, RefundOutcome::Failed(reason)) = (&ended.status, made.outcome())
                 {
-                    let failed = fail_succeeded(store, ended.clone(), reason, &made.id).await;
-                    if let Some(failed) = failed.map_err(payment_error(order_id))? {
-                        reconciled.failed_after_success.push(failed);
-                    }
+                    fail_succeeded(store, ended.clone(), reason, &made.id).await.map_err(payment_error(order_id))?;
                 }
             }
             // Only money paid back is recorded; a Dashboard refund still pending is recorded
             // by the webhook that says it succeeded.
-            None if made.outcome() == RefundOutcome::Succeeded => {
-                let recorded_now = record_outside(store, order_id, &made, now).await?;
-                if recorded_now {
-                    reconciled.unrecorded.push(made);
-                }
-            }
+            None if made.outcome() == RefundOutcome::Succeeded => record_outside(store, order_id, &made, now).await?,
             None => {}
         }
     }
     Ok(())
 }
 
-/// Records a refund made at Stripe outside Ferrocart, once: true for the call that recorded it.
+/// Records a refund made at Stripe outside Ferrocart, once. The call that records it counts it:
+/// `RefundsUnrecorded` (count, no dimension: `RefundsUnrecordedAlarm` watches it) and
+/// `UnrecordedRefundValue` (minor units by `Currency`, as `RefundValue`), with the order id
+/// (`correlation_id`) and Stripe's `re_…` as properties, for Logs Insights.
 async fn record_outside(
     store: &impl RefundStore,
     order_id: OrderId,
     made: &StripeRefund,
     now: OffsetDateTime,
-) -> Result<bool, PaymentError> {
+) -> Result<(), PaymentError> {
     let recorded = until_won(|| async move {
         let payment = store.get(order_id).await?.ok_or(PaymentError::NothingToRefund {
             order_id,
@@ -715,9 +626,20 @@ async fn record_outside(
             Recorded::Done => {
                 tracing::warn!(%order_id, stripe_refund_id = made.id, amount = ?made.amount,
                     "recorded a refund made at Stripe outside Ferrocart; a person must check it");
-                Attempt::Done(true)
+                let minor = u64::try_from(made.amount.amount()).unwrap_or(0);
+                let (order, stripe_refund_id) = (order_id.to_string(), made.id.clone());
+                Metric::count("RefundsUnrecorded")
+                    .with("correlation_id", order.clone())
+                    .with("stripe_refund_id", stripe_refund_id.clone())
+                    .emit();
+                Metric::value("UnrecordedRefundValue", Unit::None, minor)
+                    .by("Currency", made.amount.currency().code())
+                    .with("correlation_id", order)
+                    .with("stripe_refund_id", stripe_refund_id)
+                    .emit();
+                Attempt::Done(())
             }
-            Recorded::Already(_) => Attempt::Done(false),
+            Recorded::Already(_) => Attempt::Done(()),
             Recorded::Moved => Attempt::Lost,
         })
     })
@@ -728,8 +650,10 @@ async fn record_outside(
 /// Stripe failed `refund` after saying it succeeded as `stripe_refund_id` (the card's account
 /// closed, …): the money did not go back. Followed as a pending refund that fails: `failed`, its
 /// amount off the refunded and reserved sums (refundable again), `RefundFailed`, in one write
-/// conditional on it still succeeded as `stripe_refund_id`. The refund this call failed, `None`
-/// when another call (a redelivery, the other refund event) did first.
+/// conditional on it still succeeded as `stripe_refund_id`. The call whose write wins counts it,
+/// `RefundsFailedAfterSuccess` (count, no dimension; the order id as `correlation_id` and the
+/// `refund_id` as properties), whichever path met the failure. The refund this call failed,
+/// `None` when another call (a redelivery, the other refund event) did first.
 async fn fail_succeeded(
     store: &impl RefundStore,
     mut refund: Refund,
@@ -745,6 +669,10 @@ async fn fail_succeeded(
             Recorded::Done => {
                 tracing::error!(%order_id, %refund_id, stripe_refund_id, reason,
                     "Stripe failed a refund after it succeeded; its amount is refundable again and a person must act");
+                Metric::count("RefundsFailedAfterSuccess")
+                    .with("correlation_id", order_id.to_string())
+                    .with("refund_id", refund_id.to_string())
+                    .emit();
                 Attempt::Done(Some(refund.clone()))
             }
             Recorded::Already(_) => Attempt::Done(None),
@@ -1120,29 +1048,31 @@ mod tests {
         assert_eq!(more.amount, usd(1000), "the dashboard's refund counts against the total");
     }
 
-    /// What `reconciled` counted, as (name, values, dimension values).
-    fn counted(reconciled: &[Reconciled]) -> Vec<(&'static str, Vec<u64>, Vec<String>)> {
-        let emitted = reconciled.iter().flat_map(Reconciled::metrics);
-        emitted.map(|m| (m.name, m.values, m.dimensions.into_iter().map(|(_, v)| v).collect())).collect()
+    /// The metrics emitted, as (name, values, dimension values).
+    fn counted(emitted: &[Metric]) -> Vec<(&'static str, Vec<u64>, Vec<String>)> {
+        let dimension_values = |m: &Metric| m.dimensions.iter().map(|(_, v)| v.clone()).collect();
+        emitted.iter().map(|m| (m.name, m.values.clone(), dimension_values(m))).collect()
     }
 
     #[tokio::test]
     async fn a_dashboard_refund_seen_by_two_webhooks_is_counted_unrecorded_once_with_its_amount() {
+        let captured = lambda_glue::metrics::capture::start();
         let (store, stripe) = (FakeStore::default(), FakeStripe::default());
         let (order_id, intent) = captured_order(&store, &stripe).await;
         request_refund(&store, &stripe, ask(order_id, "k1", Some(1000)), T0).await.unwrap();
         let re = stripe.refund_in_dashboard(&intent, usd(500));
 
         // `charge.refunded`, then `charge.refund.updated` for the same refund (or a redelivery).
-        let first = reconcile(&store, &stripe, &intent, T0).await.unwrap();
-        let again = reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
 
+        let emitted = captured.take();
         assert_eq!(
-            counted(&[first.clone(), again]),
+            counted(&emitted),
             [("RefundsUnrecorded", vec![1], vec![]), ("UnrecordedRefundValue", vec![500], vec!["USD".to_owned()])],
             "our own refund is not counted; the dashboard's once"
         );
-        for metric in first.metrics() {
+        for metric in emitted {
             assert!(metric.properties.contains(&("correlation_id", order_id.to_string())));
             assert!(metric.properties.contains(&("stripe_refund_id", re.clone())));
         }
@@ -1174,21 +1104,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_refund_failed_after_success_is_counted_once_however_often_stripe_says_so() {
+        let captured = lambda_glue::metrics::capture::start();
         let (store, stripe) = (FakeStore::default(), FakeStripe::default());
         let (order_id, intent) = captured_order(&store, &stripe).await;
         let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
         stripe.end_refund(made.stripe_refund_id().unwrap(), "failed", Some("lost_or_stolen_card"));
 
-        let mut reconciled = Vec::new();
         for _ in 0..3 {
-            reconciled.push(reconcile(&store, &stripe, &intent, T0).await.unwrap());
+            reconcile(&store, &stripe, &intent, T0).await.unwrap();
         }
 
-        assert_eq!(counted(&reconciled), [("RefundsFailedAfterSuccess", vec![1], vec!["payment-webhooks".to_owned()])]);
+        let emitted = captured.take();
+        assert_eq!(counted(&emitted), [("RefundsFailedAfterSuccess", vec![1], vec![])]);
+        let refund_id = store.stored_refunds(order_id).remove(0).refund_id.to_string();
+        assert!(emitted[0].properties.contains(&("correlation_id", order_id.to_string())), "{emitted:?}");
+        assert!(emitted[0].properties.contains(&("refund_id", refund_id)), "{emitted:?}");
     }
 
     #[tokio::test]
     async fn a_late_failure_read_while_pending_is_not_lost_to_a_concurrent_settle() {
+        let captured = lambda_glue::metrics::capture::start();
         let (store, stripe) = (FakeStore::default(), FakeStripe::default());
         let (order_id, intent) = captured_order(&store, &stripe).await;
         stripe.refunds_start_pending();
@@ -1204,7 +1139,7 @@ mod tests {
         });
 
         // The one `refund.failed` Stripe sends; once acked, Stripe does not send it again.
-        let mut reconciled = vec![reconcile(&store, &stripe, &intent, T0).await.unwrap()];
+        reconcile(&store, &stripe, &intent, T0).await.unwrap();
 
         let refund = store.stored_refunds(order_id).remove(0);
         assert_eq!(refund.status, RefundStatus::Failed { reason: "expired_or_canceled_card".into() });
@@ -1213,10 +1148,35 @@ mod tests {
         assert_eq!((store.payment(order_id).refunds.refunded, store.payment(order_id).refunds.reserved), (0, 0));
         // `charge.refund.updated` and a redelivery find it failed: nothing more.
         for _ in 0..2 {
-            reconciled.push(reconcile(&store, &stripe, &intent, T0).await.unwrap());
+            reconcile(&store, &stripe, &intent, T0).await.unwrap();
         }
         assert_eq!(failed_refunds(&store).len(), 1, "announced once");
-        assert_eq!(counted(&reconciled), [("RefundsFailedAfterSuccess", vec![1], vec!["payment-webhooks".to_owned()])]);
+        assert_eq!(counted(&captured.take()), [("RefundsFailedAfterSuccess", vec![1], vec![])]);
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_the_sweep_reads_after_a_concurrent_settle_is_failed_and_counted_once() {
+        let captured = lambda_glue::metrics::capture::start();
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, _, re) = pending_at_stripe(&store, &stripe).await;
+        // Stripe said succeeded, then failed the refund: the webhook that read it succeeded
+        // settles it between the sweep's read of Stripe (failed) and the sweep's write.
+        stripe.end_refund(&re, "failed", Some("expired_or_canceled_card"));
+        let settled_as = re.clone();
+        store.before_next_fail(move |store| {
+            let pending = store.stored_refunds(order_id).remove(0);
+            at_once(settle(store, pending, &settled_as)).unwrap();
+        });
+
+        assert_eq!(sweep(&store, &stripe, T0 + PENDING_RECHECK).await, 1);
+
+        let refund = store.stored_refunds(order_id).remove(0);
+        assert_eq!(refund.status, RefundStatus::Failed { reason: "expired_or_canceled_card".into() });
+        assert_eq!(failed_refunds(&store), vec![(900, "expired_or_canceled_card".to_owned())]);
+        assert_eq!((store.payment(order_id).refunds.refunded, store.payment(order_id).refunds.reserved), (0, 0));
+        let emitted = captured.take();
+        assert_eq!(counted(&emitted), [("RefundsFailedAfterSuccess", vec![1], vec![])], "counted once, by the sweep");
+        assert!(emitted[0].properties.contains(&("refund_id", refund.refund_id.to_string())), "{emitted:?}");
     }
 
     #[tokio::test]

@@ -323,7 +323,7 @@ pub async fn handle(
         NoticeKind::Intent { order_id, intent, observed } => {
             on_notice(store, gateway, order_id, &intent, observed, now).await
         }
-        NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await.map(drop),
+        NoticeKind::Refunded { intent } => refunding::reconcile(store, gateway, &intent, now).await,
         NoticeKind::Disputed(dispute) => refunding::on_dispute(store, gateway, &dispute).await,
         NoticeKind::DisputeClosed { dispute_id } => {
             crate::dispute::on_dispute_closed(store, gateway, &dispute_id).await.map(drop)

@@ -98,8 +98,12 @@ impl Metric {
     }
 
     /// Writes the metric to stdout as one EMF document per [`MAX_VALUES`] values (none when it
-    /// has no values).
+    /// has no values); in a test that asked for it, to [`capture`] instead.
     pub fn emit(&self) {
+        #[cfg(any(test, feature = "test-util"))]
+        if capture::take(self) {
+            return;
+        }
         for line in self.documents(namespace(), OffsetDateTime::now_utc()) {
             println!("{line}");
         }
@@ -136,6 +140,49 @@ impl Metric {
                 Value::Object(document).to_string()
             })
             .collect()
+    }
+}
+
+/// Test support (feature `test-util`): what a unit test's code emits, checked as emitted rather
+/// than as a return value says it would be. Per thread, which is the whole of a `#[tokio::test]`
+/// on its default current-thread runtime.
+#[cfg(any(test, feature = "test-util"))]
+pub mod capture {
+    use std::cell::RefCell;
+
+    use super::Metric;
+
+    thread_local! {
+        static CAPTURED: RefCell<Option<Vec<Metric>>> = const { RefCell::new(None) };
+    }
+
+    /// Collects the metrics this thread emits, instead of writing them, until the guard drops.
+    pub fn start() -> Captured {
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
+        Captured(())
+    }
+
+    /// Keeps `metric` when this thread is capturing; false when it is not.
+    pub(super) fn take(metric: &Metric) -> bool {
+        CAPTURED.with(|captured| captured.borrow_mut().as_mut().map(|kept| kept.push(metric.clone())).is_some())
+    }
+
+    /// The capture [`start`] began; dropping it ends the capture.
+    #[must_use = "the capture ends when this is dropped"]
+    #[derive(Debug)]
+    pub struct Captured(());
+
+    impl Captured {
+        /// The metrics emitted since the capture began or was last taken from, in order.
+        pub fn take(&self) -> Vec<Metric> {
+            CAPTURED.with(|captured| captured.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
+        }
+    }
+
+    impl Drop for Captured {
+        fn drop(&mut self) {
+            CAPTURED.with(|captured| *captured.borrow_mut() = None);
+        }
     }
 }
 
@@ -191,6 +238,21 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["Sweep"]]));
         assert_eq!(directive["Metrics"], json!([{ "Name": "SweepFailures", "Unit": "Count" }]));
         assert_eq!((document["Sweep"].as_str(), document["SweepFailures"].as_u64()), (Some("order-timeouts"), Some(1)));
+    }
+
+    #[test]
+    fn a_capturing_thread_keeps_what_it_emits_until_the_capture_ends() {
+        let captured = capture::start();
+        Metric::count("RefundsUnrecorded").with("correlation_id", "ord_1").emit();
+        count("SweepFailures", 2, ("Sweep", "order-timeouts"));
+
+        let kept = captured.take();
+
+        let named: Vec<(&str, &[u64])> = kept.iter().map(|m| (m.name, m.values.as_slice())).collect();
+        assert_eq!(named, [("RefundsUnrecorded", &[1][..]), ("SweepFailures", &[2][..])]);
+        assert!(captured.take().is_empty(), "taken once");
+        drop(captured);
+        assert!(!capture::take(&Metric::count("OrdersPlaced")), "written again once the capture ends");
     }
 
     #[test]
