@@ -7,7 +7,10 @@
 //! All arithmetic is in integer minor units; percentages and tax round half up, once per order.
 //! Where card payments cannot take every minor unit (Stripe wants the three-decimal dinars to end
 //! in 0, and whole ariary), `total_rounding` rounds the total, half up, to a multiple of an
-//! increment and shows the difference as `rounding` — the cash rounding shops use.
+//! increment and shows the difference as `rounding` — the cash rounding shops use. A card cannot
+//! be charged less than a minimum per currency (Stripe's: USD 0.50, GBP 0.30, …), so
+//! `minimum_total` refuses an order whose total is above zero but below it, at placement, where
+//! the customer can still add to the cart ([`PricingConfig::chargeable`]).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +31,11 @@ pub struct PricingConfig {
     /// Currency code → the increment (in minor units) totals are rounded to, half up.
     #[serde(default)]
     pub total_rounding: BTreeMap<String, i64>,
+    /// Currency code → the least total (in minor units) an order that has something to pay may
+    /// have: the smallest card payment the shop's Stripe account takes in that currency. A zero
+    /// total is always placed (nothing to pay). Absent: no minimum.
+    #[serde(default)]
+    pub minimum_total: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +94,12 @@ impl PricingConfig {
                 )));
             }
         }
+        for (currency, minimum) in &config.minimum_total {
+            Currency::parse(currency).map_err(|e| ConfigProblem(format!("minimum_total: {e}")))?;
+            if *minimum < 0 {
+                return Err(ConfigProblem(format!("minimum_total: {currency} is negative")));
+            }
+        }
         if config.tax_rates_bps.values().any(|bps| *bps > 10_000) {
             return Err(ConfigProblem("a tax rate is above 100%".to_owned()));
         }
@@ -101,6 +115,18 @@ impl PricingConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Refuses a `total` with something to pay that is below its currency's `minimum_total`: no
+    /// card payment that small can be taken, so the order would only be cancelled at payment.
+    pub fn chargeable(&self, total: Money) -> Result<(), PricingError> {
+        let currency = total.currency();
+        match self.minimum_total.get(currency.code()) {
+            Some(&minimum) if total.amount() > 0 && total.amount() < minimum => {
+                Err(PricingError::BelowMinimum { total, minimum: Money::new(minimum, currency)? })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The coupon promotion with `code` (codes compare case-insensitively).
@@ -138,6 +164,8 @@ pub enum PricingError {
     Empty,
     #[error("SKU {0} is no longer sold")]
     NotSold(String),
+    #[error("the order total {total} is below {minimum}, the smallest card payment the shop can take; add to the cart")]
+    BelowMinimum { total: Money, minimum: Money },
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -404,5 +432,29 @@ mod tests {
         let unsold = [PricedLine { sku: Sku::parse("GONE").unwrap(), quantity: 1, offer: None }];
         assert_eq!(totals(&config(), &unsold, "express", "US", None), Err(PricingError::NotSold("GONE".into())));
         assert_eq!(totals(&config(), &[], "express", "US", None), Err(PricingError::Empty));
+    }
+
+    #[test]
+    fn a_total_with_something_to_pay_below_the_currencys_minimum_is_refused_and_zero_is_not() {
+        let config = config();
+        let gbp = |amount| Money::new(amount, Currency::parse("GBP").unwrap()).unwrap();
+
+        assert_eq!(config.chargeable(usd(49)), Err(PricingError::BelowMinimum { total: usd(49), minimum: usd(50) }));
+        assert_eq!(config.chargeable(usd(50)), Ok(()));
+        assert_eq!(config.chargeable(usd(0)), Ok(()), "nothing to pay: placed without a payment");
+        assert_eq!(config.chargeable(gbp(30)), Ok(()));
+        assert!(config.chargeable(gbp(29)).is_err());
+        let yen = Money::new(1, Currency::parse("JPY").unwrap()).unwrap();
+        assert_eq!(config.chargeable(yen), Ok(()), "no minimum configured for JPY");
+        let said = PricingError::BelowMinimum { total: usd(49), minimum: usd(50) }.to_string();
+        assert!(said.contains("0.49 USD is below 0.50 USD"), "{said}");
+    }
+
+    #[test]
+    fn a_minimum_total_in_an_unknown_currency_or_below_zero_is_refused_at_start() {
+        for bad in [r#"{"XYZ": 50}"#, r#"{"USD": -1}"#] {
+            let json = format!(r#"{{"shipping_methods": [], "minimum_total": {bad}}}"#);
+            assert!(PricingConfig::parse(&json).unwrap_err().0.starts_with("minimum_total"), "{bad}");
+        }
     }
 }

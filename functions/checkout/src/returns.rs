@@ -684,6 +684,7 @@ mod tests {
             tax_rates_bps: BTreeMap::from([("DE".to_owned(), tax_bps)]),
             promotions,
             total_rounding: rounding.map(|r| BTreeMap::from([("USD".to_owned(), r)])).unwrap_or_default(),
+            minimum_total: BTreeMap::new(),
         }
     }
 

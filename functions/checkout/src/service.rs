@@ -226,7 +226,9 @@ fn pricing_error(error: PricingError) -> CheckoutError {
     let pointer = match &error {
         PricingError::UnknownShippingMethod(_) | PricingError::ShippingUnavailable { .. } => "/shipping_method",
         PricingError::UnknownPromoCode(_) => "/promo_code",
-        PricingError::Empty | PricingError::NotSold(_) | PricingError::Money(_) => "/cart_id",
+        PricingError::Empty | PricingError::NotSold(_) | PricingError::BelowMinimum { .. } | PricingError::Money(_) => {
+            "/cart_id"
+        }
     };
     invalid(pointer, error.to_string())
 }
@@ -283,6 +285,7 @@ pub async fn place_order(
         request.promo_code.as_deref(),
     )
     .map_err(pricing_error)?;
+    settings.pricing.chargeable(totals.total).map_err(pricing_error)?;
 
     let lines: Vec<OrderLine> = cart
         .lines

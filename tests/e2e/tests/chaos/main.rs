@@ -22,7 +22,10 @@ use domain_events::checkout::{OrderConfirmed, OrderLine, OrderPlaced, ReturnRece
 use domain_events::fulfillment::ShipmentDispatched;
 use domain_events::inventory::{Allocation, ReservedLine, StockReserved};
 use domain_events::payment::PaymentAuthorized;
-use e2e::flows::{available, captured, checkout_body, confirmed_shipment, order_when, place, shopper_with_cart};
+use e2e::flows::{
+    add_when_on_sale, available, captured, checkout_body, confirmed_shipment, new_cart, order_when, place,
+    product_on_sale, put_item, shopper_with_cart, stock,
+};
 use e2e::support::{
     Tap, call, deliver_webhook, eventually, handled_by, logged, metric, payment_intents, post_to_stripe, publish,
     publish_envelope, refunds_at_stripe, stored,
@@ -268,6 +271,35 @@ async fn an_order_with_nothing_to_pay_is_confirmed_without_stripe_and_cancels_wi
     assert!(!payment.contains_key("status"), "never claimed for authorization: {payment:?}");
     assert!(!payment.contains_key("payment_intent_id"), "no PaymentIntent: {payment:?}");
     assert!(payment_intents(&id).await.is_empty(), "Stripe never saw the order");
+}
+
+#[tokio::test]
+async fn an_order_below_the_smallest_card_payment_is_refused_at_checkout_before_anything_is_reserved() {
+    shop();
+    let _shared = CLOCK.read().await;
+    let token = shop().customer_token(&testkit::unique("buyer"));
+    let (_, sku) = product_on_sale(30, "USD").await;
+    stock(&sku, 5).await;
+    let cart = new_cart(&token).await;
+    add_when_on_sale(&token, &cart, &sku, 1).await;
+    let mut body = checkout_body(&cart, "pm_card_visa");
+    body["shipping_method"] = json!("pickup");
+
+    // 0.30 and GB's 20 % VAT: 0.36 USD, which no card payment can be (Stripe's least is 0.50).
+    let refused = place(&token, &testkit::unique("key"), &body).await;
+
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["pointer"], "/cart_id", "{}", refused.body);
+    let detail = refused.body["errors"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("0.36 USD is below 0.50 USD"), "{}", refused.body);
+    let orders = call(Method::GET, "/orders").token(&token).send().await;
+    assert_eq!(orders.body["items"], json!([]), "no order: {}", orders.body);
+    assert_eq!(available(&sku).await, 5, "nothing reserved");
+    // Two of them (0.72 USD) can be paid by card: placed.
+    put_item(&token, &cart, &sku, json!(2)).await;
+    let placed = place(&token, &testkit::unique("key"), &body).await;
+    assert_eq!(placed.status, 202, "{}", placed.body);
+    assert_eq!(placed.body["totals"]["total"]["amount"], 72, "{}", placed.body);
 }
 
 /// The payment service's record of an order (payment's table, read as a test may).
