@@ -164,7 +164,7 @@ def arrange(base, customer, admin):
     until(lambda: order_where(lambda o: o["payment"]["captured"]), "the dispatch captured the payment")
     expect(call(base, "POST", f"/admin/shipments/{shipment}/deliver", None, admin), 200, "delivering")
     until(lambda: order_where(lambda o: o["status"] == "delivered"), "the order is delivered")
-    ret = expect(call(base, "POST", f"/orders/{order_id}/returns", {"lines": [{"sku": sku, "quantity": 1}], "reason": "damaged"}, customer), 201, "asking for a return")
+    ret = expect(call(base, "POST", f"/orders/{order_id}/returns", {"lines": [{"sku": sku, "quantity": 1}], "reason": "damaged"}, customer, headers={"idempotency-key": "arrange-return"}), 201, "asking for a return")
     expect(call(base, "POST", f"/admin/orders/{order_id}/refunds", {"amount": 100, "reason": "other"}, admin, {"idempotency-key": str(uuid.uuid4())}), 201, "refunding part")
     return {"product": product["id"], "sku": sku, "cart": cart["id"], "order": order_id, "shipment": shipment, "return": ret["id"]}
 

@@ -148,12 +148,8 @@ async fn route<S: OrderStore, C: CartReader, F: FulfillmentGate>(
         }
         "POST /orders/{id}/returns" => {
             let caller = Caller::from_request(request)?;
+            let key = http::idempotency_key(request, "a retry answers the same return")?;
             let input: ReturnInput = http::json_body(request, MAX_BODY_BYTES)?;
-            // Optional here (required at checkout): a client that sends one can retry safely.
-            let key = match http::header(request, "idempotency-key") {
-                Some(_) => Some(http::idempotency_key(request, "a retry answers the same return")?),
-                None => None,
-            };
             let (order_id, ret) =
                 service::request_return(store, &context.settings, order_id(request)?, &caller.subject, input, key, now)
                     .await

@@ -476,7 +476,7 @@ pub async fn request_return(
     order_id: OrderId,
     customer: &str,
     input: ReturnInput,
-    key: Option<&str>,
+    key: &str,
     now: OffsetDateTime,
 ) -> Result<(OrderId, Return), CheckoutError> {
     let order = order_for(store, order_id, customer, false).await?;
@@ -485,12 +485,12 @@ pub async fn request_return(
     let window = settings.return_window;
     let order = update(store, order, |order| {
         let before = order.returns.len();
-        order.request_return(id, request.clone(), key, window, now).map_err(CheckoutError::Return)?;
+        order.request_return(id, request.clone(), Some(key), window, now).map_err(CheckoutError::Return)?;
         // A retry that found its return changes nothing, so nothing is written.
         Ok((order.returns.len() > before).then(Vec::new))
     })
     .await?;
-    let answered = key.and_then(|key| order.return_requested_with(key)).map_or(id, |earlier| earlier.id);
+    let answered = order.return_requested_with(key).map_or(id, |earlier| earlier.id);
     tracing::info!(%order_id, return_id = %answered, replayed = answered != id, "return requested");
     returned(&order, answered)
 }

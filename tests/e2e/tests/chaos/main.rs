@@ -686,6 +686,7 @@ async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_r
     order_when(&shopper.token, &id, |o| o["status"] == "delivered" && !o["payment"]["captured"].is_null()).await;
     let asked = call(Method::POST, &format!("/orders/{id}/returns"))
         .token(&shopper.token)
+        .header("idempotency-key", &testkit::unique("ret"))
         .json(&json!({ "lines": [{ "sku": shopper.sku, "quantity": 2 }], "reason": "wrong_item" }))
         .send()
         .await;

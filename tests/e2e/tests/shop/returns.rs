@@ -36,6 +36,7 @@ async fn delivered(shopper: &Shopper) -> (String, Value) {
 async fn ask_return(token: &str, order: &str, lines: Value) -> Reply {
     call(Method::POST, &format!("/orders/{order}/returns"))
         .token(token)
+        .header("idempotency-key", &testkit::unique("ret"))
         .json(&json!({ "lines": lines, "reason": "damaged" }))
         .send()
         .await
@@ -155,6 +156,10 @@ async fn a_return_request_retried_with_its_idempotency_key_records_one_return() 
     assert_eq!(first.body["id"], retry.body["id"], "the retry answers the same return");
     other.expect_problem(422);
     assert_eq!(other.pointers(), vec!["header:Idempotency-Key"]);
+    // Without a key a retry could not be told from a second return: refused, nothing recorded.
+    let keyless = call(Method::POST, &format!("/orders/{id}/returns")).token(&shopper.token).json(&body).send().await;
+    keyless.expect_problem(400);
+    assert_eq!(keyless.pointers(), vec!["header:Idempotency-Key"]);
     let order = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
     assert_eq!(order["returns"].as_array().map(Vec::len), Some(1), "one return recorded: {order}");
 }
