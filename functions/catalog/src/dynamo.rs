@@ -246,7 +246,7 @@ impl DynamoCatalog {
             Ok(Some(())) => return Ok(()),
             Ok(None) => return Err(Unavailable::because("the transaction kept conflicting").into()),
             Err(TransactionError::ConditionsFailed(failed)) => failed,
-            Err(other) => return Err(Unavailable::new(other).into()),
+            Err(other) => return Err(Unavailable::from(other).into()),
         };
         // DynamoDB reports a reason per action, so every taken SKU can be named at once.
         if failed.contains(&Action::Product) {
@@ -265,7 +265,7 @@ impl DynamoCatalog {
         if let Some(Action::Slug(slug)) = failed.iter().find(|action| matches!(action, Action::Slug(_))) {
             return Err(StoreError::SlugTaken(slug.clone()));
         }
-        Err(Unavailable::new(TransactionError::ConditionsFailed(failed)).into())
+        Err(Unavailable::from(TransactionError::ConditionsFailed(failed)).into())
     }
 
     /// Runs a query page by page until `limit` items (plus one, to know whether more exist)

@@ -601,7 +601,7 @@ impl OrderStore for DynamoOrders {
             Err(failure) if failure.failed(&Action::Reply) => Ok(Placed::DuplicateKey),
             Err(failure) if failure.failed(&Action::Coupon) => Ok(Placed::CouponExhausted),
             Err(TransactionError::Conflict) => Ok(Placed::Conflict),
-            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+            Err(failure) => Err(StoreError(Unavailable::from(failure))),
         }
     }
 
@@ -661,7 +661,7 @@ impl OrderStore for DynamoOrders {
             Ok(()) => Ok(Saved::Done),
             Err(failure) if failure.failed(&Action::Order) => Ok(Saved::Stale),
             Err(TransactionError::Conflict) => Ok(Saved::Stale),
-            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+            Err(failure) => Err(StoreError(Unavailable::from(failure))),
         }
     }
 

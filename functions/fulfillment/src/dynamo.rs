@@ -239,7 +239,7 @@ impl FulfillmentStore for DynamoFulfillment {
             Err(failure) if failure.failed(&Action::Order) => Ok(Write::Lost),
             // A conflict (another delivery recording a fact at this moment) decided nothing: the
             // message is retried, and the facts are read again.
-            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+            Err(failure) => Err(StoreError(Unavailable::from(failure))),
         }
     }
 
@@ -281,7 +281,7 @@ impl FulfillmentStore for DynamoFulfillment {
             Err(failure) if failure.failed(&Action::Shipment) => Ok(Write::Lost),
             Err(failure) if failure.failed(&Action::Order) => Ok(Write::OrderClosed),
             Err(TransactionError::Conflict) => Ok(Write::Lost),
-            Err(failure) => Err(StoreError(Unavailable::new(failure))),
+            Err(failure) => Err(StoreError(Unavailable::from(failure))),
         }
     }
 

@@ -413,7 +413,7 @@ impl InventoryStore for DynamoInventory {
             Ok(()) => Ok(Write::Done),
             Err(failure) if failure.failed(&Action::Restock) => Ok(Write::AlreadyDecided),
             Err(TransactionError::Conflict) => Ok(Write::StockChanged),
-            Err(failure) => Err(Unavailable::new(failure).into()),
+            Err(failure) => Err(Unavailable::from(failure).into()),
         }
     }
 
