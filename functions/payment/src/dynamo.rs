@@ -1045,21 +1045,40 @@ impl RefundStore for DynamoPayments {
         self.record_failure(failing, released, event).await
     }
 
-    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+    async fn follow_refund(&self, refund: &Refund, first: Option<&Envelope>) -> Result<Recorded, StoreError> {
         let (RefundStatus::Processing { stripe_refund_id, look_again_at }, Some(due)) =
             (&refund.status, refund.due_at())
         else {
             return Err(Unavailable::because("following a refund Stripe does not hold pending").into());
         };
+        if let Some(event) = first {
+            // The first record of it pending at Stripe, and its `RefundPending`: one transaction.
+            let following = update_action(
+                &self.table,
+                refund_key(refund.order_id, &refund.source),
+                "SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due",
+                "#status = :pending AND attribute_not_exists(stripe_refund_id)",
+                HashMap::from([
+                    (":id".to_owned(), s(stripe_refund_id)),
+                    (":at".to_owned(), epoch(*look_again_at)),
+                    (":due".to_owned(), since_key(due, refund.order_id)),
+                    (":pending".to_owned(), s(REFUND_PENDING)),
+                ]),
+            )?;
+            let mut transaction = Transaction::new();
+            transaction
+                .push(RefundAction::Refund, following)
+                .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
+            return Self::recorded(self.refund_transaction(&transaction).await?);
+        }
+        // Read back still pending: when to look again, no event.
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(refund_key(refund.order_id, &refund.source)))
             .update_expression("SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due")
-            .condition_expression(
-                "#status = :pending AND (attribute_not_exists(stripe_refund_id) OR stripe_refund_id = :id)",
-            )
+            .condition_expression("#status = :pending AND stripe_refund_id = :id")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":id", s(stripe_refund_id))
             .expression_attribute_values(":at", epoch(*look_again_at))

@@ -280,8 +280,10 @@ pub trait RefundStore: PaymentStore {
         event: &Envelope,
     ) -> Result<Recorded, StoreError>;
     /// Records `refund` (now [`RefundStatus::Processing`](crate::refund::RefundStatus)): Stripe's
-    /// id and when to look again, only while it is pending with no other Stripe id.
-    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError>;
+    /// id and when to look again. With `first` (its `RefundPending`), the first time Stripe is
+    /// known to hold it pending: with the event in one transaction, only while it is pending with
+    /// no Stripe id. Without, a read-back still pending: only while it is pending as that id.
+    async fn follow_refund(&self, refund: &Refund, first: Option<&Envelope>) -> Result<Recorded, StoreError>;
     /// Moves `refund` on to its next attempt (idempotency key) after a 5xx answer: only while it is
     /// pending at `refund.attempt` (false: another retry moved it on first).
     async fn next_attempt(&self, refund: &Refund) -> Result<bool, StoreError>;

@@ -24,9 +24,10 @@
 //!
 //! Stripe answers a refund `succeeded`, or `pending` (some cards and banks take days; it ends
 //! `succeeded`, `failed` or `canceled` later and Stripe sends `charge.refund.updated`), or refuses
-//! it. Only `succeeded` is announced (`RefundIssued`, with the settlement in one transaction). A
+//! it. `succeeded` is announced (`RefundIssued`, with the settlement in one transaction). A
 //! refund Stripe holds `pending` stays pending here too, with Stripe's id ([`RefundStatus::Processing`]),
-//! and is followed until it ends: by Stripe's webhook (read back from Stripe, never taken from the
+//! announced once (`RefundPending`, in the transaction that first records Stripe's id; reading
+//! it back still pending writes no event), so the order shows it on its way, and is followed until it ends: by Stripe's webhook (read back from Stripe, never taken from the
 //! event) and by payment's sweep, which reads it back ([`PENDING_RECHECK`] apart). One that ends
 //! `failed` or `canceled`, or that Stripe refused, gives its amount back (refundable again) and
 //! is announced (`RefundFailed`, with Stripe's reason), so the order shows it and is flagged.
@@ -36,6 +37,7 @@
 //! ─────────────────────▶ pending ──────────────────────────────────────────▶ succeeded
 //!                          │  │ Stripe: pending                                  ▲
 //!                          │  └──────────────▶ processing (re_…) ── succeeded ───┘
+//!                          │     + RefundPending    │
 //!                          │                        │ failed / canceled
 //!                          │ refused / failed       ▼
 //!                          └────────────────────▶ failed + RefundFailed (amount given back)

@@ -14,8 +14,10 @@
 //!    PaymentIntent's refunds at Stripe and takes the one carrying our id, if Stripe made it
 //!    before the crash; the key covers two retries racing each other.
 //! 3. *Record* what Stripe said ([`follow`]): `succeeded` → settled with `RefundIssued` in one
-//!    transaction; `pending` → followed (Stripe's id and when to look again); `failed` or
-//!    `canceled`, or refused → `failed`, its amount given back, with `RefundFailed`.
+//!    transaction; `pending` → followed (Stripe's id and when to look again), with
+//!    `RefundPending` in the same transaction the first time only (a read-back still pending
+//!    writes no event); `failed` or `canceled`, or refused → `failed`, its amount given back,
+//!    with `RefundFailed`.
 //!
 //! A refund left `pending` (the invocation died between steps 1 and 3, Stripe was down, or Stripe
 //! holds it `pending`) is carried on by the same request again (an admin's retry with its key,
@@ -44,7 +46,7 @@ use time::OffsetDateTime;
 use adapters::retry::{Attempt, until_won};
 use domain_events::Event;
 use domain_events::checkout::ReturnReceived;
-use domain_events::payment::{PaymentDisputed, RefundFailed, RefundIssued, RefundReason};
+use domain_events::payment::{PaymentDisputed, RefundFailed, RefundIssued, RefundPending, RefundReason};
 use kernel::page::Page;
 use kernel::{Money, OrderId, RefundId};
 use lambda_glue::metrics::{Metric, Unit};
@@ -247,7 +249,9 @@ async fn complete(
 
 /// Step 3: records what Stripe says of our pending refund, once, with conditional writes:
 /// succeeded → settled with `RefundIssued`; failed or canceled → failed with `RefundFailed`;
-/// still pending → followed, to be read back [`PENDING_RECHECK`] from `now`.
+/// still pending → followed, to be read back [`PENDING_RECHECK`] from `now`, with
+/// `RefundPending` if this is the first time (the refund was read without Stripe's id; a call
+/// that read it so but lost the write to another finds it followed and announces nothing).
 async fn follow(
     store: &impl RefundStore,
     refund: Refund,
@@ -258,19 +262,27 @@ async fn follow(
         RefundOutcome::Succeeded => settle(store, refund, &made.id).await,
         RefundOutcome::Failed(reason) => fail(store, refund, reason, Some(made.id)).await,
         RefundOutcome::Pending => {
+            // Announced once: by the write that first records it pending at Stripe.
+            let first = refund.status == RefundStatus::Pending;
             let mut following = refund;
             following.status =
                 RefundStatus::Processing { stripe_refund_id: made.id.clone(), look_again_at: now + PENDING_RECHECK };
-            match store.follow_refund(&following).await? {
-                Recorded::Done => {
-                    tracing::info!(order_id = %following.order_id, refund_id = %following.refund_id,
-                        stripe_refund_id = made.id, status = made.status, "refund pending at Stripe; followed");
-                    Ok(following)
-                }
-                Recorded::Already(current) => Ok(*current),
-                // Only a write of the payment's sums answers Moved; following writes none.
-                Recorded::Moved => Err(RefundError::Busy(following.order_id)),
-            }
+            let event = if first { Some(pending(&following)?) } else { None };
+            let (following, event, order_id, made) = (&following, &event, following.order_id, &made);
+            let followed = until_won(|| async move {
+                Ok::<_, RefundError>(match store.follow_refund(following, event.as_ref()).await? {
+                    Recorded::Done => {
+                        tracing::info!(%order_id, refund_id = %following.refund_id, stripe_refund_id = made.id,
+                            status = made.status, announced = first, "refund pending at Stripe; followed");
+                        Attempt::Done(following.clone())
+                    }
+                    Recorded::Already(current) => Attempt::Done(*current),
+                    // Another write on the refund at the same moment (a transaction conflict).
+                    Recorded::Moved => Attempt::Lost,
+                })
+            })
+            .await?;
+            followed.ok_or(RefundError::Busy(order_id))
         }
     }
 }
@@ -330,6 +342,26 @@ pub fn issued(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
         reason: refund.reason,
         return_id: refund.return_id,
         refunded_total: *refunded_total,
+    });
+    Ok(envelope(refund.order_id, event))
+}
+
+/// The `RefundPending` of a refund Stripe holds pending, written with the first record of it.
+pub fn pending(refund: &Refund) -> Result<domain_events::Envelope, RefundError> {
+    let RefundStatus::Processing { stripe_refund_id, .. } = &refund.status else {
+        return Err(StoreError::Corrupt {
+            order_id: refund.order_id,
+            detail: "announcing a refund Stripe does not hold pending".into(),
+        }
+        .into());
+    };
+    let event = Event::RefundPending(RefundPending {
+        order_id: refund.order_id,
+        refund_id: refund.refund_id,
+        stripe_refund_id: stripe_refund_id.clone(),
+        amount: refund.amount,
+        reason: refund.reason,
+        return_id: refund.return_id,
     });
     Ok(envelope(refund.order_id, event))
 }
@@ -859,6 +891,58 @@ mod tests {
         assert_eq!(issued_amounts(&store), vec![], "not announced before Stripe says succeeded");
         assert_eq!(store.payment(order_id).refunds.refunded, 0);
         assert_eq!(store.payment(order_id).refunds.reserved, 900, "its amount stays taken");
+    }
+
+    /// The `RefundPending` announced, as (amount, Stripe's id).
+    fn announced_pending(store: &FakeStore) -> Vec<(i64, String)> {
+        store
+            .events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::RefundPending(pending) => Some((pending.amount.amount(), pending.stripe_refund_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refund_stripe_holds_pending_is_announced_pending_once_however_often_it_is_read_back() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent, re) = pending_at_stripe(&store, &stripe).await;
+
+        // The sweep's read-back, Stripe's `refund.updated` twice, the admin's retry: still pending.
+        sweep(&store, &stripe, T0 + PENDING_RECHECK).await;
+        reconcile(&store, &stripe, &intent, T0 + PENDING_RECHECK).await.unwrap();
+        reconcile(&store, &stripe, &intent, T0 + PENDING_RECHECK).await.unwrap();
+        request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0 + PENDING_RECHECK * 2).await.unwrap();
+        stripe.end_refund(&re, "succeeded", None);
+        sweep(&store, &stripe, T0 + PENDING_RECHECK * 3).await;
+
+        assert_eq!(announced_pending(&store), vec![(900, re.clone())], "announced once, with Stripe's id");
+        assert_eq!(issued_amounts(&store), vec![(900, 900)]);
+        let kinds: Vec<_> = store.events().iter().map(Event::detail_type).filter(|t| t.starts_with("Refund")).collect();
+        assert_eq!(kinds, vec!["RefundPending", "RefundIssued"], "pending first, then its end");
+    }
+
+    #[tokio::test]
+    async fn two_calls_that_read_a_refund_before_stripe_held_it_pending_announce_it_once() {
+        let (store, stripe) = (Arc::new(FakeStore::default()), Arc::new(FakeStripe::default()));
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+        stripe.fail_once(Call::Refund, Fault::AnswerLost);
+        let _crashed = request_refund(&*store, &*stripe, ask(order_id, "k1", Some(900)), T0).await;
+        // The admin's retry read the refund `pending` (not yet followed); while it looks at
+        // Stripe, Stripe's webhook reads it the same and records it pending at Stripe first.
+        let (hook_store, hook_stripe, hook_intent) = (Arc::clone(&store), Arc::clone(&stripe), intent.clone());
+        stripe.meanwhile(Call::ListRefunds, move || {
+            at_once(reconcile(&*hook_store, &*hook_stripe, &hook_intent, T0)).unwrap();
+        });
+
+        let retried = request_refund(&*store, &*stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert_eq!(retried.status.as_str(), "pending");
+        assert_eq!(announced_pending(&store).len(), 1, "the retry's write lost to the webhook's: no second event");
+        assert_eq!(stripe.refunds_of(&intent).len(), 1);
     }
 
     #[tokio::test]

@@ -836,18 +836,23 @@ impl RefundStore for FakeStore {
         Ok(Recorded::Done)
     }
 
-    async fn follow_refund(&self, refund: &Refund) -> Result<Recorded, StoreError> {
+    async fn follow_refund(&self, refund: &Refund, first: Option<&Envelope>) -> Result<Recorded, StoreError> {
         let key = (refund.order_id, refund.source.clone());
         let mut refunds = lock(&self.refunds);
         if let Some(done) = still_pending(&refunds, &key)? {
             return Ok(done);
         }
+        // The first record needs no Stripe id stored; a read-back needs this one.
         let stored = refunds.get(&key).and_then(Refund::stripe_refund_id);
-        if stored.is_some_and(|stored| Some(stored) != refund.stripe_refund_id()) {
+        let expected = if first.is_some() { None } else { refund.stripe_refund_id() };
+        if stored != expected {
             return Ok(Recorded::Already(Box::new(refunds[&key].clone())));
         }
         let attempt = refunds[&key].attempt;
         refunds.insert(key, Refund { attempt, ..refund.clone() });
+        if let Some(event) = first {
+            lock(&self.events).push(event.event.clone());
+        }
         Ok(Recorded::Done)
     }
 

@@ -33,7 +33,8 @@
 //! `charge.refunded`, `charge.refund.updated`, `refund.updated` and `refund.failed` read the
 //! PaymentIntent's refunds back from Stripe ([`refunding::reconcile`]): one carrying our refund id
 //! finishes our refund as Stripe has it now if it is still pending (succeeded → `RefundIssued`,
-//! failed or canceled → `RefundFailed`, still pending → nothing), one we recorded as succeeded
+//! failed or canceled → `RefundFailed`, pending at Stripe → followed with `RefundPending` the
+//! first time, nothing after), one we recorded as succeeded
 //! that Stripe has since failed is failed the same way (once, counted `RefundsFailedAfterSuccess`),
 //! one we recorded as failed changes nothing, and any other that succeeded (made in the
 //! Dashboard) is recorded once with `RefundIssued` (reason `other`), matched by Stripe's refund

@@ -586,7 +586,7 @@ mod refunds {
     }
 
     #[tokio::test]
-    async fn a_refund_stripe_holds_pending_is_followed_listed_when_due_and_moves_on_its_key_once() {
+    async fn a_refund_stripe_holds_pending_is_followed_announced_once_listed_when_due_and_moves_on_its_key_once() {
         let table = table().await;
         let (order_id, payment) = captured(&table).await;
         let a = refund(order_id, "a", 1000);
@@ -597,18 +597,30 @@ mod refunds {
 
         let moved = table.store.next_attempt(&a).await.unwrap();
         let stale = table.store.next_attempt(&a).await.unwrap();
-        let followed = table.store.follow_refund(&following).await.unwrap();
+        let first = payment::refunding::pending(&following).unwrap();
+        let followed = table.store.follow_refund(&following, Some(&first)).await.unwrap();
+        // A call that read it before it was followed: its own first record (and event) loses.
+        let late_first = payment::refunding::pending(&following).unwrap();
+        let stale_first = table.store.follow_refund(&following, Some(&late_first)).await.unwrap();
         let other = Refund {
             status: RefundStatus::Processing { stripe_refund_id: "re_other".into(), look_again_at },
             ..a.clone()
         };
-        let refused = table.store.follow_refund(&other).await.unwrap();
+        let refused = table.store.follow_refund(&other, None).await.unwrap();
+        // Read back still pending: only when to look again moves.
+        let look_again_at = look_again_at + Duration::minutes(15);
+        let again =
+            Refund { status: RefundStatus::Processing { stripe_refund_id: "re_p".into(), look_again_at }, ..a.clone() };
+        let read_back = table.store.follow_refund(&again, None).await.unwrap();
 
         assert_eq!((moved, stale), (true, false), "one retry moves the key on");
-        assert_eq!(followed, Recorded::Done);
+        assert_eq!((followed, read_back), (Recorded::Done, Recorded::Done));
+        assert!(matches!(stale_first, Recorded::Already(current) if current.status == following.status));
         let stored = table.store.refund(order_id, &a.source).await.unwrap().unwrap();
-        assert_eq!((stored.status.clone(), stored.attempt), (following.status.clone(), 1));
+        assert_eq!((stored.status.clone(), stored.attempt), (again.status.clone(), 1));
         assert!(matches!(refused, Recorded::Already(current) if current.status == following.status));
+        let outbox = table.outbox().await;
+        assert_eq!(outbox.iter().filter(|t| *t == "RefundPending").count(), 1, "announced once: {outbox:?}");
         let before = table.store.due_refunds(look_again_at - Duration::seconds(1), None).await.unwrap();
         let due = table.store.due_refunds(look_again_at, None).await.unwrap();
         assert!(before.items.is_empty(), "not read back before its time");

@@ -180,6 +180,7 @@ events! {
     PaymentCaptured => Payment, payment::PaymentCaptured;
     PaymentCaptureFailed => Payment, payment::PaymentCaptureFailed;
     RefundIssued => Payment, payment::RefundIssued;
+    RefundPending => Payment, payment::RefundPending;
     RefundFailed => Payment, payment::RefundFailed;
     PaymentDisputed => Payment, payment::PaymentDisputed;
     PaymentDisputeClosed => Payment, payment::PaymentDisputeClosed;

@@ -89,6 +89,23 @@ pub struct RefundIssued {
     pub refunded_total: Money,
 }
 
+/// Stripe accepted a refund but holds it `pending` (the card network or bank has not paid it
+/// back yet; rare for cards): the customer is told it is on its way. Once per refund, with the
+/// write that first records it pending at Stripe; `RefundIssued` or `RefundFailed` of the same
+/// refund follows when Stripe ends it. Consumers must not let a late copy undo that end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefundPending {
+    pub order_id: OrderId,
+    pub refund_id: RefundId,
+    /// Stripe's refund id (`re_…`).
+    pub stripe_refund_id: String,
+    pub amount: Money,
+    pub reason: RefundReason,
+    /// The return this refund pays back, when it was made for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<ReturnId>,
+}
+
 /// A refund did not pay the money back: Stripe refused it, or it ended `failed` or `canceled`
 /// after Stripe had accepted it as `pending` (the customer's card was closed, …). Its amount is
 /// refundable again; the customer is still owed it, so a person must act (refund again, or
