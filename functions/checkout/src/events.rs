@@ -101,14 +101,31 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
         Event::ShipmentCancelled(e) => {
             (e.order_id, SagaStep::ShipmentCancelled { shipment: e.shipment_id, count: e.shipment_count })
         }
+        Event::RefundPending(e) => {
+            let refund = Refund {
+                refund_id: e.refund_id,
+                stripe_refund_id: Some(e.stripe_refund_id),
+                amount: e.amount,
+                reason: e.reason,
+                return_id: e.return_id,
+                at: occurred_at,
+                status: RefundState::Pending,
+                pending_at: Some(occurred_at),
+                failure_reason: None,
+                failed_at: None,
+            };
+            (e.order_id, SagaStep::RefundPending(refund))
+        }
         Event::RefundIssued(e) => {
             let refund = Refund {
                 refund_id: e.refund_id,
+                stripe_refund_id: Some(e.stripe_refund_id),
                 amount: e.amount,
                 reason: e.reason,
                 return_id: e.return_id,
                 at: occurred_at,
                 status: RefundState::Succeeded,
+                pending_at: None,
                 failure_reason: None,
                 failed_at: None,
             };
@@ -117,11 +134,13 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
         Event::RefundFailed(e) => {
             let refund = Refund {
                 refund_id: e.refund_id,
+                stripe_refund_id: e.stripe_refund_id,
                 amount: e.amount,
                 reason: e.reason,
                 return_id: e.return_id,
                 at: occurred_at,
                 status: RefundState::Failed,
+                pending_at: None,
                 failure_reason: Some(e.failure_reason),
                 failed_at: None,
             };

@@ -498,6 +498,8 @@ pub enum SagaStep {
         reason: String,
         at: OffsetDateTime,
     },
+    /// Stripe holds a refund `pending` (`RefundPending`): the refund, `pending`.
+    RefundPending(Refund),
     /// Payment paid money back (`RefundIssued`).
     RefundIssued(Refund),
     /// A refund did not pay the money back (`RefundFailed`): the refund, `failed` with its reason.
@@ -848,6 +850,12 @@ impl Order {
             }
             // Money paid back and disputes are facts about the captured payment, whatever the
             // order's status: recorded once each, by their ids.
+            (_, SagaStep::RefundPending(refund)) => {
+                if !self.record_refund_pending(refund) {
+                    return Ok(None);
+                }
+                Vec::new()
+            }
             (_, SagaStep::RefundIssued(refund)) => {
                 if !self.record_refund(refund) {
                     return Ok(None);

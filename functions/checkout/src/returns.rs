@@ -210,19 +210,30 @@ pub enum ReturnState {
     Returned,
 }
 
-/// A refund of the order, as payment announced it: paid (`RefundIssued`) or not (`RefundFailed`).
+/// A refund of the order, as payment announced it: on its way (`RefundPending`), paid
+/// (`RefundIssued`) or not (`RefundFailed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub refund_id: RefundId,
+    /// Stripe's refund id (`re_…`), when Stripe made it. Orders saved before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_refund_id: Option<String>,
     pub amount: Money,
     pub reason: RefundReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_id: Option<ReturnId>,
+    /// When it was paid back (`succeeded`), when Stripe took it `pending`, or when it failed
+    /// (`failed` and never paid).
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// `succeeded`, or `failed` (with `failure_reason`): nothing was paid back.
+    /// `pending` (Stripe holds it: not paid back yet), `succeeded`, or `failed` (with
+    /// `failure_reason`): nothing was paid back.
     #[serde(default)]
     pub status: RefundState,
+    /// When Stripe took it `pending`, for one it held pending (`RefundPending`), whatever it
+    /// became since.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub pending_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     /// When a refund paid back (`at`) was failed by Stripe afterwards (`RefundFailed` after its
@@ -232,10 +243,12 @@ pub struct Refund {
     pub failed_at: Option<OffsetDateTime>,
 }
 
-/// How a refund ended at Stripe.
+/// Where a refund is at Stripe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundState {
+    /// Stripe holds it `pending` (the card network or bank has not paid it back yet).
+    Pending,
     #[default]
     Succeeded,
     Failed,
@@ -512,6 +525,12 @@ impl Order {
     pub(crate) fn record_refund_failure(&mut self, failed: &Refund) -> bool {
         match self.payment.refunds.iter_mut().find(|r| r.refund_id == failed.refund_id) {
             Some(known) if known.status == RefundState::Failed => return false,
+            // Never paid: it failed at `at`, keeping when it went pending.
+            Some(known) if known.status == RefundState::Pending => {
+                let (pending_at, made_as) = (known.pending_at, known.stripe_refund_id.take());
+                let stripe_refund_id = failed.stripe_refund_id.clone().or(made_as);
+                *known = Refund { pending_at, stripe_refund_id, ..failed.clone() };
+            }
             Some(known) => {
                 known.status = RefundState::Failed;
                 known.failure_reason.clone_from(&failed.failure_reason);
@@ -529,13 +548,40 @@ impl Order {
         true
     }
 
-    /// Records a refund payment made. `false`: known already. A return it pays becomes
-    /// `refunded` (it is `received`: payment refunds a return only on `ReturnReceived`).
-    pub(crate) fn record_refund(&mut self, refund: &Refund) -> bool {
-        if self.payment.refunds.iter().any(|r| r.refund_id == refund.refund_id) {
-            return false;
+    /// Records a refund Stripe holds pending: listed `pending`, counted in nothing paid back.
+    /// `false`: known pending already. One heard of as ended (its `RefundIssued` or
+    /// `RefundFailed` overtook this event) stays as it ended, only gaining `pending_at`, so the
+    /// order is the same whichever event came first.
+    pub(crate) fn record_refund_pending(&mut self, pending: &Refund) -> bool {
+        match self.payment.refunds.iter_mut().find(|r| r.refund_id == pending.refund_id) {
+            Some(known) if known.pending_at.is_some() => false,
+            Some(known) => {
+                known.pending_at = pending.pending_at;
+                if known.stripe_refund_id.is_none() {
+                    known.stripe_refund_id.clone_from(&pending.stripe_refund_id);
+                }
+                true
+            }
+            None => {
+                self.payment.refunds.push(pending.clone());
+                self.sum_refunded(pending.amount.currency());
+                true
+            }
         }
-        self.payment.refunds.push(refund.clone());
+    }
+
+    /// Records a refund payment made. `false`: known already (and not pending). One listed
+    /// `pending` is replaced as `succeeded`, keeping when it went pending. A return it pays
+    /// becomes `refunded` (it is `received`: payment refunds a return only on `ReturnReceived`).
+    pub(crate) fn record_refund(&mut self, refund: &Refund) -> bool {
+        match self.payment.refunds.iter_mut().find(|r| r.refund_id == refund.refund_id) {
+            Some(known) if known.status == RefundState::Pending => {
+                let pending_at = known.pending_at;
+                *known = Refund { pending_at, ..refund.clone() };
+            }
+            Some(_) => return false,
+            None => self.payment.refunds.push(refund.clone()),
+        }
         self.sum_refunded(refund.amount.currency());
         if let Some(slot) = refund.return_id.and_then(|id| self.returns.iter_mut().find(|r| r.id == id)) {
             if slot.status == ReturnStatus::Received {
@@ -922,11 +968,13 @@ mod tests {
     fn refund(return_id: Option<ReturnId>, amount: i64, at_day: i64) -> Refund {
         Refund {
             refund_id: RefundId::new(),
+            stripe_refund_id: Some("re_1".into()),
             amount: usd(amount),
             reason: RefundReason::RequestedByCustomer,
             return_id,
             at: at(at_day),
             status: RefundState::Succeeded,
+            pending_at: None,
             failure_reason: None,
             failed_at: None,
         }
@@ -1003,6 +1051,78 @@ mod tests {
         assert_eq!(one.payment.refunded, other.payment.refunded);
         assert_eq!(one.returns, other.returns, "the same state whatever the order");
         assert_eq!(one.apply(&SagaStep::RefundIssued(for_return), at(7)), Ok(None), "a repeat changes nothing");
+    }
+
+    /// `refund` as Stripe held it pending on `day` (its `RefundPending`).
+    fn held(refund: &Refund, day: i64) -> Refund {
+        Refund { at: at(day), status: RefundState::Pending, pending_at: Some(at(day)), ..refund.clone() }
+    }
+
+    /// A delivered order of two tees, one returned and received.
+    fn received_return() -> (Order, ReturnId) {
+        let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
+        let id = ReturnId::new();
+        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.receive_return(id, main_warehouse(), at(3)).unwrap();
+        (order, id)
+    }
+
+    #[test]
+    fn a_pending_refund_is_listed_pending_counts_nothing_and_is_replaced_by_how_it_ends() {
+        let (mut paid_order, id) = received_return();
+        let mut failed_order = paid_order.clone();
+        let paid = refund(Some(id), 2000, 5);
+        let failed =
+            Refund { at: at(6), status: RefundState::Failed, failure_reason: Some("declined".into()), ..paid.clone() };
+
+        paid_order.apply(&SagaStep::RefundPending(held(&paid, 4)), at(4)).unwrap();
+        let again = paid_order.apply(&SagaStep::RefundPending(held(&paid, 4)), at(4));
+
+        assert_eq!(again, Ok(None), "a repeat changes nothing");
+        let listed = &paid_order.payment.refunds;
+        assert_eq!((listed.len(), listed[0].status, listed[0].at), (1, RefundState::Pending, at(4)));
+        assert_eq!(paid_order.payment.refunded, Some(usd(0)), "not paid back yet");
+        assert_eq!(paid_order.find_return(id).unwrap().status, ReturnStatus::Received, "not refunded yet");
+
+        paid_order.apply(&SagaStep::RefundIssued(paid.clone()), at(5)).unwrap();
+        failed_order.apply(&SagaStep::RefundPending(held(&paid, 4)), at(4)).unwrap();
+        failed_order.apply(&SagaStep::RefundFailed(failed), at(6)).unwrap();
+
+        let succeeded = &paid_order.payment.refunds[0];
+        assert_eq!(
+            (succeeded.status, succeeded.at, succeeded.pending_at),
+            (RefundState::Succeeded, at(5), Some(at(4)))
+        );
+        assert_eq!(paid_order.payment.refunded, Some(usd(2000)));
+        assert_eq!(paid_order.find_return(id).unwrap().status, ReturnStatus::Refunded);
+        let ended = &failed_order.payment.refunds[0];
+        assert_eq!((ended.status, ended.at, ended.failed_at), (RefundState::Failed, at(6), None), "never paid");
+        assert_eq!(failed_order.payment.refunded, Some(usd(0)));
+        assert_eq!(failed_order.flags, vec![Flag::RefundFailed]);
+    }
+
+    #[test]
+    fn a_pending_refund_heard_after_its_end_never_moves_it_back_and_the_order_ends_the_same_either_way() {
+        let (base, id) = received_return();
+        let paid = refund(Some(id), 2000, 5);
+        let failed =
+            Refund { at: at(6), status: RefundState::Failed, failure_reason: Some("declined".into()), ..paid.clone() };
+        let pending = SagaStep::RefundPending(held(&paid, 4));
+
+        for end in [SagaStep::RefundIssued(paid.clone()), SagaStep::RefundFailed(failed)] {
+            let (mut in_order, mut late) = (base.clone(), base.clone());
+            for step in [&pending, &end] {
+                in_order.apply(step, at(7)).unwrap();
+            }
+            // EventBridge and SQS: the end first, the pending after, twice.
+            for step in [&end, &pending, &pending] {
+                late.apply(step, at(7)).unwrap();
+            }
+
+            assert_ne!(late.payment.refunds[0].status, RefundState::Pending, "never back to pending: {end:?}");
+            assert_eq!(late.payment, in_order.payment, "the same refund whatever the order: {end:?}");
+            assert_eq!((&late.returns, &late.flags), (&in_order.returns, &in_order.flags));
+        }
     }
 
     fn opened(id: &str, day: i64) -> SagaStep {

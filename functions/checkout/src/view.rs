@@ -31,6 +31,8 @@ pub enum Happening {
     Captured,
     /// Admins only.
     CaptureFailed,
+    /// Stripe took a refund `pending`: on its way, not paid back yet (`amount`, `return_id`).
+    RefundPending,
     /// Money paid back (`amount`, and `return_id` when it paid a return).
     Refunded,
     /// A refund that did not pay the money back (`amount`, `reason`, `return_id`).
@@ -186,6 +188,10 @@ pub fn timeline(order: &Order, admin: bool) -> Vec<Moment> {
             .push(Moment { reason: Some(failure.reason.clone()), ..Moment::new(Happening::CaptureFailed, failure.at) });
     }
     for refund in &order.payment.refunds {
+        if let Some(pending_at) = refund.pending_at {
+            let moment = Moment::new(Happening::RefundPending, pending_at);
+            moments.push(Moment { amount: Some(refund.amount), return_id: refund.return_id, ..moment });
+        }
         // One Stripe failed after paying it: paid at `at`, failed at `failed_at`.
         if refund.status == RefundState::Succeeded || refund.failed_at.is_some() {
             let moment = Moment::new(Happening::Refunded, refund.at);
@@ -316,11 +322,13 @@ mod tests {
         let mut order = shipped_order();
         let paid = crate::returns::Refund {
             refund_id: kernel::RefundId::new(),
+            stripe_refund_id: Some("re_1".into()),
             amount: Money::new(1000, kernel::Currency::USD).unwrap(),
             reason: domain_events::payment::RefundReason::RequestedByCustomer,
             return_id: None,
             at: at(20),
             status: RefundState::Succeeded,
+            pending_at: None,
             failure_reason: None,
             failed_at: None,
         };
@@ -343,5 +351,42 @@ mod tests {
             (&serde_json::json!("failed"), &serde_json::json!("1970-01-01T00:00:20Z"))
         );
         assert_eq!(listed["failed_at"], "1970-01-01T00:00:30Z");
+    }
+
+    #[test]
+    fn a_refund_stripe_holds_pending_is_listed_pending_with_its_moment_and_keeps_it_once_paid() {
+        let mut order = shipped_order();
+        let paid = crate::returns::Refund {
+            refund_id: kernel::RefundId::new(),
+            stripe_refund_id: Some("re_1".into()),
+            amount: Money::new(600, kernel::Currency::USD).unwrap(),
+            reason: domain_events::payment::RefundReason::RequestedByCustomer,
+            return_id: None,
+            at: at(30),
+            status: RefundState::Succeeded,
+            pending_at: None,
+            failure_reason: None,
+            failed_at: None,
+        };
+        let pending = crate::returns::Refund {
+            at: at(20),
+            status: RefundState::Pending,
+            pending_at: Some(at(20)),
+            ..paid.clone()
+        };
+
+        order.apply(&crate::order::SagaStep::RefundPending(pending), at(20)).unwrap();
+        let view = serde_json::to_value(OrderView::new(&order, false)).unwrap();
+        order.apply(&crate::order::SagaStep::RefundIssued(paid), at(30)).unwrap();
+        let events: Vec<_> = timeline(&order, false).into_iter().map(|m| (m.event, m.at)).skip(7).collect();
+
+        let listed = &view["payment"]["refunds"][0];
+        assert_eq!(
+            (&listed["status"], &listed["stripe_refund_id"]),
+            (&serde_json::json!("pending"), &serde_json::json!("re_1"))
+        );
+        assert_eq!(view["payment"]["refunded"], serde_json::json!({ "amount": 0, "currency": "USD" }));
+        assert_eq!(view["timeline"].as_array().unwrap().last().unwrap()["event"], "refund_pending");
+        assert_eq!(events, vec![(Happening::RefundPending, at(20)), (Happening::Refunded, at(30))]);
     }
 }
