@@ -229,8 +229,26 @@ fn refunded_on(order: &Value) -> i64 {
     order["payment"]["refunded"]["amount"].as_i64().unwrap_or(0)
 }
 
+/// The order (as `token` reads it) once checkout heard the refund `refund_id` is `status`: that
+/// refund as the order lists it.
+async fn refund_on_order(token: &str, order_id: &str, refund_id: &Value, status: &str) -> (Value, Value) {
+    let listed = |o: &Value| -> Option<Value> {
+        let refunds = o["payment"]["refunds"].as_array()?;
+        refunds.iter().find(|r| &r["refund_id"] == refund_id && r["status"] == status).cloned()
+    };
+    let order = order_when(token, order_id, |o| listed(o).is_some()).await;
+    let refund = listed(&order).unwrap();
+    (order, refund)
+}
+
+/// The timeline's `event` moments of the order.
+fn moments<'a>(order: &'a Value, event: &str) -> Vec<&'a Value> {
+    order["timeline"].as_array().unwrap().iter().filter(|m| m["event"] == event).collect()
+}
+
 #[tokio::test]
-async fn a_refund_stripe_holds_pending_is_paid_back_on_the_order_only_once_stripe_says_it_succeeded() {
+async fn a_refund_stripe_holds_pending_is_shown_pending_and_paid_back_on_the_order_only_once_stripe_says_it_succeeded()
+{
     let shopper = shopper_with_cart(5, 1).await;
     let order = captured_paid_with(&shopper, PENDING_REFUNDS).await;
     let (id, intent) = ids(&order);
@@ -243,19 +261,31 @@ async fn a_refund_stripe_holds_pending_is_paid_back_on_the_order_only_once_strip
     // order is read: neither the answer nor the webhook may have paid anything back.
     stripe_event_handled("charge.refunded", &intent).await;
     let admin = testkit::shop().admin_token();
-    let before = call(Method::GET, &format!("/orders/{id}")).token(&admin).send().await.body;
+    let (before, listed) = refund_on_order(&admin, &id, &asked.body["id"], "pending").await;
+    let as_shopper = call(Method::GET, &format!("/orders/{id}")).token(&shopper.token).send().await.body;
     end_at_stripe(&made, "succeeded", None).await;
 
     assert_eq!(statuses_at_stripe(&intent).await, BTreeMap::from([(made.clone(), "succeeded".to_owned())]));
-    // While Stripe held it, the retry read it back still pending and the order showed no refund.
+    // While Stripe held it, the retry read it back still pending; the order listed it pending
+    // (once, however often payment read it back), with nothing paid back yet.
     assert_eq!((while_pending.status.as_u16(), &while_pending.body), (201, &asked.body), "the same refund");
-    assert_eq!((refunded_on(&before), &before["payment"]["refunds"]), (0, &json!([])), "{before:#}");
+    assert_eq!(before["payment"]["refunds"].as_array().map(Vec::len), Some(1), "{before:#}");
+    assert_eq!((&listed["stripe_refund_id"], amount(&listed["amount"])), (&json!(made), 600), "{before:#}");
+    assert_eq!(listed["reason"], "requested_by_customer");
+    assert_eq!(before["payment"]["refunded"], json!({ "amount": 0, "currency": "USD" }), "{before:#}");
+    let pending_moment = moments(&before, "refund_pending");
+    assert_eq!(pending_moment.len(), 1, "{before:#}");
+    assert_eq!((&pending_moment[0]["at"], amount(&pending_moment[0]["amount"])), (&listed["pending_at"], 600));
+    assert!(moments(&before, "refunded").is_empty(), "not paid back yet: {before:#}");
+    assert_eq!(as_shopper["payment"]["refunds"][0]["status"], "pending", "the shopper sees it too: {as_shopper:#}");
     // Once Stripe says succeeded (charge.refund.updated, read back): RefundIssued reached checkout.
     let shown = order_when(&admin, &id, |o| refunded_on(o) == 600).await;
     let refunds = shown["payment"]["refunds"].as_array().unwrap();
     assert_eq!(refunds.len(), 1, "{shown:#}");
     assert_eq!((&refunds[0]["refund_id"], &refunds[0]["status"]), (&asked.body["id"], &json!("succeeded")));
     assert!(refunds[0].get("failure_reason").is_none(), "{shown:#}");
+    assert_eq!(refunds[0]["pending_at"], listed["pending_at"], "when it went pending stays: {shown:#}");
+    assert_eq!((moments(&shown, "refund_pending").len(), moments(&shown, "refunded").len()), (1, 1), "{shown:#}");
     assert_eq!(shown["flags"], json!([]), "{shown:#}");
     // The admin's retry now answers it succeeded, with the order's refunded total.
     assert_refund(&refund(&id, &key, &body).send().await, &id, 600, 600);
@@ -271,10 +301,13 @@ async fn a_refund_that_fails_after_pending_flags_the_order_and_its_amount_can_be
 
     let asked = refund(&id, &key, &body).send().await;
     let made = pending_at_stripe(&asked, &id, total);
+    // On the order, as an admin reads it: pending first, nothing paid back, nobody flagged.
+    let admin = testkit::shop().admin_token();
+    let (pending, _) = refund_on_order(&admin, &id, &asked.body["id"], "pending").await;
+    assert_eq!((refunded_on(&pending), &pending["flags"]), (0, &json!([])), "{pending:#}");
     end_at_stripe(&made, "failed", Some("expired_or_canceled_card")).await;
 
-    // On the order, as an admin reads it: the refund failed with Stripe's reason, nothing paid back.
-    let admin = testkit::shop().admin_token();
+    // Then the refund failed with Stripe's reason, nothing paid back.
     let shown = order_when(&admin, &id, |o| o["payment"]["refunds"][0]["status"] == "failed").await;
     let failed = &shown["payment"]["refunds"][0];
     assert_eq!(failed["refund_id"], asked.body["id"], "{shown:#}");
@@ -282,6 +315,9 @@ async fn a_refund_that_fails_after_pending_flags_the_order_and_its_amount_can_be
     assert_eq!(amount(&failed["amount"]), total);
     assert_eq!(refunded_on(&shown), 0, "{shown:#}");
     assert_eq!(shown["flags"], json!(["refund_failed"]), "{shown:#}");
+    assert_eq!(shown["payment"]["refunds"].as_array().map(Vec::len), Some(1), "replaced, not added: {shown:#}");
+    assert!(moments(&shown, "refunded").is_empty(), "never paid back: {shown:#}");
+    assert_eq!(moments(&shown, "refund_pending").len(), 1, "{shown:#}");
     let moment = shown["timeline"].as_array().unwrap().iter().find(|m| m["event"] == "refund_failed").cloned();
     assert_eq!(moment.map(|m| m["reason"].clone()), Some(json!("expired_or_canceled_card")), "{shown:#}");
     assert!(flagged("refund_failed", &id).await.is_some(), "listed under flag=refund_failed");
