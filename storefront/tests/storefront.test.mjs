@@ -512,16 +512,20 @@ journey('admin refund form: a pending refund says Stripe is processing it, a 503
   await see(page.getByRole('heading', { name: 'Refund (admin)' }), 'Refund (admin)');
 
   // Pending at Stripe: the API answers 201 `pending` without `refunded_total`; the form says
-  // Stripe is processing it (no total, no "—"), and the order lists nothing refunded yet.
+  // Stripe is processing it (no total, no "—"), and the order page (polling) lists it pending at
+  // the bank with nothing refunded yet.
   const pending = await (await refund('5.00')).json();
   assert.equal(pending.status, 'pending', JSON.stringify(pending));
   assert.equal(pending.refunded_total, undefined);
   const said = await see(page.locator('[role=status]'), 'Stripe is processing the refund of $5.00');
   assert.doesNotMatch(said, /in all|—/);
-  assert.equal(await page.locator('#refunded').count(), 0, 'nothing refunded yet');
-  // The bank pays it: the order page (polling) shows it refunded.
+  await see(page.locator('#refunds'), 'Pending at the bank: $5.00, requested by customer', 20_000);
+  await see(page.locator('#refunded'), 'Refunded $0.00 in all.');
+  await see(page.locator('.timeline'), 'refund pending');
+  // The bank pays it: the order page (polling) shows it paid back.
   await stripeControl(cloud.stripe, `/_test/refunds/${pending.stripe_refund_id}/end`, { status: 'succeeded' });
   await see(page.locator('#refunded'), 'Refunded $5.00 in all.', 20_000);
+  await see(page.locator('#refunds'), 'Paid back: $5.00');
 
   // Stripe answers 500: a 503 with the problem's detail and what a retry does; the amount stays.
   await stripeControl(cloud.stripe, `/_test/payment_intents/${intent}/fail_next_refund`);

@@ -339,14 +339,14 @@ export function flagsPanel(o, resolved) {
 
 /** What a 201 of `POST /admin/orders/{id}/refunds` means, in words (docs/api.md): `succeeded`
  *  carries `refunded_total`; `pending` (Stripe holds it until the customer's bank pays it) has
- *  none, and the order shows nothing refunded until it ends. */
+ *  none: the order lists it pending at the bank, nothing refunded, until it ends. */
 export function refundOutcome(refund) {
   const amount = money(refund.amount);
   switch (refund.status) {
     case 'succeeded':
       return refund.refunded_total ? `Refunded ${amount} (${money(refund.refunded_total)} in all).` : `Refunded ${amount}.`;
     case 'pending':
-      return `Stripe is processing the refund of ${amount}: nothing is paid back yet. The order lists it under Refunds when the bank completes it (or flags it “Refund failed” if the bank fails it).`;
+      return `Stripe is processing the refund of ${amount}: nothing is paid back yet. The order lists it under Refunds as pending at the bank until the bank completes it (or flags it “Refund failed” if the bank fails it).`;
     case 'failed':
       return `The refund of ${amount} failed: nothing was paid back, and the amount can be refunded again.`;
     default:
