@@ -316,8 +316,8 @@ pub struct PaymentFacts {
     /// Everything paid back so far: the sum of the `succeeded` `refunds`.
     #[serde(default)]
     pub refunded: Option<Money>,
-    /// Each refund payment announced (`RefundIssued`, `RefundFailed`), in the order checkout
-    /// heard of them.
+    /// Each refund payment announced (`RefundPending`, `RefundIssued`, `RefundFailed`), once by
+    /// its id, in the order checkout heard of them.
     #[serde(default)]
     pub refunds: Vec<Refund>,
 }
