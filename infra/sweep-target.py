@@ -19,6 +19,7 @@ is not up to date is run for real: sweep after the builds it names, not instead 
 """
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -41,14 +42,17 @@ CI_BUILDS = {
     "debug": [
         ["build", "--workspace", "--bins"],
         ["test", "--workspace", "--no-run"],
-        ["clippy", "--workspace", "--all-targets"],
-        ["clippy", "-p", "bench", "--features", "warm", "--all-targets"],
+        # With the Makefile's arguments: clippy lints again when they change.
+        ["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        ["clippy", "-p", "bench", "--features", "warm", "--all-targets", "--", "-D", "warnings"],
     ],
 }
 ALL_BUILDS = {
     "debug": CI_BUILDS["debug"] + [
         ["build", "-p", "localcloud", "--bin", "localcloud"],
         ["build", "-p", "bench", "--bin", "ferrocart-bench"],
+        ["test", "-p", "domain-events", "--no-run"],  # make schemas
+        ["build", "-p", "relay", "--bin", "republish", "--features", "operator"],  # README: republishing
     ],
     "release": [
         ["build", "--release", *function_packages(), "--bins"],
@@ -74,10 +78,12 @@ def used_hashes(builds, profile_dir):
     hashes = set()
     for args in builds:
         print("sweep: cargo " + " ".join(args), file=sys.stderr)
-        run = subprocess.run(["cargo", *args, "--message-format=json"], cwd=ROOT,
+        # The format goes before any `--` (what follows it is clippy's).
+        command, *rest = args
+        run = subprocess.run(["cargo", command, "--message-format=json", *rest], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
         if run.returncode != 0:
-            sys.exit(f"sweep: `cargo {' '.join(args)}` failed; nothing deleted")
+            sys.exit(f"sweep: `cargo {' '.join(args)}` failed; nothing deleted from {profile_dir}")
         for line in run.stdout.splitlines():
             if not line.startswith("{"):
                 continue
@@ -101,6 +107,10 @@ def size(path):
 
 
 def sweep(profile_dir, keep, dry_run):
+    # Cargo's own lock on the profile folder: no build of another checkout sharing this target
+    # dir is between compiling a unit and linking it while its files go.
+    lock = open(profile_dir / ".cargo-lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     freed = 0
     doomed = []
     for sub in ("deps", "build", ".fingerprint"):
