@@ -95,9 +95,13 @@ impl PricingConfig {
             }
         }
         for (currency, minimum) in &config.minimum_total {
-            Currency::parse(currency).map_err(|e| ConfigProblem(format!("minimum_total: {e}")))?;
-            if *minimum < 0 {
-                return Err(ConfigProblem(format!("minimum_total: {currency} is negative")));
+            let currency = Currency::parse(currency).map_err(|e| ConfigProblem(format!("minimum_total: {e}")))?;
+            // Checked here so that `chargeable` cannot fail on the configuration.
+            match Money::new(*minimum, currency) {
+                Ok(minimum) if minimum.amount() >= 0 => {}
+                _ => {
+                    return Err(ConfigProblem(format!("minimum_total: {currency} must be 0 to {}", Money::MAX_AMOUNT)));
+                }
             }
         }
         if config.tax_rates_bps.values().any(|bps| *bps > 10_000) {
@@ -452,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_minimum_total_in_an_unknown_currency_or_below_zero_is_refused_at_start() {
-        for bad in [r#"{"XYZ": 50}"#, r#"{"USD": -1}"#] {
+        for bad in [r#"{"XYZ": 50}"#, r#"{"USD": -1}"#, r#"{"USD": 1000000000000000000}"#] {
             let json = format!(r#"{{"shipping_methods": [], "minimum_total": {bad}}}"#);
             assert!(PricingConfig::parse(&json).unwrap_err().0.starts_with("minimum_total"), "{bad}");
         }

@@ -347,18 +347,18 @@ impl Order {
     /// `window` of the last delivery of each line's SKU, and no more units of a SKU than were
     /// delivered less those in returns not rejected.
     ///
-    /// With `key` (the request's `Idempotency-Key`), a request that already asked for a return
+    /// `key` is the request's `Idempotency-Key`: a request that already asked for a return
     /// changes nothing: the same lines and reason find that return (the caller answers it), other
     /// ones are refused (`KeyReused`).
     pub fn request_return(
         &mut self,
         id: ReturnId,
         request: ReturnRequest,
-        key: Option<&str>,
+        key: &str,
         window: Duration,
         now: OffsetDateTime,
     ) -> Result<(), ReturnRefused> {
-        if let Some(earlier) = key.and_then(|key| self.return_requested_with(key)) {
+        if let Some(earlier) = self.return_requested_with(key) {
             return if earlier.lines == request.lines && earlier.reason == request.reason {
                 Ok(())
             } else {
@@ -418,7 +418,7 @@ impl Order {
             refunded_at: None,
             rejected_at: None,
             note: None,
-            request_key: key.map(str::to_owned),
+            request_key: Some(key.to_owned()),
         });
         self.touch(now);
         Ok(())
@@ -657,6 +657,11 @@ mod tests {
     use kernel::{Currency, ProductId, ShipmentId};
 
     use super::*;
+
+    /// A new request's `Idempotency-Key`.
+    fn fresh_key() -> String {
+        ReturnId::new().to_string()
+    }
     use crate::order::{OrderLine, SagaStep, Shipment, ShipmentLine};
     use crate::pricing::{PricingConfig, Promotion, Rule, ShippingMethod, priced};
 
@@ -766,7 +771,7 @@ mod tests {
     /// Requests and receives a return of `lines`; its refund.
     fn return_and_receive(order: &mut Order, lines: &[(&str, u32)]) -> Money {
         let id = ReturnId::new();
-        order.request_return(id, request(lines), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(lines), &fresh_key(), Duration::days(30), at(2)).unwrap();
         match order.receive_return(id, main_warehouse(), at(3)).unwrap() {
             Some(Event::ReturnReceived(received)) => received.refund,
             other => panic!("expected ReturnReceived, got {other:?}"),
@@ -864,9 +869,10 @@ mod tests {
     #[test]
     fn returning_more_than_was_delivered_counting_earlier_returns_names_the_line() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 3)], "US");
-        order.request_return(ReturnId::new(), request(&[("TEE", 2)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(ReturnId::new(), request(&[("TEE", 2)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
 
-        let refused = order.request_return(ReturnId::new(), request(&[("TEE", 2)]), None, Duration::days(30), at(2));
+        let refused =
+            order.request_return(ReturnId::new(), request(&[("TEE", 2)]), &fresh_key(), Duration::days(30), at(2));
 
         let Err(ReturnRefused::Invalid(errors)) = refused else { panic!("{refused:?}") };
         assert_eq!(errors[0].pointer, "/lines/0/quantity");
@@ -877,12 +883,10 @@ mod tests {
     fn a_retry_with_its_idempotency_key_finds_its_return_and_another_request_with_it_is_refused() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let first = ReturnId::new();
-        order.request_return(first, request(&[("TEE", 1)]), Some("k1"), Duration::days(30), at(2)).unwrap();
+        order.request_return(first, request(&[("TEE", 1)]), "k1", Duration::days(30), at(2)).unwrap();
 
-        let retried =
-            order.request_return(ReturnId::new(), request(&[("TEE", 1)]), Some("k1"), Duration::days(30), at(3));
-        let other =
-            order.request_return(ReturnId::new(), request(&[("TEE", 2)]), Some("k1"), Duration::days(30), at(3));
+        let retried = order.request_return(ReturnId::new(), request(&[("TEE", 1)]), "k1", Duration::days(30), at(3));
+        let other = order.request_return(ReturnId::new(), request(&[("TEE", 2)]), "k1", Duration::days(30), at(3));
 
         assert_eq!(retried, Ok(()));
         assert_eq!(order.returns.len(), 1, "the retry asked for nothing more");
@@ -894,11 +898,12 @@ mod tests {
     fn rejected_units_may_be_asked_for_again() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
         let first = ReturnId::new();
-        order.request_return(first, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(first, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         assert_eq!(order.reject_return(first, "never arrived".into(), at(3)), Ok(true));
         assert_eq!(order.reject_return(first, "again".into(), at(3)), Ok(false), "answered as it is");
 
-        let again = order.request_return(ReturnId::new(), request(&[("TEE", 1)]), None, Duration::days(30), at(4));
+        let again =
+            order.request_return(ReturnId::new(), request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(4));
 
         assert_eq!(again, Ok(()));
     }
@@ -906,22 +911,33 @@ mod tests {
     #[test]
     fn the_window_runs_from_the_delivery_and_a_unit_not_delivered_cannot_be_returned() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
-        let late = order.request_return(ReturnId::new(), request(&[("TEE", 1)]), None, Duration::days(30), at(32));
+        let late =
+            order.request_return(ReturnId::new(), request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(32));
         let Err(ReturnRefused::Invalid(errors)) = late else { panic!("{late:?}") };
         assert_eq!(errors[0].pointer, "/lines/0");
         assert!(errors[0].detail.contains("window"), "{}", errors[0].detail);
         assert_eq!(
-            order.request_return(ReturnId::new(), request(&[("TEE", 1)]), None, Duration::days(30), at(31)),
+            order.request_return(ReturnId::new(), request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(31)),
             Ok(())
         );
 
         let mut undelivered = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
         undelivered.shipments[0].status = ShipmentStatus::Dispatched;
-        let refused =
-            undelivered.request_return(ReturnId::new(), request(&[("TEE", 1)]), None, Duration::days(30), at(2));
+        let refused = undelivered.request_return(
+            ReturnId::new(),
+            request(&[("TEE", 1)]),
+            &fresh_key(),
+            Duration::days(30),
+            at(2),
+        );
         assert!(matches!(refused, Err(ReturnRefused::Invalid(_))), "{refused:?}");
-        let foreign =
-            undelivered.request_return(ReturnId::new(), request(&[("HAT", 1)]), None, Duration::days(30), at(2));
+        let foreign = undelivered.request_return(
+            ReturnId::new(),
+            request(&[("HAT", 1)]),
+            &fresh_key(),
+            Duration::days(30),
+            at(2),
+        );
         let Err(ReturnRefused::Invalid(errors)) = foreign else { panic!("{foreign:?}") };
         assert_eq!(errors[0].pointer, "/lines/0/sku");
     }
@@ -930,7 +946,7 @@ mod tests {
     fn a_return_is_received_once_in_one_warehouse_and_a_received_one_cannot_be_rejected() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let id = ReturnId::new();
-        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         assert!(matches!(order.receive_return(id, main_warehouse(), at(3)), Ok(Some(Event::ReturnReceived(_)))));
         let version = order.version;
 
@@ -951,7 +967,7 @@ mod tests {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 1)], "US");
         order.payment.captured = None;
         let id = ReturnId::new();
-        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
 
         assert!(matches!(order.receive_return(id, main_warehouse(), at(3)), Err(ReturnRefused::Conflict(_))));
         order
@@ -984,7 +1000,7 @@ mod tests {
     fn a_failed_refund_is_shown_failed_flags_the_order_and_leaves_its_return_received() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let id = ReturnId::new();
-        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         order.receive_return(id, main_warehouse(), at(3)).unwrap();
         let paid = refund(None, 500, 4);
         let failed = Refund {
@@ -1008,7 +1024,7 @@ mod tests {
     fn a_refund_stripe_fails_after_paying_it_no_longer_counts_and_reopens_its_return() {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let id = ReturnId::new();
-        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         order.receive_return(id, main_warehouse(), at(3)).unwrap();
         let paid = refund(Some(id), 2000, 4);
         let failed =
@@ -1031,7 +1047,7 @@ mod tests {
     fn refunds_are_recorded_once_each_in_any_order_and_mark_their_return_refunded() {
         let mut base = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let id = ReturnId::new();
-        base.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        base.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         base.receive_return(id, main_warehouse(), at(3)).unwrap();
         let (for_return, by_admin) = (refund(Some(id), 2000, 4), refund(None, 500, 5));
 
@@ -1062,7 +1078,7 @@ mod tests {
     fn received_return() -> (Order, ReturnId) {
         let mut order = delivered_order(&config(0, vec![], None), &[("TEE", "a", 2000, 2)], "US");
         let id = ReturnId::new();
-        order.request_return(id, request(&[("TEE", 1)]), None, Duration::days(30), at(2)).unwrap();
+        order.request_return(id, request(&[("TEE", 1)]), &fresh_key(), Duration::days(30), at(2)).unwrap();
         order.receive_return(id, main_warehouse(), at(3)).unwrap();
         (order, id)
     }

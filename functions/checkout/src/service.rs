@@ -485,7 +485,7 @@ pub async fn request_return(
     let window = settings.return_window;
     let order = update(store, order, |order| {
         let before = order.returns.len();
-        order.request_return(id, request.clone(), Some(key), window, now).map_err(CheckoutError::Return)?;
+        order.request_return(id, request.clone(), key, window, now).map_err(CheckoutError::Return)?;
         // A retry that found its return changes nothing, so nothing is written.
         Ok((order.returns.len() > before).then(Vec::new))
     })
