@@ -107,9 +107,10 @@ pub struct RefundPending {
 }
 
 /// A refund did not pay the money back: Stripe refused it, or it ended `failed` or `canceled`
-/// after Stripe had accepted it as `pending` (the customer's card was closed, …). Its amount is
-/// refundable again; the customer is still owed it, so a person must act (refund again, or
-/// pay another way). Never follows a `RefundIssued` of the same refund.
+/// after Stripe had accepted it as `pending` (the customer's card was closed, …), or Stripe
+/// failed it after it had succeeded (then it follows that refund's `RefundIssued`, and the
+/// refunded total no longer counts it). Its amount is refundable again; the customer is still
+/// owed it, so a person must act (refund again, or pay another way).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RefundFailed {
     pub order_id: OrderId,

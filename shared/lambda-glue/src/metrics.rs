@@ -157,7 +157,16 @@ pub mod capture {
     }
 
     /// Collects the metrics this thread emits, instead of writing them, until the guard drops.
+    ///
+    /// # Panics
+    /// On a multi-thread runtime, whose tasks run on other threads: what they emit would go
+    /// uncaptured, and a test that expects nothing counted would pass without looking.
     pub fn start() -> Captured {
+        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
+        assert!(
+            !matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)),
+            "metrics::capture needs the current-thread runtime (#[tokio::test] without flavor)"
+        );
         CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
         Captured(())
     }
