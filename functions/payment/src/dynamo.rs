@@ -1051,39 +1051,35 @@ impl RefundStore for DynamoPayments {
         else {
             return Err(Unavailable::because("following a refund Stripe does not hold pending").into());
         };
+        const FOLLOW: &str = "SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due";
+        let values = HashMap::from([
+            (":id".to_owned(), s(stripe_refund_id)),
+            (":at".to_owned(), epoch(*look_again_at)),
+            (":due".to_owned(), since_key(due, refund.order_id)),
+            (":pending".to_owned(), s(REFUND_PENDING)),
+        ]);
+        let key = refund_key(refund.order_id, &refund.source);
         if let Some(event) = first {
             // The first record of it pending at Stripe, and its `RefundPending`: one transaction.
-            let following = update_action(
-                &self.table,
-                refund_key(refund.order_id, &refund.source),
-                "SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due",
-                "#status = :pending AND attribute_not_exists(stripe_refund_id)",
-                HashMap::from([
-                    (":id".to_owned(), s(stripe_refund_id)),
-                    (":at".to_owned(), epoch(*look_again_at)),
-                    (":due".to_owned(), since_key(due, refund.order_id)),
-                    (":pending".to_owned(), s(REFUND_PENDING)),
-                ]),
-            )?;
+            let condition = "#status = :pending AND attribute_not_exists(stripe_refund_id)";
+            let following = update_action(&self.table, key, FOLLOW, condition, values)?;
             let mut transaction = Transaction::new();
             transaction
                 .push(RefundAction::Refund, following)
                 .push(RefundAction::Event, outbox::put(&self.table, event).map_err(Unavailable::from)?);
             return Self::recorded(self.refund_transaction(&transaction).await?);
         }
-        // Read back still pending: when to look again, no event.
+        // Read back still pending: when to look again, no event (and no transaction, at half the
+        // write units).
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(refund_key(refund.order_id, &refund.source)))
-            .update_expression("SET stripe_refund_id = :id, look_again_at = :at, gsi1sk = :due")
+            .set_key(Some(key))
+            .update_expression(FOLLOW)
             .condition_expression("#status = :pending AND stripe_refund_id = :id")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":id", s(stripe_refund_id))
-            .expression_attribute_values(":at", epoch(*look_again_at))
-            .expression_attribute_values(":due", since_key(due, refund.order_id))
-            .expression_attribute_values(":pending", s(REFUND_PENDING))
+            .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match update.send().await {
             Ok(_) => Ok(Recorded::Done),

@@ -925,6 +925,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pending_record_that_loses_to_a_concurrent_write_is_tried_again_and_announced_once() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+        store.conflict_next_follows(2);
+
+        let made = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+
+        assert_eq!(made.status.as_str(), "pending");
+        let re = stripe.refunds_of(&intent)[0].id.clone();
+        assert_eq!(announced_pending(&store), vec![(900, re)]);
+    }
+
+    #[tokio::test]
+    async fn a_pending_record_that_never_wins_its_write_is_busy_and_carried_on_later_announcing_once() {
+        let (store, stripe) = (FakeStore::default(), FakeStripe::default());
+        let (order_id, intent) = captured_order(&store, &stripe).await;
+        stripe.refunds_start_pending();
+        store.conflict_next_follows(1_000);
+
+        let busy = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await;
+
+        assert!(matches!(busy, Err(RefundError::Busy(id)) if id == order_id), "{busy:?}");
+        assert_eq!(store.stored_refunds(order_id)[0].status.as_str(), "pending", "not followed yet");
+        assert!(announced_pending(&store).is_empty(), "nothing announced for a write that did not happen");
+        store.conflict_next_follows(0);
+        let retried = request_refund(&store, &stripe, ask(order_id, "k1", Some(900)), T0).await.unwrap();
+        assert_eq!(retried.status.as_str(), "pending");
+        assert_eq!(stripe.refunds_of(&intent).len(), 1, "the retry found Stripe's refund");
+        assert_eq!(announced_pending(&store).len(), 1);
+    }
+
+    #[tokio::test]
     async fn two_calls_that_read_a_refund_before_stripe_held_it_pending_announce_it_once() {
         let (store, stripe) = (Arc::new(FakeStore::default()), Arc::new(FakeStripe::default()));
         let (order_id, intent) = captured_order(&store, &stripe).await;

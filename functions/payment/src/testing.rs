@@ -73,6 +73,8 @@ pub struct FakeStore {
     /// How many of the next refund failures lose to a concurrent transaction on the same items
     /// (DynamoDB's `TransactionConflict`): `Moved`, nothing written.
     fail_conflicts: Mutex<u32>,
+    /// The same for the next writes that record a refund pending at Stripe.
+    follow_conflicts: Mutex<u32>,
     /// Runs on the store right before the next refund failure is decided: another invocation's
     /// write (a settle) landing between our read of the refund and our fail.
     before_fail: Mutex<Option<StoreLanding>>,
@@ -688,6 +690,12 @@ impl FakeStore {
         *lock(&self.fail_conflicts) = times;
     }
 
+    /// The next `times` writes that record a refund pending at Stripe lose to a concurrent
+    /// transaction: nothing is written, nothing announced.
+    pub fn conflict_next_follows(&self, times: u32) {
+        *lock(&self.follow_conflicts) = times;
+    }
+
     fn refund_conflict(&self, payment: &Payment) -> bool {
         lock(&self.payments)
             .get(&payment.order_id)
@@ -847,6 +855,13 @@ impl RefundStore for FakeStore {
         let expected = if first.is_some() { None } else { refund.stripe_refund_id() };
         if stored != expected {
             return Ok(Recorded::Already(Box::new(refunds[&key].clone())));
+        }
+        {
+            let mut conflicts = lock(&self.follow_conflicts);
+            if *conflicts > 0 {
+                *conflicts -= 1;
+                return Ok(Recorded::Moved);
+            }
         }
         let attempt = refunds[&key].attempt;
         refunds.insert(key, Refund { attempt, ..refund.clone() });
