@@ -4,7 +4,9 @@
 use time::OffsetDateTime;
 
 use domain_events::inventory::ReleaseReason;
+use domain_events::payment::RefundReason;
 use domain_events::{Envelope, Event};
+use kernel::{Money, RefundId, ReturnId};
 use lambda_glue::consumer::{self, HandlerError, Inbox, SqsBatchResponse, Trigger};
 use lambda_glue::sweep::{Sweep, Tick};
 
@@ -102,49 +104,40 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
             (e.order_id, SagaStep::ShipmentCancelled { shipment: e.shipment_id, count: e.shipment_count })
         }
         Event::RefundPending(e) => {
-            let refund = Refund {
-                refund_id: e.refund_id,
-                stripe_refund_id: Some(e.stripe_refund_id),
-                amount: e.amount,
-                reason: e.reason,
-                return_id: e.return_id,
-                at: occurred_at,
-                status: RefundState::Pending,
-                pending_at: Some(occurred_at),
-                failure_reason: None,
-                failed_at: None,
-            };
-            (e.order_id, SagaStep::RefundPending(refund))
+            let refund = announced(
+                e.refund_id,
+                Some(e.stripe_refund_id),
+                e.amount,
+                e.reason,
+                e.return_id,
+                occurred_at,
+                RefundState::Pending,
+            );
+            (e.order_id, SagaStep::RefundPending(Refund { pending_at: Some(occurred_at), ..refund }))
         }
         Event::RefundIssued(e) => {
-            let refund = Refund {
-                refund_id: e.refund_id,
-                stripe_refund_id: Some(e.stripe_refund_id),
-                amount: e.amount,
-                reason: e.reason,
-                return_id: e.return_id,
-                at: occurred_at,
-                status: RefundState::Succeeded,
-                pending_at: None,
-                failure_reason: None,
-                failed_at: None,
-            };
+            let refund = announced(
+                e.refund_id,
+                Some(e.stripe_refund_id),
+                e.amount,
+                e.reason,
+                e.return_id,
+                occurred_at,
+                RefundState::Succeeded,
+            );
             (e.order_id, SagaStep::RefundIssued(refund))
         }
         Event::RefundFailed(e) => {
-            let refund = Refund {
-                refund_id: e.refund_id,
-                stripe_refund_id: e.stripe_refund_id,
-                amount: e.amount,
-                reason: e.reason,
-                return_id: e.return_id,
-                at: occurred_at,
-                status: RefundState::Failed,
-                pending_at: None,
-                failure_reason: Some(e.failure_reason),
-                failed_at: None,
-            };
-            (e.order_id, SagaStep::RefundFailed(refund))
+            let refund = announced(
+                e.refund_id,
+                e.stripe_refund_id,
+                e.amount,
+                e.reason,
+                e.return_id,
+                occurred_at,
+                RefundState::Failed,
+            );
+            (e.order_id, SagaStep::RefundFailed(Refund { failure_reason: Some(e.failure_reason), ..refund }))
         }
         Event::PaymentDisputed(e) => {
             let dispute = Dispute {
@@ -167,4 +160,29 @@ async fn on_event(store: &impl OrderStore, envelope: Envelope) -> Result<(), Han
         }
     };
     service::on_saga_step(store, order_id, step, now).await.map_err(failed)
+}
+
+/// A refund as payment announced it at `at`, in `status`; the moments and reasons another event
+/// brings are not known yet.
+fn announced(
+    refund_id: RefundId,
+    stripe_refund_id: Option<String>,
+    amount: Money,
+    reason: RefundReason,
+    return_id: Option<ReturnId>,
+    at: OffsetDateTime,
+    status: RefundState,
+) -> Refund {
+    Refund {
+        refund_id,
+        stripe_refund_id,
+        amount,
+        reason,
+        return_id,
+        at,
+        status,
+        pending_at: None,
+        failure_reason: None,
+        failed_at: None,
+    }
 }

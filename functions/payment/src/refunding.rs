@@ -786,15 +786,16 @@ mod tests {
         }
     }
 
+    /// What `pick` takes from the events the store announced, in order.
+    fn announced<T>(store: &FakeStore, pick: impl Fn(Event) -> Option<T>) -> Vec<T> {
+        store.events().into_iter().filter_map(pick).collect()
+    }
+
     fn issued_amounts(store: &FakeStore) -> Vec<(i64, i64)> {
-        store
-            .events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::RefundIssued(issued) => Some((issued.amount.amount(), issued.refunded_total.amount())),
-                _ => None,
-            })
-            .collect()
+        announced(store, |event| match event {
+            Event::RefundIssued(issued) => Some((issued.amount.amount(), issued.refunded_total.amount())),
+            _ => None,
+        })
     }
 
     fn at_stripe(stripe: &FakeStripe, intent: &PaymentIntentId) -> i64 {
@@ -851,14 +852,10 @@ mod tests {
     }
 
     fn failed_refunds(store: &FakeStore) -> Vec<(i64, String)> {
-        store
-            .events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::RefundFailed(failed) => Some((failed.amount.amount(), failed.failure_reason)),
-                _ => None,
-            })
-            .collect()
+        announced(store, |event| match event {
+            Event::RefundFailed(failed) => Some((failed.amount.amount(), failed.failure_reason)),
+            _ => None,
+        })
     }
 
     /// Lists every refund due at `now` and carries each on: what one sweep tick does.
@@ -895,14 +892,10 @@ mod tests {
 
     /// The `RefundPending` announced, as (amount, Stripe's id).
     fn announced_pending(store: &FakeStore) -> Vec<(i64, String)> {
-        store
-            .events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::RefundPending(pending) => Some((pending.amount.amount(), pending.stripe_refund_id)),
-                _ => None,
-            })
-            .collect()
+        announced(store, |event| match event {
+            Event::RefundPending(pending) => Some((pending.amount.amount(), pending.stripe_refund_id)),
+            _ => None,
+        })
     }
 
     #[tokio::test]

@@ -739,6 +739,23 @@ async fn a_return_received_delivered_twice_and_re_sent_under_a_new_event_id_is_r
     assert_eq!(order["payment"]["refunded"], refunded["refund"]);
 }
 
+/// A one-unit order, paid and captured: its id, its PaymentIntent, and the order as read then.
+async fn captured_order() -> (String, String, Value) {
+    let order = captured(&shopper_with_cart(5, 1).await).await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    (id, order["payment_intent_id"].as_str().unwrap().to_owned(), order)
+}
+
+/// An admin's refund of order `id` (`body` as the refunds route takes it) under a new key.
+async fn admin_refund(id: &str, body: &Value) -> e2e::support::Reply {
+    call(Method::POST, &format!("/admin/orders/{id}/refunds"))
+        .admin()
+        .header("idempotency-key", &testkit::unique("key"))
+        .json(body)
+        .send()
+        .await
+}
+
 /// A tap on payment's `detail_type` events for one order.
 async fn payment_announces(order_id: &str, detail_type: &str) -> Tap {
     Tap::new(json!({
@@ -764,9 +781,8 @@ fn stripe_event(event_type: &str, object: &Value) -> Value {
 async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_stripe_tells_of_it() {
     shop();
     let _shared = CLOCK.read().await;
-    let shopper = shopper_with_cart(5, 1).await;
-    let order = captured(&shopper).await;
-    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let (id, intent, order) = captured_order().await;
+    let intent = intent.as_str();
     let total = order["payment"]["captured"]["amount"].as_i64().unwrap();
     let issued = payment_announces(&id, "RefundIssued").await;
     let admin = shop().admin_token();
@@ -797,12 +813,7 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_however_often_st
     assert_eq!((refunds.len(), &refunds[0]["reason"]), (1, &json!("other")), "{shown:#}");
     assert_eq!(shown["payment"]["refunded"], json!({ "amount": 500, "currency": "USD" }));
     // The Dashboard's refund counts against what is left: everything else, and nothing more.
-    let rest = call(Method::POST, &format!("/admin/orders/{id}/refunds"))
-        .admin()
-        .header("idempotency-key", &testkit::unique("key"))
-        .json(&json!({ "reason": "requested_by_customer" }))
-        .send()
-        .await;
+    let rest = admin_refund(&id, &json!({ "reason": "requested_by_customer" })).await;
     assert_eq!(
         (rest.status.as_u16(), rest.body["amount"]["amount"].as_i64()),
         (201, Some(total - 500)),
@@ -823,16 +834,10 @@ fn counted_for(id: &str, name: &str) -> Vec<Value> {
 async fn a_refund_stripe_fails_after_success_told_at_once_by_every_refund_event_is_failed_and_counted_once() {
     shop();
     let _shared = CLOCK.read().await;
-    let shopper = shopper_with_cart(5, 1).await;
-    let order = captured(&shopper).await;
-    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let (id, intent, order) = captured_order().await;
+    let intent = intent.as_str();
     let total = order["payment"]["captured"]["amount"].as_i64().unwrap();
-    let refunded = call(Method::POST, &format!("/admin/orders/{id}/refunds"))
-        .admin()
-        .header("idempotency-key", &testkit::unique("key"))
-        .json(&json!({ "reason": "requested_by_customer" }))
-        .send()
-        .await;
+    let refunded = admin_refund(&id, &json!({ "reason": "requested_by_customer" })).await;
     assert_eq!((refunded.status.as_u16(), &refunded.body["status"]), (201, &json!("succeeded")), "{}", refunded.body);
     let admin = shop().admin_token();
     order_when(&admin, &id, |o| o["payment"]["refunded"]["amount"] == total).await;
@@ -879,15 +884,8 @@ async fn a_refund_stripe_fails_after_success_told_at_once_by_every_refund_event_
 async fn a_refund_pending_heard_after_its_refund_succeeded_never_shows_it_pending_again() {
     shop();
     let _shared = CLOCK.read().await;
-    let shopper = shopper_with_cart(5, 1).await;
-    let order = captured(&shopper).await;
-    let id = order["order_id"].as_str().unwrap().to_owned();
-    let asked = call(Method::POST, &format!("/admin/orders/{id}/refunds"))
-        .admin()
-        .header("idempotency-key", &testkit::unique("key"))
-        .json(&json!({ "amount": 600, "reason": "requested_by_customer" }))
-        .send()
-        .await;
+    let (id, _, _) = captured_order().await;
+    let asked = admin_refund(&id, &json!({ "amount": 600, "reason": "requested_by_customer" })).await;
     assert_eq!((asked.status.as_u16(), &asked.body["status"]), (201, &json!("succeeded")), "{}", asked.body);
     let admin = shop().admin_token();
     order_when(&admin, &id, |o| o["payment"]["refunds"][0]["status"] == "succeeded").await;
@@ -920,9 +918,8 @@ async fn a_refund_pending_heard_after_its_refund_succeeded_never_shows_it_pendin
 async fn a_dispute_at_stripe_flags_the_order_for_an_admin_once() {
     shop();
     let _shared = CLOCK.read().await;
-    let shopper = shopper_with_cart(5, 1).await;
-    let order = captured(&shopper).await;
-    let (id, intent) = (order["order_id"].as_str().unwrap().to_owned(), order["payment_intent_id"].as_str().unwrap());
+    let (id, intent, order) = captured_order().await;
+    let intent = intent.as_str();
     let announced = payment_announces(&id, "PaymentDisputed").await;
 
     // The customer's bank disputes the charge: the emulator sends charge.dispute.created once.
