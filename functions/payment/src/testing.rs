@@ -46,6 +46,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Takes one of the conflicts a test asked for: true when this write is to lose.
+fn lose_one(conflicts: &Mutex<u32>) -> bool {
+    let mut left = lock(conflicts);
+    let lose = *left > 0;
+    *left = left.saturating_sub(1);
+    lose
+}
+
 type Payments = Arc<Mutex<HashMap<OrderId, Payment>>>;
 /// A write of another invocation, landing on the payment right after one of ours.
 type Landing = Box<dyn FnOnce(&mut Payment) + Send>;
@@ -806,12 +814,8 @@ impl RefundStore for FakeStore {
         if let Some(done) = still_pending(&refunds, &key)? {
             return Ok(done);
         }
-        {
-            let mut conflicts = lock(&self.fail_conflicts);
-            if *conflicts > 0 {
-                *conflicts -= 1;
-                return Ok(Recorded::Moved);
-            }
+        if lose_one(&self.fail_conflicts) {
+            return Ok(Recorded::Moved);
         }
         self.record(refund.order_id, |stored| stored.refunds.reserved -= refund.amount.amount());
         refunds.insert(key, refund.clone());
@@ -856,12 +860,8 @@ impl RefundStore for FakeStore {
         if stored != expected {
             return Ok(Recorded::Already(Box::new(refunds[&key].clone())));
         }
-        {
-            let mut conflicts = lock(&self.follow_conflicts);
-            if *conflicts > 0 {
-                *conflicts -= 1;
-                return Ok(Recorded::Moved);
-            }
+        if lose_one(&self.follow_conflicts) {
+            return Ok(Recorded::Moved);
         }
         let attempt = refunds[&key].attempt;
         refunds.insert(key, Refund { attempt, ..refund.clone() });
