@@ -107,29 +107,29 @@ def size(path):
 
 
 def sweep(profile_dir, keep, dry_run):
-    # Cargo's own lock on the profile folder: no build of another checkout sharing this target
-    # dir is between compiling a unit and linking it while its files go.
-    lock = open(profile_dir / ".cargo-lock", "a")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    freed = 0
-    doomed = []
-    for sub in ("deps", "build", ".fingerprint"):
-        folder = profile_dir / sub
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            found = HASH.search(entry.name)
-            if found and found.group(1) not in keep:
-                doomed.append(entry)
-    if (profile_dir / "incremental").exists():
-        doomed.append(profile_dir / "incremental")
-    for entry in doomed:
-        freed += size(entry)
-        if not dry_run:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+    # Cargo's own lock on the profile folder, held until the files are gone: no build of another
+    # checkout sharing this target dir is between compiling a unit and linking it meanwhile.
+    with open(profile_dir / ".cargo-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doomed = []
+        for sub in ("deps", "build", ".fingerprint"):
+            folder = profile_dir / sub
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                found = HASH.search(entry.name)
+                if found and found.group(1) not in keep:
+                    doomed.append(entry)
+        if (profile_dir / "incremental").exists():
+            doomed.append(profile_dir / "incremental")
+        freed = 0
+        for entry in doomed:
+            freed += size(entry)
+            if not dry_run:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
     return len(doomed), freed
 
 
